@@ -1,0 +1,1 @@
+"""The `adapters` command line: parse, call the client, print."""

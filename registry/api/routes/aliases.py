@@ -1,0 +1,40 @@
+"""Move and delete aliases."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from registry.api.deps import PrincipalDep, RegistryDep
+from registry.entities import AliasInfo
+from registry.errors import BadRequest
+from registry.refs import Ref, parse_ref, parse_repo
+from registry.services import aliases
+
+router = APIRouter(prefix="/v1/repos/{namespace}/{name}/aliases", tags=["aliases"])
+
+
+class AliasTarget(BaseModel):
+    ref: str | None = None
+    """A reference inside this repository (ns/name:3, ns/name@staging, ...)."""
+    version: int | None = None
+
+
+@router.put("/{alias}")
+def set_alias(namespace: str, name: str, alias: str, body: AliasTarget, reg: RegistryDep,
+              _: PrincipalDep) -> AliasInfo:
+    repo = parse_repo(f"{namespace}/{name}")
+    if body.version is not None:
+        ref = Ref(repo, version=body.version)
+    elif body.ref is not None:
+        ref = parse_ref(body.ref)
+        if ref.repo != repo:
+            raise BadRequest(f"{body.ref} is not in {repo}")
+    else:
+        raise BadRequest("give ref or version")
+    return aliases.set_alias(reg, ref, alias)
+
+
+@router.delete("/{alias}")
+def delete_alias(namespace: str, name: str, alias: str, reg: RegistryDep, _: PrincipalDep) -> AliasInfo:
+    return aliases.delete_alias(reg, parse_repo(f"{namespace}/{name}"), alias)

@@ -1,0 +1,131 @@
+"""Blob presence, streamed and verified upload, streamed download with Range."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+from fastapi import APIRouter, Header, Request, Response
+from fastapi.responses import RedirectResponse, StreamingResponse
+from pydantic import BaseModel
+
+from registry.api.deps import PrincipalDep, RegistryDep, SettingsDep
+from registry.entities import MissingBlobs
+from registry.errors import BadRequest, NotFound
+from registry.services.blobs import missing_blobs, upload_blob
+from storage import check_digest
+
+router = APIRouter(prefix="/v1/blobs", tags=["blobs"])
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+class DigestList(BaseModel):
+    digests: list[str]
+
+
+@router.post("/missing")
+def check_missing(body: DigestList, reg: RegistryDep, _: PrincipalDep) -> MissingBlobs:
+    """Which of these digests does the store lack? A push uploads only those."""
+    return MissingBlobs(missing=missing_blobs(reg.store, body.digests))
+
+
+@router.head("/{digest}")
+def head_blob(digest: str, reg: RegistryDep, _: PrincipalDep) -> Response:
+    info = reg.store.stat(check_digest(digest))
+    if info is None:
+        return Response(status_code=404)
+    return Response(headers={"Content-Length": str(info.size), "Accept-Ranges": "bytes"})
+
+
+class _BodyReader:
+    """A blocking read(n) over the request body, fed from the event loop to a worker thread."""
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buf = bytearray()
+        self._done = False
+
+    async def _next(self) -> bytes | None:
+        try:
+            return await self._chunks.__anext__()
+        except StopAsyncIteration:
+            return None
+
+    def read(self, n: int = -1) -> bytes:
+        while not self._done and (n < 0 or len(self._buf) < n):
+            chunk = anyio.from_thread.run(self._next)
+            if chunk is None:
+                self._done = True
+            else:
+                self._buf += chunk
+        n = len(self._buf) if n < 0 else n
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        return out
+
+
+@router.put("/{digest}", status_code=201)
+async def put_blob(
+    digest: str,
+    request: Request,
+    reg: RegistryDep,
+    _: PrincipalDep,
+    content_length: Annotated[int | None, Header()] = None,
+) -> dict[str, object]:
+    """Stream the body into the store; sha256 and length are verified before it becomes visible."""
+    check_digest(digest)
+    if content_length is None:
+        raise BadRequest("Content-Length is required for blob uploads")
+    reader = _BodyReader(request.stream().__aiter__())
+    info = await anyio.to_thread.run_sync(upload_blob, reg.store, reader, digest, content_length)
+    return {"digest": info.digest, "size": info.size}
+
+
+@router.get("/{digest}")
+def get_blob(
+    digest: str,
+    reg: RegistryDep,
+    settings: SettingsDep,
+    _: PrincipalDep,
+    range_header: Annotated[str | None, Header(alias="range")] = None,
+) -> Response:
+    info = reg.store.stat(check_digest(digest))
+    if info is None:
+        raise NotFound(f"blob {digest} does not exist", digest=digest)
+    if settings.s3_presign_downloads:
+        url = reg.store.url_for(digest)
+        if url:
+            return RedirectResponse(url, status_code=307)
+    headers = {"Accept-Ranges": "bytes", "ETag": f'"{digest}"'}
+    if range_header is None:
+        headers["Content-Length"] = str(info.size)
+        return StreamingResponse(reg.store.open(digest), media_type="application/octet-stream", headers=headers)
+    start, end = _parse_range(range_header, info.size)
+    headers["Content-Range"] = f"bytes {start}-{end - 1}/{info.size}"
+    headers["Content-Length"] = str(end - start)
+    return StreamingResponse(reg.store.open(digest, start, end), status_code=206,
+                             media_type="application/octet-stream", headers=headers)
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int]:
+    """One byte range (start, end exclusive); multipart ranges are not served."""
+    m = _RANGE_RE.match(header.strip())
+    if not m or (not m[1] and not m[2]):
+        raise RangeNotSatisfiable(f"unsupported Range {header!r}; use bytes=START-[END]", size=size)
+    if not m[1]:
+        start, end = max(0, size - int(m[2])), size
+    else:
+        start = int(m[1])
+        end = min(size, int(m[2]) + 1) if m[2] else size
+    if start >= size or start >= end:
+        raise RangeNotSatisfiable(f"range {header!r} is outside the blob of {size} bytes", size=size)
+    return start, end
+
+
+class RangeNotSatisfiable(BadRequest):
+    code = "range_not_satisfiable"
+    status = 416

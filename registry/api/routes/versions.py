@@ -1,0 +1,63 @@
+"""Version commit, lookup by any reference, listing and search."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from fastapi.concurrency import run_in_threadpool
+
+from registry.api.deps import PrincipalDep, RegistryDep
+from registry.entities import Page, PushRequest, PushResult, RepoInfo, VersionFilter, VersionInfo
+from registry.refs import Ref, parse_ref, parse_repo
+from registry.services import queries, versions
+
+router = APIRouter(prefix="/v1", tags=["versions"])
+
+
+@router.post("/repos/{namespace}/{name}/versions", status_code=201)
+async def commit_version(
+    namespace: str, name: str, body: PushRequest, reg: RegistryDep, principal: PrincipalDep, response: Response
+) -> PushResult:
+    """Record a version from uploaded blobs. 201 when created, 200 when identical to the latest."""
+    result = await run_in_threadpool(versions.commit_version, reg, f"{namespace}/{name}", body, principal.name)
+    if not result.created:
+        response.status_code = 200
+    return result
+
+
+@router.get("/resolve")
+def resolve(ref: str, reg: RegistryDep, _: PrincipalDep) -> VersionInfo:
+    """Look a version up by ns/name, ns/name:N, ns/name@alias or ns/name@sha256:..."""
+    return versions.resolve(reg, parse_ref(ref))
+
+
+@router.get("/repos/{namespace}/{name}/versions/{number}")
+def get_version(namespace: str, name: str, number: int, reg: RegistryDep, _: PrincipalDep) -> VersionInfo:
+    return versions.resolve(reg, Ref(parse_repo(f"{namespace}/{name}"), version=number))
+
+
+@router.get("/versions")
+def list_versions(
+    reg: RegistryDep,
+    _: PrincipalDep,
+    repo: str | None = None,
+    task: str | None = None,
+    peft_type: str | None = None,
+    base: str | None = None,
+    latest_only: bool = False,
+    limit: Annotated[int, Query(ge=1, le=queries.MAX_LIMIT)] = 50,
+    cursor: str | None = None,
+) -> Page[VersionInfo]:
+    flt = VersionFilter(repo=repo, task=task, peft_type=peft_type, base=base, latest_only=latest_only)
+    return queries.list_versions(reg, flt, limit, cursor)
+
+
+@router.get("/repos")
+def list_repos(
+    reg: RegistryDep,
+    _: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=queries.MAX_LIMIT)] = 50,
+    cursor: str | None = None,
+) -> Page[RepoInfo]:
+    return queries.list_repos(reg, limit, cursor)

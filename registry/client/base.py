@@ -1,0 +1,46 @@
+"""The interface the CLI (and Python users) talk to, whatever the mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from registry.entities import AliasInfo, Page, PushRequest, PushResult, RepoInfo, VersionFilter, VersionInfo
+from storage import BlobStore
+
+
+class TransferProgress(Protocol):
+    """Byte progress of a push or pull; the CLI draws it as a bar."""
+
+    def start(self, description: str, total_bytes: int) -> None: ...
+
+    def advance(self, n: int) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+class RegistryClient(Protocol):
+    cache: BlobStore
+    """Where pulled blobs land before being copied out: a local content-addressed store."""
+
+    def missing_blobs(self, digests: list[str]) -> list[str]: ...
+
+    def upload_blob(self, path: Path, digest: str, size: int, progress: TransferProgress | None) -> None: ...
+
+    def commit(self, repo: str, request: PushRequest) -> PushResult: ...
+
+    def fetch_blob(self, digest: str, size: int, progress: TransferProgress | None) -> None:
+        """Make sure `digest` is in `self.cache`, downloading it if needed."""
+        ...
+
+    def resolve(self, ref: str) -> VersionInfo: ...
+
+    def list_versions(self, flt: VersionFilter, limit: int = 50, cursor: str | None = None) -> Page[VersionInfo]: ...
+
+    def list_repos(self, limit: int = 50, cursor: str | None = None) -> Page[RepoInfo]: ...
+
+    def set_alias(self, ref: str, alias: str) -> AliasInfo: ...
+
+    def delete_alias(self, repo: str, alias: str) -> AliasInfo: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,69 @@
+"""The embedded default: services called in-process on SQLite + a local blob directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from registry.client.base import TransferProgress
+from registry.config import Settings
+from registry.db.engine import current_revision, head_revision, upgrade
+from registry.entities import AliasInfo, Page, PushRequest, PushResult, RepoInfo, VersionFilter, VersionInfo
+from registry.refs import parse_ref, parse_repo
+from registry.services import aliases, blobs, queries, versions
+from registry.services.context import Registry
+from storage import BlobStore
+from storage.local import LocalBlobStore
+
+
+class LocalClient:
+    def __init__(self, registry: Registry, user: str, cache: BlobStore) -> None:
+        self.registry = registry
+        self.user = user
+        self.cache = cache
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalClient:
+        reg = Registry.from_settings(settings)
+        if current_revision(reg.engine) != head_revision():
+            upgrade(reg.engine)
+        # A local blob directory is its own cache: pulls copy straight from it.
+        cache: BlobStore = reg.store if isinstance(reg.store, LocalBlobStore) else LocalBlobStore(
+            settings.effective_cache_dir
+        )
+        return cls(reg, settings.user, cache)
+
+    def missing_blobs(self, digests: list[str]) -> list[str]:
+        return blobs.missing_blobs(self.registry.store, digests)
+
+    def upload_blob(self, path: Path, digest: str, size: int, progress: TransferProgress | None) -> None:
+        with path.open("rb") as f:
+            blobs.upload_blob(self.registry.store, f, digest, size, progress.advance if progress else None)
+
+    def commit(self, repo: str, request: PushRequest) -> PushResult:
+        return versions.commit_version(self.registry, repo, request, self.user)
+
+    def fetch_blob(self, digest: str, size: int, progress: TransferProgress | None) -> None:
+        if self.cache.stat(digest) is not None:
+            return
+        from registry.client.transfer import IterReader
+
+        reader = IterReader(self.registry.store.open(digest))
+        blobs.upload_blob(self.cache, reader, digest, size, progress.advance if progress else None)
+
+    def resolve(self, ref: str) -> VersionInfo:
+        return versions.resolve(self.registry, parse_ref(ref))
+
+    def list_versions(self, flt: VersionFilter, limit: int = 50, cursor: str | None = None) -> Page[VersionInfo]:
+        return queries.list_versions(self.registry, flt, limit, cursor)
+
+    def list_repos(self, limit: int = 50, cursor: str | None = None) -> Page[RepoInfo]:
+        return queries.list_repos(self.registry, limit, cursor)
+
+    def set_alias(self, ref: str, alias: str) -> AliasInfo:
+        return aliases.set_alias(self.registry, parse_ref(ref), alias)
+
+    def delete_alias(self, repo: str, alias: str) -> AliasInfo:
+        return aliases.delete_alias(self.registry, parse_repo(repo), alias)
+
+    def close(self) -> None:
+        self.registry.close()

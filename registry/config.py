@@ -1,0 +1,75 @@
+"""Settings from the environment (ADAPTERS_*), built once by the CLI entry or the app factory."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from storage import S3Options
+
+
+def _default_home() -> Path:
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "adapter-registry"
+
+
+def _default_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "anonymous"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ADAPTERS_", extra="ignore")
+
+    home: Path = Field(default_factory=_default_home)
+    """Data directory of the embedded default (SQLite database, blobs, cache)."""
+    database_url: str | None = None
+    """SQLAlchemy URL; default sqlite:///$ADAPTERS_HOME/registry.db."""
+    blob_url: str | None = None
+    """file:///dir or s3://bucket[/prefix]; default file://$ADAPTERS_HOME/blobs."""
+    s3_endpoint: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_region: str | None = None
+    s3_secure: bool = True
+    s3_presign_downloads: bool = False
+    """Answer blob downloads with a redirect to a presigned S3 URL instead of proxying bytes."""
+    url: str | None = None
+    """When set (http://host:port), the CLI talks to that server instead of the embedded registry."""
+    cache_dir: Path | None = None
+    """Client-side content-addressed cache for pulls; default $ADAPTERS_HOME/cache."""
+    user: str = Field(default_factory=_default_user)
+    """Recorded as who pushed (sent as X-Adapters-User to a server)."""
+    max_push_bytes: int = 20 * 1024**3
+    max_header_bytes: int = 100 * 1024**2
+    """Cap on a safetensors header (the same cap the safetensors library applies)."""
+    max_json_bytes: int = 16 * 1024**2
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'registry.db'}"
+
+    @property
+    def effective_blob_url(self) -> str:
+        return self.blob_url or f"file://{self.home / 'blobs'}"
+
+    @property
+    def effective_cache_dir(self) -> Path:
+        return self.cache_dir or self.home / "cache"
+
+    def s3_options(self) -> S3Options | None:
+        if not self.s3_endpoint:
+            return None
+        return S3Options(
+            endpoint=self.s3_endpoint,
+            access_key=self.s3_access_key,
+            secret_key=self.s3_secret_key,
+            region=self.s3_region,
+            secure=self.s3_secure,
+        )

@@ -1,0 +1,1 @@
+"""Metadata database: SQLAlchemy models, engine and unit of work, Alembic upgrade."""

@@ -1,0 +1,116 @@
+"""SQLAlchemy 2 models. The schema itself comes only from the Alembic migrations in migrations/."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Repository(Base):
+    __tablename__ = "repositories"
+    __table_args__ = (UniqueConstraint("namespace", "name", name="uq_repositories_namespace_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    latest_version: Mapped[int] = mapped_column(Integer, default=0)
+    """Highest version number; bumped under the row lock, so numbers stay gap-free."""
+
+
+class Blob(Base):
+    __tablename__ = "blobs"
+
+    digest: Mapped[str] = mapped_column(String(71), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Version(Base):
+    __tablename__ = "versions"
+    __table_args__ = (
+        UniqueConstraint("repository_id", "number", name="uq_versions_repository_number"),
+        Index("ix_versions_digest", "digest"),
+        Index("ix_versions_task", "task"),
+        Index("ix_versions_peft_type", "peft_type"),
+        Index("ix_versions_base_model_name", "base_model_name"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    digest: Mapped[str] = mapped_column(String(71))
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSON)
+    peft_type: Mapped[str] = mapped_column(String(32))
+    task_type: Mapped[str | None] = mapped_column(String(32))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    r: Mapped[int | None] = mapped_column(Integer)
+    lora_alpha: Mapped[float | None] = mapped_column(Float)
+    target_modules: Mapped[Any] = mapped_column(JSON, nullable=True)
+    lora_dropout: Mapped[float | None] = mapped_column(Float)
+    use_rslora: Mapped[bool] = mapped_column(Boolean, default=False)
+    use_dora: Mapped[bool] = mapped_column(Boolean, default=False)
+    trainable_params: Mapped[int] = mapped_column(BigInteger)
+    adapter_bytes: Mapped[int] = mapped_column(BigInteger)
+    total_bytes: Mapped[int] = mapped_column(BigInteger)
+    base_model_name: Mapped[str | None] = mapped_column(String(256))
+    base_model_revision: Mapped[str | None] = mapped_column(String(128))
+    task: Mapped[str | None] = mapped_column(String(128))
+    message: Mapped[str | None] = mapped_column(Text)
+    pushed_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    repository: Mapped[Repository] = relationship()
+    files: Mapped[list[VersionFile]] = relationship(order_by="VersionFile.path")
+    evals: Mapped[list[EvalScore]] = relationship(order_by="EvalScore.id")
+
+
+class VersionFile(Base):
+    __tablename__ = "version_files"
+
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True)
+    path: Mapped[str] = mapped_column(String(512), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    digest: Mapped[str] = mapped_column(ForeignKey("blobs.digest"), index=True)
+
+
+class EvalScore(Base):
+    __tablename__ = "eval_scores"
+    __table_args__ = (Index("ix_eval_scores_metric_value", "metric", "value"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"), index=True)
+    metric: Mapped[str] = mapped_column(String(128))
+    value: Mapped[float] = mapped_column(Float)
+    dataset: Mapped[str | None] = mapped_column(String(256))
+    split: Mapped[str | None] = mapped_column(String(64))
+
+
+class Alias(Base):
+    __tablename__ = "aliases"
+    __table_args__ = (UniqueConstraint("repository_id", "name", name="uq_aliases_repository_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,179 @@
+"""RegistryError hierarchy: each class has a stable `code` and an HTTP status.
+
+The API renders these as application/problem+json; HttpClient maps the codes back to the same
+classes (see `error_from_problem`), so callers see one vocabulary in both modes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import storage
+
+
+class RegistryError(Exception):
+    code: ClassVar[str] = "registry_error"
+    status: ClassVar[int] = 400
+    title: ClassVar[str] = "Registry error"
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields
+
+    def to_problem(self) -> dict[str, Any]:
+        return {
+            "type": f"https://adapter-registry.dev/problems/{self.code}",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.message,
+            "code": self.code,
+            **self.fields,
+        }
+
+
+class NotFound(RegistryError, LookupError):
+    code = "not_found"
+    status = 404
+    title = "Not found"
+
+
+class InvalidReference(RegistryError, ValueError):
+    code = "invalid_reference"
+    status = 400
+    title = "Invalid reference"
+
+
+class Conflict(RegistryError):
+    code = "conflict"
+    status = 409
+    title = "Conflict"
+
+
+class BadRequest(RegistryError, ValueError):
+    code = "bad_request"
+    status = 400
+    title = "Bad request"
+
+
+class DigestMismatch(RegistryError, ValueError):
+    code = "digest_mismatch"
+    status = 422
+    title = "Digest mismatch"
+
+
+class SizeMismatch(RegistryError, ValueError):
+    code = "size_mismatch"
+    status = 422
+    title = "Size mismatch"
+
+
+class BlobMissing(RegistryError):
+    code = "blob_missing"
+    status = 409
+    title = "Blob missing"
+
+
+class OutputExists(RegistryError, FileExistsError):
+    code = "output_exists"
+    status = 409
+    title = "Output exists"
+
+
+class ServerUnavailable(RegistryError, ConnectionError):
+    code = "server_unavailable"
+    status = 503
+    title = "Server unavailable"
+
+
+# Refusals on push: every one is an InvalidAdapter with its own code.
+class InvalidAdapter(RegistryError, ValueError):
+    code = "invalid_adapter"
+    status = 422
+    title = "Invalid adapter"
+
+
+class MissingAdapterConfig(InvalidAdapter):
+    code = "missing_adapter_config"
+
+
+class UnknownPeftType(InvalidAdapter):
+    code = "unknown_peft_type"
+
+
+class UnsafeConfig(InvalidAdapter):
+    code = "unsafe_config"
+
+
+class PickleRefused(InvalidAdapter):
+    code = "pickle_refused"
+
+
+class MissingWeights(InvalidAdapter):
+    code = "missing_weights"
+
+
+class InvalidSafetensors(InvalidAdapter):
+    code = "invalid_safetensors"
+
+
+class WeightsMismatch(InvalidAdapter):
+    code = "weights_mismatch"
+
+
+class UnsafePath(InvalidAdapter):
+    code = "unsafe_path"
+
+
+class SymlinkRefused(InvalidAdapter):
+    code = "symlink_refused"
+
+
+class FileNotAllowed(InvalidAdapter):
+    code = "file_not_allowed"
+
+
+class PushTooLarge(InvalidAdapter):
+    code = "push_too_large"
+    status = 413
+
+
+def _all_subclasses(cls: type[RegistryError]) -> list[type[RegistryError]]:
+    out: list[type[RegistryError]] = []
+    for sub in cls.__subclasses__():
+        out.append(sub)
+        out.extend(_all_subclasses(sub))
+    return out
+
+
+ERRORS_BY_CODE: dict[str, type[RegistryError]] = {
+    c.code: c for c in [RegistryError, *_all_subclasses(RegistryError)]
+}
+
+
+def error_from_problem(problem: dict[str, Any], status: int) -> RegistryError:
+    """Turn a problem+json body back into the RegistryError subclass named by its code."""
+    code = str(problem.get("code", ""))
+    cls = ERRORS_BY_CODE.get(code)
+    message = str(problem.get("detail") or problem.get("title") or f"HTTP {status}")
+    fields = {
+        k: v for k, v in problem.items() if k not in {"type", "title", "status", "detail", "code"}
+    }
+    if cls is None:
+        err = RegistryError(message, **fields)
+        err.code = code or "registry_error"  # type: ignore[misc]
+        return err
+    return cls(message, **fields)
+
+
+def from_storage_error(err: storage.StorageError) -> RegistryError:
+    """Translate a blob store error into the registry's vocabulary."""
+    if isinstance(err, storage.DigestMismatch):
+        return DigestMismatch(str(err), expected=err.expected, actual=err.actual)
+    if isinstance(err, storage.SizeMismatch):
+        return SizeMismatch(str(err), expected=err.expected, actual=err.actual)
+    if isinstance(err, storage.BlobNotFound):
+        return NotFound(str(err), digest=err.digest)
+    if isinstance(err, storage.InvalidDigest):
+        return BadRequest(str(err))
+    return RegistryError(str(err))

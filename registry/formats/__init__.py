@@ -1,0 +1,1 @@
+"""Reading what users push, without torch: paths, pickles, safetensors headers, PEFT configs."""

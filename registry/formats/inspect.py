@@ -1,0 +1,92 @@
+"""Validate a set of adapter files and extract the facts a version records.
+
+The same code runs on the client (reading a local folder) and on the server (reading stored blobs):
+only the `ReadRange` callable differs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from registry.errors import MissingAdapterConfig, MissingWeights, PushTooLarge, UnsafePath
+from registry.formats.manifest import FileEntry
+from registry.formats.paths import CONFIG_NAME, check_allowed, check_not_pickle, normalize_path
+from registry.formats.peft_config import PeftConfigFacts, parse_config
+from registry.formats.safetensors_header import SafetensorsHeader, header_length, parse_header
+from registry.formats.weights import LoraModule, check_lora_tensors
+
+ReadRange = Callable[[FileEntry, int, int], bytes]
+"""read(entry, start, length) -> bytes"""
+
+WEIGHTS_NAME = "adapter_model.safetensors"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_total_bytes: int
+    max_header_bytes: int
+    max_json_bytes: int
+
+
+@dataclass(frozen=True)
+class AdapterFacts:
+    config: PeftConfigFacts
+    trainable_params: int
+    adapter_bytes: int
+    total_bytes: int
+    tensor_count: int
+    lora_modules: list[LoraModule] = field(default_factory=list)
+
+
+def inspect_files(files: list[FileEntry], read: ReadRange, limits: Limits) -> AdapterFacts:
+    """Run every push check, cheapest first; raise the InvalidAdapter subclass of the first refusal."""
+    seen: set[str] = set()
+    for entry in files:
+        normal = normalize_path(entry.path)
+        if normal != entry.path:
+            raise UnsafePath(f"path {entry.path!r} is not in NFC form", path=entry.path)
+        if normal.casefold() in seen:
+            raise UnsafePath(f"path {entry.path!r} appears twice (case-insensitively)", path=entry.path)
+        seen.add(normal.casefold())
+        check_allowed(normal)
+    total = sum(f.size for f in files)
+    if total > limits.max_total_bytes:
+        raise PushTooLarge(
+            f"adapter is {total} bytes; the limit is {limits.max_total_bytes} (ADAPTERS_MAX_PUSH_BYTES)",
+            size=total, limit=limits.max_total_bytes,
+        )
+    for entry in files:
+        check_not_pickle(entry.path, read(entry, 0, 8) if entry.size else b"")
+    by_path = {f.path: f for f in files}
+    cfg_entry = by_path.get(CONFIG_NAME)
+    if cfg_entry is None:
+        raise MissingAdapterConfig(f"no {CONFIG_NAME} at the top of the adapter folder")
+    if cfg_entry.size > limits.max_json_bytes:
+        raise PushTooLarge(f"{CONFIG_NAME} is larger than {limits.max_json_bytes} bytes", size=cfg_entry.size)
+    config = parse_config(CONFIG_NAME, read(cfg_entry, 0, cfg_entry.size))
+    headers = {
+        f.path: read_header(f, read, limits.max_header_bytes)
+        for f in files
+        if f.path.endswith(".safetensors")
+    }
+    if WEIGHTS_NAME not in headers:
+        raise MissingWeights(
+            f"no {WEIGHTS_NAME}; save the adapter with `save_pretrained(dir)` (safetensors is "
+            "PEFT's default)"
+        )
+    weights = headers[WEIGHTS_NAME]
+    modules = check_lora_tensors(WEIGHTS_NAME, config, weights.tensors)
+    return AdapterFacts(
+        config=config,
+        trainable_params=sum(t.numel for t in weights.tensors.values()),
+        adapter_bytes=sum(t.end - t.start for t in weights.tensors.values()),
+        total_bytes=total,
+        tensor_count=len(weights.tensors),
+        lora_modules=modules,
+    )
+
+
+def read_header(entry: FileEntry, read: ReadRange, max_header_bytes: int) -> SafetensorsHeader:
+    n = header_length(entry.path, read(entry, 0, 8), entry.size, max_header_bytes)
+    return parse_header(entry.path, read(entry, 8, n), entry.size)

@@ -1,0 +1,122 @@
+"""Validate a safetensors header without loading tensors."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from registry.errors import InvalidSafetensors
+
+DTYPE_SIZES = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2,
+    "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+    "U64": 8, "U32": 4, "U16": 2, "U8": 1,
+    "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1,
+}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class SafetensorsHeader:
+    header_size: int
+    tensors: dict[str, TensorInfo]
+    metadata: dict[str, str]
+
+    @property
+    def data_offset(self) -> int:
+        return 8 + self.header_size
+
+
+def header_length(path: str, first8: bytes, file_size: int, max_header_bytes: int) -> int:
+    """Read the little-endian u64 header length and check it against the caps."""
+    if len(first8) < 8:
+        raise InvalidSafetensors(f"{path}: file too short for a safetensors header", path=path)
+    (n,) = struct.unpack("<Q", first8[:8])
+    if n > max_header_bytes:
+        raise InvalidSafetensors(
+            f"{path}: header of {n} bytes exceeds the cap of {max_header_bytes}", path=path
+        )
+    if 8 + n > file_size:
+        raise InvalidSafetensors(f"{path}: header length {n} runs past the end of the file", path=path)
+    return n
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise InvalidSafetensors(f"duplicate tensor name {k!r}", tensor=k)
+        out[k] = v
+    return out
+
+
+def parse_header(path: str, raw: bytes, file_size: int) -> SafetensorsHeader:
+    """Check every entry: dtype allowlist, shape, offsets inside the file, contiguous, no overlap."""
+    try:
+        doc = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except InvalidSafetensors as err:
+        raise InvalidSafetensors(f"{path}: {err.message}", path=path) from err
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InvalidSafetensors(f"{path}: header is not UTF-8 JSON ({err})", path=path) from err
+    if not isinstance(doc, dict):
+        raise InvalidSafetensors(f"{path}: header is not a JSON object", path=path)
+    metadata = doc.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise InvalidSafetensors(f"{path}: __metadata__ must map strings to strings", path=path)
+    tensors: dict[str, TensorInfo] = {}
+    for name, entry in doc.items():
+        tensors[name] = _tensor(path, name, entry)
+    data_size = file_size - 8 - len(raw)
+    cursor = 0
+    for t in sorted(tensors.values(), key=lambda t: (t.start, t.end)):
+        if t.start != cursor:
+            kind = "overlaps" if t.start < cursor else "leaves a gap before"
+            raise InvalidSafetensors(f"{path}: tensor {t.name!r} {kind} its data", path=path, tensor=t.name)
+        cursor = t.end
+    if cursor != data_size:
+        raise InvalidSafetensors(
+            f"{path}: tensors cover {cursor} bytes but the data section is {data_size}", path=path
+        )
+    return SafetensorsHeader(len(raw), tensors, metadata)
+
+
+def _tensor(path: str, name: str, entry: Any) -> TensorInfo:
+    def bad(why: str) -> InvalidSafetensors:
+        return InvalidSafetensors(f"{path}: tensor {name!r} {why}", path=path, tensor=name)
+
+    if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+        raise bad("must have exactly dtype, shape and data_offsets")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if dtype not in DTYPE_SIZES:
+        raise bad(f"has dtype {dtype!r}, not one of {', '.join(DTYPE_SIZES)}")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise bad("has a shape that is not a list of non-negative integers")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(type(o) is int and o >= 0 for o in offsets)
+        or offsets[1] < offsets[0]
+    ):
+        raise bad("has data_offsets that are not [begin, end] with begin <= end")
+    info = TensorInfo(name, dtype, tuple(shape), offsets[0], offsets[1])
+    if info.end - info.start != info.numel * DTYPE_SIZES[dtype]:
+        raise bad(f"spans {info.end - info.start} bytes but {dtype}{list(shape)} needs "
+                  f"{info.numel * DTYPE_SIZES[dtype]}")
+    return info

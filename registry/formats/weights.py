@@ -1,0 +1,83 @@
+"""Check that adapter tensor names and shapes agree with the PEFT config (LoRA family)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from registry.errors import WeightsMismatch
+from registry.formats.peft_config import PeftConfigFacts
+from registry.formats.safetensors_header import TensorInfo
+
+PREFIX = "base_model.model."
+_LORA_RE = re.compile(
+    r"^(?P<module>.+)\.(?P<kind>lora_A|lora_B|lora_embedding_A|lora_embedding_B)(?:\.weight)?$"
+)
+LORA_TYPES = {"LORA"}
+
+
+@dataclass(frozen=True)
+class LoraModule:
+    name: str
+    rank: int
+    in_features: int
+    out_features: int
+
+
+def module_matches(module: str, target: list[str] | str | None) -> bool:
+    """PEFT's rule: a string target is a full regex match; a list matches by name or dotted suffix."""
+    if target is None:
+        return False
+    if isinstance(target, str):
+        return target == "all-linear" or re.fullmatch(target, module) is not None
+    return any(module == t or module.endswith("." + t) for t in target)
+
+
+def pattern_value(module: str, patterns: dict[str, int], default: int) -> int:
+    """rank_pattern lookup: the first pattern that matches the end of the module name."""
+    for pat, value in patterns.items():
+        if re.fullmatch(rf"(.*\.)?(?:{pat})", module):
+            return value
+    return default
+
+
+def check_lora_tensors(path: str, config: PeftConfigFacts, tensors: dict[str, TensorInfo]) -> list[LoraModule]:
+    """Every lora_A has its lora_B, targets a configured module, and has the configured rank."""
+    if config.peft_type not in LORA_TYPES:
+        return []
+    pairs: dict[str, dict[str, TensorInfo]] = {}
+    for name, info in tensors.items():
+        m = _LORA_RE.match(name)
+        if m is None:
+            if config.modules_to_save or config.use_dora or "lora_magnitude_vector" in name \
+                    or "trainable_tokens" in name or name.endswith(".bias"):
+                continue
+            raise WeightsMismatch(f"{path}: tensor {name!r} is not a LoRA factor", path=path, tensor=name)
+        module = m["module"].removeprefix(PREFIX)
+        pairs.setdefault(module, {})[m["kind"].replace("embedding_", "")] = info
+    if not pairs:
+        raise WeightsMismatch(f"{path}: no lora_A/lora_B tensors found", path=path)
+    modules = []
+    default_r = config.r or 8
+    for module, pair in sorted(pairs.items()):
+        if set(pair) != {"lora_A", "lora_B"}:
+            missing = ({"lora_A", "lora_B"} - set(pair)).pop()
+            raise WeightsMismatch(f"{path}: module {module!r} has no {missing}", path=path, module=module)
+        if not module_matches(module, config.target_modules) and not config.raw.get("target_parameters"):
+            raise WeightsMismatch(
+                f"{path}: module {module!r} is not matched by target_modules {config.target_modules!r}",
+                path=path, module=module,
+            )
+        a, b = pair["lora_A"], pair["lora_B"]
+        rank = pattern_value(module, config.rank_pattern, default_r)
+        embedding = a.name.find("lora_embedding_A") >= 0
+        a_rank, b_rank = (a.shape[0], b.shape[-1]) if embedding else (a.shape[0], b.shape[1] if len(b.shape) > 1 else -1)
+        if a_rank != rank or b_rank != rank:
+            raise WeightsMismatch(
+                f"{path}: module {module!r} has lora_A {list(a.shape)} and lora_B {list(b.shape)}, "
+                f"expected rank {rank}",
+                path=path, module=module, expected_rank=rank,
+            )
+        in_f = a.shape[1] if len(a.shape) > 1 else 0
+        modules.append(LoraModule(module, rank, in_f, b.shape[0]))
+    return modules

@@ -1,0 +1,48 @@
+"""Blob presence and verified uploads."""
+
+from __future__ import annotations
+
+from typing import BinaryIO
+
+import storage
+from registry.errors import BadRequest, from_storage_error
+from storage import BlobInfo, BlobStore
+from storage.base import ProgressCallback
+
+MAX_DIGESTS_PER_CHECK = 10_000
+
+
+def missing_blobs(store: BlobStore, digests: list[str]) -> list[str]:
+    """The digests, in order and without duplicates, that the store does not hold."""
+    if len(digests) > MAX_DIGESTS_PER_CHECK:
+        raise BadRequest(f"at most {MAX_DIGESTS_PER_CHECK} digests per check")
+    out: list[str] = []
+    for d in dict.fromkeys(digests):
+        try:
+            storage.check_digest(d)
+        except storage.InvalidDigest as err:
+            raise from_storage_error(err) from err
+        if store.stat(d) is None:
+            out.append(d)
+    return out
+
+
+def upload_blob(
+    store: BlobStore, stream: BinaryIO, digest: str, size: int, progress: ProgressCallback | None = None
+) -> BlobInfo:
+    """Store a blob, verified while streaming; a blob already present is not written again."""
+    try:
+        storage.check_digest(digest)
+        existing = store.stat(digest)
+        if existing is not None and existing.size == size:
+            return existing
+        return store.put(stream, digest, size, progress)
+    except storage.StorageError as err:
+        raise from_storage_error(err) from err
+
+
+def read_range(store: BlobStore, digest: str, start: int, length: int) -> bytes:
+    try:
+        return b"".join(store.open(digest, start, start + length))
+    except storage.StorageError as err:
+        raise from_storage_error(err) from err

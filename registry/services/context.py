@@ -1,0 +1,39 @@
+"""What every service call needs: a session factory, a blob store and the limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from registry.config import Settings
+from registry.db.engine import make_engine, session_factory, upgrade
+from registry.formats.inspect import Limits
+from storage import BlobStore, open_store
+
+
+@dataclass
+class Registry:
+    """The wiring of one registry: database, blob store and limits. Built once, passed down."""
+
+    engine: Engine
+    sessions: sessionmaker[Session]
+    store: BlobStore
+    limits: Limits
+
+    @classmethod
+    def from_settings(cls, settings: Settings, migrate: bool = False) -> Registry:
+        engine = make_engine(settings.effective_database_url)
+        if migrate:
+            upgrade(engine)
+        store = open_store(settings.effective_blob_url, settings.s3_options())
+        limits = Limits(
+            max_total_bytes=settings.max_push_bytes,
+            max_header_bytes=settings.max_header_bytes,
+            max_json_bytes=settings.max_json_bytes,
+        )
+        return cls(engine, session_factory(engine), store, limits)
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,78 @@
+"""Listing and searching versions and repositories, paginated by keyset (limit + 1)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from registry.db import models as m
+from registry.db.engine import unit_of_work
+from registry.entities import Page, RepoInfo, VersionFilter, VersionInfo
+from registry.errors import BadRequest
+from registry.refs import parse_repo
+from registry.services.context import Registry
+from registry.services.versions import version_info
+
+MAX_LIMIT = 500
+
+
+def _cursor(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise BadRequest(f"invalid cursor {raw!r}")
+    return int(raw)
+
+
+def _check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
+    return limit
+
+
+def list_versions(reg: Registry, flt: VersionFilter, limit: int = 50, cursor: str | None = None) -> Page[VersionInfo]:
+    """Newest first. Filters: repository, task, peft_type, base model name; latest_only per repo."""
+    limit = _check_limit(limit)
+    q = select(m.Version).join(m.Repository, m.Repository.id == m.Version.repository_id)
+    if flt.repo:
+        repo = parse_repo(flt.repo)
+        q = q.where(m.Repository.namespace == repo.namespace, m.Repository.name == repo.name)
+    if flt.task:
+        q = q.where(m.Version.task == flt.task)
+    if flt.peft_type:
+        q = q.where(m.Version.peft_type == flt.peft_type.upper())
+    if flt.base:
+        q = q.where(m.Version.base_model_name == flt.base)
+    if flt.latest_only:
+        q = q.where(m.Version.number == m.Repository.latest_version)
+    after = _cursor(cursor)
+    if after is not None:
+        q = q.where(m.Version.id < after)
+    q = q.order_by(m.Version.id.desc()).limit(limit + 1)
+    with unit_of_work(reg.sessions) as session:
+        rows = list(session.scalars(q.options(selectinload(m.Version.files), selectinload(m.Version.evals))))
+        items = [version_info(session, v) for v in rows[:limit]]
+        nxt = str(rows[limit - 1].id) if len(rows) > limit else None
+    return Page[VersionInfo](items=items, next_cursor=nxt)
+
+
+def list_repos(reg: Registry, limit: int = 50, cursor: str | None = None) -> Page[RepoInfo]:
+    limit = _check_limit(limit)
+    q = select(m.Repository).where(m.Repository.latest_version > 0)
+    after = _cursor(cursor)
+    if after is not None:
+        q = q.where(m.Repository.id > after)
+    q = q.order_by(m.Repository.id).limit(limit + 1)
+    with unit_of_work(reg.sessions) as session:
+        rows = list(session.scalars(q))
+        items = []
+        for r in rows[:limit]:
+            aliases = session.execute(
+                select(m.Alias.name, m.Version.number)
+                .join(m.Version, m.Version.id == m.Alias.version_id)
+                .where(m.Alias.repository_id == r.id)
+            ).all()
+            items.append(RepoInfo(repo=f"{r.namespace}/{r.name}", latest_version=r.latest_version,
+                                  created_at=r.created_at, aliases={a: n for a, n in aliases}))
+        nxt = str(rows[limit - 1].id) if len(rows) > limit else None
+    return Page[RepoInfo](items=items, next_cursor=nxt)

@@ -1,0 +1,206 @@
+"""Committing versions and resolving references."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from registry.db import models as m
+from registry.db.engine import unit_of_work
+from registry.entities import (
+    BaseModelRef,
+    EvalScoreIn,
+    FileInfo,
+    PushRequest,
+    PushResult,
+    VersionInfo,
+)
+from registry.errors import BlobMissing, NotFound
+from registry.formats.inspect import AdapterFacts, inspect_files
+from registry.formats.manifest import FileEntry, manifest_digest
+from registry.refs import Ref, RepoName, check_alias, parse_repo
+from registry.services.aliases import point_alias
+from registry.services.blobs import read_range
+from registry.services.context import Registry
+from registry.services.timeutil import now
+
+
+def commit_version(reg: Registry, repo_text: str, req: PushRequest, pushed_by: str) -> PushResult:
+    """Validate the pushed files from the stored blobs, then record a new version atomically.
+
+    Every listed blob must already be in the store with the listed size; the server re-runs every
+    push check on the stored bytes (it is the authority). Nothing is written on refusal.
+    """
+    repo = parse_repo(repo_text)
+    aliases = [check_alias(a) for a in req.aliases]
+    files = [FileEntry(f.path, f.size, f.sha256) for f in req.files]
+    for f in files:
+        info = reg.store.stat(f.sha256)
+        if info is None or info.size != f.size:
+            raise BlobMissing(
+                f"{f.path}: blob {f.sha256} ({f.size} bytes) is not in the store; upload it first",
+                path=f.path, digest=f.sha256,
+            )
+    facts = inspect_files(files, lambda e, s, n: read_range(reg.store, e.sha256, s, n), reg.limits)
+    digest = manifest_digest(files)
+    with unit_of_work(reg.sessions) as session:
+        repository = _lock_repository(session, repo)
+        latest = _latest(session, repository)
+        if latest is not None and latest.digest == digest:
+            for alias in aliases:
+                point_alias(session, repository, latest, alias)
+            session.flush()
+            return _result(session, latest, created=False,
+                           detail=f"content equals {repo}:{latest.number}; no new version created")
+        repository.latest_version += 1
+        version = _new_version(session, repository, digest, files, facts, req, pushed_by)
+        for alias in aliases:
+            point_alias(session, repository, version, alias)
+        session.flush()
+        return _result(session, version, created=True, detail=f"created {repo}:{version.number}")
+
+
+def _lock_repository(session: Session, repo: RepoName) -> m.Repository:
+    """Get or create the repository row and lock it: the lock makes version numbers gap-free."""
+    stmt = select(m.Repository).where(
+        m.Repository.namespace == repo.namespace, m.Repository.name == repo.name
+    ).with_for_update()
+    row = session.scalars(stmt).one_or_none()
+    if row is not None:
+        return row
+    try:
+        with session.begin_nested():
+            session.add(m.Repository(namespace=repo.namespace, name=repo.name, created_at=now(), latest_version=0))
+    except IntegrityError:
+        pass  # another push created it first; lock theirs
+    return session.scalars(stmt).one()
+
+
+def _latest(session: Session, repository: m.Repository) -> m.Version | None:
+    if repository.latest_version == 0:
+        return None
+    return session.scalars(
+        select(m.Version).where(
+            m.Version.repository_id == repository.id, m.Version.number == repository.latest_version
+        )
+    ).one()
+
+
+def _new_version(
+    session: Session,
+    repository: m.Repository,
+    digest: str,
+    files: list[FileEntry],
+    facts: AdapterFacts,
+    req: PushRequest,
+    pushed_by: str,
+) -> m.Version:
+    cfg = facts.config
+    for f in files:
+        if session.get(m.Blob, f.sha256) is None:
+            session.add(m.Blob(digest=f.sha256, size=f.size, created_at=now()))
+    session.flush()
+    version = m.Version(
+        repository_id=repository.id,
+        number=repository.latest_version,
+        digest=digest,
+        manifest={"files": [vars(f) for f in sorted(files, key=lambda f: f.path)]},
+        peft_type=cfg.peft_type,
+        task_type=cfg.task_type,
+        config=cfg.raw,
+        r=cfg.r,
+        lora_alpha=cfg.lora_alpha,
+        target_modules=cfg.target_modules,
+        lora_dropout=cfg.lora_dropout,
+        use_rslora=cfg.use_rslora,
+        use_dora=cfg.use_dora,
+        trainable_params=facts.trainable_params,
+        adapter_bytes=facts.adapter_bytes,
+        total_bytes=facts.total_bytes,
+        base_model_name=req.base or cfg.base_model_name_or_path,
+        base_model_revision=req.base_revision or (cfg.revision if not req.base else None),
+        task=req.task,
+        message=req.message,
+        pushed_by=pushed_by,
+        created_at=now(),
+    )
+    session.add(version)
+    session.flush()
+    for f in files:
+        session.add(m.VersionFile(version_id=version.id, path=f.path, size=f.size, digest=f.sha256))
+    for e in req.evals:
+        session.add(m.EvalScore(version_id=version.id, metric=e.metric, value=e.value,
+                                dataset=e.dataset, split=e.split))
+    return version
+
+
+def _result(session: Session, version: m.Version, created: bool, detail: str) -> PushResult:
+    info = version_info(session, version)
+    return PushResult(created=created, repo=info.repo, version=info.version, digest=info.digest,
+                      detail=detail, info=info)
+
+
+def resolve_row(session: Session, ref: Ref) -> m.Version:
+    repository = session.scalars(
+        select(m.Repository).where(
+            m.Repository.namespace == ref.repo.namespace, m.Repository.name == ref.repo.name
+        )
+    ).one_or_none()
+    if repository is None or repository.latest_version == 0:
+        raise NotFound(f"repository {ref.repo} does not exist", ref=str(ref))
+    q = select(m.Version).where(m.Version.repository_id == repository.id)
+    if ref.version is not None:
+        q = q.where(m.Version.number == ref.version)
+    elif ref.digest is not None:
+        q = q.where(m.Version.digest == ref.digest).order_by(m.Version.number.desc()).limit(1)
+    elif ref.alias is not None:
+        q = q.join(m.Alias, m.Alias.version_id == m.Version.id).where(
+            m.Alias.repository_id == repository.id, m.Alias.name == ref.alias
+        )
+    else:
+        q = q.where(m.Version.number == repository.latest_version)
+    row = session.scalars(q.options(selectinload(m.Version.files), selectinload(m.Version.evals))).first()
+    if row is None:
+        raise NotFound(f"{ref} does not exist", ref=str(ref))
+    return row
+
+
+def resolve(reg: Registry, ref: Ref) -> VersionInfo:
+    with unit_of_work(reg.sessions) as session:
+        return version_info(session, resolve_row(session, ref))
+
+
+def version_info(session: Session, v: m.Version) -> VersionInfo:
+    repository = session.get(m.Repository, v.repository_id)
+    assert repository is not None
+    repo = f"{repository.namespace}/{repository.name}"
+    aliases = session.scalars(
+        select(m.Alias.name).where(m.Alias.version_id == v.id).order_by(m.Alias.name)
+    ).all()
+    return VersionInfo(
+        repo=repo,
+        version=v.number,
+        digest=v.digest,
+        ref=f"{repo}:{v.number}",
+        created_at=v.created_at,
+        pushed_by=v.pushed_by,
+        message=v.message,
+        task=v.task,
+        peft_type=v.peft_type,
+        task_type=v.task_type,
+        r=v.r,
+        lora_alpha=v.lora_alpha,
+        target_modules=v.target_modules,
+        lora_dropout=v.lora_dropout,
+        use_rslora=v.use_rslora,
+        use_dora=v.use_dora,
+        trainable_params=v.trainable_params,
+        adapter_bytes=v.adapter_bytes,
+        total_bytes=v.total_bytes,
+        base_model=BaseModelRef(name=v.base_model_name, revision=v.base_model_revision),
+        evals=[EvalScoreIn(metric=e.metric, value=e.value, dataset=e.dataset, split=e.split) for e in v.evals],
+        aliases=list(aliases),
+        files=[FileInfo(path=f.path, size=f.size, sha256=f.digest) for f in v.files],
+        config=v.config,
+    )

@@ -1,0 +1,158 @@
+"""The BlobStore interface: content-addressed bytes, nothing about adapters."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol, runtime_checkable
+
+CHUNK_SIZE = 1024 * 1024
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+ProgressCallback = Callable[[int], None]
+"""Called with the number of bytes just moved."""
+
+
+class StorageError(Exception):
+    """Base class of blob store errors; `code` is the stable error code."""
+
+    code = "storage_error"
+
+
+class BlobNotFound(StorageError, LookupError):
+    code = "blob_not_found"
+
+    def __init__(self, digest: str) -> None:
+        super().__init__(f"blob {digest} is not in the store")
+        self.digest = digest
+
+
+class DigestMismatch(StorageError, ValueError):
+    code = "digest_mismatch"
+
+    def __init__(self, expected: str, actual: str) -> None:
+        super().__init__(f"content hashes to {actual}, expected {expected}")
+        self.expected = expected
+        self.actual = actual
+
+
+class SizeMismatch(StorageError, ValueError):
+    code = "size_mismatch"
+
+    def __init__(self, expected: int, actual: int) -> None:
+        super().__init__(f"content is {actual} bytes, expected {expected}")
+        self.expected = expected
+        self.actual = actual
+
+
+class InvalidDigest(StorageError, ValueError):
+    code = "invalid_digest"
+
+    def __init__(self, digest: str) -> None:
+        super().__init__(f"{digest!r} is not a digest of the form sha256:<64 hex>")
+        self.digest = digest
+
+
+class UnsupportedScheme(StorageError, ValueError):
+    code = "unsupported_blob_url"
+
+
+def check_digest(digest: str) -> str:
+    """Return `digest` if it is `sha256:<64 lowercase hex>`, else raise InvalidDigest."""
+    if not DIGEST_RE.match(digest):
+        raise InvalidDigest(digest)
+    return digest
+
+
+def digest_hex(digest: str) -> str:
+    return check_digest(digest).split(":", 1)[1]
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    digest: str
+    size: int
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    """Content-addressed storage. Every `put` is verified; a blob appears whole or not at all."""
+
+    url: str
+
+    def stat(self, digest: str) -> BlobInfo | None:
+        """Size of a stored blob, or None when absent."""
+        ...
+
+    def put(
+        self,
+        stream: BinaryIO,
+        digest: str,
+        size: int,
+        progress: ProgressCallback | None = None,
+    ) -> BlobInfo:
+        """Store `stream`, verifying sha256 and length while streaming.
+
+        Raises:
+            DigestMismatch, SizeMismatch: nothing is stored.
+        """
+        ...
+
+    def open(self, digest: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Yield the bytes [start, end) of a blob in chunks (end exclusive, None = to the end)."""
+        ...
+
+    def url_for(self, digest: str, expires_s: int = 3600) -> str | None:
+        """A presigned download URL where the backend has one, else None."""
+        ...
+
+    def delete(self, digest: str) -> None: ...
+
+    def check(self) -> None:
+        """Raise if the store cannot be reached (readiness probe)."""
+        ...
+
+
+class HashingReader:
+    """Wraps a binary stream, hashing and counting what is read through it."""
+
+    def __init__(self, raw: BinaryIO, progress: ProgressCallback | None = None) -> None:
+        self._raw = raw
+        self._hash = hashlib.sha256()
+        self._progress = progress
+        self.length = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        if data:
+            self._hash.update(data)
+            self.length += len(data)
+            if self._progress is not None:
+                self._progress(len(data))
+        return data
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
+
+    def verify(self, digest: str, size: int) -> None:
+        """Raise SizeMismatch or DigestMismatch if what was read is not (digest, size)."""
+        if self.length != size:
+            raise SizeMismatch(size, self.length)
+        if self.digest != digest:
+            raise DigestMismatch(digest, self.digest)
+
+
+def sha256_file(path: str, progress: ProgressCallback | None = None) -> BlobInfo:
+    """Stream a file through sha256 without holding it in memory."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK_SIZE):
+            h.update(chunk)
+            size += len(chunk)
+            if progress is not None:
+                progress(len(chunk))
+    return BlobInfo("sha256:" + h.hexdigest(), size)

@@ -1,0 +1,106 @@
+"""file:// blob store: one file per blob under sha256/<2 hex>/<hex>, written atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from storage.base import (
+    CHUNK_SIZE,
+    BlobInfo,
+    BlobNotFound,
+    HashingReader,
+    ProgressCallback,
+    digest_hex,
+)
+
+
+class LocalBlobStore:
+    """Blobs in a local directory. Temp file + fsync + rename, so readers never see a partial blob."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.url = "file://" + str(self.root)
+        self._tmp = self.root / "tmp"
+
+    def path_for(self, digest: str) -> Path:
+        hexd = digest_hex(digest)
+        return self.root / "sha256" / hexd[:2] / hexd
+
+    def stat(self, digest: str) -> BlobInfo | None:
+        try:
+            return BlobInfo(digest, self.path_for(digest).stat().st_size)
+        except FileNotFoundError:
+            return None
+
+    def put(
+        self,
+        stream: BinaryIO,
+        digest: str,
+        size: int,
+        progress: ProgressCallback | None = None,
+    ) -> BlobInfo:
+        final = self.path_for(digest)
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        reader = HashingReader(stream, progress)
+        fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="upload-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                # Read one byte past the declared size so an over-long stream is caught.
+                while chunk := reader.read(min(CHUNK_SIZE, size + 1 - reader.length) or 1):
+                    out.write(chunk)
+                    if reader.length > size:
+                        break
+                out.flush()
+                os.fsync(out.fileno())
+            reader.verify(digest, size)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp_name, final)
+            _fsync_dir(final.parent)
+        finally:
+            if os.path.exists(tmp_name):
+                os.unlink(tmp_name)
+        return BlobInfo(digest, size)
+
+    def open(self, digest: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        path = self.path_for(digest)
+        try:
+            f = path.open("rb")
+        except FileNotFoundError as err:
+            raise BlobNotFound(digest) from err
+        return _read_range(f, start, end)
+
+    def url_for(self, digest: str, expires_s: int = 3600) -> str | None:
+        return None
+
+    def delete(self, digest: str) -> None:
+        self.path_for(digest).unlink(missing_ok=True)
+
+    def check(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not os.access(self.root, os.W_OK):
+            raise PermissionError(f"blob directory {self.root} is not writable")
+
+
+def _read_range(f: BinaryIO, start: int, end: int | None) -> Iterator[bytes]:
+    with f:
+        f.seek(start)
+        remaining = None if end is None else max(0, end - start)
+        while remaining is None or remaining > 0:
+            chunk = f.read(CHUNK_SIZE if remaining is None else min(CHUNK_SIZE, remaining))
+            if not chunk:
+                return
+            if remaining is not None:
+                remaining -= len(chunk)
+            yield chunk
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
