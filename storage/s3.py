@@ -21,11 +21,10 @@ from storage.base import (
     BlobNotFound,
     HashingReader,
     ProgressCallback,
+    SizeMismatch,
     digest_hex,
 )
 
-# minio splits into multipart uploads of this part size; memory per upload stays about one part.
-PART_SIZE = 16 * 1024 * 1024
 _MISSING_CODES = {"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"}
 
 
@@ -63,11 +62,16 @@ class S3BlobStore:
         tmp_key = self._key("tmp", f"{uuid.uuid4().hex}-{digest_hex(digest)[:12]}")
         reader = HashingReader(stream, progress)
         try:
-            # Sequential parts: HashingReader must see the bytes in order.
-            self.client.put_object(
-                self.bucket, tmp_key, reader, length=-1, part_size=PART_SIZE,
-                num_parallel_uploads=1,
-            )
+            try:
+                # Known length: minio picks the part size (5 MiB up, more for huge blobs) and holds
+                # about one part in memory. Sequential parts: HashingReader must see bytes in order.
+                self.client.put_object(self.bucket, tmp_key, reader, length=size, num_parallel_uploads=1)
+            except OSError as err:
+                if "not enough data" not in str(err):
+                    raise
+                raise SizeMismatch(size, reader.length) from err
+            if stream.read(1):
+                raise SizeMismatch(size, reader.length + 1)
             reader.verify(digest, size)
             self.client.compose_object(self.bucket, final_key, [ComposeSource(self.bucket, tmp_key)])
         finally:

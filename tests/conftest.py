@@ -1,0 +1,178 @@
+"""Fixtures: real SQLite and PostgreSQL databases, real file and S3 (moto server) blob stores,
+a real uvicorn server on a loopback port, and real PEFT adapters trained on tiny models."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from registry.config import Settings
+from registry.services.context import Registry
+
+PG_ADMIN_URL = os.environ.get("ADAPTERS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ---------------------------------------------------------------- databases
+@pytest.fixture(scope="session")
+def pg_admin() -> Iterator[object]:
+    from sqlalchemy import create_engine
+
+    engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect():
+            pass
+    except Exception as err:  # the suite requires PostgreSQL; .ci/run starts it
+        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {err}")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def pg_url(pg_admin: object) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    from sqlalchemy import text
+
+    name = f"adapters_test_{uuid.uuid4().hex[:12]}"
+    with pg_admin.connect() as conn:  # type: ignore[attr-defined]
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    with pg_admin.connect() as conn:  # type: ignore[attr-defined]
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'registry.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+# ---------------------------------------------------------------- blob stores
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 HTTP endpoint on loopback (moto server, in its own process so that its memory
+    and threads stay out of our measurements); the minio SDK talks to it as to MinIO."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("moto server did not start") from None
+            time.sleep(0.05)
+    yield f"127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> str:
+    from minio import Minio
+
+    bucket = f"blobs-{uuid.uuid4().hex[:12]}"
+    Minio(s3_endpoint, access_key="test", secret_key="test", secure=False, region="us-east-1").make_bucket(bucket)
+    return bucket
+
+
+@pytest.fixture(params=["file", "s3"])
+def blob_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def make_settings(tmp_path: Path, db: str, backend: str, request: pytest.FixtureRequest) -> Settings:
+    env: dict[str, object] = {"home": tmp_path / "home", "database_url": db, "user": "tester"}
+    if backend == "s3":
+        env.update(blob_url=f"s3://{request.getfixturevalue('s3_bucket')}/adapters",
+                   s3_endpoint=request.getfixturevalue("s3_endpoint"), s3_access_key="test",
+                   s3_secret_key="test", s3_region="us-east-1", s3_secure=False)
+    return Settings(**env)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str, blob_backend: str, request: pytest.FixtureRequest) -> Settings:
+    """Every storage-facing test runs on {SQLite, PostgreSQL} x {file, S3}."""
+    return make_settings(tmp_path, db_url, blob_backend, request)
+
+
+@pytest.fixture
+def registry(settings: Settings) -> Iterator[Registry]:
+    reg = Registry.from_settings(settings, migrate=True)
+    yield reg
+    reg.close()
+
+
+# ---------------------------------------------------------------- a real server
+class ServerThread:
+    def __init__(self, app: object) -> None:
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture
+def server(settings: Settings, registry: Registry) -> Iterator[ServerThread]:
+    from registry.api import create_app
+
+    with ServerThread(create_app(settings, registry)) as srv:
+        yield srv
+
+
+# ---------------------------------------------------------------- real adapters
+@pytest.fixture(scope="session")
+def adapters_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Llama and real LoRA adapters trained on it for a few steps (built once per session)."""
+    from tests.adapters_factory import save_base, tiny_llama, train_lora
+
+    root = tmp_path_factory.mktemp("adapters")
+    save_base(tiny_llama(), root / "base")
+    train_lora(tiny_llama(), root / "lora_a", seed=1)
+    train_lora(tiny_llama(), root / "lora_b", seed=2, r=8, lora_alpha=16,
+               target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+    train_lora(tiny_llama(), root / "lora_dora", seed=3, use_dora=True, use_rslora=True,
+               rank_pattern={"v_proj": 2})
+    return root
+
+
+@pytest.fixture
+def lora_a(adapters_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of adapter A that a test may modify."""
+    import shutil
+
+    return Path(shutil.copytree(adapters_dir / "lora_a", tmp_path / "lora_a"))
