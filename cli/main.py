@@ -78,18 +78,19 @@ def pull_cmd(ref: str, output: Path | None, force: bool, as_json: bool) -> None:
 @click.option("--base", help="Base model name.")
 @click.option("--peft-type", help="LORA, IA3, PREFIX_TUNING, ...")
 @click.option("--repo", help="Only versions of this repository.")
-@click.option("--all-versions", is_flag=True, help="Every version, not only each repository's latest.")
+@click.option("--all-versions", is_flag=True,
+              help="Every version. Without filters, only each repository's latest is listed.")
 @click.option("--limit", default=50, show_default=True)
 @click.option("--cursor", help="Continue from a previous page's next_cursor.")
 @json_option
 @handle_errors
 def list_cmd(task: str | None, base: str | None, peft_type: str | None, repo: str | None,
              all_versions: bool, limit: int, cursor: str | None, as_json: bool) -> None:
-    """List adapters, newest first, optionally filtered."""
+    """List adapters, newest first: each repository's latest, or every version matching the filters."""
     client = _client()
     try:
         flt = VersionFilter(repo=repo, task=task, peft_type=peft_type, base=base,
-                            latest_only=not all_versions and repo is None)
+                            latest_only=not (all_versions or repo or task or base or peft_type))
         page = client.list_versions(flt, limit, cursor)
     finally:
         client.close()

@@ -68,6 +68,12 @@ class SizeMismatch(RegistryError, ValueError):
     title = "Size mismatch"
 
 
+class InvalidDigest(RegistryError, ValueError):
+    code = "invalid_digest"
+    status = 400
+    title = "Invalid digest"
+
+
 class BlobMissing(RegistryError):
     code = "blob_missing"
     status = 409
@@ -175,5 +181,5 @@ def from_storage_error(err: storage.StorageError) -> RegistryError:
     if isinstance(err, storage.BlobNotFound):
         return NotFound(str(err), digest=err.digest)
     if isinstance(err, storage.InvalidDigest):
-        return BadRequest(str(err))
+        return InvalidDigest(str(err), digest=err.digest)
     return RegistryError(str(err))
