@@ -30,27 +30,50 @@ def cli() -> None:
 @click.argument("repo")
 @click.option("--base", help="Base model name (default: adapter_config's base_model_name_or_path).")
 @click.option("--task", help="Task this adapter is for, e.g. legal-qa.")
-@click.option("--eval", "evals", multiple=True, metavar="METRIC=VALUE[@DATASET[:SPLIT]]",
-              help="An eval score; repeatable.")
+@click.option(
+    "--eval",
+    "evals",
+    multiple=True,
+    metavar="METRIC=VALUE[@DATASET[:SPLIT]]",
+    help="An eval score; repeatable.",
+)
 @click.option("--alias", "aliases", multiple=True, help="Point this alias at the pushed version; repeatable.")
 @click.option("-m", "--message", help="What changed.")
 @json_option
 @handle_errors
-def push(folder: Path, repo: str, base: str | None, task: str | None, evals: tuple[str, ...],
-         aliases: tuple[str, ...], message: str | None, as_json: bool) -> None:
+def push(
+    folder: Path,
+    repo: str,
+    base: str | None,
+    task: str | None,
+    evals: tuple[str, ...],
+    aliases: tuple[str, ...],
+    message: str | None,
+    as_json: bool,
+) -> None:
     """Validate FOLDER (a PEFT adapter) and push it as a new version of REPO (namespace/name)."""
     client = _client()
     try:
-        result = push_folder(client, folder, repo, base=base, task=task,
-                             evals=[parse_eval(e) for e in evals], aliases=list(aliases),
-                             message=message, progress=RichProgress(not as_json))
+        result = push_folder(
+            client,
+            folder,
+            repo,
+            base=base,
+            task=task,
+            evals=[parse_eval(e) for e in evals],
+            aliases=list(aliases),
+            message=message,
+            progress=RichProgress(not as_json),
+        )
     finally:
         client.close()
     if as_json:
         emit_json(result)
         return
     mark = "[green]pushed[/green]" if result.created else "[yellow]unchanged[/yellow]"
-    console.print(f"{mark} {result.repo}:{result.version} {result.digest}  ({result.detail})", highlight=False)
+    console.print(
+        f"{mark} {result.repo}:{result.version} {result.digest}  ({result.detail})", highlight=False
+    )
 
 
 @cli.command(name="pull")
@@ -67,8 +90,15 @@ def pull_cmd(ref: str, output: Path | None, force: bool, as_json: bool) -> None:
     finally:
         client.close()
     if as_json:
-        emit_json({"repo": info.repo, "version": info.version, "digest": info.digest, "path": str(out),
-                   "files": [f.model_dump() for f in info.files]})
+        emit_json(
+            {
+                "repo": info.repo,
+                "version": info.version,
+                "digest": info.digest,
+                "path": str(out),
+                "files": [f.model_dump() for f in info.files],
+            }
+        )
         return
     console.print(f"[green]pulled[/green] {info.ref} {info.digest} -> {out}", highlight=False)
 
@@ -78,19 +108,35 @@ def pull_cmd(ref: str, output: Path | None, force: bool, as_json: bool) -> None:
 @click.option("--base", help="Base model name.")
 @click.option("--peft-type", help="LORA, IA3, PREFIX_TUNING, ...")
 @click.option("--repo", help="Only versions of this repository.")
-@click.option("--all-versions", is_flag=True,
-              help="Every version. Without filters, only each repository's latest is listed.")
+@click.option(
+    "--all-versions",
+    is_flag=True,
+    help="Every version. Without filters, only each repository's latest is listed.",
+)
 @click.option("--limit", default=50, show_default=True)
 @click.option("--cursor", help="Continue from a previous page's next_cursor.")
 @json_option
 @handle_errors
-def list_cmd(task: str | None, base: str | None, peft_type: str | None, repo: str | None,
-             all_versions: bool, limit: int, cursor: str | None, as_json: bool) -> None:
+def list_cmd(
+    task: str | None,
+    base: str | None,
+    peft_type: str | None,
+    repo: str | None,
+    all_versions: bool,
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
+) -> None:
     """List adapters, newest first: each repository's latest, or every version matching the filters."""
     client = _client()
     try:
-        flt = VersionFilter(repo=repo, task=task, peft_type=peft_type, base=base,
-                            latest_only=not (all_versions or repo or task or base or peft_type))
+        flt = VersionFilter(
+            repo=repo,
+            task=task,
+            peft_type=peft_type,
+            base=base,
+            latest_only=not (all_versions or repo or task or base or peft_type),
+        )
         page = client.list_versions(flt, limit, cursor)
     finally:
         client.close()
@@ -99,8 +145,16 @@ def list_cmd(task: str | None, base: str | None, peft_type: str | None, repo: st
         return
     table = Table("ref", "peft", "r", "task", "base", "params", "aliases", "created")
     for v in page.items:
-        table.add_row(v.ref, v.peft_type, str(v.r or ""), v.task or "", v.base_model.name or "",
-                      f"{v.trainable_params:,}", ",".join(v.aliases), v.created_at.strftime("%Y-%m-%d %H:%M"))
+        table.add_row(
+            v.ref,
+            v.peft_type,
+            str(v.r or ""),
+            v.task or "",
+            v.base_model.name or "",
+            f"{v.trainable_params:,}",
+            ",".join(v.aliases),
+            v.created_at.strftime("%Y-%m-%d %H:%M"),
+        )
     console.print(table)
     if page.next_cursor:
         console.print(f"more: --cursor {page.next_cursor}")
@@ -125,13 +179,22 @@ def show(ref: str, as_json: bool) -> None:
 
 def _print_version(v: VersionInfo) -> None:
     rows = [
-        ("ref", v.ref), ("digest", v.digest), ("aliases", ", ".join(v.aliases) or "-"),
-        ("peft_type", v.peft_type), ("task_type", v.task_type or "-"), ("task", v.task or "-"),
+        ("ref", v.ref),
+        ("digest", v.digest),
+        ("aliases", ", ".join(v.aliases) or "-"),
+        ("peft_type", v.peft_type),
+        ("task_type", v.task_type or "-"),
+        ("task", v.task or "-"),
         ("r / alpha", f"{v.r} / {v.lora_alpha}" if v.r else "-"),
-        ("target_modules", str(v.target_modules)), ("rslora / dora", f"{v.use_rslora} / {v.use_dora}"),
-        ("base", f"{v.base_model.name or '-'}" + (f" @ {v.base_model.revision}" if v.base_model.revision else "")),
+        ("target_modules", str(v.target_modules)),
+        ("rslora / dora", f"{v.use_rslora} / {v.use_dora}"),
+        (
+            "base",
+            f"{v.base_model.name or '-'}" + (f" @ {v.base_model.revision}" if v.base_model.revision else ""),
+        ),
         ("params", f"{v.trainable_params:,} ({human_bytes(v.adapter_bytes)})"),
-        ("pushed", f"{v.created_at:%Y-%m-%d %H:%M:%S} by {v.pushed_by}"), ("message", v.message or "-"),
+        ("pushed", f"{v.created_at:%Y-%m-%d %H:%M:%S} by {v.pushed_by}"),
+        ("message", v.message or "-"),
     ]
     for k, val in rows:
         console.print(f"[bold]{k:>15}[/bold]  {val}", highlight=False)
@@ -139,7 +202,9 @@ def _print_version(v: VersionInfo) -> None:
         where = f" ({e.dataset}{':' + e.split if e.split else ''})" if e.dataset else ""
         console.print(f"[bold]{'eval':>15}[/bold]  {e.metric} = {e.value}{where}", highlight=False)
     for f in v.files:
-        console.print(f"[bold]{'file':>15}[/bold]  {f.path}  {human_bytes(f.size)}  {f.sha256[:19]}", highlight=False)
+        console.print(
+            f"[bold]{'file':>15}[/bold]  {f.path}  {human_bytes(f.size)}  {f.sha256[:19]}", highlight=False
+        )
 
 
 @cli.group()
@@ -200,8 +265,13 @@ def serve(host: str, port: int, as_json: bool) -> None:
         raise BadRequest("ADAPTERS_URL is set: `serve` runs a server, it does not talk to one; unset it")
     reg = Registry.from_settings(settings, migrate=True)
     if as_json:
-        emit_json({"url": f"http://{host}:{port}", "database": settings.effective_database_url.split("@")[-1],
-                   "blobs": reg.store.url})
+        emit_json(
+            {
+                "url": f"http://{host}:{port}",
+                "database": settings.effective_database_url.split("@")[-1],
+                "blobs": reg.store.url,
+            }
+        )
     uvicorn.run(create_app(settings, reg), host=host, port=port, log_level="info")
 
 

@@ -51,9 +51,15 @@ class RichProgress:
     def start(self, description: str, total_bytes: int) -> None:
         if not self.enabled:
             return
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                                  TransferSpeedColumn(), TimeRemainingColumn(), console=err_console,
-                                  transient=True)
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=True,
+        )
         self._progress.start()
         self._task = self._progress.add_task(description, total=total_bytes)
 

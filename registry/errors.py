@@ -144,17 +144,14 @@ class PushTooLarge(InvalidAdapter):
     status = 413
 
 
-def _all_subclasses(cls: type[RegistryError]) -> list[type[RegistryError]]:
-    out: list[type[RegistryError]] = []
+def _with_subclasses(cls: type[RegistryError]) -> list[type[RegistryError]]:
+    out = [cls]
     for sub in cls.__subclasses__():
-        out.append(sub)
-        out.extend(_all_subclasses(sub))
+        out.extend(_with_subclasses(sub))
     return out
 
 
-ERRORS_BY_CODE: dict[str, type[RegistryError]] = {
-    c.code: c for c in [RegistryError, *_all_subclasses(RegistryError)]
-}
+ERRORS_BY_CODE: dict[str, type[RegistryError]] = {c.code: c for c in _with_subclasses(RegistryError)}
 
 
 def error_from_problem(problem: dict[str, Any], status: int) -> RegistryError:
@@ -162,9 +159,7 @@ def error_from_problem(problem: dict[str, Any], status: int) -> RegistryError:
     code = str(problem.get("code", ""))
     cls = ERRORS_BY_CODE.get(code)
     message = str(problem.get("detail") or problem.get("title") or f"HTTP {status}")
-    fields = {
-        k: v for k, v in problem.items() if k not in {"type", "title", "status", "detail", "code"}
-    }
+    fields = {k: v for k, v in problem.items() if k not in {"type", "title", "status", "detail", "code"}}
     if cls is None:
         err = RegistryError(message, **fields)
         err.code = code or "registry_error"  # type: ignore[misc]

@@ -70,8 +70,7 @@ def parse_ref(text: str) -> Ref:
     m = _REF_RE.match(text)
     if not m:
         raise InvalidReference(
-            f"{text!r} is not a reference: use ns/name, ns/name:3, ns/name@alias or "
-            "ns/name@sha256:<hex>",
+            f"{text!r} is not a reference: use ns/name, ns/name:3, ns/name@alias or ns/name@sha256:<hex>",
             ref=text,
         )
     repo = RepoName(m["ns"], m["name"])

@@ -54,8 +54,7 @@ def open_store(url: str, s3: S3Options | None = None) -> BlobStore:
         )
         return S3BlobStore(client, parsed.netloc, parsed.path)
     raise UnsupportedScheme(
-        f"unsupported blob store URL {url!r}; known schemes: "
-        + ", ".join(f"{s}://" for s in SCHEMES)
+        f"unsupported blob store URL {url!r}; known schemes: " + ", ".join(f"{s}://" for s in SCHEMES)
     )
 
 

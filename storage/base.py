@@ -6,10 +6,17 @@ import hashlib
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 CHUNK_SIZE = 1024 * 1024
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+class Readable(Protocol):
+    """What a blob store reads from: a file, an HTTP body, a download stream."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
 
 ProgressCallback = Callable[[int], None]
 """Called with the number of bytes just moved."""
@@ -88,7 +95,7 @@ class BlobStore(Protocol):
 
     def put(
         self,
-        stream: BinaryIO,
+        stream: Readable,
         digest: str,
         size: int,
         progress: ProgressCallback | None = None,
@@ -118,7 +125,7 @@ class BlobStore(Protocol):
 class HashingReader:
     """Wraps a binary stream, hashing and counting what is read through it."""
 
-    def __init__(self, raw: BinaryIO, progress: ProgressCallback | None = None) -> None:
+    def __init__(self, raw: Readable, progress: ProgressCallback | None = None) -> None:
         self._raw = raw
         self._hash = hashlib.sha256()
         self._progress = progress

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from io import BufferedReader
 from pathlib import Path
-from typing import BinaryIO
 
 from storage.base import (
     CHUNK_SIZE,
@@ -14,6 +14,7 @@ from storage.base import (
     BlobNotFound,
     HashingReader,
     ProgressCallback,
+    Readable,
     digest_hex,
 )
 
@@ -38,7 +39,7 @@ class LocalBlobStore:
 
     def put(
         self,
-        stream: BinaryIO,
+        stream: Readable,
         digest: str,
         size: int,
         progress: ProgressCallback | None = None,
@@ -85,7 +86,7 @@ class LocalBlobStore:
             raise PermissionError(f"blob directory {self.root} is not writable")
 
 
-def _read_range(f: BinaryIO, start: int, end: int | None) -> Iterator[bytes]:
+def _read_range(f: BufferedReader, start: int, end: int | None) -> Iterator[bytes]:
     with f:
         f.seek(start)
         remaining = None if end is None else max(0, end - start)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from minio import Minio
 from minio.commonconfig import ComposeSource
@@ -21,6 +21,7 @@ from storage.base import (
     BlobNotFound,
     HashingReader,
     ProgressCallback,
+    Readable,
     SizeMismatch,
     digest_hex,
 )
@@ -53,7 +54,7 @@ class S3BlobStore:
 
     def put(
         self,
-        stream: BinaryIO,
+        stream: Readable,
         digest: str,
         size: int,
         progress: ProgressCallback | None = None,
@@ -65,7 +66,9 @@ class S3BlobStore:
             try:
                 # Known length: minio picks the part size (5 MiB up, more for huge blobs) and holds
                 # about one part in memory. Sequential parts: HashingReader must see bytes in order.
-                self.client.put_object(self.bucket, tmp_key, reader, length=size, num_parallel_uploads=1)
+                self.client.put_object(
+                    self.bucket, tmp_key, cast(BinaryIO, reader), length=size, num_parallel_uploads=1
+                )
             except OSError as err:
                 if "not enough data" not in str(err):
                     raise

@@ -14,8 +14,15 @@ VOCAB = 128
 
 def tiny_llama(seed: int = 0) -> PreTrainedModel:
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    cfg = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
     return LlamaForCausalLM(cfg).eval()
 
 
@@ -27,8 +34,13 @@ def save_base(model: PreTrainedModel, path: Path) -> Path:
 def train_lora(base: PreTrainedModel, out: Path, seed: int = 1, steps: int = 3, **lora: Any) -> Path:
     """Train a LoRA adapter on random tokens for a few steps and save it with save_pretrained."""
     torch.manual_seed(seed)
-    params: dict[str, Any] = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"],
-                              "lora_dropout": 0.0, "task_type": "CAUSAL_LM"}
+    params: dict[str, Any] = {
+        "r": 4,
+        "lora_alpha": 8,
+        "target_modules": ["q_proj", "v_proj"],
+        "lora_dropout": 0.0,
+        "task_type": "CAUSAL_LM",
+    }
     params.update(lora)
     model = get_peft_model(base, LoraConfig(**params))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)

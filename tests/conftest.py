@@ -73,8 +73,11 @@ def s3_endpoint() -> Iterator[str]:
     import sys
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -95,7 +98,9 @@ def s3_bucket(s3_endpoint: str) -> str:
     from minio import Minio
 
     bucket = f"blobs-{uuid.uuid4().hex[:12]}"
-    Minio(s3_endpoint, access_key="test", secret_key="test", secure=False, region="us-east-1").make_bucket(bucket)
+    Minio(s3_endpoint, access_key="test", secret_key="test", secure=False, region="us-east-1").make_bucket(
+        bucket
+    )
     return bucket
 
 
@@ -107,9 +112,14 @@ def blob_backend(request: pytest.FixtureRequest) -> str:
 def make_settings(tmp_path: Path, db: str, backend: str, request: pytest.FixtureRequest) -> Settings:
     env: dict[str, object] = {"home": tmp_path / "home", "database_url": db, "user": "tester"}
     if backend == "s3":
-        env.update(blob_url=f"s3://{request.getfixturevalue('s3_bucket')}/adapters",
-                   s3_endpoint=request.getfixturevalue("s3_endpoint"), s3_access_key="test",
-                   s3_secret_key="test", s3_region="us-east-1", s3_secure=False)
+        env.update(
+            blob_url=f"s3://{request.getfixturevalue('s3_bucket')}/adapters",
+            s3_endpoint=request.getfixturevalue("s3_endpoint"),
+            s3_access_key="test",
+            s3_secret_key="test",
+            s3_region="us-east-1",
+            s3_secure=False,
+        )
     return Settings(**env)  # type: ignore[arg-type]
 
 
@@ -133,7 +143,9 @@ class ServerThread:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> ServerThread:
@@ -167,10 +179,17 @@ def adapters_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("adapters")
     save_base(tiny_llama(), root / "base")
     train_lora(tiny_llama(), root / "lora_a", seed=1)
-    train_lora(tiny_llama(), root / "lora_b", seed=2, r=8, lora_alpha=16,
-               target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
-    train_lora(tiny_llama(), root / "lora_dora", seed=3, use_dora=True, use_rslora=True,
-               rank_pattern={"v_proj": 2})
+    train_lora(
+        tiny_llama(),
+        root / "lora_b",
+        seed=2,
+        r=8,
+        lora_alpha=16,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+    )
+    train_lora(
+        tiny_llama(), root / "lora_dora", seed=3, use_dora=True, use_rslora=True, rank_pattern={"v_proj": 2}
+    )
     return root
 
 

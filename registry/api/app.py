@@ -26,8 +26,12 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         if owned:
             reg.close()
 
-    app = FastAPI(title="adapter-registry", version=__version__, lifespan=lifespan,
-                  description="Registry and versioning for LoRA/PEFT adapters")
+    app = FastAPI(
+        title="adapter-registry",
+        version=__version__,
+        lifespan=lifespan,
+        description="Registry and versioning for LoRA/PEFT adapters",
+    )
     app.state.settings = settings
     app.state.registry = reg
     problems.install(app)

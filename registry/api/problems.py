@@ -17,8 +17,14 @@ PROBLEM = "application/problem+json"
 
 
 def problem(status: int, code: str, title: str, detail: str, **extra: object) -> JSONResponse:
-    body = {"type": f"https://adapter-registry.dev/problems/{code}", "title": title, "status": status,
-            "detail": detail, "code": code, **extra}
+    body = {
+        "type": f"https://adapter-registry.dev/problems/{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        **extra,
+    }
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
 
 
@@ -35,8 +41,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, err: RequestValidationError) -> JSONResponse:
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in err.errors()]
-        return problem(422, "validation_error", "Request validation failed",
-                       "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors), errors=errors)
+        return problem(
+            422,
+            "validation_error",
+            "Request validation failed",
+            "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors),
+            errors=errors,
+        )
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, err: HTTPException) -> JSONResponse:

@@ -14,6 +14,7 @@ from registry.entities import AliasInfo, Page, PushRequest, PushResult, RepoInfo
 from registry.errors import RegistryError, ServerUnavailable, error_from_problem
 from registry.refs import parse_ref, parse_repo
 from registry.services.blobs import upload_blob
+from storage import BlobStore
 from storage.base import CHUNK_SIZE
 from storage.local import LocalBlobStore
 
@@ -34,9 +35,10 @@ def raise_for_problem(resp: httpx.Response) -> None:
 class HttpClient:
     def __init__(self, base_url: str, user: str, cache_dir: Path) -> None:
         self.base_url = base_url.rstrip("/")
-        self.http = httpx.Client(base_url=self.base_url, headers={"X-Adapters-User": user},
-                                 timeout=TIMEOUT, follow_redirects=True)
-        self.cache = LocalBlobStore(cache_dir)
+        self.http = httpx.Client(
+            base_url=self.base_url, headers={"X-Adapters-User": user}, timeout=TIMEOUT, follow_redirects=True
+        )
+        self.cache: BlobStore = LocalBlobStore(cache_dir)
 
     def _request(self, method: str, url: str, **kw: Any) -> httpx.Response:
         try:
@@ -58,13 +60,18 @@ class HttpClient:
                         progress.advance(len(chunk))
                     yield chunk
 
-        self._request("PUT", f"/v1/blobs/{digest}", content=body(),
-                      headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"})
+        self._request(
+            "PUT",
+            f"/v1/blobs/{digest}",
+            content=body(),
+            headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"},
+        )
 
     def commit(self, repo: str, request: PushRequest) -> PushResult:
         r = parse_repo(repo)
-        resp = self._request("POST", f"/v1/repos/{r.namespace}/{r.name}/versions",
-                             json=request.model_dump(mode="json"))
+        resp = self._request(
+            "POST", f"/v1/repos/{r.namespace}/{r.name}/versions", json=request.model_dump(mode="json")
+        )
         return PushResult.model_validate(resp.json())
 
     def fetch_blob(self, digest: str, size: int, progress: TransferProgress | None) -> None:
@@ -77,8 +84,13 @@ class HttpClient:
                 if not resp.is_success:
                     resp.read()
                     raise_for_problem(resp)
-                upload_blob(self.cache, IterReader(resp.iter_bytes(CHUNK_SIZE)), digest, size,
-                            progress.advance if progress else None)
+                upload_blob(
+                    self.cache,
+                    IterReader(resp.iter_bytes(CHUNK_SIZE)),
+                    digest,
+                    size,
+                    progress.advance if progress else None,
+                )
         except httpx.TransportError as err:
             raise ServerUnavailable(f"download of {digest} failed: {err}") from err
 
@@ -87,7 +99,9 @@ class HttpClient:
         resp = self._request("GET", "/v1/resolve", params={"ref": ref})
         return VersionInfo.model_validate(resp.json())
 
-    def list_versions(self, flt: VersionFilter, limit: int = 50, cursor: str | None = None) -> Page[VersionInfo]:
+    def list_versions(
+        self, flt: VersionFilter, limit: int = 50, cursor: str | None = None
+    ) -> Page[VersionInfo]:
         params: dict[str, Any] = {k: v for k, v in flt.model_dump().items() if v not in (None, False)}
         params.update(limit=limit, **({"cursor": cursor} if cursor else {}))
         resp = self._request("GET", "/v1/versions", params=params)
@@ -101,8 +115,9 @@ class HttpClient:
     def set_alias(self, ref: str, alias: str) -> AliasInfo:
         parsed = parse_ref(ref)
         repo = parsed.repo
-        resp = self._request("PUT", f"/v1/repos/{repo.namespace}/{repo.name}/aliases/{quote(alias)}",
-                             json={"ref": str(parsed)})
+        resp = self._request(
+            "PUT", f"/v1/repos/{repo.namespace}/{repo.name}/aliases/{quote(alias)}", json={"ref": str(parsed)}
+        )
         return AliasInfo.model_validate(resp.json())
 
     def delete_alias(self, repo: str, alias: str) -> AliasInfo:

@@ -27,8 +27,10 @@ class LocalClient:
         if current_revision(reg.engine) != head_revision():
             upgrade(reg.engine)
         # A local blob directory is its own cache: pulls copy straight from it.
-        cache: BlobStore = reg.store if isinstance(reg.store, LocalBlobStore) else LocalBlobStore(
-            settings.effective_cache_dir
+        cache: BlobStore = (
+            reg.store
+            if isinstance(reg.store, LocalBlobStore)
+            else LocalBlobStore(settings.effective_cache_dir)
         )
         return cls(reg, settings.user, cache)
 
@@ -53,7 +55,9 @@ class LocalClient:
     def resolve(self, ref: str) -> VersionInfo:
         return versions.resolve(self.registry, parse_ref(ref))
 
-    def list_versions(self, flt: VersionFilter, limit: int = 50, cursor: str | None = None) -> Page[VersionInfo]:
+    def list_versions(
+        self, flt: VersionFilter, limit: int = 50, cursor: str | None = None
+    ) -> Page[VersionInfo]:
         return queries.list_versions(self.registry, flt, limit, cursor)
 
     def list_repos(self, limit: int = 50, cursor: str | None = None) -> Page[RepoInfo]:

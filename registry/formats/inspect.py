@@ -54,7 +54,8 @@ def inspect_files(files: list[FileEntry], read: ReadRange, limits: Limits) -> Ad
     if total > limits.max_total_bytes:
         raise PushTooLarge(
             f"adapter is {total} bytes; the limit is {limits.max_total_bytes} (ADAPTERS_MAX_PUSH_BYTES)",
-            size=total, limit=limits.max_total_bytes,
+            size=total,
+            limit=limits.max_total_bytes,
         )
     for entry in files:
         check_not_pickle(entry.path, read(entry, 0, 8) if entry.size else b"")
@@ -72,8 +73,7 @@ def inspect_files(files: list[FileEntry], read: ReadRange, limits: Limits) -> Ad
     }
     if WEIGHTS_NAME not in headers:
         raise MissingWeights(
-            f"no {WEIGHTS_NAME}; save the adapter with `save_pretrained(dir)` (safetensors is "
-            "PEFT's default)"
+            f"no {WEIGHTS_NAME}; save the adapter with `save_pretrained(dir)` (safetensors is PEFT's default)"
         )
     weights = headers[WEIGHTS_NAME]
     modules = check_lora_tensors(WEIGHTS_NAME, config, weights.tensors)

@@ -63,19 +63,31 @@ _FIELD_TYPES: dict[str, tuple[Any, str]] = {
     "lora_alpha": (lambda v: _is_num(v) and v > 0, "a positive number"),
     "lora_dropout": (lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
     "alpha": (lambda v: _is_num(v), "a number"),
-    "target_modules": (lambda v: v is None or isinstance(v, str) or _str_list(v),
-                       "null, a regex string or a list of module names"),
+    "target_modules": (
+        lambda v: v is None or isinstance(v, str) or _str_list(v),
+        "null, a regex string or a list of module names",
+    ),
     "modules_to_save": (lambda v: v is None or _str_list(v), "null or a list of module names"),
     "use_rslora": (lambda v: isinstance(v, bool), "true or false"),
     "use_dora": (lambda v: isinstance(v, bool), "true or false"),
     "inference_mode": (lambda v: isinstance(v, bool), "true or false"),
     "fan_in_fan_out": (lambda v: isinstance(v, bool), "true or false"),
-    "rank_pattern": (lambda v: v is None or (isinstance(v, dict) and all(
-        isinstance(k, str) and _is_int(x) and x > 0 for k, x in v.items())),
-        "an object mapping module patterns to positive integers"),
-    "alpha_pattern": (lambda v: v is None or (isinstance(v, dict) and all(
-        isinstance(k, str) and _is_num(x) for k, x in v.items())),
-        "an object mapping module patterns to numbers"),
+    "rank_pattern": (
+        lambda v: (
+            v is None
+            or (
+                isinstance(v, dict) and all(isinstance(k, str) and _is_int(x) and x > 0 for k, x in v.items())
+            )
+        ),
+        "an object mapping module patterns to positive integers",
+    ),
+    "alpha_pattern": (
+        lambda v: (
+            v is None
+            or (isinstance(v, dict) and all(isinstance(k, str) and _is_num(x) for k, x in v.items()))
+        ),
+        "an object mapping module patterns to numbers",
+    ),
     "num_virtual_tokens": (lambda v: v is None or (_is_int(v) and v > 0), "a positive integer"),
     "token_dim": (lambda v: v is None or (_is_int(v) and v > 0), "a positive integer"),
     "num_layers": (lambda v: v is None or (_is_int(v) and v > 0), "a positive integer"),
@@ -150,19 +162,22 @@ def _refuse_code_hooks(doc: dict[str, Any], path: str) -> None:
             raise UnsafeConfig(
                 f"{path}: auto_mapping.parent_library {lib!r} names a library outside "
                 f"{'/'.join(SAFE_LIBRARIES)}; loading it would import third-party code",
-                path=path, field="auto_mapping",
+                path=path,
+                field="auto_mapping",
             )
     for key in ("tokenizer_kwargs", "model_kwargs", "init_kwargs"):
         kwargs = doc.get(key)
         if isinstance(kwargs, dict) and kwargs.get("trust_remote_code"):
             raise UnsafeConfig(
                 f"{path}: {key} sets trust_remote_code, which would run code from a remote repository",
-                path=path, field=key,
+                path=path,
+                field=key,
             )
     if doc.get("trust_remote_code"):
         raise UnsafeConfig(f"{path}: trust_remote_code is not accepted", path=path, field="trust_remote_code")
     if doc.get("megatron_config") is not None or doc.get("megatron_core", "megatron.core") != "megatron.core":
         raise UnsafeConfig(
             f"{path}: megatron_config/megatron_core make PEFT import a module named by the config",
-            path=path, field="megatron_core",
+            path=path,
+            field="megatron_core",
         )

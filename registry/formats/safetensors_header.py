@@ -11,10 +11,21 @@ from typing import Any
 from registry.errors import InvalidSafetensors
 
 DTYPE_SIZES = {
-    "F64": 8, "F32": 4, "F16": 2, "BF16": 2,
-    "I64": 8, "I32": 4, "I16": 2, "I8": 1,
-    "U64": 8, "U32": 4, "U16": 2, "U8": 1,
-    "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1,
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U64": 8,
+    "U32": 4,
+    "U16": 2,
+    "U8": 1,
+    "BOOL": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
 }
 
 
@@ -117,6 +128,8 @@ def _tensor(path: str, name: str, entry: Any) -> TensorInfo:
         raise bad("has data_offsets that are not [begin, end] with begin <= end")
     info = TensorInfo(name, dtype, tuple(shape), offsets[0], offsets[1])
     if info.end - info.start != info.numel * DTYPE_SIZES[dtype]:
-        raise bad(f"spans {info.end - info.start} bytes but {dtype}{list(shape)} needs "
-                  f"{info.numel * DTYPE_SIZES[dtype]}")
+        raise bad(
+            f"spans {info.end - info.start} bytes but {dtype}{list(shape)} needs "
+            f"{info.numel * DTYPE_SIZES[dtype]}"
+        )
     return info

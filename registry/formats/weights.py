@@ -41,7 +41,9 @@ def pattern_value(module: str, patterns: dict[str, int], default: int) -> int:
     return default
 
 
-def check_lora_tensors(path: str, config: PeftConfigFacts, tensors: dict[str, TensorInfo]) -> list[LoraModule]:
+def check_lora_tensors(
+    path: str, config: PeftConfigFacts, tensors: dict[str, TensorInfo]
+) -> list[LoraModule]:
     """Every lora_A has its lora_B, targets a configured module, and has the configured rank."""
     if config.peft_type not in LORA_TYPES:
         return []
@@ -49,8 +51,13 @@ def check_lora_tensors(path: str, config: PeftConfigFacts, tensors: dict[str, Te
     for name, info in tensors.items():
         m = _LORA_RE.match(name)
         if m is None:
-            if config.modules_to_save or config.use_dora or "lora_magnitude_vector" in name \
-                    or "trainable_tokens" in name or name.endswith(".bias"):
+            if (
+                config.modules_to_save
+                or config.use_dora
+                or "lora_magnitude_vector" in name
+                or "trainable_tokens" in name
+                or name.endswith(".bias")
+            ):
                 continue
             raise WeightsMismatch(f"{path}: tensor {name!r} is not a LoRA factor", path=path, tensor=name)
         module = m["module"].removeprefix(PREFIX)
@@ -66,17 +73,22 @@ def check_lora_tensors(path: str, config: PeftConfigFacts, tensors: dict[str, Te
         if not module_matches(module, config.target_modules) and not config.raw.get("target_parameters"):
             raise WeightsMismatch(
                 f"{path}: module {module!r} is not matched by target_modules {config.target_modules!r}",
-                path=path, module=module,
+                path=path,
+                module=module,
             )
         a, b = pair["lora_A"], pair["lora_B"]
         rank = pattern_value(module, config.rank_pattern, default_r)
         embedding = a.name.find("lora_embedding_A") >= 0
-        a_rank, b_rank = (a.shape[0], b.shape[-1]) if embedding else (a.shape[0], b.shape[1] if len(b.shape) > 1 else -1)
+        a_rank, b_rank = (
+            (a.shape[0], b.shape[-1]) if embedding else (a.shape[0], b.shape[1] if len(b.shape) > 1 else -1)
+        )
         if a_rank != rank or b_rank != rank:
             raise WeightsMismatch(
                 f"{path}: module {module!r} has lora_A {list(a.shape)} and lora_B {list(b.shape)}, "
                 f"expected rank {rank}",
-                path=path, module=module, expected_rank=rank,
+                path=path,
+                module=module,
+                expected_rank=rank,
             )
         in_f = a.shape[1] if len(a.shape) > 1 else 0
         modules.append(LoraModule(module, rank, in_f, b.shape[0]))

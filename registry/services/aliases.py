@@ -42,8 +42,11 @@ def delete_alias(reg: Registry, repo: RepoName, alias: str) -> AliasInfo:
             select(m.Alias, m.Version)
             .join(m.Repository, m.Repository.id == m.Alias.repository_id)
             .join(m.Version, m.Version.id == m.Alias.version_id)
-            .where(m.Repository.namespace == repo.namespace, m.Repository.name == repo.name,
-                   m.Alias.name == alias)
+            .where(
+                m.Repository.namespace == repo.namespace,
+                m.Repository.name == repo.name,
+                m.Alias.name == alias,
+            )
         ).one_or_none()
         if row is None:
             raise NotFound(f"{repo} has no alias {alias!r}", repo=str(repo), alias=alias)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import BinaryIO
-
 import storage
 from registry.errors import BadRequest, from_storage_error
 from storage import BlobInfo, BlobStore
-from storage.base import ProgressCallback
+from storage.base import ProgressCallback, Readable
 
 MAX_DIGESTS_PER_CHECK = 10_000
 
@@ -28,7 +26,7 @@ def missing_blobs(store: BlobStore, digests: list[str]) -> list[str]:
 
 
 def upload_blob(
-    store: BlobStore, stream: BinaryIO, digest: str, size: int, progress: ProgressCallback | None = None
+    store: BlobStore, stream: Readable, digest: str, size: int, progress: ProgressCallback | None = None
 ) -> BlobInfo:
     """Store a blob, verified while streaming; a blob already present is not written again."""
     try:

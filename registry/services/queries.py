@@ -30,7 +30,9 @@ def _check_limit(limit: int) -> int:
     return limit
 
 
-def list_versions(reg: Registry, flt: VersionFilter, limit: int = 50, cursor: str | None = None) -> Page[VersionInfo]:
+def list_versions(
+    reg: Registry, flt: VersionFilter, limit: int = 50, cursor: str | None = None
+) -> Page[VersionInfo]:
     """Newest first. Filters: repository, task, peft_type, base model name; latest_only per repo."""
     limit = _check_limit(limit)
     q = select(m.Version).join(m.Repository, m.Repository.id == m.Version.repository_id)
@@ -72,7 +74,13 @@ def list_repos(reg: Registry, limit: int = 50, cursor: str | None = None) -> Pag
                 .join(m.Version, m.Version.id == m.Alias.version_id)
                 .where(m.Alias.repository_id == r.id)
             ).all()
-            items.append(RepoInfo(repo=f"{r.namespace}/{r.name}", latest_version=r.latest_version,
-                                  created_at=r.created_at, aliases={a: n for a, n in aliases}))
+            items.append(
+                RepoInfo(
+                    repo=f"{r.namespace}/{r.name}",
+                    latest_version=r.latest_version,
+                    created_at=r.created_at,
+                    aliases={a: n for a, n in aliases},
+                )
+            )
         nxt = str(rows[limit - 1].id) if len(rows) > limit else None
     return Page[RepoInfo](items=items, next_cursor=nxt)

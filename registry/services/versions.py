@@ -40,7 +40,8 @@ def commit_version(reg: Registry, repo_text: str, req: PushRequest, pushed_by: s
         if info is None or info.size != f.size:
             raise BlobMissing(
                 f"{f.path}: blob {f.sha256} ({f.size} bytes) is not in the store; upload it first",
-                path=f.path, digest=f.sha256,
+                path=f.path,
+                digest=f.sha256,
             )
     facts = inspect_files(files, lambda e, s, n: read_range(reg.store, e.sha256, s, n), reg.limits)
     digest = manifest_digest(files)
@@ -51,8 +52,12 @@ def commit_version(reg: Registry, repo_text: str, req: PushRequest, pushed_by: s
             for alias in aliases:
                 point_alias(session, repository, latest, alias)
             session.flush()
-            return _result(session, latest, created=False,
-                           detail=f"content equals {repo}:{latest.number}; no new version created")
+            return _result(
+                session,
+                latest,
+                created=False,
+                detail=f"content equals {repo}:{latest.number}; no new version created",
+            )
         repository.latest_version += 1
         version = _new_version(session, repository, digest, files, facts, req, pushed_by)
         for alias in aliases:
@@ -63,15 +68,19 @@ def commit_version(reg: Registry, repo_text: str, req: PushRequest, pushed_by: s
 
 def _lock_repository(session: Session, repo: RepoName) -> m.Repository:
     """Get or create the repository row and lock it: the lock makes version numbers gap-free."""
-    stmt = select(m.Repository).where(
-        m.Repository.namespace == repo.namespace, m.Repository.name == repo.name
-    ).with_for_update()
+    stmt = (
+        select(m.Repository)
+        .where(m.Repository.namespace == repo.namespace, m.Repository.name == repo.name)
+        .with_for_update()
+    )
     row = session.scalars(stmt).one_or_none()
     if row is not None:
         return row
     try:
         with session.begin_nested():
-            session.add(m.Repository(namespace=repo.namespace, name=repo.name, created_at=now(), latest_version=0))
+            session.add(
+                m.Repository(namespace=repo.namespace, name=repo.name, created_at=now(), latest_version=0)
+            )
     except IntegrityError:
         pass  # another push created it first; lock theirs
     return session.scalars(stmt).one()
@@ -130,15 +139,19 @@ def _new_version(
     for f in files:
         session.add(m.VersionFile(version_id=version.id, path=f.path, size=f.size, digest=f.sha256))
     for e in req.evals:
-        session.add(m.EvalScore(version_id=version.id, metric=e.metric, value=e.value,
-                                dataset=e.dataset, split=e.split))
+        session.add(
+            m.EvalScore(
+                version_id=version.id, metric=e.metric, value=e.value, dataset=e.dataset, split=e.split
+            )
+        )
     return version
 
 
 def _result(session: Session, version: m.Version, created: bool, detail: str) -> PushResult:
     info = version_info(session, version)
-    return PushResult(created=created, repo=info.repo, version=info.version, digest=info.digest,
-                      detail=detail, info=info)
+    return PushResult(
+        created=created, repo=info.repo, version=info.version, digest=info.digest, detail=detail, info=info
+    )
 
 
 def resolve_row(session: Session, ref: Ref) -> m.Version:
@@ -199,7 +212,9 @@ def version_info(session: Session, v: m.Version) -> VersionInfo:
         adapter_bytes=v.adapter_bytes,
         total_bytes=v.total_bytes,
         base_model=BaseModelRef(name=v.base_model_name, revision=v.base_model_revision),
-        evals=[EvalScoreIn(metric=e.metric, value=e.value, dataset=e.dataset, split=e.split) for e in v.evals],
+        evals=[
+            EvalScoreIn(metric=e.metric, value=e.value, dataset=e.dataset, split=e.split) for e in v.evals
+        ],
         aliases=list(aliases),
         files=[FileInfo(path=f.path, size=f.size, sha256=f.digest) for f in v.files],
         config=v.config,

@@ -65,18 +65,23 @@ def test_errors_are_problem_json(http: httpx.Client, adapters_dir: Path, server:
     assert bad_ref.status_code == 400 and bad_ref.json()["code"] == "invalid_reference"
     invalid = http.post("/v1/repos/acme/x/versions", json={"files": []})
     assert invalid.status_code == 422 and invalid.json()["code"] == "validation_error"
-    absent = http.post("/v1/repos/acme/x/versions", json={"files": [
-        {"path": "adapter_config.json", "size": 3, "sha256": "sha256:" + "1" * 64}]})
+    absent = http.post(
+        "/v1/repos/acme/x/versions",
+        json={"files": [{"path": "adapter_config.json", "size": 3, "sha256": "sha256:" + "1" * 64}]},
+    )
     assert absent.status_code == 409 and absent.json()["code"] == "blob_missing"
     assert http.get("/v1/nowhere").json()["code"] == "not_found"
 
 
-def test_commit_list_alias_over_http(server: ServerThread, http: httpx.Client, adapters_dir: Path,
-                                     tmp_path: Path) -> None:
+def test_commit_list_alias_over_http(
+    server: ServerThread, http: httpx.Client, adapters_dir: Path, tmp_path: Path
+) -> None:
     client = HttpClient(server.url, user="alice", cache_dir=tmp_path / "cache")
     first = push_folder(client, adapters_dir / "lora_a", "acme/legal", task="legal")
     assert first.created and first.info.pushed_by == "alice"
-    again = http.post("/v1/repos/acme/legal/versions", json={"files": [f.model_dump() for f in first.info.files]})
+    again = http.post(
+        "/v1/repos/acme/legal/versions", json={"files": [f.model_dump() for f in first.info.files]}
+    )
     assert again.status_code == 200 and again.json()["created"] is False
     put = http.put("/v1/repos/acme/legal/aliases/production", json={"version": 1})
     assert put.json() == {"repo": "acme/legal", "alias": "production", "version": 1, "digest": first.digest}

@@ -34,8 +34,14 @@ class Cli:
 @pytest.fixture
 def embedded(tmp_path: Path) -> Cli:
     """No configuration but ADAPTERS_HOME: SQLite + local blobs, no server."""
-    return Cli({"ADAPTERS_HOME": str(tmp_path / "home"), "ADAPTERS_URL": "", "ADAPTERS_DATABASE_URL": "",
-                "ADAPTERS_BLOB_URL": ""})
+    return Cli(
+        {
+            "ADAPTERS_HOME": str(tmp_path / "home"),
+            "ADAPTERS_URL": "",
+            "ADAPTERS_DATABASE_URL": "",
+            "ADAPTERS_BLOB_URL": "",
+        }
+    )
 
 
 @pytest.fixture(params=["embedded", "sqlite-file", "sqlite-s3", "postgresql-file", "postgresql-s3"])
@@ -48,13 +54,26 @@ def adapters(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cli]:
     settings = make_settings(tmp_path / "server", db_url_for(db, tmp_path, request), backend, request)
     reg = Registry.from_settings(settings, migrate=True)
     with ServerThread(create_app(settings, reg)) as srv:
-        yield Cli({"ADAPTERS_URL": srv.url, "ADAPTERS_HOME": str(tmp_path / "client-home"), "ADAPTERS_USER": "bob"})
+        yield Cli(
+            {"ADAPTERS_URL": srv.url, "ADAPTERS_HOME": str(tmp_path / "client-home"), "ADAPTERS_USER": "bob"}
+        )
     reg.close()
 
 
 def test_push_list_show_pull_alias(adapters: Cli, adapters_dir: Path, tmp_path: Path) -> None:
-    pushed = adapters.json("push", str(adapters_dir / "lora_a"), "acme/legal", "--task", "legal",
-                           "--eval", "accuracy=0.9@lexglue:test", "--alias", "staging", "-m", "first cut")
+    pushed = adapters.json(
+        "push",
+        str(adapters_dir / "lora_a"),
+        "acme/legal",
+        "--task",
+        "legal",
+        "--eval",
+        "accuracy=0.9@lexglue:test",
+        "--alias",
+        "staging",
+        "-m",
+        "first cut",
+    )
     assert (pushed["repo"], pushed["version"], pushed["created"]) == ("acme/legal", 1, True)
     assert pushed["digest"].startswith("sha256:")
     same = adapters.json("push", str(adapters_dir / "lora_a"), "acme/legal")
@@ -123,8 +142,15 @@ def test_pulled_adapter_gives_identical_logits(adapters: Cli, adapters_dir: Path
 
 def test_embedded_default_needs_no_setup(tmp_path: Path, adapters_dir: Path) -> None:
     """With only XDG_DATA_HOME set, data lands in $XDG_DATA_HOME/adapter-registry."""
-    run = Cli({"XDG_DATA_HOME": str(tmp_path / "xdg"), "ADAPTERS_HOME": "", "ADAPTERS_URL": "",
-               "ADAPTERS_DATABASE_URL": "", "ADAPTERS_BLOB_URL": ""})
+    run = Cli(
+        {
+            "XDG_DATA_HOME": str(tmp_path / "xdg"),
+            "ADAPTERS_HOME": "",
+            "ADAPTERS_URL": "",
+            "ADAPTERS_DATABASE_URL": "",
+            "ADAPTERS_BLOB_URL": "",
+        }
+    )
     run.env.pop("ADAPTERS_HOME")
     run("push", str(adapters_dir / "lora_a"), "acme/legal")
     assert (tmp_path / "xdg" / "adapter-registry" / "registry.db").exists()

@@ -42,7 +42,9 @@ def edit_config(**changes: object) -> Mutation:
     return apply
 
 
-def write_safetensors(path: Path, header: dict[str, object], data: bytes, raw_header: bytes | None = None) -> None:
+def write_safetensors(
+    path: Path, header: dict[str, object], data: bytes, raw_header: bytes | None = None
+) -> None:
     raw = raw_header if raw_header is not None else json.dumps(header).encode()
     path.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
 
@@ -75,10 +77,17 @@ def zip_bytes() -> bytes:
     return buf.getvalue()
 
 
-def lora_header(a_rank: int = 4, with_b: bool = True, module: str = "q_proj") -> tuple[dict[str, object], int]:
+def lora_header(
+    a_rank: int = 4, with_b: bool = True, module: str = "q_proj"
+) -> tuple[dict[str, object], int]:
     prefix = f"base_model.model.model.layers.0.self_attn.{module}"
-    h: dict[str, object] = {f"{prefix}.lora_A.weight": {"dtype": "F32", "shape": [a_rank, 32],
-                                                         "data_offsets": [0, a_rank * 32 * 4]}}
+    h: dict[str, object] = {
+        f"{prefix}.lora_A.weight": {
+            "dtype": "F32",
+            "shape": [a_rank, 32],
+            "data_offsets": [0, a_rank * 32 * 4],
+        }
+    }
     end = a_rank * 32 * 4
     if with_b:
         h[f"{prefix}.lora_B.weight"] = {"dtype": "F32", "shape": [32, a_rank], "data_offsets": [end, end * 2]}
@@ -92,28 +101,60 @@ CASES: dict[str, tuple[str, Mutation]] = {
     "negative rank": ("invalid_adapter", edit_config(r=-1)),
     "bad task_type": ("invalid_adapter", edit_config(task_type="MAKE_COFFEE")),
     "unknown peft_type": ("unknown_peft_type", edit_config(peft_type="SUPER_LORA")),
-    "auto_mapping import": ("unsafe_config", edit_config(auto_mapping={"base_model_class": "X",
-                                                                        "parent_library": "evil_pkg.models"})),
+    "auto_mapping import": (
+        "unsafe_config",
+        edit_config(auto_mapping={"base_model_class": "X", "parent_library": "evil_pkg.models"}),
+    ),
     "trust_remote_code": ("unsafe_config", edit_config(tokenizer_kwargs={"trust_remote_code": True})),
     "megatron import": ("unsafe_config", edit_config(megatron_config={}, megatron_core="evil.core")),
     "pickle by extension": ("pickle_refused", add_file("training_args.bin", pickle.dumps({"lr": 1}))),
     "pickle by magic": ("pickle_refused", add_file("notes.json", pickle.dumps({"x": 1}, protocol=4))),
     "zip as safetensors": ("pickle_refused", add_file("adapter_model.safetensors", zip_bytes())),
     "no weights": ("missing_weights", remove("adapter_model.safetensors")),
-    "header too large": ("invalid_safetensors", add_file("adapter_model.safetensors",
-                                                          struct.pack("<Q", 1 << 40) + b"{}")),
+    "header too large": (
+        "invalid_safetensors",
+        add_file("adapter_model.safetensors", struct.pack("<Q", 1 << 40) + b"{}"),
+    ),
     "header not json": ("invalid_safetensors", weights({}, 0, raw_header=b"\xff\xfe garbage")),
-    "bad dtype": ("invalid_safetensors", weights({"x": {"dtype": "OBJECT", "shape": [1], "data_offsets": [0, 8]}}, 8)),
-    "offset past end": ("invalid_safetensors", weights({"x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, 8)),
-    "overlap": ("invalid_safetensors", weights({
-        "x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
-        "y": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, 12)),
-    "gap": ("invalid_safetensors", weights({
-        "x": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
-        "y": {"dtype": "F32", "shape": [1], "data_offsets": [8, 12]}}, 12)),
-    "duplicate names": ("invalid_safetensors", weights({}, 8, raw_header=(
-        b'{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},'
-        b'"x":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}'))),
+    "bad dtype": (
+        "invalid_safetensors",
+        weights({"x": {"dtype": "OBJECT", "shape": [1], "data_offsets": [0, 8]}}, 8),
+    ),
+    "offset past end": (
+        "invalid_safetensors",
+        weights({"x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, 8),
+    ),
+    "overlap": (
+        "invalid_safetensors",
+        weights(
+            {
+                "x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                "y": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]},
+            },
+            12,
+        ),
+    ),
+    "gap": (
+        "invalid_safetensors",
+        weights(
+            {
+                "x": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+                "y": {"dtype": "F32", "shape": [1], "data_offsets": [8, 12]},
+            },
+            12,
+        ),
+    ),
+    "duplicate names": (
+        "invalid_safetensors",
+        weights(
+            {},
+            8,
+            raw_header=(
+                b'{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},'
+                b'"x":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}'
+            ),
+        ),
+    ),
     "wrong rank": ("weights_mismatch", weights(*lora_header(a_rank=8))),
     "lora_A without lora_B": ("weights_mismatch", weights(*lora_header(with_b=False))),
     "untargeted module": ("weights_mismatch", weights(*lora_header(module="o_proj"))),
@@ -123,9 +164,11 @@ CASES: dict[str, tuple[str, Mutation]] = {
 
 def count_rows(reg: Registry) -> tuple[int, int, int]:
     with unit_of_work(reg.sessions) as s:
-        return (s.scalar(select(func.count()).select_from(m.Repository)) or 0,
-                s.scalar(select(func.count()).select_from(m.Version)) or 0,
-                s.scalar(select(func.count()).select_from(m.Blob)) or 0)
+        return (
+            s.scalar(select(func.count()).select_from(m.Repository)) or 0,
+            s.scalar(select(func.count()).select_from(m.Version)) or 0,
+            s.scalar(select(func.count()).select_from(m.Blob)) or 0,
+        )
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -166,9 +209,22 @@ def test_server_refuses_from_stored_blobs(case: str, lora_a: Path, registry: Reg
 NFD = unicodedata.normalize("NFD", "é.json")
 
 
-@pytest.mark.parametrize("path", ["../adapter_config.json", "/etc/passwd.json", "C:/x.json", "a\\b.json",
-                                  "\\\\server\\share\\x.json", "a/../b.json", "a//b.json", "./x.json",
-                                  "bad\x00name.json", "bad\nname.json", NFD])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "../adapter_config.json",
+        "/etc/passwd.json",
+        "C:/x.json",
+        "a\\b.json",
+        "\\\\server\\share\\x.json",
+        "a/../b.json",
+        "a//b.json",
+        "./x.json",
+        "bad\x00name.json",
+        "bad\nname.json",
+        NFD,
+    ],
+)
 def test_unsafe_paths_refused(path: str, lora_a: Path, registry: Registry) -> None:
     files = upload_folder(registry, lora_a)
     cfg = next(f for f in files if f.path == "adapter_config.json")
@@ -195,7 +251,9 @@ def test_symlink_refused(client, lora_a: Path, registry: Registry) -> None:  # n
 
 def test_total_size_cap(lora_a: Path, registry: Registry) -> None:
     files = upload_folder(registry, lora_a)
-    registry.limits = type(registry.limits)(max_total_bytes=1000, max_header_bytes=1 << 20, max_json_bytes=1 << 20)
+    registry.limits = type(registry.limits)(
+        max_total_bytes=1000, max_header_bytes=1 << 20, max_json_bytes=1 << 20
+    )
     with pytest.raises(InvalidAdapter) as info:
         commit_version(registry, "acme/bad", PushRequest(files=files), "tester")
     assert info.value.code == "push_too_large" and info.value.status == 413

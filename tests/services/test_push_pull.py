@@ -18,7 +18,9 @@ from storage.local import LocalBlobStore
 
 @pytest.fixture
 def client(registry: Registry, tmp_path: Path) -> LocalClient:
-    cache = registry.store if isinstance(registry.store, LocalBlobStore) else LocalBlobStore(tmp_path / "cache")
+    cache = (
+        registry.store if isinstance(registry.store, LocalBlobStore) else LocalBlobStore(tmp_path / "cache")
+    )
     return LocalClient(registry, "tester", cache)
 
 
@@ -27,15 +29,25 @@ def read_tree(root: Path) -> dict[str, bytes]:
 
 
 def test_push_then_pull_is_byte_identical(client: LocalClient, adapters_dir: Path, tmp_path: Path) -> None:
-    result = push_folder(client, adapters_dir / "lora_a", "acme/legal", task="legal",
-                         evals=[parse_eval("accuracy=0.91@lexglue:test")], message="first")
+    result = push_folder(
+        client,
+        adapters_dir / "lora_a",
+        "acme/legal",
+        task="legal",
+        evals=[parse_eval("accuracy=0.91@lexglue:test")],
+        message="first",
+    )
     assert result.created and result.version == 1 and result.digest.startswith("sha256:")
     info, out = pull(client, "acme/legal", tmp_path / "out")
     assert read_tree(out) == read_tree(adapters_dir / "lora_a")
     assert info.peft_type == "LORA" and info.r == 4 and info.lora_alpha == 8
     assert info.target_modules == ["q_proj", "v_proj"]
     assert info.task == "legal" and info.pushed_by == "tester" and info.message == "first"
-    assert info.evals[0].metric == "accuracy" and info.evals[0].dataset == "lexglue" and info.evals[0].split == "test"
+    assert (
+        info.evals[0].metric == "accuracy"
+        and info.evals[0].dataset == "lexglue"
+        and info.evals[0].split == "test"
+    )
     # 2 layers x (q: A 4x32 + B 32x4, v: A 4x32 + B 16x4)
     assert info.trainable_params == 2 * (4 * 32 + 32 * 4 + 4 * 32 + 16 * 4)
     assert info.adapter_bytes == info.trainable_params * 4
@@ -78,10 +90,14 @@ def test_list_filters_and_pagination(client: LocalClient, adapters_dir: Path) ->
     push_folder(client, adapters_dir / "lora_dora", "acme/medical", task="medical", base="other")
     latest = client.list_versions(VersionFilter(latest_only=True))
     assert [v.ref for v in latest.items] == ["acme/medical:2", "acme/legal:1"]
-    assert [v.ref for v in client.list_versions(VersionFilter(task="medical")).items] == \
-        ["acme/medical:2", "acme/medical:1"]
-    assert [v.ref for v in client.list_versions(VersionFilter(base="tiny-llama")).items] == \
-        ["acme/medical:1", "acme/legal:1"]
+    assert [v.ref for v in client.list_versions(VersionFilter(task="medical")).items] == [
+        "acme/medical:2",
+        "acme/medical:1",
+    ]
+    assert [v.ref for v in client.list_versions(VersionFilter(base="tiny-llama")).items] == [
+        "acme/medical:1",
+        "acme/legal:1",
+    ]
     assert client.list_versions(VersionFilter(peft_type="ia3")).items == []
     dora = client.resolve("acme/medical:2")
     assert dora.use_dora and dora.use_rslora
@@ -95,8 +111,9 @@ def test_list_filters_and_pagination(client: LocalClient, adapters_dir: Path) ->
         client.list_versions(VersionFilter(), cursor="not-a-cursor")
 
 
-def test_pull_is_atomic_cached_and_refuses_to_clobber(client: LocalClient, adapters_dir: Path,
-                                                       tmp_path: Path) -> None:
+def test_pull_is_atomic_cached_and_refuses_to_clobber(
+    client: LocalClient, adapters_dir: Path, tmp_path: Path
+) -> None:
     push_folder(client, adapters_dir / "lora_a", "acme/legal")
     out = tmp_path / "target"
     out.mkdir()
@@ -115,7 +132,9 @@ def test_pull_is_atomic_cached_and_refuses_to_clobber(client: LocalClient, adapt
     assert fetched == []
 
 
-def test_concurrent_pushes_get_gap_free_numbers(client: LocalClient, adapters_dir: Path, tmp_path: Path) -> None:
+def test_concurrent_pushes_get_gap_free_numbers(
+    client: LocalClient, adapters_dir: Path, tmp_path: Path
+) -> None:
     folders = []
     for i in range(6):
         d = Path(shutil.copytree(adapters_dir / "lora_a", tmp_path / f"a{i}"))

@@ -21,8 +21,9 @@ class AliasTarget(BaseModel):
 
 
 @router.put("/{alias}")
-def set_alias(namespace: str, name: str, alias: str, body: AliasTarget, reg: RegistryDep,
-              _: PrincipalDep) -> AliasInfo:
+def set_alias(
+    namespace: str, name: str, alias: str, body: AliasTarget, reg: RegistryDep, _: PrincipalDep
+) -> AliasInfo:
     repo = parse_repo(f"{namespace}/{name}")
     if body.version is not None:
         ref = Ref(repo, version=body.version)

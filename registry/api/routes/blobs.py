@@ -103,12 +103,18 @@ def get_blob(
     headers = {"Accept-Ranges": "bytes", "ETag": f'"{digest}"'}
     if range_header is None:
         headers["Content-Length"] = str(info.size)
-        return StreamingResponse(reg.store.open(digest), media_type="application/octet-stream", headers=headers)
+        return StreamingResponse(
+            reg.store.open(digest), media_type="application/octet-stream", headers=headers
+        )
     start, end = _parse_range(range_header, info.size)
     headers["Content-Range"] = f"bytes {start}-{end - 1}/{info.size}"
     headers["Content-Length"] = str(end - start)
-    return StreamingResponse(reg.store.open(digest, start, end), status_code=206,
-                             media_type="application/octet-stream", headers=headers)
+    return StreamingResponse(
+        reg.store.open(digest, start, end),
+        status_code=206,
+        media_type="application/octet-stream",
+        headers=headers,
+    )
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int]:

@@ -29,8 +29,9 @@ async def readyz(reg: RegistryDep) -> dict[str, str]:
         except Exception as err:
             raise ServerUnavailable(f"not ready: {type(err).__name__}: {err}") from err
         if revision != head_revision():
-            raise ServerUnavailable(f"database at revision {revision}, expected {head_revision()}; "
-                                    "run `adapters db upgrade`")
+            raise ServerUnavailable(
+                f"database at revision {revision}, expected {head_revision()}; run `adapters db upgrade`"
+            )
         return {"status": "ready", "database": str(revision), "blobs": reg.store.url}
 
     return await run_in_threadpool(check)

@@ -17,10 +17,17 @@ router = APIRouter(prefix="/v1", tags=["versions"])
 
 @router.post("/repos/{namespace}/{name}/versions", status_code=201)
 async def commit_version(
-    namespace: str, name: str, body: PushRequest, reg: RegistryDep, principal: PrincipalDep, response: Response
+    namespace: str,
+    name: str,
+    body: PushRequest,
+    reg: RegistryDep,
+    principal: PrincipalDep,
+    response: Response,
 ) -> PushResult:
     """Record a version from uploaded blobs. 201 when created, 200 when identical to the latest."""
-    result = await run_in_threadpool(versions.commit_version, reg, f"{namespace}/{name}", body, principal.name)
+    result = await run_in_threadpool(
+        versions.commit_version, reg, f"{namespace}/{name}", body, principal.name
+    )
     if not result.created:
         response.status_code = 200
     return result
