@@ -27,7 +27,8 @@ from storage import StorageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 err_console = Console(stderr=True, soft_wrap=True)
-console = Console(soft_wrap=True)
+# Pipes get a wide console so tables are not squeezed to 80 columns.
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 
 
 def json_option(f: F) -> F:

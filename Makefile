@@ -1,0 +1,35 @@
+# Two commands matter: `make demo` (set up + quickstart on the embedded default) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint pytest bench clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# CPU torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[tensors,test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	ADAPTERS_HOME=$${ADAPTERS_HOME:-$(CURDIR)/.demo/registry} $(PY) -m registry.quickstart --workdir .demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+pytest: $(STAMP)
+	$(PY) -m pytest
+
+test: lint pytest
+
+bench: $(STAMP)
+	$(PY) bench/push_pull.py
+
+clean:
+	rm -rf $(VENV) .demo

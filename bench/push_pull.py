@@ -1,0 +1,151 @@
+"""Push and pull a 1 GiB safetensors adapter; compare with `cp` + `sha256sum` of the same file.
+
+    python bench/push_pull.py [--size-mib 1024] [--backends file,s3]
+
+Each step runs as its own process (the real `adapters` CLI, embedded mode) so its peak RSS is its
+own. The anchor is `cp FILE DST && sha256sum DST`, measured in the same run on the same disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MIB = 1024 * 1024
+
+
+def write_adapter(folder: Path, size_mib: int) -> Path:
+    """A LoRA adapter whose single q_proj pair totals size_mib MiB, written in 8 MiB chunks."""
+    folder.mkdir(parents=True)
+    r = 16
+    n = size_mib * MIB // 4 // 2 // r  # in/out features so that A [r, n] + B [n, r] fill the size
+    a_bytes = r * n * 4
+    prefix = "base_model.model.model.layers.0.self_attn.q_proj"
+    header = json.dumps(
+        {
+            f"{prefix}.lora_A.weight": {"dtype": "F32", "shape": [r, n], "data_offsets": [0, a_bytes]},
+            f"{prefix}.lora_B.weight": {
+                "dtype": "F32",
+                "shape": [n, r],
+                "data_offsets": [a_bytes, 2 * a_bytes],
+            },
+        }
+    ).encode()
+    header += b" " * (-len(header) % 8)
+    path = folder / "adapter_model.safetensors"
+    with path.open("wb") as f:
+        f.write(struct.pack("<Q", len(header)) + header)
+        left = 2 * a_bytes
+        while left:
+            chunk = os.urandom(min(8 * MIB, left))
+            f.write(chunk)
+            left -= len(chunk)
+    (folder / "adapter_config.json").write_text(
+        json.dumps(
+            {
+                "peft_type": "LORA",
+                "r": r,
+                "lora_alpha": 32,
+                "target_modules": ["q_proj"],
+                "task_type": "CAUSAL_LM",
+            }
+        )
+    )
+    return path
+
+
+def peak_rss(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Run `cmd` under a tiny wrapper that reports its own child's peak RSS."""
+    wrapper = (
+        "import resource,subprocess,sys,time;t=time.perf_counter();"
+        "subprocess.run(sys.argv[1:],check=True,stdout=subprocess.DEVNULL);"
+        "print(time.perf_counter()-t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", wrapper, *cmd], check=True, env=env, text=True, stdout=subprocess.PIPE
+    ).stdout.split()
+    return float(out[0]), float(out[1])
+
+
+def start_moto() -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    from minio import Minio
+
+    Minio(f"127.0.0.1:{port}", "test", "test", secure=False, region="us-east-1").make_bucket("bench")
+    return proc, f"127.0.0.1:{port}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size-mib", type=int, default=1024)
+    ap.add_argument("--backends", default="file,s3")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-push-pull-", dir=os.environ.get("BENCH_DIR")))
+    try:
+        src = write_adapter(work / "adapter", args.size_mib)
+        size_mb = src.stat().st_size / 1e6
+        t_cp, rss_cp = peak_rss(["cp", str(src), str(work / "copy.safetensors")], dict(os.environ))
+        t_sha, rss_sha = peak_rss(["sha256sum", str(work / "copy.safetensors")], dict(os.environ))
+        (work / "copy.safetensors").unlink()
+        anchor = size_mb / (t_cp + t_sha)
+        print(f"file: {size_mb:.0f} MB safetensors adapter")
+        print(f"{'step':<22}{'MB/s':>9}{'anchor MB/s':>13}{'ratio':>8}{'peak RSS MiB':>14}")
+        print(f"{'cp + sha256sum':<22}{anchor:>9.0f}{anchor:>13.0f}{1.0:>8.2f}{max(rss_cp, rss_sha):>14.0f}")
+        cli = [sys.executable, "-m", "cli.main"]
+        for backend in args.backends.split(","):
+            env = dict(os.environ, ADAPTERS_HOME=str(work / f"home-{backend}"))
+            moto = None
+            if backend == "s3":
+                moto, endpoint = start_moto()
+                env.update(
+                    ADAPTERS_BLOB_URL="s3://bench/blobs",
+                    ADAPTERS_S3_ENDPOINT=endpoint,
+                    ADAPTERS_S3_ACCESS_KEY="test",
+                    ADAPTERS_S3_SECRET_KEY="test",
+                    ADAPTERS_S3_REGION="us-east-1",
+                    ADAPTERS_S3_SECURE="false",
+                )
+            try:
+                subprocess.run([*cli, "db", "upgrade"], check=True, env=env, stdout=subprocess.DEVNULL)
+                t_push, rss_push = peak_rss([*cli, "push", str(work / "adapter"), "bench/big"], env)
+                out = work / f"pulled-{backend}"
+                t_pull, rss_pull = peak_rss([*cli, "pull", "bench/big", "-o", str(out)], env)
+                shutil.rmtree(out)
+                shutil.rmtree(work / f"home-{backend}", ignore_errors=True)
+            finally:
+                if moto is not None:
+                    moto.terminate()
+                    moto.wait()
+            for step, t, rss in (("push", t_push, rss_push), ("pull", t_pull, rss_pull)):
+                mbps = size_mb / t
+                print(
+                    f"{backend + ' ' + step:<22}{mbps:>9.0f}{anchor:>13.0f}{mbps / anchor:>8.2f}{rss:>14.0f}"
+                )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
