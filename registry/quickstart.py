@@ -41,7 +41,7 @@ def train(base_dir: Path, out: Path, seed: int, targets: list[str]) -> None:
         loss.backward()
         opt.step()
         opt.zero_grad()
-    model.save_pretrained(out)
+    model.save_pretrained(str(out))
     print(f"trained {out.name}: final loss {loss.item():.3f}")
 
 
