@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, cast
 
 import click
 from rich.table import Table
@@ -201,10 +202,123 @@ def _print_version(v: VersionInfo) -> None:
     for e in v.evals:
         where = f" ({e.dataset}{':' + e.split if e.split else ''})" if e.dataset else ""
         console.print(f"[bold]{'eval':>15}[/bold]  {e.metric} = {e.value}{where}", highlight=False)
+    if v.lineage:
+        lin = v.lineage
+        console.print(
+            f"[bold]{'derived':>15}[/bold]  {lin.get('kind')} by {lin.get('method')} "
+            f"{lin.get('parameters', {})}",
+            highlight=False,
+        )
+        for p in lin.get("parents", []):
+            console.print(
+                f"[bold]{'parent':>15}[/bold]  {p['ref']} x {p['weight']:g}  {p['digest']}", highlight=False
+            )
+        err = lin.get("error", {})
+        if err:
+            console.print(
+                f"[bold]{'merge error':>15}[/bold]  max {err['max']:.3g}, mean {err['mean']:.3g} "
+                "(relative Frobenius, per module)",
+                highlight=False,
+            )
     for f in v.files:
         console.print(
             f"[bold]{'file':>15}[/bold]  {f.path}  {human_bytes(f.size)}  {f.sha256[:19]}", highlight=False
         )
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, metavar="REF=WEIGHT...")
+@click.option("--into", required=True, help="Repository (ns/name) that receives the merged version.")
+@click.option(
+    "--method",
+    type=click.Choice(["svd", "cat", "linear", "ties", "dare_linear", "dare_ties", "magnitude_prune"]),
+    default="svd",
+    show_default=True,
+)
+@click.option(
+    "--rank",
+    help="Output rank for svd: an integer, or 'auto' (see --energy). Default: the largest input rank.",
+)
+@click.option(
+    "--energy",
+    type=float,
+    default=0.99,
+    show_default=True,
+    help="With --rank auto: keep this fraction of the squared singular values per module.",
+)
+@click.option(
+    "--density",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="ties / dare_* / magnitude_prune: fraction of entries kept.",
+)
+@click.option(
+    "--majority-sign", type=click.Choice(["total", "frequency"]), default="total", show_default=True
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of DARE's random drops (recorded)."
+)
+@click.option(
+    "--allow-base-mismatch", is_flag=True, help="Merge adapters of different bases if shapes agree."
+)
+@click.option("--task")
+@click.option("--alias", "aliases", multiple=True)
+@click.option("-m", "--message")
+@json_option
+@handle_errors
+def merge(
+    inputs: tuple[str, ...],
+    into: str,
+    method: str,
+    rank: str | None,
+    energy: float,
+    density: float,
+    majority_sign: str,
+    seed: int,
+    allow_base_mismatch: bool,
+    task: str | None,
+    aliases: tuple[str, ...],
+    message: str | None,
+    as_json: bool,
+) -> None:
+    """Merge LoRA adapters with weights (REF=WEIGHT, negative allowed) into a new version of --into."""
+    from registry.client.merge import merge_refs, parse_merge_input
+
+    parsed_rank: int | Literal["auto"] | None = "auto" if rank == "auto" else None
+    if rank is not None and rank != "auto":
+        if not rank.isdigit() or int(rank) < 1:
+            raise BadRequest(f"--rank must be a positive integer or 'auto', got {rank!r}")
+        parsed_rank = int(rank)
+    client = _client()
+    try:
+        result = merge_refs(
+            client,
+            [parse_merge_input(i) for i in inputs],
+            into,
+            method=method,
+            rank=parsed_rank,
+            energy=energy,
+            density=density,
+            majority_sign_method=cast(Literal["total", "frequency"], majority_sign),
+            seed=seed,
+            allow_base_mismatch=allow_base_mismatch,
+            task=task,
+            aliases=list(aliases),
+            message=message,
+            progress=RichProgress(not as_json),
+        )
+    finally:
+        client.close()
+    if as_json:
+        emit_json(result)
+        return
+    err = (result.info.lineage or {}).get("error", {})
+    console.print(
+        f"[green]merged[/green] {result.repo}:{result.version} {result.digest}  "
+        f"(max relative error {err.get('max', 0):.3g}, mean {err.get('mean', 0):.3g})",
+        highlight=False,
+    )
 
 
 @cli.group()

@@ -53,6 +53,7 @@ class VersionInfo(BaseModel):
     aliases: list[str]
     files: list[FileInfo]
     config: dict[str, Any]
+    lineage: dict[str, Any] | None = None
 
 
 class PushRequest(BaseModel):
@@ -63,6 +64,8 @@ class PushRequest(BaseModel):
     evals: list[EvalScoreIn] = Field(default_factory=list)
     aliases: list[str] = Field(default_factory=list)
     message: str | None = Field(default=None, max_length=10_000)
+    lineage: dict[str, Any] | None = None
+    """Set by the merge engine: how this version was derived from others."""
 
 
 class PushResult(BaseModel):

@@ -92,6 +92,16 @@ class ServerUnavailable(RegistryError, ConnectionError):
     title = "Server unavailable"
 
 
+class MergeRefused(RegistryError, ValueError):
+    code = "merge_refused"
+    status = 422
+    title = "Merge refused"
+
+
+class BaseMismatch(MergeRefused):
+    code = "base_mismatch"
+
+
 # Refusals on push: every one is an InvalidAdapter with its own code.
 class InvalidAdapter(RegistryError, ValueError):
     code = "invalid_adapter"

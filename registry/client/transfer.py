@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from registry.client.base import RegistryClient, TransferProgress
 from registry.entities import EvalScoreIn, FileInfo, PushRequest, PushResult, VersionInfo
@@ -63,6 +64,7 @@ def push_folder(
     evals: list[EvalScoreIn] | None = None,
     aliases: list[str] | None = None,
     message: str | None = None,
+    lineage: dict[str, Any] | None = None,
     progress: TransferProgress | None = None,
 ) -> PushResult:
     """Validate locally, upload only the blobs the registry lacks, then commit the manifest."""
@@ -94,6 +96,7 @@ def push_folder(
         evals=evals or [],
         aliases=aliases or [],
         message=message,
+        lineage=lineage,
     )
     return client.commit(repo, request)
 

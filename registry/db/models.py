@@ -78,6 +78,8 @@ class Version(Base):
     message: Mapped[str | None] = mapped_column(Text)
     pushed_by: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    lineage: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """For derived versions (merges): parents' digests and weights, method, parameters, error report."""
 
     repository: Mapped[Repository] = relationship()
     files: Mapped[list[VersionFile]] = relationship(order_by="VersionFile.path")

@@ -133,6 +133,7 @@ def _new_version(
         message=req.message,
         pushed_by=pushed_by,
         created_at=now(),
+        lineage=req.lineage,
     )
     session.add(version)
     session.flush()
@@ -218,4 +219,5 @@ def version_info(session: Session, v: m.Version) -> VersionInfo:
         aliases=list(aliases),
         files=[FileInfo(path=f.path, size=f.size, sha256=f.digest) for f in v.files],
         config=v.config,
+        lineage=v.lineage,
     )

@@ -1,0 +1,1 @@
+"""The worker's maths: the only package that imports torch."""
