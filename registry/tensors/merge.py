@@ -80,22 +80,38 @@ def _stack(parts: list[tuple[LoraModuleFactors, float]]) -> tuple[torch.Tensor, 
     return b, a
 
 
+def _apply_q(h: torch.Tensor, tau: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Q @ y for the Householder Q stored by geqrf (m x k reduced), without forming Q."""
+    padded = torch.zeros(h.shape[0], y.shape[1], dtype=y.dtype)
+    padded[: y.shape[0]] = y
+    return torch.ormqr(h, tau, padded)
+
+
 def _svd(
     b: torch.Tensor, a: torch.Tensor, opts: MergeOptions, default_rank: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    qb, rb = torch.linalg.qr(b)  # d x m, m x R
-    qa, ra = torch.linalg.qr(a.T)  # k x n, n x R
-    u, s, vh = torch.linalg.svd(rb @ ra.T, full_matrices=False)  # small core
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Truncated SVD of b @ a through QR of both factors; also returns the relative error.
+
+    With B = Q_B R_B and A^T = Q_A R_A, B A = Q_B (R_B R_A^T) Q_A^T, and the R x R core has the
+    singular values of B A. geqrf + ormqr apply Q without forming it (about half the work of qr).
+    """
+    hb, tau_b = torch.geqrf(b)  # d x R
+    ha, tau_a = torch.geqrf(a.T)  # k x R
+    rb = hb[: min(hb.shape)].triu()
+    ra = ha[: min(ha.shape)].triu()
+    u, s, vh = torch.linalg.svd(rb @ ra.T, full_matrices=False)
+    energy = torch.cumsum(s.double() ** 2, 0)
+    total = float(energy[-1]) if energy.numel() else 0.0
     if opts.rank == "auto":
-        energy = torch.cumsum(s.double() ** 2, 0)
-        total = energy[-1].item()
         keep = int(torch.searchsorted(energy, opts.energy * total).item()) + 1 if total > 0 else 1
     else:
         keep = opts.rank or default_rank
     keep = max(1, min(keep, s.shape[0]))
-    new_b = qb @ (u[:, :keep] * s[:keep])
-    new_a = vh[:keep] @ qa.T
-    return new_b, new_a
+    new_b = _apply_q(hb, tau_b, u[:, :keep] * s[:keep])
+    new_a = _apply_q(ha, tau_a, vh[:keep].T).T
+    # Eckart-Young: the error of the best rank-keep approximation is the discarded energy.
+    error = math.sqrt(max(total - float(energy[keep - 1]), 0.0) / total) if total > 0 else 0.0
+    return new_b, new_a, error
 
 
 def _factorwise(
@@ -158,10 +174,12 @@ def merge_loras(adapters: list[tuple[LoraAdapter, float]], opts: MergeOptions) -
         b_exact, a_exact = _stack(parts)
         if opts.method == "cat":
             b, a = b_exact, a_exact
+            error = relative_error(b_exact, a_exact, b, a)
         elif opts.method == "svd":
-            b, a = _svd(b_exact, a_exact, opts, default_rank)
+            b, a, error = _svd(b_exact, a_exact, opts, default_rank)
         else:
             b, a = _factorwise(parts, opts, name)
+            error = relative_error(b_exact, a_exact, b, a)
         first = parts[0][0]
         result.modules[name] = LoraModuleFactors(
             a=a.contiguous(),
@@ -171,9 +189,7 @@ def merge_loras(adapters: list[tuple[LoraAdapter, float]], opts: MergeOptions) -
             b_shape=first.b_shape,
             embedding=first.embedding,
         )
-        result.report[name] = ModuleReport(
-            rank=int(a.shape[0]), rel_error=relative_error(b_exact, a_exact, b, a)
-        )
+        result.report[name] = ModuleReport(rank=int(a.shape[0]), rel_error=error)
     return result
 
 
