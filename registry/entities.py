@@ -54,6 +54,10 @@ class VersionInfo(BaseModel):
     files: list[FileInfo]
     config: dict[str, Any]
     lineage: dict[str, Any] | None = None
+    base_fingerprint: str | None = None
+    """Fingerprint of the registered base it is linked to; None when unlinked or structure-only."""
+    base_linked: bool = False
+    fit_override: dict[str, Any] | None = None
 
 
 class PushRequest(BaseModel):
@@ -66,6 +70,8 @@ class PushRequest(BaseModel):
     message: str | None = Field(default=None, max_length=10_000)
     lineage: dict[str, Any] | None = None
     """Set by the merge engine: how this version was derived from others."""
+    force: bool = False
+    """Record the version even if the fit check against its known base refuses it."""
 
 
 class PushResult(BaseModel):
@@ -107,3 +113,92 @@ class AliasInfo(BaseModel):
 
 class MissingBlobs(BaseModel):
     missing: list[str]
+
+
+class ModuleInfo(BaseModel):
+    name: str
+    kind: str
+    in_features: int
+    out_features: int
+
+
+class BaseNameInfo(BaseModel):
+    name: str
+    revision: str | None = None
+
+
+class BaseRegistration(BaseModel):
+    """What a client computed from a model folder (or a config.json alone) and sends to register."""
+
+    names: list[BaseNameInfo] = Field(default_factory=list)
+    fingerprint: str | None = None
+    structure_signature: str
+    architectures: list[str] = Field(default_factory=list)
+    model_type: str | None = None
+    hidden_size: int | None = None
+    num_layers: int | None = None
+    num_heads: int | None = None
+    num_kv_heads: int | None = None
+    vocab_size: int | None = None
+    param_count: int = 0
+    dtype: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    modules: list[ModuleInfo] = Field(max_length=200_000)
+    files: list[FileInfo] | None = None
+    """Uploaded files (weights, config, tokenizer), when --upload."""
+
+
+class BaseInfo(BaseModel):
+    id: int
+    names: list[BaseNameInfo]
+    fingerprint: str | None
+    structure_signature: str
+    architectures: list[str]
+    model_type: str | None
+    hidden_size: int | None
+    num_layers: int | None
+    num_heads: int | None
+    num_kv_heads: int | None
+    vocab_size: int | None
+    param_count: int
+    dtype: str | None
+    uploaded: bool
+    module_count: int
+    created_at: datetime
+    files: list[FileInfo] | None = None
+
+
+class FitQuery(BaseModel):
+    base: str
+    task: str | None = None
+    peft_type: str | None = None
+    min_scores: dict[str, float] = Field(default_factory=dict)
+    tier: str = Field(default="all", pattern="^(exact|compatible|all)$")
+    sort: str | None = None
+    explain: bool = False
+    limit: int = Field(default=50, ge=1, le=500)
+
+
+class FitItem(BaseModel):
+    ref: str
+    repo: str
+    version: int
+    digest: str
+    tier: str
+    peft_type: str
+    task: str | None
+    r: int | None
+    base_model: str | None
+    score: float | None = None
+    """Value of the --sort metric, when sorting."""
+
+
+class FitRejection(BaseModel):
+    ref: str
+    reasons: list[str]
+
+
+class FitResult(BaseModel):
+    base: BaseInfo
+    items: list[FitItem]
+    rejected: list[FitRejection] | None = None

@@ -188,3 +188,36 @@ def from_storage_error(err: storage.StorageError) -> RegistryError:
     if isinstance(err, storage.InvalidDigest):
         return InvalidDigest(str(err), digest=err.digest)
     return RegistryError(str(err))
+
+
+# Refusals of an adapter that cannot work on its (known) base. `--force` overrides them, recorded.
+class FitRefused(InvalidAdapter):
+    code = "fit_refused"
+
+
+class TargetModuleNotFound(FitRefused):
+    code = "target_module_not_found"
+
+
+class ShapeMismatch(FitRefused):
+    code = "shape_mismatch"
+
+
+class PromptShapeMismatch(FitRefused):
+    code = "prompt_shape_mismatch"
+
+
+class Ia3ShapeMismatch(FitRefused):
+    code = "ia3_shape_mismatch"
+
+
+class VocabMismatch(FitRefused):
+    code = "vocab_mismatch"
+
+
+class BaseNameTaken(Conflict):
+    code = "base_name_taken"
+
+
+ERRORS_BY_CODE.update({c.code: c for c in _with_subclasses(FitRefused)})
+ERRORS_BY_CODE[BaseNameTaken.code] = BaseNameTaken

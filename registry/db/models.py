@@ -79,6 +79,10 @@ class Version(Base):
     pushed_by: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     lineage: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    base_model_id: Mapped[int | None] = mapped_column(ForeignKey("base_models.id"), nullable=True, index=True)
+    """The registered base it was trained on (by fingerprint or name), if known."""
+    fit_override: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """Set when a push refused by the fit check was forced: the refusal that was overridden."""
     """For derived versions (merges): parents' digests and weights, method, parameters, error report."""
 
     repository: Mapped[Repository] = relationship()
@@ -116,3 +120,60 @@ class Alias(Base):
     name: Mapped[str] = mapped_column(String(64))
     version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class BaseModel(Base):
+    """A base model known by the content of its weights (fingerprint) and its structure."""
+
+    __tablename__ = "base_models"
+    __table_args__ = (Index("ix_base_models_structure", "structure_signature"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fingerprint: Mapped[str | None] = mapped_column(String(71), unique=True)
+    """None for a base registered from config.json alone (structure only)."""
+    structure_signature: Mapped[str] = mapped_column(String(71))
+    architectures: Mapped[list[str]] = mapped_column(JSON)
+    model_type: Mapped[str | None] = mapped_column(String(64))
+    hidden_size: Mapped[int | None] = mapped_column(Integer)
+    num_layers: Mapped[int | None] = mapped_column(Integer)
+    num_heads: Mapped[int | None] = mapped_column(Integer)
+    num_kv_heads: Mapped[int | None] = mapped_column(Integer)
+    vocab_size: Mapped[int | None] = mapped_column(Integer)
+    param_count: Mapped[int] = mapped_column(BigInteger)
+    dtype: Mapped[str | None] = mapped_column(String(32))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    manifest: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """Files in the blob store when uploaded (path, size, sha256), else None."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class BaseName(Base):
+    __tablename__ = "base_names"
+
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    base_model_id: Mapped[int] = mapped_column(ForeignKey("base_models.id", ondelete="CASCADE"), index=True)
+    revision: Mapped[str | None] = mapped_column(String(128))
+
+
+class BaseModule(Base):
+    """One weight-bearing module of a base, so fit checks never need the weights again."""
+
+    __tablename__ = "base_modules"
+
+    base_model_id: Mapped[int] = mapped_column(ForeignKey("base_models.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    in_features: Mapped[int] = mapped_column(Integer)
+    out_features: Mapped[int] = mapped_column(Integer)
+
+
+class VersionModule(Base):
+    """The base modules an adapter version touches, with the shapes it expects of them."""
+
+    __tablename__ = "version_modules"
+
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    in_features: Mapped[int | None] = mapped_column(Integer)
+    out_features: Mapped[int | None] = mapped_column(Integer)
+    rank: Mapped[int | None] = mapped_column(Integer)

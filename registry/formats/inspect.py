@@ -13,7 +13,7 @@ from registry.errors import MissingAdapterConfig, MissingWeights, PushTooLarge, 
 from registry.formats.manifest import FileEntry
 from registry.formats.paths import CONFIG_NAME, check_allowed, check_not_pickle, normalize_path
 from registry.formats.peft_config import PeftConfigFacts, parse_config
-from registry.formats.safetensors_header import SafetensorsHeader, header_length, parse_header
+from registry.formats.safetensors_header import SafetensorsHeader, TensorInfo, header_length, parse_header
 from registry.formats.weights import LoraModule, check_lora_tensors
 
 ReadRange = Callable[[FileEntry, int, int], bytes]
@@ -37,6 +37,8 @@ class AdapterFacts:
     total_bytes: int
     tensor_count: int
     lora_modules: list[LoraModule] = field(default_factory=list)
+    tensors: dict[str, TensorInfo] = field(default_factory=dict)
+    """The header of adapter_model.safetensors: names, dtypes, shapes."""
 
 
 def inspect_files(files: list[FileEntry], read: ReadRange, limits: Limits) -> AdapterFacts:
@@ -84,6 +86,7 @@ def inspect_files(files: list[FileEntry], read: ReadRange, limits: Limits) -> Ad
         total_bytes=total,
         tensor_count=len(weights.tensors),
         lora_modules=modules,
+        tensors=weights.tensors,
     )
 
 

@@ -23,6 +23,7 @@ from registry.refs import Ref, RepoName, check_alias, parse_repo
 from registry.services.aliases import point_alias
 from registry.services.blobs import read_range
 from registry.services.context import Registry
+from registry.services.fitcheck import BaseLink, link_and_check
 from registry.services.timeutil import now
 
 
@@ -46,6 +47,7 @@ def commit_version(reg: Registry, repo_text: str, req: PushRequest, pushed_by: s
     facts = inspect_files(files, lambda e, s, n: read_range(reg.store, e.sha256, s, n), reg.limits)
     digest = manifest_digest(files)
     with unit_of_work(reg.sessions) as session:
+        link = link_and_check(session, facts, req.base or facts.config.base_model_name_or_path, req.force)
         repository = _lock_repository(session, repo)
         latest = _latest(session, repository)
         if latest is not None and latest.digest == digest:
@@ -59,7 +61,7 @@ def commit_version(reg: Registry, repo_text: str, req: PushRequest, pushed_by: s
                 detail=f"content equals {repo}:{latest.number}; no new version created",
             )
         repository.latest_version += 1
-        version = _new_version(session, repository, digest, files, facts, req, pushed_by)
+        version = _new_version(session, repository, digest, files, facts, req, pushed_by, link)
         for alias in aliases:
             point_alias(session, repository, version, alias)
         session.flush()
@@ -104,6 +106,7 @@ def _new_version(
     facts: AdapterFacts,
     req: PushRequest,
     pushed_by: str,
+    link: BaseLink,
 ) -> m.Version:
     cfg = facts.config
     for f in files:
@@ -134,9 +137,14 @@ def _new_version(
         pushed_by=pushed_by,
         created_at=now(),
         lineage=req.lineage,
+        base_model_id=link.base.id if link.base else None,
+        fit_override=link.override,
     )
     session.add(version)
     session.flush()
+    for mod in link.modules:
+        session.add(m.VersionModule(version_id=version.id, name=mod.name, in_features=mod.in_features,
+                                    out_features=mod.out_features, rank=mod.rank))
     for f in files:
         session.add(m.VersionFile(version_id=version.id, path=f.path, size=f.size, digest=f.sha256))
     for e in req.evals:
@@ -189,6 +197,7 @@ def version_info(session: Session, v: m.Version) -> VersionInfo:
     repository = session.get(m.Repository, v.repository_id)
     assert repository is not None
     repo = f"{repository.namespace}/{repository.name}"
+    base = session.get(m.BaseModel, v.base_model_id) if v.base_model_id else None
     aliases = session.scalars(
         select(m.Alias.name).where(m.Alias.version_id == v.id).order_by(m.Alias.name)
     ).all()
@@ -220,4 +229,7 @@ def version_info(session: Session, v: m.Version) -> VersionInfo:
         files=[FileInfo(path=f.path, size=f.size, sha256=f.digest) for f in v.files],
         config=v.config,
         lineage=v.lineage,
+        base_fingerprint=base.fingerprint if base else None,
+        base_linked=base is not None,
+        fit_override=v.fit_override,
     )

@@ -1,0 +1,222 @@
+"""Read a transformers model folder without torch: config facts, safetensors shards, module table,
+weights fingerprint and structure signature.
+
+Fingerprint: sha256 over the sorted lines "name<TAB>dtype<TAB>shape<TAB>sha256(tensor bytes)", so a
+sharded and an unsharded copy of one model agree and any changed element changes it. Tensors are
+hashed from memory-mapped files in a thread pool (hashlib releases the GIL), so memory stays bounded
+whatever the model size. Structure signature: sha256 over the sorted "name<TAB>shape" lines, equal
+for two models of one architecture and size (a base and its instruct fine-tune).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from registry.errors import BadRequest, PickleRefused
+from registry.formats.paths import CONVERT_HINT
+from registry.formats.safetensors_header import TensorInfo, header_length, parse_header
+
+HASH_CHUNK = 16 * 1024 * 1024
+EMBEDDING_SUFFIXES = ("embed_tokens", "wte", "wpe", "word_embeddings", "position_embeddings",
+                      "token_type_embeddings", "shared", "embed_positions")
+CONV1D_MODEL_TYPES = {"gpt2"}  # transformers' Conv1D stores weights as [in, out]
+BASE_EXTRA_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                    "special_tokens_map.json", "tokenizer.model", "vocab.txt", "vocab.json", "merges.txt",
+                    "added_tokens.json", "chat_template.jinja", "model.safetensors.index.json")
+
+
+@dataclass(frozen=True)
+class ModuleShape:
+    """A weight-bearing module of the base, as PEFT sees it: in/out features of a Linear (or the
+    vocabulary and dimension of an Embedding)."""
+
+    name: str
+    kind: str  # linear | conv1d | embedding | norm
+    in_features: int
+    out_features: int
+
+
+@dataclass(frozen=True)
+class ArchFacts:
+    architectures: list[str]
+    model_type: str | None
+    hidden_size: int | None
+    num_layers: int | None
+    num_heads: int | None
+    num_kv_heads: int | None
+    vocab_size: int | None
+    dtype: str | None
+
+
+@dataclass
+class ModelFacts:
+    arch: ArchFacts
+    config: dict[str, Any]
+    modules: list[ModuleShape]
+    structure_signature: str
+    param_count: int
+    fingerprint: str | None = None
+    tensor_bytes: int = 0
+    files: list[Path] = field(default_factory=list)
+
+
+def _first(cfg: dict[str, Any], *keys: str) -> Any:
+    for k in keys:
+        if isinstance(cfg.get(k), int | str | list):
+            return cfg[k]
+    return None
+
+
+def arch_facts(cfg: dict[str, Any]) -> ArchFacts:
+    # Multimodal configs nest the language model's config.
+    nested = cfg.get("text_config")
+    text: dict[str, Any] = nested if isinstance(nested, dict) else cfg
+    heads = _first(text, "num_attention_heads", "n_head", "num_heads")
+    return ArchFacts(
+        architectures=list(cfg.get("architectures") or []),
+        model_type=cfg.get("model_type"),
+        hidden_size=_first(text, "hidden_size", "n_embd", "d_model", "dim"),
+        num_layers=_first(text, "num_hidden_layers", "n_layer", "num_layers", "n_layers"),
+        num_heads=heads,
+        num_kv_heads=_first(text, "num_key_value_heads") or heads,
+        vocab_size=_first(text, "vocab_size"),
+        dtype=_first(cfg, "torch_dtype", "dtype"),
+    )
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise BadRequest(f"{folder} has no config.json: not a transformers model folder")
+    try:
+        doc = json.loads(path.read_text("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BadRequest(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(doc, dict):
+        raise BadRequest(f"{path} must hold a JSON object")
+    return doc
+
+
+def weight_files(folder: Path) -> list[Path]:
+    shards = sorted(p for p in folder.glob("*.safetensors") if p.is_file() and not p.is_symlink())
+    if not shards:
+        pickles = [p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt")]
+        if pickles:
+            raise PickleRefused(f"{folder} has only pickle weights ({', '.join(pickles)}): {CONVERT_HINT}")
+        raise BadRequest(f"{folder} has no *.safetensors weights")
+    return shards
+
+
+def read_tensors(path: Path, max_header_bytes: int = 100 * 1024**2) -> tuple[int, dict[str, TensorInfo]]:
+    """(data offset, tensors) of one shard, validated like any pushed safetensors file."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        n = header_length(str(path), f.read(8), size, max_header_bytes)
+        header = parse_header(str(path), f.read(n), size)
+    return header.data_offset, header.tensors
+
+
+def module_table(tensors: dict[str, tuple[str, tuple[int, ...]]], model_type: str | None) -> list[ModuleShape]:
+    """Modules with a 2-D `.weight` (linear, conv1d, embedding) or a 1-D one (norms)."""
+    out = []
+    for name, (_, shape) in sorted(tensors.items()):
+        if not name.endswith(".weight"):
+            continue
+        module = name.removesuffix(".weight")
+        leaf = module.rsplit(".", 1)[-1]
+        if len(shape) == 2 and leaf in EMBEDDING_SUFFIXES:
+            out.append(ModuleShape(module, "embedding", shape[0], shape[1]))
+        elif len(shape) == 2 and model_type in CONV1D_MODEL_TYPES and leaf.startswith("c_"):
+            out.append(ModuleShape(module, "conv1d", shape[0], shape[1]))
+        elif len(shape) == 2:
+            out.append(ModuleShape(module, "linear", shape[1], shape[0]))
+        elif len(shape) == 1:
+            out.append(ModuleShape(module, "norm", shape[0], shape[0]))
+    return out
+
+
+def with_tied_head(modules: list[ModuleShape], cfg: dict[str, Any]) -> list[ModuleShape]:
+    """A tied lm_head has no tensor of its own, but PEFT can still target it: add it."""
+    names = {m.name for m in modules}
+    if "lm_head" in names or not cfg.get("tie_word_embeddings", True):
+        return modules
+    emb = next((m for m in modules if m.kind == "embedding" and m.name.rsplit(".", 1)[-1] in
+                ("embed_tokens", "wte", "word_embeddings", "shared")), None)
+    if emb is None or not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in cfg.get("architectures") or []):
+        return modules
+    return [*modules, ModuleShape("lm_head", "linear", emb.out_features, emb.in_features)]
+
+
+def structure_signature(tensors: dict[str, tuple[str, tuple[int, ...]]]) -> str:
+    lines = "".join(f"{n}\t{list(s)}\n" for n, (_, s) in sorted(tensors.items()))
+    return "sha256:" + hashlib.sha256(lines.encode()).hexdigest()
+
+
+def _hash_range(path: Path, start: int, end: int, progress: Callable[[int], None] | None) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        if end > start:
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                view = memoryview(mm)
+                try:
+                    for pos in range(start, end, HASH_CHUNK):
+                        stop = min(end, pos + HASH_CHUNK)
+                        h.update(view[pos:stop])
+                        if progress is not None:
+                            progress(stop - pos)
+                finally:
+                    view.release()
+    return h.hexdigest()
+
+
+def inspect_model(
+    folder: Path,
+    with_fingerprint: bool = True,
+    progress: Callable[[int], None] | None = None,
+    workers: int | None = None,
+) -> ModelFacts:
+    """Everything the registry records about a base model folder."""
+    cfg = read_config(folder)
+    arch = arch_facts(cfg)
+    shards = weight_files(folder)
+    located: dict[str, tuple[Path, int, TensorInfo]] = {}
+    for shard in shards:
+        offset, tensors = read_tensors(shard)
+        for name, info in tensors.items():
+            if name in located:
+                raise BadRequest(f"tensor {name} appears in both {located[name][0].name} and {shard.name}")
+            located[name] = (shard, offset, info)
+    shapes = {n: (info.dtype, info.shape) for n, (_, _, info) in located.items()}
+    facts = ModelFacts(
+        arch=arch,
+        config=cfg,
+        modules=with_tied_head(module_table(shapes, arch.model_type), cfg),
+        structure_signature=structure_signature(shapes),
+        param_count=sum(info.numel for _, _, info in located.values()),
+        tensor_bytes=sum(info.end - info.start for _, _, info in located.values()),
+        files=shards,
+    )
+    if with_fingerprint:
+        names = sorted(located)
+        # Largest tensors first so the pool is not left waiting on one big tensor at the end.
+        order = sorted(names, key=lambda n: located[n][2].start - located[n][2].end)
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
+            digests = dict(zip(order, pool.map(
+                lambda n: _hash_range(located[n][0], located[n][1] + located[n][2].start,
+                                      located[n][1] + located[n][2].end, progress), order), strict=True))
+        lines = "".join(f"{n}\t{shapes[n][0]}\t{list(shapes[n][1])}\t{digests[n]}\n" for n in names)
+        facts.fingerprint = "sha256:" + hashlib.sha256(lines.encode()).hexdigest()
+    return facts
+
+
+def extra_files(folder: Path) -> list[Path]:
+    """Config, tokenizer and generation files that travel with an uploaded base."""
+    return [folder / n for n in BASE_EXTRA_FILES if (folder / n).is_file() and not (folder / n).is_symlink()]

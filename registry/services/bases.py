@@ -1,0 +1,141 @@
+"""Registered base models: fingerprints, names, module tables."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from registry.db import models as m
+from registry.db.engine import unit_of_work
+from registry.entities import BaseInfo, BaseNameInfo, BaseRegistration, FileInfo
+from registry.errors import BadRequest, BaseNameTaken, BlobMissing, NotFound
+from registry.formats.fit import BaseModule, BaseView
+from registry.services.context import Registry
+from registry.services.timeutil import now
+from storage.base import DIGEST_RE
+
+
+def register_base(reg: Registry, data: BaseRegistration) -> BaseInfo:
+    """Record a base (or add names to the one with the same fingerprint). Idempotent."""
+    for f in data.files or []:
+        info = reg.store.stat(f.sha256)
+        if info is None or info.size != f.size:
+            raise BlobMissing(f"{f.path}: blob {f.sha256} is not in the store; upload it first", path=f.path)
+    if data.fingerprint is not None and not DIGEST_RE.match(data.fingerprint):
+        raise BadRequest(f"fingerprint {data.fingerprint!r} is not sha256:<hex>")
+    with unit_of_work(reg.sessions) as session:
+        row = None
+        if data.fingerprint is not None:
+            row = session.scalars(select(m.BaseModel).where(m.BaseModel.fingerprint == data.fingerprint)).one_or_none()
+        if row is None:
+            for n in data.names:  # a structure-only base registered again under its name: update it
+                named = _by_name(session, n.name)
+                if named is not None and named.fingerprint is None and data.fingerprint is None:
+                    row = named
+        if row is None:
+            row = _insert(session, data)
+        elif data.files and row.manifest is None:
+            row.manifest = {"files": [f.model_dump() for f in data.files]}
+        for n in data.names:
+            existing = session.get(m.BaseName, n.name)
+            if existing is None:
+                session.add(m.BaseName(name=n.name, base_model_id=row.id, revision=n.revision))
+            elif existing.base_model_id != row.id:
+                raise BaseNameTaken(f"base name {n.name!r} already names another base model", name=n.name)
+        session.flush()
+        return base_info(session, row)
+
+
+def _insert(session: Session, data: BaseRegistration) -> m.BaseModel:
+    row = m.BaseModel(
+        fingerprint=data.fingerprint,
+        structure_signature=data.structure_signature,
+        architectures=data.architectures,
+        model_type=data.model_type,
+        hidden_size=data.hidden_size,
+        num_layers=data.num_layers,
+        num_heads=data.num_heads,
+        num_kv_heads=data.num_kv_heads,
+        vocab_size=data.vocab_size,
+        param_count=data.param_count,
+        dtype=data.dtype,
+        config=data.config,
+        manifest={"files": [f.model_dump() for f in data.files]} if data.files else None,
+        created_at=now(),
+    )
+    session.add(row)
+    session.flush()
+    session.add_all(
+        m.BaseModule(base_model_id=row.id, name=mod.name, kind=mod.kind, in_features=mod.in_features,
+                     out_features=mod.out_features)
+        for mod in data.modules
+    )
+    return row
+
+
+def _by_name(session: Session, name: str) -> m.BaseModel | None:
+    link = session.get(m.BaseName, name)
+    return None if link is None else session.get(m.BaseModel, link.base_model_id)
+
+
+def find_base(session: Session, text: str) -> m.BaseModel | None:
+    """A base by fingerprint (sha256:...) or by one of its names; None when unknown."""
+    if text.startswith("sha256:"):
+        return session.scalars(select(m.BaseModel).where(m.BaseModel.fingerprint == text)).one_or_none()
+    return _by_name(session, text)
+
+
+def resolve_base(session: Session, text: str) -> m.BaseModel:
+    row = find_base(session, text)
+    if row is None:
+        raise NotFound(f"no registered base model {text!r}; register it with `adapters base add`", base=text)
+    return row
+
+
+def base_view(session: Session, row: m.BaseModel) -> BaseView:
+    modules = session.scalars(select(m.BaseModule).where(m.BaseModule.base_model_id == row.id)).all()
+    names = session.scalars(select(m.BaseName.name).where(m.BaseName.base_model_id == row.id)).all()
+    return BaseView(
+        label=names[0] if names else (row.fingerprint or f"#{row.id}")[:19],
+        hidden_size=row.hidden_size,
+        num_layers=row.num_layers,
+        num_heads=row.num_heads,
+        vocab_size=row.vocab_size,
+        modules={x.name: BaseModule(x.name, x.kind, x.in_features, x.out_features) for x in modules},
+    )
+
+
+def base_info(session: Session, row: m.BaseModel, with_files: bool = False) -> BaseInfo:
+    names = session.scalars(select(m.BaseName).where(m.BaseName.base_model_id == row.id).order_by(m.BaseName.name)).all()
+    count = session.scalar(select(func.count()).select_from(m.BaseModule).where(m.BaseModule.base_model_id == row.id))
+    files = [FileInfo(**f) for f in row.manifest["files"]] if row.manifest and with_files else None
+    return BaseInfo(
+        id=row.id,
+        names=[BaseNameInfo(name=n.name, revision=n.revision) for n in names],
+        fingerprint=row.fingerprint,
+        structure_signature=row.structure_signature,
+        architectures=row.architectures,
+        model_type=row.model_type,
+        hidden_size=row.hidden_size,
+        num_layers=row.num_layers,
+        num_heads=row.num_heads,
+        num_kv_heads=row.num_kv_heads,
+        vocab_size=row.vocab_size,
+        param_count=row.param_count,
+        dtype=row.dtype,
+        uploaded=row.manifest is not None,
+        module_count=count or 0,
+        created_at=row.created_at,
+        files=files,
+    )
+
+
+def get_base(reg: Registry, text: str) -> BaseInfo:
+    with unit_of_work(reg.sessions) as session:
+        return base_info(session, resolve_base(session, text), with_files=True)
+
+
+def list_bases(reg: Registry) -> list[BaseInfo]:
+    with unit_of_work(reg.sessions) as session:
+        rows = session.scalars(select(m.BaseModel).order_by(m.BaseModel.id)).all()
+        return [base_info(session, r) for r in rows]

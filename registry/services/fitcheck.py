@@ -1,0 +1,49 @@
+"""Link a pushed adapter to its registered base and refuse what cannot work on it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from registry.db import models as m
+from registry.errors import ERRORS_BY_CODE, FitRefused
+from registry.formats.fit import AdapterModule, adapter_modules, check_fit, find_module
+from registry.formats.inspect import AdapterFacts
+from registry.services.bases import base_view, find_base
+
+
+@dataclass
+class BaseLink:
+    base: m.BaseModel | None
+    modules: list[AdapterModule]
+    override: dict[str, Any] | None = None
+
+
+def link_and_check(session: Session, facts: AdapterFacts, base_text: str | None, force: bool) -> BaseLink:
+    """Find the base named by --base (name or fingerprint) or by adapter_config, then check the fit.
+
+    Raises:
+        FitRefused subclass (its code names the first problem; all problems listed) unless `force`.
+    """
+    modules = adapter_modules(facts.config, facts.tensors)
+    base = find_base(session, base_text) if base_text else None
+    if base is None:
+        return BaseLink(None, modules)
+    view = base_view(session, base)
+    problems = check_fit(facts.config, facts.tensors, view)
+    # Record module names as the base spells them, so fit queries join on them.
+    modules = [
+        AdapterModule(hit.name if (hit := find_module(view, mod.name)) else mod.name, mod.in_features,
+                      mod.out_features, mod.rank)
+        for mod in modules
+    ]
+    if not problems:
+        return BaseLink(base, modules)
+    listed = [{"code": p.code, "module": p.module, "message": p.message} for p in problems]
+    if force:
+        return BaseLink(base, modules, {"problems": listed})
+    cls = ERRORS_BY_CODE.get(problems[0].code, FitRefused)
+    more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+    raise cls(f"{problems[0].message}{more}; pass --force to push anyway", problems=listed, base=view.label)
