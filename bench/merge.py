@@ -23,8 +23,12 @@ from registry.tensors.merge import MergeOptions, merge_loras
 HIDDEN, INTER, KV = 4096, 14336, 1024
 RANK, WEIGHTS = 16, (0.5, 0.3, 0.2)
 PROJ = {  # name: (in, out)
-    "self_attn.q_proj": (HIDDEN, HIDDEN), "self_attn.k_proj": (HIDDEN, KV), "self_attn.v_proj": (HIDDEN, KV),
-    "self_attn.o_proj": (HIDDEN, HIDDEN), "mlp.gate_proj": (HIDDEN, INTER), "mlp.up_proj": (HIDDEN, INTER),
+    "self_attn.q_proj": (HIDDEN, HIDDEN),
+    "self_attn.k_proj": (HIDDEN, KV),
+    "self_attn.v_proj": (HIDDEN, KV),
+    "self_attn.o_proj": (HIDDEN, HIDDEN),
+    "mlp.gate_proj": (HIDDEN, INTER),
+    "mlp.up_proj": (HIDDEN, INTER),
     "mlp.down_proj": (INTER, HIDDEN),
 }
 
@@ -48,11 +52,18 @@ def peft_one_layer(adapters: list[LoraAdapter]) -> tuple[float, dict[str, float]
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(hidden_size=HIDDEN, intermediate_size=INTER, num_attention_heads=32, num_key_value_heads=KV // 128,
-                      num_hidden_layers=1, vocab_size=128)
+    cfg = LlamaConfig(
+        hidden_size=HIDDEN,
+        intermediate_size=INTER,
+        num_attention_heads=32,
+        num_key_value_heads=KV // 128,
+        num_hidden_layers=1,
+        vocab_size=128,
+    )
     targets = [n.split(".")[-1] for n in PROJ]
-    model = get_peft_model(LlamaForCausalLM(cfg), LoraConfig(r=RANK, lora_alpha=RANK, target_modules=targets),
-                           adapter_name="t0")
+    model = get_peft_model(
+        LlamaForCausalLM(cfg), LoraConfig(r=RANK, lora_alpha=RANK, target_modules=targets), adapter_name="t0"
+    )
     for i in range(1, len(adapters)):
         model.add_adapter(f"t{i}", LoraConfig(r=RANK, lora_alpha=RANK, target_modules=targets))
     layer = model.base_model.model.model.layers[0]
@@ -64,8 +75,13 @@ def peft_one_layer(adapters: list[LoraAdapter]) -> tuple[float, dict[str, float]
                 mod.lora_A[f"t{i}"].weight.copy_(f.a)
                 mod.lora_B[f"t{i}"].weight.copy_(f.b)
     t0 = time.perf_counter()
-    model.add_weighted_adapter([f"t{i}" for i in range(len(adapters))], list(WEIGHTS), "merged",
-                               combination_type="svd", svd_rank=RANK)
+    model.add_weighted_adapter(
+        [f"t{i}" for i in range(len(adapters))],
+        list(WEIGHTS),
+        "merged",
+        combination_type="svd",
+        svd_rank=RANK,
+    )
     wall = time.perf_counter() - t0
     errors = {}
     with torch.no_grad():
@@ -84,18 +100,23 @@ def main() -> None:
     torch.set_num_threads(torch.get_num_threads())
     adapters = random_adapters(args.layers)
     t0 = time.perf_counter()
-    result = merge_loras([(ad, w) for ad, w in zip(adapters, WEIGHTS, strict=True)],
-                         MergeOptions(method="svd", rank=RANK))
+    result = merge_loras(
+        [(ad, w) for ad, w in zip(adapters, WEIGHTS, strict=True)], MergeOptions(method="svd", rank=RANK)
+    )
     ours = time.perf_counter() - t0
     per_layer = ours / args.layers
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"ours: svd merge of {args.layers} layers x 7 projections, 3 x rank-{RANK} -> rank {RANK}: "
-          f"{ours:.2f} s ({per_layer * 1000:.1f} ms/layer), peak RSS {rss:.0f} MiB, "
-          f"max error {result.max_error:.6f}")
+    print(
+        f"ours: svd merge of {args.layers} layers x 7 projections, 3 x rank-{RANK} -> rank {RANK}: "
+        f"{ours:.2f} s ({per_layer * 1000:.1f} ms/layer), peak RSS {rss:.0f} MiB, "
+        f"max error {result.max_error:.6f}"
+    )
     if args.skip_peft:
         return
     peft_wall, peft_err = peft_one_layer(adapters)
-    print(f"PEFT add_weighted_adapter(svd), 1 layer: {peft_wall:.1f} s/layer; ours is {peft_wall / per_layer:,.0f}x faster")
+    print(
+        f"PEFT add_weighted_adapter(svd), 1 layer: {peft_wall:.1f} s/layer; ours is {peft_wall / per_layer:,.0f}x faster"
+    )
     print(f"{'module (layer 0)':<22}{'ours error':>12}{'PEFT error':>12}{'difference':>12}")
     for name in PROJ:
         mine = result.report[f"model.layers.0.{name}"].rel_error

@@ -8,6 +8,7 @@ from typing import Literal, cast
 import click
 from rich.table import Table
 
+from cli.bases import base, fit
 from cli.output import RichProgress, console, emit_json, handle_errors, human_bytes, json_option
 from registry.client import RegistryClient, open_client
 from registry.client.transfer import parse_eval, pull, push_folder
@@ -29,7 +30,11 @@ def cli() -> None:
 @cli.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("repo")
-@click.option("--base", help="Base model name (default: adapter_config's base_model_name_or_path).")
+@click.option(
+    "--base",
+    help="Base model: a registered name, sha256:<fingerprint> or a model folder (fingerprinted on the fly). "
+    "Default: adapter_config's base_model_name_or_path.",
+)
 @click.option("--task", help="Task this adapter is for, e.g. legal-qa.")
 @click.option(
     "--eval",
@@ -40,6 +45,9 @@ def cli() -> None:
 )
 @click.option("--alias", "aliases", multiple=True, help="Point this alias at the pushed version; repeatable.")
 @click.option("-m", "--message", help="What changed.")
+@click.option(
+    "--force", is_flag=True, help="Push even if the adapter does not fit its known base (recorded)."
+)
 @json_option
 @handle_errors
 def push(
@@ -50,21 +58,26 @@ def push(
     evals: tuple[str, ...],
     aliases: tuple[str, ...],
     message: str | None,
+    force: bool,
     as_json: bool,
 ) -> None:
     """Validate FOLDER (a PEFT adapter) and push it as a new version of REPO (namespace/name)."""
     client = _client()
     try:
+        from registry.client.bases import resolve_push_base
+
+        progress = RichProgress(not as_json)
         result = push_folder(
             client,
             folder,
             repo,
-            base=base,
+            base=resolve_push_base(client, base, progress),
+            force=force,
             task=task,
             evals=[parse_eval(e) for e in evals],
             aliases=list(aliases),
             message=message,
-            progress=RichProgress(not as_json),
+            progress=progress,
         )
     finally:
         client.close()
@@ -414,6 +427,10 @@ def upgrade(as_json: bool) -> None:
         emit_json({"from": before, "to": after})
         return
     console.print(f"database at revision {after} (was {before or 'empty'})", highlight=False)
+
+
+cli.add_command(base)
+cli.add_command(fit)
 
 
 def main() -> None:

@@ -63,3 +63,35 @@ def logits_with_adapter(base: PreTrainedModel, adapter_dir: Path, ids: torch.Ten
         out = model(input_ids=ids).logits
     model.unload()
     return out
+
+
+def tiny_gpt2(seed: int = 0) -> PreTrainedModel:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    return GPT2LMHeadModel(
+        GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=64)
+    ).eval()
+
+
+def sized_llama(hidden: int = 32, vocab: int = VOCAB, seed: int = 0) -> PreTrainedModel:
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
+def save_peft(base: PreTrainedModel, config: Any, out: Path) -> Path:
+    """An untrained adapter of any PEFT type, saved as PEFT saves it (shapes are what matter)."""
+    from peft import get_peft_model
+
+    model = get_peft_model(base, config)
+    model.save_pretrained(out)
+    return out

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from registry import __version__
 from registry.api import problems
-from registry.api.routes import aliases, blobs, health, versions
+from registry.api.routes import aliases, bases, blobs, health, versions
 from registry.config import Settings
 from registry.services.context import Registry
 
@@ -35,6 +35,6 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.state.settings = settings
     app.state.registry = reg
     problems.install(app)
-    for module in (health, blobs, versions, aliases):
+    for module in (health, blobs, versions, aliases, bases):
         app.include_router(module.router)
     return app

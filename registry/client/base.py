@@ -5,7 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from registry.entities import AliasInfo, Page, PushRequest, PushResult, RepoInfo, VersionFilter, VersionInfo
+from registry.entities import (
+    AliasInfo,
+    BaseInfo,
+    BaseRegistration,
+    FitQuery,
+    FitResult,
+    Page,
+    PushRequest,
+    PushResult,
+    RepoInfo,
+    VersionFilter,
+    VersionInfo,
+)
 from storage import BlobStore
 
 
@@ -44,5 +56,13 @@ class RegistryClient(Protocol):
     def set_alias(self, ref: str, alias: str) -> AliasInfo: ...
 
     def delete_alias(self, repo: str, alias: str) -> AliasInfo: ...
+
+    def register_base(self, data: BaseRegistration) -> BaseInfo: ...
+
+    def get_base(self, ref: str) -> BaseInfo: ...
+
+    def list_bases(self) -> list[BaseInfo]: ...
+
+    def fit(self, query: FitQuery) -> FitResult: ...
 
     def close(self) -> None: ...

@@ -10,7 +10,19 @@ from urllib.parse import quote
 import httpx
 
 from registry.client.base import TransferProgress
-from registry.entities import AliasInfo, Page, PushRequest, PushResult, RepoInfo, VersionFilter, VersionInfo
+from registry.entities import (
+    AliasInfo,
+    BaseInfo,
+    BaseRegistration,
+    FitQuery,
+    FitResult,
+    Page,
+    PushRequest,
+    PushResult,
+    RepoInfo,
+    VersionFilter,
+    VersionInfo,
+)
 from registry.errors import RegistryError, ServerUnavailable, error_from_problem
 from registry.refs import parse_ref, parse_repo
 from registry.services.blobs import upload_blob
@@ -124,6 +136,22 @@ class HttpClient:
         r = parse_repo(repo)
         resp = self._request("DELETE", f"/v1/repos/{r.namespace}/{r.name}/aliases/{quote(alias)}")
         return AliasInfo.model_validate(resp.json())
+
+    def register_base(self, data: BaseRegistration) -> BaseInfo:
+        return BaseInfo.model_validate(
+            self._request("POST", "/v1/bases", json=data.model_dump(mode="json")).json()
+        )
+
+    def get_base(self, ref: str) -> BaseInfo:
+        return BaseInfo.model_validate(self._request("GET", "/v1/bases/lookup", params={"ref": ref}).json())
+
+    def list_bases(self) -> list[BaseInfo]:
+        return [BaseInfo.model_validate(b) for b in self._request("GET", "/v1/bases").json()]
+
+    def fit(self, query: FitQuery) -> FitResult:
+        return FitResult.model_validate(
+            self._request("POST", "/v1/fit", json=query.model_dump(mode="json")).json()
+        )
 
     def close(self) -> None:
         self.http.close()

@@ -7,9 +7,21 @@ from pathlib import Path
 from registry.client.base import TransferProgress
 from registry.config import Settings
 from registry.db.engine import current_revision, head_revision, upgrade
-from registry.entities import AliasInfo, Page, PushRequest, PushResult, RepoInfo, VersionFilter, VersionInfo
+from registry.entities import (
+    AliasInfo,
+    BaseInfo,
+    BaseRegistration,
+    FitQuery,
+    FitResult,
+    Page,
+    PushRequest,
+    PushResult,
+    RepoInfo,
+    VersionFilter,
+    VersionInfo,
+)
 from registry.refs import parse_ref, parse_repo
-from registry.services import aliases, blobs, queries, versions
+from registry.services import aliases, bases, blobs, fit, queries, versions
 from registry.services.context import Registry
 from storage import BlobStore
 from storage.local import LocalBlobStore
@@ -68,6 +80,18 @@ class LocalClient:
 
     def delete_alias(self, repo: str, alias: str) -> AliasInfo:
         return aliases.delete_alias(self.registry, parse_repo(repo), alias)
+
+    def register_base(self, data: BaseRegistration) -> BaseInfo:
+        return bases.register_base(self.registry, data)
+
+    def get_base(self, ref: str) -> BaseInfo:
+        return bases.get_base(self.registry, ref)
+
+    def list_bases(self) -> list[BaseInfo]:
+        return bases.list_bases(self.registry)
+
+    def fit(self, query: FitQuery) -> FitResult:
+        return fit.fit(self.registry, query)
 
     def close(self) -> None:
         self.registry.close()

@@ -65,6 +65,7 @@ def push_folder(
     aliases: list[str] | None = None,
     message: str | None = None,
     lineage: dict[str, Any] | None = None,
+    force: bool = False,
     progress: TransferProgress | None = None,
 ) -> PushResult:
     """Validate locally, upload only the blobs the registry lacks, then commit the manifest."""
@@ -97,6 +98,7 @@ def push_folder(
         aliases=aliases or [],
         message=message,
         lineage=lineage,
+        force=force,
     )
     return client.commit(repo, request)
 

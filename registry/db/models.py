@@ -81,7 +81,7 @@ class Version(Base):
     lineage: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     base_model_id: Mapped[int | None] = mapped_column(ForeignKey("base_models.id"), nullable=True, index=True)
     """The registered base it was trained on (by fingerprint or name), if known."""
-    fit_override: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    fit_override: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     """Set when a push refused by the fit check was forced: the refusal that was overridden."""
     """For derived versions (merges): parents' digests and weights, method, parameters, error report."""
 
@@ -160,7 +160,9 @@ class BaseModule(Base):
 
     __tablename__ = "base_modules"
 
-    base_model_id: Mapped[int] = mapped_column(ForeignKey("base_models.id", ondelete="CASCADE"), primary_key=True)
+    base_model_id: Mapped[int] = mapped_column(
+        ForeignKey("base_models.id", ondelete="CASCADE"), primary_key=True
+    )
     name: Mapped[str] = mapped_column(String(256), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
     in_features: Mapped[int] = mapped_column(Integer)

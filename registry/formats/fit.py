@@ -39,6 +39,7 @@ class BaseView:
     num_heads: int | None
     vocab_size: int | None
     modules: dict[str, BaseModule]
+    num_kv_heads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -134,58 +135,95 @@ def check_fit(config: PeftConfigFacts, tensors: dict[str, TensorInfo], base: Bas
     for mod in adapter_modules(config, tensors):
         target = find_module(base, mod.name)
         if target is None:
-            problems.append(FitProblem("target_module_not_found",
-                                       f"module {mod.name} does not exist in base {base.label}", mod.name))
+            problems.append(
+                FitProblem(
+                    "target_module_not_found",
+                    f"module {mod.name} does not exist in base {base.label}",
+                    mod.name,
+                )
+            )
             continue
-        for what, got, want in (("in", mod.in_features, target.in_features),
-                                ("out", mod.out_features, target.out_features)):
+        for what, got, want in (
+            ("in", mod.in_features, target.in_features),
+            ("out", mod.out_features, target.out_features),
+        ):
             if got is None or got == want:
                 continue
-            code = "vocab_mismatch" if target.kind == "embedding" and what == "in" else (
-                "ia3_shape_mismatch" if config.peft_type == "IA3" else "shape_mismatch")
-            problems.append(FitProblem(
-                code,
-                f"module {mod.name}: the adapter expects {what}_features={got}, base {base.label} has "
-                f"{target.in_features} -> {target.out_features} ({target.kind})",
-                mod.name,
-            ))
+            code = (
+                "vocab_mismatch"
+                if target.kind == "embedding" and what == "in"
+                else ("ia3_shape_mismatch" if config.peft_type == "IA3" else "shape_mismatch")
+            )
+            problems.append(
+                FitProblem(
+                    code,
+                    f"module {mod.name}: the adapter expects {what}_features={got}, base {base.label} has "
+                    f"{target.in_features} -> {target.out_features} ({target.kind})",
+                    mod.name,
+                )
+            )
     problems.extend(_check_saved_modules(config, tensors, base))
     return problems
 
 
-def _check_saved_modules(config: PeftConfigFacts, tensors: dict[str, TensorInfo], base: BaseView) -> list[FitProblem]:
+def _check_saved_modules(
+    config: PeftConfigFacts, tensors: dict[str, TensorInfo], base: BaseView
+) -> list[FitProblem]:
     """modules_to_save tensors are full copies of base modules: their shapes must equal the base's."""
     problems = []
     for name, info in tensors.items():
         if _PARAM_RE.match(name) or not name.endswith(".weight") or len(info.shape) != 2:
             continue
-        module = name.removeprefix(PREFIX).removesuffix(".weight").replace(".modules_to_save.default", "")
+        module = (
+            name.removeprefix(PREFIX)
+            .removesuffix(".weight")
+            .removesuffix(".base_layer")
+            .replace(".modules_to_save.default", "")
+        )
         target = find_module(base, module)
         if target is None:
             continue
-        want = ((target.in_features, target.out_features) if target.kind in ("embedding", "conv1d")
-                else (target.out_features, target.in_features))
+        want = (
+            (target.in_features, target.out_features)
+            if target.kind in ("embedding", "conv1d")
+            else (target.out_features, target.in_features)
+        )
         if tuple(info.shape) != want:
             vocab = target.kind == "embedding" or module.endswith("lm_head")
-            problems.append(FitProblem(
-                "vocab_mismatch" if vocab else "shape_mismatch",
-                f"saved module {module} has shape {list(info.shape)}, base {base.label} has {list(want)}"
-                + (f" (vocabulary {base.vocab_size})" if vocab else ""),
-                module,
-            ))
+            problems.append(
+                FitProblem(
+                    "vocab_mismatch" if vocab else "shape_mismatch",
+                    f"saved module {module} has shape {list(info.shape)}, base {base.label} has {list(want)}"
+                    + (f" (vocabulary {base.vocab_size})" if vocab else ""),
+                    module,
+                )
+            )
     return problems
 
 
 def _check_prompt(config: PeftConfigFacts, base: BaseView) -> list[FitProblem]:
+    """token_dim is the hidden size; for prefix tuning on a GQA model PEFT stores the key/value width
+    (head_dim x KV heads) and the KV head count instead, so both forms are accepted."""
     raw = config.raw
-    checks = [("token_dim", raw.get("token_dim"), base.hidden_size, "hidden size"),
-              ("num_layers", raw.get("num_layers"), base.num_layers, "layers"),
-              ("num_attention_heads", raw.get("num_attention_heads"), base.num_heads, "attention heads")]
-    if config.peft_type != "PREFIX_TUNING":
-        checks = checks[:1]
+    hidden, heads, kv = base.hidden_size, base.num_heads, base.num_kv_heads or base.num_heads
+    token_dims = {hidden}
+    head_counts = {heads}
+    if config.peft_type == "PREFIX_TUNING" and hidden and heads and kv:
+        token_dims.add(hidden // heads * kv)
+        head_counts.add(kv)
+    checks = [("token_dim", raw.get("token_dim"), token_dims, "hidden size")]
+    if config.peft_type == "PREFIX_TUNING":
+        checks += [
+            ("num_layers", raw.get("num_layers"), {base.num_layers}, "layers"),
+            ("num_attention_heads", raw.get("num_attention_heads"), head_counts, "attention heads"),
+        ]
     return [
-        FitProblem("prompt_shape_mismatch",
-                   f"{config.peft_type} {field}={got} but base {base.label} has {want} {what}", None)
+        FitProblem(
+            "prompt_shape_mismatch",
+            f"{config.peft_type} {field}={got} but base {base.label} has "
+            f"{' or '.join(str(w) for w in sorted(x for x in want if x is not None))} {what}",
+            None,
+        )
         for field, got, want, what in checks
-        if got is not None and want is not None and got != want
+        if got is not None and None not in want and got not in want
     ]

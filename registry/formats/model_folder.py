@@ -25,12 +25,31 @@ from registry.formats.paths import CONVERT_HINT
 from registry.formats.safetensors_header import TensorInfo, header_length, parse_header
 
 HASH_CHUNK = 16 * 1024 * 1024
-EMBEDDING_SUFFIXES = ("embed_tokens", "wte", "wpe", "word_embeddings", "position_embeddings",
-                      "token_type_embeddings", "shared", "embed_positions")
+EMBEDDING_SUFFIXES = (
+    "embed_tokens",
+    "wte",
+    "wpe",
+    "word_embeddings",
+    "position_embeddings",
+    "token_type_embeddings",
+    "shared",
+    "embed_positions",
+)
 CONV1D_MODEL_TYPES = {"gpt2"}  # transformers' Conv1D stores weights as [in, out]
-BASE_EXTRA_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-                    "special_tokens_map.json", "tokenizer.model", "vocab.txt", "vocab.json", "merges.txt",
-                    "added_tokens.json", "chat_template.jinja", "model.safetensors.index.json")
+BASE_EXTRA_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "model.safetensors.index.json",
+)
 
 
 @dataclass(frozen=True)
@@ -124,7 +143,9 @@ def read_tensors(path: Path, max_header_bytes: int = 100 * 1024**2) -> tuple[int
     return header.data_offset, header.tensors
 
 
-def module_table(tensors: dict[str, tuple[str, tuple[int, ...]]], model_type: str | None) -> list[ModuleShape]:
+def module_table(
+    tensors: dict[str, tuple[str, tuple[int, ...]]], model_type: str | None
+) -> list[ModuleShape]:
     """Modules with a 2-D `.weight` (linear, conv1d, embedding) or a 1-D one (norms)."""
     out = []
     for name, (_, shape) in sorted(tensors.items()):
@@ -148,9 +169,18 @@ def with_tied_head(modules: list[ModuleShape], cfg: dict[str, Any]) -> list[Modu
     names = {m.name for m in modules}
     if "lm_head" in names or not cfg.get("tie_word_embeddings", True):
         return modules
-    emb = next((m for m in modules if m.kind == "embedding" and m.name.rsplit(".", 1)[-1] in
-                ("embed_tokens", "wte", "word_embeddings", "shared")), None)
-    if emb is None or not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in cfg.get("architectures") or []):
+    emb = next(
+        (
+            m
+            for m in modules
+            if m.kind == "embedding"
+            and m.name.rsplit(".", 1)[-1] in ("embed_tokens", "wte", "word_embeddings", "shared")
+        ),
+        None,
+    )
+    if emb is None or not any(
+        a.endswith(("ForCausalLM", "LMHeadModel")) for a in cfg.get("architectures") or []
+    ):
         return modules
     return [*modules, ModuleShape("lm_head", "linear", emb.out_features, emb.in_features)]
 
@@ -209,9 +239,21 @@ def inspect_model(
         # Largest tensors first so the pool is not left waiting on one big tensor at the end.
         order = sorted(names, key=lambda n: located[n][2].start - located[n][2].end)
         with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
-            digests = dict(zip(order, pool.map(
-                lambda n: _hash_range(located[n][0], located[n][1] + located[n][2].start,
-                                      located[n][1] + located[n][2].end, progress), order), strict=True))
+            digests = dict(
+                zip(
+                    order,
+                    pool.map(
+                        lambda n: _hash_range(
+                            located[n][0],
+                            located[n][1] + located[n][2].start,
+                            located[n][1] + located[n][2].end,
+                            progress,
+                        ),
+                        order,
+                    ),
+                    strict=True,
+                )
+            )
         lines = "".join(f"{n}\t{shapes[n][0]}\t{list(shapes[n][1])}\t{digests[n]}\n" for n in names)
         facts.fingerprint = "sha256:" + hashlib.sha256(lines.encode()).hexdigest()
     return facts

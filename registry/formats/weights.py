@@ -57,6 +57,7 @@ def check_lora_tensors(
                 or "lora_magnitude_vector" in name
                 or "trainable_tokens" in name
                 or name.endswith(".bias")
+                or name.endswith(".base_layer.weight")  # save_embedding_layers: the resized embedding
             ):
                 continue
             raise WeightsMismatch(f"{path}: tensor {name!r} is not a LoRA factor", path=path, tensor=name)

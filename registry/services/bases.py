@@ -26,7 +26,9 @@ def register_base(reg: Registry, data: BaseRegistration) -> BaseInfo:
     with unit_of_work(reg.sessions) as session:
         row = None
         if data.fingerprint is not None:
-            row = session.scalars(select(m.BaseModel).where(m.BaseModel.fingerprint == data.fingerprint)).one_or_none()
+            row = session.scalars(
+                select(m.BaseModel).where(m.BaseModel.fingerprint == data.fingerprint)
+            ).one_or_none()
         if row is None:
             for n in data.names:  # a structure-only base registered again under its name: update it
                 named = _by_name(session, n.name)
@@ -66,8 +68,13 @@ def _insert(session: Session, data: BaseRegistration) -> m.BaseModel:
     session.add(row)
     session.flush()
     session.add_all(
-        m.BaseModule(base_model_id=row.id, name=mod.name, kind=mod.kind, in_features=mod.in_features,
-                     out_features=mod.out_features)
+        m.BaseModule(
+            base_model_id=row.id,
+            name=mod.name,
+            kind=mod.kind,
+            in_features=mod.in_features,
+            out_features=mod.out_features,
+        )
         for mod in data.modules
     )
     return row
@@ -101,13 +108,18 @@ def base_view(session: Session, row: m.BaseModel) -> BaseView:
         num_layers=row.num_layers,
         num_heads=row.num_heads,
         vocab_size=row.vocab_size,
+        num_kv_heads=row.num_kv_heads,
         modules={x.name: BaseModule(x.name, x.kind, x.in_features, x.out_features) for x in modules},
     )
 
 
 def base_info(session: Session, row: m.BaseModel, with_files: bool = False) -> BaseInfo:
-    names = session.scalars(select(m.BaseName).where(m.BaseName.base_model_id == row.id).order_by(m.BaseName.name)).all()
-    count = session.scalar(select(func.count()).select_from(m.BaseModule).where(m.BaseModule.base_model_id == row.id))
+    names = session.scalars(
+        select(m.BaseName).where(m.BaseName.base_model_id == row.id).order_by(m.BaseName.name)
+    ).all()
+    count = session.scalar(
+        select(func.count()).select_from(m.BaseModule).where(m.BaseModule.base_model_id == row.id)
+    )
     files = [FileInfo(**f) for f in row.manifest["files"]] if row.manifest and with_files else None
     return BaseInfo(
         id=row.id,

@@ -35,8 +35,12 @@ def link_and_check(session: Session, facts: AdapterFacts, base_text: str | None,
     problems = check_fit(facts.config, facts.tensors, view)
     # Record module names as the base spells them, so fit queries join on them.
     modules = [
-        AdapterModule(hit.name if (hit := find_module(view, mod.name)) else mod.name, mod.in_features,
-                      mod.out_features, mod.rank)
+        AdapterModule(
+            hit.name if (hit := find_module(view, mod.name)) else mod.name,
+            mod.in_features,
+            mod.out_features,
+            mod.rank,
+        )
         for mod in modules
     ]
     if not problems:

@@ -143,8 +143,15 @@ def _new_version(
     session.add(version)
     session.flush()
     for mod in link.modules:
-        session.add(m.VersionModule(version_id=version.id, name=mod.name, in_features=mod.in_features,
-                                    out_features=mod.out_features, rank=mod.rank))
+        session.add(
+            m.VersionModule(
+                version_id=version.id,
+                name=mod.name,
+                in_features=mod.in_features,
+                out_features=mod.out_features,
+                rank=mod.rank,
+            )
+        )
     for f in files:
         session.add(m.VersionFile(version_id=version.id, path=f.path, size=f.size, digest=f.sha256))
     for e in req.evals:

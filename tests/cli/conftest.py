@@ -37,8 +37,14 @@ class Cli:
 @pytest.fixture
 def embedded(tmp_path: Path) -> Cli:
     """No configuration but ADAPTERS_HOME: SQLite + local blobs, no server."""
-    return Cli({"ADAPTERS_HOME": str(tmp_path / "home"), "ADAPTERS_URL": "", "ADAPTERS_DATABASE_URL": "",
-                "ADAPTERS_BLOB_URL": ""})
+    return Cli(
+        {
+            "ADAPTERS_HOME": str(tmp_path / "home"),
+            "ADAPTERS_URL": "",
+            "ADAPTERS_DATABASE_URL": "",
+            "ADAPTERS_BLOB_URL": "",
+        }
+    )
 
 
 @contextmanager
@@ -52,7 +58,12 @@ def open_cli(mode: str, request: pytest.FixtureRequest, tmp_path: Path) -> Itera
     reg = Registry.from_settings(settings, migrate=True)
     try:
         with ServerThread(create_app(settings, reg)) as srv:
-            yield Cli({"ADAPTERS_URL": srv.url, "ADAPTERS_HOME": str(tmp_path / "client-home"),
-                       "ADAPTERS_USER": "bob"})
+            yield Cli(
+                {
+                    "ADAPTERS_URL": srv.url,
+                    "ADAPTERS_HOME": str(tmp_path / "client-home"),
+                    "ADAPTERS_USER": "bob",
+                }
+            )
     finally:
         reg.close()

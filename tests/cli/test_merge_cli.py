@@ -24,13 +24,25 @@ def test_merge_records_lineage_and_loads_in_peft(adapters: Cli, adapters_dir: Pa
 
     a = adapters.json("push", str(adapters_dir / "lora_a"), "acme/legal", "--base", "tiny-llama")
     b = adapters.json("push", str(adapters_dir / "lora_b"), "acme/medical", "--base", "tiny-llama")
-    merged = adapters.json("merge", "acme/legal=0.7", "acme/medical:1=-0.3", "--into", "acme/mix",
-                           "--method", "cat", "--alias", "candidate")
+    merged = adapters.json(
+        "merge",
+        "acme/legal=0.7",
+        "acme/medical:1=-0.3",
+        "--into",
+        "acme/mix",
+        "--method",
+        "cat",
+        "--alias",
+        "candidate",
+    )
     assert (merged["repo"], merged["version"], merged["created"]) == ("acme/mix", 1, True)
     shown = adapters.json("show", "acme/mix@candidate")
     lineage = shown["lineage"]
     assert lineage["method"] == "cat" and lineage["kind"] == "merge"
-    assert [(p["digest"], p["weight"]) for p in lineage["parents"]] == [(a["digest"], 0.7), (b["digest"], -0.3)]
+    assert [(p["digest"], p["weight"]) for p in lineage["parents"]] == [
+        (a["digest"], 0.7),
+        (b["digest"], -0.3),
+    ]
     assert lineage["error"]["max"] < 1e-5  # cat is exact
     assert shown["base_model"]["name"] == "tiny-llama"
     assert shown["r"] == 4 + 8 and shown["peft_type"] == "LORA"
@@ -59,8 +71,9 @@ def test_merge_refusals(adapters: Cli, adapters_dir: Path, tmp_path: Path) -> No
     adapters("push", str(adapters_dir / "lora_a"), "acme/legal", "--base", "tiny-llama")
     adapters("push", str(adapters_dir / "lora_b"), "acme/other", "--base", "another-base")
     adapters("push", str(adapters_dir / "lora_dora"), "acme/dora", "--base", "tiny-llama")
-    ia3 = get_peft_model(tiny_llama(), IA3Config(target_modules=["k_proj", "down_proj"],
-                                                 feedforward_modules=["down_proj"]))
+    ia3 = get_peft_model(
+        tiny_llama(), IA3Config(target_modules=["k_proj", "down_proj"], feedforward_modules=["down_proj"])
+    )
     ia3.save_pretrained(tmp_path / "ia3")
     adapters("push", str(tmp_path / "ia3"), "acme/ia3", "--base", "tiny-llama")
     train_lora(tiny_llama(), tmp_path / "head", modules_to_save=["lm_head"])
@@ -75,9 +88,13 @@ def test_merge_refusals(adapters: Cli, adapters_dir: Path, tmp_path: Path) -> No
     assert refused("acme/legal=0.5", "acme/ia3=0.5") == "merge_refused"
     assert refused("acme/legal=0.5", "acme/head=0.5") == "merge_refused"
     assert refused("acme/legal=0.5", "acme/other=0.5") == "base_mismatch"
-    assert refused("acme/legal=0.5", "acme/legal=0.5", "--method", "linear", "--density", "2") == "merge_refused"
+    assert (
+        refused("acme/legal=0.5", "acme/legal=0.5", "--method", "linear", "--density", "2") == "merge_refused"
+    )
     assert refused("acme/legal=oops") == "bad_request"
     assert refused("acme/legal=0.5", "acme/missing=0.5") == "not_found"
     assert adapters("show", "acme/out", ok=False).exit_code == 1  # nothing was stored
-    ok = adapters.json("merge", "acme/legal=0.5", "acme/other=0.5", "--into", "acme/out", "--allow-base-mismatch")
+    ok = adapters.json(
+        "merge", "acme/legal=0.5", "acme/other=0.5", "--into", "acme/out", "--allow-base-mismatch"
+    )
     assert ok["version"] == 1 and ok["info"]["base_model"]["name"] is None

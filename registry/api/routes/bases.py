@@ -1,0 +1,34 @@
+"""Base models and the fit query."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from registry.api.deps import PrincipalDep, RegistryDep
+from registry.entities import BaseInfo, BaseRegistration, FitQuery, FitResult
+from registry.services import bases, fit
+
+router = APIRouter(prefix="/v1", tags=["bases"])
+
+
+@router.post("/bases", status_code=201)
+def register_base(body: BaseRegistration, reg: RegistryDep, _: PrincipalDep) -> BaseInfo:
+    """Register a base from its fingerprint, structure and module table (computed by the client)."""
+    return bases.register_base(reg, body)
+
+
+@router.get("/bases")
+def list_bases(reg: RegistryDep, _: PrincipalDep) -> list[BaseInfo]:
+    return bases.list_bases(reg)
+
+
+@router.get("/bases/lookup")
+def get_base(ref: str, reg: RegistryDep, _: PrincipalDep) -> BaseInfo:
+    """A base by name (names may contain '/') or by fingerprint sha256:..."""
+    return bases.get_base(reg, ref)
+
+
+@router.post("/fit")
+def fit_query(body: FitQuery, reg: RegistryDep, _: PrincipalDep) -> FitResult:
+    """Which adapters fit this base: tiers exact / compatible, filters, sort by an eval metric."""
+    return fit.fit(reg, body)

@@ -1,0 +1,147 @@
+"""Client side of base models: fingerprint a local folder, upload it, register it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from registry.client.base import RegistryClient, TransferProgress
+from registry.entities import BaseInfo, BaseNameInfo, BaseRegistration, FileInfo, ModuleInfo
+from registry.errors import BadRequest
+from registry.formats.model_folder import (
+    ModelFacts,
+    ModuleShape,
+    arch_facts,
+    extra_files,
+    inspect_model,
+    module_table,
+    structure_signature,
+    with_tied_head,
+)
+from storage import sha256_file
+
+
+def registration(facts: ModelFacts, names: list[str], revision: str | None) -> BaseRegistration:
+    a = facts.arch
+    return BaseRegistration(
+        names=[BaseNameInfo(name=n, revision=revision) for n in names],
+        fingerprint=facts.fingerprint,
+        structure_signature=facts.structure_signature,
+        architectures=a.architectures,
+        model_type=a.model_type,
+        hidden_size=a.hidden_size,
+        num_layers=a.num_layers,
+        num_heads=a.num_heads,
+        num_kv_heads=a.num_kv_heads,
+        vocab_size=a.vocab_size,
+        param_count=facts.param_count,
+        dtype=a.dtype,
+        config=facts.config,
+        modules=[
+            ModuleInfo(name=x.name, kind=x.kind, in_features=x.in_features, out_features=x.out_features)
+            for x in facts.modules
+        ],
+    )
+
+
+def fingerprint_folder(folder: Path, progress: TransferProgress | None = None) -> ModelFacts:
+    facts = inspect_model(folder, with_fingerprint=False)
+    if progress:
+        progress.start("fingerprinting", facts.tensor_bytes)
+    try:
+        return inspect_model(folder, progress=progress.advance if progress else None)
+    finally:
+        if progress:
+            progress.finish()
+
+
+def add_base_folder(
+    client: RegistryClient,
+    folder: Path,
+    names: list[str],
+    revision: str | None = None,
+    upload: bool = False,
+    progress: TransferProgress | None = None,
+) -> BaseInfo:
+    """Fingerprint a transformers model folder and register it (uploading its files with `upload`)."""
+    facts = fingerprint_folder(folder, progress)
+    data = registration(facts, names, revision)
+    if upload:
+        data.files = _upload(client, [*facts.files, *extra_files(folder)], folder, progress)
+    return client.register_base(data)
+
+
+def _upload(
+    client: RegistryClient, paths: list[Path], root: Path, progress: TransferProgress | None
+) -> list[FileInfo]:
+    files = []
+    for p in sorted(set(paths)):
+        info = sha256_file(str(p))
+        files.append(FileInfo(path=p.relative_to(root).as_posix(), size=info.size, sha256=info.digest))
+    missing = set(client.missing_blobs([f.sha256 for f in files]))
+    todo = list({f.sha256: f for f in files if f.sha256 in missing}.values())
+    if progress and todo:
+        progress.start("uploading", sum(f.size for f in todo))
+    for f in todo:
+        client.upload_blob(root / f.path, f.sha256, f.size, progress)
+    if progress and todo:
+        progress.finish()
+    return files
+
+
+def add_base_config(
+    client: RegistryClient, config_path: Path, names: list[str], revision: str | None = None
+) -> BaseInfo:
+    """Register a base from config.json alone: structure and module table, no fingerprint.
+
+    The module table comes from instantiating the architecture on torch's meta device (no memory,
+    no weights), keeping the tensors save_pretrained would write (tied weights once).
+    """
+    try:
+        cfg: dict[str, Any] = json.loads(config_path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BadRequest(f"cannot read {config_path}: {err}") from err
+    shapes = _meta_shapes(cfg)
+    arch = arch_facts(cfg)
+    modules: list[ModuleShape] = with_tied_head(module_table(shapes, arch.model_type), cfg)
+    facts = ModelFacts(
+        arch=arch, config=cfg, modules=modules, structure_signature=structure_signature(shapes), param_count=0
+    )
+    facts.param_count = sum(_numel(s) for _, s in shapes.values())
+    return client.register_base(registration(facts, names, revision))
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _meta_shapes(cfg: dict[str, Any]) -> dict[str, tuple[str, tuple[int, ...]]]:
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(**cfg)
+    archs = cfg.get("architectures") or []
+    auto = (
+        AutoModelForCausalLM if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs) else AutoModel
+    )
+    with torch.device("meta"):
+        model = auto.from_config(config)
+    state = model.state_dict()
+    kept = {name for name, _ in model.named_parameters()}  # remove_duplicate: tied weights once
+    kept |= {name for name, _ in model.named_buffers() if name in state}
+    dtype = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
+    return {n: (dtype.get(t.dtype, "F32"), tuple(t.shape)) for n, t in state.items() if n in kept}
+
+
+def resolve_push_base(
+    client: RegistryClient, base: str | None, progress: TransferProgress | None
+) -> str | None:
+    """`push --base PATH`: fingerprint the folder on the fly, register it, and link by fingerprint."""
+    if base is None or not Path(base).is_dir():
+        return base
+    facts = fingerprint_folder(Path(base), progress)
+    return client.register_base(registration(facts, [], None)).fingerprint
