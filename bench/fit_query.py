@@ -26,9 +26,11 @@ from registry.entities import FitQuery
 from registry.services.context import Registry
 from registry.services.fit import fit
 
-MODULES = [f"model.layers.{layer}.self_attn.{p}" for layer in range(4) for p in ("q_proj", "k_proj", "v_proj",
-                                                                                   "o_proj")] + \
-          [f"model.layers.{layer}.mlp.{p}" for layer in range(4) for p in ("gate_proj", "up_proj", "down_proj")]
+MODULES = [
+    f"model.layers.{layer}.self_attn.{p}"
+    for layer in range(4)
+    for p in ("q_proj", "k_proj", "v_proj", "o_proj")
+] + [f"model.layers.{layer}.mlp.{p}" for layer in range(4) for p in ("gate_proj", "up_proj", "down_proj")]
 TASKS = [f"task-{i}" for i in range(20)]
 
 
@@ -39,19 +41,41 @@ def load(reg: Registry, n_versions: int, n_bases: int, rng: random.Random) -> No
         for b in range(1, n_bases + 1):
             structure = b % max(1, n_bases // 10)
             hidden = 256 + 64 * structure
-            bases.append(dict(id=b, fingerprint=f"sha256:{b:064x}", structure_signature=f"sha256:{structure:064x}",
-                              architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=hidden,
-                              num_layers=4, num_heads=8, num_kv_heads=8, vocab_size=32000, param_count=1,
-                              dtype="bfloat16", config={}, manifest=None, created_at=now))
+            bases.append(
+                dict(
+                    id=b,
+                    fingerprint=f"sha256:{b:064x}",
+                    structure_signature=f"sha256:{structure:064x}",
+                    architectures=["LlamaForCausalLM"],
+                    model_type="llama",
+                    hidden_size=hidden,
+                    num_layers=4,
+                    num_heads=8,
+                    num_kv_heads=8,
+                    vocab_size=32000,
+                    param_count=1,
+                    dtype="bfloat16",
+                    config={},
+                    manifest=None,
+                    created_at=now,
+                )
+            )
             names.append(dict(name=f"org/base-{b}", base_model_id=b, revision=None))
-            modules += [dict(base_model_id=b, name=mod, kind="linear", in_features=hidden, out_features=hidden)
-                        for mod in MODULES]
+            modules += [
+                dict(base_model_id=b, name=mod, kind="linear", in_features=hidden, out_features=hidden)
+                for mod in MODULES
+            ]
         conn.execute(insert(m.BaseModel), bases)
         conn.execute(insert(m.BaseName), names)
         conn.execute(insert(m.BaseModule), modules)
         repos = n_versions // 10
-        conn.execute(insert(m.Repository), [dict(id=r, namespace="acme", name=f"adapter-{r}", created_at=now,
-                                                 latest_version=10) for r in range(1, repos + 1)])
+        conn.execute(
+            insert(m.Repository),
+            [
+                dict(id=r, namespace="acme", name=f"adapter-{r}", created_at=now, latest_version=10)
+                for r in range(1, repos + 1)
+            ],
+        )
         batch: list[dict[str, object]] = []
         evals: list[dict[str, object]] = []
         vmods: list[dict[str, object]] = []
@@ -59,16 +83,50 @@ def load(reg: Registry, n_versions: int, n_bases: int, rng: random.Random) -> No
             base = rng.randint(1, n_bases)
             unlinked = rng.random() < 0.1
             hidden = bases[base - 1]["hidden_size"]
-            batch.append(dict(id=v, repository_id=(v - 1) // 10 + 1, number=(v - 1) % 10 + 1,
-                              digest=f"sha256:{uuid.uuid4().hex * 2}", manifest={"files": []}, peft_type="LORA",
-                              task_type="CAUSAL_LM", config={}, r=16, lora_alpha=32.0, target_modules=["q_proj"],
-                              lora_dropout=0.0, use_rslora=False, use_dora=False, trainable_params=1, adapter_bytes=1,
-                              total_bytes=1, base_model_name=f"org/base-{base}", base_model_revision=None,
-                              task=rng.choice(TASKS), message=None, pushed_by="bench", created_at=now, lineage=None,
-                              base_model_id=None if unlinked else base, fit_override=None))
+            batch.append(
+                dict(
+                    id=v,
+                    repository_id=(v - 1) // 10 + 1,
+                    number=(v - 1) % 10 + 1,
+                    digest=f"sha256:{uuid.uuid4().hex * 2}",
+                    manifest={"files": []},
+                    peft_type="LORA",
+                    task_type="CAUSAL_LM",
+                    config={},
+                    r=16,
+                    lora_alpha=32.0,
+                    target_modules=["q_proj"],
+                    lora_dropout=0.0,
+                    use_rslora=False,
+                    use_dora=False,
+                    trainable_params=1,
+                    adapter_bytes=1,
+                    total_bytes=1,
+                    base_model_name=f"org/base-{base}",
+                    base_model_revision=None,
+                    task=rng.choice(TASKS),
+                    message=None,
+                    pushed_by="bench",
+                    created_at=now,
+                    lineage=None,
+                    base_model_id=None if unlinked else base,
+                    fit_override=None,
+                )
+            )
             evals.append(dict(version_id=v, metric="accuracy", value=rng.random(), dataset=None, split=None))
-            vmods += [dict(version_id=v, name=mod, in_features=hidden, out_features=hidden, rank=16)
-                      for mod in rng.sample(MODULES, 4)]
+            vmods += [
+                dict(
+                    version_id=v,
+                    name=mod,
+                    in_features=hidden,
+                    out_features=hidden,
+                    rank=16,
+                    shape_key=f"{mod}|{hidden}|{hidden}",
+                    unlinked=unlinked,
+                    module_count=4,
+                )
+                for mod in rng.sample(MODULES, 4)
+            ]
             if len(batch) == 10_000:
                 conn.execute(insert(m.Version), batch)
                 conn.execute(insert(m.EvalScore), evals)
@@ -95,13 +153,25 @@ def main() -> None:
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        reg = Registry.from_settings(Settings(database_url=args.pg.rsplit("/", 1)[0] + "/" + name,
-                                              blob_url="file:///tmp/bench-fit-blobs"), migrate=True)
+        reg = Registry.from_settings(
+            Settings(
+                database_url=args.pg.rsplit("/", 1)[0] + "/" + name, blob_url="file:///tmp/bench-fit-blobs"
+            ),
+            migrate=True,
+        )
         t0 = time.perf_counter()
         load(reg, args.versions, args.bases, rng)
-        print(f"loaded {args.versions:,} versions over {args.bases:,} bases in {time.perf_counter() - t0:.0f} s")
-        kinds = [dict(), dict(task="task-3"), dict(sort="accuracy"), dict(tier="exact"),
-                 dict(min_scores={"accuracy": 0.5}, sort="accuracy"), dict(tier="compatible", task="task-7")]
+        print(
+            f"loaded {args.versions:,} versions over {args.bases:,} bases in {time.perf_counter() - t0:.0f} s"
+        )
+        kinds = [
+            dict(),
+            dict(task="task-3"),
+            dict(sort="accuracy"),
+            dict(tier="exact"),
+            dict(min_scores={"accuracy": 0.5}, sort="accuracy"),
+            dict(tier="compatible", task="task-7"),
+        ]
         for kw in kinds[:2]:
             fit(reg, FitQuery(base="org/base-1", **kw))  # warm up
         times = []
@@ -112,8 +182,10 @@ def main() -> None:
             times.append((time.perf_counter() - t0) * 1000)
         times.sort()
         pct = statistics.quantiles(times, n=100)
-        print(f"fit query over {args.queries} queries: p50 {pct[49]:.1f} ms, p95 {pct[94]:.1f} ms, "
-              f"p99 {pct[98]:.1f} ms (target p95 < 20 ms)")
+        print(
+            f"fit query over {args.queries} queries: p50 {pct[49]:.1f} ms, p95 {pct[94]:.1f} ms, "
+            f"p99 {pct[98]:.1f} ms (target p95 < 20 ms)"
+        )
         reg.close()
     finally:
         with admin.connect() as conn:

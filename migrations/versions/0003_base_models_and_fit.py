@@ -65,8 +65,20 @@ def upgrade() -> None:
         sa.Column("in_features", sa.Integer(), nullable=True),
         sa.Column("out_features", sa.Integer(), nullable=True),
         sa.Column("rank", sa.Integer(), nullable=True),
+        sa.Column("shape_key", sa.String(length=300), nullable=False),
+        sa.Column("unlinked", sa.Boolean(), nullable=False),
+        sa.Column("module_count", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(["version_id"], ["versions.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("version_id", "name"),
+    )
+    # Per-version score lookups of the fit query's --sort / --min-score.
+    op.create_index("ix_eval_scores_version_metric", "eval_scores", ["version_id", "metric", "value"])
+    op.create_index(
+        "ix_version_modules_unlinked_key",
+        "version_modules",
+        ["shape_key"],
+        postgresql_where=sa.text("unlinked"),
+        sqlite_where=sa.text("unlinked"),
     )
     with op.batch_alter_table("versions", schema=None) as batch_op:
         batch_op.add_column(sa.Column("base_model_id", sa.Integer(), nullable=True))
@@ -82,6 +94,8 @@ def downgrade() -> None:
         batch_op.drop_column("fit_override")
         batch_op.drop_column("base_model_id")
 
+    op.drop_index("ix_version_modules_unlinked_key", table_name="version_modules")
+    op.drop_index("ix_eval_scores_version_metric", table_name="eval_scores")
     op.drop_table("version_modules")
     with op.batch_alter_table("base_names", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_base_names_base_model_id"))

@@ -21,6 +21,12 @@ def make_engine(url: str) -> Engine:
     """Create an engine; SQLite gets WAL, foreign keys, a busy timeout and write-locking BEGINs."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if url.startswith("postgresql"):
+        # Registry queries are short index lookups. PostgreSQL's JIT compiled for ~0.8 s on fit
+        # plans its cost model thought big, and parallel workers cost ~9 ms to start for 1 ms of
+        # work (bench/fit_query.py): both are pure loss here.
+        options = "-c jit=off -c max_parallel_workers_per_gather=0"
+        return create_engine(url, pool_pre_ping=True, connect_args={"options": options})
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
     path = url.split(":///", 1)[1] if ":///" in url else ""

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -101,7 +102,10 @@ class VersionFile(Base):
 
 class EvalScore(Base):
     __tablename__ = "eval_scores"
-    __table_args__ = (Index("ix_eval_scores_metric_value", "metric", "value"),)
+    __table_args__ = (
+        Index("ix_eval_scores_metric_value", "metric", "value"),
+        Index("ix_eval_scores_version_metric", "version_id", "metric", "value"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"), index=True)
@@ -173,9 +177,23 @@ class VersionModule(Base):
     """The base modules an adapter version touches, with the shapes it expects of them."""
 
     __tablename__ = "version_modules"
+    __table_args__ = (
+        Index(
+            "ix_version_modules_unlinked_key",
+            "shape_key",
+            postgresql_where=text("unlinked"),
+            sqlite_where=text("unlinked"),
+        ),
+    )
 
     version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True)
     name: Mapped[str] = mapped_column(String(256), primary_key=True)
     in_features: Mapped[int | None] = mapped_column(Integer)
     out_features: Mapped[int | None] = mapped_column(Integer)
     rank: Mapped[int | None] = mapped_column(Integer)
+    shape_key: Mapped[str] = mapped_column(String(300))
+    """"name|in|out" with * for an unconstrained side: fit queries look these up by index."""
+    unlinked: Mapped[bool] = mapped_column(Boolean)
+    """Copy of "the version has no registered base" (versions are immutable), for a partial index."""
+    module_count: Mapped[int] = mapped_column(Integer)
+    """How many modules the version records (copied to each row, so the fit query needs no join)."""

@@ -7,7 +7,9 @@ matching in/out features.
 
 from __future__ import annotations
 
-from sqlalchemy import and_, case, exists, func, literal, not_, or_, select
+from collections.abc import Sequence
+
+from sqlalchemy import Select, and_, case, exists, func, literal, not_, select, union_all
 from sqlalchemy.orm import Session
 
 from registry.db import models as m
@@ -15,56 +17,71 @@ from registry.db.engine import unit_of_work
 from registry.entities import FitItem, FitQuery, FitRejection, FitResult
 from registry.services.bases import base_info, resolve_base
 from registry.services.context import Registry
+from registry.services.fitcheck import base_shape_keys
 
 EXPLAIN_LIMIT = 50
 
 
-def _module_mismatch(base_id: int):  # type: ignore[no-untyped-def]
-    """EXISTS a recorded module of the version that this base lacks, or has with other shapes."""
-    vm, bm = m.VersionModule, m.BaseModule
-    matching = exists().where(
-        bm.base_model_id == base_id,
-        bm.name == vm.name,
-        or_(vm.in_features.is_(None), bm.in_features == vm.in_features),
-        or_(vm.out_features.is_(None), bm.out_features == vm.out_features),
+def _candidates(base: m.BaseModel, modules: Sequence[m.BaseModule], tier: str) -> Select[tuple[int]]:
+    """Ids of the versions that fit, as a UNION of index-driven parts (no scan of all versions)."""
+    exact = select(m.Version.id).where(m.Version.base_model_id == base.id)
+    same_structure = select(m.BaseModel.id).where(
+        m.BaseModel.structure_signature == base.structure_signature, m.BaseModel.id != base.id
     )
-    return exists().where(vm.version_id == m.Version.id, not_(matching))
+    linked = select(m.Version.id).where(m.Version.base_model_id.in_(same_structure))
+    # Unlinked versions whose every recorded module this base has, with the same shapes: look the
+    # base's module keys up in the partial index of unlinked version modules, count per version.
+    keys = [k for mod in modules for k in base_shape_keys(mod.name, mod.in_features, mod.out_features)]
+    vm = m.VersionModule
+    unlinked = (
+        select(vm.version_id)
+        .where(vm.unlinked, vm.shape_key.in_(keys))  # bare `unlinked`: the partial index's predicate
+        .group_by(vm.version_id)
+        .having(func.count() == func.max(vm.module_count))
+    )
+    parts = {"exact": [exact], "compatible": [linked, unlinked], "all": [exact, linked, unlinked]}[tier]
+    return union_all(*parts) if len(parts) > 1 else parts[0]  # type: ignore[return-value]
 
 
 def fit(reg: Registry, q: FitQuery) -> FitResult:
     with unit_of_work(reg.sessions) as session:
         base = resolve_base(session, q.base)
-        same_structure = select(m.BaseModel.id).where(
-            m.BaseModel.structure_signature == base.structure_signature, m.BaseModel.id != base.id
-        )
-        # Unlinked versions have a NULL base: keep every condition two-valued so NOT() works in explain.
-        linked = m.Version.base_model_id.is_not(None)
-        exact = and_(linked, m.Version.base_model_id == base.id)
-        unlinked_ok = and_(
-            m.Version.base_model_id.is_(None),
-            exists().where(m.VersionModule.version_id == m.Version.id),
-            not_(_module_mismatch(base.id)),
-        )
-        compatible = or_(and_(linked, m.Version.base_model_id.in_(same_structure)), unlinked_ok)
         # A version forced past the fit check on push does not fit, whatever it is linked to.
-        tier_cond = and_(
-            m.Version.fit_override.is_(None),
-            {"exact": exact, "compatible": compatible, "all": or_(exact, compatible)}[q.tier],
-        )
+        modules = session.scalars(select(m.BaseModule).where(m.BaseModule.base_model_id == base.id)).all()
+        fits = and_(m.Version.id.in_(_candidates(base, modules, q.tier)), m.Version.fit_override.is_(None))
+        exact = and_(m.Version.base_model_id.is_not(None), m.Version.base_model_id == base.id)
         tier = case((exact, literal("exact")), else_=literal("compatible")).label("tier")
-        base_name = (
-            select(m.BaseName.name)
-            .where(m.BaseName.base_model_id == m.Version.base_model_id)
-            .order_by(m.BaseName.name)
-            .limit(1)
-            .scalar_subquery()
-        )
         score = (
             select(func.max(m.EvalScore.value))
             .where(m.EvalScore.version_id == m.Version.id, m.EvalScore.metric == q.sort)
             .scalar_subquery()
             if q.sort
             else literal(None)
+        )
+        # Rank and cut on versions alone; join repositories and base names for the page only.
+        page = select(m.Version.id.label("id"), tier, score.label("score")).where(fits)
+        if q.task:
+            page = page.where(m.Version.task == q.task)
+        if q.peft_type:
+            page = page.where(m.Version.peft_type == q.peft_type.upper())
+        for metric, minimum in q.min_scores.items():
+            page = page.where(
+                exists().where(
+                    m.EvalScore.version_id == m.Version.id,
+                    m.EvalScore.metric == metric,
+                    m.EvalScore.value >= minimum,
+                )
+            )
+        order = [score.desc().nulls_last()] if q.sort else []
+        ranked = (
+            page.order_by(*order, case((exact, 0), else_=1), m.Version.id.desc()).limit(q.limit).subquery()
+        )
+        base_name = (
+            select(m.BaseName.name)
+            .where(m.BaseName.base_model_id == m.Version.base_model_id)
+            .order_by(m.BaseName.name)
+            .limit(1)
+            .scalar_subquery()
         )
         stmt = (
             select(
@@ -73,30 +90,20 @@ def fit(reg: Registry, q: FitQuery) -> FitResult:
                 m.Version.peft_type,
                 m.Version.task,
                 m.Version.r,
-                m.Version.base_model_name,
                 m.Repository.namespace,
                 m.Repository.name,
-                tier,
+                ranked.c.tier,
+                ranked.c.score,
                 func.coalesce(base_name, m.Version.base_model_name).label("base_label"),
-                score.label("score"),
             )
+            .join(ranked, ranked.c.id == m.Version.id)
             .join(m.Repository, m.Repository.id == m.Version.repository_id)
-            .where(tier_cond)
-        )
-        if q.task:
-            stmt = stmt.where(m.Version.task == q.task)
-        if q.peft_type:
-            stmt = stmt.where(m.Version.peft_type == q.peft_type.upper())
-        for metric, minimum in q.min_scores.items():
-            stmt = stmt.where(
-                exists().where(
-                    m.EvalScore.version_id == m.Version.id,
-                    m.EvalScore.metric == metric,
-                    m.EvalScore.value >= minimum,
-                )
+            .order_by(
+                *([ranked.c.score.desc().nulls_last()] if q.sort else []),
+                case((ranked.c.tier == "exact", 0), else_=1),
+                m.Version.id.desc(),
             )
-        order = [score.desc().nulls_last()] if q.sort else []
-        stmt = stmt.order_by(*order, case((exact, 0), else_=1), m.Version.id.desc()).limit(q.limit)
+        )
         items = [
             FitItem(
                 ref=f"{r.namespace}/{r.name}:{r.number}",
@@ -112,7 +119,7 @@ def fit(reg: Registry, q: FitQuery) -> FitResult:
             )
             for r in session.execute(stmt)
         ]
-        rejected = _explain(session, base, tier_cond) if q.explain else None
+        rejected = _explain(session, base, fits) if q.explain else None
         return FitResult(base=base_info(session, base), items=items, rejected=rejected)
 
 

@@ -14,6 +14,16 @@ from registry.formats.inspect import AdapterFacts
 from registry.services.bases import base_view, find_base
 
 
+def shape_key(name: str, in_features: int | None, out_features: int | None) -> str:
+    """The lookup key of a module an adapter touches; * where the adapter does not constrain a side."""
+    return f"{name}|{'*' if in_features is None else in_features}|{'*' if out_features is None else out_features}"
+
+
+def base_shape_keys(name: str, in_features: int, out_features: int) -> list[str]:
+    """Every version-module key that a base module satisfies."""
+    return [shape_key(name, i, o) for i in (in_features, None) for o in (out_features, None)]
+
+
 @dataclass
 class BaseLink:
     base: m.BaseModel | None

@@ -23,7 +23,7 @@ from registry.refs import Ref, RepoName, check_alias, parse_repo
 from registry.services.aliases import point_alias
 from registry.services.blobs import read_range
 from registry.services.context import Registry
-from registry.services.fitcheck import BaseLink, link_and_check
+from registry.services.fitcheck import BaseLink, link_and_check, shape_key
 from registry.services.timeutil import now
 
 
@@ -150,6 +150,9 @@ def _new_version(
                 in_features=mod.in_features,
                 out_features=mod.out_features,
                 rank=mod.rank,
+                shape_key=shape_key(mod.name, mod.in_features, mod.out_features),
+                unlinked=link.base is None,
+                module_count=len(link.modules),
             )
         )
     for f in files:
