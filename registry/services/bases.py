@@ -113,13 +113,18 @@ def base_view(session: Session, row: m.BaseModel) -> BaseView:
     )
 
 
-def base_info(session: Session, row: m.BaseModel, with_files: bool = False) -> BaseInfo:
+def base_info(
+    session: Session, row: m.BaseModel, with_files: bool = False, module_count: int | None = None
+) -> BaseInfo:
+    """The base as an entity; pass `module_count` when the caller already loaded the module table."""
     names = session.scalars(
         select(m.BaseName).where(m.BaseName.base_model_id == row.id).order_by(m.BaseName.name)
     ).all()
-    count = session.scalar(
-        select(func.count()).select_from(m.BaseModule).where(m.BaseModule.base_model_id == row.id)
-    )
+    count = module_count
+    if count is None:
+        count = session.scalar(
+            select(func.count()).select_from(m.BaseModule).where(m.BaseModule.base_model_id == row.id)
+        )
     files = [FileInfo(**f) for f in row.manifest["files"]] if row.manifest and with_files else None
     return BaseInfo(
         id=row.id,
