@@ -9,6 +9,7 @@ from rich.table import Table
 
 from cli.output import RichProgress, console, emit_json, handle_errors, json_option
 from registry.client import RegistryClient, open_client
+from registry.client.args import finite_number, name_equals_number
 from registry.client.bases import add_base_config, add_base_folder
 from registry.config import Settings
 from registry.entities import BaseInfo, FitQuery
@@ -131,13 +132,8 @@ def _print_base(b: BaseInfo) -> None:
 def _parse_min_scores(items: tuple[str, ...]) -> dict[str, float]:
     out = {}
     for item in items:
-        metric, sep, value = item.partition("=")
-        try:
-            out[metric] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep or not metric:
-            raise BadRequest(f"--min-score {item!r}: use METRIC=VALUE")
+        metric, value = name_equals_number(item, "--min-score METRIC=VALUE")
+        out[metric] = finite_number(value, item, "--min-score METRIC=VALUE")
     return out
 
 

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from registry.client.args import finite_number, name_equals_number
 from registry.client.base import RegistryClient, TransferProgress
 from registry.client.transfer import pull, push_folder
 from registry.entities import PushResult, VersionInfo
@@ -21,14 +22,9 @@ class MergeInput:
 
 def parse_merge_input(text: str) -> MergeInput:
     """REF=WEIGHT, e.g. acme/legal@production=0.7 or acme/medical:2=-0.3."""
-    ref, sep, weight = text.rpartition("=")
-    try:
-        value = float(weight)
-    except ValueError:
-        value = float("nan")
-    if not sep or not ref or value != value:
-        raise BadRequest(f"{text!r}: use REF=WEIGHT, e.g. acme/legal@production=0.7")
-    return MergeInput(ref, value)
+    usage = "REF=WEIGHT, e.g. acme/legal@production=0.7"
+    ref, weight = name_equals_number(text, usage, split_last=True)
+    return MergeInput(ref, finite_number(weight, text, usage))
 
 
 def check_mergeable(infos: list[VersionInfo], allow_base_mismatch: bool) -> None:
@@ -77,6 +73,8 @@ def merge_refs(
     progress: TransferProgress | None = None,
 ) -> PushResult:
     """Merge registry adapters and push the result as a new version of `into`, with its lineage."""
+    import torch
+
     from registry.tensors.lora import load_lora, save_lora
     from registry.tensors.merge import MergeOptions, merge_loras
 
@@ -106,7 +104,7 @@ def merge_refs(
             )
         result = merge_loras([(ad, i.weight) for ad, i in zip(loaded, inputs, strict=True)], opts)
         dtypes = {ad.dtype for ad in loaded}
-        dtype = dtypes.pop() if len(dtypes) == 1 else __import__("torch").float32
+        dtype = dtypes.pop() if len(dtypes) == 1 else torch.float32
         out = Path(tmp) / "merged"
         save_lora(out, loaded[0].config, result.modules, dtype, extras[0])
         lineage: dict[str, Any] = {

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from registry.client.args import finite_number, name_equals_number
 from registry.client.base import RegistryClient, TransferProgress
 from registry.entities import EvalScoreIn, FileInfo, PushRequest, PushResult, VersionInfo
 from registry.errors import BadRequest, DigestMismatch, OutputExists
@@ -42,15 +43,11 @@ class IterReader:
 
 def parse_eval(text: str) -> EvalScoreIn:
     """METRIC=VALUE[@DATASET[:SPLIT]], e.g. accuracy=0.91@mmlu:test."""
-    metric, sep, rest = text.partition("=")
+    usage = "--eval METRIC=VALUE[@DATASET[:SPLIT]], e.g. accuracy=0.91@mmlu:test"
+    metric, rest = name_equals_number(text, usage)
     value_text, _, where = rest.partition("@")
     dataset, _, split = where.partition(":")
-    try:
-        value = float(value_text)
-    except ValueError:
-        value = float("nan")
-    if not sep or not metric or value != value:
-        raise BadRequest(f"--eval {text!r}: use METRIC=VALUE[@DATASET[:SPLIT]], e.g. accuracy=0.91@mmlu:test")
+    value = finite_number(value_text, text, usage)
     return EvalScoreIn(metric=metric, value=value, dataset=dataset or None, split=split or None)
 
 
