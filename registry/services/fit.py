@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Select, and_, bindparam, case, exists, func, literal, not_, select, union_all
+from sqlalchemy import Select, bindparam, case, exists, func, literal, not_, select, union_all
 from sqlalchemy.orm import Session
 
 from registry.db import models as m
@@ -22,61 +22,85 @@ from registry.services.fitcheck import base_shape_keys
 EXPLAIN_LIMIT = 50
 
 
-def _candidates(base: m.BaseModel, modules: Sequence[m.BaseModule], tier: str) -> Select[tuple[int]]:
-    """Ids of the versions that fit, as a UNION of index-driven parts (no scan of all versions)."""
-    exact = select(m.Version.id).where(m.Version.base_model_id == base.id)
+def _parts(base: m.BaseModel, modules: Sequence[m.BaseModule], tier: str) -> list[Select[int, str]]:
+    """The versions that fit, as index-driven parts (no scan of all versions), each selecting
+    (id, tier) from `versions` so that filters apply inside each part."""
+    exact = select(m.Version.id, literal("exact").label("tier")).where(m.Version.base_model_id == base.id)
     same_structure = select(m.BaseModel.id).where(
         m.BaseModel.structure_signature == base.structure_signature, m.BaseModel.id != base.id
     )
-    linked = select(m.Version.id).where(m.Version.base_model_id.in_(same_structure))
+    linked = select(m.Version.id, literal("compatible").label("tier")).where(
+        m.Version.base_model_id.in_(same_structure)
+    )
     # Unlinked versions whose every recorded module this base has, with the same shapes: look the
     # base's module keys up in the partial index of unlinked version modules, count per version.
     keys = [k for mod in modules for k in base_shape_keys(mod.name, mod.in_features, mod.out_features)]
     vm = m.VersionModule
-    unlinked = (
+    matched = (
         select(vm.version_id)
         # Bare `unlinked`: the partial index's predicate. One expanding parameter for the keys keeps
         # the statement's cache key small (a literal list of hundreds of keys cost ~1 ms per query).
         .where(vm.unlinked, vm.shape_key.in_(bindparam("shape_keys", keys, expanding=True)))
         .group_by(vm.version_id)
         .having(func.count() == func.max(vm.module_count))
+        .subquery()
     )
-    parts = {"exact": [exact], "compatible": [linked, unlinked], "all": [exact, linked, unlinked]}[tier]
-    return union_all(*parts) if len(parts) > 1 else parts[0]  # type: ignore[return-value]
+    unlinked = select(m.Version.id, literal("compatible").label("tier")).join(
+        matched, matched.c.version_id == m.Version.id
+    )
+    chosen: dict[str, list[Select[int, str]]] = {
+        "exact": [exact],
+        "compatible": [linked, unlinked],
+        "all": [exact, linked, unlinked],
+    }
+    return chosen[tier]
+
+
+def _not_forced(part: Select[int, str]) -> Select[int, str]:
+    """A version forced past the fit check on push does not fit, whatever it is linked to."""
+    return part.where(m.Version.fit_override.is_(None))
+
+
+def _filtered(part: Select[int, str], q: FitQuery) -> Select[int, str]:
+    """The query's filters, applied inside each part so they cut rows before ranking."""
+    part = _not_forced(part)
+    if q.task:
+        part = part.where(m.Version.task == q.task)
+    if q.peft_type:
+        part = part.where(m.Version.peft_type == q.peft_type.upper())
+    for metric, minimum in q.min_scores.items():
+        part = part.where(
+            exists().where(
+                m.EvalScore.version_id == m.Version.id,
+                m.EvalScore.metric == metric,
+                m.EvalScore.value >= minimum,
+            )
+        )
+    return part
 
 
 def fit(reg: Registry, q: FitQuery) -> FitResult:
     with unit_of_work(reg.sessions) as session:
         base = resolve_base(session, q.base)
-        # A version forced past the fit check on push does not fit, whatever it is linked to.
         modules = session.scalars(select(m.BaseModule).where(m.BaseModule.base_model_id == base.id)).all()
-        fits = and_(m.Version.id.in_(_candidates(base, modules, q.tier)), m.Version.fit_override.is_(None))
-        exact = and_(m.Version.base_model_id.is_not(None), m.Version.base_model_id == base.id)
-        tier = case((exact, literal("exact")), else_=literal("compatible")).label("tier")
+        candidates = _parts(base, modules, q.tier)
+        parts = [_filtered(p, q) for p in candidates]
+        fitting = (union_all(*parts) if len(parts) > 1 else parts[0]).subquery()
         score = (
             select(func.max(m.EvalScore.value))
-            .where(m.EvalScore.version_id == m.Version.id, m.EvalScore.metric == q.sort)
+            .where(m.EvalScore.version_id == fitting.c.id, m.EvalScore.metric == q.sort)
             .scalar_subquery()
             if q.sort
             else literal(None)
         )
-        # Rank and cut on versions alone; join repositories and base names for the page only.
-        page = select(m.Version.id.label("id"), tier, score.label("score")).where(fits)
-        if q.task:
-            page = page.where(m.Version.task == q.task)
-        if q.peft_type:
-            page = page.where(m.Version.peft_type == q.peft_type.upper())
-        for metric, minimum in q.min_scores.items():
-            page = page.where(
-                exists().where(
-                    m.EvalScore.version_id == m.Version.id,
-                    m.EvalScore.metric == metric,
-                    m.EvalScore.value >= minimum,
-                )
-            )
+        # Rank and cut on (id, tier, score) alone; read versions, repositories and names for the page.
+        tier_rank = case((fitting.c.tier == "exact", 0), else_=1)
         order = [score.desc().nulls_last()] if q.sort else []
         ranked = (
-            page.order_by(*order, case((exact, 0), else_=1), m.Version.id.desc()).limit(q.limit).subquery()
+            select(fitting.c.id, fitting.c.tier, score.label("score"))
+            .order_by(*order, tier_rank, fitting.c.id.desc())
+            .limit(q.limit)
+            .subquery()
         )
         base_name = (
             select(m.BaseName.name)
@@ -121,7 +145,12 @@ def fit(reg: Registry, q: FitQuery) -> FitResult:
             )
             for r in session.execute(stmt)
         ]
-        rejected = _explain(session, base, fits) if q.explain else None
+        rejected = None
+        if q.explain:  # what does not fit this base at all, filters aside
+            fits = m.Version.id.in_(
+                union_all(*[_not_forced(p).with_only_columns(m.Version.id) for p in candidates])
+            )
+            rejected = _explain(session, base, fits)
         info = base_info(session, base, module_count=len(modules))
         return FitResult(base=info, items=items, rejected=rejected)
 
