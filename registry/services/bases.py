@@ -81,8 +81,11 @@ def _insert(session: Session, data: BaseRegistration) -> m.BaseModel:
 
 
 def _by_name(session: Session, name: str) -> m.BaseModel | None:
-    link = session.get(m.BaseName, name)
-    return None if link is None else session.get(m.BaseModel, link.base_model_id)
+    return session.scalars(
+        select(m.BaseModel)
+        .join(m.BaseName, m.BaseName.base_model_id == m.BaseModel.id)
+        .where(m.BaseName.name == name)
+    ).one_or_none()
 
 
 def find_base(session: Session, text: str) -> m.BaseModel | None:
