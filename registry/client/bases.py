@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from registry.client.base import RegistryClient, TransferProgress
+from registry.client.transfer import upload_missing
 from registry.entities import BaseInfo, BaseNameInfo, BaseRegistration, FileInfo, ModuleInfo
 from registry.errors import BadRequest
+from registry.formats.folder import hash_folder
 from registry.formats.model_folder import (
     ModelFacts,
     ModuleShape,
@@ -19,7 +22,6 @@ from registry.formats.model_folder import (
     structure_signature,
     with_tied_head,
 )
-from storage import sha256_file
 
 
 def registration(facts: ModelFacts, names: list[str], revision: str | None) -> BaseRegistration:
@@ -75,19 +77,10 @@ def add_base_folder(
 def _upload(
     client: RegistryClient, paths: list[Path], root: Path, progress: TransferProgress | None
 ) -> list[FileInfo]:
-    files = []
-    for p in sorted(set(paths)):
-        info = sha256_file(str(p))
-        files.append(FileInfo(path=p.relative_to(root).as_posix(), size=info.size, sha256=info.digest))
-    missing = set(client.missing_blobs([f.sha256 for f in files]))
-    todo = list({f.sha256: f for f in files if f.sha256 in missing}.values())
-    if progress and todo:
-        progress.start("uploading", sum(f.size for f in todo))
-    for f in todo:
-        client.upload_blob(root / f.path, f.sha256, f.size, progress)
-    if progress and todo:
-        progress.finish()
-    return files
+    files = [(p.relative_to(root).as_posix(), p) for p in sorted(set(paths))]
+    entries = hash_folder(files)
+    upload_missing(client, entries, dict(files), progress)
+    return [FileInfo(path=e.path, size=e.size, sha256=e.sha256) for e in entries]
 
 
 def add_base_config(
@@ -106,17 +99,13 @@ def add_base_config(
     arch = arch_facts(cfg)
     modules: list[ModuleShape] = with_tied_head(module_table(shapes, arch.model_type), cfg)
     facts = ModelFacts(
-        arch=arch, config=cfg, modules=modules, structure_signature=structure_signature(shapes), param_count=0
+        arch=arch,
+        config=cfg,
+        modules=modules,
+        structure_signature=structure_signature(shapes),
+        param_count=sum(math.prod(s) for _, s in shapes.values()),
     )
-    facts.param_count = sum(_numel(s) for _, s in shapes.values())
     return client.register_base(registration(facts, names, revision))
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def _meta_shapes(cfg: dict[str, Any]) -> dict[str, tuple[str, tuple[int, ...]]]:

@@ -16,6 +16,7 @@ from registry.entities import EvalScoreIn, FileInfo, PushRequest, PushResult, Ve
 from registry.errors import BadRequest, DigestMismatch, OutputExists
 from registry.formats.folder import hash_folder, list_folder, local_reader
 from registry.formats.inspect import Limits, inspect_files
+from registry.formats.manifest import FileEntry
 from registry.refs import check_alias, parse_repo
 
 CLIENT_LIMITS = Limits(max_total_bytes=1 << 62, max_header_bytes=100 * 1024**2, max_json_bytes=16 * 1024**2)
@@ -51,6 +52,23 @@ def parse_eval(text: str) -> EvalScoreIn:
     return EvalScoreIn(metric=metric, value=value, dataset=dataset or None, split=split or None)
 
 
+def upload_missing(
+    client: RegistryClient,
+    entries: list[FileEntry],
+    paths: dict[str, Path],
+    progress: TransferProgress | None,
+) -> None:
+    """Upload, once each, the blobs among `entries` that the registry lacks."""
+    missing = set(client.missing_blobs([e.sha256 for e in entries]))
+    todo = list({e.sha256: e for e in entries if e.sha256 in missing}.values())
+    if progress and todo:
+        progress.start("uploading", sum(e.size for e in todo))
+    for e in todo:
+        client.upload_blob(paths[e.path], e.sha256, e.size, progress)
+    if progress and todo:
+        progress.finish()
+
+
 def push_folder(
     client: RegistryClient,
     folder: Path,
@@ -77,16 +95,7 @@ def push_folder(
     if progress:
         progress.finish()
     inspect_files(entries, local_reader(files), CLIENT_LIMITS)
-    missing = set(client.missing_blobs([e.sha256 for e in entries]))
-    paths = dict(files)
-    todo = [e for e in entries if e.sha256 in missing]
-    todo = list({e.sha256: e for e in todo}.values())
-    if progress and todo:
-        progress.start("uploading", sum(e.size for e in todo))
-    for e in todo:
-        client.upload_blob(paths[e.path], e.sha256, e.size, progress)
-    if progress and todo:
-        progress.finish()
+    upload_missing(client, entries, dict(files), progress)
     request = PushRequest(
         files=[FileInfo(path=e.path, size=e.size, sha256=e.sha256) for e in entries],
         base=base,
