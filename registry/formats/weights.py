@@ -10,7 +10,8 @@ from registry.formats.peft_config import PeftConfigFacts
 from registry.formats.safetensors_header import TensorInfo
 
 PREFIX = "base_model.model."
-_LORA_RE = re.compile(
+# A LoRA factor as PEFT saves it: <module>.lora_A.weight, <module>.lora_embedding_B, ...
+LORA_FACTOR_RE = re.compile(
     r"^(?P<module>.+)\.(?P<kind>lora_A|lora_B|lora_embedding_A|lora_embedding_B)(?:\.weight)?$"
 )
 LORA_TYPES = {"LORA"}
@@ -49,7 +50,7 @@ def check_lora_tensors(
         return []
     pairs: dict[str, dict[str, TensorInfo]] = {}
     for name, info in tensors.items():
-        m = _LORA_RE.match(name)
+        m = LORA_FACTOR_RE.match(name)
         if m is None:
             if (
                 config.modules_to_save

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from registry.db import models as m
 from registry.db.engine import unit_of_work
 from registry.entities import FitItem, FitQuery, FitRejection, FitResult
-from registry.services.bases import base_info, resolve_base
+from registry.services.bases import base_info, base_view, resolve_base
 from registry.services.context import Registry
 from registry.services.fitcheck import base_shape_keys
 
@@ -157,8 +157,6 @@ def fit(reg: Registry, q: FitQuery) -> FitResult:
 
 def _explain(session: Session, base: m.BaseModel, fits) -> list[FitRejection]:  # type: ignore[no-untyped-def]
     """Why the newest versions outside the answer do not fit (module by module)."""
-    from registry.services.bases import base_view
-
     view = base_view(session, base)
     rows = session.execute(
         select(

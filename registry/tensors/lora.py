@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,11 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from registry.errors import InvalidAdapter
-from registry.formats.weights import PREFIX, pattern_value
-
-_FACTOR_RE = re.compile(
-    r"^(?P<module>.+)\.(?P<kind>lora_A|lora_B|lora_embedding_A|lora_embedding_B)(?:\.weight)?$"
-)
+from registry.formats.weights import LORA_FACTOR_RE, PREFIX, pattern_value
 
 
 @dataclass
@@ -62,7 +57,7 @@ def load_lora(folder: Path) -> LoraAdapter:
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     extra: dict[str, torch.Tensor] = {}
     for name, t in tensors.items():
-        m = _FACTOR_RE.match(name)
+        m = LORA_FACTOR_RE.match(name)
         if m is None:
             extra[name] = t
             continue
