@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, cast
 
 import click
 from rich.table import Table
 
 from cli.bases import base, fit
+from cli.jobs import in_process_worker, jobs, run_job, worker
 from cli.output import RichProgress, console, emit_json, handle_errors, human_bytes, json_option
 from registry.client import RegistryClient, open_client
 from registry.client.transfer import parse_eval, pull, push_folder
 from registry.config import Settings
 from registry.entities import VersionFilter, VersionInfo
 from registry.errors import BadRequest
+from registry.jobspec import JobRequest
 
 
 def _client() -> RegistryClient:
@@ -23,7 +24,12 @@ def _client() -> RegistryClient:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="adapter-registry")
-def cli() -> None:
+@click.option(
+    "--no-worker",
+    is_flag=True,
+    help="Embedded mode: do not run jobs in this process; leave them to `adapters worker`.",
+)
+def cli(no_worker: bool) -> None:
     """A registry for LoRA/PEFT adapters. Embedded (SQLite + local blobs) unless ADAPTERS_URL is set."""
 
 
@@ -278,6 +284,9 @@ def _print_version(v: VersionInfo) -> None:
 @click.option("--task")
 @click.option("--alias", "aliases", multiple=True)
 @click.option("-m", "--message")
+@click.option(
+    "--no-wait", is_flag=True, help="Print the job id and return; follow with `adapters jobs watch`."
+)
 @json_option
 @handle_errors
 def merge(
@@ -293,43 +302,50 @@ def merge(
     task: str | None,
     aliases: tuple[str, ...],
     message: str | None,
+    no_wait: bool,
     as_json: bool,
 ) -> None:
-    """Merge LoRA adapters with weights (REF=WEIGHT, negative allowed) into a new version of --into."""
-    from registry.client.merge import merge_refs, parse_merge_input
+    """Merge LoRA adapters with weights (REF=WEIGHT, negative allowed) into a new version of --into.
 
-    parsed_rank: int | Literal["auto"] | None = "auto" if rank == "auto" else None
+    Runs as a job on a worker (in this process in embedded mode), followed with a progress bar.
+    """
+    from registry.client.merge import parse_merge_input
+
+    parsed_rank: int | str | None = rank
     if rank is not None and rank != "auto":
         if not rank.isdigit() or int(rank) < 1:
             raise BadRequest(f"--rank must be a positive integer or 'auto', got {rank!r}")
         parsed_rank = int(rank)
+    params = {
+        "inputs": [vars(parse_merge_input(i)) for i in inputs],
+        "into": into,
+        "method": method,
+        "rank": parsed_rank,
+        "energy": energy,
+        "density": density,
+        "majority_sign_method": majority_sign,
+        "seed": seed,
+        "allow_base_mismatch": allow_base_mismatch,
+        "task": task,
+        "aliases": list(aliases),
+        "message": message,
+    }
     client = _client()
     try:
-        result = merge_refs(
-            client,
-            [parse_merge_input(i) for i in inputs],
-            into,
-            method=method,
-            rank=parsed_rank,
-            energy=energy,
-            density=density,
-            majority_sign_method=cast(Literal["total", "frequency"], majority_sign),
-            seed=seed,
-            allow_base_mismatch=allow_base_mismatch,
-            task=task,
-            aliases=list(aliases),
-            message=message,
-            progress=RichProgress(not as_json),
-        )
+        job = run_job(client, JobRequest(type="merge", params=params), no_wait, as_json)
+        if no_wait:
+            return
+        assert job.result is not None
+        info = client.resolve(job.result["ref"])
     finally:
         client.close()
     if as_json:
-        emit_json(result)
+        emit_json({**job.result, "job": job.id, "info": info.model_dump(mode="json")})
         return
-    err = (result.info.lineage or {}).get("error", {})
+    err = (info.lineage or {}).get("error", {})
     console.print(
-        f"[green]merged[/green] {result.repo}:{result.version} {result.digest}  "
-        f"(max relative error {err.get('max', 0):.3g}, mean {err.get('mean', 0):.3g})",
+        f"[green]merged[/green] {info.ref} {info.digest}  (job {job.id}; "
+        f"max relative error {err.get('max', 0):.3g}, mean {err.get('mean', 0):.3g})",
         highlight=False,
     )
 
@@ -378,10 +394,12 @@ def alias_rm(repo: str, name: str, as_json: bool) -> None:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--no-worker", is_flag=True, help="Run no job worker in the server process.")
 @json_option
 @handle_errors
-def serve(host: str, port: int, as_json: bool) -> None:
-    """Run the REST API (migrating the database first). OpenAPI docs at /docs."""
+def serve(host: str, port: int, no_worker: bool, as_json: bool) -> None:
+    """Run the REST API (migrating the database first) with one job worker thread beside it.
+    OpenAPI docs at /docs."""
     import uvicorn
 
     from registry.api import create_app
@@ -399,7 +417,8 @@ def serve(host: str, port: int, as_json: bool) -> None:
                 "blobs": reg.store.url,
             }
         )
-    uvicorn.run(create_app(settings, reg), host=host, port=port, log_level="info")
+    worker = not (no_worker or not in_process_worker())
+    uvicorn.run(create_app(settings, reg, worker=worker), host=host, port=port, log_level="info")
 
 
 @cli.group()
@@ -431,6 +450,8 @@ def upgrade(as_json: bool) -> None:
 
 cli.add_command(base)
 cli.add_command(fit)
+cli.add_command(jobs)
+cli.add_command(worker)
 
 
 def main() -> None:

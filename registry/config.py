@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     max_header_bytes: int = 100 * 1024**2
     """Cap on a safetensors header (the same cap the safetensors library applies)."""
     max_json_bytes: int = 16 * 1024**2
+    job_lease_s: float = 30.0
+    """How long a worker's claim on a job lasts without a heartbeat (it beats every lease/4, at most
+    every 2 s); a job whose worker died is retried this long after its last beat."""
+    worker_poll_s: float = 0.5
+    """How often an idle worker looks for a job."""
+    work_dir: Path | None = None
+    """Scratch space of workers (downloaded bases, export shards); default $ADAPTERS_HOME/work."""
 
     @property
     def effective_database_url(self) -> str:
@@ -58,6 +65,10 @@ class Settings(BaseSettings):
     @property
     def effective_blob_url(self) -> str:
         return self.blob_url or f"file://{self.home / 'blobs'}"
+
+    @property
+    def effective_work_dir(self) -> Path:
+        return self.work_dir or self.home / "work"
 
     @property
     def effective_cache_dir(self) -> Path:

@@ -146,6 +146,8 @@ class BaseRegistration(BaseModel):
     modules: list[ModuleInfo] = Field(max_length=200_000)
     files: list[FileInfo] | None = None
     """Uploaded files (weights, config, tokenizer), when --upload."""
+    lineage: dict[str, Any] | None = None
+    """For a derived model (export): the base fingerprint and adapter digest it was made from."""
 
 
 class BaseInfo(BaseModel):
@@ -166,6 +168,7 @@ class BaseInfo(BaseModel):
     module_count: int
     created_at: datetime
     files: list[FileInfo] | None = None
+    lineage: dict[str, Any] | None = None
 
 
 class FitQuery(BaseModel):

@@ -219,5 +219,50 @@ class BaseNameTaken(Conflict):
     code = "base_name_taken"
 
 
-ERRORS_BY_CODE.update({c.code: c for c in _with_subclasses(FitRefused)})
-ERRORS_BY_CODE[BaseNameTaken.code] = BaseNameTaken
+# Jobs: how a worker's run ends when it does not succeed.
+class JobCancelled(RegistryError):
+    code = "job_cancelled"
+    status = 409
+    title = "Job cancelled"
+
+
+class LeaseLost(RegistryError):
+    """The worker's lease was taken over (it stalled past expiry): it must not publish."""
+
+    code = "lease_lost"
+    status = 409
+    title = "Lease lost"
+
+
+class WorkerLost(RegistryError):
+    code = "worker_lost"
+    status = 500
+    title = "Worker lost"
+
+
+class JobFinished(Conflict):
+    code = "job_finished"
+
+
+class JobFailed(RegistryError):
+    """A job ended in failure for a reason that is not a RegistryError of its own (a crash)."""
+
+    code = "job_failed"
+    status = 500
+    title = "Job failed"
+
+
+class ExportRefused(RegistryError, ValueError):
+    code = "export_refused"
+    status = 422
+    title = "Export refused"
+
+
+class BaseNotUploaded(RegistryError):
+    code = "base_not_uploaded"
+    status = 409
+    title = "Base weights not uploaded"
+
+
+# Every class defined above, including those after the first table was built.
+ERRORS_BY_CODE.update({c.code: c for c in _with_subclasses(RegistryError)})

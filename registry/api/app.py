@@ -9,20 +9,30 @@ from fastapi import FastAPI
 
 from registry import __version__
 from registry.api import problems
-from registry.api.routes import aliases, bases, blobs, health, versions
+from registry.api.routes import aliases, bases, blobs, health, jobs, versions
 from registry.config import Settings
 from registry.services.context import Registry
 
 
-def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
-    """Build the API. The database schema must be current (`adapters db upgrade`; `serve` runs it)."""
+def create_app(
+    settings: Settings | None = None, registry: Registry | None = None, worker: bool = False
+) -> FastAPI:
+    """Build the API. The database schema must be current (`adapters db upgrade`; `serve` runs it).
+    With `worker`, one job worker runs in a thread beside the server while it is up."""
     settings = settings or Settings()
     owned = registry is None
     reg = registry or Registry.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        thread = None
+        if worker:
+            from registry.worker import Worker, WorkerThread
+
+            thread = WorkerThread(Worker(reg, settings)).start()
         yield
+        if thread is not None:
+            thread.stop()
         if owned:
             reg.close()
 
@@ -35,6 +45,6 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.state.settings = settings
     app.state.registry = reg
     problems.install(app)
-    for module in (health, blobs, versions, aliases, bases):
+    for module in (health, blobs, versions, aliases, bases, jobs):
         app.include_router(module.router)
     return app

@@ -18,6 +18,7 @@ from registry.entities import (
     VersionFilter,
     VersionInfo,
 )
+from registry.jobspec import JobInfo, JobRequest
 from storage import BlobStore
 
 
@@ -64,5 +65,18 @@ class RegistryClient(Protocol):
     def list_bases(self) -> list[BaseInfo]: ...
 
     def fit(self, query: FitQuery) -> FitResult: ...
+
+    def submit_job(self, request: JobRequest) -> JobInfo: ...
+
+    def get_job(self, job_id: int) -> JobInfo: ...
+
+    def list_jobs(self, status: str | None = None, limit: int = 50) -> list[JobInfo]: ...
+
+    def cancel_job(self, job_id: int) -> JobInfo: ...
+
+    def start_worker(self) -> None:
+        """Run jobs in this process while it waits on them (embedded mode); a server's clients
+        leave that to the server's workers."""
+        ...
 
     def close(self) -> None: ...

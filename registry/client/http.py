@@ -24,6 +24,7 @@ from registry.entities import (
     VersionInfo,
 )
 from registry.errors import RegistryError, ServerUnavailable, error_from_problem
+from registry.jobspec import JobInfo, JobRequest
 from registry.refs import parse_ref, parse_repo
 from registry.services.blobs import upload_blob
 from storage import BlobStore
@@ -152,6 +153,24 @@ class HttpClient:
         return FitResult.model_validate(
             self._request("POST", "/v1/fit", json=query.model_dump(mode="json")).json()
         )
+
+    def submit_job(self, request: JobRequest) -> JobInfo:
+        return JobInfo.model_validate(
+            self._request("POST", "/v1/jobs", json=request.model_dump(mode="json")).json()
+        )
+
+    def get_job(self, job_id: int) -> JobInfo:
+        return JobInfo.model_validate(self._request("GET", f"/v1/jobs/{job_id}").json())
+
+    def list_jobs(self, status: str | None = None, limit: int = 50) -> list[JobInfo]:
+        params: dict[str, Any] = {"limit": limit, **({"status": status} if status else {})}
+        return [JobInfo.model_validate(j) for j in self._request("GET", "/v1/jobs", params=params).json()]
+
+    def cancel_job(self, job_id: int) -> JobInfo:
+        return JobInfo.model_validate(self._request("POST", f"/v1/jobs/{job_id}/cancel").json())
+
+    def start_worker(self) -> None:
+        """The server's workers run the jobs."""
 
     def close(self) -> None:
         self.http.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from registry.client.base import TransferProgress
 from registry.config import Settings
@@ -20,18 +21,26 @@ from registry.entities import (
     VersionFilter,
     VersionInfo,
 )
+from registry.jobspec import JobInfo, JobRequest
 from registry.refs import parse_ref, parse_repo
-from registry.services import aliases, bases, blobs, fit, queries, versions
+from registry.services import aliases, bases, blobs, fit, jobs, queries, versions
 from registry.services.context import Registry
 from storage import BlobStore
 from storage.local import LocalBlobStore
 
+if TYPE_CHECKING:
+    from registry.worker import WorkerThread
+
 
 class LocalClient:
-    def __init__(self, registry: Registry, user: str, cache: BlobStore) -> None:
+    def __init__(
+        self, registry: Registry, user: str, cache: BlobStore, settings: Settings | None = None
+    ) -> None:
         self.registry = registry
         self.user = user
         self.cache = cache
+        self.settings = settings or Settings()
+        self.worker: WorkerThread | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalClient:
@@ -44,7 +53,7 @@ class LocalClient:
             if isinstance(reg.store, LocalBlobStore)
             else LocalBlobStore(settings.effective_cache_dir)
         )
-        return cls(reg, settings.user, cache)
+        return cls(reg, settings.user, cache, settings)
 
     def missing_blobs(self, digests: list[str]) -> list[str]:
         return blobs.missing_blobs(self.registry.store, digests)
@@ -93,5 +102,27 @@ class LocalClient:
     def fit(self, query: FitQuery) -> FitResult:
         return fit.fit(self.registry, query)
 
+    def submit_job(self, request: JobRequest) -> JobInfo:
+        return jobs.submit(self.registry, request, self.user)
+
+    def get_job(self, job_id: int) -> JobInfo:
+        return jobs.get(self.registry, job_id)
+
+    def list_jobs(self, status: str | None = None, limit: int = 50) -> list[JobInfo]:
+        return jobs.list_jobs(self.registry, status, limit)
+
+    def cancel_job(self, job_id: int) -> JobInfo:
+        return jobs.cancel(self.registry, job_id)
+
+    def start_worker(self) -> None:
+        """The embedded default needs no worker process: one runs in a thread while we wait."""
+        if self.worker is None:
+            from registry.worker import Worker, WorkerThread
+
+            self.worker = WorkerThread(Worker(self.registry, self.settings)).start()
+
     def close(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
         self.registry.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -71,8 +72,13 @@ def merge_refs(
     aliases: list[str] | None = None,
     message: str | None = None,
     progress: TransferProgress | None = None,
+    on_merge: Callable[[int, int], None] | None = None,
+    device: str = "cpu",
 ) -> PushResult:
-    """Merge registry adapters and push the result as a new version of `into`, with its lineage."""
+    """Merge registry adapters and push the result as a new version of `into`, with its lineage.
+
+    This is the body of a merge job (registry.worker); `on_merge(done, total)` follows modules.
+    """
     import torch
 
     from registry.tensors.lora import load_lora, save_lora
@@ -96,13 +102,15 @@ def merge_refs(
         loaded = []
         for n, info in enumerate(infos):
             _, folder = pull(client, info.ref, Path(tmp) / f"in{n}", progress=progress)
-            loaded.append(load_lora(folder))
+            loaded.append(load_lora(folder, device))
         extras = [ad.extra for ad in loaded]
         if any(set(e) != set(extras[0]) or any(not e[k].equal(extras[0][k]) for k in e) for e in extras):
             raise MergeRefused(
                 "inputs carry different non-LoRA tensors (modules_to_save); they cannot be merged"
             )
-        result = merge_loras([(ad, i.weight) for ad, i in zip(loaded, inputs, strict=True)], opts)
+        result = merge_loras(
+            [(ad, i.weight) for ad, i in zip(loaded, inputs, strict=True)], opts, on_module=on_merge
+        )
         dtypes = {ad.dtype for ad in loaded}
         dtype = dtypes.pop() if len(dtypes) == 1 else torch.float32
         out = Path(tmp) / "merged"

@@ -148,6 +148,8 @@ class BaseModel(Base):
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     manifest: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     """Files in the blob store when uploaded (path, size, sha256), else None."""
+    lineage: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    """For a derived model (an adapter merged into a base by export): base fingerprint, adapter digest."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
@@ -197,3 +199,49 @@ class VersionModule(Base):
     """Copy of "the version has no registered base" (versions are immutable), for a partial index."""
     module_count: Mapped[int] = mapped_column(Integer)
     """How many modules the version records (copied to each row, so the fit query needs no join)."""
+
+
+class Job(Base):
+    """A unit of tensor work (merge, export, check-4bit) taken by workers through a lease.
+
+    `fence` grows at every claim: a worker publishes only while the row still carries the fence it
+    claimed with, so a worker whose lease was taken over cannot publish.
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_status_id", "status", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    type: Mapped[str] = mapped_column(String(32))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    stage: Mapped[str | None] = mapped_column(String(256))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    fence: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class QloraCheck(Base):
+    """The answer of `adapters check-4bit` for one version on one base (the latest run wins)."""
+
+    __tablename__ = "qlora_checks"
+    __table_args__ = (Index("ix_qlora_checks_verdict", "verdict", "version_id"),)
+
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True)
+    base_model_id: Mapped[int] = mapped_column(
+        ForeignKey("base_models.id", ondelete="CASCADE"), primary_key=True
+    )
+    verdict: Mapped[str] = mapped_column(String(8))
+    report: Mapped[dict[str, Any]] = mapped_column(JSON)
+    job_id: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -15,8 +17,11 @@ from registry.services.timeutil import now
 from storage.base import DIGEST_RE
 
 
-def register_base(reg: Registry, data: BaseRegistration) -> BaseInfo:
-    """Record a base (or add names to the one with the same fingerprint). Idempotent."""
+def register_base(
+    reg: Registry, data: BaseRegistration, on_commit: Callable[[Session, BaseInfo], None] | None = None
+) -> BaseInfo:
+    """Record a base (or add names to the one with the same fingerprint). Idempotent.
+    `on_commit` runs inside the same transaction (a worker's fenced job completion)."""
     for f in data.files or []:
         info = reg.store.stat(f.sha256)
         if info is None or info.size != f.size:
@@ -44,8 +49,13 @@ def register_base(reg: Registry, data: BaseRegistration) -> BaseInfo:
                 session.add(m.BaseName(name=n.name, base_model_id=row.id, revision=n.revision))
             elif existing.base_model_id != row.id:
                 raise BaseNameTaken(f"base name {n.name!r} already names another base model", name=n.name)
+        if data.lineage and row.lineage is None:
+            row.lineage = data.lineage
         session.flush()
-        return base_info(session, row)
+        registered = base_info(session, row)
+        if on_commit is not None:
+            on_commit(session, registered)
+        return registered
 
 
 def _insert(session: Session, data: BaseRegistration) -> m.BaseModel:
@@ -63,6 +73,7 @@ def _insert(session: Session, data: BaseRegistration) -> m.BaseModel:
         dtype=data.dtype,
         config=data.config,
         manifest={"files": [f.model_dump() for f in data.files]} if data.files else None,
+        lineage=data.lineage,
         created_at=now(),
     )
     session.add(row)
@@ -147,6 +158,7 @@ def base_info(
         module_count=count or 0,
         created_at=row.created_at,
         files=files,
+        lineage=row.lineage,
     )
 
 

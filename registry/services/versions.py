@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
@@ -26,12 +28,18 @@ from registry.services.context import Registry
 from registry.services.fitcheck import BaseLink, link_and_check, shape_key
 from registry.services.timeutil import now
 
+OnCommit = Callable[[Session, PushResult], None]
 
-def commit_version(reg: Registry, repo_text: str, req: PushRequest, pushed_by: str) -> PushResult:
+
+def commit_version(
+    reg: Registry, repo_text: str, req: PushRequest, pushed_by: str, on_commit: OnCommit | None = None
+) -> PushResult:
     """Validate the pushed files from the stored blobs, then record a new version atomically.
 
     Every listed blob must already be in the store with the listed size; the server re-runs every
     push check on the stored bytes (it is the authority). Nothing is written on refusal.
+    `on_commit` runs inside the same transaction (a worker's fenced job completion): if it raises,
+    the version is not recorded either.
     """
     repo = parse_repo(repo_text)
     aliases = [check_alias(a) for a in req.aliases]
@@ -54,18 +62,22 @@ def commit_version(reg: Registry, repo_text: str, req: PushRequest, pushed_by: s
             for alias in aliases:
                 point_alias(session, repository, latest, alias)
             session.flush()
-            return _result(
+            result = _result(
                 session,
                 latest,
                 created=False,
                 detail=f"content equals {repo}:{latest.number}; no new version created",
             )
-        repository.latest_version += 1
-        version = _new_version(session, repository, digest, files, facts, req, pushed_by, link)
-        for alias in aliases:
-            point_alias(session, repository, version, alias)
-        session.flush()
-        return _result(session, version, created=True, detail=f"created {repo}:{version.number}")
+        else:
+            repository.latest_version += 1
+            version = _new_version(session, repository, digest, files, facts, req, pushed_by, link)
+            for alias in aliases:
+                point_alias(session, repository, version, alias)
+            session.flush()
+            result = _result(session, version, created=True, detail=f"created {repo}:{version.number}")
+        if on_commit is not None:
+            on_commit(session, result)
+        return result
 
 
 def _lock_repository(session: Session, repo: RepoName) -> m.Repository:

@@ -46,8 +46,9 @@ def module_scale(config: dict[str, Any], module: str, rank: int) -> float:
     return alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
 
 
-def load_lora(folder: Path) -> LoraAdapter:
-    """Read adapter_config.json and adapter_model.safetensors (never a pickle)."""
+def load_lora(folder: Path, device: str = "cpu") -> LoraAdapter:
+    """Read adapter_config.json and adapter_model.safetensors (never a pickle); factors go to
+    `device` in float32."""
     config = json.loads((folder / "adapter_config.json").read_text("utf-8"))
     if str(config.get("peft_type", "")).upper() != "LORA":
         raise InvalidAdapter(
@@ -70,8 +71,8 @@ def load_lora(folder: Path) -> LoraAdapter:
         b = pair["lora_embedding_B" if embedding else "lora_B"]
         rank = int(a.shape[0])
         modules[module] = LoraModuleFactors(
-            a=a.reshape(rank, -1).float(),
-            b=b.reshape(b.shape[0], rank).float() if b.dim() > 2 else b.float(),
+            a=a.reshape(rank, -1).to(device, torch.float32),
+            b=(b.reshape(b.shape[0], rank) if b.dim() > 2 else b).to(device, torch.float32),
             scale=module_scale(config, module, rank),
             a_shape=tuple(a.shape),
             b_shape=tuple(b.shape),
@@ -102,8 +103,8 @@ def save_lora(
         a_name, b_name = factor_names(name, f.embedding)
         a_shape = (f.rank, *f.a_shape[1:])
         b_shape = (f.b_shape[0], f.rank, *f.b_shape[2:])
-        tensors[a_name] = f.a.reshape(a_shape).to(dtype).contiguous()
-        tensors[b_name] = (f.b * f.scale).reshape(b_shape).to(dtype).contiguous()
+        tensors[a_name] = f.a.reshape(a_shape).to("cpu", dtype).contiguous()
+        tensors[b_name] = (f.b * f.scale).reshape(b_shape).to("cpu", dtype).contiguous()
     tensors.update(extra or {})
     out_config = dict(config)
     out_config.update(

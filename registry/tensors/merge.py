@@ -157,8 +157,13 @@ def relative_error(b_exact: torch.Tensor, a_exact: torch.Tensor, b: torch.Tensor
     return math.sqrt(max(diff2, 0.0) / ref2)
 
 
-def merge_loras(adapters: list[tuple[LoraAdapter, float]], opts: MergeOptions) -> MergeResult:
-    """Merge adapters module by module over the union of their modules; float32 throughout."""
+def merge_loras(
+    adapters: list[tuple[LoraAdapter, float]],
+    opts: MergeOptions,
+    on_module: Callable[[int, int], None] | None = None,
+) -> MergeResult:
+    """Merge adapters module by module over the union of their modules; float32 throughout.
+    `on_module(done, total)` reports progress (a worker's heartbeat, cancellation checks)."""
     if opts.method not in METHODS:
         raise MergeRefused(f"unknown method {opts.method!r}; one of {', '.join(METHODS)}")
     if not adapters:
@@ -168,7 +173,9 @@ def merge_loras(adapters: list[tuple[LoraAdapter, float]], opts: MergeOptions) -
     names = sorted({name for ad, _ in adapters for name in ad.modules})
     default_rank = max(f.rank for ad, _ in adapters for f in ad.modules.values())
     result = MergeResult(modules={})
-    for name in names:
+    for done, name in enumerate(names):
+        if on_module is not None:
+            on_module(done, len(names))
         parts = [(ad.modules[name], w) for ad, w in adapters if name in ad.modules]
         _check_shapes(name, parts)
         b_exact, a_exact = _stack(parts)

@@ -57,7 +57,7 @@ def open_cli(mode: str, request: pytest.FixtureRequest, tmp_path: Path) -> Itera
     settings = make_settings(tmp_path / "server", db_url_for(db, tmp_path, request), backend, request)
     reg = Registry.from_settings(settings, migrate=True)
     try:
-        with ServerThread(create_app(settings, reg)) as srv:
+        with ServerThread(create_app(settings, reg, worker=True)) as srv:
             yield Cli(
                 {
                     "ADAPTERS_URL": srv.url,

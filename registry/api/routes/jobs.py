@@ -1,0 +1,48 @@
+"""Jobs: submit tensor work (merge, export, check-4bit), follow it, cancel it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from registry.api.deps import PrincipalDep, RegistryDep
+from registry.errors import BadRequest
+from registry.jobspec import JobInfo, JobRequest, JobStatus
+from registry.services import jobs
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+
+@router.post("/jobs", status_code=202)
+def submit_job(body: JobRequest, reg: RegistryDep, principal: PrincipalDep) -> JobInfo:
+    """Queue a job; a worker takes it. Follow it with GET /v1/jobs/{id}."""
+    if "base_path" in body.params:
+        # A path names a folder on the caller's machine: a server's workers must not read it.
+        raise BadRequest(
+            "base_path is for embedded mode only; upload the base (`adapters base add PATH --upload`) "
+            "and pass its name or fingerprint as base",
+            field="params.base_path",
+        )
+    return jobs.submit(reg, body, principal.name)
+
+
+@router.get("/jobs")
+def list_jobs(
+    reg: RegistryDep,
+    _: PrincipalDep,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[JobInfo]:
+    return jobs.list_jobs(reg, status, limit)
+
+
+@router.get("/jobs/{job_id}")
+def get_job(job_id: int, reg: RegistryDep, _: PrincipalDep) -> JobInfo:
+    return jobs.get(reg, job_id)
+
+
+@router.post("/jobs/{job_id}/cancel")
+def cancel_job(job_id: int, reg: RegistryDep, _: PrincipalDep) -> JobInfo:
+    """Cancel a queued job now, or ask the worker of a running one to stop."""
+    return jobs.cancel(reg, job_id)

@@ -1,0 +1,134 @@
+"""What each kind of job takes: validated when the job is submitted, again when a worker runs it."""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from registry.errors import BadRequest
+
+JobType = Literal["merge", "export", "check-4bit"]
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B)?\s*$", re.IGNORECASE)
+SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+SIZE_UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+class MergeInputSpec(BaseModel):
+    ref: str = Field(min_length=1, max_length=300)
+    weight: float
+
+    @field_validator("weight")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("weight must be a finite number")
+        return v
+
+
+class MergeParams(BaseModel):
+    inputs: list[MergeInputSpec] = Field(min_length=1, max_length=64)
+    into: str = Field(min_length=3, max_length=129)
+    method: Literal["svd", "cat", "linear", "ties", "dare_linear", "dare_ties", "magnitude_prune"] = "svd"
+    rank: int | Literal["auto"] | None = None
+    energy: float = Field(default=0.99, gt=0, le=1)
+    density: float = Field(default=1.0, gt=0, le=1)
+    majority_sign_method: Literal["total", "frequency"] = "total"
+    seed: int = 0
+    allow_base_mismatch: bool = False
+    task: str | None = Field(default=None, max_length=128)
+    aliases: list[str] = Field(default_factory=list)
+    message: str | None = Field(default=None, max_length=10_000)
+
+    @field_validator("rank")
+    @classmethod
+    def _positive(cls, v: int | str | None) -> int | str | None:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("rank must be a positive integer or 'auto'")
+        return v
+
+
+class ExportParams(BaseModel):
+    ref: str = Field(min_length=1, max_length=300)
+    base: str = Field(min_length=1, max_length=4096)
+    """A registered base (name or sha256:fingerprint) whose files were uploaded, or, in embedded
+    mode only, a local model folder."""
+    into: str | None = Field(default=None, max_length=256)
+    """Name to register the exported model under (default: export/<adapter repo>-v<N>)."""
+    dtype: Literal["bf16", "fp16", "fp32"] | None = None
+    """Output dtype; default: the base's own."""
+    max_shard_size: int = Field(default=5 * 10**9, ge=1024)
+
+
+class Check4bitParams(BaseModel):
+    ref: str = Field(min_length=1, max_length=300)
+    base: str = Field(min_length=1, max_length=4096)
+    probe: int = Field(default=8, ge=1, le=256)
+    """Number of probe sequences run through the full-precision and the 4-bit model."""
+    probe_length: int = Field(default=32, ge=2, le=2048)
+    seed: int = 0
+
+
+PARAMS_BY_TYPE: dict[str, type[BaseModel]] = {
+    "merge": MergeParams,
+    "export": ExportParams,
+    "check-4bit": Check4bitParams,
+}
+
+
+def parse_params(job_type: str, params: dict[str, Any]) -> BaseModel:
+    """The typed parameters of a job, or BadRequest naming the first problem."""
+    model = PARAMS_BY_TYPE.get(job_type)
+    if model is None:
+        raise BadRequest(f"unknown job type {job_type!r}; known: {', '.join(PARAMS_BY_TYPE)}")
+    try:
+        return model.model_validate(params)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "params"
+        raise BadRequest(f"{job_type} job: {where}: {first['msg']}", field=where) from err
+
+
+def parse_size(text: str) -> int:
+    """'5GB', '500MiB', '1000000' -> bytes (decimal units as transformers reads them)."""
+    m = SIZE_RE.match(text)
+    if m is None:
+        raise BadRequest(f"size {text!r} is not like 5GB, 500MB or 2GiB")
+    unit = (m[2] or "").upper()
+    return int(float(m[1]) * SIZE_UNITS[unit])
+
+
+class JobRequest(BaseModel):
+    type: JobType
+    params: dict[str, Any]
+    max_attempts: int = Field(default=3, ge=1, le=20)
+
+
+class JobInfo(BaseModel):
+    id: int
+    type: str
+    status: JobStatus
+    params: dict[str, Any]
+    progress: float
+    stage: str | None
+    attempts: int
+    max_attempts: int
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    fence: int
+    cancel_requested: bool
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    created_by: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL

@@ -1,0 +1,247 @@
+"""The job queue in the metadata database: submit, claim under a lease, heartbeat, finish, cancel.
+
+Claiming takes the oldest job that is queued, or running with a lapsed lease (its worker died or
+stalled), with `SELECT ... FOR UPDATE SKIP LOCKED` on PostgreSQL, so many workers never take the
+same row; on SQLite the claim runs in a `BEGIN IMMEDIATE` transaction, SQLite's single writer.
+Every claim bumps `fence`; every later write of the worker is conditioned on it, so a worker whose
+lease was taken over can neither beat, nor finish, nor publish.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from registry.db import models as m
+from registry.db.engine import unit_of_work
+from registry.errors import JobCancelled, JobFinished, LeaseLost, NotFound, WorkerLost
+from registry.jobspec import TERMINAL, JobInfo, JobRequest, parse_params
+from registry.services.context import Registry
+from registry.services.timeutil import now
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a worker holds while it runs a job."""
+
+    job_id: int
+    fence: int
+    type: str
+    params: dict[str, Any]
+    created_by: str
+    attempt: int
+
+
+def submit(reg: Registry, req: JobRequest, user: str) -> JobInfo:
+    parse_params(req.type, req.params)  # refuse malformed parameters now, not on a worker
+    with unit_of_work(reg.sessions) as session:
+        job = m.Job(
+            type=req.type,
+            params=req.params,
+            status="queued",
+            progress=0.0,
+            attempts=0,
+            max_attempts=req.max_attempts,
+            fence=0,
+            cancel_requested=False,
+            created_by=user,
+            created_at=now(),
+        )
+        session.add(job)
+        session.flush()
+        return job_info(job)
+
+
+def get(reg: Registry, job_id: int) -> JobInfo:
+    with unit_of_work(reg.sessions) as session:
+        return job_info(_job(session, job_id))
+
+
+def list_jobs(reg: Registry, status: str | None = None, limit: int = 50) -> list[JobInfo]:
+    with unit_of_work(reg.sessions) as session:
+        stmt = select(m.Job).order_by(m.Job.id.desc()).limit(limit)
+        if status:
+            stmt = stmt.where(m.Job.status == status)
+        return [job_info(j) for j in session.scalars(stmt)]
+
+
+def cancel(reg: Registry, job_id: int) -> JobInfo:
+    """A queued job is cancelled at once; a running one is asked to stop (its worker sees it at the
+    next heartbeat, stops, and marks it cancelled; if that worker is dead, the next claim does)."""
+    with unit_of_work(reg.sessions) as session:
+        job = _job(session, job_id, lock=True)
+        if job.status in TERMINAL:
+            raise JobFinished(f"job {job_id} already {job.status}", status=job.status)
+        if job.status == "queued":
+            _end(job, "cancelled", error={"code": "job_cancelled", "message": "cancelled before it ran"})
+        else:
+            job.cancel_requested = True
+        session.flush()
+        return job_info(job)
+
+
+def claim(reg: Registry, worker: str, lease_s: float, types: list[str] | None = None) -> Claim | None:
+    """Take the oldest claimable job, or None. Lapsed jobs out of attempts are failed on the way."""
+    with unit_of_work(reg.sessions) as session:
+        while True:
+            t = now()
+            stmt = (
+                select(m.Job)
+                .where(
+                    or_(
+                        m.Job.status == "queued",
+                        (m.Job.status == "running") & (m.Job.lease_expires_at < t),
+                    )
+                )
+                .order_by(m.Job.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            )
+            if types:
+                stmt = stmt.where(m.Job.type.in_(types))
+            job = session.scalars(stmt).one_or_none()
+            if job is None:
+                return None
+            if job.status == "running" and job.cancel_requested:
+                _end(job, "cancelled", error={"code": "job_cancelled", "message": "cancelled"})
+                session.flush()
+                continue
+            if job.status == "running" and job.attempts >= job.max_attempts:
+                _end(
+                    job,
+                    "failed",
+                    error={
+                        "code": WorkerLost.code,
+                        "message": f"worker {job.lease_owner} stopped heartbeating; "
+                        f"{job.attempts} of {job.max_attempts} attempts used",
+                    },
+                )
+                session.flush()
+                continue
+            job.status = "running"
+            job.attempts += 1
+            job.fence += 1
+            job.lease_owner = worker[:128]
+            job.lease_expires_at = t + timedelta(seconds=lease_s)
+            job.started_at = job.started_at or t
+            job.stage = "claimed" if job.attempts == 1 else f"claimed again (attempt {job.attempts})"
+            session.flush()
+            return Claim(job.id, job.fence, job.type, job.params, job.created_by, job.attempts)
+
+
+def heartbeat(
+    reg: Registry, claim_: Claim, lease_s: float, progress: float | None, stage: str | None
+) -> bool:
+    """Extend the lease and record progress. Returns True when cancellation was requested;
+    raises LeaseLost when the job is no longer ours."""
+    with unit_of_work(reg.sessions) as session:
+        job = _owned(session, claim_)
+        job.lease_expires_at = now() + timedelta(seconds=lease_s)
+        if progress is not None:
+            job.progress = max(0.0, min(1.0, progress))
+        if stage is not None:
+            job.stage = stage[:256]
+        return job.cancel_requested
+
+
+def _owned(session: Session, claim_: Claim) -> m.Job:
+    job = _job(session, claim_.job_id, lock=True)
+    if job.fence != claim_.fence or job.status != "running":
+        raise LeaseLost(
+            f"job {claim_.job_id}: lease lost (fence {claim_.fence}, now {job.fence}, {job.status})"
+        )
+    return job
+
+
+def fenced(session: Session, claim_: Claim) -> m.Job:
+    """The job row, locked, if this claim still owns it and it is not being cancelled; else
+    LeaseLost or JobCancelled (which roll back the caller's transaction: nothing is published)."""
+    job = _owned(session, claim_)
+    if job.cancel_requested:
+        raise JobCancelled(f"job {claim_.job_id} was cancelled")
+    return job
+
+
+def succeed(session: Session, claim_: Claim, result: dict[str, Any]) -> None:
+    """Mark the job done inside the caller's transaction, the one that publishes its output."""
+    job = fenced(session, claim_)
+    job.result = result
+    job.progress = 1.0
+    _end(job, "succeeded", stage="done")
+
+
+def complete(reg: Registry, claim_: Claim, result: dict[str, Any]) -> None:
+    """Mark the job done unless its output's publication already did (in the same transaction)."""
+    with unit_of_work(reg.sessions) as session:
+        job = _job(session, claim_.job_id, lock=True)
+        if job.status == "succeeded" and job.fence == claim_.fence:
+            return
+        succeed(session, claim_, result)
+
+
+def finish_failed(reg: Registry, claim_: Claim, code: str, message: str, retry: bool) -> JobInfo | None:
+    """Record a failed run: queued again while attempts remain and `retry`, else failed.
+    Cancellation wins over failure. None when the claim is no longer ours."""
+    with unit_of_work(reg.sessions) as session:
+        job = _job(session, claim_.job_id, lock=True)
+        if job.fence != claim_.fence or job.status != "running":
+            return None
+        if job.cancel_requested:
+            _end(job, "cancelled", error={"code": "job_cancelled", "message": "cancelled while running"})
+        elif retry and job.attempts < job.max_attempts:
+            job.status = "queued"
+            job.lease_owner = None
+            job.lease_expires_at = None
+            job.stage = f"attempt {job.attempts} failed ({code}); queued again"
+            job.error = {"code": code, "message": message[:4000]}
+        else:
+            _end(job, "failed", error={"code": code, "message": message[:4000]})
+        session.flush()
+        return job_info(job)
+
+
+def _end(job: m.Job, status: str, *, stage: str | None = None, error: dict[str, Any] | None = None) -> None:
+    job.status = status
+    job.finished_at = now()
+    job.lease_owner = None
+    job.lease_expires_at = None
+    job.stage = stage or status
+    if error is not None:
+        job.error = error
+
+
+def _job(session: Session, job_id: int, lock: bool = False) -> m.Job:
+    stmt = select(m.Job).where(m.Job.id == job_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    job = session.scalars(stmt).one_or_none()
+    if job is None:
+        raise NotFound(f"no job {job_id}", job=job_id)
+    return job
+
+
+def job_info(job: m.Job) -> JobInfo:
+    return JobInfo(
+        id=job.id,
+        type=job.type,
+        status=job.status,  # type: ignore[arg-type]
+        params=job.params,
+        progress=job.progress,
+        stage=job.stage,
+        attempts=job.attempts,
+        max_attempts=job.max_attempts,
+        lease_owner=job.lease_owner,
+        lease_expires_at=job.lease_expires_at,
+        fence=job.fence,
+        cancel_requested=job.cancel_requested,
+        result=job.result,
+        error=job.error,
+        created_by=job.created_by,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )

@@ -1,0 +1,145 @@
+"""The worker loop: claim, run with a heartbeat thread beside it, record how it ended."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import threading
+import uuid
+
+from registry.config import Settings
+from registry.errors import JobCancelled, LeaseLost, RegistryError, ServerUnavailable
+from registry.jobspec import JobInfo
+from registry.services import jobs
+from registry.services.context import Registry
+from registry.worker.context import JobContext
+from registry.worker.handlers import HANDLERS
+from storage import BlobStore, StorageError
+from storage.local import LocalBlobStore
+
+log = logging.getLogger("registry.worker")
+RETRYABLE: tuple[type[RegistryError], ...] = (ServerUnavailable,)
+
+
+class Heartbeat(threading.Thread):
+    """Extends the lease while the job runs (tensor work holds no GIL-free pauses for us to beat
+    from, so this is its own thread), carries progress, and notices cancellation and takeover."""
+
+    def __init__(self, reg: Registry, ctx: JobContext, lease_s: float) -> None:
+        super().__init__(name=f"heartbeat-{ctx.claim.job_id}", daemon=True)
+        self.reg = reg
+        self.ctx = ctx
+        self.lease_s = lease_s
+        self.interval = max(0.1, min(2.0, lease_s / 4))
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            try:
+                if jobs.heartbeat(self.reg, self.ctx.claim, self.lease_s, self.ctx.progress, self.ctx.stage):
+                    self.ctx.cancelled.set()
+            except LeaseLost:
+                self.ctx.lost.set()
+                return
+            except Exception:  # the database may be briefly away: keep trying until the lease says
+                log.exception("heartbeat of job %s failed", self.ctx.claim.job_id)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join()
+
+
+class Worker:
+    """Runs jobs from one registry. Many workers (threads, processes, machines) share a queue."""
+
+    def __init__(
+        self,
+        reg: Registry,
+        settings: Settings,
+        *,
+        device: str = "auto",
+        name: str | None = None,
+        lease_s: float | None = None,
+        poll_s: float | None = None,
+    ) -> None:
+        self.reg = reg
+        self.settings = settings
+        self.device = device
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.lease_s = lease_s or settings.job_lease_s
+        self.poll_s = poll_s or settings.worker_poll_s
+        self.cache: BlobStore = (
+            reg.store
+            if isinstance(reg.store, LocalBlobStore)
+            else LocalBlobStore(settings.effective_cache_dir)
+        )
+
+    def run_once(self) -> JobInfo | None:
+        """Claim one job and run it to its end; None when the queue had nothing for us."""
+        claim = jobs.claim(self.reg, self.name, self.lease_s)
+        if claim is None:
+            return None
+        log.info("worker %s runs job %s (%s, attempt %s)", self.name, claim.job_id, claim.type, claim.attempt)
+        ctx = JobContext(self.reg, self.settings, claim, self.device, self.cache)
+        beat = Heartbeat(self.reg, ctx, self.lease_s)
+        beat.start()
+        try:
+            result = HANDLERS[claim.type](ctx)
+            beat.stop()
+            jobs.complete(self.reg, claim, result)
+        except LeaseLost:
+            log.warning("job %s was taken over; this worker's run is void", claim.job_id)
+        except JobCancelled as err:
+            jobs.finish_failed(self.reg, claim, err.code, err.message, retry=False)
+        except RegistryError as err:
+            jobs.finish_failed(self.reg, claim, err.code, err.message, retry=isinstance(err, RETRYABLE))
+        except StorageError as err:
+            jobs.finish_failed(self.reg, claim, "storage_error", str(err), retry=True)
+        except Exception as err:
+            log.exception("job %s crashed", claim.job_id)
+            jobs.finish_failed(self.reg, claim, "job_failed", f"{type(err).__name__}: {err}", retry=True)
+        finally:
+            beat.stop()
+            shutil.rmtree(ctx.scratch(), ignore_errors=True)
+        return jobs.get(self.reg, claim.job_id)
+
+    def run(self, stop: threading.Event, once: bool = False) -> int:
+        """Run jobs until `stop` is set (or, with `once`, until the queue is empty). Returns how
+        many jobs this worker ran."""
+        ran = 0
+        while not stop.is_set():
+            try:
+                info = self.run_once()
+            except Exception:  # a database hiccup must not kill a long-running worker
+                log.exception("worker %s could not claim a job", self.name)
+                info = None
+                if once:
+                    raise
+            if info is not None:
+                ran += 1
+                continue
+            if once:
+                break
+            stop.wait(self.poll_s)
+        return ran
+
+
+class WorkerThread:
+    """One worker in a daemon thread: embedded mode and `adapters serve` run one by default."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(
+            target=worker.run, args=(self.stop_event,), name="adapters-worker", daemon=True
+        )
+
+    def start(self) -> WorkerThread:
+        self.thread.start()
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout)
