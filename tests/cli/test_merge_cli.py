@@ -89,7 +89,9 @@ def test_merge_refusals(adapters: Cli, adapters_dir: Path, tmp_path: Path) -> No
     assert refused("acme/legal=0.5", "acme/head=0.5") == "merge_refused"
     assert refused("acme/legal=0.5", "acme/other=0.5") == "base_mismatch"
     # Malformed parameters are refused when the job is submitted, before any worker sees them.
-    assert refused("acme/legal=0.5", "acme/legal=0.5", "--method", "linear", "--density", "2") == "bad_request"
+    assert (
+        refused("acme/legal=0.5", "acme/legal=0.5", "--method", "linear", "--density", "2") == "bad_request"
+    )
     assert refused("acme/legal=oops") == "bad_request"
     assert refused("acme/legal=0.5", "acme/missing=0.5") == "not_found"
     assert adapters("show", "acme/out", ok=False).exit_code == 1  # nothing was stored

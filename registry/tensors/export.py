@@ -1,0 +1,343 @@
+"""Export: merge an adapter into its base, streaming the base tensor by tensor.
+
+Each base tensor is read from its (memory-mapped) shard, the adapter's update is added in float32
+(LoRA: W + scale * B @ A, DoRA rescaled by its magnitude vector; IA3: W * l), the result is cast to
+the output dtype and appended to the output shard, whose header was planned up front. Tensors the
+adapter does not touch are copied byte for byte when their dtype stays. Peak memory is about one
+tensor plus the adapter, whatever the size of the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from registry.errors import ExportRefused
+from registry.formats.model_folder import (
+    BASE_EXTRA_FILES,
+    CONV1D_MODEL_TYPES,
+    read_tensors,
+    structure_signature,
+)
+from registry.formats.weights import PREFIX
+from registry.tensors.lora import LoraModuleFactors, load_lora
+from registry.tensors.safetensors_stream import (
+    ST_TO_TORCH,
+    TORCH_TO_ST,
+    PlannedTensor,
+    ShardWriter,
+    WrittenFile,
+    plan_shards,
+    tensor_bytes,
+)
+
+COPY_CHUNK = 16 * 1024 * 1024
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+EXPORTABLE = ("LORA", "IA3")
+
+
+@dataclass(frozen=True)
+class SourceTensor:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    path: Path
+    start: int
+    end: int
+
+
+@dataclass
+class Update:
+    """What the adapter does to one base weight (and, for IA3, its bias)."""
+
+    module: str
+    conv1d: bool
+    lora: LoraModuleFactors | None = None
+    magnitude: torch.Tensor | None = None
+    ia3: torch.Tensor | None = None
+    feedforward: bool = False
+
+
+@dataclass
+class ExportResult:
+    files: list[WrittenFile]
+    extra_files: list[Path]
+    fingerprint: str
+    structure_signature: str
+    param_count: int
+    merged_modules: list[str]
+    replaced_tensors: list[str]
+    dtype: str
+
+
+def base_tensors(shards: list[Path]) -> dict[str, SourceTensor]:
+    """Every tensor of the base, in file then offset order."""
+    out: dict[str, SourceTensor] = {}
+    for shard in shards:
+        offset, tensors = read_tensors(shard)
+        for name, info in sorted(tensors.items(), key=lambda kv: kv[1].start):
+            if name in out:
+                raise ExportRefused(f"tensor {name} appears in two shards of the base")
+            out[name] = SourceTensor(
+                name, info.dtype, info.shape, shard, offset + info.start, offset + info.end
+            )
+    return out
+
+
+def _locate(module: str, modules: set[str]) -> str | None:
+    """The base module an adapter module names: exact, then without leading components (a model
+    with a head names `model.layers...`), then the unique base module ending with it."""
+    parts = module.split(".")
+    for i in range(len(parts)):
+        if ".".join(parts[i:]) in modules:
+            return ".".join(parts[i:])
+    hits = [m for m in modules if m.endswith("." + module)]
+    return hits[0] if len(hits) == 1 else None
+
+
+def _is_feedforward(module: str, spec: Any) -> bool:
+    if isinstance(spec, str):
+        return re.fullmatch(spec, module) is not None
+    return any(module == k or module.endswith("." + k) for k in spec or [])
+
+
+def plan_updates(
+    adapter_dir: Path, tensors: dict[str, SourceTensor], model_type: str | None
+) -> tuple[dict[str, Update], dict[str, torch.Tensor]]:
+    """(updates by base weight name, full replacement tensors by base tensor name), after checking
+    every target against the base's shapes. Nothing is written when this refuses."""
+    config = json.loads((adapter_dir / "adapter_config.json").read_text("utf-8"))
+    peft_type = str(config.get("peft_type", "")).upper()
+    if peft_type not in EXPORTABLE:
+        raise ExportRefused(
+            f"{peft_type} adapters cannot be merged into weights (prompt and prefix tuning add "
+            "virtual tokens, LoHa/LoKr/AdaLoRA are not supported by export); only LoRA and IA3 are",
+            peft_type=peft_type,
+        )
+    modules = {n.removesuffix(".weight") for n in tensors if n.endswith(".weight")}
+    updates: dict[str, Update] = {}
+    raw_extra: dict[str, torch.Tensor]
+    if peft_type == "LORA":
+        adapter = load_lora(adapter_dir)
+        raw_extra = adapter.extra
+        for name, factors in adapter.modules.items():
+            target = _target(name, modules, tensors)
+            conv1d = model_type in CONV1D_MODEL_TYPES and target.rsplit(".", 1)[-1].startswith("c_")
+            mag = raw_extra.pop(f"{PREFIX}{name}.lora_magnitude_vector", None)
+            updates[target + ".weight"] = Update(target, conv1d, lora=factors, magnitude=mag)
+    else:
+        raw_extra = {}
+        for key, t in load_file(str(adapter_dir / "adapter_model.safetensors")).items():
+            if not key.endswith(".ia3_l"):
+                raw_extra[key] = t
+                continue
+            name = key.removeprefix(PREFIX).removesuffix(".ia3_l")
+            target = _target(name, modules, tensors)
+            conv1d = model_type in CONV1D_MODEL_TYPES and target.rsplit(".", 1)[-1].startswith("c_")
+            ff = _is_feedforward(name, config.get("feedforward_modules"))
+            updates[target + ".weight"] = Update(target, conv1d, ia3=t.float(), feedforward=ff)
+    for wname, u in updates.items():
+        _check_shape(wname, u, tensors[wname].shape)
+    replacements: dict[str, torch.Tensor] = {}
+    for key, t in raw_extra.items():  # modules_to_save: full copies of base tensors
+        name = key.removeprefix(PREFIX)
+        owner = _locate(name.rsplit(".", 1)[0], modules | {n.rsplit(".", 1)[0] for n in tensors})
+        replaced = f"{owner}.{name.rsplit('.', 1)[1]}" if owner else None
+        if replaced is None or replaced not in tensors:
+            raise ExportRefused(f"adapter tensor {key} replaces nothing in the base", tensor=key)
+        if tuple(t.shape) != tensors[replaced].shape:
+            raise ExportRefused(
+                f"{key} has shape {list(t.shape)} but the base's {replaced} is {list(tensors[replaced].shape)}",
+                tensor=key,
+            )
+        replacements[replaced] = t
+    return updates, replacements
+
+
+def _target(name: str, modules: set[str], tensors: dict[str, SourceTensor]) -> str:
+    target = _locate(name, modules)
+    if target is None:
+        tied = name.endswith("lm_head")
+        why = (
+            "lm_head is tied to the input embeddings in this base; merging would change both"
+            if tied
+            else "the base has no such weight"
+        )
+        raise ExportRefused(f"target module {name}: {why}", module=name)
+    return target
+
+
+def _check_shape(wname: str, u: Update, shape: tuple[int, ...]) -> None:
+    if u.lora is not None:
+        f = u.lora
+        out_in = (f.a.shape[1], f.b.shape[0]) if f.embedding else (f.b.shape[0], f.a.shape[1])
+        expect = out_in[::-1] if u.conv1d else out_in
+        if len(shape) != 2 or tuple(expect) != shape:
+            raise ExportRefused(
+                f"module {u.module}: the adapter's update is {list(expect)} but the base weight {wname} is "
+                f"{list(shape)}",
+                module=u.module,
+            )
+    elif u.ia3 is not None:
+        n = u.ia3.numel()
+        dim = (0 if u.conv1d else 1) if u.feedforward else (1 if u.conv1d else 0)
+        if len(shape) != 2 or shape[dim] != n:
+            raise ExportRefused(
+                f"module {u.module}: IA3 vector of length {n} does not match the base weight {wname} "
+                f"{list(shape)}",
+                module=u.module,
+            )
+
+
+def apply_update(w: torch.Tensor, u: Update) -> torch.Tensor:
+    """The merged weight in float32, in the base's storage layout, exactly as PEFT merges it."""
+    w = w.float()
+    if u.lora is not None:
+        f = u.lora
+        delta = f.scale * (f.b.to(w.device) @ f.a.to(w.device))
+        if f.embedding:
+            delta = delta.T  # PEFT's embedding LoRA: (B @ A)^T is [num_embeddings, dim]
+        oriented = w.T if u.conv1d else w  # [out, in]
+        merged = oriented + delta
+        if u.magnitude is not None:  # DoRA: magnitude times the column-normalised direction
+            norm = torch.linalg.norm(merged, dim=1)
+            merged = (u.magnitude.to(w.device).float() / norm).view(-1, 1) * merged
+        return merged.T if u.conv1d else merged
+    assert u.ia3 is not None
+    scale = u.ia3.to(w.device)
+    return w * (scale.T if u.conv1d else scale)
+
+
+def _copy_bytes(src: SourceTensor) -> Iterator[bytes]:
+    with src.path.open("rb") as f:
+        f.seek(src.start)
+        left = src.end - src.start
+        while left > 0:
+            chunk = f.read(min(COPY_CHUNK, left))
+            if not chunk:
+                raise ExportRefused(f"{src.path.name}: truncated while reading {src.name}")
+            left -= len(chunk)
+            yield chunk
+
+
+def export_merged(
+    shards: list[Path],
+    adapter_dir: Path,
+    out: Path,
+    *,
+    config: dict[str, Any],
+    dtype: str | None = None,
+    max_shard_size: int = 5 * 10**9,
+    device: str = "cpu",
+    extra_sources: list[Path] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ExportResult:
+    """Write base + adapter, merged, as standard sharded safetensors (plus index, config and
+    tokenizer files) into `out`. `progress(done_bytes, total_bytes)` may raise to stop."""
+    tensors = base_tensors(shards)
+    updates, replacements = plan_updates(adapter_dir, tensors, config.get("model_type"))
+    out_dtype = DTYPES[dtype] if dtype else None
+    plan: list[PlannedTensor] = []
+    for t in tensors.values():
+        floating = ST_TO_TORCH.get(t.dtype, torch.uint8).is_floating_point
+        st = TORCH_TO_ST[out_dtype] if out_dtype is not None and floating else t.dtype
+        plan.append(PlannedTensor(t.name, st, t.shape))
+    # IA3 scales the bias of non-feedforward modules too.
+    bias_scale = {u.module + ".bias": u for u in updates.values() if u.ia3 is not None and not u.feedforward}
+    shard_plans = plan_shards(plan, max_shard_size)
+    total = sum(t.nbytes for t in plan)
+    done = 0
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[WrittenFile] = []
+    handles: dict[Path, Any] = {}
+    try:
+        for i, shard in enumerate(shard_plans):
+            fname = (
+                "model.safetensors"
+                if len(shard_plans) == 1
+                else (f"model-{i + 1:05d}-of-{len(shard_plans):05d}.safetensors")
+            )
+            writer = ShardWriter(out / fname, shard)
+            for planned in shard:
+                src = tensors[planned.name]
+                changed = (
+                    planned.name in updates or planned.name in replacements or planned.name in bias_scale
+                )
+                if not changed and planned.dtype == src.dtype:
+                    writer.write(planned.name, _copy_bytes(src))
+                else:
+                    if src.path not in handles:
+                        handles[src.path] = safe_open(str(src.path), framework="pt")  # type: ignore[no-untyped-call]
+                    value = handles[src.path].get_tensor(src.name)
+                    if planned.name in replacements:
+                        value = replacements[planned.name]
+                    elif planned.name in updates:
+                        value = apply_update(value.to(device), updates[planned.name])
+                    elif planned.name in bias_scale:
+                        u = bias_scale[planned.name]
+                        assert u.ia3 is not None
+                        value = value.float() * u.ia3.reshape(value.shape).to(value.device)
+                    writer.write(planned.name, [tensor_bytes(value.to(ST_TO_TORCH[planned.dtype]))])
+                    del value
+                done += planned.nbytes
+                if progress is not None:
+                    progress(done, total)
+            written.append(writer.close())
+    finally:
+        handles.clear()
+    extras = _write_side_files(out, written, shard_plans, config, dtype, extra_sources or [])
+    shapes = {t.name: (t.dtype, t.shape) for t in plan}
+    digests = {n: d for w in written for n, d in w.tensor_sha256.items()}
+    lines = "".join(f"{n}\t{shapes[n][0]}\t{list(shapes[n][1])}\t{digests[n]}\n" for n in sorted(shapes))
+    return ExportResult(
+        files=written,
+        extra_files=extras,
+        fingerprint="sha256:" + hashlib.sha256(lines.encode()).hexdigest(),
+        structure_signature=structure_signature(shapes),
+        param_count=sum(math.prod(t.shape) for t in plan),
+        merged_modules=sorted(u.module for u in updates.values()),
+        replaced_tensors=sorted(replacements),
+        dtype=dtype or str(config.get("torch_dtype") or config.get("dtype") or "as base"),
+    )
+
+
+def _write_side_files(
+    out: Path,
+    written: list[WrittenFile],
+    shard_plans: list[list[PlannedTensor]],
+    config: dict[str, Any],
+    dtype: str | None,
+    sources: list[Path],
+) -> list[Path]:
+    extras: list[Path] = []
+    if len(written) > 1:
+        index = {
+            "metadata": {"total_size": sum(t.nbytes for s in shard_plans for t in s)},
+            "weight_map": {t.name: w.path.name for w, s in zip(written, shard_plans, strict=True) for t in s},
+        }
+        (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n", "utf-8")
+        extras.append(out / "model.safetensors.index.json")
+    cfg = dict(config)
+    if dtype:
+        name = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[dtype]
+        for key in ("torch_dtype", "dtype"):
+            if key in cfg or key == "torch_dtype":
+                cfg[key] = name
+    (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", "utf-8")
+    extras.append(out / "config.json")
+    for src in sources:
+        if src.name in BASE_EXTRA_FILES and src.name not in ("config.json", "model.safetensors.index.json"):
+            shutil.copyfile(src, out / src.name)
+            extras.append(out / src.name)
+    return extras
