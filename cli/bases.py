@@ -125,6 +125,10 @@ def _print_base(b: BaseInfo) -> None:
         ("modules", str(b.module_count)),
         ("uploaded", "yes" if b.uploaded else "no"),
     ]
+    if b.lineage:
+        lin = b.lineage
+        rows.append(("derived", f"{lin.get('kind')} of {lin.get('adapter')} ({lin.get('adapter_digest')})"))
+        rows.append(("from base", str(lin.get("base_fingerprint"))))
     for k, v in rows:
         console.print(f"[bold]{k:>13}[/bold]  {v}", highlight=False)
 
@@ -145,6 +149,7 @@ def _parse_min_scores(items: tuple[str, ...]) -> dict[str, float]:
 @click.option("--tier", type=click.Choice(["exact", "compatible", "all"]), default="all", show_default=True)
 @click.option("--sort", "sort_metric", metavar="METRIC", help="Best first by this eval metric.")
 @click.option("--explain", is_flag=True, help="Also list what does not fit, and why.")
+@click.option("--qlora-ok", is_flag=True, help="Only adapters whose `check-4bit` verdict is pass or warn.")
 @click.option("--limit", default=50, show_default=True)
 @json_option
 @handle_errors
@@ -156,6 +161,7 @@ def fit(
     tier: str,
     sort_metric: str | None,
     explain: bool,
+    qlora_ok: bool,
     limit: int,
     as_json: bool,
 ) -> None:
@@ -176,6 +182,7 @@ def fit(
                 sort=sort_metric,
                 explain=explain,
                 limit=limit,
+                qlora_ok=qlora_ok,
             )
         )
     finally:

@@ -10,6 +10,7 @@ from rich.table import Table
 from cli.bases import base, fit
 from cli.jobs import in_process_worker, jobs, run_job, worker
 from cli.output import RichProgress, console, emit_json, handle_errors, human_bytes, json_option
+from cli.tensor_jobs import check_4bit, export
 from registry.client import RegistryClient, open_client
 from registry.client.transfer import parse_eval, pull, push_folder
 from registry.config import Settings
@@ -239,6 +240,12 @@ def _print_version(v: VersionInfo) -> None:
                 "(relative Frobenius, per module)",
                 highlight=False,
             )
+    for c in v.qlora_checks:
+        why = f" ({'; '.join(c.reasons)})" if c.reasons else ""
+        console.print(
+            f"[bold]{'4-bit check':>15}[/bold]  {c.verdict} on {c.base} ({c.checked_at:%Y-%m-%d %H:%M}){why}",
+            highlight=False,
+        )
     for f in v.files:
         console.print(
             f"[bold]{'file':>15}[/bold]  {f.path}  {human_bytes(f.size)}  {f.sha256[:19]}", highlight=False
@@ -452,6 +459,8 @@ cli.add_command(base)
 cli.add_command(fit)
 cli.add_command(jobs)
 cli.add_command(worker)
+cli.add_command(export)
+cli.add_command(check_4bit)
 
 
 def main() -> None:

@@ -28,6 +28,17 @@ class BaseModelRef(BaseModel):
     revision: str | None = None
 
 
+class QloraCheckSummary(BaseModel):
+    """The latest `check-4bit` answer for a version on one base."""
+
+    base: str
+    base_fingerprint: str | None
+    verdict: str
+    checked_at: datetime
+    job: int | None = None
+    reasons: list[str] = Field(default_factory=list)
+
+
 class VersionInfo(BaseModel):
     repo: str
     version: int
@@ -58,6 +69,7 @@ class VersionInfo(BaseModel):
     """Fingerprint of the registered base it is linked to; None when unlinked or structure-only."""
     base_linked: bool = False
     fit_override: dict[str, Any] | None = None
+    qlora_checks: list[QloraCheckSummary] = Field(default_factory=list)
 
 
 class PushRequest(BaseModel):
@@ -180,6 +192,8 @@ class FitQuery(BaseModel):
     sort: str | None = None
     explain: bool = False
     limit: int = Field(default=50, ge=1, le=500)
+    qlora_ok: bool = False
+    """Only versions whose latest 4-bit check (on any base) passed or warned."""
 
 
 class FitItem(BaseModel):

@@ -199,3 +199,28 @@ def lora_a(adapters_dir: Path, tmp_path: Path) -> Path:
     import shutil
 
     return Path(shutil.copytree(adapters_dir / "lora_a", tmp_path / "lora_a"))
+
+
+@pytest.fixture(scope="session")
+def qlora_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Llama base wide enough for bitsandbytes' 4-bit CPU kernels (blocks of 64), in several
+    shards, with a LoRA adapter trained on it and a prefix-tuning adapter."""
+    from peft import PrefixTuningConfig
+
+    from tests.adapters_factory import save_peft, sized_llama, train_lora
+
+    root = tmp_path_factory.mktemp("qlora")
+    sized_llama(hidden=64).save_pretrained(root / "base", max_shard_size="60KB")
+    train_lora(
+        sized_llama(hidden=64),
+        root / "lora",
+        seed=1,
+        steps=10,
+        target_modules=["q_proj", "v_proj", "down_proj"],
+    )
+    save_peft(
+        sized_llama(hidden=64),
+        PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4),
+        root / "prefix",
+    )
+    return root

@@ -120,9 +120,22 @@ def pull(
     """Download into the local cache (only what it lacks), verify, and write `out` atomically."""
     info = client.resolve(ref)
     out = out or Path.cwd() / info.repo.split("/")[1]
+    write_files(client, info.files, out, force=force, progress=progress)
+    return info, out
+
+
+def write_files(
+    client: RegistryClient,
+    files: list[FileInfo],
+    out: Path,
+    *,
+    force: bool = False,
+    progress: TransferProgress | None = None,
+) -> Path:
+    """Download what the local cache lacks, verify, and write the files into `out` atomically."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise OutputExists(f"{out} exists and is not empty; pass --force to replace it", path=str(out))
-    todo = [f for f in info.files if client.cache.stat(f.sha256) is None]
+    todo = [f for f in files if client.cache.stat(f.sha256) is None]
     if progress and todo:
         progress.start("downloading", sum(f.size for f in todo))
     for f in todo:
@@ -132,12 +145,12 @@ def pull(
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.pull-", dir=out.parent))
     try:
-        for f in info.files:
+        for f in files:
             _copy_verified(client, f, staging)
         _swap_into_place(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return info, out
+    return out
 
 
 def _copy_verified(client: RegistryClient, f: FileInfo, staging: Path) -> None:

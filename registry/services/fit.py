@@ -18,6 +18,7 @@ from registry.entities import FitItem, FitQuery, FitRejection, FitResult
 from registry.services.bases import base_info, base_view, resolve_base
 from registry.services.context import Registry
 from registry.services.fitcheck import base_shape_keys
+from registry.services.qlora import QLORA_OK_VERDICTS
 
 EXPLAIN_LIMIT = 50
 
@@ -68,6 +69,12 @@ def _filtered(part: Select[int, str], q: FitQuery) -> Select[int, str]:
         part = part.where(m.Version.task == q.task)
     if q.peft_type:
         part = part.where(m.Version.peft_type == q.peft_type.upper())
+    if q.qlora_ok:
+        part = part.where(
+            exists().where(
+                m.QloraCheck.version_id == m.Version.id, m.QloraCheck.verdict.in_(QLORA_OK_VERDICTS)
+            )
+        )
     for metric, minimum in q.min_scores.items():
         part = part.where(
             exists().where(

@@ -26,6 +26,7 @@ from registry.services.aliases import point_alias
 from registry.services.blobs import read_range
 from registry.services.context import Registry
 from registry.services.fitcheck import BaseLink, link_and_check, shape_key
+from registry.services.qlora import qlora_summaries
 from registry.services.timeutil import now
 
 OnCommit = Callable[[Session, PushResult], None]
@@ -254,4 +255,5 @@ def version_info(session: Session, v: m.Version) -> VersionInfo:
         base_fingerprint=base.fingerprint if base else None,
         base_linked=base is not None,
         fit_override=v.fit_override,
+        qlora_checks=qlora_summaries(session, v.id),
     )

@@ -92,3 +92,39 @@ class WorkerClient(LocalClient):
 
     def close(self) -> None:
         """The registry belongs to the worker, not to this job."""
+
+
+class StageProgress:
+    """A TransferProgress (bytes) mapped onto a window of the job's progress fraction."""
+
+    def __init__(self, ctx: JobContext, windows: dict[str, tuple[float, float]]) -> None:
+        self.ctx = ctx
+        self.windows = windows
+        self.window = (0.0, 0.0)
+        self.total = 0
+        self.done = 0
+        self.description = ""
+
+    def start(self, description: str, total_bytes: int) -> None:
+        self.window = self.windows.get(description, (self.ctx.progress, self.ctx.progress))
+        self.total, self.done, self.description = max(total_bytes, 1), 0, description
+        self.ctx.report(self.window[0], description)
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        lo, hi = self.window
+        self.ctx.report(lo + (hi - lo) * min(1.0, self.done / self.total))
+
+    def finish(self) -> None:
+        self.ctx.report(self.window[1])
+
+
+def version_result(res: PushResult) -> dict[str, Any]:
+    return {
+        "kind": "version",
+        "ref": f"{res.repo}:{res.version}",
+        "repo": res.repo,
+        "version": res.version,
+        "digest": res.digest,
+        "created": res.created,
+    }

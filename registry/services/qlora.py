@@ -1,0 +1,57 @@
+"""Recording and reading `check-4bit` answers on versions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from registry.db import models as m
+from registry.entities import QloraCheckSummary
+from registry.services.timeutil import now
+
+QLORA_OK_VERDICTS = ("pass", "warn")
+"""What `fit --qlora-ok` keeps: the adapter works on an NF4 base (warn: with caveats to read)."""
+
+
+def record_check(
+    session: Session, version_id: int, base_model_id: int, report: dict[str, Any], job_id: int | None
+) -> None:
+    """Store the answer for (version, base); a later check of the same pair replaces it."""
+    row = session.get(m.QloraCheck, (version_id, base_model_id))
+    if row is None:
+        row = m.QloraCheck(version_id=version_id, base_model_id=base_model_id)
+        session.add(row)
+    row.verdict = str(report["verdict"])
+    row.report = report
+    row.job_id = job_id
+    row.created_at = now()
+    session.flush()
+
+
+def qlora_summaries(session: Session, version_id: int) -> list[QloraCheckSummary]:
+    rows = session.execute(
+        select(m.QloraCheck, m.BaseModel.fingerprint)
+        .join(m.BaseModel, m.BaseModel.id == m.QloraCheck.base_model_id)
+        .where(m.QloraCheck.version_id == version_id)
+        .order_by(m.QloraCheck.created_at.desc())
+    ).all()
+    out = []
+    for check, fingerprint in rows:
+        name = session.scalars(
+            select(m.BaseName.name)
+            .where(m.BaseName.base_model_id == check.base_model_id)
+            .order_by(m.BaseName.name)
+        ).first()
+        out.append(
+            QloraCheckSummary(
+                base=name or (fingerprint or f"#{check.base_model_id}")[:19],
+                base_fingerprint=fingerprint,
+                verdict=check.verdict,
+                checked_at=check.created_at,
+                job=check.job_id,
+                reasons=list(check.report.get("reasons", [])),
+            )
+        )
+    return out

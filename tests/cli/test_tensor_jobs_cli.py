@@ -1,0 +1,112 @@
+"""`adapters export` and `adapters check-4bit` end to end, embedded and against a server with a
+worker, and `fit --qlora-ok` on what check-4bit recorded."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+
+from tests.cli.conftest import Cli, open_cli
+
+IDS = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(3))
+
+
+@pytest.fixture(params=["embedded", "postgresql-s3", "sqlite-file"])
+def adapters(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cli]:
+    with open_cli(str(request.param), request, tmp_path) as run:
+        yield run
+
+
+def logits(model: torch.nn.Module) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=IDS).logits
+
+
+def test_export_registers_a_derived_model_that_equals_peft_merge(
+    adapters: Cli, qlora_dir: Path, tmp_path: Path
+) -> None:
+    base_dir = qlora_dir / "base"
+    pushed = adapters.json("push", str(qlora_dir / "lora"), "acme/legal", "--base", str(base_dir))
+    out = tmp_path / "merged"
+    exported = adapters.json(
+        "export",
+        "acme/legal",
+        "--base",
+        str(base_dir),
+        "-o",
+        str(out),
+        "--into",
+        "legal-merged",
+        "--max-shard-size",
+        "100KB",
+    )
+    assert exported["names"] == ["legal-merged"] and exported["fingerprint"].startswith("sha256:")
+    assert (out / "model.safetensors.index.json").is_file() and (out / "config.json").is_file()
+    assert len(list(out.glob("model-*.safetensors"))) > 1
+    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), qlora_dir / "lora")
+    expected = logits(reference.merge_and_unload().eval())
+    got = logits(AutoModelForCausalLM.from_pretrained(out).eval())
+    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5)
+
+    derived = adapters.json("base", "show", "legal-merged")
+    assert derived["uploaded"] and derived["fingerprint"] == exported["fingerprint"]
+    assert derived["lineage"]["adapter_digest"] == pushed["digest"]
+    assert derived["lineage"]["base_fingerprint"] == pushed["info"]["base_fingerprint"]
+    assert derived["lineage"]["kind"] == "export"
+    # The same export again publishes nothing new: content-addressed, same fingerprint, same base.
+    again = adapters.json(
+        "export", "acme/legal", "--base", str(base_dir), "--into", "legal-merged", "--max-shard-size", "100KB"
+    )
+    assert again["base_id"] == exported["base_id"]
+    assert len(adapters.json("base", "list")) == 2
+    jobs = adapters.json("jobs", "list")
+    assert [j["status"] for j in jobs] == ["succeeded", "succeeded"] and jobs[0]["progress"] == 1.0
+
+
+def test_export_refusals_fail_the_job_with_their_code(adapters: Cli, qlora_dir: Path, tmp_path: Path) -> None:
+    adapters("push", str(qlora_dir / "prefix"), "acme/prefix")
+    adapters("push", str(qlora_dir / "lora"), "acme/legal")
+    adapters("base", "add", "--config", str(qlora_dir / "base" / "config.json"), "--name", "shape-only")
+
+    def refused(*args: str) -> str:
+        result = adapters(*args, "--json", ok=False)
+        assert result.exit_code == 1, result.output
+        return str(json.loads(result.stdout)["error"]["code"])
+
+    assert refused("export", "acme/prefix", "--base", str(qlora_dir / "base")) == "export_refused"
+    assert refused("export", "acme/legal", "--base", "shape-only") == "base_not_uploaded"
+    assert refused("export", "acme/missing", "--base", "shape-only") == "not_found"
+    assert (
+        refused("export", "acme/legal", "--base", "shape-only", "--max-shard-size", "lots") == "bad_request"
+    )
+    failed = adapters.json("jobs", "list", "--status", "failed")
+    assert len(failed) == 3 and all(j["attempts"] == 1 for j in failed)  # no retrying bad input
+
+
+def test_check_4bit_records_a_verdict_that_fit_filters_on(adapters: Cli, qlora_dir: Path) -> None:
+    base_dir = qlora_dir / "base"
+    adapters("push", str(qlora_dir / "lora"), "acme/legal", "--base", str(base_dir))
+    adapters("push", str(qlora_dir / "lora"), "acme/unchecked", "--base", str(base_dir))
+    report = adapters.json("check-4bit", "acme/legal", "--base", str(base_dir), "--probe", "4")
+    assert report["verdict"] in ("pass", "warn", "fail")
+    assert len(report["structure"]["quantized"]) == 3 * 2  # q, v, down in 2 layers: all 4-bit Linear
+    assert report["structure"]["high_precision"] == []
+    mod = report["modules"][0]
+    assert mod["update_norm"] > 0 and mod["noise_norm"] > 0 and mod["merge_rel_error"] is not None
+    b = report["behaviour"]
+    assert 0 <= b["adapted"]["top1_agreement"] <= 1 and b["base"]["kl"] > 0 and b["adapter_effect_kl"] > 0
+    shown = adapters.json("show", "acme/legal")
+    assert [c["verdict"] for c in shown["qlora_checks"]] == [report["verdict"]]
+    fingerprint = shown["base_fingerprint"]
+    ok = {i["repo"] for i in adapters.json("fit", fingerprint, "--qlora-ok")["items"]}
+    assert ok == ({"acme/legal"} if report["verdict"] != "fail" else set())
+    everything = {i["repo"] for i in adapters.json("fit", fingerprint)["items"]}
+    assert everything == {"acme/legal", "acme/unchecked"}
+    human = adapters("check-4bit", "acme/legal", "--base", str(base_dir), "--probe", "2")
+    assert report["verdict"].upper() in human.stdout and "update / NF4 noise" in human.stdout
