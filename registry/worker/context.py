@@ -56,10 +56,14 @@ class JobContext:
 
         return hook
 
+    @property
+    def scratch_path(self) -> Path:
+        return self.settings.effective_work_dir / f"job-{self.claim.job_id}-{self.claim.fence}"
+
     def scratch(self) -> Path:
-        path = self.settings.effective_work_dir / f"job-{self.claim.job_id}-{self.claim.fence}"
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        """This run's scratch folder (created on first use, removed when the run ends)."""
+        self.scratch_path.mkdir(parents=True, exist_ok=True)
+        return self.scratch_path
 
     def torch_device(self) -> str:
         if self.device != "auto":

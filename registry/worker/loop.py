@@ -86,8 +86,11 @@ class Worker:
         beat = Heartbeat(self.reg, ctx, self.lease_s)
         beat.start()
         try:
-            result = HANDLERS[claim.type](ctx)
-            beat.stop()
+            try:
+                result = HANDLERS[claim.type](ctx)
+            finally:  # before the job's end is recorded: whoever sees it ended sees it cleaned up
+                beat.stop()
+                shutil.rmtree(ctx.scratch_path, ignore_errors=True)
             jobs.complete(self.reg, claim, result)
         except LeaseLost:
             log.warning("job %s was taken over; this worker's run is void", claim.job_id)
@@ -100,9 +103,6 @@ class Worker:
         except Exception as err:
             log.exception("job %s crashed", claim.job_id)
             jobs.finish_failed(self.reg, claim, "job_failed", f"{type(err).__name__}: {err}", retry=True)
-        finally:
-            beat.stop()
-            shutil.rmtree(ctx.scratch(), ignore_errors=True)
         return jobs.get(self.reg, claim.job_id)
 
     def run(self, stop: threading.Event, once: bool = False) -> int:
