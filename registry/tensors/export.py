@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file
 
 from registry.errors import ExportRefused
@@ -205,11 +204,14 @@ def apply_update(w: torch.Tensor, u: Update) -> torch.Tensor:
     w = w.float()
     if u.lora is not None:
         f = u.lora
-        delta = f.scale * (f.b.to(w.device) @ f.a.to(w.device))
+        b, a = f.b.to(w.device), f.a.to(w.device)
+        # In place on the float32 copy: W += scale * B @ A, no second weight-sized temporary.
+        # PEFT's embedding LoRA is (B @ A)^T, [num_embeddings, dim]; Conv1D stores W^T.
+        merged = w.T if u.conv1d else w  # [out, in] view
         if f.embedding:
-            delta = delta.T  # PEFT's embedding LoRA: (B @ A)^T is [num_embeddings, dim]
-        oriented = w.T if u.conv1d else w  # [out, in]
-        merged = oriented + delta
+            merged.addmm_(a.T, b.T, alpha=f.scale)
+        else:
+            merged.addmm_(b, a, alpha=f.scale)
         if u.magnitude is not None:  # DoRA: magnitude times the column-normalised direction
             norm = torch.linalg.norm(merged, dim=1)
             merged = (u.magnitude.to(w.device).float() / norm).view(-1, 1) * merged
@@ -217,6 +219,20 @@ def apply_update(w: torch.Tensor, u: Update) -> torch.Tensor:
     assert u.ia3 is not None
     scale = u.ia3.to(w.device)
     return w * (scale.T if u.conv1d else scale)
+
+
+def read_tensor(src: SourceTensor) -> torch.Tensor:
+    """One tensor read into its own memory with plain reads: a memory map would leave every page
+    it touched resident (and counted in RSS) until the whole file is closed."""
+    buf = bytearray(src.end - src.start)
+    with src.path.open("rb") as f:
+        f.seek(src.start)
+        if f.readinto(buf) != len(buf):
+            raise ExportRefused(f"{src.path.name}: truncated while reading {src.name}")
+    dtype = ST_TO_TORCH[src.dtype]
+    if not buf:
+        return torch.empty(src.shape, dtype=dtype)
+    return torch.frombuffer(buf, dtype=dtype).reshape(src.shape)
 
 
 def _copy_bytes(src: SourceTensor) -> Iterator[bytes]:
@@ -260,42 +276,36 @@ def export_merged(
     done = 0
     out.mkdir(parents=True, exist_ok=True)
     written: list[WrittenFile] = []
-    handles: dict[Path, Any] = {}
-    try:
-        for i, shard in enumerate(shard_plans):
-            fname = (
-                "model.safetensors"
-                if len(shard_plans) == 1
-                else (f"model-{i + 1:05d}-of-{len(shard_plans):05d}.safetensors")
+    for i, shard in enumerate(shard_plans):
+        fname = (
+            "model.safetensors"
+            if len(shard_plans) == 1
+            else (f"model-{i + 1:05d}-of-{len(shard_plans):05d}.safetensors")
+        )
+        writer = ShardWriter(out / fname, shard)
+        for planned in shard:
+            src = tensors[planned.name]
+            changed = (
+                planned.name in updates or planned.name in replacements or planned.name in bias_scale
             )
-            writer = ShardWriter(out / fname, shard)
-            for planned in shard:
-                src = tensors[planned.name]
-                changed = (
-                    planned.name in updates or planned.name in replacements or planned.name in bias_scale
-                )
-                if not changed and planned.dtype == src.dtype:
-                    writer.write(planned.name, _copy_bytes(src))
-                else:
-                    if src.path not in handles:
-                        handles[src.path] = safe_open(str(src.path), framework="pt")  # type: ignore[no-untyped-call]
-                    value = handles[src.path].get_tensor(src.name)
-                    if planned.name in replacements:
-                        value = replacements[planned.name]
-                    elif planned.name in updates:
-                        value = apply_update(value.to(device), updates[planned.name])
-                    elif planned.name in bias_scale:
-                        u = bias_scale[planned.name]
-                        assert u.ia3 is not None
-                        value = value.float() * u.ia3.reshape(value.shape).to(value.device)
-                    writer.write(planned.name, [tensor_bytes(value.to(ST_TO_TORCH[planned.dtype]))])
-                    del value
-                done += planned.nbytes
-                if progress is not None:
-                    progress(done, total)
-            written.append(writer.close())
-    finally:
-        handles.clear()
+            if not changed and planned.dtype == src.dtype:
+                writer.write(planned.name, _copy_bytes(src))
+            else:
+                value = read_tensor(src)
+                if planned.name in replacements:
+                    value = replacements[planned.name]
+                elif planned.name in updates:
+                    value = apply_update(value.to(device), updates[planned.name])
+                elif planned.name in bias_scale:
+                    u = bias_scale[planned.name]
+                    assert u.ia3 is not None
+                    value = value.float() * u.ia3.reshape(value.shape).to(value.device)
+                writer.write(planned.name, [tensor_bytes(value.to(ST_TO_TORCH[planned.dtype]))])
+                del value
+            done += planned.nbytes
+            if progress is not None:
+                progress(done, total)
+        written.append(writer.close())
     extras = _write_side_files(out, written, shard_plans, config, dtype, extra_sources or [])
     shapes = {t.name: (t.dtype, t.shape) for t in plan}
     digests = {n: d for w in written for n, d in w.tensor_sha256.items()}

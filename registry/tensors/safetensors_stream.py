@@ -9,6 +9,7 @@ import json
 import math
 import os
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -88,24 +89,32 @@ class ShardWriter:
         self.expected = {t.name: t.nbytes for t in tensors}
         self.file: BinaryIO = path.open("wb")
         self.file_hash = hashlib.sha256()
+        # Both digests are computed on their own threads while the main thread writes (hashlib and
+        # write() release the GIL): on 2 cores that overlaps two full passes over the bytes.
+        self._file_hasher = ThreadPoolExecutor(1, thread_name_prefix="file-sha256")
+        self._tensor_hasher = ThreadPoolExecutor(1, thread_name_prefix="tensor-sha256")
         self.size = 0
         self.tensor_sha256: dict[str, str] = {}
         self._emit(len(raw).to_bytes(8, "little") + raw)
 
-    def _emit(self, data: bytes | memoryview) -> None:
+    def _emit(self, data: bytes | memoryview) -> Future[None]:
+        hashed = self._file_hasher.submit(self.file_hash.update, data)
         self.file.write(data)
-        self.file_hash.update(data)
         self.size += len(data)
+        return hashed
 
     def write(self, name: str, chunks: Iterable[bytes | memoryview]) -> None:
         if self.next >= len(self.order) or self.order[self.next] != name:
             raise RuntimeError(f"{self.path.name}: tensor {name} written out of plan order")
         h = hashlib.sha256()
         n = 0
+        pending: list[Future[None]] = []
         for chunk in chunks:
-            h.update(chunk)
-            self._emit(chunk)
+            pending.append(self._tensor_hasher.submit(h.update, chunk))
+            pending.append(self._emit(chunk))
             n += len(chunk)
+        for f in pending:  # the chunks stay alive until hashed: memory holds one tensor at most
+            f.result()
         if n != self.expected[name]:
             raise RuntimeError(f"{name}: wrote {n} bytes, planned {self.expected[name]}")
         self.tensor_sha256[name] = h.hexdigest()
@@ -114,6 +123,8 @@ class ShardWriter:
     def close(self) -> WrittenFile:
         if self.next != len(self.order):
             raise RuntimeError(f"{self.path.name}: {len(self.order) - self.next} planned tensors not written")
+        self._file_hasher.shutdown()
+        self._tensor_hasher.shutdown()
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
