@@ -33,7 +33,7 @@ TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 def run_child(code: str) -> dict[str, float]:
     """Run `code` in a fresh interpreter; it prints one JSON line. Adds wall time and peak RSS."""
     wrapped = textwrap.dedent(code) + textwrap.dedent(
-        """
+        r"""
         import json, re
         # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the forking parent.
         hwm = re.search(r"VmHWM:\s+(\d+) kB", open("/proc/self/status").read())

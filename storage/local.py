@@ -15,6 +15,7 @@ from storage.base import (
     HashingReader,
     ProgressCallback,
     Readable,
+    SizeMismatch,
     digest_hex,
 )
 
@@ -64,6 +65,30 @@ class LocalBlobStore:
         finally:
             if os.path.exists(tmp_name):
                 os.unlink(tmp_name)
+        return BlobInfo(digest, size)
+
+    def adopt(self, path: Path, digest: str, size: int) -> BlobInfo:
+        """Take a finished local file, already hashed by the caller, as a blob without copying it:
+        a hard link renamed into place (a copy through `put` when `path` is on another
+        filesystem). The file must not change afterwards: it is the blob."""
+        final = self.path_for(digest)
+        if final.exists():
+            return BlobInfo(digest, final.stat().st_size)
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        tmp_name = self._tmp / f"adopt-{os.getpid()}-{digest_hex(digest)[:16]}"
+        try:
+            os.link(path, tmp_name)
+        except OSError:
+            with path.open("rb") as f:
+                return self.put(f, digest, size)
+        try:
+            if tmp_name.stat().st_size != size:
+                raise SizeMismatch(size, tmp_name.stat().st_size)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp_name, final)
+            _fsync_dir(final.parent)
+        finally:
+            tmp_name.unlink(missing_ok=True)
         return BlobInfo(digest, size)
 
     def open(self, digest: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:

@@ -15,6 +15,7 @@ import math
 import re
 import shutil
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -199,6 +200,37 @@ def _check_shape(wname: str, u: Update, shape: tuple[int, ...]) -> None:
             )
 
 
+BLOCK_ELEMENTS = 1 << 19  # 2 MiB of float32: a row block stays in cache through convert, add, cast
+
+
+def merge_weight(w: torch.Tensor, u: Update, out_dtype: torch.dtype) -> torch.Tensor:
+    """The merged weight in `out_dtype`, computed in float32 row block by row block: each block is
+    converted, updated and cast while it sits in cache, instead of streaming the whole weight
+    through memory three times in float32. DoRA needs whole-row norms: it takes the plain path."""
+    if u.magnitude is not None or w.dim() != 2:
+        return apply_update(w, u).to(out_dtype)
+    out = torch.empty(w.shape, dtype=out_dtype, device=w.device)
+    rows = max(1, BLOCK_ELEMENTS // max(1, w.shape[1]))
+    left = right = None
+    if u.lora is not None:
+        f = u.lora
+        b, a = f.b.to(w.device), f.a.to(w.device)
+        # Storage rows: W is [out, in] = B @ A; Conv1D and embeddings store the transpose, A^T @ B^T.
+        left, right = (a.T, b.T) if (u.conv1d or f.embedding) else (b, a)
+    for r0 in range(0, w.shape[0], rows):
+        block = w[r0 : r0 + rows].float()
+        if left is not None and right is not None:
+            assert u.lora is not None
+            block.addmm_(left[r0 : r0 + rows], right, alpha=u.lora.scale)
+        else:
+            assert u.ia3 is not None
+            scale = u.ia3.to(w.device).float()
+            scale = scale.T if u.conv1d else scale  # (1, in) scales columns, (out, 1) rows
+            block.mul_(scale if scale.shape[0] == 1 else scale[r0 : r0 + rows])
+        out[r0 : r0 + rows] = block
+    return out
+
+
 def apply_update(w: torch.Tensor, u: Update) -> torch.Tensor:
     """The merged weight in float32, in the base's storage layout, exactly as PEFT merges it."""
     w = w.float()
@@ -224,15 +256,13 @@ def apply_update(w: torch.Tensor, u: Update) -> torch.Tensor:
 def read_tensor(src: SourceTensor) -> torch.Tensor:
     """One tensor read into its own memory with plain reads: a memory map would leave every page
     it touched resident (and counted in RSS) until the whole file is closed."""
-    buf = bytearray(src.end - src.start)
+    dtype = ST_TO_TORCH[src.dtype]
+    raw = torch.empty(src.end - src.start, dtype=torch.uint8)  # uninitialised: no zero-fill pass
     with src.path.open("rb") as f:
         f.seek(src.start)
-        if f.readinto(buf) != len(buf):
+        if raw.numel() and f.readinto(memoryview(raw.numpy())) != raw.numel():  # type: ignore[arg-type]
             raise ExportRefused(f"{src.path.name}: truncated while reading {src.name}")
-    dtype = ST_TO_TORCH[src.dtype]
-    if not buf:
-        return torch.empty(src.shape, dtype=dtype)
-    return torch.frombuffer(buf, dtype=dtype).reshape(src.shape)
+    return raw.view(dtype).reshape(src.shape)
 
 
 def _copy_bytes(src: SourceTensor) -> Iterator[bytes]:
@@ -275,7 +305,7 @@ def export_merged(
     total = sum(t.nbytes for t in plan)
     done = 0
     out.mkdir(parents=True, exist_ok=True)
-    written: list[WrittenFile] = []
+    finishing: list[Future[WrittenFile]] = []
     for i, shard in enumerate(shard_plans):
         fname = (
             "model.safetensors"
@@ -285,9 +315,7 @@ def export_merged(
         writer = ShardWriter(out / fname, shard)
         for planned in shard:
             src = tensors[planned.name]
-            changed = (
-                planned.name in updates or planned.name in replacements or planned.name in bias_scale
-            )
+            changed = planned.name in updates or planned.name in replacements or planned.name in bias_scale
             if not changed and planned.dtype == src.dtype:
                 writer.write(planned.name, _copy_bytes(src))
             else:
@@ -295,7 +323,7 @@ def export_merged(
                 if planned.name in replacements:
                     value = replacements[planned.name]
                 elif planned.name in updates:
-                    value = apply_update(value.to(device), updates[planned.name])
+                    value = merge_weight(value.to(device), updates[planned.name], ST_TO_TORCH[planned.dtype])
                 elif planned.name in bias_scale:
                     u = bias_scale[planned.name]
                     assert u.ia3 is not None
@@ -305,7 +333,8 @@ def export_merged(
             done += planned.nbytes
             if progress is not None:
                 progress(done, total)
-        written.append(writer.close())
+        finishing.append(writer.finish())
+    written = [f.result() for f in finishing]
     extras = _write_side_files(out, written, shard_plans, config, dtype, extra_sources or [])
     shapes = {t.name: (t.dtype, t.shape) for t in plan}
     digests = {n: d for w in written for n, d in w.tensor_sha256.items()}

@@ -1,6 +1,7 @@
 """Write safetensors files tensor by tensor: the header is planned from shapes and dtypes up front,
-then each tensor's bytes are appended as they are produced, so memory holds one tensor, never a
-shard. Each file and each tensor is hashed while written (blob digests, model fingerprint)."""
+then each tensor's bytes are appended as they are produced, so memory holds a tensor or two, never
+a shard. Each tensor is hashed while written, on a thread, for the model fingerprint; the files'
+own digests (blob names) are the caller's business."""
 
 from __future__ import annotations
 
@@ -48,7 +49,6 @@ class PlannedTensor:
 class WrittenFile:
     path: Path
     size: int
-    sha256: str
     tensor_sha256: dict[str, str] = field(default_factory=dict)
 
 
@@ -88,47 +88,67 @@ class ShardWriter:
         raw += b" " * (-len(raw) % 8)  # data starts 8-byte aligned
         self.expected = {t.name: t.nbytes for t in tensors}
         self.file: BinaryIO = path.open("wb")
-        self.file_hash = hashlib.sha256()
-        # Both digests are computed on their own threads while the main thread writes (hashlib and
-        # write() release the GIL): on 2 cores that overlaps two full passes over the bytes.
-        self._file_hasher = ThreadPoolExecutor(1, thread_name_prefix="file-sha256")
-        self._tensor_hasher = ThreadPoolExecutor(1, thread_name_prefix="tensor-sha256")
+        # A tensor is written on one thread and hashed on another while the caller computes the
+        # next one (write() and hashlib release the GIL): compute, I/O and hashing overlap. Only
+        # the previous tensor may still be in flight, so at most two tensors' bytes are alive.
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="shard-write")
+        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="tensor-sha256")
+        self._in_flight: Future[None] | None = None
         self.size = 0
         self.tensor_sha256: dict[str, str] = {}
         self._emit(len(raw).to_bytes(8, "little") + raw)
 
-    def _emit(self, data: bytes | memoryview) -> Future[None]:
-        hashed = self._file_hasher.submit(self.file_hash.update, data)
+    def _emit(self, data: bytes | memoryview) -> None:
         self.file.write(data)
         self.size += len(data)
-        return hashed
 
     def write(self, name: str, chunks: Iterable[bytes | memoryview]) -> None:
+        """Queue one tensor's bytes (the chunks are consumed on the writer thread); returns once
+        the previous tensor is fully written and hashed."""
         if self.next >= len(self.order) or self.order[self.next] != name:
             raise RuntimeError(f"{self.path.name}: tensor {name} written out of plan order")
+        self._wait()
+        self._in_flight = self._writer.submit(self._write_tensor, name, chunks)
+        self.next += 1
+
+    def _write_tensor(self, name: str, chunks: Iterable[bytes | memoryview]) -> None:
         h = hashlib.sha256()
+        hashed: list[Future[None]] = []
         n = 0
-        pending: list[Future[None]] = []
         for chunk in chunks:
-            pending.append(self._tensor_hasher.submit(h.update, chunk))
-            pending.append(self._emit(chunk))
+            hashed.append(self._hasher.submit(h.update, chunk))
+            self._emit(chunk)
             n += len(chunk)
-        for f in pending:  # the chunks stay alive until hashed: memory holds one tensor at most
+        for f in hashed:
             f.result()
         if n != self.expected[name]:
             raise RuntimeError(f"{name}: wrote {n} bytes, planned {self.expected[name]}")
         self.tensor_sha256[name] = h.hexdigest()
-        self.next += 1
 
-    def close(self) -> WrittenFile:
+    def _wait(self) -> None:
+        if self._in_flight is not None:
+            self._in_flight.result()  # re-raises what went wrong on the writer thread
+            self._in_flight = None
+
+    def finish(self) -> Future[WrittenFile]:
+        """Flush and fsync on the writer thread, so the caller can start the next shard while the
+        disk catches up; the future is the finished file."""
         if self.next != len(self.order):
             raise RuntimeError(f"{self.path.name}: {len(self.order) - self.next} planned tensors not written")
-        self._file_hasher.shutdown()
-        self._tensor_hasher.shutdown()
+        self._wait()
+        done = self._writer.submit(self._finish)
+        self._writer.shutdown(wait=False)
+        self._hasher.shutdown(wait=False)
+        return done
+
+    def _finish(self) -> WrittenFile:
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
-        return WrittenFile(self.path, self.size, "sha256:" + self.file_hash.hexdigest(), self.tensor_sha256)
+        return WrittenFile(self.path, self.size, self.tensor_sha256)
+
+    def close(self) -> WrittenFile:
+        return self.finish().result()
 
 
 def tensor_bytes(t: torch.Tensor) -> memoryview:

@@ -64,7 +64,11 @@ def write_llama(
     weight_map: dict[str, int] = {}
     total = 0
     for name, shape in shapes.items():
-        t = torch.ones(shape, dtype=dtype) if len(shape) == 1 else (torch.randn(shape, generator=g) * 0.02).to(dtype)
+        t = (
+            torch.ones(shape, dtype=dtype)
+            if len(shape) == 1
+            else (torch.randn(shape, generator=g) * 0.02).to(dtype)
+        )
         nbytes = t.numel() * t.element_size()
         if shards[-1] and size + nbytes > shard_bytes:
             _save(folder, shards, len(shards) - 1)

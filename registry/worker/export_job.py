@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -99,16 +100,21 @@ def run_export(ctx: JobContext) -> dict[str, Any]:
         ),
     )
     paths = [w.path for w in result.files] + result.extra_files
-    uploading = StageProgress(ctx, {"uploading": (0.85, 1.0)})
+    ctx.report(0.85, "hashing the shards")
+    with ThreadPoolExecutor() as pool:  # the files' digests name their blobs; hashed in parallel
+        digests = list(pool.map(lambda path: sha256_file(str(path)).digest, paths))
+    uploading = StageProgress(ctx, {"uploading": (0.9, 1.0)})
     uploading.start("uploading", sum(path.stat().st_size for path in paths))
     files = []
-    for path in paths:
-        digest = next((w.sha256 for w in result.files if w.path == path), None)
-        if digest is None:  # config, tokenizer: small files
-            digest = sha256_file(str(path)).digest
-        with path.open("rb") as f:
-            upload_blob(ctx.reg.store, f, digest, path.stat().st_size, uploading.advance)
-        files.append(FileInfo(path=path.name, size=path.stat().st_size, sha256=digest))
+    for path, digest in zip(paths, digests, strict=True):
+        size = path.stat().st_size
+        if isinstance(ctx.reg.store, LocalBlobStore):  # scratch and blobs share a disk: no copy
+            ctx.reg.store.adopt(path, digest, size)
+            uploading.advance(size)
+        else:
+            with path.open("rb") as f:
+                upload_blob(ctx.reg.store, f, digest, size, uploading.advance)
+        files.append(FileInfo(path=path.name, size=size, sha256=digest))
     uploading.finish()
     facts = inspect_model(out, with_fingerprint=False)
     facts.fingerprint = result.fingerprint
