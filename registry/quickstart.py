@@ -1,5 +1,7 @@
 """The quickstart behind `make demo`: a tiny Llama, two LoRA adapters trained with PEFT, then the
-real `adapters` CLI pushes, lists, pulls, and PEFT loads the pulled adapter.
+real `adapters` CLI registers the base, pushes, lists, pulls (PEFT loads the pulled adapter), asks
+which adapters fit, merges (a job, run by the in-process worker), exports an adapter merged into
+the base (transformers loads it) and checks it on a 4-bit NF4 base.
 
 Runs on the embedded default (SQLite + local blobs under ADAPTERS_HOME); imports torch.
 """
@@ -72,6 +74,7 @@ def main() -> None:
     train(base_dir, work / "legal-lora", 1, ["q_proj", "v_proj"])
     train(base_dir, work / "medical-lora", 2, ["q_proj", "k_proj", "v_proj", "o_proj"])
 
+    sh("base", "add", str(base_dir), "--name", "tiny-llama", "--upload")
     sh(
         "push",
         str(work / "legal-lora"),
@@ -114,6 +117,22 @@ def main() -> None:
     print(f"PeftModel.from_pretrained({pulled.name}): logits identical to the trained adapter: {same}")
     if not same:
         sys.exit(1)
+
+    sh("fit", "tiny-llama", "--sort", "accuracy")
+    sh("merge", "demo/legal=0.7", "demo/medical=0.3", "--into", "demo/legal-medical", "--method", "svd")
+    exported = work / "legal-merged"
+    sh("export", "demo/legal@production", "--base", "tiny-llama", "-o", str(exported), "--force")
+    with torch.no_grad():
+        base = AutoModelForCausalLM.from_pretrained(base_dir).eval()
+        merged = PeftModel.from_pretrained(base, pulled).merge_and_unload().eval()(input_ids=ids).logits
+        served = AutoModelForCausalLM.from_pretrained(exported).eval()(input_ids=ids).logits
+    close = torch.allclose(merged, served, atol=1e-5)
+    print(f"AutoModelForCausalLM.from_pretrained({exported.name}) equals PEFT merge_and_unload(): {close}")
+    if not close:
+        sys.exit(1)
+    sh("check-4bit", "demo/legal@production", "--base", "tiny-llama")
+    sh("fit", "tiny-llama", "--qlora-ok")
+    sh("jobs", "list")
 
 
 if __name__ == "__main__":

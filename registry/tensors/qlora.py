@@ -125,6 +125,9 @@ def check_4bit(
     """The full report, with its verdict (pass / warn / fail) and the reasons for it."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the job reports its own progress
 
     def step(fraction: float, stage: str) -> None:
         if progress is not None:
