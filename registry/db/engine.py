@@ -81,6 +81,24 @@ def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.close()
 
 
+@contextmanager
+def read_only(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session for reads that need no transaction of their own: on PostgreSQL it runs in
+    autocommit (no BEGIN and COMMIT round trips; each statement sees committed data); elsewhere it
+    is a normal unit of work."""
+    engine = factory.kw["bind"]
+    if engine.dialect.name != "postgresql":
+        with unit_of_work(factory) as session:
+            yield session
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        session = factory(bind=conn)
+        try:
+            yield session
+        finally:
+            session.close()
+
+
 def alembic_config(url: str) -> Any:
     from alembic.config import Config
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -21,6 +22,8 @@ class Registry:
     sessions: sessionmaker[Session]
     store: BlobStore
     limits: Limits
+    cache: dict[Any, Any] = field(default_factory=dict)
+    """Facts that never change once written (a base's module keys), kept per process."""
 
     @classmethod
     def from_settings(cls, settings: Settings, migrate: bool = False) -> Registry:

@@ -7,13 +7,28 @@ matching in/out features.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Select, bindparam, case, exists, func, literal, not_, select, union_all
+from sqlalchemy import (
+    Integer,
+    Select,
+    String,
+    any_,
+    bindparam,
+    case,
+    exists,
+    func,
+    literal,
+    not_,
+    select,
+    union_all,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from registry.db import models as m
-from registry.db.engine import unit_of_work
+from registry.db.engine import read_only
 from registry.entities import FitItem, FitQuery, FitRejection, FitResult
 from registry.services.bases import base_info, base_view, resolve_base
 from registry.services.context import Registry
@@ -23,25 +38,34 @@ from registry.services.qlora import QLORA_OK_VERDICTS
 EXPLAIN_LIMIT = 50
 
 
-def _parts(base: m.BaseModel, modules: Sequence[m.BaseModule], tier: str) -> list[Select[int, str]]:
+def _parts(tier: str, dialect: str) -> list[Select[int, str]]:
     """The versions that fit, as index-driven parts (no scan of all versions), each selecting
-    (id, tier) from `versions` so that filters apply inside each part."""
-    exact = select(m.Version.id, literal("exact").label("tier")).where(m.Version.base_model_id == base.id)
+    (id, tier) from `versions` so that filters apply inside each part. Everything that varies is
+    a bind parameter: base_id, structure, shape_keys."""
+    exact = select(m.Version.id, literal("exact").label("tier")).where(
+        m.Version.base_model_id == bindparam("base_id")
+    )
     same_structure = select(m.BaseModel.id).where(
-        m.BaseModel.structure_signature == base.structure_signature, m.BaseModel.id != base.id
+        m.BaseModel.structure_signature == bindparam("structure"), m.BaseModel.id != bindparam("base_id")
     )
     linked = select(m.Version.id, literal("compatible").label("tier")).where(
         m.Version.base_model_id.in_(same_structure)
     )
     # Unlinked versions whose every recorded module this base has, with the same shapes: look the
     # base's module keys up in the partial index of unlinked version modules, count per version.
-    keys = [k for mod in modules for k in base_shape_keys(mod.name, mod.in_features, mod.out_features)]
     vm = m.VersionModule
+    # On PostgreSQL the keys travel as one array parameter: the SQL text is then the same for every
+    # base, so psycopg prepares it and the server stops re-planning it. Elsewhere, one expanding
+    # parameter.
+    in_keys = (
+        vm.shape_key == any_(bindparam("shape_keys", type_=ARRAY(String)))
+        if dialect == "postgresql"
+        else vm.shape_key.in_(bindparam("shape_keys", expanding=True))
+    )
     matched = (
         select(vm.version_id)
-        # Bare `unlinked`: the partial index's predicate. One expanding parameter for the keys keeps
-        # the statement's cache key small (a literal list of hundreds of keys cost ~1 ms per query).
-        .where(vm.unlinked, vm.shape_key.in_(bindparam("shape_keys", keys, expanding=True)))
+        # Bare `unlinked`: the partial index's predicate.
+        .where(vm.unlinked, in_keys)
         .group_by(vm.version_id)
         .having(func.count() == func.max(vm.module_count))
         .subquery()
@@ -62,81 +86,145 @@ def _not_forced(part: Select[int, str]) -> Select[int, str]:
     return part.where(m.Version.fit_override.is_(None))
 
 
-def _filtered(part: Select[int, str], q: FitQuery) -> Select[int, str]:
+@dataclass(frozen=True)
+class Shape:
+    """What decides the statement's text; the values travel as bind parameters."""
+
+    tier: str
+    task: bool
+    peft_type: bool
+    min_scores: int
+    qlora_ok: bool
+    sort: bool
+    dialect: str
+
+    @classmethod
+    def of(cls, q: FitQuery, dialect: str) -> Shape:
+        return cls(
+            q.tier, bool(q.task), bool(q.peft_type), len(q.min_scores), q.qlora_ok, bool(q.sort), dialect
+        )
+
+
+def _filtered(part: Select[int, str], shape: Shape) -> Select[int, str]:
     """The query's filters, applied inside each part so they cut rows before ranking."""
     part = _not_forced(part)
-    if q.task:
-        part = part.where(m.Version.task == q.task)
-    if q.peft_type:
-        part = part.where(m.Version.peft_type == q.peft_type.upper())
-    if q.qlora_ok:
+    if shape.task:
+        part = part.where(m.Version.task == bindparam("task"))
+    if shape.peft_type:
+        part = part.where(m.Version.peft_type == bindparam("peft_type"))
+    if shape.qlora_ok:
         part = part.where(
             exists().where(
                 m.QloraCheck.version_id == m.Version.id, m.QloraCheck.verdict.in_(QLORA_OK_VERDICTS)
             )
         )
-    for metric, minimum in q.min_scores.items():
+    for i in range(shape.min_scores):
         part = part.where(
             exists().where(
                 m.EvalScore.version_id == m.Version.id,
-                m.EvalScore.metric == metric,
-                m.EvalScore.value >= minimum,
+                m.EvalScore.metric == bindparam(f"min_metric_{i}"),
+                m.EvalScore.value >= bindparam(f"min_value_{i}"),
             )
         )
     return part
 
 
+def _statement(shape: Shape) -> Select[Any]:
+    """The whole fit query for one shape. Built once per shape and kept: constructing it cost more
+    than running it, and a reused statement object keeps its memoized cache key."""
+    cached = _STATEMENTS.get(shape)
+    if cached is not None:
+        return cached
+    parts = [_filtered(p, shape) for p in _parts(shape.tier, shape.dialect)]
+    fitting = (union_all(*parts) if len(parts) > 1 else parts[0]).subquery()
+    score = (
+        select(func.max(m.EvalScore.value))
+        .where(m.EvalScore.version_id == fitting.c.id, m.EvalScore.metric == bindparam("sort_metric"))
+        .scalar_subquery()
+        if shape.sort
+        else literal(None)
+    )
+    # Rank and cut on (id, tier, score) alone; read versions, repositories and names for the page.
+    tier_rank = case((fitting.c.tier == "exact", 0), else_=1)
+    order = [score.desc().nulls_last()] if shape.sort else []
+    ranked = (
+        select(fitting.c.id, fitting.c.tier, score.label("score"))
+        .order_by(*order, tier_rank, fitting.c.id.desc())
+        .limit(bindparam("limit", type_=Integer))
+        .subquery()
+    )
+    base_name = (
+        select(m.BaseName.name)
+        .where(m.BaseName.base_model_id == m.Version.base_model_id)
+        .order_by(m.BaseName.name)
+        .limit(1)
+        .scalar_subquery()
+    )
+    stmt = (
+        select(
+            m.Version.number,
+            m.Version.digest,
+            m.Version.peft_type,
+            m.Version.task,
+            m.Version.r,
+            m.Repository.namespace,
+            m.Repository.name,
+            ranked.c.tier,
+            ranked.c.score,
+            func.coalesce(base_name, m.Version.base_model_name).label("base_label"),
+        )
+        .join(ranked, ranked.c.id == m.Version.id)
+        .join(m.Repository, m.Repository.id == m.Version.repository_id)
+        .order_by(
+            *([ranked.c.score.desc().nulls_last()] if shape.sort else []),
+            case((ranked.c.tier == "exact", 0), else_=1),
+            m.Version.id.desc(),
+        )
+    )
+    _STATEMENTS[shape] = stmt
+    return stmt
+
+
+_STATEMENTS: dict[Shape, Select[Any]] = {}
+
+
+def _params(q: FitQuery, base: m.BaseModel, keys: list[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "base_id": base.id,
+        "structure": base.structure_signature,
+        "shape_keys": keys,
+        "limit": q.limit,
+        "task": q.task,
+        "peft_type": q.peft_type.upper() if q.peft_type else None,
+        "sort_metric": q.sort,
+    }
+    for i, (metric, minimum) in enumerate(sorted(q.min_scores.items())):
+        params[f"min_metric_{i}"] = metric
+        params[f"min_value_{i}"] = minimum
+    return params
+
+
+def _shape_keys(reg: Registry, session: Session, base_id: int) -> tuple[list[str], int]:
+    """(the version-module keys a base satisfies, its module count). A base's module table never
+    changes once it is registered, so this is cached on the Registry."""
+    cached = reg.cache.get(("shape_keys", base_id))
+    if cached is None:
+        rows = session.execute(
+            select(m.BaseModule.name, m.BaseModule.in_features, m.BaseModule.out_features).where(
+                m.BaseModule.base_model_id == base_id
+            )
+        ).all()
+        keys = [k for r in rows for k in base_shape_keys(r.name, r.in_features, r.out_features)]
+        cached = reg.cache[("shape_keys", base_id)] = (keys, len(rows))
+    return cached  # type: ignore[no-any-return]
+
+
 def fit(reg: Registry, q: FitQuery) -> FitResult:
-    with unit_of_work(reg.sessions) as session:
+    with read_only(reg.sessions) as session:
         base = resolve_base(session, q.base)
-        modules = session.scalars(select(m.BaseModule).where(m.BaseModule.base_model_id == base.id)).all()
-        candidates = _parts(base, modules, q.tier)
-        parts = [_filtered(p, q) for p in candidates]
-        fitting = (union_all(*parts) if len(parts) > 1 else parts[0]).subquery()
-        score = (
-            select(func.max(m.EvalScore.value))
-            .where(m.EvalScore.version_id == fitting.c.id, m.EvalScore.metric == q.sort)
-            .scalar_subquery()
-            if q.sort
-            else literal(None)
-        )
-        # Rank and cut on (id, tier, score) alone; read versions, repositories and names for the page.
-        tier_rank = case((fitting.c.tier == "exact", 0), else_=1)
-        order = [score.desc().nulls_last()] if q.sort else []
-        ranked = (
-            select(fitting.c.id, fitting.c.tier, score.label("score"))
-            .order_by(*order, tier_rank, fitting.c.id.desc())
-            .limit(q.limit)
-            .subquery()
-        )
-        base_name = (
-            select(m.BaseName.name)
-            .where(m.BaseName.base_model_id == m.Version.base_model_id)
-            .order_by(m.BaseName.name)
-            .limit(1)
-            .scalar_subquery()
-        )
-        stmt = (
-            select(
-                m.Version.number,
-                m.Version.digest,
-                m.Version.peft_type,
-                m.Version.task,
-                m.Version.r,
-                m.Repository.namespace,
-                m.Repository.name,
-                ranked.c.tier,
-                ranked.c.score,
-                func.coalesce(base_name, m.Version.base_model_name).label("base_label"),
-            )
-            .join(ranked, ranked.c.id == m.Version.id)
-            .join(m.Repository, m.Repository.id == m.Version.repository_id)
-            .order_by(
-                *([ranked.c.score.desc().nulls_last()] if q.sort else []),
-                case((ranked.c.tier == "exact", 0), else_=1),
-                m.Version.id.desc(),
-            )
-        )
+        keys, module_count = _shape_keys(reg, session, base.id)
+        shape = Shape.of(q, session.get_bind().dialect.name)
+        rows = session.connection().execute(_statement(shape), _params(q, base, keys))
         items = [
             FitItem(
                 ref=f"{r.namespace}/{r.name}:{r.number}",
@@ -150,19 +238,21 @@ def fit(reg: Registry, q: FitQuery) -> FitResult:
                 base_model=r.base_label,
                 score=r.score,
             )
-            for r in session.execute(stmt)
+            for r in rows
         ]
         rejected = None
         if q.explain:  # what does not fit this base at all, filters aside
             fits = m.Version.id.in_(
-                union_all(*[_not_forced(p).with_only_columns(m.Version.id) for p in candidates])
+                union_all(
+                    *[_not_forced(p).with_only_columns(m.Version.id) for p in _parts(q.tier, shape.dialect)]
+                )
             )
-            rejected = _explain(session, base, fits)
-        info = base_info(session, base, module_count=len(modules))
+            rejected = _explain(session, base, fits, _params(q, base, keys))
+        info = base_info(session, base, module_count=module_count)
         return FitResult(base=info, items=items, rejected=rejected)
 
 
-def _explain(session: Session, base: m.BaseModel, fits) -> list[FitRejection]:  # type: ignore[no-untyped-def]
+def _explain(session: Session, base: m.BaseModel, fits, params: dict[str, Any]) -> list[FitRejection]:  # type: ignore[no-untyped-def]
     """Why the newest versions outside the answer do not fit (module by module)."""
     view = base_view(session, base)
     rows = session.execute(
@@ -176,7 +266,8 @@ def _explain(session: Session, base: m.BaseModel, fits) -> list[FitRejection]:  
         .join(m.Repository, m.Repository.id == m.Version.repository_id)
         .where(not_(fits))
         .order_by(m.Version.id.desc())
-        .limit(EXPLAIN_LIMIT)
+        .limit(EXPLAIN_LIMIT),
+        {k: params[k] for k in ("base_id", "structure", "shape_keys")},
     ).all()
     out = []
     for r in rows:
