@@ -141,11 +141,14 @@ def jobs_watch(job_id: int, as_json: bool) -> None:
         job = follow(client, job, JobBar(not as_json))
     finally:
         client.close()
+    if job.status != "succeeded":
+        if not as_json:
+            print_job(job)
+        raise_for_job(job)  # one line on stderr (one JSON error document with --json), exit 1
     if as_json:
         emit_json(job)
     else:
         print_job(job)
-    raise_for_job(job)
 
 
 @jobs.command(name="cancel")
@@ -221,8 +224,7 @@ def worker(device: str, once: bool, name: str | None, as_json: bool) -> None:
         err_console.print(f"worker {w.name}: stopping after the current job (signal {signum})")
         stop.set()
 
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     if not as_json:
         err_console.print(
             f"worker {w.name} on {device}, database {settings.effective_database_url.split('@')[-1]}"
@@ -230,6 +232,8 @@ def worker(device: str, once: bool, name: str | None, as_json: bool) -> None:
     try:
         ran = w.run(stop, once=once)
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         reg.close()
     if as_json:
         emit_json({"worker": w.name, "jobs_run": ran})
