@@ -59,7 +59,7 @@ class ExportParams(BaseModel):
     """A registered base (name or sha256:fingerprint) whose files were uploaded, or, in embedded
     mode only, a local model folder."""
     into: str | None = Field(default=None, max_length=256)
-    """Name to register the exported model under (default: export/<adapter repo>-v<N>)."""
+    """Name to register the exported model under (default: <adapter repo>-v<N>-merged[-dtype])."""
     dtype: Literal["bf16", "fp16", "fp32"] | None = None
     """Output dtype; default: the base's own."""
     max_shard_size: int = Field(default=5 * 10**9, ge=1024)

@@ -83,7 +83,7 @@ def run_export(ctx: JobContext) -> dict[str, Any]:
         )
     scratch = ctx.scratch()
     folder, base = local_base(ctx, client, p.base, scratch / "base")
-    _, adapter_dir = pull(client, p.ref, scratch / "adapter")
+    _, adapter_dir = pull(client, adapter.ref, scratch / "adapter")  # the version resolved above
     config = json.loads((folder / "config.json").read_text("utf-8"))
     out = scratch / "out"
     result = export_merged(
