@@ -293,6 +293,39 @@ def export_merged(
     tokenizer files) into `out`. `progress(done_bytes, total_bytes)` may raise to stop."""
     tensors = base_tensors(shards)
     updates, replacements = plan_updates(adapter_dir, tensors, config.get("model_type"))
+    threads = torch.get_num_threads()
+    # One torch thread: the blocked merge is memory-light, and the other core is the writer's
+    # and the hasher's (measured on 2 cores: 4.9 s -> 3.8 s for 2 GB).
+    torch.set_num_threads(1)
+    try:
+        return _export(
+            tensors,
+            updates,
+            replacements,
+            out,
+            config,
+            dtype,
+            max_shard_size,
+            device,
+            extra_sources,
+            progress,
+        )
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _export(
+    tensors: dict[str, SourceTensor],
+    updates: dict[str, Update],
+    replacements: dict[str, torch.Tensor],
+    out: Path,
+    config: dict[str, Any],
+    dtype: str | None,
+    max_shard_size: int,
+    device: str,
+    extra_sources: list[Path] | None,
+    progress: Callable[[int, int], None] | None,
+) -> ExportResult:
     out_dtype = DTYPES[dtype] if dtype else None
     plan: list[PlannedTensor] = []
     for t in tensors.values():

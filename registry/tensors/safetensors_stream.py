@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import os
+from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,6 +33,10 @@ TORCH_TO_ST: dict[torch.dtype, str] = {
 ST_TO_TORCH = {v: k for k, v in TORCH_TO_ST.items()}
 ST_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1}
 ST_ITEMSIZE["BOOL"] = 1
+
+
+IN_FLIGHT = 2
+"""Tensors queued for writing and hashing while the caller computes the next one."""
 
 
 @dataclass(frozen=True)
@@ -89,11 +94,11 @@ class ShardWriter:
         self.expected = {t.name: t.nbytes for t in tensors}
         self.file: BinaryIO = path.open("wb")
         # A tensor is written on one thread and hashed on another while the caller computes the
-        # next one (write() and hashlib release the GIL): compute, I/O and hashing overlap. Only
-        # the previous tensor may still be in flight, so at most two tensors' bytes are alive.
+        # next one (write() and hashlib release the GIL): compute, I/O and hashing overlap. At most
+        # IN_FLIGHT tensors are queued, which bounds memory to a few tensors' bytes.
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="shard-write")
         self._hasher = ThreadPoolExecutor(1, thread_name_prefix="tensor-sha256")
-        self._in_flight: Future[None] | None = None
+        self._in_flight: deque[tuple[Future[None], Future[None]]] = deque()
         self.size = 0
         self.tensor_sha256: dict[str, str] = {}
         self._emit(len(raw).to_bytes(8, "little") + raw)
@@ -104,31 +109,40 @@ class ShardWriter:
 
     def write(self, name: str, chunks: Iterable[bytes | memoryview]) -> None:
         """Queue one tensor's bytes (the chunks are consumed on the writer thread); returns once
-        the previous tensor is fully written and hashed."""
+        fewer than IN_FLIGHT earlier tensors are still being written or hashed."""
         if self.next >= len(self.order) or self.order[self.next] != name:
             raise RuntimeError(f"{self.path.name}: tensor {name} written out of plan order")
-        self._wait()
-        self._in_flight = self._writer.submit(self._write_tensor, name, chunks)
+        while len(self._in_flight) >= IN_FLIGHT:
+            self._settle_oldest()
+        hashed: Future[None] = Future()  # set by the hasher once this tensor's digest is recorded
+        written = self._writer.submit(self._write_tensor, name, chunks, hashed)
+        self._in_flight.append((written, hashed))
         self.next += 1
 
-    def _write_tensor(self, name: str, chunks: Iterable[bytes | memoryview]) -> None:
+    def _write_tensor(self, name: str, chunks: Iterable[bytes | memoryview], hashed: Future[None]) -> None:
         h = hashlib.sha256()
-        hashed: list[Future[None]] = []
         n = 0
         for chunk in chunks:
-            hashed.append(self._hasher.submit(h.update, chunk))
+            self._hasher.submit(h.update, chunk)  # one hasher thread: chunks hash in order
             self._emit(chunk)
             n += len(chunk)
-        for f in hashed:
-            f.result()
         if n != self.expected[name]:
-            raise RuntimeError(f"{name}: wrote {n} bytes, planned {self.expected[name]}")
+            hashed.set_exception(RuntimeError(f"{name}: wrote {n} bytes, planned {self.expected[name]}"))
+            return
+        self._hasher.submit(self._record, name, h, hashed)
+
+    def _record(self, name: str, h: hashlib._Hash, hashed: Future[None]) -> None:
         self.tensor_sha256[name] = h.hexdigest()
+        hashed.set_result(None)
+
+    def _settle_oldest(self) -> None:
+        written, hashed = self._in_flight.popleft()
+        written.result()  # re-raises what went wrong on the writer thread (a failed read...)
+        hashed.result()
 
     def _wait(self) -> None:
-        if self._in_flight is not None:
-            self._in_flight.result()  # re-raises what went wrong on the writer thread
-            self._in_flight = None
+        while self._in_flight:
+            self._settle_oldest()
 
     def finish(self) -> Future[WrittenFile]:
         """Flush and fsync on the writer thread, so the caller can start the next shard while the
