@@ -110,6 +110,31 @@ def base_show(ref: str, as_json: bool) -> None:
     _print_base(info)
 
 
+@base.command(name="pull")
+@click.argument("ref")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Target folder.")
+@click.option("--force", is_flag=True, help="Replace a non-empty target folder.")
+@json_option
+@handle_errors
+def base_pull(ref: str, output: Path, force: bool, as_json: bool) -> None:
+    """Download an uploaded base (or an exported model) into a folder transformers loads."""
+    from registry.client.transfer import write_files
+    from registry.errors import BaseNotUploaded
+
+    client = _client()
+    try:
+        info = client.get_base(ref)
+        if not info.files:
+            raise BaseNotUploaded(f"base {ref!r} was registered without its files", base=ref)
+        write_files(client, info.files, output, force=force, progress=RichProgress(not as_json))
+    finally:
+        client.close()
+    if as_json:
+        emit_json({"base": ref, "fingerprint": info.fingerprint, "path": str(output)})
+        return
+    console.print(f"[green]pulled[/green] {ref} {info.fingerprint} -> {output}", highlight=False)
+
+
 def _print_base(b: BaseInfo) -> None:
     rows = [
         ("names", ", ".join(n.name + (f"@{n.revision}" if n.revision else "") for n in b.names) or "-"),

@@ -15,6 +15,7 @@ from registry.client.local import LocalClient
 from registry.client.transfer import write_files
 from registry.config import Settings
 from registry.entities import FileInfo
+from registry.errors import BadRequest
 from registry.jobspec import JobRequest, parse_size
 
 
@@ -68,6 +69,10 @@ def export(
 ) -> None:
     """Merge adapter REF into its base and store the result as a derived model (standard sharded
     safetensors that transformers loads), streaming one tensor at a time."""
+    if output is not None and no_wait:
+        raise BadRequest(
+            "-o needs the export to finish here; drop --no-wait (or pull it later from `base show`)"
+        )
     client = open_client(Settings())
     try:
         progress = RichProgress(not as_json)

@@ -59,6 +59,11 @@ def test_export_registers_a_derived_model_that_equals_peft_merge(
     assert derived["lineage"]["adapter_digest"] == pushed["digest"]
     assert derived["lineage"]["base_fingerprint"] == pushed["info"]["base_fingerprint"]
     assert derived["lineage"]["kind"] == "export"
+    again_out = tmp_path / "pulled"
+    adapters("base", "pull", "legal-merged", "-o", str(again_out))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == {
+        p.name: p.read_bytes() for p in again_out.iterdir()
+    }
     # The same export again publishes nothing new: content-addressed, same fingerprint, same base.
     again = adapters.json(
         "export", "acme/legal", "--base", str(base_dir), "--into", "legal-merged", "--max-shard-size", "100KB"
