@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,6 +14,8 @@ from registry.api import problems
 from registry.api.routes import aliases, bases, blobs, health, jobs, versions
 from registry.config import Settings
 from registry.services.context import Registry
+
+log = logging.getLogger("registry.api")
 
 
 def create_app(
@@ -26,7 +30,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         thread = None
-        if worker:
+        if worker and importlib.util.find_spec("torch") is None:
+            # An API-only install (the Docker image): jobs wait for `adapters worker` processes.
+            log.warning("torch is not installed: no in-process job worker; run `adapters worker`")
+        elif worker:
             from registry.worker import Worker, WorkerThread
 
             thread = WorkerThread(Worker(reg, settings)).start()

@@ -21,11 +21,11 @@ def submit_and_follow(
 ) -> JobInfo:
     """Submit; with `wait`, follow the job to its end (raising its error when it fails), running
     an in-process worker meanwhile where there is no server (unless `in_process_worker` is off)."""
+    if wait and in_process_worker:
+        client.start_worker()  # first: a process that cannot run jobs refuses before queueing one
     job = client.submit_job(request)
     if not wait:
         return job
-    if in_process_worker:
-        client.start_worker()
     return raise_for_job(follow(client, job, on_update))
 
 

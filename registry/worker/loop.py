@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import shutil
@@ -10,7 +11,7 @@ import threading
 import uuid
 
 from registry.config import Settings
-from registry.errors import JobCancelled, LeaseLost, RegistryError, ServerUnavailable
+from registry.errors import BadRequest, JobCancelled, LeaseLost, RegistryError, ServerUnavailable
 from registry.jobspec import JobInfo
 from registry.services import jobs
 from registry.services.context import Registry
@@ -51,6 +52,15 @@ class Heartbeat(threading.Thread):
         self.join()
 
 
+def require_tensor_stack() -> None:
+    """Jobs run torch code: refuse to start a worker that could only fail them."""
+    if importlib.util.find_spec("torch") is None:
+        raise BadRequest(
+            "jobs (merge, export, check-4bit) need the tensor stack: pip install torch, then "
+            "pip install 'adapter-registry[tensors]'"
+        )
+
+
 class Worker:
     """Runs jobs from one registry. Many workers (threads, processes, machines) share a queue."""
 
@@ -64,6 +74,7 @@ class Worker:
         lease_s: float | None = None,
         poll_s: float | None = None,
     ) -> None:
+        require_tensor_stack()
         self.reg = reg
         self.settings = settings
         self.device = device
