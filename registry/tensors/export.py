@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import mmap
 import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from registry.formats.model_folder import (
 from registry.formats.weights import PREFIX
 from registry.tensors.lora import LoraModuleFactors, load_lora
 from registry.tensors.safetensors_stream import (
+    IN_FLIGHT,
     ST_TO_TORCH,
     TORCH_TO_ST,
     PlannedTensor,
@@ -42,7 +44,6 @@ from registry.tensors.safetensors_stream import (
     tensor_bytes,
 )
 
-COPY_CHUNK = 16 * 1024 * 1024
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 EXPORTABLE = ("LORA", "IA3")
 
@@ -203,13 +204,17 @@ def _check_shape(wname: str, u: Update, shape: tuple[int, ...]) -> None:
 BLOCK_ELEMENTS = 1 << 19  # 2 MiB of float32: a row block stays in cache through convert, add, cast
 
 
-def merge_weight(w: torch.Tensor, u: Update, out_dtype: torch.dtype) -> torch.Tensor:
+def merge_weight(
+    w: torch.Tensor, u: Update, out_dtype: torch.dtype, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """The merged weight in `out_dtype`, computed in float32 row block by row block: each block is
     converted, updated and cast while it sits in cache, instead of streaming the whole weight
     through memory three times in float32. DoRA needs whole-row norms: it takes the plain path."""
     if u.magnitude is not None or w.dim() != 2:
-        return apply_update(w, u).to(out_dtype)
-    out = torch.empty(w.shape, dtype=out_dtype, device=w.device)
+        merged = apply_update(w, u)  # may share memory with `w`, a reused read buffer: copy out
+        return out.copy_(merged) if out is not None else merged.to(out_dtype, copy=True)
+    if out is None:
+        out = torch.empty(w.shape, dtype=out_dtype, device=w.device)
     rows = max(1, BLOCK_ELEMENTS // max(1, w.shape[1]))
     left = right = None
     if u.lora is not None:
@@ -217,17 +222,23 @@ def merge_weight(w: torch.Tensor, u: Update, out_dtype: torch.dtype) -> torch.Te
         b, a = f.b.to(w.device), f.a.to(w.device)
         # Storage rows: W is [out, in] = B @ A; Conv1D and embeddings store the transpose, A^T @ B^T.
         left, right = (a.T, b.T) if (u.conv1d or f.embedding) else (b, a)
+    # One float32 block buffer, reused: it stays in cache, and nothing is allocated per block.
+    buffer = torch.empty((rows, w.shape[1]), dtype=torch.float32, device=w.device)
+    scale = None
+    if u.ia3 is not None:
+        scale = u.ia3.to(w.device).float()
+        scale = scale.T if u.conv1d else scale  # (1, in) scales columns, (out, 1) rows
     for r0 in range(0, w.shape[0], rows):
-        block = w[r0 : r0 + rows].float()
+        n = min(rows, w.shape[0] - r0)
+        block = buffer[:n]
+        block.copy_(w[r0 : r0 + n])
         if left is not None and right is not None:
             assert u.lora is not None
-            block.addmm_(left[r0 : r0 + rows], right, alpha=u.lora.scale)
+            block.addmm_(left[r0 : r0 + n], right, alpha=u.lora.scale)
         else:
-            assert u.ia3 is not None
-            scale = u.ia3.to(w.device).float()
-            scale = scale.T if u.conv1d else scale  # (1, in) scales columns, (out, 1) rows
-            block.mul_(scale if scale.shape[0] == 1 else scale[r0 : r0 + rows])
-        out[r0 : r0 + rows] = block
+            assert scale is not None
+            block.mul_(scale if scale.shape[0] == 1 else scale[r0 : r0 + n])
+        out[r0 : r0 + n].copy_(block)
     return out
 
 
@@ -253,28 +264,34 @@ def apply_update(w: torch.Tensor, u: Update) -> torch.Tensor:
     return w * (scale.T if u.conv1d else scale)
 
 
+class BufferRing:
+    """Byte buffers allocated once and used in turn. A buffer comes round again only after
+    IN_FLIGHT later tensors were queued, by which time the shard writer has settled it; reusing
+    them keeps RSS flat and spares the allocator (and the page faults of fresh memory)."""
+
+    def __init__(self, count: int, nbytes: int) -> None:
+        self.buffers = [torch.empty(nbytes, dtype=torch.uint8) for _ in range(count)]
+        self.turn = 0
+
+    def take(self, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+        buffer = self.buffers[self.turn % len(self.buffers)]
+        self.turn += 1
+        nbytes = math.prod(shape) * dtype.itemsize
+        return buffer[:nbytes].view(dtype).reshape(shape)
+
+
 def read_tensor(src: SourceTensor) -> torch.Tensor:
-    """One tensor read into its own memory with plain reads: a memory map would leave every page
-    it touched resident (and counted in RSS) until the whole file is closed."""
+    """One tensor, mapped straight from its shard (no copy through a read buffer). The mapping is
+    private (copy-on-write: in-place maths cannot reach the file) and lives as long as the tensor,
+    so pages stay resident for one tensor at a time, not for the whole file."""
     dtype = ST_TO_TORCH[src.dtype]
-    raw = torch.empty(src.end - src.start, dtype=torch.uint8)  # uninitialised: no zero-fill pass
+    if src.end == src.start:
+        return torch.empty(src.shape, dtype=dtype)
+    base = src.start - src.start % mmap.ALLOCATIONGRANULARITY
     with src.path.open("rb") as f:
-        f.seek(src.start)
-        if raw.numel() and f.readinto(memoryview(raw.numpy())) != raw.numel():  # type: ignore[arg-type]
-            raise ExportRefused(f"{src.path.name}: truncated while reading {src.name}")
+        mapped = mmap.mmap(f.fileno(), src.end - base, offset=base, access=mmap.ACCESS_COPY)
+    raw = torch.frombuffer(mapped, dtype=torch.uint8, offset=src.start - base, count=src.end - src.start)
     return raw.view(dtype).reshape(src.shape)
-
-
-def _copy_bytes(src: SourceTensor) -> Iterator[bytes]:
-    with src.path.open("rb") as f:
-        f.seek(src.start)
-        left = src.end - src.start
-        while left > 0:
-            chunk = f.read(min(COPY_CHUNK, left))
-            if not chunk:
-                raise ExportRefused(f"{src.path.name}: truncated while reading {src.name}")
-            left -= len(chunk)
-            yield chunk
 
 
 def export_merged(
@@ -337,6 +354,11 @@ def _export(
     shard_plans = plan_shards(plan, max_shard_size)
     total = sum(t.nbytes for t in plan)
     done = 0
+    changed = set(updates) | set(replacements) | set(bias_scale)
+    converted = [t for t in plan if t.name in changed or t.dtype != tensors[t.name].dtype]
+    outs = (
+        BufferRing(IN_FLIGHT + 1, max(t.nbytes for t in converted)) if converted and device == "cpu" else None
+    )
     out.mkdir(parents=True, exist_ok=True)
     finishing: list[Future[WrittenFile]] = []
     for i, shard in enumerate(shard_plans):
@@ -348,21 +370,27 @@ def _export(
         writer = ShardWriter(out / fname, shard)
         for planned in shard:
             src = tensors[planned.name]
-            changed = planned.name in updates or planned.name in replacements or planned.name in bias_scale
-            if not changed and planned.dtype == src.dtype:
-                writer.write(planned.name, _copy_bytes(src))
-            else:
-                value = read_tensor(src)
-                if planned.name in replacements:
-                    value = replacements[planned.name]
-                elif planned.name in updates:
-                    value = merge_weight(value.to(device), updates[planned.name], ST_TO_TORCH[planned.dtype])
-                elif planned.name in bias_scale:
-                    u = bias_scale[planned.name]
-                    assert u.ia3 is not None
-                    value = value.float() * u.ia3.reshape(value.shape).to(value.device)
-                writer.write(planned.name, [tensor_bytes(value.to(ST_TO_TORCH[planned.dtype]))])
-                del value
+            target = ST_TO_TORCH[planned.dtype]
+            if planned.name not in changed and planned.dtype == src.dtype:
+                writer.copy(planned.name, src.path, src.start, src.end)
+                value = None
+            elif planned.name in replacements:
+                value = replacements[planned.name].to(target)
+            elif planned.name in updates:
+                slot = outs.take(target, src.shape) if outs is not None else None
+                value = merge_weight(read_tensor(src).to(device), updates[planned.name], target, slot)
+            elif planned.name in bias_scale:
+                ia3 = bias_scale[planned.name].ia3
+                assert ia3 is not None
+                bias = read_tensor(src)
+                value = (bias.float() * ia3.reshape(bias.shape)).to(target)
+            else:  # a dtype change only
+                value = (
+                    outs.take(target, src.shape) if outs is not None else torch.empty(src.shape, dtype=target)
+                )
+                value.copy_(read_tensor(src))
+            if value is not None:
+                writer.write(planned.name, [tensor_bytes(value)])
             done += planned.nbytes
             if progress is not None:
                 progress(done, total)

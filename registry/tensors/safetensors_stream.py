@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import mmap
 import os
 from collections import deque
 from collections.abc import Iterable
@@ -35,8 +36,11 @@ ST_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16
 ST_ITEMSIZE["BOOL"] = 1
 
 
+COPY_CHUNK = 16 * 1024 * 1024
 IN_FLIGHT = 2
 """Tensors queued for writing and hashing while the caller computes the next one."""
+HASH_BACKLOG = 2
+"""Chunks of one streamed tensor written but not yet hashed."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,8 @@ class ShardWriter:
         raw = json.dumps(header, separators=(",", ":")).encode()
         raw += b" " * (-len(raw) % 8)  # data starts 8-byte aligned
         self.expected = {t.name: t.nbytes for t in tensors}
-        self.file: BinaryIO = path.open("wb")
+        # Unbuffered: writes are whole tensors, and copy_file_range moves the same file offset.
+        self.file: BinaryIO = path.open("wb", buffering=0)
         # A tensor is written on one thread and hashed on another while the caller computes the
         # next one (write() and hashlib release the GIL): compute, I/O and hashing overlap. At most
         # IN_FLIGHT tensors are queued, which bounds memory to a few tensors' bytes.
@@ -104,8 +109,54 @@ class ShardWriter:
         self._emit(len(raw).to_bytes(8, "little") + raw)
 
     def _emit(self, data: bytes | memoryview) -> None:
-        self.file.write(data)
+        view = memoryview(data)
+        while view:  # a raw file may write less than asked
+            view = view[self.file.write(view) or 0 :]
         self.size += len(data)
+
+    def copy(self, name: str, source: Path, start: int, end: int) -> None:
+        """Queue an unchanged tensor: copied inside the kernel (copy_file_range, no trip through
+        user memory) and hashed from its source through short-lived memory maps."""
+        if self.next >= len(self.order) or self.order[self.next] != name:
+            raise RuntimeError(f"{self.path.name}: tensor {name} written out of plan order")
+        if end - start != self.expected[name]:
+            raise RuntimeError(f"{name}: {end - start} bytes in the source, planned {self.expected[name]}")
+        while len(self._in_flight) >= IN_FLIGHT:
+            self._settle_oldest()
+        hashed = self._hasher.submit(self._hash_range, name, source, start, end)
+        written = self._writer.submit(self._copy_range, source, start, end)
+        self._in_flight.append((written, hashed))
+        self.next += 1
+
+    def _copy_range(self, source: Path, start: int, end: int) -> None:
+        with source.open("rb") as src:
+            try:
+                offset = start
+                while offset < end:
+                    n = os.copy_file_range(src.fileno(), self.file.fileno(), end - offset, offset)
+                    if n == 0:
+                        raise RuntimeError(f"{source.name}: truncated at byte {offset}")
+                    offset += n
+            except OSError:  # no copy_file_range here (another OS, another filesystem): copy by hand
+                src.seek(offset)
+                while offset < end:
+                    chunk = src.read(min(COPY_CHUNK, end - offset))
+                    if not chunk:
+                        raise RuntimeError(f"{source.name}: truncated at byte {offset}") from None
+                    self.file.write(chunk)
+                    offset += len(chunk)
+        self.size += end - start
+
+    def _hash_range(self, name: str, source: Path, start: int, end: int) -> None:
+        h = hashlib.sha256()
+        with source.open("rb") as src:
+            for pos in range(start, end, COPY_CHUNK):
+                base = pos - pos % mmap.ALLOCATIONGRANULARITY
+                stop = min(end, pos + COPY_CHUNK)
+                with mmap.mmap(src.fileno(), stop - base, offset=base, access=mmap.ACCESS_READ) as mm:
+                    with memoryview(mm) as view:
+                        h.update(view[pos - base :])
+        self.tensor_sha256[name] = h.hexdigest()
 
     def write(self, name: str, chunks: Iterable[bytes | memoryview]) -> None:
         """Queue one tensor's bytes (the chunks are consumed on the writer thread); returns once
@@ -122,10 +173,13 @@ class ShardWriter:
     def _write_tensor(self, name: str, chunks: Iterable[bytes | memoryview], hashed: Future[None]) -> None:
         h = hashlib.sha256()
         n = 0
+        backlog: deque[Future[None]] = deque()
         for chunk in chunks:
-            self._hasher.submit(h.update, chunk)  # one hasher thread: chunks hash in order
+            backlog.append(self._hasher.submit(h.update, chunk))  # one hasher: chunks hash in order
             self._emit(chunk)
             n += len(chunk)
+            while len(backlog) > HASH_BACKLOG:  # a streamed tensor's chunks wait to be hashed: bound them
+                backlog.popleft().result()
         if n != self.expected[name]:
             hashed.set_exception(RuntimeError(f"{name}: wrote {n} bytes, planned {self.expected[name]}"))
             return
