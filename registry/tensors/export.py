@@ -1,10 +1,10 @@
 """Export: merge an adapter into its base, streaming the base tensor by tensor.
 
-Each base tensor is read from its (memory-mapped) shard, the adapter's update is added in float32
-(LoRA: W + scale * B @ A, DoRA rescaled by its magnitude vector; IA3: W * l), the result is cast to
-the output dtype and appended to the output shard, whose header was planned up front. Tensors the
-adapter does not touch are copied byte for byte when their dtype stays. Peak memory is about one
-tensor plus the adapter, whatever the size of the model.
+Each base tensor is mapped from its shard while it is merged, the adapter's update is added in
+float32 row block by row block (LoRA: W + scale * B @ A, DoRA rescaled by its magnitude vector;
+IA3: W * l), the result is cast to the output dtype and appended to the output shard, whose header
+was planned up front. Tensors the adapter does not touch are copied in-kernel when their dtype
+stays. Peak memory is a few tensors plus the adapter, whatever the size of the model.
 """
 
 from __future__ import annotations
@@ -265,7 +265,7 @@ def apply_update(w: torch.Tensor, u: Update) -> torch.Tensor:
 
 
 class BufferRing:
-    """Byte buffers allocated once and used in turn. A buffer comes round again only after
+    """Output buffers allocated once and used in turn. A buffer comes round again only after
     IN_FLIGHT later tensors were queued, by which time the shard writer has settled it; reusing
     them keeps RSS flat and spares the allocator (and the page faults of fresh memory)."""
 
