@@ -109,10 +109,13 @@ class ShardWriter:
         self._emit(len(raw).to_bytes(8, "little") + raw)
 
     def _emit(self, data: bytes | memoryview) -> None:
-        view = memoryview(data)
-        while view:  # a raw file may write less than asked
-            view = view[self.file.write(view) or 0 :]
+        self._write_all(data)
         self.size += len(data)
+
+    def _write_all(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:  # an unbuffered file may write less than asked
+            view = view[self.file.write(view) or 0 :]
 
     def copy(self, name: str, source: Path, start: int, end: int) -> None:
         """Queue an unchanged tensor: copied inside the kernel (copy_file_range, no trip through
@@ -129,22 +132,24 @@ class ShardWriter:
         self.next += 1
 
     def _copy_range(self, source: Path, start: int, end: int) -> None:
+        offset = start
         with source.open("rb") as src:
-            try:
-                offset = start
-                while offset < end:
-                    n = os.copy_file_range(src.fileno(), self.file.fileno(), end - offset, offset)
-                    if n == 0:
-                        raise RuntimeError(f"{source.name}: truncated at byte {offset}")
-                    offset += n
-            except OSError:  # no copy_file_range here (another OS, another filesystem): copy by hand
-                src.seek(offset)
-                while offset < end:
-                    chunk = src.read(min(COPY_CHUNK, end - offset))
-                    if not chunk:
-                        raise RuntimeError(f"{source.name}: truncated at byte {offset}") from None
-                    self.file.write(chunk)
-                    offset += len(chunk)
+            if hasattr(os, "copy_file_range"):  # Linux
+                try:
+                    while offset < end:
+                        n = os.copy_file_range(src.fileno(), self.file.fileno(), end - offset, offset)
+                        if n == 0:
+                            raise RuntimeError(f"{source.name}: truncated at byte {offset}")
+                        offset += n
+                except OSError:  # not between these filesystems: copy the rest by hand
+                    pass
+            src.seek(offset)
+            while offset < end:
+                chunk = src.read(min(COPY_CHUNK, end - offset))
+                if not chunk:
+                    raise RuntimeError(f"{source.name}: truncated at byte {offset}")
+                self._write_all(chunk)
+                offset += len(chunk)
         self.size += end - start
 
     def _hash_range(self, name: str, source: Path, start: int, end: int) -> None:
