@@ -258,6 +258,12 @@ class ExportRefused(RegistryError, ValueError):
     title = "Export refused"
 
 
+class CheckRefused(RegistryError, ValueError):
+    code = "check_refused"
+    status = 422
+    title = "4-bit check refused"
+
+
 class BaseNotUploaded(RegistryError):
     code = "base_not_uploaded"
     status = 409

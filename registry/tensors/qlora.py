@@ -12,12 +12,15 @@ Four views, then a verdict:
 from __future__ import annotations
 
 import gc
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from registry.errors import CheckRefused
 
 BLOCKSIZE = 64
 # The verdict's thresholds (README: "4-bit check").
@@ -132,6 +135,14 @@ def check_4bit(
     def step(fraction: float, stage: str) -> None:
         if progress is not None:
             progress(fraction, stage)
+
+    config = json.loads((base_dir / "config.json").read_text("utf-8"))
+    if not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in config.get("architectures") or []):
+        raise CheckRefused(
+            f"check-4bit compares next-token distributions, so it runs on causal language models; this "
+            f"base is {config.get('architectures') or config.get('model_type')}",
+            architectures=config.get("architectures"),
+        )
 
     step(0.0, "loading the full-precision base")
     fp_base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()

