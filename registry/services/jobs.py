@@ -84,7 +84,7 @@ def cancel(reg: Registry, job_id: int) -> JobInfo:
         return job_info(job)
 
 
-def claim(reg: Registry, worker: str, lease_s: float, types: list[str] | None = None) -> Claim | None:
+def claim(reg: Registry, worker: str, lease_s: float) -> Claim | None:
     """Take the oldest claimable job, or None. Lapsed jobs out of attempts are failed on the way."""
     with unit_of_work(reg.sessions) as session:
         while True:
@@ -101,8 +101,6 @@ def claim(reg: Registry, worker: str, lease_s: float, types: list[str] | None = 
                 .limit(1)
                 .with_for_update(skip_locked=True)
             )
-            if types:
-                stmt = stmt.where(m.Job.type.in_(types))
             job = session.scalars(stmt).one_or_none()
             if job is None:
                 return None

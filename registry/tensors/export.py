@@ -209,10 +209,10 @@ def merge_weight(
 ) -> torch.Tensor:
     """The merged weight in `out_dtype`, computed in float32 row block by row block: each block is
     converted, updated and cast while it sits in cache, instead of streaming the whole weight
-    through memory three times in float32. DoRA needs whole-row norms: it takes the plain path."""
-    if u.magnitude is not None or w.dim() != 2:
-        merged = apply_update(w, u)  # may share memory with `w`, a reused read buffer: copy out
-        return out.copy_(merged) if out is not None else merged.to(out_dtype, copy=True)
+    through memory three times in float32. DoRA needs whole-row norms: it takes its own path."""
+    if u.magnitude is not None:
+        merged = dora_merge(w, u)
+        return out.copy_(merged) if out is not None else merged.to(out_dtype)
     if out is None:
         out = torch.empty(w.shape, dtype=out_dtype, device=w.device)
     rows = max(1, BLOCK_ELEMENTS // max(1, w.shape[1]))
@@ -242,26 +242,16 @@ def merge_weight(
     return out
 
 
-def apply_update(w: torch.Tensor, u: Update) -> torch.Tensor:
-    """The merged weight in float32, in the base's storage layout, exactly as PEFT merges it."""
-    w = w.float()
-    if u.lora is not None:
-        f = u.lora
-        b, a = f.b.to(w.device), f.a.to(w.device)
-        # In place on the float32 copy: W += scale * B @ A, no second weight-sized temporary.
-        # PEFT's embedding LoRA is (B @ A)^T, [num_embeddings, dim]; Conv1D stores W^T.
-        merged = w.T if u.conv1d else w  # [out, in] view
-        if f.embedding:
-            merged.addmm_(a.T, b.T, alpha=f.scale)
-        else:
-            merged.addmm_(b, a, alpha=f.scale)
-        if u.magnitude is not None:  # DoRA: magnitude times the column-normalised direction
-            norm = torch.linalg.norm(merged, dim=1)
-            merged = (u.magnitude.to(w.device).float() / norm).view(-1, 1) * merged
-        return merged.T if u.conv1d else merged
-    assert u.ia3 is not None
-    scale = u.ia3.to(w.device)
-    return w * (scale.T if u.conv1d else scale)
+def dora_merge(w: torch.Tensor, u: Update) -> torch.Tensor:
+    """A DoRA weight merged as PEFT merges it, in float32: (W + scale * B @ A), each output row
+    rescaled to the magnitude vector's norm."""
+    assert u.lora is not None and u.magnitude is not None
+    f = u.lora
+    oriented = w.T if u.conv1d else w  # [out, in]
+    merged = torch.addmm(oriented.float(), f.b.to(w.device), f.a.to(w.device), alpha=f.scale)
+    norm = torch.linalg.norm(merged, dim=1)
+    merged = (u.magnitude.to(w.device).float() / norm).view(-1, 1) * merged
+    return merged.T if u.conv1d else merged
 
 
 class BufferRing:
