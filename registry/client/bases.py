@@ -18,6 +18,7 @@ from registry.formats.model_folder import (
     arch_facts,
     extra_files,
     inspect_model,
+    is_causal_lm,
     module_table,
     structure_signature,
     with_tied_head,
@@ -113,10 +114,7 @@ def _meta_shapes(cfg: dict[str, Any]) -> dict[str, tuple[str, tuple[int, ...]]]:
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
     config = AutoConfig.for_model(**cfg)
-    archs = cfg.get("architectures") or []
-    auto = (
-        AutoModelForCausalLM if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs) else AutoModel
-    )
+    auto = AutoModelForCausalLM if is_causal_lm(cfg) else AutoModel
     with torch.device("meta"):
         model = auto.from_config(config)
     state = model.state_dict()

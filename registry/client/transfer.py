@@ -124,6 +124,17 @@ def pull(
     return info, out
 
 
+def fetch_missing(client: RegistryClient, files: list[FileInfo], progress: TransferProgress | None) -> None:
+    """Download into the client's local cache the blobs it does not have yet."""
+    todo = [f for f in files if client.cache.stat(f.sha256) is None]
+    if progress and todo:
+        progress.start("downloading", sum(f.size for f in todo))
+    for f in todo:
+        client.fetch_blob(f.sha256, f.size, progress)
+    if progress and todo:
+        progress.finish()
+
+
 def write_files(
     client: RegistryClient,
     files: list[FileInfo],
@@ -135,13 +146,7 @@ def write_files(
     """Download what the local cache lacks, verify, and write the files into `out` atomically."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise OutputExists(f"{out} exists and is not empty; pass --force to replace it", path=str(out))
-    todo = [f for f in files if client.cache.stat(f.sha256) is None]
-    if progress and todo:
-        progress.start("downloading", sum(f.size for f in todo))
-    for f in todo:
-        client.fetch_blob(f.sha256, f.size, progress)
-    if progress and todo:
-        progress.finish()
+    fetch_missing(client, files, progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.pull-", dir=out.parent))
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import mmap
 import os
 from collections.abc import Callable
@@ -178,11 +179,51 @@ def with_tied_head(modules: list[ModuleShape], cfg: dict[str, Any]) -> list[Modu
         ),
         None,
     )
-    if emb is None or not any(
-        a.endswith(("ForCausalLM", "LMHeadModel")) for a in cfg.get("architectures") or []
-    ):
+    if emb is None or not is_causal_lm(cfg):
         return modules
     return [*modules, ModuleShape("lm_head", "linear", emb.out_features, emb.in_features)]
+
+
+@dataclass(frozen=True)
+class LocatedTensor:
+    """A tensor of a model folder: its shard and its byte range there (absolute file offsets)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    path: Path
+    start: int
+    end: int
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+def locate_tensors(shards: list[Path]) -> dict[str, LocatedTensor]:
+    """Every tensor of the shards, in file then offset order; a tensor in two shards is refused."""
+    located: dict[str, LocatedTensor] = {}
+    for shard in shards:
+        offset, tensors = read_tensors(shard)
+        for name, info in sorted(tensors.items(), key=lambda kv: kv[1].start):
+            if name in located:
+                raise BadRequest(f"tensor {name} appears in both {located[name].path.name} and {shard.name}")
+            located[name] = LocatedTensor(
+                name, info.dtype, info.shape, shard, offset + info.start, offset + info.end
+            )
+    return located
+
+
+def is_causal_lm(cfg: dict[str, Any]) -> bool:
+    return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in cfg.get("architectures") or [])
+
+
+def weights_fingerprint(shapes: dict[str, tuple[str, tuple[int, ...]]], tensor_sha256: dict[str, str]) -> str:
+    """sha256 over the sorted "name<TAB>dtype<TAB>shape<TAB>sha256(tensor bytes)" lines."""
+    lines = "".join(
+        f"{n}\t{shapes[n][0]}\t{list(shapes[n][1])}\t{tensor_sha256[n]}\n" for n in sorted(shapes)
+    )
+    return "sha256:" + hashlib.sha256(lines.encode()).hexdigest()
 
 
 def structure_signature(tensors: dict[str, tuple[str, tuple[int, ...]]]) -> str:
@@ -217,45 +258,26 @@ def inspect_model(
     cfg = read_config(folder)
     arch = arch_facts(cfg)
     shards = weight_files(folder)
-    located: dict[str, tuple[Path, int, TensorInfo]] = {}
-    for shard in shards:
-        offset, tensors = read_tensors(shard)
-        for name, info in tensors.items():
-            if name in located:
-                raise BadRequest(f"tensor {name} appears in both {located[name][0].name} and {shard.name}")
-            located[name] = (shard, offset, info)
-    shapes = {n: (info.dtype, info.shape) for n, (_, _, info) in located.items()}
+    located = locate_tensors(shards)
+    shapes = {n: (t.dtype, t.shape) for n, t in located.items()}
     facts = ModelFacts(
         arch=arch,
         config=cfg,
         modules=with_tied_head(module_table(shapes, arch.model_type), cfg),
         structure_signature=structure_signature(shapes),
-        param_count=sum(info.numel for _, _, info in located.values()),
-        tensor_bytes=sum(info.end - info.start for _, _, info in located.values()),
+        param_count=sum(t.numel for t in located.values()),
+        tensor_bytes=sum(t.end - t.start for t in located.values()),
         files=shards,
     )
     if with_fingerprint:
-        names = sorted(located)
         # Largest tensors first so the pool is not left waiting on one big tensor at the end.
-        order = sorted(names, key=lambda n: located[n][2].start - located[n][2].end)
+        order = sorted(located, key=lambda n: located[n].start - located[n].end)
         with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
-            digests = dict(
-                zip(
-                    order,
-                    pool.map(
-                        lambda n: _hash_range(
-                            located[n][0],
-                            located[n][1] + located[n][2].start,
-                            located[n][1] + located[n][2].end,
-                            progress,
-                        ),
-                        order,
-                    ),
-                    strict=True,
-                )
+            hashed = pool.map(
+                lambda n: _hash_range(located[n].path, located[n].start, located[n].end, progress), order
             )
-        lines = "".join(f"{n}\t{shapes[n][0]}\t{list(shapes[n][1])}\t{digests[n]}\n" for n in names)
-        facts.fingerprint = "sha256:" + hashlib.sha256(lines.encode()).hexdigest()
+            digests = dict(zip(order, hashed, strict=True))
+        facts.fingerprint = weights_fingerprint(shapes, digests)
     return facts
 
 

@@ -9,7 +9,6 @@ stays. Peak memory is a few tensors plus the adapter, whatever the size of the m
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import mmap
@@ -28,8 +27,10 @@ from registry.errors import ExportRefused
 from registry.formats.model_folder import (
     BASE_EXTRA_FILES,
     CONV1D_MODEL_TYPES,
-    read_tensors,
+    LocatedTensor,
+    locate_tensors,
     structure_signature,
+    weights_fingerprint,
 )
 from registry.formats.weights import PREFIX
 from registry.tensors.lora import LoraModuleFactors, load_lora
@@ -46,16 +47,6 @@ from registry.tensors.safetensors_stream import (
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 EXPORTABLE = ("LORA", "IA3")
-
-
-@dataclass(frozen=True)
-class SourceTensor:
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    path: Path
-    start: int
-    end: int
 
 
 @dataclass
@@ -82,20 +73,6 @@ class ExportResult:
     dtype: str
 
 
-def base_tensors(shards: list[Path]) -> dict[str, SourceTensor]:
-    """Every tensor of the base, in file then offset order."""
-    out: dict[str, SourceTensor] = {}
-    for shard in shards:
-        offset, tensors = read_tensors(shard)
-        for name, info in sorted(tensors.items(), key=lambda kv: kv[1].start):
-            if name in out:
-                raise ExportRefused(f"tensor {name} appears in two shards of the base")
-            out[name] = SourceTensor(
-                name, info.dtype, info.shape, shard, offset + info.start, offset + info.end
-            )
-    return out
-
-
 def _locate(module: str, modules: set[str]) -> str | None:
     """The base module an adapter module names: exact, then without leading components (a model
     with a head names `model.layers...`), then the unique base module ending with it."""
@@ -114,7 +91,7 @@ def _is_feedforward(module: str, spec: Any) -> bool:
 
 
 def plan_updates(
-    adapter_dir: Path, tensors: dict[str, SourceTensor], model_type: str | None
+    adapter_dir: Path, tensors: dict[str, LocatedTensor], model_type: str | None
 ) -> tuple[dict[str, Update], dict[str, torch.Tensor]]:
     """(updates by base weight name, full replacement tensors by base tensor name), after checking
     every target against the base's shapes. Nothing is written when this refuses."""
@@ -166,7 +143,7 @@ def plan_updates(
     return updates, replacements
 
 
-def _target(name: str, modules: set[str], tensors: dict[str, SourceTensor]) -> str:
+def _target(name: str, modules: set[str], tensors: dict[str, LocatedTensor]) -> str:
     target = _locate(name, modules)
     if target is None:
         tied = name.endswith("lm_head")
@@ -270,7 +247,7 @@ class BufferRing:
         return buffer[:nbytes].view(dtype).reshape(shape)
 
 
-def read_tensor(src: SourceTensor) -> torch.Tensor:
+def read_tensor(src: LocatedTensor) -> torch.Tensor:
     """One tensor, mapped straight from its shard (no copy through a read buffer). The mapping is
     private (copy-on-write: in-place maths cannot reach the file) and lives as long as the tensor,
     so pages stay resident for one tensor at a time, not for the whole file."""
@@ -298,7 +275,7 @@ def export_merged(
 ) -> ExportResult:
     """Write base + adapter, merged, as standard sharded safetensors (plus index, config and
     tokenizer files) into `out`. `progress(done_bytes, total_bytes)` may raise to stop."""
-    tensors = base_tensors(shards)
+    tensors = locate_tensors(shards)
     updates, replacements = plan_updates(adapter_dir, tensors, config.get("model_type"))
     threads = torch.get_num_threads()
     # One torch thread: the blocked merge is memory-light, and the other core is the writer's
@@ -322,7 +299,7 @@ def export_merged(
 
 
 def _export(
-    tensors: dict[str, SourceTensor],
+    tensors: dict[str, LocatedTensor],
     updates: dict[str, Update],
     replacements: dict[str, torch.Tensor],
     out: Path,
@@ -389,11 +366,10 @@ def _export(
     extras = _write_side_files(out, written, shard_plans, config, dtype, extra_sources or [])
     shapes = {t.name: (t.dtype, t.shape) for t in plan}
     digests = {n: d for w in written for n, d in w.tensor_sha256.items()}
-    lines = "".join(f"{n}\t{shapes[n][0]}\t{list(shapes[n][1])}\t{digests[n]}\n" for n in sorted(shapes))
     return ExportResult(
         files=written,
         extra_files=extras,
-        fingerprint="sha256:" + hashlib.sha256(lines.encode()).hexdigest(),
+        fingerprint=weights_fingerprint(shapes, digests),
         structure_signature=structure_signature(shapes),
         param_count=sum(math.prod(t.shape) for t in plan),
         merged_modules=sorted(u.module for u in updates.values()),

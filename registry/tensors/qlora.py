@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from registry.errors import CheckRefused
+from registry.formats.model_folder import is_causal_lm
 
 BLOCKSIZE = 64
 # The verdict's thresholds (README: "4-bit check").
@@ -137,7 +138,7 @@ def check_4bit(
             progress(fraction, stage)
 
     config = json.loads((base_dir / "config.json").read_text("utf-8"))
-    if not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in config.get("architectures") or []):
+    if not is_causal_lm(config):
         raise CheckRefused(
             f"check-4bit compares next-token distributions, so it runs on causal language models; this "
             f"base is {config.get('architectures') or config.get('model_type')}",

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from registry.client.bases import registration
-from registry.client.transfer import pull
+from registry.client.transfer import fetch_missing, pull
 from registry.entities import BaseInfo, FileInfo
 from registry.errors import BadRequest, BaseNotUploaded, ExportRefused
 from registry.jobspec import ExportParams, parse_params
@@ -46,13 +46,7 @@ def local_base(ctx: JobContext, client: WorkerClient, base: str, folder: Path) -
 
 def materialize(ctx: JobContext, client: WorkerClient, info: BaseInfo, folder: Path) -> None:
     files = info.files or []
-    todo = [f for f in files if client.cache.stat(f.sha256) is None]
-    progress = StageProgress(ctx, {"downloading": (0.0, 0.1)})
-    if todo:
-        progress.start("downloading", sum(f.size for f in todo))
-        for f in todo:
-            client.fetch_blob(f.sha256, f.size, progress)
-        progress.finish()
+    fetch_missing(client, files, StageProgress(ctx, {"downloading": (0.0, 0.1)}))
     folder.mkdir(parents=True, exist_ok=True)
     assert isinstance(client.cache, LocalBlobStore)
     for f in files:
