@@ -56,6 +56,15 @@ class BadRequest(RegistryError, ValueError):
     title = "Bad request"
 
 
+class ValidationFailed(RegistryError, ValueError):
+    """A request value the registry cannot store or serve back (the code FastAPI's own body
+    validation answers with, so a client sees one code for both)."""
+
+    code = "validation_error"
+    status = 422
+    title = "Request validation failed"
+
+
 class DigestMismatch(RegistryError, ValueError):
     code = "digest_mismatch"
     status = 422
@@ -90,6 +99,27 @@ class ServerUnavailable(RegistryError, ConnectionError):
     code = "server_unavailable"
     status = 503
     title = "Server unavailable"
+
+
+class InternalError(RegistryError):
+    """An unexpected failure. Its message is generic: details go to the server log under the
+    request id, never to the client (they carried SQL, parameters and hosts)."""
+
+    code = "internal_error"
+    status = 500
+    title = "Internal error"
+
+
+class UploadTimeout(RegistryError):
+    code = "upload_timeout"
+    status = 408
+    title = "Upload timed out"
+
+
+class PayloadTooLarge(RegistryError):
+    code = "payload_too_large"
+    status = 413
+    title = "Payload too large"
 
 
 class MergeRefused(RegistryError, ValueError):

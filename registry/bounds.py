@@ -1,0 +1,151 @@
+"""What the registry can store and serve back: column bounds, and one strict check of text and JSON.
+
+Every value that reaches the database passes through here, from the API, the CLI and (later) the
+Hub protocol alike: the pydantic types in `entities` and the adapter file checks in `formats` call
+these functions. A value they accept can be written to SQLite and PostgreSQL and rendered back as
+JSON; the probe in issue 9 stored a lone surrogate and a 500-deep config that made every later
+listing a 500, so "accepted" must mean "servable".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from registry.errors import RegistryError, ValidationFailed
+
+INT32_MAX = 2**31 - 1
+"""Integer columns (version numbers, ids, module features): PostgreSQL's `integer`."""
+INT64_MAX = 2**63 - 1
+"""BigInteger columns (sizes, parameter counts), and the widest integer a JSON document may hold."""
+
+NAME_LEN = 256
+"""base_model_name, base names and module names (String(256))."""
+REVISION_LEN = 128
+LABEL_LEN = 128
+"""task, metric, user names (String(128))."""
+MESSAGE_LEN = 10_000
+
+MAX_JSON_DEPTH = 32
+"""PEFT configs nest 3 levels, merge lineage 4, transformers configs 4: 32 leaves room and stays far
+below the recursion limits of every serializer between the database and a client."""
+MAX_JSON_BYTES = 1024**2
+"""A JSON value given in a request body (lineage, a base's config, job parameters), serialized."""
+
+# Characters no name, label or path may hold: C0/C1 controls and DEL; bidi overrides and isolates
+# (they make a name display as another); zero-width characters and BOM (lookalikes).
+_BIDI = {0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
+_ZERO_WIDTH = {0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF}
+_INVISIBLE = frozenset(_BIDI | _ZERO_WIDTH)
+
+Raise = Callable[[str], NoReturn]
+
+
+def _raise_validation(message: str) -> NoReturn:
+    raise ValidationFailed(message)
+
+
+def text_problem(value: str, single_line: bool) -> str | None:
+    """Why `value` cannot be stored as text, or None. Always refused: NUL (PostgreSQL text cannot
+    hold it) and lone surrogates (not encodable as UTF-8). Single-line values (names, labels) also
+    refuse every control, bidi and zero-width character."""
+    for ch in value:
+        o = ord(ch)
+        if o == 0:
+            return "contains a NUL character"
+        if 0xD800 <= o <= 0xDFFF:
+            return "contains a lone surrogate (not valid Unicode)"
+        if single_line and (o < 32 or 0x7F <= o <= 0x9F):
+            return f"contains the control character U+{o:04X}"
+        if single_line and o in _INVISIBLE:
+            return f"contains the invisible or bidi character U+{o:04X}"
+    return None
+
+
+def check_text(value: str, field: str, max_len: int, *, single_line: bool = True) -> str:
+    if len(value) > max_len:
+        raise ValidationFailed(f"{field}: longer than {max_len} characters", field=field)
+    why = text_problem(value, single_line)
+    if why is not None:
+        raise ValidationFailed(f"{field}: {why}", field=field)
+    return value
+
+
+def check_int(value: int, field: str, low: int = 0, high: int = INT32_MAX) -> int:
+    if not low <= value <= high:
+        raise ValidationFailed(f"{field}: {value} is outside [{low}, {high}]", field=field)
+    return value
+
+
+def check_json(value: Any, field: str, *, max_depth: int = MAX_JSON_DEPTH, fail: Raise | None = None) -> Any:
+    """Refuse what a strict JSON document cannot hold or we cannot serve back: NaN and infinities,
+    integers wider than 64 bits, text `text_problem` refuses (keys included), non-string keys, and
+    nesting deeper than `max_depth`. Iterative, so a hostile depth cannot exhaust the stack."""
+    fail = fail or _raise_validation
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth > max_depth:
+                fail(f"{field}: nested deeper than {max_depth} levels")
+            if isinstance(node, dict):
+                for k, v in node.items():
+                    if not isinstance(k, str):
+                        fail(f"{field}: object keys must be strings")
+                    _check_scalar(k, field, fail)
+                    stack.append((v, depth + 1))
+            else:
+                stack.extend((v, depth + 1) for v in node)
+        else:
+            _check_scalar(node, field, fail)
+    return value
+
+
+def _check_scalar(node: Any, field: str, fail: Raise) -> None:
+    if node is None or isinstance(node, bool):
+        return
+    if isinstance(node, str):
+        why = text_problem(node, single_line=False)
+        if why is not None:
+            fail(f"{field}: a string {why}")
+    elif isinstance(node, int):
+        if not -INT64_MAX - 1 <= node <= INT64_MAX:
+            fail(f"{field}: integer {str(node)[:20]}... is wider than 64 bits")
+    elif isinstance(node, float):
+        if not math.isfinite(node):
+            fail(f"{field}: {node} is not a finite number (strict JSON has no NaN or Infinity)")
+    else:
+        fail(f"{field}: {type(node).__name__} is not a JSON value")
+
+
+def check_json_size(value: Any, field: str, max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """check_json, then a cap on the serialized size."""
+    check_json(value, field)
+    size = len(json.dumps(value, separators=(",", ":")))
+    if size > max_bytes:
+        raise ValidationFailed(f"{field}: {size} bytes of JSON; the limit is {max_bytes}", field=field)
+    return value
+
+
+def _no_constants(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not strict JSON")
+
+
+def loads_strict(raw: bytes, where: str, error: type[RegistryError], max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Parse `raw` as strict UTF-8 JSON (no NaN/Infinity, no lone surrogates, no NUL in strings,
+    nesting capped) or raise `error` naming `where`. Used for every JSON file of an adapter and
+    for safetensors headers."""
+
+    def fail(message: str) -> NoReturn:
+        raise error(message, path=where)
+
+    try:
+        doc = json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
+    except RecursionError:
+        fail(f"{where}: nested deeper than {max_depth} levels")
+    except (UnicodeDecodeError, ValueError) as err:  # JSONDecodeError is a ValueError
+        raise error(f"{where} is not valid UTF-8 JSON: {err}", path=where) from err
+    check_json(doc, where, max_depth=max_depth, fail=fail)
+    return doc
