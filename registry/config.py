@@ -50,6 +50,15 @@ class Settings(BaseSettings):
     max_header_bytes: int = 100 * 1024**2
     """Cap on a safetensors header (the same cap the safetensors library applies)."""
     max_json_bytes: int = 16 * 1024**2
+    max_request_bytes: int = Field(default=64 * 1024**2, ge=1024)
+    """Cap on any request body but a blob upload (JSON bodies: a commit, a base's module table)."""
+    upload_concurrency: int = Field(default=16, ge=1, le=1024)
+    """Blob uploads the server reads at once. They have their own threads, so uploads that trickle
+    in never hold the threads every other route shares; more wait their turn."""
+    upload_idle_timeout_s: float = Field(default=60.0, gt=0)
+    """An upload whose body makes no progress for this long is refused (408) and discarded."""
+    stale_upload_s: float = Field(default=3600.0, ge=0)
+    """At start-up the server removes partial uploads untouched for this long (killed mid-way)."""
     job_lease_s: float = 30.0
     """How long a worker's claim on a job lasts without a heartbeat (it beats every lease/4, at most
     every 2 s); a job whose worker died is retried this long after its last beat."""

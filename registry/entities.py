@@ -3,24 +3,56 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from functools import partial
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
+
+from registry import bounds
 
 T = TypeVar("T")
 
 
+def _checked_text(value: str, single_line: bool) -> str:
+    why = bounds.text_problem(value, single_line)
+    if why is not None:
+        raise ValueError(why)
+    return value
+
+
+def _checked_json(value: Any) -> Any:
+    return bounds.check_json_size(value, "value")
+
+
+# str fields that the database can hold and the API can serve back (see registry.bounds).
+_OneLine = AfterValidator(partial(_checked_text, single_line=True))
+_MultiLine = AfterValidator(partial(_checked_text, single_line=False))
+Name = Annotated[str, Field(min_length=1, max_length=bounds.NAME_LEN), _OneLine]
+Revision = Annotated[str, Field(max_length=bounds.REVISION_LEN), _OneLine]
+Label = Annotated[str, Field(min_length=1, max_length=bounds.LABEL_LEN), _OneLine]
+Short = Annotated[str, Field(max_length=64), _OneLine]
+Digest = Annotated[str, Field(min_length=1, max_length=71), _OneLine]
+Message = Annotated[str, Field(max_length=bounds.MESSAGE_LEN), _MultiLine]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+Count32 = Annotated[int, Field(ge=0, le=bounds.INT32_MAX)]
+Count64 = Annotated[int, Field(ge=0, le=bounds.INT64_MAX)]
+JsonDoc = Annotated[dict[str, Any], AfterValidator(_checked_json)]
+"""A JSON object stored as given (lineage, a base's config): strict, depth- and size-capped."""
+
+
 class FileInfo(BaseModel):
-    path: str
-    size: int
-    sha256: str
+    path: Annotated[str, Field(min_length=1, max_length=1024)]
+    """Checked by formats.paths.normalize_path where it is stored (refused as unsafe_path)."""
+    size: Count64
+    sha256: Digest
 
 
 class EvalScoreIn(BaseModel):
-    metric: str = Field(min_length=1, max_length=128)
-    value: float
-    dataset: str | None = Field(default=None, max_length=256)
-    split: str | None = Field(default=None, max_length=64)
+    metric: Label
+    value: FiniteFloat
+    """Finite: PostgreSQL sorts NaN above every number, so a NaN would pass every --min-score."""
+    dataset: Annotated[str, Field(max_length=256), _OneLine] | None = None
+    split: Short | None = None
 
 
 class BaseModelRef(BaseModel):
@@ -39,14 +71,16 @@ class QloraCheckSummary(BaseModel):
     reasons: list[str] = Field(default_factory=list)
 
 
-class VersionInfo(BaseModel):
+class VersionSummary(BaseModel):
+    """A version as listings show it: what tells versions apart, not the whole documents (config,
+    lineage, files), which `show` (resolve) returns. A listing page of whole versions was 15.7 MB."""
+
     repo: str
     version: int
     digest: str
     ref: str
     created_at: datetime
     pushed_by: str
-    message: str | None
     task: str | None
     peft_type: str
     task_type: str | None
@@ -62,25 +96,33 @@ class VersionInfo(BaseModel):
     base_model: BaseModelRef
     evals: list[EvalScoreIn]
     aliases: list[str]
-    files: list[FileInfo]
-    config: dict[str, Any]
-    lineage: dict[str, Any] | None = None
     base_fingerprint: str | None = None
     """Fingerprint of the registered base it is linked to; None when unlinked or structure-only."""
     base_linked: bool = False
+    derived: bool = False
+    """Made by a merge (its lineage is in `show`)."""
+
+
+class VersionInfo(VersionSummary):
+    """One version whole: the summary plus its message, config, files, lineage and checks."""
+
+    message: str | None
+    files: list[FileInfo]
+    config: dict[str, Any]
+    lineage: dict[str, Any] | None = None
     fit_override: dict[str, Any] | None = None
     qlora_checks: list[QloraCheckSummary] = Field(default_factory=list)
 
 
 class PushRequest(BaseModel):
     files: list[FileInfo] = Field(min_length=1, max_length=10_000)
-    base: str | None = Field(default=None, max_length=256)
-    base_revision: str | None = Field(default=None, max_length=128)
-    task: str | None = Field(default=None, max_length=128)
-    evals: list[EvalScoreIn] = Field(default_factory=list)
-    aliases: list[str] = Field(default_factory=list)
-    message: str | None = Field(default=None, max_length=10_000)
-    lineage: dict[str, Any] | None = None
+    base: Name | None = None
+    base_revision: Revision | None = None
+    task: Label | None = None
+    evals: list[EvalScoreIn] = Field(default_factory=list, max_length=256)
+    aliases: list[Short] = Field(default_factory=list, max_length=64)
+    message: Message | None = None
+    lineage: JsonDoc | None = None
     """Set by the merge engine: how this version was derived from others."""
     force: bool = False
     """Record the version even if the fit check against its known base refuses it."""
@@ -109,10 +151,10 @@ class Page(BaseModel, Generic[T]):
 
 
 class VersionFilter(BaseModel):
-    repo: str | None = None
-    task: str | None = None
-    peft_type: str | None = None
-    base: str | None = None
+    repo: Annotated[str, Field(max_length=129), _OneLine] | None = None
+    task: Label | None = None
+    peft_type: Annotated[str, Field(max_length=32), _OneLine] | None = None
+    base: Name | None = None
     latest_only: bool = False
 
 
@@ -128,37 +170,37 @@ class MissingBlobs(BaseModel):
 
 
 class ModuleInfo(BaseModel):
-    name: str
-    kind: str
-    in_features: int
-    out_features: int
+    name: Name
+    kind: Annotated[str, Field(min_length=1, max_length=16), _OneLine]
+    in_features: Count32
+    out_features: Count32
 
 
 class BaseNameInfo(BaseModel):
-    name: str
-    revision: str | None = None
+    name: Name
+    revision: Revision | None = None
 
 
 class BaseRegistration(BaseModel):
     """What a client computed from a model folder (or a config.json alone) and sends to register."""
 
-    names: list[BaseNameInfo] = Field(default_factory=list)
-    fingerprint: str | None = None
-    structure_signature: str
-    architectures: list[str] = Field(default_factory=list)
-    model_type: str | None = None
-    hidden_size: int | None = None
-    num_layers: int | None = None
-    num_heads: int | None = None
-    num_kv_heads: int | None = None
-    vocab_size: int | None = None
-    param_count: int = 0
-    dtype: str | None = None
-    config: dict[str, Any] = Field(default_factory=dict)
+    names: list[BaseNameInfo] = Field(default_factory=list, max_length=64)
+    fingerprint: Digest | None = None
+    structure_signature: Digest
+    architectures: list[Name] = Field(default_factory=list, max_length=64)
+    model_type: Short | None = None
+    hidden_size: Count32 | None = None
+    num_layers: Count32 | None = None
+    num_heads: Count32 | None = None
+    num_kv_heads: Count32 | None = None
+    vocab_size: Count32 | None = None
+    param_count: Count64 = 0
+    dtype: Annotated[str, Field(max_length=32), _OneLine] | None = None
+    config: JsonDoc = Field(default_factory=dict)
     modules: list[ModuleInfo] = Field(max_length=200_000)
-    files: list[FileInfo] | None = None
+    files: list[FileInfo] | None = Field(default=None, max_length=10_000)
     """Uploaded files (weights, config, tokenizer), when --upload."""
-    lineage: dict[str, Any] | None = None
+    lineage: JsonDoc | None = None
     """For a derived model (export): the base fingerprint and adapter digest it was made from."""
 
 
@@ -184,12 +226,12 @@ class BaseInfo(BaseModel):
 
 
 class FitQuery(BaseModel):
-    base: str
-    task: str | None = None
-    peft_type: str | None = None
-    min_scores: dict[str, float] = Field(default_factory=dict)
+    base: Annotated[str, Field(min_length=1, max_length=4096), _OneLine]
+    task: Label | None = None
+    peft_type: Annotated[str, Field(max_length=32), _OneLine] | None = None
+    min_scores: dict[Label, FiniteFloat] = Field(default_factory=dict, max_length=64)
     tier: str = Field(default="all", pattern="^(exact|compatible|all)$")
-    sort: str | None = None
+    sort: Label | None = None
     explain: bool = False
     limit: int = Field(default=50, ge=1, le=500)
     qlora_ok: bool = False

@@ -5,11 +5,40 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator
 
+from registry import bounds
 from registry.errors import BadRequest
+from registry.refs import check_alias, parse_ref, parse_repo
+
+MAX_MERGE_WEIGHT = 1e3
+"""|weight| of a merge input: deltas are scaled in float32, where 1e308 overflowed to inf and burned
+three attempts; real recipes use weights within [-2, 2]."""
+SEED_MAX = 2**32 - 1
+
+
+def _ref(text: str) -> str:
+    parse_ref(text)
+    return text
+
+
+def _repo(text: str) -> str:
+    parse_repo(text)
+    return text
+
+
+def _text(text: str) -> str:
+    return bounds.check_text(text, "value", 4096)
+
+
+RefText = Annotated[str, Field(min_length=1, max_length=300), AfterValidator(_ref)]
+RepoText = Annotated[str, Field(min_length=3, max_length=129), AfterValidator(_repo)]
+AliasText = Annotated[str, Field(max_length=64), AfterValidator(check_alias)]
+BaseText = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_text)]
+"""A registered base (name or sha256:fingerprint), or in embedded mode a local model folder."""
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 
 JobType = Literal["merge", "export", "check-4bit"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -20,30 +49,30 @@ SIZE_UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
 
 class MergeInputSpec(BaseModel):
-    ref: str = Field(min_length=1, max_length=300)
+    ref: RefText
     weight: float
 
     @field_validator("weight")
     @classmethod
     def _finite(cls, v: float) -> float:
-        if not math.isfinite(v):
-            raise ValueError("weight must be a finite number")
+        if not math.isfinite(v) or abs(v) > MAX_MERGE_WEIGHT:
+            raise ValueError(f"weight must be a finite number within ±{MAX_MERGE_WEIGHT:g}")
         return v
 
 
 class MergeParams(BaseModel):
     inputs: list[MergeInputSpec] = Field(min_length=1, max_length=64)
-    into: str = Field(min_length=3, max_length=129)
+    into: RepoText
     method: Literal["svd", "cat", "linear", "ties", "dare_linear", "dare_ties", "magnitude_prune"] = "svd"
-    rank: int | Literal["auto"] | None = None
+    rank: Annotated[int, Field(le=65_536)] | Literal["auto"] | None = None
     energy: float = Field(default=0.99, gt=0, le=1)
     density: float = Field(default=1.0, gt=0, le=1)
     majority_sign_method: Literal["total", "frequency"] = "total"
-    seed: int = 0
+    seed: Seed = 0
     allow_base_mismatch: bool = False
-    task: str | None = Field(default=None, max_length=128)
-    aliases: list[str] = Field(default_factory=list)
-    message: str | None = Field(default=None, max_length=10_000)
+    task: Annotated[str, Field(max_length=bounds.LABEL_LEN), AfterValidator(_text)] | None = None
+    aliases: list[AliasText] = Field(default_factory=list, max_length=64)
+    message: Annotated[str, Field(max_length=bounds.MESSAGE_LEN)] | None = None
 
     @field_validator("rank")
     @classmethod
@@ -54,24 +83,24 @@ class MergeParams(BaseModel):
 
 
 class ExportParams(BaseModel):
-    ref: str = Field(min_length=1, max_length=300)
-    base: str = Field(min_length=1, max_length=4096)
+    ref: RefText
+    base: BaseText
     """A registered base (name or sha256:fingerprint) whose files were uploaded, or, in embedded
     mode only, a local model folder."""
-    into: str | None = Field(default=None, max_length=256)
+    into: Annotated[str, Field(min_length=1, max_length=bounds.NAME_LEN), AfterValidator(_text)] | None = None
     """Name to register the exported model under (default: <adapter repo>-v<N>-merged[-dtype])."""
     dtype: Literal["bf16", "fp16", "fp32"] | None = None
     """Output dtype; default: the base's own."""
-    max_shard_size: int = Field(default=5 * 10**9, ge=1024)
+    max_shard_size: int = Field(default=5 * 10**9, ge=1024, le=bounds.INT64_MAX)
 
 
 class Check4bitParams(BaseModel):
-    ref: str = Field(min_length=1, max_length=300)
-    base: str = Field(min_length=1, max_length=4096)
+    ref: RefText
+    base: BaseText
     probe: int = Field(default=8, ge=1, le=256)
     """Number of probe sequences run through the full-precision and the 4-bit model."""
     probe_length: int = Field(default=32, ge=2, le=2048)
-    seed: int = 0
+    seed: Seed = 0
 
 
 PARAMS_BY_TYPE: dict[str, type[BaseModel]] = {
@@ -91,7 +120,9 @@ def parse_params(job_type: str, params: dict[str, Any]) -> BaseModel:
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "params"
-        raise BadRequest(f"{job_type} job: {where}: {first['msg']}", field=where) from err
+        # The message of a refusal raised by our own rule (parse_ref, check_alias) keeps its words.
+        msg = str(first["ctx"]["error"]) if "error" in first.get("ctx", {}) else first["msg"]
+        raise BadRequest(f"{job_type} job: {where}: {msg}", field=where) from err
 
 
 def parse_size(text: str) -> int:
@@ -105,7 +136,7 @@ def parse_size(text: str) -> int:
 
 class JobRequest(BaseModel):
     type: JobType
-    params: dict[str, Any]
+    params: Annotated[dict[str, Any], AfterValidator(lambda v: bounds.check_json_size(v, "params"))]
     max_attempts: int = Field(default=3, ge=1, le=20)
 
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 CHUNK_SIZE = 1024 * 1024
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+DIGEST_RE = re.compile(r"\Asha256:[0-9a-f]{64}\Z")
+"""Anchored with \\A and \\Z (`$` also matches before a trailing newline); callers use fullmatch."""
 
 
 class Readable(Protocol):
@@ -68,7 +69,7 @@ class UnsupportedScheme(StorageError, ValueError):
 
 def check_digest(digest: str) -> str:
     """Return `digest` if it is `sha256:<64 lowercase hex>`, else raise InvalidDigest."""
-    if not DIGEST_RE.match(digest):
+    if not DIGEST_RE.fullmatch(digest):
         raise InvalidDigest(digest)
     return digest
 
@@ -116,6 +117,11 @@ class BlobStore(Protocol):
         ...
 
     def delete(self, digest: str) -> None: ...
+
+    def remove_stale_uploads(self, older_than_s: float) -> int:
+        """Remove what uploads that died part-way left behind (untouched for `older_than_s`
+        seconds, so an upload still in progress in another process is kept); returns how many."""
+        ...
 
     def check(self) -> None:
         """Raise if the store cannot be reached (readiness probe)."""

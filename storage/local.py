@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from io import BufferedReader
 from pathlib import Path
@@ -104,6 +105,22 @@ class LocalBlobStore:
 
     def delete(self, digest: str) -> None:
         self.path_for(digest).unlink(missing_ok=True)
+
+    def remove_stale_uploads(self, older_than_s: float) -> int:
+        removed = 0
+        cutoff = time.time() - older_than_s
+        try:
+            entries = list(os.scandir(self._tmp))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            try:
+                if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                continue  # finished or removed by another process meanwhile
+        return removed
 
     def check(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

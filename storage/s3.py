@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import BinaryIO, cast
 
 from minio import Minio
@@ -100,6 +100,17 @@ class S3BlobStore:
 
     def delete(self, digest: str) -> None:
         self.client.remove_object(self.bucket, self.key_for(digest))
+
+    def remove_stale_uploads(self, older_than_s: float) -> int:
+        """Temporary keys of uploads killed before their `finally` ran. (Incomplete multipart
+        uploads of such a key are best left to a bucket lifecycle rule, AbortIncompleteMultipartUpload.)"""
+        cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
+        removed = 0
+        for obj in self.client.list_objects(self.bucket, prefix=self._key("tmp") + "/", recursive=True):
+            if obj.object_name and obj.last_modified is not None and obj.last_modified < cutoff:
+                self.client.remove_object(self.bucket, obj.object_name)
+                removed += 1
+        return removed
 
     def check(self) -> None:
         if not self.client.bucket_exists(self.bucket):

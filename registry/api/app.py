@@ -7,10 +7,12 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI
 
 from registry import __version__
 from registry.api import problems
+from registry.api.guard import RequestGuard
 from registry.api.routes import aliases, bases, blobs, health, jobs, versions
 from registry.config import Settings
 from registry.services.context import Registry
@@ -28,7 +30,15 @@ def create_app(
     reg = registry or Registry.from_settings(settings)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.upload_limiter = anyio.CapacityLimiter(settings.upload_concurrency)
+        try:
+            removed = reg.store.remove_stale_uploads(settings.stale_upload_s)
+        except Exception as err:  # a store down at start-up must not stop the server; /readyz tells
+            log.warning("could not look for stale partial uploads: %s", type(err).__name__)
+        else:
+            if removed:
+                log.warning("removed %d stale partial uploads from the blob store", removed)
         thread = None
         if worker and importlib.util.find_spec("torch") is None:
             # An API-only install (the Docker image): jobs wait for `adapters worker` processes.
@@ -48,10 +58,12 @@ def create_app(
         version=__version__,
         lifespan=lifespan,
         description="Registry and versioning for LoRA/PEFT adapters",
+        default_response_class=problems.SafeJSONResponse,
     )
     app.state.settings = settings
     app.state.registry = reg
     problems.install(app)
+    app.add_middleware(RequestGuard, max_body_bytes=settings.max_request_bytes)
     for module in (health, blobs, versions, aliases, bases, jobs):
         app.include_router(module.router)
     return app

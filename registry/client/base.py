@@ -17,6 +17,7 @@ from registry.entities import (
     RepoInfo,
     VersionFilter,
     VersionInfo,
+    VersionSummary,
 )
 from registry.jobspec import JobInfo, JobRequest
 from storage import BlobStore
@@ -50,7 +51,7 @@ class RegistryClient(Protocol):
 
     def list_versions(
         self, flt: VersionFilter, limit: int = 50, cursor: str | None = None
-    ) -> Page[VersionInfo]: ...
+    ) -> Page[VersionSummary]: ...
 
     def list_repos(self, limit: int = 50, cursor: str | None = None) -> Page[RepoInfo]: ...
 

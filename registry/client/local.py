@@ -20,6 +20,7 @@ from registry.entities import (
     RepoInfo,
     VersionFilter,
     VersionInfo,
+    VersionSummary,
 )
 from registry.jobspec import JobInfo, JobRequest
 from registry.refs import parse_ref, parse_repo
@@ -78,7 +79,7 @@ class LocalClient:
 
     def list_versions(
         self, flt: VersionFilter, limit: int = 50, cursor: str | None = None
-    ) -> Page[VersionInfo]:
+    ) -> Page[VersionSummary]:
         return queries.list_versions(self.registry, flt, limit, cursor)
 
     def list_repos(self, limit: int = 50, cursor: str | None = None) -> Page[RepoInfo]:

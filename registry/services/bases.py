@@ -7,11 +7,13 @@ from collections.abc import Callable
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from registry import bounds
 from registry.db import models as m
 from registry.db.engine import unit_of_work
 from registry.entities import BaseInfo, BaseNameInfo, BaseRegistration, FileInfo
-from registry.errors import BadRequest, BaseNameTaken, BlobMissing, NotFound
+from registry.errors import BadRequest, BaseNameTaken, BlobMissing, NotFound, UnsafePath
 from registry.formats.fit import BaseModule, BaseView
+from registry.formats.paths import normalize_path
 from registry.services.context import Registry
 from registry.services.timeutil import now
 from storage.base import DIGEST_RE
@@ -23,10 +25,12 @@ def register_base(
     """Record a base (or add names to the one with the same fingerprint). Idempotent.
     `on_commit` runs inside the same transaction (a worker's fenced job completion)."""
     for f in data.files or []:
+        if normalize_path(f.path) != f.path:
+            raise UnsafePath(f"path {f.path!r} is not in NFC form", path=f.path)
         info = reg.store.stat(f.sha256)
         if info is None or info.size != f.size:
             raise BlobMissing(f"{f.path}: blob {f.sha256} is not in the store; upload it first", path=f.path)
-    if data.fingerprint is not None and not DIGEST_RE.match(data.fingerprint):
+    if data.fingerprint is not None and not DIGEST_RE.fullmatch(data.fingerprint):
         raise BadRequest(f"fingerprint {data.fingerprint!r} is not sha256:<hex>")
     with unit_of_work(reg.sessions) as session:
         row = None
@@ -101,6 +105,7 @@ def _by_name(session: Session, name: str) -> m.BaseModel | None:
 
 def find_base(session: Session, text: str) -> m.BaseModel | None:
     """A base by fingerprint (sha256:...) or by one of its names; None when unknown."""
+    bounds.check_text(text, "base", 4096)
     if text.startswith("sha256:"):
         return session.scalars(select(m.BaseModel).where(m.BaseModel.fingerprint == text)).one_or_none()
     return _by_name(session, text)

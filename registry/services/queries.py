@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import defer, selectinload
 
+from registry.bounds import INT32_MAX
 from registry.db import models as m
 from registry.db.engine import unit_of_work
-from registry.entities import Page, RepoInfo, VersionFilter, VersionInfo
+from registry.entities import Page, RepoInfo, VersionFilter, VersionSummary
 from registry.errors import BadRequest
 from registry.refs import parse_repo
 from registry.services.context import Registry
-from registry.services.versions import version_info
+from registry.services.versions import version_summary
 
 MAX_LIMIT = 500
 
@@ -19,8 +20,9 @@ MAX_LIMIT = 500
 def _cursor(raw: str | None) -> int | None:
     if raw is None:
         return None
-    if not raw.isdigit():
-        raise BadRequest(f"invalid cursor {raw!r}")
+    # Cursors are row ids (integer columns): anything else was not made by us.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 10 and int(raw) <= INT32_MAX):
+        raise BadRequest(f"invalid cursor {raw[:40]!r}: pass a next_cursor from a previous page")
     return int(raw)
 
 
@@ -32,8 +34,9 @@ def _check_limit(limit: int) -> int:
 
 def list_versions(
     reg: Registry, flt: VersionFilter, limit: int = 50, cursor: str | None = None
-) -> Page[VersionInfo]:
-    """Newest first. Filters: repository, task, peft_type, base model name; latest_only per repo."""
+) -> Page[VersionSummary]:
+    """Newest first, as summaries (`resolve` gives a version whole). Filters: repository, task,
+    peft_type, base model name; latest_only per repo."""
     limit = _check_limit(limit)
     q = select(m.Version).join(m.Repository, m.Repository.id == m.Version.repository_id)
     if flt.repo:
@@ -52,10 +55,12 @@ def list_versions(
         q = q.where(m.Version.id < after)
     q = q.order_by(m.Version.id.desc()).limit(limit + 1)
     with unit_of_work(reg.sessions) as session:
-        rows = list(session.scalars(q.options(selectinload(m.Version.files), selectinload(m.Version.evals))))
-        items = [version_info(session, v) for v in rows[:limit]]
+        # The whole documents stay in the database: a summary never reads them.
+        opts = (defer(m.Version.config), defer(m.Version.manifest), selectinload(m.Version.evals))
+        rows = list(session.scalars(q.options(*opts)))
+        items = [version_summary(session, v) for v in rows[:limit]]
         nxt = str(rows[limit - 1].id) if len(rows) > limit else None
-    return Page[VersionInfo](items=items, next_cursor=nxt)
+    return Page[VersionSummary](items=items, next_cursor=nxt)
 
 
 def list_repos(reg: Registry, limit: int = 50, cursor: str | None = None) -> Page[RepoInfo]:

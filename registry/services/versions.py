@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -17,6 +18,7 @@ from registry.entities import (
     PushRequest,
     PushResult,
     VersionInfo,
+    VersionSummary,
 )
 from registry.errors import BlobMissing, NotFound
 from registry.formats.inspect import AdapterFacts, inspect_files
@@ -122,10 +124,7 @@ def _new_version(
     link: BaseLink,
 ) -> m.Version:
     cfg = facts.config
-    for f in files:
-        if session.get(m.Blob, f.sha256) is None:
-            session.add(m.Blob(digest=f.sha256, size=f.size, created_at=now()))
-    session.flush()
+    record_blobs(session, files)
     version = m.Version(
         repository_id=repository.id,
         number=repository.latest_version,
@@ -179,6 +178,25 @@ def _new_version(
     return version
 
 
+def record_blobs(session: Session, files: list[FileEntry]) -> None:
+    """Insert the blob rows that do not exist yet. Pushes to different repositories often share
+    a new file (a README, a tokenizer): a read-then-insert lost that race with a duplicate key
+    (2 of 6 concurrent CLI pushes in the probe), so the insert itself skips existing rows."""
+    rows = [
+        {"digest": d, "size": size, "created_at": now()}
+        for d, size in sorted({f.sha256: f.size for f in files}.items())
+    ]
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        session.execute(pg_insert(m.Blob).values(rows).on_conflict_do_nothing(index_elements=["digest"]))
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        session.execute(sqlite_insert(m.Blob).values(rows).on_conflict_do_nothing(index_elements=["digest"]))
+
+
 def _result(session: Session, version: m.Version, created: bool, detail: str) -> PushResult:
     info = version_info(session, version)
     return PushResult(
@@ -216,7 +234,24 @@ def resolve(reg: Registry, ref: Ref) -> VersionInfo:
         return version_info(session, resolve_row(session, ref))
 
 
+def version_summary(session: Session, v: m.Version) -> VersionSummary:
+    """What a listing shows of a version (no config, files or lineage)."""
+    return VersionSummary(**_summary_fields(session, v))
+
+
 def version_info(session: Session, v: m.Version) -> VersionInfo:
+    return VersionInfo(
+        **_summary_fields(session, v),
+        message=v.message,
+        files=[FileInfo(path=f.path, size=f.size, sha256=f.digest) for f in v.files],
+        config=v.config,
+        lineage=v.lineage,
+        fit_override=v.fit_override,
+        qlora_checks=qlora_summaries(session, v.id),
+    )
+
+
+def _summary_fields(session: Session, v: m.Version) -> dict[str, Any]:
     repository = session.get(m.Repository, v.repository_id)
     assert repository is not None
     repo = f"{repository.namespace}/{repository.name}"
@@ -224,14 +259,13 @@ def version_info(session: Session, v: m.Version) -> VersionInfo:
     aliases = session.scalars(
         select(m.Alias.name).where(m.Alias.version_id == v.id).order_by(m.Alias.name)
     ).all()
-    return VersionInfo(
+    return dict(
         repo=repo,
         version=v.number,
         digest=v.digest,
         ref=f"{repo}:{v.number}",
         created_at=v.created_at,
         pushed_by=v.pushed_by,
-        message=v.message,
         task=v.task,
         peft_type=v.peft_type,
         task_type=v.task_type,
@@ -249,11 +283,7 @@ def version_info(session: Session, v: m.Version) -> VersionInfo:
             EvalScoreIn(metric=e.metric, value=e.value, dataset=e.dataset, split=e.split) for e in v.evals
         ],
         aliases=list(aliases),
-        files=[FileInfo(path=f.path, size=f.size, sha256=f.digest) for f in v.files],
-        config=v.config,
-        lineage=v.lineage,
         base_fingerprint=base.fingerprint if base else None,
         base_linked=base is not None,
-        fit_override=v.fit_override,
-        qlora_checks=qlora_summaries(session, v.id),
+        derived=v.lineage is not None,
     )

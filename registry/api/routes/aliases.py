@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from registry.api.deps import PrincipalDep, RegistryDep
+from registry.bounds import INT32_MAX
 from registry.entities import AliasInfo
 from registry.errors import BadRequest
 from registry.refs import Ref, parse_ref, parse_repo
@@ -15,9 +16,9 @@ router = APIRouter(prefix="/v1/repos/{namespace}/{name}/aliases", tags=["aliases
 
 
 class AliasTarget(BaseModel):
-    ref: str | None = None
+    ref: str | None = Field(default=None, max_length=300)
     """A reference inside this repository (ns/name:3, ns/name@staging, ...)."""
-    version: int | None = None
+    version: int | None = Field(default=None, ge=1, le=INT32_MAX)
 
 
 @router.put("/{alias}")

@@ -15,12 +15,13 @@ from pydantic import BaseModel
 
 from registry.api.deps import PrincipalDep, RegistryDep, SettingsDep
 from registry.entities import MissingBlobs
-from registry.errors import BadRequest, NotFound
+from registry.errors import BadRequest, NotFound, PushTooLarge, UploadTimeout
 from registry.services.blobs import missing_blobs, upload_blob
 from storage import check_digest
 
 router = APIRouter(prefix="/v1/blobs", tags=["blobs"])
-_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# 19 digits hold any byte offset up to 2**63: a longer number is refused before int() sees it.
+_RANGE_RE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})")
 
 
 class DigestList(BaseModel):
@@ -42,18 +43,25 @@ def head_blob(digest: str, reg: RegistryDep, _: PrincipalDep) -> Response:
 
 
 class _BodyReader:
-    """A blocking read(n) over the request body, fed from the event loop to a worker thread."""
+    """A blocking read(n) over the request body, fed from the event loop to a worker thread.
+    A body that sends nothing for `idle_timeout_s` is refused with UploadTimeout."""
 
-    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+    def __init__(self, chunks: AsyncIterator[bytes], idle_timeout_s: float) -> None:
         self._chunks = chunks
         self._buf = bytearray()
         self._done = False
+        self._idle_timeout_s = idle_timeout_s
 
     async def _next(self) -> bytes | None:
         try:
-            return await self._chunks.__anext__()
+            with anyio.fail_after(self._idle_timeout_s):
+                return await self._chunks.__anext__()
         except StopAsyncIteration:
             return None
+        except TimeoutError as err:
+            raise UploadTimeout(
+                f"the upload sent nothing for {self._idle_timeout_s:g} s; it was discarded"
+            ) from err
 
     def read(self, n: int = -1) -> bytes:
         while not self._done and (n < 0 or len(self._buf) < n):
@@ -73,15 +81,28 @@ async def put_blob(
     digest: str,
     request: Request,
     reg: RegistryDep,
+    settings: SettingsDep,
     _: PrincipalDep,
-    content_length: Annotated[int | None, Header()] = None,
+    content_length: Annotated[int | None, Header(ge=0)] = None,
 ) -> dict[str, object]:
-    """Stream the body into the store; sha256 and length are verified before it becomes visible."""
+    """Stream the body into the store; sha256 and length are verified before it becomes visible.
+
+    Uploads run on threads of their own, at most `ADAPTERS_UPLOAD_CONCURRENCY` at once (more wait
+    without holding a thread), so clients that trickle bytes never starve the other routes."""
     check_digest(digest)
     if content_length is None:
         raise BadRequest("Content-Length is required for blob uploads")
-    reader = _BodyReader(request.stream().__aiter__())
-    info = await anyio.to_thread.run_sync(upload_blob, reg.store, reader, digest, content_length)
+    if content_length > settings.max_push_bytes:
+        raise PushTooLarge(
+            f"blob of {content_length} bytes; the limit is {settings.max_push_bytes} (ADAPTERS_MAX_PUSH_BYTES)",
+            size=content_length,
+            limit=settings.max_push_bytes,
+        )
+    reader = _BodyReader(request.stream().__aiter__(), settings.upload_idle_timeout_s)
+    limiter = request.app.state.upload_limiter
+    info = await anyio.to_thread.run_sync(
+        upload_blob, reg.store, reader, digest, content_length, limiter=limiter
+    )
     return {"digest": info.digest, "size": info.size}
 
 
@@ -119,19 +140,23 @@ def get_blob(
 
 def _parse_range(header: str, size: int) -> tuple[int, int]:
     """One byte range (start, end exclusive); multipart ranges are not served."""
-    m = _RANGE_RE.match(header.strip())
+    m = _RANGE_RE.fullmatch(header.strip())
     if not m or (not m[1] and not m[2]):
-        raise RangeNotSatisfiable(f"unsupported Range {header!r}; use bytes=START-[END]", size=size)
+        raise RangeNotSatisfiable(f"unsupported Range {header[:100]!r}; use bytes=START-[END]", size=size)
     if not m[1]:
         start, end = max(0, size - int(m[2])), size
     else:
         start = int(m[1])
         end = min(size, int(m[2]) + 1) if m[2] else size
     if start >= size or start >= end:
-        raise RangeNotSatisfiable(f"range {header!r} is outside the blob of {size} bytes", size=size)
+        raise RangeNotSatisfiable(f"range {header[:100]!r} is outside the blob of {size} bytes", size=size)
     return start, end
 
 
 class RangeNotSatisfiable(BadRequest):
     code = "range_not_satisfiable"
     status = 416
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message, size=size)
+        self.headers = {"Content-Range": f"bytes */{size}"}  # RFC 9110 15.5.17

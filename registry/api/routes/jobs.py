@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
 from registry.api.deps import PrincipalDep, RegistryDep
+from registry.bounds import INT32_MAX
 from registry.errors import BadRequest
 from registry.jobspec import JobInfo, JobRequest, JobStatus
 from registry.services import jobs
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
+JobId = Annotated[int, Path(ge=1, le=INT32_MAX)]
 
 
 @router.post("/jobs", status_code=202)
@@ -38,11 +40,11 @@ def list_jobs(
 
 
 @router.get("/jobs/{job_id}")
-def get_job(job_id: int, reg: RegistryDep, _: PrincipalDep) -> JobInfo:
+def get_job(job_id: JobId, reg: RegistryDep, _: PrincipalDep) -> JobInfo:
     return jobs.get(reg, job_id)
 
 
 @router.post("/jobs/{job_id}/cancel")
-def cancel_job(job_id: int, reg: RegistryDep, _: PrincipalDep) -> JobInfo:
+def cancel_job(job_id: JobId, reg: RegistryDep, _: PrincipalDep) -> JobInfo:
     """Cancel a queued job now, or ask the worker of a running one to stop."""
     return jobs.cancel(reg, job_id)

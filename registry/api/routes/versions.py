@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
 from registry.api.deps import PrincipalDep, RegistryDep
-from registry.entities import Page, PushRequest, PushResult, RepoInfo, VersionFilter, VersionInfo
+from registry.bounds import INT32_MAX
+from registry.entities import (
+    Page,
+    PushRequest,
+    PushResult,
+    RepoInfo,
+    VersionFilter,
+    VersionInfo,
+    VersionSummary,
+)
 from registry.refs import Ref, parse_ref, parse_repo
 from registry.services import queries, versions
 
@@ -40,7 +49,13 @@ def resolve(ref: str, reg: RegistryDep, _: PrincipalDep) -> VersionInfo:
 
 
 @router.get("/repos/{namespace}/{name}/versions/{number}")
-def get_version(namespace: str, name: str, number: int, reg: RegistryDep, _: PrincipalDep) -> VersionInfo:
+def get_version(
+    namespace: str,
+    name: str,
+    number: Annotated[int, Path(ge=1, le=INT32_MAX)],
+    reg: RegistryDep,
+    _: PrincipalDep,
+) -> VersionInfo:
     return versions.resolve(reg, Ref(parse_repo(f"{namespace}/{name}"), version=number))
 
 
@@ -55,7 +70,7 @@ def list_versions(
     latest_only: bool = False,
     limit: Annotated[int, Query(ge=1, le=queries.MAX_LIMIT)] = 50,
     cursor: str | None = None,
-) -> Page[VersionInfo]:
+) -> Page[VersionSummary]:
     flt = VersionFilter(repo=repo, task=task, peft_type=peft_type, base=base, latest_only=latest_only)
     return queries.list_versions(reg, flt, limit, cursor)
 

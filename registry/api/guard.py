@@ -1,0 +1,160 @@
+"""The outermost layer of every request: a request id, framing checks, and the last word on errors.
+
+Starlette's own server-error middleware answers an unhandled exception with a 500 and then
+re-raises it, and uvicorn closes the connection of a request that raised: the probe's clients lost
+their keep-alive connection with every 500. Here the exception is answered and not re-raised, the
+body is generic (the details, which carried SQL, parameters and hosts, go to the log under the
+request id), and a lost database or blob store is a 503 the client may retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from registry.api.problems import render_problem
+from registry.errors import (
+    BadRequest,
+    InternalError,
+    PayloadTooLarge,
+    RegistryError,
+    ServerUnavailable,
+    ValidationFailed,
+)
+
+log = logging.getLogger("registry.api")
+REQUEST_ID_HEADER = b"x-request-id"
+
+
+def classify(err: BaseException) -> RegistryError:
+    """The client's view of an exception nothing else handled: generic, with no internals."""
+    from sqlalchemy import exc as sa
+
+    if isinstance(err, sa.DBAPIError) and (
+        err.connection_invalidated or isinstance(err, sa.OperationalError | sa.InterfaceError)
+    ):
+        return ServerUnavailable("the database is unavailable; retry shortly")
+    if isinstance(err, sa.TimeoutError):  # the connection pool is exhausted
+        return ServerUnavailable("the database is busy; retry shortly")
+    if isinstance(err, sa.DataError):
+        # A value the column cannot hold that validation missed: the client's input, not our fault.
+        return ValidationFailed("a value is out of range for the registry's database")
+    if isinstance(err, ConnectionError | TimeoutError) or _is_storage_unreachable(err):
+        return ServerUnavailable("the blob store is unavailable; retry shortly")
+    return InternalError("internal error; the server log has the details under this request id")
+
+
+def _is_storage_unreachable(err: BaseException) -> bool:
+    try:
+        from urllib3.exceptions import HTTPError as Urllib3Error
+    except ImportError:  # pragma: no cover - minio depends on urllib3
+        return False
+    return isinstance(err, Urllib3Error)
+
+
+class RequestGuard:
+    """Pure ASGI middleware (no BaseHTTPMiddleware: it would buffer streamed blob bodies)."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_id(scope) or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, request_id.encode())]
+            await send(message)
+
+        framing = _framing_problem(scope, self.max_body_bytes)
+        if framing is not None:
+            await _answer(framing, request_id, send_with_id)
+            return
+        if not _is_blob_upload(scope):
+            receive = _capped(receive, self.max_body_bytes)
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as err:
+            mapped = err if isinstance(err, RegistryError) else classify(err)
+            log.exception(
+                "request %s %s %s failed: %s",
+                request_id,
+                scope.get("method"),
+                scope.get("path"),
+                mapped.code,
+            )
+            if started:
+                raise  # the response is under way: nothing sensible can be sent any more
+            await _answer(mapped, request_id, send_with_id)
+
+
+def _incoming_id(scope: Scope) -> str | None:
+    for k, v in scope["headers"]:
+        if k == REQUEST_ID_HEADER:
+            text = v.decode("latin-1")
+            # A proxy's id is kept when it is a plain token; anything else is replaced.
+            if 0 < len(text) <= 64 and all(c.isalnum() or c in "-_." for c in text):
+                return text
+    return None
+
+
+def _is_blob_upload(scope: Scope) -> bool:
+    # Blob bodies are capped by ADAPTERS_MAX_PUSH_BYTES in their route, before they are read.
+    return scope.get("method") == "PUT" and str(scope.get("path", "")).startswith("/v1/blobs/")
+
+
+def _framing_problem(scope: Scope, max_body_bytes: int) -> RegistryError | None:
+    """A request with both Transfer-Encoding and Content-Length is ambiguous (request smuggling
+    through a proxy that reads the other one): refused. So is a NUL anywhere in the target, and a
+    declared body over the cap (before a byte of it is read)."""
+    headers = {k.lower(): v for k, v in scope["headers"]}
+    if b"transfer-encoding" in headers and b"content-length" in headers:
+        return BadRequest("a request may not carry both Transfer-Encoding and Content-Length")
+    if "\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b""):
+        return BadRequest("the request target contains a NUL character")
+    declared = headers.get(b"content-length", b"")
+    if (
+        not _is_blob_upload(scope)
+        and declared.isdigit()
+        and (len(declared) > 19 or int(declared) > max_body_bytes)
+    ):
+        return PayloadTooLarge(f"request body over {max_body_bytes} bytes (ADAPTERS_MAX_REQUEST_BYTES)")
+    return None
+
+
+def _capped(receive: Receive, max_body_bytes: int) -> Receive:
+    """A body sent without Content-Length (chunked) is counted as it arrives."""
+    seen = 0
+
+    async def wrapped() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > max_body_bytes:
+                # An HTTPException: FastAPI re-raises those from a body read (others become 400).
+                raise HTTPException(
+                    413, f"request body over {max_body_bytes} bytes (ADAPTERS_MAX_REQUEST_BYTES)"
+                )
+        return message
+
+    return wrapped
+
+
+async def _answer(err: RegistryError, request_id: str, send: Send) -> None:
+    body, headers = render_problem(err.to_problem() | {"request_id": request_id}, err.status)
+    raw_headers: list[Any] = [(k.encode(), v.encode()) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": err.status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})
