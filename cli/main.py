@@ -99,12 +99,22 @@ def push(
 
 @cli.command(name="pull")
 @click.argument("ref")
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Target folder (default ./NAME).")
-@click.option("--force", is_flag=True, help="Replace a non-empty target folder.")
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), help="Target folder (default ./NAME); may be '.'."
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Write into a non-empty folder: the adapter's files replace those of the same name, "
+    "every other file is kept.",
+)
 @json_option
 @handle_errors
 def pull_cmd(ref: str, output: Path | None, force: bool, as_json: bool) -> None:
-    """Download REF (ns/name, ns/name:3, ns/name@alias, ns/name@sha256:...) into a folder."""
+    """Download REF (ns/name, ns/name:3, ns/name@alias, ns/name@sha256:...) into a folder.
+
+    Every file is verified before it is written; nothing the registry did not write is deleted.
+    """
     client = _client()
     try:
         info, out = pull(client, ref, output, force=force, progress=RichProgress(not as_json))

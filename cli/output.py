@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -75,7 +75,8 @@ class RichProgress:
 
 
 def handle_errors(f: F) -> F:
-    """Map registry errors to one line on stderr and exit 1; ADAPTERS_DEBUG=1 shows the traceback."""
+    """Map registry errors, refused values (pydantic) and OS errors to one line on stderr and exit 1;
+    ADAPTERS_DEBUG=1 shows the traceback."""
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -89,6 +90,16 @@ def handle_errors(f: F) -> F:
                 emit_json({"error": {"code": code, "message": str(err)}})
             err_console.print(f"[red]error[/red] ({code}): {err}", highlight=False, soft_wrap=True)
             sys.exit(1)
+        except ValidationError as err:  # a value refused while building a request entity
+            if os.environ.get("ADAPTERS_DEBUG"):
+                raise
+            message = validation_message(err)
+            if kwargs.get("as_json"):
+                emit_json({"error": {"code": "validation_error", "message": message}})
+            err_console.print(
+                f"[red]error[/red] (validation_error): {message}", highlight=False, soft_wrap=True
+            )
+            sys.exit(1)
         except OSError as err:
             if os.environ.get("ADAPTERS_DEBUG"):
                 raise
@@ -96,6 +107,18 @@ def handle_errors(f: F) -> F:
             sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
+
+
+def validation_message(err: ValidationError) -> str:
+    """One line for a pydantic ValidationError: the first error's location and message."""
+    errors = err.errors(include_url=False, include_input=False)
+    if not errors:
+        return str(err).splitlines()[0]
+    first = errors[0]
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    line = f"{where}: {first['msg']}" if where else str(first["msg"])
+    more = len(errors) - 1
+    return line.replace("\n", " ") + (f" (and {more} more)" if more else "")
 
 
 def human_bytes(n: int) -> str:

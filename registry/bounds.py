@@ -133,10 +133,17 @@ def _no_constants(name: str) -> NoReturn:
     raise ValueError(f"{name} is not strict JSON")
 
 
-def loads_strict(raw: bytes, where: str, error: type[RegistryError], max_depth: int = MAX_JSON_DEPTH) -> Any:
-    """Parse `raw` as strict UTF-8 JSON (no NaN/Infinity, no lone surrogates, no NUL in strings,
-    nesting capped) or raise `error` naming `where`. Used for every JSON file of an adapter and
-    for safetensors headers."""
+def loads_strict(
+    raw: bytes,
+    where: str,
+    error: type[RegistryError],
+    max_depth: int = MAX_JSON_DEPTH,
+    storable: bool = True,
+) -> Any:
+    """Parse `raw` as strict UTF-8 JSON (no NaN/Infinity, nesting capped, and when `storable`, as
+    for what goes into the database: no lone surrogates, no NUL in strings) or raise `error`
+    naming `where`. Used for adapter_config.json, safetensors headers, and (not `storable`: they
+    stay blobs, and real tokenizers hold odd tokens) every other JSON file of an adapter."""
 
     def fail(message: str) -> NoReturn:
         raise error(message, path=where)
@@ -147,5 +154,18 @@ def loads_strict(raw: bytes, where: str, error: type[RegistryError], max_depth: 
         fail(f"{where}: nested deeper than {max_depth} levels")
     except (UnicodeDecodeError, ValueError) as err:  # JSONDecodeError is a ValueError
         raise error(f"{where} is not valid UTF-8 JSON: {err}", path=where) from err
-    check_json(doc, where, max_depth=max_depth, fail=fail)
+    if storable:
+        check_json(doc, where, max_depth=max_depth, fail=fail)
+    else:
+        _check_depth(doc, where, max_depth, fail)
     return doc
+
+
+def _check_depth(value: Any, field: str, max_depth: int, fail: Raise) -> None:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth > max_depth:
+                fail(f"{field}: nested deeper than {max_depth} levels")
+            stack.extend((v, depth + 1) for v in (node.values() if isinstance(node, dict) else node))

@@ -5,14 +5,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from registry.bounds import INT32_MAX
 from registry.errors import InvalidReference
 
 NAME_PART = r"[a-z0-9][a-z0-9._-]{0,63}"
-_NAME_RE = re.compile(rf"^{NAME_PART}$")
-_ALIAS_RE = re.compile(r"^[a-z][a-z0-9._-]{0,63}$")
+# Used with fullmatch only: `$` also matches before a trailing newline, so "acme/ok\n" passed `.match`.
+_NAME_RE = re.compile(NAME_PART)
+_ALIAS_RE = re.compile(r"[a-z][a-z0-9._-]{0,63}")
 _REF_RE = re.compile(
-    rf"^(?P<ns>{NAME_PART})/(?P<name>{NAME_PART})"
-    r"(?::(?P<version>[1-9][0-9]{0,9})|@(?P<digest>sha256:[0-9a-f]{64})|@(?P<alias>[^/:@]+))?$"
+    rf"(?P<ns>{NAME_PART})/(?P<name>{NAME_PART})"
+    r"(?::(?P<version>[1-9][0-9]{0,9})|@(?P<digest>sha256:[0-9a-f]{64})|@(?P<alias>[^/:@]+))?"
 )
 RESERVED_ALIASES = {"latest"}
 
@@ -47,7 +49,7 @@ class Ref:
 
 def parse_repo(text: str) -> RepoName:
     parts = text.split("/")
-    if len(parts) != 2 or not all(_NAME_RE.match(p) for p in parts):
+    if len(parts) != 2 or not all(_NAME_RE.fullmatch(p) for p in parts):
         raise InvalidReference(
             f"{text!r} is not a repository name: use namespace/name, each part lowercase "
             "[a-z0-9][a-z0-9._-]{0,63}",
@@ -57,7 +59,7 @@ def parse_repo(text: str) -> RepoName:
 
 
 def check_alias(alias: str) -> str:
-    if not _ALIAS_RE.match(alias) or alias in RESERVED_ALIASES:
+    if not _ALIAS_RE.fullmatch(alias) or alias in RESERVED_ALIASES:
         raise InvalidReference(
             f"{alias!r} is not a valid alias: lowercase, starting with a letter, "
             "[a-z0-9._-], at most 64 characters, not 'latest'",
@@ -67,7 +69,7 @@ def check_alias(alias: str) -> str:
 
 
 def parse_ref(text: str) -> Ref:
-    m = _REF_RE.match(text)
+    m = _REF_RE.fullmatch(text)
     if not m:
         raise InvalidReference(
             f"{text!r} is not a reference: use ns/name, ns/name:3, ns/name@alias or ns/name@sha256:<hex>",
@@ -75,7 +77,10 @@ def parse_ref(text: str) -> Ref:
         )
     repo = RepoName(m["ns"], m["name"])
     if m["version"]:
-        return Ref(repo, version=int(m["version"]))
+        version = int(m["version"])
+        if version > INT32_MAX:  # version numbers are integer columns
+            raise InvalidReference(f"{text!r}: version {version} is out of range", ref=text)
+        return Ref(repo, version=version)
     if m["digest"]:
         return Ref(repo, digest=m["digest"])
     if m["alias"]:

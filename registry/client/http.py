@@ -22,6 +22,7 @@ from registry.entities import (
     RepoInfo,
     VersionFilter,
     VersionInfo,
+    VersionSummary,
 )
 from registry.errors import RegistryError, ServerUnavailable, error_from_problem
 from registry.jobspec import JobInfo, JobRequest
@@ -45,11 +46,24 @@ def raise_for_problem(resp: httpx.Response) -> None:
     raise error_from_problem(body if isinstance(body, dict) else {}, resp.status_code)
 
 
+def user_header(user: str) -> str:
+    """The X-Adapters-User value: the name percent-encoded as UTF-8, so that any name travels in an
+    ASCII header (`get_principal` decodes it). A name taken from a non-UTF-8 environment (lone
+    surrogates from surrogateescape) travels as its original bytes."""
+    try:
+        return quote(user, safe="", errors="surrogateescape")
+    except UnicodeEncodeError:
+        return quote(user, safe="", errors="backslashreplace")
+
+
 class HttpClient:
     def __init__(self, base_url: str, user: str, cache_dir: Path) -> None:
         self.base_url = base_url.rstrip("/")
         self.http = httpx.Client(
-            base_url=self.base_url, headers={"X-Adapters-User": user}, timeout=TIMEOUT, follow_redirects=True
+            base_url=self.base_url,
+            headers={"X-Adapters-User": user_header(user)},
+            timeout=TIMEOUT,
+            follow_redirects=True,
         )
         self.cache: BlobStore = LocalBlobStore(cache_dir)
 
@@ -114,11 +128,11 @@ class HttpClient:
 
     def list_versions(
         self, flt: VersionFilter, limit: int = 50, cursor: str | None = None
-    ) -> Page[VersionInfo]:
+    ) -> Page[VersionSummary]:
         params: dict[str, Any] = {k: v for k, v in flt.model_dump().items() if v not in (None, False)}
         params.update(limit=limit, **({"cursor": cursor} if cursor else {}))
         resp = self._request("GET", "/v1/versions", params=params)
-        return Page[VersionInfo].model_validate(resp.json())
+        return Page[VersionSummary].model_validate(resp.json())
 
     def list_repos(self, limit: int = 50, cursor: str | None = None) -> Page[RepoInfo]:
         params: dict[str, Any] = {"limit": limit, **({"cursor": cursor} if cursor else {})}

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from registry.client.args import finite_number, name_equals_number
 from registry.client.base import RegistryClient, TransferProgress
 from registry.entities import EvalScoreIn, FileInfo, PushRequest, PushResult, VersionInfo
-from registry.errors import BadRequest, DigestMismatch, OutputExists
+from registry.errors import BadRequest, DigestMismatch, OutputExists, UnsafePath
 from registry.formats.folder import hash_folder, list_folder, local_reader
 from registry.formats.inspect import Limits, inspect_files
 from registry.formats.manifest import FileEntry
@@ -95,8 +96,7 @@ def push_folder(
     if progress:
         progress.finish()
     inspect_files(entries, local_reader(files), CLIENT_LIMITS)
-    upload_missing(client, entries, dict(files), progress)
-    request = PushRequest(
+    request = PushRequest(  # built (and so validated) before a byte is uploaded
         files=[FileInfo(path=e.path, size=e.size, sha256=e.sha256) for e in entries],
         base=base,
         task=task,
@@ -106,6 +106,7 @@ def push_folder(
         lineage=lineage,
         force=force,
     )
+    upload_missing(client, entries, dict(files), progress)
     return client.commit(repo, request)
 
 
@@ -117,11 +118,11 @@ def pull(
     force: bool = False,
     progress: TransferProgress | None = None,
 ) -> tuple[VersionInfo, Path]:
-    """Download into the local cache (only what it lacks), verify, and write `out` atomically."""
+    """Download into the local cache (only what it lacks), verify, and write the files into `out`
+    (see `write_files`); returns the version and the absolute folder written."""
     info = client.resolve(ref)
     out = out or Path.cwd() / info.repo.split("/")[1]
-    write_files(client, info.files, out, force=force, progress=progress)
-    return info, out
+    return info, write_files(client, info.files, out, force=force, progress=progress)
 
 
 def fetch_missing(client: RegistryClient, files: list[FileInfo], progress: TransferProgress | None) -> None:
@@ -143,19 +144,118 @@ def write_files(
     force: bool = False,
     progress: TransferProgress | None = None,
 ) -> Path:
-    """Download what the local cache lacks, verify, and write the files into `out` atomically."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise OutputExists(f"{out} exists and is not empty; pass --force to replace it", path=str(out))
+    """Download what the local cache lacks, verify every file, then write the files into `out`.
+
+    Never deletes what the registry did not write. A new folder appears whole: it is staged beside
+    `out` and renamed into place. Into an existing folder (a non-empty one needs `force`) every file
+    is staged and verified in a hidden folder inside it, then os.replace()d into place one by one;
+    every other file there is left alone. A manifest path whose target is a folder, or that would
+    pass through a symlink or a file, is refused before anything is written. Returns `out`, absolute.
+    """
+    if out.is_symlink() and not out.exists():
+        raise OutputExists(f"{out} is a symlink to nothing; remove it or pick another folder", path=str(out))
+    out = out.expanduser().resolve()  # "." and relative paths, and a symlinked folder: the real one
+    paths = [_manifest_path(f.path) for f in files]
+    if not out.exists():
+        fetch_missing(client, files, progress)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = _make_staging(out.parent, f".{out.name}.pull-")
+        try:
+            for f in files:
+                _copy_verified(client, f, staging)
+            os.rename(staging, out)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return out
+    if not out.is_dir():
+        raise OutputExists(f"{out} exists and is not a folder", path=str(out))
+    if not force and any(out.iterdir()):
+        raise OutputExists(
+            f"{out} exists and is not empty; pass --force to write the files into it "
+            "(files of the same name are replaced, every other file is kept)",
+            path=str(out),
+        )
+    for rel in paths:
+        _check_target(out, rel)
     fetch_missing(client, files, progress)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.pull-", dir=out.parent))
+    _write_in_place(client, files, paths, out)
+    return out
+
+
+def _manifest_path(path: str) -> PurePosixPath:
+    """A manifest path as a plain relative path inside the output folder: no absolute path,
+    backslash, NUL, '..', '.' or empty component. (Only what writing safely needs: a version pushed
+    under an older, looser push rule still pulls.)"""
+    if not path or "\\" in path or "\0" in path or any(p in ("", ".", "..") for p in path.split("/")):
+        raise UnsafePath(
+            f"refusing path {path!r}: not a plain relative path inside the output folder", path=path
+        )
+    return PurePosixPath(path)
+
+
+def _check_target(out: Path, rel: PurePosixPath) -> None:
+    """Refuse to write `rel` under `out` through a symlink or a file, or over a folder."""
+    cur = out
+    for part in rel.parts[:-1]:
+        cur = cur / part
+        if cur.is_symlink():
+            raise BadRequest(f"refusing to write {rel}: {cur} is a symlink", path=str(rel))
+        if cur.exists() and not cur.is_dir():
+            raise OutputExists(f"cannot write {rel}: {cur} exists and is not a folder", path=str(rel))
+    target = out / rel
+    if target.is_dir():
+        raise OutputExists(f"refusing to replace the folder {target} with the file {rel}", path=str(rel))
+    if not target.parent.resolve().is_relative_to(out):
+        raise BadRequest(f"refusing path {str(rel)!r}: it resolves outside {out}", path=str(rel))
+
+
+def _write_in_place(
+    client: RegistryClient, files: list[FileInfo], paths: list[PurePosixPath], out: Path
+) -> None:
+    """Stage and verify every file inside `out` (same filesystem), then os.replace() each into place,
+    creating subfolders as needed. On a failure, the files and folders this call added are removed
+    again (an empty folder is left as it was); files it already replaced keep their new content."""
+    staging = _make_staging(out, ".adapters-pull-")
+    added: list[Path] = []
+    made: list[Path] = []
     try:
         for f in files:
             _copy_verified(client, f, staging)
-        _swap_into_place(staging, out)
+        for rel in paths:
+            _check_target(out, rel)  # again, just before writing
+            cur = out
+            for part in rel.parts[:-1]:
+                cur = cur / part
+                if not cur.exists():
+                    cur.mkdir()
+                    made.append(cur)
+            target = out / rel
+            existed = target.exists() or target.is_symlink()
+            os.replace(staging / rel, target)
+            if not existed:
+                added.append(target)
+    except BaseException:
+        for p in added:
+            p.unlink(missing_ok=True)
+        for d in reversed(made):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return out
+
+
+def _make_staging(parent: Path, prefix: str) -> Path:
+    """A new hidden folder in `parent`. Unlike mkdtemp (mode 0700) it gets the umask's mode, which
+    a folder renamed into place keeps."""
+    for _ in range(100):
+        path = parent / f"{prefix}{secrets.token_hex(6)}"
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"cannot create a staging folder in {parent}")
 
 
 def _copy_verified(client: RegistryClient, f: FileInfo, staging: Path) -> None:
@@ -172,18 +272,3 @@ def _copy_verified(client: RegistryClient, f: FileInfo, staging: Path) -> None:
         os.fsync(out.fileno())
     if "sha256:" + h.hexdigest() != f.sha256:
         raise DigestMismatch(f"{f.path}: cached blob does not hash to {f.sha256}", path=f.path)
-
-
-def _swap_into_place(staging: Path, out: Path) -> None:
-    """rename() the finished folder into place; an existing one is moved aside first, then removed."""
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        try:
-            os.replace(staging, out)
-        except OSError:
-            os.replace(old, out)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, out)

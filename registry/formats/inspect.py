@@ -9,10 +9,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from registry.errors import MissingAdapterConfig, MissingWeights, PushTooLarge, UnsafePath
+from registry.bounds import loads_strict
+from registry.errors import (
+    InvalidAdapter,
+    MissingAdapterConfig,
+    MissingWeights,
+    PickleRefused,
+    PushTooLarge,
+    UnsafePath,
+)
 from registry.formats.manifest import FileEntry
-from registry.formats.paths import CONFIG_NAME, check_allowed, check_not_pickle, normalize_path
+from registry.formats.paths import CONFIG_NAME, CONVERT_HINT, check_allowed, check_not_pickle, normalize_path
 from registry.formats.peft_config import PeftConfigFacts, parse_config
+from registry.formats.pickle_scan import pickle_imports
 from registry.formats.safetensors_header import SafetensorsHeader, TensorInfo, header_length, parse_header
 from registry.formats.weights import LoraModule, check_lora_tensors
 
@@ -20,6 +29,9 @@ ReadRange = Callable[[FileEntry, int, int], bytes]
 """read(entry, start, length) -> bytes"""
 
 WEIGHTS_NAME = "adapter_model.safetensors"
+MAX_JSON_FILE_BYTES = 64 * 1024**2
+"""JSON files other than the config (tokenizer.json: Gemma's is 33 MB) are parsed to prove they
+are JSON, not stored in the database: a cap of their own, above ADAPTERS_MAX_JSON_BYTES."""
 
 
 @dataclass(frozen=True)
@@ -61,13 +73,17 @@ def inspect_files(files: list[FileEntry], read: ReadRange, limits: Limits) -> Ad
         )
     for entry in files:
         check_not_pickle(entry.path, read(entry, 0, 8) if entry.size else b"")
+        if not entry.path.endswith(".safetensors"):
+            check_no_pickle_stream(entry, read)
     by_path = {f.path: f for f in files}
     cfg_entry = by_path.get(CONFIG_NAME)
     if cfg_entry is None:
         raise MissingAdapterConfig(f"no {CONFIG_NAME} at the top of the adapter folder")
-    if cfg_entry.size > limits.max_json_bytes:
-        raise PushTooLarge(f"{CONFIG_NAME} is larger than {limits.max_json_bytes} bytes", size=cfg_entry.size)
-    config = parse_config(CONFIG_NAME, read(cfg_entry, 0, cfg_entry.size))
+    config = parse_config(CONFIG_NAME, read_json_bytes(cfg_entry, read, limits.max_json_bytes))
+    for entry in files:
+        if entry.path.endswith(".json") and entry.path != CONFIG_NAME:
+            raw = read_json_bytes(entry, read, max(limits.max_json_bytes, MAX_JSON_FILE_BYTES))
+            loads_strict(raw, entry.path, InvalidAdapter, max_depth=64, storable=False)
     headers = {
         f.path: read_header(f, read, limits.max_header_bytes)
         for f in files
@@ -88,6 +104,27 @@ def inspect_files(files: list[FileEntry], read: ReadRange, limits: Limits) -> Ad
         lora_modules=modules,
         tensors=weights.tensors,
     )
+
+
+def check_no_pickle_stream(entry: FileEntry, read: ReadRange) -> None:
+    """Refuse a file that is a pickle without magic bytes (protocol 0/1) and imports a name."""
+    found = pickle_imports(lambda start, n: read(entry, start, n), entry.size)
+    if found is not None:
+        raise PickleRefused(
+            f"{entry.path} is a pickle stream that imports code when loaded ({found}): {CONVERT_HINT}",
+            path=entry.path,
+        )
+
+
+def read_json_bytes(entry: FileEntry, read: ReadRange, max_json_bytes: int) -> bytes:
+    if entry.size > max_json_bytes:
+        raise PushTooLarge(
+            f"{entry.path} is larger than {max_json_bytes} bytes (ADAPTERS_MAX_JSON_BYTES)",
+            path=entry.path,
+            size=entry.size,
+            limit=max_json_bytes,
+        )
+    return read(entry, 0, entry.size)
 
 
 def read_header(entry: FileEntry, read: ReadRange, max_header_bytes: int) -> SafetensorsHeader:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import fnmatch
 import unicodedata
+from typing import NoReturn
 
+from registry.bounds import text_problem
 from registry.errors import FileNotAllowed, PickleRefused, UnsafePath
 
 CONFIG_NAME = "adapter_config.json"
@@ -35,12 +37,31 @@ CONVERT_HINT = (
 )
 
 
+# Device names Windows opens instead of a file, whatever the extension ("nul.txt" is NUL).
+WINDOWS_DEVICES = frozenset(
+    {"con", "prn", "aux", "nul", "conin$", "conout$"}
+    | {
+        f"{dev}{n}"
+        for dev in ("com", "lpt")
+        for n in ("1", "2", "3", "4", "5", "6", "7", "8", "9", "¹", "²", "³")
+    }
+)
+
+
 def normalize_path(raw: str) -> str:
-    """Return the NFC form of a safe relative POSIX path, or raise UnsafePath."""
+    """Return the NFC form of a safe relative POSIX path, or raise UnsafePath.
+
+    Safe means: the same file on every client OS. No controls, bidi or zero-width characters;
+    no component Windows would read as a drive, stream, device or a name with trailing dots or
+    spaces stripped; nothing git would treat as its own directory."""
     if not raw or len(raw) > 512:
         raise UnsafePath(f"path {raw!r} is empty or longer than 512 characters", path=raw)
-    if any(ord(c) < 32 or ord(c) == 127 for c in raw):
-        raise UnsafePath(f"path {raw!r} contains control characters", path=raw)
+    why = text_problem(raw, single_line=True)
+    if why is not None:
+        raise UnsafePath(f"path {raw!r} {why}", path=raw)
+    fmt = next((c for c in raw if unicodedata.category(c) == "Cf"), None)
+    if fmt is not None:  # the rest of the invisible format characters (HFS+ ignores them in names)
+        raise UnsafePath(f"path {raw!r} contains the invisible format character U+{ord(fmt):04X}", path=raw)
     if "\\" in raw:
         raise UnsafePath(f"path {raw!r} contains a backslash (Windows or UNC path)", path=raw)
     if raw.startswith("/"):
@@ -51,7 +72,24 @@ def normalize_path(raw: str) -> str:
     parts = path.split("/")
     if any(p in ("", ".", "..") for p in parts):
         raise UnsafePath(f"path {raw!r} has an empty, '.' or '..' component", path=raw)
+    for part in parts:
+        _check_component(raw, part)
     return path
+
+
+def _check_component(raw: str, part: str) -> None:
+    def refuse(why: str) -> NoReturn:
+        raise UnsafePath(f"path {raw!r}: component {part!r} {why}", path=raw)
+
+    if ":" in part:
+        refuse("contains ':' (a Windows drive letter or NTFS alternate data stream)")
+    if part.endswith((".", " ")):
+        refuse("ends in a dot or a space, which Windows strips (it would name another file)")
+    folded = part.casefold()
+    if folded in (".git", "git~1"):  # git~1: the 8.3 short name of .git on Windows
+        refuse("is git's own directory: written into a clone it would plant git config and hooks")
+    if folded.split(".", 1)[0].rstrip(" ") in WINDOWS_DEVICES:
+        refuse("is a Windows device name (CON, PRN, AUX, NUL, COM1-9, LPT1-9), with or without an extension")
 
 
 def check_allowed(path: str) -> None:

@@ -14,7 +14,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from registry.errors import InvalidAdapter, UnknownPeftType, UnsafeConfig
+from registry.bounds import NAME_LEN, REVISION_LEN, check_text, loads_strict
+from registry.errors import InvalidAdapter, UnknownPeftType, UnsafeConfig, ValidationFailed
 
 SAFE_LIBRARIES = ("transformers", "peft")
 
@@ -100,10 +101,7 @@ _FIELD_TYPES: dict[str, tuple[Any, str]] = {
 
 def parse_config(path: str, raw_bytes: bytes) -> PeftConfigFacts:
     """Parse and validate adapter_config.json; raise an InvalidAdapter subclass on refusal."""
-    try:
-        doc = json.loads(raw_bytes.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InvalidAdapter(f"{path} is not valid UTF-8 JSON: {err}", path=path) from err
+    doc = loads_strict(raw_bytes, path, InvalidAdapter)
     if not isinstance(doc, dict):
         raise InvalidAdapter(f"{path} must hold a JSON object", path=path)
     return validate_config(doc, path)
@@ -112,15 +110,27 @@ def parse_config(path: str, raw_bytes: bytes) -> PeftConfigFacts:
 def validate_config(doc: dict[str, Any], path: str = "adapter_config.json") -> PeftConfigFacts:
     schema = peft_schema()
     peft_type = doc.get("peft_type")
-    if not isinstance(peft_type, str) or peft_type.upper() not in schema["fields"]:
+    if (
+        isinstance(peft_type, str)
+        and peft_type not in schema["fields"]
+        and peft_type.upper() in schema["fields"]
+    ):
+        # PEFT looks the type up by its exact enum value: it cannot load a pulled "lora" adapter.
+        raise UnknownPeftType(
+            f'{path}: peft_type {peft_type!r} must be spelled exactly "{peft_type.upper()}" '
+            "(PEFT matches the type by its exact, upper-case value)",
+            path=path,
+            peft_type=peft_type,
+        )
+    if not isinstance(peft_type, str) or peft_type not in schema["fields"]:
         raise UnknownPeftType(
             f"{path}: peft_type {peft_type!r} is not a PEFT type; known: "
             + ", ".join(sorted(schema["fields"])),
             path=path,
             peft_type=peft_type,
         )
-    peft_type = peft_type.upper()
     _refuse_code_hooks(doc, path)
+    _check_stored_text(doc, path)
     task_type = doc.get("task_type")
     if task_type is not None and task_type not in schema["task_types"]:
         raise InvalidAdapter(
@@ -149,6 +159,23 @@ def validate_config(doc: dict[str, Any], path: str = "adapter_config.json") -> P
         revision=doc.get("revision") or None,
         unknown_fields=sorted(set(doc) - known),
     )
+
+
+# Fields the registry stores in columns of their own, with the columns' bounds.
+_STORED_TEXT = {"base_model_name_or_path": NAME_LEN, "revision": REVISION_LEN}
+
+
+def _check_stored_text(doc: dict[str, Any], path: str) -> None:
+    for name, max_len in _STORED_TEXT.items():
+        value = doc.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise InvalidAdapter(f"{path}: {name} must be a string, got {value!r}", path=path, field=name)
+        try:
+            check_text(value, name, max_len)
+        except ValidationFailed as err:
+            raise InvalidAdapter(f"{path}: {err.message}", path=path, field=name) from err
 
 
 def _refuse_code_hooks(doc: dict[str, Any], path: str) -> None:

@@ -8,6 +8,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from registry.bounds import loads_strict
 from registry.errors import InvalidSafetensors
 
 DTYPE_SIZES = {
@@ -78,12 +79,16 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def parse_header(path: str, raw: bytes, file_size: int) -> SafetensorsHeader:
     """Check every entry: dtype allowlist, shape, offsets inside the file, contiguous, no overlap."""
+    # Strict first (NaN, lone surrogates, NUL, depth: a 100k-deep header must not exhaust the
+    # stack), then again with the duplicate check, which json.loads alone cannot make.
     try:
-        doc = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+        doc = loads_strict(raw, f"{path} header", InvalidSafetensors)
+    except InvalidSafetensors as err:
+        raise InvalidSafetensors(err.message, path=path) from err
+    try:
+        json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except InvalidSafetensors as err:
         raise InvalidSafetensors(f"{path}: {err.message}", path=path) from err
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InvalidSafetensors(f"{path}: header is not UTF-8 JSON ({err})", path=path) from err
     if not isinstance(doc, dict):
         raise InvalidSafetensors(f"{path}: header is not a JSON object", path=path)
     metadata = doc.pop("__metadata__", None) or {}

@@ -122,8 +122,10 @@ def test_pull_is_atomic_cached_and_refuses_to_clobber(
         pull(client, "acme/legal", out)
     assert (out / "keep.txt").read_text() == "mine"
     pull(client, "acme/legal", out, force=True)
-    assert read_tree(out) == read_tree(adapters_dir / "lora_a")
+    # --force replaces the adapter's files and never deletes what the registry did not write.
+    assert read_tree(out) == {**read_tree(adapters_dir / "lora_a"), "keep.txt": b"mine"}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
     # A second pull finds every blob in the cache: nothing to fetch.
     fetched: list[str] = []
     original = client.fetch_blob
