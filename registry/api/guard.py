@@ -34,8 +34,11 @@ def classify(err: BaseException) -> RegistryError:
     """The client's view of an exception nothing else handled: generic, with no internals."""
     from sqlalchemy import exc as sa
 
-    if isinstance(err, sa.DBAPIError) and (
-        err.connection_invalidated or isinstance(err, sa.OperationalError | sa.InterfaceError)
+    schema_fault = isinstance(err, sa.OperationalError) and "no such " in str(err.orig)  # SQLite
+    if (
+        isinstance(err, sa.DBAPIError)
+        and not schema_fault
+        and (err.connection_invalidated or isinstance(err, sa.OperationalError | sa.InterfaceError))
     ):
         return ServerUnavailable("the database is unavailable; retry shortly")
     if isinstance(err, sa.TimeoutError):  # the connection pool is exhausted

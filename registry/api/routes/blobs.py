@@ -83,15 +83,18 @@ async def put_blob(
     reg: RegistryDep,
     settings: SettingsDep,
     _: PrincipalDep,
-    content_length: Annotated[int | None, Header(ge=0)] = None,
 ) -> dict[str, object]:
     """Stream the body into the store; sha256 and length are verified before it becomes visible.
 
     Uploads run on threads of their own, at most `ADAPTERS_UPLOAD_CONCURRENCY` at once (more wait
     without holding a thread), so clients that trickle bytes never starve the other routes."""
     check_digest(digest)
-    if content_length is None:
+    # Read from the request, not declared as a parameter: it is framing (the server has already
+    # checked it is a number), not an API input a client chooses apart from its body.
+    declared = request.headers.get("content-length")
+    if declared is None:
         raise BadRequest("Content-Length is required for blob uploads")
+    content_length = int(declared)
     if content_length > settings.max_push_bytes:
         raise PushTooLarge(
             f"blob of {content_length} bytes; the limit is {settings.max_push_bytes} (ADAPTERS_MAX_PUSH_BYTES)",
