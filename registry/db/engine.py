@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from registry.errors import Conflict
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+log = logging.getLogger(__name__)
 
 
 def make_engine(url: str) -> Engine:
@@ -73,7 +75,9 @@ def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.commit()
     except IntegrityError as err:
         session.rollback()
-        raise Conflict(f"concurrent change: {err.orig}") from err
+        # The driver's message names constraints and echoes values: the log has it, not the client.
+        log.warning("unit of work rolled back on an integrity error: %s", err.orig)
+        raise Conflict("a concurrent change conflicted with this one; retry") from err
     except BaseException:
         session.rollback()
         raise
