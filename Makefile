@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint pytest bench clean
+.PHONY: install demo test test-fast lint pytest bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -27,6 +27,10 @@ pytest: $(STAMP)
 	$(PY) -m pytest
 
 test: lint pytest
+
+# The edit-test loop: no trained model, no subprocess server (tests marked `slow`); about a minute.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" -q
 
 bench: $(STAMP)
 	$(PY) bench/push_pull.py

@@ -18,6 +18,8 @@ from registry.client.jobs import follow, raise_for_job, submit_and_follow
 from registry.config import Settings
 from registry.errors import BadRequest
 from registry.jobspec import JobInfo, JobRequest
+from registry.worker.embedded import jobs_run_here
+from registry.worker.settings import WorkerSettings
 
 
 def in_process_worker() -> bool:
@@ -56,13 +58,8 @@ class JobBar:
 
 def run_job(client: RegistryClient, request: JobRequest, no_wait: bool, as_json: bool) -> JobInfo:
     """Submit; print the id and return with --no-wait, else follow with a bar until it ends."""
-    job = submit_and_follow(
-        client,
-        request,
-        wait=not no_wait,
-        on_update=JobBar(not as_json),
-        in_process_worker=in_process_worker(),
-    )
+    with jobs_run_here(client, WorkerSettings.from_settings(Settings()), not no_wait and in_process_worker()):
+        job = submit_and_follow(client, request, wait=not no_wait, on_update=JobBar(not as_json))
     if no_wait:
         if as_json:
             emit_json(job)
@@ -136,9 +133,10 @@ def jobs_watch(job_id: int, as_json: bool) -> None:
     client = open_client(Settings())
     try:
         job = client.get_job(job_id)
-        if not job.done and in_process_worker():
-            client.start_worker()
-        job = follow(client, job, JobBar(not as_json))
+        with jobs_run_here(
+            client, WorkerSettings.from_settings(Settings()), not job.done and in_process_worker()
+        ):
+            job = follow(client, job, JobBar(not as_json))
     finally:
         client.close()
     if job.status != "succeeded":
@@ -217,7 +215,7 @@ def worker(device: str, once: bool, name: str | None, as_json: bool) -> None:
             raise BadRequest("--device cuda: torch sees no CUDA device")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     reg = Registry.from_settings(settings, migrate=True)
-    w = Worker(reg, settings, device=device, name=name)
+    w = Worker(reg, WorkerSettings.from_settings(settings, device=device, name=name))
     stop = threading.Event()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:

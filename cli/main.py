@@ -16,7 +16,7 @@ from registry.client.transfer import parse_eval, pull, push_folder
 from registry.config import Settings
 from registry.entities import VersionFilter, VersionInfo
 from registry.errors import BadRequest
-from registry.jobspec import JobRequest
+from registry.jobspec import JobRequest, MergeResult
 
 
 def _client() -> RegistryClient:
@@ -352,12 +352,12 @@ def merge(
         job = run_job(client, JobRequest(type="merge", params=params), no_wait, as_json)
         if no_wait:
             return
-        assert job.result is not None
-        info = client.resolve(job.result["ref"])
+        result = job.result_as(MergeResult)
+        info = client.resolve(result.ref)
     finally:
         client.close()
     if as_json:
-        emit_json({**job.result, "job": job.id, "info": info.model_dump(mode="json")})
+        emit_json({**result.model_dump(mode="json"), "job": job.id, "info": info.model_dump(mode="json")})
         return
     err = (info.lineage or {}).get("error", {})
     console.print(

@@ -14,9 +14,8 @@ from registry.client.bases import add_base_folder
 from registry.client.local import LocalClient
 from registry.client.transfer import write_files
 from registry.config import Settings
-from registry.entities import FileInfo
 from registry.errors import BadRequest
-from registry.jobspec import JobRequest, parse_size
+from registry.jobspec import Check4bitResult, ExportResult, JobRequest, parse_size
 
 
 def base_params(client: RegistryClient, base: str, progress: RichProgress) -> dict[str, Any]:
@@ -86,19 +85,20 @@ def export(
         job = run_job(client, JobRequest(type="export", params=params), no_wait, as_json)
         if no_wait:
             return
-        assert job.result is not None
+        result = job.result_as(ExportResult)
         if output is not None:
-            files = [FileInfo(**f) for f in job.result["files"]]
-            write_files(client, files, output, force=force, progress=progress)
+            write_files(client, result.files, output, force=force, progress=progress)
     finally:
         client.close()
     if as_json:
-        emit_json({**job.result, "job": job.id, "output": str(output) if output else None})
+        emit_json(
+            {**result.model_dump(mode="json"), "job": job.id, "output": str(output) if output else None}
+        )
         return
     where = f" -> {output}" if output else ""
     console.print(
-        f"[green]exported[/green] {ref} into {', '.join(job.result['names'])} "
-        f"{job.result['fingerprint']}{where}  (job {job.id})",
+        f"[green]exported[/green] {ref} into {', '.join(result.names)} "
+        f"{result.fingerprint}{where}  (job {job.id})",
         highlight=False,
     )
 
@@ -134,8 +134,7 @@ def check_4bit(
         client.close()
     if no_wait:
         return
-    assert job.result is not None
-    report = job.result["report"]
+    report = job.result_as(Check4bitResult).report
     if as_json:
         emit_json({**report, "job": job.id})
         return

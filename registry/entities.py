@@ -181,12 +181,11 @@ class BaseNameInfo(BaseModel):
     revision: Revision | None = None
 
 
-class BaseRegistration(BaseModel):
-    """What a client computed from a model folder (or a config.json alone) and sends to register."""
+class BaseArchitecture(BaseModel):
+    """A base model's architecture facts, read from its config.json (and its weights' parameter
+    count): listed here once. Registration and the base's entity inherit them, so they stay flat
+    members of the REST JSON; the fit check and the database row take them from here."""
 
-    names: list[BaseNameInfo] = Field(default_factory=list, max_length=64)
-    fingerprint: Digest | None = None
-    structure_signature: Digest
     architectures: list[Name] = Field(default_factory=list, max_length=64)
     model_type: Short | None = None
     hidden_size: Count32 | None = None
@@ -196,6 +195,26 @@ class BaseRegistration(BaseModel):
     vocab_size: Count32 | None = None
     param_count: Count64 = 0
     dtype: Annotated[str, Field(max_length=32), _OneLine] | None = None
+
+    @classmethod
+    def of(cls, obj: object) -> BaseArchitecture:
+        """The architecture fields of any object that has them (an entity, a database row)."""
+        return cls(**{name: getattr(obj, name) for name in ARCHITECTURE_FIELDS})
+
+    def architecture(self) -> BaseArchitecture:
+        """Just these facts (from a registration or a base entity)."""
+        return BaseArchitecture.of(self)
+
+
+ARCHITECTURE_FIELDS = tuple(BaseArchitecture.model_fields)
+
+
+class BaseRegistration(BaseArchitecture):
+    """What a client computed from a model folder (or a config.json alone) and sends to register."""
+
+    names: list[BaseNameInfo] = Field(default_factory=list, max_length=64)
+    fingerprint: Digest | None = None
+    structure_signature: Digest
     config: JsonDoc = Field(default_factory=dict)
     modules: list[ModuleInfo] = Field(max_length=200_000)
     files: list[FileInfo] | None = Field(default=None, max_length=10_000)
@@ -204,20 +223,11 @@ class BaseRegistration(BaseModel):
     """For a derived model (export): the base fingerprint and adapter digest it was made from."""
 
 
-class BaseInfo(BaseModel):
+class BaseInfo(BaseArchitecture):
     id: int
     names: list[BaseNameInfo]
     fingerprint: str | None
     structure_signature: str
-    architectures: list[str]
-    model_type: str | None
-    hidden_size: int | None
-    num_layers: int | None
-    num_heads: int | None
-    num_kv_heads: int | None
-    vocab_size: int | None
-    param_count: int
-    dtype: str | None
     uploaded: bool
     module_count: int
     created_at: datetime

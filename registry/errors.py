@@ -1,47 +1,96 @@
-"""RegistryError hierarchy: each class has a stable `code` and an HTTP status.
+"""RegistryError hierarchy: each class has a stable `code`, an HTTP status and typed fields.
 
 The API renders these as application/problem+json; HttpClient maps the codes back to the same
-classes (see `error_from_problem`), so callers see one vocabulary in both modes.
+classes (see `error_from_problem`), so callers see one vocabulary in both modes. Every subclass
+registers its code when it is defined (`ERRORS_BY_CODE`, built once, a duplicate code refused).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar
 
 import storage
 
+log = logging.getLogger(__name__)
+
+ERRORS_BY_CODE: dict[str, type[RegistryError]] = {}
+"""code -> class, filled by `RegistryError.__init_subclass__` as each class is defined."""
+
+RESERVED = frozenset({"type", "title", "status", "detail", "code"})
+"""Problem members the error itself writes: a field of the same name would overwrite them."""
+
 
 class RegistryError(Exception):
+    """Base of every refusal. Subclasses declare the fields they carry as annotated attributes
+    (`ref: str | None = None`); a keyword argument of that name sets it and travels in the
+    problem body. Other keyword arguments travel too (a newer server's fields), untyped."""
+
     code: ClassVar[str] = "registry_error"
     status: ClassVar[int] = 400
     title: ClassVar[str] = "Registry error"
+    _field_names: ClassVar[frozenset[str]] = frozenset({"request_id"})
+    request_id: str | None = None
+    """Set on errors read back from a server's problem: the id its log files the failure under."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = {
+            name
+            for name, ann in vars(cls).get("__annotations__", {}).items()
+            if not str(ann).startswith(("ClassVar", "typing.ClassVar"))
+        }
+        cls._field_names = cls._field_names | own
+        if "code" in vars(cls):
+            known = ERRORS_BY_CODE.get(cls.code)
+            if known is not None and known.__qualname__ != cls.__qualname__:
+                raise TypeError(f"error code {cls.code!r} is used by {known.__name__} and {cls.__name__}")
+            ERRORS_BY_CODE[cls.code] = cls
 
     def __init__(self, message: str, **fields: Any) -> None:
+        clash = RESERVED & fields.keys()
+        if clash:
+            raise TypeError(f"{type(self).__name__}: {sorted(clash)} name problem members, not fields")
         super().__init__(message)
         self.message = message
         self.fields = fields
+        self.headers: dict[str, str] = {}
+        """Response headers that go with the problem (Content-Range on a 416)."""
+        for name in self._field_names & fields.keys():
+            setattr(self, name, fields[name])
 
     def to_problem(self) -> dict[str, Any]:
         return {
+            **self.fields,
             "type": f"https://adapter-registry.dev/problems/{self.code}",
             "title": self.title,
             "status": self.status,
             "detail": self.message,
             "code": self.code,
-            **self.fields,
         }
+
+
+ERRORS_BY_CODE[RegistryError.code] = RegistryError
 
 
 class NotFound(RegistryError, LookupError):
     code = "not_found"
     status = 404
     title = "Not found"
+    ref: str | None = None
+    repo: str | None = None
+    alias: str | None = None
+    digest: str | None = None
+    base: str | None = None
+    job: str | None = None
 
 
 class InvalidReference(RegistryError, ValueError):
     code = "invalid_reference"
     status = 400
     title = "Invalid reference"
+    ref: str | None = None
+    alias: str | None = None
 
 
 class Conflict(RegistryError):
@@ -54,11 +103,16 @@ class BadRequest(RegistryError, ValueError):
     code = "bad_request"
     status = 400
     title = "Bad request"
+    field: str | None = None
+    path: str | None = None
+    base: str | None = None
 
 
 class ValidationFailed(RegistryError, ValueError):
     """A request value the registry cannot store or serve back (the code FastAPI's own body
     validation answers with, so a client sees one code for both)."""
+
+    field: str | None = None
 
     code = "validation_error"
     status = 422
@@ -69,36 +123,47 @@ class DigestMismatch(RegistryError, ValueError):
     code = "digest_mismatch"
     status = 422
     title = "Digest mismatch"
+    expected: str | None = None
+    actual: str | None = None
+    path: str | None = None
 
 
 class SizeMismatch(RegistryError, ValueError):
     code = "size_mismatch"
     status = 422
     title = "Size mismatch"
+    expected: int | None = None
+    actual: int | None = None
 
 
 class InvalidDigest(RegistryError, ValueError):
     code = "invalid_digest"
     status = 400
     title = "Invalid digest"
+    digest: str | None = None
 
 
 class BlobMissing(RegistryError):
     code = "blob_missing"
     status = 409
     title = "Blob missing"
+    digest: str | None = None
+    path: str | None = None
 
 
 class OutputExists(RegistryError, FileExistsError):
     code = "output_exists"
     status = 409
     title = "Output exists"
+    path: str | None = None
 
 
 class ServerUnavailable(RegistryError, ConnectionError):
     code = "server_unavailable"
     status = 503
     title = "Server unavailable"
+    database: str | None = None
+    blobs: str | None = None
 
 
 class InternalError(RegistryError):
@@ -122,14 +187,41 @@ class PayloadTooLarge(RegistryError):
     title = "Payload too large"
 
 
+class RangeNotSatisfiable(BadRequest):
+    """A Range outside the blob: 416 with `Content-Range: bytes */size` (RFC 9110 15.5.17)."""
+
+    code = "range_not_satisfiable"
+    status = 416
+    title = "Range not satisfiable"
+    size: int | None = None
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message, **fields)
+        if self.size is not None:
+            self.headers["Content-Range"] = f"bytes */{self.size}"
+
+
+class StorageFailed(RegistryError):
+    """The blob store failed (an S3 error, a disk error): the request may succeed later. The
+    store's own message stays in the server log; the client sees the store's error code."""
+
+    code = "storage_error"
+    status = 503
+    title = "Blob store error"
+    store_code: str | None = None
+
+
 class MergeRefused(RegistryError, ValueError):
     code = "merge_refused"
     status = 422
     title = "Merge refused"
+    module: str | None = None
+    ref: str | None = None
 
 
 class BaseMismatch(MergeRefused):
     code = "base_mismatch"
+    bases: list[str] | None = None
 
 
 # Refusals on push: every one is an InvalidAdapter with its own code.
@@ -137,6 +229,9 @@ class InvalidAdapter(RegistryError, ValueError):
     code = "invalid_adapter"
     status = 422
     title = "Invalid adapter"
+    path: str | None = None
+    field: str | None = None
+    peft_type: str | None = None
 
 
 class MissingAdapterConfig(InvalidAdapter):
@@ -161,10 +256,14 @@ class MissingWeights(InvalidAdapter):
 
 class InvalidSafetensors(InvalidAdapter):
     code = "invalid_safetensors"
+    tensor: str | None = None
 
 
 class WeightsMismatch(InvalidAdapter):
     code = "weights_mismatch"
+    module: str | None = None
+    tensor: str | None = None
+    expected_rank: int | None = None
 
 
 class UnsafePath(InvalidAdapter):
@@ -182,47 +281,15 @@ class FileNotAllowed(InvalidAdapter):
 class PushTooLarge(InvalidAdapter):
     code = "push_too_large"
     status = 413
-
-
-def _with_subclasses(cls: type[RegistryError]) -> list[type[RegistryError]]:
-    out = [cls]
-    for sub in cls.__subclasses__():
-        out.extend(_with_subclasses(sub))
-    return out
-
-
-ERRORS_BY_CODE: dict[str, type[RegistryError]] = {c.code: c for c in _with_subclasses(RegistryError)}
-
-
-def error_from_problem(problem: dict[str, Any], status: int) -> RegistryError:
-    """Turn a problem+json body back into the RegistryError subclass named by its code."""
-    code = str(problem.get("code", ""))
-    cls = ERRORS_BY_CODE.get(code)
-    message = str(problem.get("detail") or problem.get("title") or f"HTTP {status}")
-    fields = {k: v for k, v in problem.items() if k not in {"type", "title", "status", "detail", "code"}}
-    if cls is None:
-        err = RegistryError(message, **fields)
-        err.code = code or "registry_error"  # type: ignore[misc]
-        return err
-    return cls(message, **fields)
-
-
-def from_storage_error(err: storage.StorageError) -> RegistryError:
-    """Translate a blob store error into the registry's vocabulary."""
-    if isinstance(err, storage.DigestMismatch):
-        return DigestMismatch(str(err), expected=err.expected, actual=err.actual)
-    if isinstance(err, storage.SizeMismatch):
-        return SizeMismatch(str(err), expected=err.expected, actual=err.actual)
-    if isinstance(err, storage.BlobNotFound):
-        return NotFound(str(err), digest=err.digest)
-    if isinstance(err, storage.InvalidDigest):
-        return InvalidDigest(str(err), digest=err.digest)
-    return RegistryError(str(err))
+    limit: int | None = None
+    size: int | None = None
 
 
 # Refusals of an adapter that cannot work on its (known) base. `--force` overrides them, recorded.
 class FitRefused(InvalidAdapter):
     code = "fit_refused"
+    problems: list[dict[str, Any]] | None = None
+    base: str | None = None
 
 
 class TargetModuleNotFound(FitRefused):
@@ -247,6 +314,7 @@ class VocabMismatch(FitRefused):
 
 class BaseNameTaken(Conflict):
     code = "base_name_taken"
+    name: str | None = None
 
 
 # Jobs: how a worker's run ends when it does not succeed.
@@ -272,10 +340,19 @@ class WorkerLost(RegistryError):
 
 class JobFinished(Conflict):
     code = "job_finished"
+    job_status: str | None = None
+
+    def __init__(self, message: str, *, status: str | None = None, **fields: Any) -> None:
+        # `status` is the problem's HTTP status: the job's own travels as `job_status`.
+        if status is not None:
+            fields["job_status"] = status
+        super().__init__(message, **fields)
 
 
 class JobFailed(RegistryError):
     """A job ended in failure for a reason that is not a RegistryError of its own (a crash)."""
+
+    job: str | None = None
 
     code = "job_failed"
     status = 500
@@ -286,19 +363,49 @@ class ExportRefused(RegistryError, ValueError):
     code = "export_refused"
     status = 422
     title = "Export refused"
+    module: str | None = None
+    tensor: str | None = None
+    peft_type: str | None = None
 
 
 class CheckRefused(RegistryError, ValueError):
     code = "check_refused"
     status = 422
     title = "4-bit check refused"
+    architectures: list[str] | None = None
 
 
 class BaseNotUploaded(RegistryError):
     code = "base_not_uploaded"
     status = 409
     title = "Base weights not uploaded"
+    base: str | None = None
 
 
-# Every class defined above, including those after the first table was built.
-ERRORS_BY_CODE.update({c.code: c for c in _with_subclasses(RegistryError)})
+def error_from_problem(problem: dict[str, Any], status: int) -> RegistryError:
+    """Turn a problem+json body back into the RegistryError subclass named by its code."""
+    code = str(problem.get("code", ""))
+    cls = ERRORS_BY_CODE.get(code)
+    message = str(problem.get("detail") or problem.get("title") or f"HTTP {status}")
+    fields = {k: v for k, v in problem.items() if k not in RESERVED}
+    if cls is None:
+        err = RegistryError(message, **fields)
+        err.code = code or "registry_error"  # type: ignore[misc]
+        return err
+    return cls(message, **fields)
+
+
+def from_storage_error(err: Exception) -> RegistryError:
+    """Translate a blob store error (a `storage.StorageError`, or an S3 SDK error that escaped
+    the store) into the registry's vocabulary; never an unhandled 500."""
+    if isinstance(err, storage.DigestMismatch):
+        return DigestMismatch(str(err), expected=err.expected, actual=err.actual)
+    if isinstance(err, storage.SizeMismatch):
+        return SizeMismatch(str(err), expected=err.expected, actual=err.actual)
+    if isinstance(err, storage.BlobNotFound):
+        return NotFound(str(err), digest=err.digest)
+    if isinstance(err, storage.InvalidDigest):
+        return InvalidDigest(str(err), digest=err.digest)
+    store_code = str(getattr(err, "code", None) or type(err).__name__)
+    log.warning("blob store error: %s", err)
+    return StorageFailed(f"the blob store failed ({store_code})", store_code=store_code)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import builtins
 import math
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator
 
 from registry import bounds
+from registry.entities import FileInfo
 from registry.errors import BadRequest
 from registry.refs import check_alias, parse_ref, parse_repo
 
@@ -92,11 +94,16 @@ class ExportParams(BaseModel):
     dtype: Literal["bf16", "fp16", "fp32"] | None = None
     """Output dtype; default: the base's own."""
     max_shard_size: int = Field(default=5 * 10**9, ge=1024, le=bounds.INT64_MAX)
+    base_path: BaseText | None = None
+    """Embedded mode only: the caller's model folder, read in place by the in-process worker (the
+    API refuses this parameter: a server's workers never read a path a client names)."""
 
 
 class Check4bitParams(BaseModel):
     ref: RefText
     base: BaseText
+    base_path: BaseText | None = None
+    """As ExportParams.base_path."""
     probe: int = Field(default=8, ge=1, le=256)
     """Number of probe sequences run through the full-precision and the 4-bit model."""
     probe_length: int = Field(default=32, ge=2, le=2048)
@@ -110,11 +117,71 @@ PARAMS_BY_TYPE: dict[str, type[BaseModel]] = {
 }
 
 
+class MergeResult(BaseModel):
+    """A merge job's output: the version it pushed."""
+
+    kind: Literal["version"] = "version"
+    ref: str
+    """repo:version of the merged adapter."""
+    repo: str
+    version: int
+    digest: str
+    created: bool
+    """False when the merge equals the latest version of the repository (no new version)."""
+
+
+class ExportResult(BaseModel):
+    """An export job's output: the derived base it registered, with its uploaded files."""
+
+    kind: Literal["base"] = "base"
+    base_id: int
+    ref: str | None
+    """The derived base's fingerprint."""
+    names: list[str]
+    fingerprint: str | None
+    files: list[FileInfo]
+
+
+class Check4bitResult(BaseModel):
+    """A check-4bit job's output: the verdict recorded on the version, and the full report."""
+
+    kind: Literal["check-4bit"] = "check-4bit"
+    ref: str
+    verdict: Literal["pass", "warn", "fail"]
+    report: dict[str, Any]
+    """The report of registry.tensors.qlora.check_4bit with the adapter and base it ran on."""
+
+
+JobResult = MergeResult | ExportResult | Check4bitResult
+RESULTS_BY_TYPE: dict[str, type[JobResult]] = {
+    "merge": MergeResult,
+    "export": ExportResult,
+    "check-4bit": Check4bitResult,
+}
+R = TypeVar("R", MergeResult, ExportResult, Check4bitResult)
+
+
+P = TypeVar("P", MergeParams, ExportParams, Check4bitParams)
+
+
 def parse_params(job_type: str, params: dict[str, Any]) -> BaseModel:
     """The typed parameters of a job, or BadRequest naming the first problem."""
     model = PARAMS_BY_TYPE.get(job_type)
     if model is None:
         raise BadRequest(f"unknown job type {job_type!r}; known: {', '.join(PARAMS_BY_TYPE)}")
+    return _validate(job_type, model, params)
+
+
+def params_as(model: type[P], params: dict[str, Any]) -> P:
+    """`params` read as `model` (what a worker runs), or BadRequest naming the first problem."""
+    job_type = next(t for t, m in PARAMS_BY_TYPE.items() if m is model)
+    return _validate(job_type, model, params)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _validate(job_type: str, model: type[M], params: dict[str, Any]) -> M:
     try:
         return model.model_validate(params)
     except ValidationError as err:
@@ -163,3 +230,9 @@ class JobInfo(BaseModel):
     @property
     def done(self) -> bool:
         return self.status in TERMINAL
+
+    def result_as(self, model: builtins.type[R]) -> R:
+        """The result of this succeeded job as its typed model (stored and served as JSON)."""
+        if self.result is None or RESULTS_BY_TYPE.get(self.type) is not model:
+            raise BadRequest(f"job {self.id} ({self.type}, {self.status}) has no {model.__name__}")
+        return model.model_validate(self.result)

@@ -6,6 +6,7 @@ import hashlib
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 CHUNK_SIZE = 1024 * 1024
@@ -102,6 +103,16 @@ class BlobStore(Protocol):
         progress: ProgressCallback | None = None,
     ) -> BlobInfo:
         """Store `stream`, verifying sha256 and length while streaming.
+
+        Raises:
+            DigestMismatch, SizeMismatch: nothing is stored.
+        """
+        ...
+
+    def adopt(self, path: Path, digest: str, size: int, progress: ProgressCallback | None = None) -> BlobInfo:
+        """Store the finished local file `path`, already hashed by the caller, as blob `digest`
+        (a worker's output). A blob already present is kept. The local store takes the file
+        without copying it (so it must not change afterwards); others upload it, verified as `put`.
 
         Raises:
             DigestMismatch, SizeMismatch: nothing is stored.

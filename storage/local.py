@@ -13,6 +13,7 @@ from storage.base import (
     CHUNK_SIZE,
     BlobInfo,
     BlobNotFound,
+    BlobStore,
     HashingReader,
     ProgressCallback,
     Readable,
@@ -68,12 +69,14 @@ class LocalBlobStore:
                 os.unlink(tmp_name)
         return BlobInfo(digest, size)
 
-    def adopt(self, path: Path, digest: str, size: int) -> BlobInfo:
+    def adopt(self, path: Path, digest: str, size: int, progress: ProgressCallback | None = None) -> BlobInfo:
         """Take a finished local file, already hashed by the caller, as a blob without copying it:
         a hard link renamed into place (a copy through `put` when `path` is on another
         filesystem). The file must not change afterwards: it is the blob."""
         final = self.path_for(digest)
         if final.exists():
+            if progress is not None:
+                progress(size)
             return BlobInfo(digest, final.stat().st_size)
         self._tmp.mkdir(parents=True, exist_ok=True)
         tmp_name = self._tmp / f"adopt-{os.getpid()}-{digest_hex(digest)[:16]}"
@@ -81,7 +84,7 @@ class LocalBlobStore:
             os.link(path, tmp_name)
         except OSError:
             with path.open("rb") as f:
-                return self.put(f, digest, size)
+                return self.put(f, digest, size, progress)
         try:
             if tmp_name.stat().st_size != size:
                 raise SizeMismatch(size, tmp_name.stat().st_size)
@@ -90,6 +93,8 @@ class LocalBlobStore:
             _fsync_dir(final.parent)
         finally:
             tmp_name.unlink(missing_ok=True)
+        if progress is not None:
+            progress(size)
         return BlobInfo(digest, size)
 
     def open(self, digest: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
@@ -126,6 +131,12 @@ class LocalBlobStore:
         self.root.mkdir(parents=True, exist_ok=True)
         if not os.access(self.root, os.W_OK):
             raise PermissionError(f"blob directory {self.root} is not writable")
+
+
+def local_cache(store: BlobStore, cache_dir: str | os.PathLike[str]) -> LocalBlobStore:
+    """Where a process keeps the blobs it reads: a local blob directory is its own cache (pulls
+    copy or link straight out of it); any other store gets a local cache at `cache_dir`."""
+    return store if isinstance(store, LocalBlobStore) else LocalBlobStore(cache_dir)
 
 
 def _read_range(f: BufferedReader, start: int, end: int | None) -> Iterator[bytes]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import BinaryIO, cast
 
 from minio import Minio
@@ -80,6 +81,16 @@ class S3BlobStore:
         finally:
             self.client.remove_object(self.bucket, tmp_key)
         return BlobInfo(digest, size)
+
+    def adopt(self, path: Path, digest: str, size: int, progress: ProgressCallback | None = None) -> BlobInfo:
+        """Upload a finished local file (S3 cannot link it): verified as `put`, skipped if present."""
+        existing = self.stat(digest)
+        if existing is not None and existing.size == size:
+            if progress is not None:
+                progress(size)
+            return existing
+        with path.open("rb") as f:
+            return self.put(f, digest, size, progress)
 
     def open(self, digest: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         length = 0 if end is None else max(0, end - start)

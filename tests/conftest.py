@@ -16,6 +16,27 @@ import pytest
 from registry.config import Settings
 from registry.services.context import Registry
 
+# ---------------------------------------------------------------- marks
+TRAINS_MODELS = {"adapters_dir", "lora_a", "qlora_dir", "zoo"}
+"""Fixtures that train (or quantize) real models: a test that uses one, directly or through
+another fixture, is `slow`."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark `slow` what needs a trained model or a subprocess server, so `make test-fast`
+    (`-m "not slow"`) is the edit-test loop: a fixture that trains, an S3 parameter (the moto
+    server runs in its own process), or a test module that starts processes (imports subprocess)."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params.values() if callspec is not None else ()
+        s3 = any(isinstance(v, str) and (v == "s3" or v.endswith("-s3")) for v in params)
+        module = getattr(item, "module", None)
+        spawns = module is not None and "subprocess" in vars(module)
+        if names & TRAINS_MODELS or names & {"s3_endpoint", "s3_bucket"} or s3 or spawns:
+            item.add_marker(pytest.mark.slow)
+
+
 PG_ADMIN_URL = os.environ.get("ADAPTERS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 

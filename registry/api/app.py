@@ -44,9 +44,9 @@ def create_app(
             # An API-only install (the Docker image): jobs wait for `adapters worker` processes.
             log.warning("torch is not installed: no in-process job worker; run `adapters worker`")
         elif worker:
-            from registry.worker import Worker, WorkerThread
+            from registry.worker import Worker, WorkerSettings, WorkerThread
 
-            thread = WorkerThread(Worker(reg, settings)).start()
+            thread = WorkerThread(Worker(reg, WorkerSettings.from_settings(settings))).start()
         yield
         if thread is not None:
             thread.stop()

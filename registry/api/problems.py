@@ -63,11 +63,20 @@ def install(app: FastAPI) -> None:
     async def registry_error(request: Request, err: RegistryError) -> Response:
         if err.status >= 500:
             log.warning("request %s: %s", getattr(request.state, "request_id", "-"), err)
-        return problem_response(request, err, getattr(err, "headers", None))
+        return problem_response(request, err, err.headers)
 
     @app.exception_handler(storage.StorageError)
-    async def storage_error(request: Request, err: storage.StorageError) -> Response:
+    async def storage_error(request: Request, err: Exception) -> Response:
         return problem_response(request, from_storage_error(err))
+
+    # The S3 SDK's own error, raised past the store (an access denied, a missing bucket): a
+    # storage_error problem, not a 500. Imported here so a server on file:// never loads minio.
+    try:
+        from minio.error import S3Error
+    except ImportError:  # pragma: no cover - minio is a dependency
+        pass
+    else:
+        app.add_exception_handler(S3Error, storage_error)
 
     @app.exception_handler(RequestValidationError)
     @app.exception_handler(PydanticValidationError)  # an entity built from request values in a route

@@ -75,9 +75,4 @@ class RegistryClient(Protocol):
 
     def cancel_job(self, job_id: int) -> JobInfo: ...
 
-    def start_worker(self) -> None:
-        """Run jobs in this process while it waits on them (embedded mode); a server's clients
-        leave that to the server's workers."""
-        ...
-
     def close(self) -> None: ...

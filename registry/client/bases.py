@@ -26,20 +26,11 @@ from registry.formats.model_folder import (
 
 
 def registration(facts: ModelFacts, names: list[str], revision: str | None) -> BaseRegistration:
-    a = facts.arch
     return BaseRegistration(
+        **facts.arch.model_copy(update={"param_count": facts.param_count}).model_dump(),
         names=[BaseNameInfo(name=n, revision=revision) for n in names],
         fingerprint=facts.fingerprint,
         structure_signature=facts.structure_signature,
-        architectures=a.architectures,
-        model_type=a.model_type,
-        hidden_size=a.hidden_size,
-        num_layers=a.num_layers,
-        num_heads=a.num_heads,
-        num_kv_heads=a.num_kv_heads,
-        vocab_size=a.vocab_size,
-        param_count=facts.param_count,
-        dtype=a.dtype,
         config=facts.config,
         modules=[
             ModuleInfo(name=x.name, kind=x.kind, in_features=x.in_features, out_features=x.out_features)
@@ -120,8 +111,9 @@ def _meta_shapes(cfg: dict[str, Any]) -> dict[str, tuple[str, tuple[int, ...]]]:
     state = model.state_dict()
     kept = {name for name, _ in model.named_parameters()}  # remove_duplicate: tied weights once
     kept |= {name for name, _ in model.named_buffers() if name in state}
-    dtype = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
-    return {n: (dtype.get(t.dtype, "F32"), tuple(t.shape)) for n, t in state.items() if n in kept}
+    from registry.tensors.safetensors_stream import TORCH_TO_ST
+
+    return {n: (TORCH_TO_ST.get(t.dtype, "F32"), tuple(t.shape)) for n, t in state.items() if n in kept}
 
 
 def resolve_push_base(

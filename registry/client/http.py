@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -24,15 +26,28 @@ from registry.entities import (
     VersionInfo,
     VersionSummary,
 )
-from registry.errors import RegistryError, ServerUnavailable, error_from_problem
+from registry.errors import (
+    DigestMismatch,
+    RegistryError,
+    ServerUnavailable,
+    SizeMismatch,
+    error_from_problem,
+    from_storage_error,
+)
 from registry.jobspec import JobInfo, JobRequest
 from registry.refs import parse_ref, parse_repo
-from registry.services.blobs import upload_blob
-from storage import BlobStore
-from storage.base import CHUNK_SIZE
+from storage import BlobStore, check_digest, sha256_file
+from storage.base import CHUNK_SIZE, digest_hex
+from storage.base import InvalidDigest as InvalidStoreDigest
 from storage.local import LocalBlobStore
 
 TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+
+
+def _range_start(resp: httpx.Response) -> int | None:
+    """The first byte a 206 carries (`Content-Range: bytes START-END/SIZE`)."""
+    m = re.fullmatch(r"bytes (\d+)-\d+/(?:\d+|\*)", resp.headers.get("content-range", "").strip())
+    return int(m[1]) if m else None
 
 
 def raise_for_problem(resp: httpx.Response) -> None:
@@ -65,7 +80,8 @@ class HttpClient:
             timeout=TIMEOUT,
             follow_redirects=True,
         )
-        self.cache: BlobStore = LocalBlobStore(cache_dir)
+        self._local = LocalBlobStore(cache_dir)
+        self.cache: BlobStore = self._local
 
     def _request(self, method: str, url: str, **kw: Any) -> httpx.Response:
         try:
@@ -102,24 +118,94 @@ class HttpClient:
         return PushResult.model_validate(resp.json())
 
     def fetch_blob(self, digest: str, size: int, progress: TransferProgress | None) -> None:
+        """Download a blob into the cache. The bytes land in a partial file in the cache's tmp; a
+        download cut short (connection lost, body ended early) continues from where it stopped
+        with a Range request, at once while each try brings bytes, else on a later pull. The
+        whole file is hashed before it enters the cache.
+
+        Raises:
+            ServerUnavailable: the server could not be reached, or kept failing mid-download.
+            DigestMismatch: the assembled file does not hash to `digest` (it is discarded).
+        """
         if self.cache.stat(digest) is not None:
             return
-        from registry.client.transfer import IterReader
-
         try:
-            with self.http.stream("GET", f"/v1/blobs/{digest}") as resp:
-                if not resp.is_success:
-                    resp.read()
-                    raise_for_problem(resp)
-                upload_blob(
-                    self.cache,
-                    IterReader(resp.iter_bytes(CHUNK_SIZE)),
-                    digest,
-                    size,
-                    progress.advance if progress else None,
-                )
-        except httpx.TransportError as err:
-            raise ServerUnavailable(f"download of {digest} failed: {err}") from err
+            check_digest(digest)  # it names a file here: a hostile manifest must not pick the path
+        except InvalidStoreDigest as err:
+            raise from_storage_error(err) from err
+        partial = self._local.root / "tmp" / f"pull-{digest_hex(digest)}.partial"
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.touch()
+        have = partial.stat().st_size
+        if have > size:
+            partial.unlink()
+            partial.touch()
+            have = 0
+        reported = 0
+
+        def reached(length: int) -> None:  # progress counts each byte once, across restarts
+            nonlocal reported
+            if progress is not None and length > reported:
+                progress.advance(length - reported)
+                reported = length
+
+        reached(have)
+        while have < size:
+            try:
+                have = self._download_from(digest, partial, have, size, reached)
+            except httpx.TransportError as err:
+                before, have = have, partial.stat().st_size
+                if have <= before:  # no progress: the server is gone, not just the connection
+                    raise ServerUnavailable(
+                        f"download of {digest} failed ({have} of {size} bytes kept for the next pull): {err}"
+                    ) from err
+            except SizeMismatch:
+                partial.unlink(missing_ok=True)
+                raise
+        found = sha256_file(str(partial))
+        if found.digest != digest or found.size != size:
+            partial.unlink(missing_ok=True)
+            raise DigestMismatch(
+                f"downloaded blob hashes to {found.digest} ({found.size} bytes), expected {digest} "
+                f"({size} bytes); discarded",
+                expected=digest,
+                actual=found.digest,
+            )
+        try:
+            self._local.adopt(partial, digest, size)
+        finally:
+            partial.unlink(missing_ok=True)
+
+    def _download_from(
+        self, digest: str, partial: Path, have: int, size: int, reached: Callable[[int], None]
+    ) -> int:
+        """Append the blob's bytes from offset `have` to `partial`; the new length. A server that
+        ignores the Range (200) sends the whole blob: the partial file starts over."""
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        with self.http.stream("GET", f"/v1/blobs/{digest}", headers=headers) as resp:
+            if resp.status_code == 416:  # the partial file is not a prefix of this blob
+                resp.read()
+                partial.unlink(missing_ok=True)
+                return 0
+            if not resp.is_success:
+                resp.read()
+                raise_for_problem(resp)
+            resumed = resp.status_code == 206 and _range_start(resp) == have
+            with partial.open("ab" if resumed else "wb") as out:
+                got = have if resumed else 0
+                for chunk in resp.iter_bytes():  # as they arrive: a cut loses nothing received
+                    if got + len(chunk) > size:
+                        raise SizeMismatch(
+                            f"the server sent more than the {size} bytes of {digest}", expected=size
+                        )
+                    out.write(chunk)
+                    got += len(chunk)
+                    reached(got)
+                out.flush()
+                os.fsync(out.fileno())
+        if got < size:  # the body ended early without an error: resume from here
+            raise httpx.RemoteProtocolError(f"body ended after {got} of {size} bytes")
+        return got
 
     def resolve(self, ref: str) -> VersionInfo:
         parse_ref(ref)  # fail fast, with the same message as embedded mode
@@ -182,9 +268,6 @@ class HttpClient:
 
     def cancel_job(self, job_id: int) -> JobInfo:
         return JobInfo.model_validate(self._request("POST", f"/v1/jobs/{job_id}/cancel").json())
-
-    def start_worker(self) -> None:
-        """The server's workers run the jobs."""
 
     def close(self) -> None:
         self.http.close()

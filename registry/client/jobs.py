@@ -17,12 +17,9 @@ def submit_and_follow(
     request: JobRequest,
     wait: bool = True,
     on_update: Callable[[JobInfo], None] | None = None,
-    in_process_worker: bool = True,
 ) -> JobInfo:
-    """Submit; with `wait`, follow the job to its end (raising its error when it fails), running
-    an in-process worker meanwhile where there is no server (unless `in_process_worker` is off)."""
-    if wait and in_process_worker:
-        client.start_worker()  # first: a process that cannot run jobs refuses before queueing one
+    """Submit; with `wait`, follow the job to its end (raising its error when it fails). Someone
+    must run it: a server's workers, `adapters worker`, or registry.worker.embedded in this process."""
     job = client.submit_job(request)
     if not wait:
         return job

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from registry.client.base import TransferProgress
 from registry.config import Settings
@@ -27,21 +26,17 @@ from registry.refs import parse_ref, parse_repo
 from registry.services import aliases, bases, blobs, fit, jobs, queries, versions
 from registry.services.context import Registry
 from storage import BlobStore
-from storage.local import LocalBlobStore
-
-if TYPE_CHECKING:
-    from registry.worker import WorkerThread
+from storage.local import local_cache
 
 
 class LocalClient:
-    def __init__(
-        self, registry: Registry, user: str, cache: BlobStore, settings: Settings | None = None
-    ) -> None:
+    """The registry's services called in this process, acting as `user`. Runs no jobs: a command
+    that waits on one starts a worker beside it (registry.worker.embedded)."""
+
+    def __init__(self, registry: Registry, user: str, cache: BlobStore) -> None:
         self.registry = registry
         self.user = user
         self.cache = cache
-        self.settings = settings or Settings()
-        self.worker: WorkerThread | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalClient:
@@ -49,12 +44,7 @@ class LocalClient:
         if current_revision(reg.engine) != head_revision():
             upgrade(reg.engine)
         # A local blob directory is its own cache: pulls copy straight from it.
-        cache: BlobStore = (
-            reg.store
-            if isinstance(reg.store, LocalBlobStore)
-            else LocalBlobStore(settings.effective_cache_dir)
-        )
-        return cls(reg, settings.user, cache, settings)
+        return cls(reg, settings.user, local_cache(reg.store, settings.effective_cache_dir))
 
     def missing_blobs(self, digests: list[str]) -> list[str]:
         return blobs.missing_blobs(self.registry.store, digests)
@@ -115,15 +105,5 @@ class LocalClient:
     def cancel_job(self, job_id: int) -> JobInfo:
         return jobs.cancel(self.registry, job_id)
 
-    def start_worker(self) -> None:
-        """The embedded default needs no worker process: one runs in a thread while we wait."""
-        if self.worker is None:
-            from registry.worker import Worker, WorkerThread
-
-            self.worker = WorkerThread(Worker(self.registry, self.settings)).start()
-
     def close(self) -> None:
-        if self.worker is not None:
-            self.worker.stop()
-            self.worker = None
         self.registry.close()

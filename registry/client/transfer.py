@@ -18,9 +18,12 @@ from registry.errors import BadRequest, DigestMismatch, OutputExists, UnsafePath
 from registry.formats.folder import hash_folder, list_folder, local_reader
 from registry.formats.inspect import Limits, inspect_files
 from registry.formats.manifest import FileEntry
+from registry.formats.safetensors_header import MAX_HEADER_BYTES
 from registry.refs import check_alias, parse_repo
 
-CLIENT_LIMITS = Limits(max_total_bytes=1 << 62, max_header_bytes=100 * 1024**2, max_json_bytes=16 * 1024**2)
+CLIENT_LIMITS = Limits(
+    max_total_bytes=1 << 62, max_header_bytes=MAX_HEADER_BYTES, max_json_bytes=16 * 1024**2
+)
 
 
 class IterReader:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from registry.entities import BaseArchitecture
 from registry.formats.peft_config import PeftConfigFacts
 from registry.formats.safetensors_header import TensorInfo
+from registry.formats.targets import is_feedforward, locate_module
 from registry.formats.weights import PREFIX
 
 _PARAM_RE = re.compile(
@@ -34,12 +36,8 @@ class BaseView:
     """What the fit check needs to know about a base (all of it stored in the database)."""
 
     label: str
-    hidden_size: int | None
-    num_layers: int | None
-    num_heads: int | None
-    vocab_size: int | None
+    arch: BaseArchitecture
     modules: dict[str, BaseModule]
-    num_kv_heads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -60,14 +58,9 @@ class AdapterModule:
 
 
 def find_module(base: BaseView, name: str) -> BaseModule | None:
-    """Exact name, else drop leading components (an adapter on BertForSequenceClassification names
-    `bert.encoder...` where a BertModel base has `encoder...`)."""
-    parts = name.split(".")
-    for i in range(len(parts)):
-        hit = base.modules.get(".".join(parts[i:]))
-        if hit is not None:
-            return hit
-    return None
+    """The base module an adapter module names (`targets.locate_module`)."""
+    hit = locate_module(name, base.modules)
+    return None if hit is None else base.modules[hit]
 
 
 def adapter_modules(config: PeftConfigFacts, tensors: dict[str, TensorInfo]) -> list[AdapterModule]:
@@ -77,7 +70,7 @@ def adapter_modules(config: PeftConfigFacts, tensors: dict[str, TensorInfo]) -> 
         m = _PARAM_RE.match(name)
         if m:
             params.setdefault(m["module"].removeprefix(PREFIX), {})[m["param"]] = info.shape
-    ff = set(config.raw.get("feedforward_modules") or []) if config.peft_type == "IA3" else set()
+    ff = config.raw.get("feedforward_modules") if config.peft_type == "IA3" else None
     out = []
     for module, p in sorted(params.items()):
         in_f = out_f = rank = None
@@ -96,8 +89,7 @@ def adapter_modules(config: PeftConfigFacts, tensors: dict[str, TensorInfo]) -> 
             out_f, in_f = lokr
         if "ia3_l" in p:
             shape = p["ia3_l"]
-            feedforward = any(module == f or module.endswith("." + f) for f in ff)
-            if feedforward:
+            if is_feedforward(module, ff):
                 in_f = _dim(shape, -1)
             else:
                 out_f = _dim(shape, 0)
@@ -194,7 +186,7 @@ def _check_saved_modules(
                 FitProblem(
                     "vocab_mismatch" if vocab else "shape_mismatch",
                     f"saved module {module} has shape {list(info.shape)}, base {base.label} has {list(want)}"
-                    + (f" (vocabulary {base.vocab_size})" if vocab else ""),
+                    + (f" (vocabulary {base.arch.vocab_size})" if vocab else ""),
                     module,
                 )
             )
@@ -205,7 +197,8 @@ def _check_prompt(config: PeftConfigFacts, base: BaseView) -> list[FitProblem]:
     """token_dim is the hidden size; for prefix tuning on a GQA model PEFT stores the key/value width
     (head_dim x KV heads) and the KV head count instead, so both forms are accepted."""
     raw = config.raw
-    hidden, heads, kv = base.hidden_size, base.num_heads, base.num_kv_heads or base.num_heads
+    arch = base.arch
+    hidden, heads, kv = arch.hidden_size, arch.num_heads, arch.num_kv_heads or arch.num_heads
     token_dims = {hidden}
     head_counts = {heads}
     if config.peft_type == "PREFIX_TUNING" and hidden and heads and kv:
@@ -214,7 +207,7 @@ def _check_prompt(config: PeftConfigFacts, base: BaseView) -> list[FitProblem]:
     checks = [("token_dim", raw.get("token_dim"), token_dims, "hidden size")]
     if config.peft_type == "PREFIX_TUNING":
         checks += [
-            ("num_layers", raw.get("num_layers"), {base.num_layers}, "layers"),
+            ("num_layers", raw.get("num_layers"), {arch.num_layers}, "layers"),
             ("num_attention_heads", raw.get("num_attention_heads"), head_counts, "attention heads"),
         ]
     return [

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import mmap
 import os
 from collections.abc import Callable
@@ -21,9 +20,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from registry.entities import BaseArchitecture
 from registry.errors import BadRequest, PickleRefused
 from registry.formats.paths import CONVERT_HINT
-from registry.formats.safetensors_header import TensorInfo, header_length, parse_header
+from registry.formats.safetensors_header import (
+    MAX_HEADER_BYTES,
+    LocatedTensor,
+    TensorInfo,
+    header_length,
+    parse_header,
+)
+from registry.formats.targets import is_conv1d
 
 HASH_CHUNK = 16 * 1024 * 1024
 EMBEDDING_SUFFIXES = (
@@ -36,7 +45,6 @@ EMBEDDING_SUFFIXES = (
     "shared",
     "embed_positions",
 )
-CONV1D_MODEL_TYPES = {"gpt2"}  # transformers' Conv1D stores weights as [in, out]
 BASE_EXTRA_FILES = (
     "config.json",
     "generation_config.json",
@@ -64,21 +72,10 @@ class ModuleShape:
     out_features: int
 
 
-@dataclass(frozen=True)
-class ArchFacts:
-    architectures: list[str]
-    model_type: str | None
-    hidden_size: int | None
-    num_layers: int | None
-    num_heads: int | None
-    num_kv_heads: int | None
-    vocab_size: int | None
-    dtype: str | None
-
-
 @dataclass
 class ModelFacts:
-    arch: ArchFacts
+    arch: BaseArchitecture
+    """From config.json; its param_count is 0 (the weights' count is `param_count`)."""
     config: dict[str, Any]
     modules: list[ModuleShape]
     structure_signature: str
@@ -95,21 +92,29 @@ def _first(cfg: dict[str, Any], *keys: str) -> Any:
     return None
 
 
-def arch_facts(cfg: dict[str, Any]) -> ArchFacts:
+def arch_facts(cfg: dict[str, Any]) -> BaseArchitecture:
+    """The architecture facts of a config.json.
+
+    Raises:
+        BadRequest: a value the registry cannot record (a negative size, an overlong name).
+    """
     # Multimodal configs nest the language model's config.
     nested = cfg.get("text_config")
     text: dict[str, Any] = nested if isinstance(nested, dict) else cfg
     heads = _first(text, "num_attention_heads", "n_head", "num_heads")
-    return ArchFacts(
-        architectures=list(cfg.get("architectures") or []),
-        model_type=cfg.get("model_type"),
-        hidden_size=_first(text, "hidden_size", "n_embd", "d_model", "dim"),
-        num_layers=_first(text, "num_hidden_layers", "n_layer", "num_layers", "n_layers"),
-        num_heads=heads,
-        num_kv_heads=_first(text, "num_key_value_heads") or heads,
-        vocab_size=_first(text, "vocab_size"),
-        dtype=_first(cfg, "torch_dtype", "dtype"),
-    )
+    try:
+        return BaseArchitecture(
+            architectures=list(cfg.get("architectures") or []),
+            model_type=cfg.get("model_type"),
+            hidden_size=_first(text, "hidden_size", "n_embd", "d_model", "dim"),
+            num_layers=_first(text, "num_hidden_layers", "n_layer", "num_layers", "n_layers"),
+            num_heads=heads,
+            num_kv_heads=_first(text, "num_key_value_heads") or heads,
+            vocab_size=_first(text, "vocab_size"),
+            dtype=_first(cfg, "torch_dtype", "dtype"),
+        )
+    except ValidationError as err:
+        raise BadRequest(f"config.json has values the registry cannot record: {err}") from err
 
 
 def read_config(folder: Path) -> dict[str, Any]:
@@ -135,7 +140,7 @@ def weight_files(folder: Path) -> list[Path]:
     return shards
 
 
-def read_tensors(path: Path, max_header_bytes: int = 100 * 1024**2) -> tuple[int, dict[str, TensorInfo]]:
+def read_tensors(path: Path, max_header_bytes: int = MAX_HEADER_BYTES) -> tuple[int, dict[str, TensorInfo]]:
     """(data offset, tensors) of one shard, validated like any pushed safetensors file."""
     size = path.stat().st_size
     with path.open("rb") as f:
@@ -156,7 +161,7 @@ def module_table(
         leaf = module.rsplit(".", 1)[-1]
         if len(shape) == 2 and leaf in EMBEDDING_SUFFIXES:
             out.append(ModuleShape(module, "embedding", shape[0], shape[1]))
-        elif len(shape) == 2 and model_type in CONV1D_MODEL_TYPES and leaf.startswith("c_"):
+        elif len(shape) == 2 and is_conv1d(model_type, module):
             out.append(ModuleShape(module, "conv1d", shape[0], shape[1]))
         elif len(shape) == 2:
             out.append(ModuleShape(module, "linear", shape[1], shape[0]))
@@ -184,22 +189,6 @@ def with_tied_head(modules: list[ModuleShape], cfg: dict[str, Any]) -> list[Modu
     return [*modules, ModuleShape("lm_head", "linear", emb.out_features, emb.in_features)]
 
 
-@dataclass(frozen=True)
-class LocatedTensor:
-    """A tensor of a model folder: its shard and its byte range there (absolute file offsets)."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    path: Path
-    start: int
-    end: int
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
-
-
 def locate_tensors(shards: list[Path]) -> dict[str, LocatedTensor]:
     """Every tensor of the shards, in file then offset order; a tensor in two shards is refused."""
     located: dict[str, LocatedTensor] = {}
@@ -209,7 +198,7 @@ def locate_tensors(shards: list[Path]) -> dict[str, LocatedTensor]:
             if name in located:
                 raise BadRequest(f"tensor {name} appears in both {located[name].path.name} and {shard.name}")
             located[name] = LocatedTensor(
-                name, info.dtype, info.shape, shard, offset + info.start, offset + info.end
+                name, info.dtype, info.shape, offset + info.start, offset + info.end, path=shard
             )
     return located
 

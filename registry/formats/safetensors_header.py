@@ -6,10 +6,15 @@ import json
 import math
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from registry.bounds import loads_strict
 from registry.errors import InvalidSafetensors
+
+MAX_HEADER_BYTES = 100 * 1024**2
+"""Cap on a safetensors header, the one the safetensors library applies (ADAPTERS_MAX_HEADER_BYTES
+sets the server's)."""
 
 DTYPE_SIZES = {
     "F64": 8,
@@ -41,6 +46,18 @@ class TensorInfo:
     @property
     def numel(self) -> int:
         return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class LocatedTensor(TensorInfo):
+    """A tensor of a model folder: its shard, with `start`/`end` as absolute offsets in that file
+    (a TensorInfo's are relative to the data section)."""
+
+    path: Path
 
 
 @dataclass(frozen=True)

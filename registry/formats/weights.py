@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from registry.errors import WeightsMismatch
 from registry.formats.peft_config import PeftConfigFacts
 from registry.formats.safetensors_header import TensorInfo
+from registry.formats.targets import module_matches
 
 PREFIX = "base_model.model."
 # A LoRA factor as PEFT saves it: <module>.lora_A.weight, <module>.lora_embedding_B, ...
@@ -23,15 +24,6 @@ class LoraModule:
     rank: int
     in_features: int
     out_features: int
-
-
-def module_matches(module: str, target: list[str] | str | None) -> bool:
-    """PEFT's rule: a string target is a full regex match; a list matches by name or dotted suffix."""
-    if target is None:
-        return False
-    if isinstance(target, str):
-        return target == "all-linear" or re.fullmatch(target, module) is not None
-    return any(module == t or module.endswith("." + t) for t in target)
 
 
 def pattern_value(module: str, patterns: dict[str, int], default: int) -> int:

@@ -11,6 +11,7 @@ from registry.entities import AliasInfo
 from registry.errors import NotFound
 from registry.refs import Ref, RepoName, check_alias
 from registry.services.context import Registry
+from registry.services.lookup import resolve_row
 from registry.services.timeutil import now
 
 
@@ -27,8 +28,6 @@ def point_alias(session: Session, repository: m.Repository, version: m.Version, 
 
 
 def set_alias(reg: Registry, ref: Ref, alias: str) -> AliasInfo:
-    from registry.services.versions import resolve_row
-
     check_alias(alias)
     with unit_of_work(reg.sessions) as session:
         version = resolve_row(session, ref)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from registry import bounds
 from registry.db import models as m
 from registry.db.engine import unit_of_work
-from registry.entities import BaseInfo, BaseNameInfo, BaseRegistration, FileInfo
+from registry.entities import BaseArchitecture, BaseInfo, BaseNameInfo, BaseRegistration, FileInfo
 from registry.errors import BadRequest, BaseNameTaken, BlobMissing, NotFound, UnsafePath
 from registry.formats.fit import BaseModule, BaseView
 from registry.formats.paths import normalize_path
@@ -66,15 +66,7 @@ def _insert(session: Session, data: BaseRegistration) -> m.BaseModel:
     row = m.BaseModel(
         fingerprint=data.fingerprint,
         structure_signature=data.structure_signature,
-        architectures=data.architectures,
-        model_type=data.model_type,
-        hidden_size=data.hidden_size,
-        num_layers=data.num_layers,
-        num_heads=data.num_heads,
-        num_kv_heads=data.num_kv_heads,
-        vocab_size=data.vocab_size,
-        param_count=data.param_count,
-        dtype=data.dtype,
+        **data.architecture().model_dump(),
         config=data.config,
         manifest={"files": [f.model_dump() for f in data.files]} if data.files else None,
         lineage=data.lineage,
@@ -123,11 +115,7 @@ def base_view(session: Session, row: m.BaseModel) -> BaseView:
     names = session.scalars(select(m.BaseName.name).where(m.BaseName.base_model_id == row.id)).all()
     return BaseView(
         label=names[0] if names else (row.fingerprint or f"#{row.id}")[:19],
-        hidden_size=row.hidden_size,
-        num_layers=row.num_layers,
-        num_heads=row.num_heads,
-        vocab_size=row.vocab_size,
-        num_kv_heads=row.num_kv_heads,
+        arch=BaseArchitecture.of(row),
         modules={x.name: BaseModule(x.name, x.kind, x.in_features, x.out_features) for x in modules},
     )
 
@@ -150,15 +138,7 @@ def base_info(
         names=[BaseNameInfo(name=n.name, revision=n.revision) for n in names],
         fingerprint=row.fingerprint,
         structure_signature=row.structure_signature,
-        architectures=row.architectures,
-        model_type=row.model_type,
-        hidden_size=row.hidden_size,
-        num_layers=row.num_layers,
-        num_heads=row.num_heads,
-        num_kv_heads=row.num_kv_heads,
-        vocab_size=row.vocab_size,
-        param_count=row.param_count,
-        dtype=row.dtype,
+        **BaseArchitecture.of(row).model_dump(),
         uploaded=row.manifest is not None,
         module_count=count or 0,
         created_at=row.created_at,

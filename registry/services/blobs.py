@@ -10,6 +10,16 @@ from storage.base import ProgressCallback, Readable
 MAX_DIGESTS_PER_CHECK = 10_000
 
 
+def _store_errors() -> tuple[type[Exception], ...]:
+    """What a store call may raise besides a bug: its own errors, and the S3 SDK's when an s3://
+    store lets one through (imported lazily: a file:// registry never loads minio)."""
+    try:
+        from minio.error import S3Error
+    except ImportError:  # pragma: no cover - minio is a dependency
+        return (storage.StorageError,)
+    return (storage.StorageError, S3Error)
+
+
 def missing_blobs(store: BlobStore, digests: list[str]) -> list[str]:
     """The digests, in order and without duplicates, that the store does not hold."""
     if len(digests) > MAX_DIGESTS_PER_CHECK:
@@ -20,7 +30,11 @@ def missing_blobs(store: BlobStore, digests: list[str]) -> list[str]:
             storage.check_digest(d)
         except storage.InvalidDigest as err:
             raise from_storage_error(err) from err
-        if store.stat(d) is None:
+        try:
+            held = store.stat(d)
+        except _store_errors() as err:
+            raise from_storage_error(err) from err
+        if held is None:
             out.append(d)
     return out
 
@@ -35,12 +49,12 @@ def upload_blob(
         if existing is not None and existing.size == size:
             return existing
         return store.put(stream, digest, size, progress)
-    except storage.StorageError as err:
+    except _store_errors() as err:
         raise from_storage_error(err) from err
 
 
 def read_range(store: BlobStore, digest: str, start: int, length: int) -> bytes:
     try:
         return b"".join(store.open(digest, start, start + length))
-    except storage.StorageError as err:
+    except _store_errors() as err:
         raise from_storage_error(err) from err

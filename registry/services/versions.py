@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from registry.db import models as m
 from registry.db.engine import unit_of_work
@@ -20,7 +20,7 @@ from registry.entities import (
     VersionInfo,
     VersionSummary,
 )
-from registry.errors import BlobMissing, NotFound
+from registry.errors import BlobMissing
 from registry.formats.inspect import AdapterFacts, inspect_files
 from registry.formats.manifest import FileEntry, manifest_digest
 from registry.refs import Ref, RepoName, check_alias, parse_repo
@@ -28,6 +28,7 @@ from registry.services.aliases import point_alias
 from registry.services.blobs import read_range
 from registry.services.context import Registry
 from registry.services.fitcheck import BaseLink, link_and_check, shape_key
+from registry.services.lookup import resolve_row
 from registry.services.qlora import qlora_summaries
 from registry.services.timeutil import now
 
@@ -202,31 +203,6 @@ def _result(session: Session, version: m.Version, created: bool, detail: str) ->
     return PushResult(
         created=created, repo=info.repo, version=info.version, digest=info.digest, detail=detail, info=info
     )
-
-
-def resolve_row(session: Session, ref: Ref) -> m.Version:
-    repository = session.scalars(
-        select(m.Repository).where(
-            m.Repository.namespace == ref.repo.namespace, m.Repository.name == ref.repo.name
-        )
-    ).one_or_none()
-    if repository is None or repository.latest_version == 0:
-        raise NotFound(f"repository {ref.repo} does not exist", ref=str(ref))
-    q = select(m.Version).where(m.Version.repository_id == repository.id)
-    if ref.version is not None:
-        q = q.where(m.Version.number == ref.version)
-    elif ref.digest is not None:
-        q = q.where(m.Version.digest == ref.digest).order_by(m.Version.number.desc()).limit(1)
-    elif ref.alias is not None:
-        q = q.join(m.Alias, m.Alias.version_id == m.Version.id).where(
-            m.Alias.repository_id == repository.id, m.Alias.name == ref.alias
-        )
-    else:
-        q = q.where(m.Version.number == repository.latest_version)
-    row = session.scalars(q.options(selectinload(m.Version.files), selectinload(m.Version.evals))).first()
-    if row is None:
-        raise NotFound(f"{ref} does not exist", ref=str(ref))
-    return row
 
 
 def resolve(reg: Registry, ref: Ref) -> VersionInfo:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import mmap
-import re
 import shutil
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -26,12 +25,12 @@ from safetensors.torch import load_file
 from registry.errors import ExportRefused
 from registry.formats.model_folder import (
     BASE_EXTRA_FILES,
-    CONV1D_MODEL_TYPES,
-    LocatedTensor,
     locate_tensors,
     structure_signature,
     weights_fingerprint,
 )
+from registry.formats.safetensors_header import LocatedTensor
+from registry.formats.targets import is_conv1d, is_feedforward, locate_module
 from registry.formats.weights import PREFIX
 from registry.tensors.lora import LoraModuleFactors, load_lora
 from registry.tensors.safetensors_stream import (
@@ -73,23 +72,6 @@ class ExportResult:
     dtype: str
 
 
-def _locate(module: str, modules: set[str]) -> str | None:
-    """The base module an adapter module names: exact, then without leading components (a model
-    with a head names `model.layers...`), then the unique base module ending with it."""
-    parts = module.split(".")
-    for i in range(len(parts)):
-        if ".".join(parts[i:]) in modules:
-            return ".".join(parts[i:])
-    hits = [m for m in modules if m.endswith("." + module)]
-    return hits[0] if len(hits) == 1 else None
-
-
-def _is_feedforward(module: str, spec: Any) -> bool:
-    if isinstance(spec, str):
-        return re.fullmatch(spec, module) is not None
-    return any(module == k or module.endswith("." + k) for k in spec or [])
-
-
 def plan_updates(
     adapter_dir: Path, tensors: dict[str, LocatedTensor], model_type: str | None
 ) -> tuple[dict[str, Update], dict[str, torch.Tensor]]:
@@ -111,7 +93,7 @@ def plan_updates(
         raw_extra = adapter.extra
         for name, factors in adapter.modules.items():
             target = _target(name, modules, tensors)
-            conv1d = model_type in CONV1D_MODEL_TYPES and target.rsplit(".", 1)[-1].startswith("c_")
+            conv1d = is_conv1d(model_type, target)
             mag = raw_extra.pop(f"{PREFIX}{name}.lora_magnitude_vector", None)
             updates[target + ".weight"] = Update(target, conv1d, lora=factors, magnitude=mag)
     else:
@@ -122,15 +104,17 @@ def plan_updates(
                 continue
             name = key.removeprefix(PREFIX).removesuffix(".ia3_l")
             target = _target(name, modules, tensors)
-            conv1d = model_type in CONV1D_MODEL_TYPES and target.rsplit(".", 1)[-1].startswith("c_")
-            ff = _is_feedforward(name, config.get("feedforward_modules"))
+            conv1d = is_conv1d(model_type, target)
+            ff = is_feedforward(name, config.get("feedforward_modules"))
             updates[target + ".weight"] = Update(target, conv1d, ia3=t.float(), feedforward=ff)
     for wname, u in updates.items():
         _check_shape(wname, u, tensors[wname].shape)
     replacements: dict[str, torch.Tensor] = {}
     for key, t in raw_extra.items():  # modules_to_save: full copies of base tensors
         name = key.removeprefix(PREFIX)
-        owner = _locate(name.rsplit(".", 1)[0], modules | {n.rsplit(".", 1)[0] for n in tensors})
+        owner = locate_module(
+            name.rsplit(".", 1)[0], modules | {n.rsplit(".", 1)[0] for n in tensors}, unique_suffix=True
+        )
         replaced = f"{owner}.{name.rsplit('.', 1)[1]}" if owner else None
         if replaced is None or replaced not in tensors:
             raise ExportRefused(f"adapter tensor {key} replaces nothing in the base", tensor=key)
@@ -144,7 +128,7 @@ def plan_updates(
 
 
 def _target(name: str, modules: set[str], tensors: dict[str, LocatedTensor]) -> str:
-    target = _locate(name, modules)
+    target = locate_module(name, modules, unique_suffix=True)
     if target is None:
         tied = name.endswith("lm_head")
         why = (

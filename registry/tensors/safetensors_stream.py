@@ -19,6 +19,8 @@ from typing import BinaryIO
 
 import torch
 
+from registry.formats.safetensors_header import DTYPE_SIZES
+
 TORCH_TO_ST: dict[torch.dtype, str] = {
     torch.float64: "F64",
     torch.float32: "F32",
@@ -32,8 +34,7 @@ TORCH_TO_ST: dict[torch.dtype, str] = {
     torch.bool: "BOOL",
 }
 ST_TO_TORCH = {v: k for k, v in TORCH_TO_ST.items()}
-ST_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1}
-ST_ITEMSIZE["BOOL"] = 1
+ST_ITEMSIZE = DTYPE_SIZES  # bytes per element, by safetensors dtype: one table
 
 
 COPY_CHUNK = 16 * 1024 * 1024

@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from registry.client.transfer import pull
 from registry.db.engine import unit_of_work
-from registry.jobspec import Check4bitParams, parse_params
+from registry.jobspec import Check4bitParams, Check4bitResult, params_as
 from registry.refs import parse_ref
 from registry.services.qlora import record_check
 from registry.services.versions import resolve_row
-from registry.worker.context import JobContext, WorkerClient, version_result
+from registry.worker.context import JobContext
 from registry.worker.export_job import local_base
+from registry.worker.publish import OnCommit, Published, publish
 
 
-def run_check4bit(ctx: JobContext) -> dict[str, Any]:
+def run_check4bit(ctx: JobContext) -> Published[Check4bitResult]:
     from registry.tensors.qlora import check_4bit
 
-    p = parse_params("check-4bit", ctx.claim.params)
-    assert isinstance(p, Check4bitParams)
-    client = WorkerClient(ctx, version_result)
+    p = params_as(Check4bitParams, ctx.claim.params)
+    client = ctx.client()
     adapter = client.resolve(p.ref)
     scratch = ctx.scratch()
-    folder, base = local_base(ctx, client, p.base, scratch / "base")
+    folder, base = local_base(ctx, client, p.base, p.base_path, scratch / "base")
     _, adapter_dir = pull(client, adapter.ref, scratch / "adapter")
     report = check_4bit(
         folder,
@@ -35,9 +33,14 @@ def run_check4bit(ctx: JobContext) -> dict[str, Any]:
     )
     report["adapter"] = {"ref": adapter.ref, "digest": adapter.digest}
     report["base"] = {"id": base.id, "fingerprint": base.fingerprint, "names": [n.name for n in base.names]}
-    result = {"kind": "check-4bit", "ref": adapter.ref, "verdict": report["verdict"], "report": report}
-    with unit_of_work(ctx.reg.sessions) as session:  # the record and the job's success: one commit
-        version = resolve_row(session, parse_ref(adapter.ref))
-        record_check(session, version.id, base.id, report, ctx.claim.job_id)
-        ctx.publisher(lambda _: result)(session, None)
-    return result
+    result = Check4bitResult(ref=adapter.ref, verdict=report["verdict"], report=report)
+
+    def record(on_commit: OnCommit[None]) -> None:
+        # The verdict on (version, base) and the job's success: one transaction.
+        # (A services.qlora function owning this unit of work would take it out of the worker.)
+        with unit_of_work(ctx.reg.sessions) as session:
+            version = resolve_row(session, parse_ref(adapter.ref))
+            record_check(session, version.id, base.id, report, ctx.claim.job_id)
+            on_commit(session, None)
+
+    return publish(ctx, record, lambda _: result)

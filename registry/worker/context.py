@@ -1,31 +1,26 @@
-"""What a running job sees: its claim, progress reporting, cancellation checks, fenced publishing."""
+"""What a running job sees: its claim, progress reporting, cancellation checks, its scratch space."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy.orm import Session
 
 from registry.client.local import LocalClient
-from registry.config import Settings
-from registry.entities import BaseInfo, BaseRegistration, PushRequest, PushResult
 from registry.errors import JobCancelled, LeaseLost
-from registry.services import bases, jobs, versions
+from registry.services import jobs
 from registry.services.context import Registry
-from storage import BlobStore
+from registry.worker.settings import WorkerSettings
+from storage.local import LocalBlobStore
 
 
 @dataclass
 class JobContext:
     reg: Registry
-    settings: Settings
+    settings: WorkerSettings
     claim: jobs.Claim
-    device: str
-    cache: BlobStore
+    cache: LocalBlobStore
+    """Where the job's inputs land (the blob store itself when it is a local directory)."""
     progress: float = 0.0
     stage: str | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
@@ -46,19 +41,18 @@ class JobContext:
         if self.cancelled.is_set():
             raise JobCancelled(f"job {self.claim.job_id} was cancelled")
 
-    def publisher(self, result: Callable[[Any], dict[str, Any]]) -> Callable[[Session, Any], None]:
-        """An on_commit hook: completes the job in the transaction that publishes its output, so
-        the output appears exactly when the job succeeds, and only while this claim holds."""
+    def client(self) -> LocalClient:
+        """The registry as the job reads it: the embedded client's services, acting as the job's
+        submitter, pulling into the worker's cache. Outputs are published with worker.publish."""
+        return LocalClient(self.reg, self.claim.created_by, self.cache)
 
-        def hook(session: Session, published: Any) -> None:
-            self.check()
-            jobs.succeed(session, self.claim, result(published))
-
-        return hook
+    @property
+    def user(self) -> str:
+        return self.claim.created_by
 
     @property
     def scratch_path(self) -> Path:
-        return self.settings.effective_work_dir / f"job-{self.claim.job_id}-{self.claim.fence}"
+        return self.settings.work_dir / f"job-{self.claim.job_id}-{self.claim.fence}"
 
     def scratch(self) -> Path:
         """This run's scratch folder (created on first use, removed when the run ends)."""
@@ -66,36 +60,11 @@ class JobContext:
         return self.scratch_path
 
     def torch_device(self) -> str:
-        if self.device != "auto":
-            return self.device
+        if self.settings.device != "auto":
+            return self.settings.device
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-class WorkerClient(LocalClient):
-    """The registry as a job sees it: the same services as embedded mode, acting as the job's
-    submitter, with version commits publishing the job's result (fenced)."""
-
-    def __init__(self, ctx: JobContext, result: Callable[[PushResult], dict[str, Any]]) -> None:
-        super().__init__(ctx.reg, ctx.claim.created_by, ctx.cache)
-        self.ctx = ctx
-        self.result = result
-
-    def commit(self, repo: str, request: PushRequest) -> PushResult:
-        self.ctx.check()
-        return versions.commit_version(
-            self.registry, repo, request, self.user, on_commit=self.ctx.publisher(self.result)
-        )
-
-    def register_derived(
-        self, data: BaseRegistration, result: Callable[[BaseInfo], dict[str, Any]]
-    ) -> BaseInfo:
-        self.ctx.check()
-        return bases.register_base(self.registry, data, on_commit=self.ctx.publisher(result))
-
-    def close(self) -> None:
-        """The registry belongs to the worker, not to this job."""
 
 
 class StageProgress:
@@ -121,14 +90,3 @@ class StageProgress:
 
     def finish(self) -> None:
         self.ctx.report(self.window[1])
-
-
-def version_result(res: PushResult) -> dict[str, Any]:
-    return {
-        "kind": "version",
-        "ref": f"{res.repo}:{res.version}",
-        "repo": res.repo,
-        "version": res.version,
-        "digest": res.digest,
-        "created": res.created,
-    }

@@ -5,26 +5,25 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 from registry.client.bases import registration
+from registry.client.local import LocalClient
 from registry.client.transfer import fetch_missing, pull
 from registry.entities import BaseInfo, FileInfo
 from registry.errors import BadRequest, BaseNotUploaded, ExportRefused
-from registry.jobspec import ExportParams, parse_params
-from registry.services.blobs import upload_blob
-from registry.worker.context import JobContext, StageProgress, WorkerClient, version_result
-from storage.base import sha256_file
-from storage.local import LocalBlobStore
+from registry.jobspec import ExportParams, ExportResult, params_as
+from registry.services import bases
+from registry.worker.context import JobContext, StageProgress
+from registry.worker.publish import Published, publish, store_outputs
 
 
-def local_base(ctx: JobContext, client: WorkerClient, base: str, folder: Path) -> tuple[Path, BaseInfo]:
+def local_base(
+    ctx: JobContext, client: LocalClient, base: str, base_path: str | None, folder: Path
+) -> tuple[Path, BaseInfo]:
     """(model folder, registered base) of the job: the embedded caller's own folder (registered by
     fingerprint, as `push --base PATH` does), or the base's uploaded files linked (or downloaded)
     out of the blob store into scratch space."""
-    base_path = ctx.claim.params.get("base_path")
     if base_path:
         from registry.formats.model_folder import inspect_model
 
@@ -40,34 +39,32 @@ def local_base(ctx: JobContext, client: WorkerClient, base: str, folder: Path) -
             "--upload` so workers can read it",
             base=base,
         )
-    materialize(ctx, client, info, folder)
+    materialize(ctx, client, info.files, folder)
     return folder, info
 
 
-def materialize(ctx: JobContext, client: WorkerClient, info: BaseInfo, folder: Path) -> None:
-    files = info.files or []
+def materialize(ctx: JobContext, client: LocalClient, files: list[FileInfo], folder: Path) -> None:
+    """The base's files as a model folder: fetched into the worker's cache, then hard-linked out."""
     fetch_missing(client, files, StageProgress(ctx, {"downloading": (0.0, 0.1)}))
     folder.mkdir(parents=True, exist_ok=True)
-    assert isinstance(client.cache, LocalBlobStore)
     for f in files:
         target = folder / f.path
         if not target.resolve().is_relative_to(folder.resolve()):
             raise BadRequest(f"base file path {f.path!r} leaves the model folder")
         target.parent.mkdir(parents=True, exist_ok=True)
-        source = client.cache.path_for(f.sha256)
+        source = ctx.cache.path_for(f.sha256)
         try:
             os.link(source, target)  # blobs are immutable: a hard link costs nothing
         except OSError:
             shutil.copyfile(source, target)
 
 
-def run_export(ctx: JobContext) -> dict[str, Any]:
+def run_export(ctx: JobContext) -> Published[ExportResult]:
     from registry.formats.model_folder import extra_files, inspect_model, weight_files
     from registry.tensors.export import EXPORTABLE, export_merged
 
-    p = parse_params("export", ctx.claim.params)
-    assert isinstance(p, ExportParams)
-    client = WorkerClient(ctx, version_result)
+    p = params_as(ExportParams, ctx.claim.params)
+    client = ctx.client()
     adapter = client.resolve(p.ref)
     if adapter.peft_type not in EXPORTABLE:
         raise ExportRefused(
@@ -76,7 +73,7 @@ def run_export(ctx: JobContext) -> dict[str, Any]:
             peft_type=adapter.peft_type,
         )
     scratch = ctx.scratch()
-    folder, base = local_base(ctx, client, p.base, scratch / "base")
+    folder, base = local_base(ctx, client, p.base, p.base_path, scratch / "base")
     _, adapter_dir = pull(client, adapter.ref, scratch / "adapter")  # the version resolved above
     config = json.loads((folder / "config.json").read_text("utf-8"))
     out = scratch / "out"
@@ -94,22 +91,8 @@ def run_export(ctx: JobContext) -> dict[str, Any]:
         ),
     )
     paths = [w.path for w in result.files] + result.extra_files
-    ctx.report(0.85, "hashing the shards")
-    with ThreadPoolExecutor() as pool:  # the files' digests name their blobs; hashed in parallel
-        digests = list(pool.map(lambda path: sha256_file(str(path)).digest, paths))
-    uploading = StageProgress(ctx, {"uploading": (0.9, 1.0)})
-    uploading.start("uploading", sum(path.stat().st_size for path in paths))
-    files = []
-    for path, digest in zip(paths, digests, strict=True):
-        size = path.stat().st_size
-        if isinstance(ctx.reg.store, LocalBlobStore):  # scratch and blobs share a disk: no copy
-            ctx.reg.store.adopt(path, digest, size)
-            uploading.advance(size)
-        else:
-            with path.open("rb") as f:
-                upload_blob(ctx.reg.store, f, digest, size, uploading.advance)
-        files.append(FileInfo(path=path.name, size=size, sha256=digest))
-    uploading.finish()
+    ctx.report(0.85)
+    files = store_outputs(ctx, [(path.name, path) for path in paths])
     facts = inspect_model(out, with_fingerprint=False)
     facts.fingerprint = result.fingerprint
     name = p.into or f"{adapter.repo}-v{adapter.version}-merged" + (f"-{p.dtype}" if p.dtype else "")
@@ -125,16 +108,18 @@ def run_export(ctx: JobContext) -> dict[str, Any]:
         "merged_modules": len(result.merged_modules),
         "replaced_tensors": result.replaced_tensors,
     }
-    derived = client.register_derived(data, lambda b: base_result(b, files))
-    return base_result(derived, files)
+    return publish(
+        ctx,
+        lambda on_commit: bases.register_base(ctx.reg, data, on_commit=on_commit),
+        lambda b: export_result(b, files),
+    )
 
 
-def base_result(b: BaseInfo, files: list[FileInfo]) -> dict[str, Any]:
-    return {
-        "kind": "base",
-        "base_id": b.id,
-        "ref": b.fingerprint,
-        "names": [n.name for n in b.names],
-        "fingerprint": b.fingerprint,
-        "files": [f.model_dump() for f in files],
-    }
+def export_result(b: BaseInfo, files: list[FileInfo]) -> ExportResult:
+    return ExportResult(
+        base_id=b.id,
+        ref=b.fingerprint,
+        names=[n.name for n in b.names],
+        fingerprint=b.fingerprint,
+        files=files,
+    )

@@ -10,15 +10,15 @@ import socket
 import threading
 import uuid
 
-from registry.config import Settings
 from registry.errors import BadRequest, JobCancelled, LeaseLost, RegistryError, ServerUnavailable
 from registry.jobspec import JobInfo
 from registry.services import jobs
 from registry.services.context import Registry
 from registry.worker.context import JobContext
 from registry.worker.handlers import HANDLERS
-from storage import BlobStore, StorageError
-from storage.local import LocalBlobStore
+from registry.worker.settings import WorkerSettings
+from storage import StorageError
+from storage.local import local_cache
 
 log = logging.getLogger("registry.worker")
 RETRYABLE: tuple[type[RegistryError], ...] = (ServerUnavailable,)
@@ -64,28 +64,14 @@ def require_tensor_stack() -> None:
 class Worker:
     """Runs jobs from one registry. Many workers (threads, processes, machines) share a queue."""
 
-    def __init__(
-        self,
-        reg: Registry,
-        settings: Settings,
-        *,
-        device: str = "auto",
-        name: str | None = None,
-        lease_s: float | None = None,
-        poll_s: float | None = None,
-    ) -> None:
+    def __init__(self, reg: Registry, settings: WorkerSettings) -> None:
         require_tensor_stack()
         self.reg = reg
         self.settings = settings
-        self.device = device
-        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.lease_s = lease_s or settings.job_lease_s
-        self.poll_s = poll_s or settings.worker_poll_s
-        self.cache: BlobStore = (
-            reg.store
-            if isinstance(reg.store, LocalBlobStore)
-            else LocalBlobStore(settings.effective_cache_dir)
-        )
+        self.name = settings.name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.lease_s = settings.lease_s
+        self.poll_s = settings.poll_s
+        self.cache = local_cache(reg.store, settings.cache_dir)
 
     def run_once(self) -> JobInfo | None:
         """Claim one job and run it to its end; None when the queue had nothing for us."""
@@ -93,16 +79,15 @@ class Worker:
         if claim is None:
             return None
         log.info("worker %s runs job %s (%s, attempt %s)", self.name, claim.job_id, claim.type, claim.attempt)
-        ctx = JobContext(self.reg, self.settings, claim, self.device, self.cache)
+        ctx = JobContext(self.reg, self.settings, claim, self.cache)
         beat = Heartbeat(self.reg, ctx, self.lease_s)
         beat.start()
         try:
             try:
-                result = HANDLERS[claim.type](ctx)
-            finally:  # before the job's end is recorded: whoever sees it ended sees it cleaned up
+                HANDLERS[claim.type](ctx)  # publishes its output with the job's success, fenced
+            finally:  # before a failure is recorded: whoever sees it ended sees it cleaned up
                 beat.stop()
                 shutil.rmtree(ctx.scratch_path, ignore_errors=True)
-            jobs.complete(self.reg, claim, result)
         except LeaseLost:
             log.warning("job %s was taken over; this worker's run is void", claim.job_id)
         except JobCancelled as err:

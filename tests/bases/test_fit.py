@@ -211,6 +211,7 @@ def test_config_only_base_and_upload(client: LocalClient, models: Path) -> None:
     assert client.missing_blobs([f.sha256 for f in shown.files]) == []
 
 
+@pytest.mark.slow  # trains a LoRA on real MiniLM weights
 def test_real_minilm_with_a_trained_adapter(client: LocalClient, tmp_path: Path) -> None:
     import torch
     from peft import get_peft_model
@@ -234,3 +235,18 @@ def test_real_minilm_with_a_trained_adapter(client: LocalClient, tmp_path: Path)
     assert pushed.info.base_fingerprint == base.fingerprint
     fit = client.fit(FitQuery(base=base.fingerprint or ""))
     assert [(i.ref, i.tier) for i in fit.items] == [("acme/embed:1", "exact")]
+
+
+def test_ia3_with_regex_targets_fits_its_base(client: LocalClient, models: Path, tmp_path: Path) -> None:
+    """PEFT accepts target_modules/feedforward_modules as regex strings: the feed-forward vectors
+    (one per input feature of down_proj) are checked against in_features, not out_features."""
+    config = IA3Config(target_modules=r".*\.(k_proj|down_proj)", feedforward_modules=r".*\.down_proj")
+    adapter = save_peft(sized_llama(), config, tmp_path / "ia3-regex")
+    add_base_folder(client, models / "llama", ["llama"])
+    add_base_folder(client, models / "llama64", ["llama64"])
+    ok = push_folder(client, adapter, "acme/ia3", base="llama")
+    assert ok.info.base_linked and ok.info.fit_override is None
+    with pytest.raises(InvalidAdapter) as err:
+        push_folder(client, adapter, "acme/ia3-bad", base="llama64")
+    assert err.value.code == "ia3_shape_mismatch"
+    assert count_versions(client) == 1

@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from registry.db import models as m
 from registry.db.engine import unit_of_work
 from registry.entities import FileInfo, PushRequest
-from registry.errors import InvalidAdapter
+from registry.errors import BlobMissing, InvalidAdapter
 from registry.formats.paths import normalize_path
 from registry.services.blobs import upload_blob
 from registry.services.context import Registry
@@ -263,7 +263,7 @@ def test_total_size_cap(lora_a: Path, registry: Registry) -> None:
 def test_listed_blob_must_be_present(lora_a: Path, registry: Registry) -> None:
     files = upload_folder(registry, lora_a)
     files.append(FileInfo(path="extra.json", size=3, sha256="sha256:" + "0" * 64))
-    with pytest.raises(Exception) as info:
+    with pytest.raises(BlobMissing) as info:
         commit_version(registry, "acme/bad", PushRequest(files=files), "tester")
-    assert getattr(info.value, "code", None) == "blob_missing"
+    assert info.value.code == "blob_missing" and info.value.path == "extra.json"
     assert count_rows(registry) == (0, 0, 0)

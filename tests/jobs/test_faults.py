@@ -24,7 +24,7 @@ from registry.jobspec import JobInfo, JobRequest
 from registry.services import jobs
 from registry.services.context import Registry
 from registry.tensors.synthetic import llama_config, llama_shapes, write_llama, write_lora
-from registry.worker import Worker, WorkerThread
+from registry.worker import Worker, WorkerSettings, WorkerThread
 from storage.local import LocalBlobStore
 
 LEASE_S = 1.5
@@ -70,7 +70,7 @@ def reg(settings: Settings) -> Iterator[Registry]:
 @pytest.fixture
 def client(reg: Registry, settings: Settings) -> LocalClient:
     assert isinstance(reg.store, LocalBlobStore)
-    return LocalClient(reg, "tester", reg.store, settings)
+    return LocalClient(reg, "tester", reg.store)
 
 
 class WorkerProcess:
@@ -222,7 +222,7 @@ def test_cancelling_a_running_job_stops_it(
 ) -> None:
     job_id = export_job(client, big)
     bases_before = count(reg, m.BaseModel)
-    thread = WorkerThread(Worker(reg, settings, device="cpu")).start()
+    thread = WorkerThread(Worker(reg, WorkerSettings.from_settings(settings, device="cpu"))).start()
     try:
         wait_for(reg, job_id, mid_job)
         asked = jobs.cancel(reg, job_id)
@@ -262,7 +262,7 @@ def test_bad_parameters_fail_the_job_once_with_a_clear_code(
 
     def run(job_type: str, params: dict[str, object]) -> JobInfo:
         job = client.submit_job(JobRequest(type=job_type, params=params))  # type: ignore[arg-type]
-        Worker(reg, settings, device="cpu").run(threading.Event(), once=True)
+        Worker(reg, WorkerSettings.from_settings(settings, device="cpu")).run(threading.Event(), once=True)
         return jobs.get(reg, job.id)
 
     missing = run("merge", {"inputs": [{"ref": "acme/nope", "weight": 1}], "into": "acme/out"})

@@ -77,6 +77,14 @@ CASES = {
             o,
         ),
     ),
+    "ia3-regex-targets": (  # PEFT's other form: regex strings, matched with re.fullmatch
+        tiny_llama,
+        lambda b, o: perturbed(
+            b,
+            IA3Config(target_modules=r".*\.(k_proj|v_proj|down_proj)", feedforward_modules=r".*\.down_proj"),
+            o,
+        ),
+    ),
     "gpt2-conv1d-lora": (
         tiny_gpt2,
         lambda b, o: perturbed(b, LoraConfig(r=4, target_modules=["c_attn", "c_fc"], fan_in_fan_out=True), o),
@@ -100,7 +108,12 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+TRAINED = {"lora", "lora-modules-to-save"}  # the others are random adapters: no training, fast
+
+
+@pytest.mark.parametrize(
+    "case", [pytest.param(c, marks=pytest.mark.slow) if c in TRAINED else c for c in sorted(CASES)]
+)
 def test_export_equals_peft_merge_and_unload(case: str, tmp_path: Path) -> None:
     make_base, make_adapter = CASES[case]
     base_dir = tmp_path / "base"
@@ -119,6 +132,7 @@ def test_export_equals_peft_merge_and_unload(case: str, tmp_path: Path) -> None:
     assert facts.structure_signature == inspect_model(base_dir).structure_signature
 
 
+@pytest.mark.slow  # trains
 def test_export_to_bf16_matches_peft_at_bf16_tolerance(tmp_path: Path) -> None:
     base_dir = tmp_path / "base"
     tiny_llama().save_pretrained(base_dir)
@@ -132,6 +146,7 @@ def test_export_to_bf16_matches_peft_at_bf16_tolerance(tmp_path: Path) -> None:
     assert torch.allclose(exported_logits(tmp_path / "out"), ref, atol=2e-2, rtol=2e-2)
 
 
+@pytest.mark.slow  # trains
 def test_export_refuses_what_it_cannot_merge_and_writes_nothing(tmp_path: Path) -> None:
     base_dir = tmp_path / "base"
     tiny_llama().save_pretrained(base_dir)

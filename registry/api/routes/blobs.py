@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from registry.api.deps import PrincipalDep, RegistryDep, SettingsDep
 from registry.entities import MissingBlobs
-from registry.errors import BadRequest, NotFound, PushTooLarge, UploadTimeout
+from registry.errors import BadRequest, NotFound, PushTooLarge, RangeNotSatisfiable, UploadTimeout
 from registry.services.blobs import missing_blobs, upload_blob
 from storage import check_digest
 
@@ -154,12 +154,3 @@ def _parse_range(header: str, size: int) -> tuple[int, int]:
     if start >= size or start >= end:
         raise RangeNotSatisfiable(f"range {header[:100]!r} is outside the blob of {size} bytes", size=size)
     return start, end
-
-
-class RangeNotSatisfiable(BadRequest):
-    code = "range_not_satisfiable"
-    status = 416
-
-    def __init__(self, message: str, size: int) -> None:
-        super().__init__(message, size=size)
-        self.headers = {"Content-Range": f"bytes */{size}"}  # RFC 9110 15.5.17
