@@ -28,6 +28,10 @@ LABEL_LEN = 128
 """task, metric, user names (String(128))."""
 MESSAGE_LEN = 10_000
 
+MAX_HEADER_BYTES = 100 * 1024**2
+"""Cap on a safetensors header, the one the safetensors library applies (ADAPTERS_MAX_HEADER_BYTES
+sets the server's; config, formats and the client all read it from here)."""
+
 MAX_JSON_DEPTH = 32
 """PEFT configs nest 3 levels, merge lineage 4, transformers configs 4: 32 leaves room and stays far
 below the recursion limits of every serializer between the database and a client."""

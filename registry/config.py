@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from registry.bounds import MAX_HEADER_BYTES
 from storage import S3Options
 
 
@@ -47,7 +48,7 @@ class Settings(BaseSettings):
     user: str = Field(default_factory=_default_user)
     """Recorded as who pushed (sent as X-Adapters-User to a server)."""
     max_push_bytes: int = 20 * 1024**3
-    max_header_bytes: int = 100 * 1024**2
+    max_header_bytes: int = MAX_HEADER_BYTES
     """Cap on a safetensors header (the same cap the safetensors library applies)."""
     max_json_bytes: int = 16 * 1024**2
     max_request_bytes: int = Field(default=64 * 1024**2, ge=1024)

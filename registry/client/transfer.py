@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from registry.bounds import MAX_HEADER_BYTES
 from registry.client.args import finite_number, name_equals_number
 from registry.client.base import RegistryClient, TransferProgress
 from registry.entities import EvalScoreIn, FileInfo, PushRequest, PushResult, VersionInfo
@@ -18,7 +19,6 @@ from registry.errors import BadRequest, DigestMismatch, OutputExists, UnsafePath
 from registry.formats.folder import hash_folder, list_folder, local_reader
 from registry.formats.inspect import Limits, inspect_files
 from registry.formats.manifest import FileEntry
-from registry.formats.safetensors_header import MAX_HEADER_BYTES
 from registry.refs import check_alias, parse_repo
 
 CLIENT_LIMITS = Limits(

@@ -22,11 +22,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from registry.bounds import MAX_HEADER_BYTES
 from registry.entities import BaseArchitecture
 from registry.errors import BadRequest, PickleRefused
 from registry.formats.paths import CONVERT_HINT
 from registry.formats.safetensors_header import (
-    MAX_HEADER_BYTES,
     LocatedTensor,
     TensorInfo,
     header_length,

@@ -12,10 +12,6 @@ from typing import Any
 from registry.bounds import loads_strict
 from registry.errors import InvalidSafetensors
 
-MAX_HEADER_BYTES = 100 * 1024**2
-"""Cap on a safetensors header, the one the safetensors library applies (ADAPTERS_MAX_HEADER_BYTES
-sets the server's)."""
-
 DTYPE_SIZES = {
     "F64": 8,
     "F32": 4,
