@@ -2,17 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from registry.db import models as m
+from registry.db.engine import unit_of_work
 from registry.entities import QloraCheckSummary
+from registry.refs import Ref
+from registry.services.context import Registry
+from registry.services.lookup import resolve_row
 from registry.services.timeutil import now
 
 QLORA_OK_VERDICTS = ("pass", "warn")
 """What `fit --qlora-ok` keeps: the adapter works on an NF4 base (warn: with caveats to read)."""
+
+
+def record_verdict(
+    reg: Registry,
+    ref: Ref,
+    base_model_id: int,
+    report: dict[str, Any],
+    job_id: int | None,
+    on_commit: Callable[[Session, None], None] | None = None,
+) -> None:
+    """Store the answer for (version at `ref`, base) in one unit of work; `on_commit` runs inside
+    the same transaction (a worker's fenced job completion), as for a version or a derived base."""
+    with unit_of_work(reg.sessions) as session:
+        version = resolve_row(session, ref)
+        record_check(session, version.id, base_model_id, report, job_id)
+        if on_commit is not None:
+            on_commit(session, None)
 
 
 def record_check(

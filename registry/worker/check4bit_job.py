@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from registry.client.transfer import pull
-from registry.db.engine import unit_of_work
 from registry.jobspec import Check4bitParams, Check4bitResult, params_as
 from registry.refs import parse_ref
-from registry.services.qlora import record_check
-from registry.services.versions import resolve_row
+from registry.services.qlora import record_verdict
 from registry.worker.context import JobContext
 from registry.worker.export_job import local_base
 from registry.worker.publish import OnCommit, Published, publish
@@ -37,10 +35,6 @@ def run_check4bit(ctx: JobContext) -> Published[Check4bitResult]:
 
     def record(on_commit: OnCommit[None]) -> None:
         # The verdict on (version, base) and the job's success: one transaction.
-        # (A services.qlora function owning this unit of work would take it out of the worker.)
-        with unit_of_work(ctx.reg.sessions) as session:
-            version = resolve_row(session, parse_ref(adapter.ref))
-            record_check(session, version.id, base.id, report, ctx.claim.job_id)
-            on_commit(session, None)
+        record_verdict(ctx.reg, parse_ref(adapter.ref), base.id, report, ctx.claim.job_id, on_commit)
 
     return publish(ctx, record, lambda _: result)

@@ -20,6 +20,7 @@ from registry.client.local import LocalClient
 from registry.client.transfer import push_folder
 from registry.config import Settings
 from registry.db import models as m
+from registry.errors import NotFound
 from registry.jobspec import JobInfo, JobRequest
 from registry.services import jobs
 from registry.services.context import Registry
@@ -230,7 +231,7 @@ def test_cancelling_a_running_job_stops_it(
         done = wait_for(reg, job_id, lambda j: j.done, timeout=60)
         assert done.status == "cancelled" and done.progress < 1.0
         assert count(reg, m.BaseModel) <= bases_before + 1  # the base may be registered; no export
-        with pytest.raises(Exception, match="legal-fp32"):
+        with pytest.raises(NotFound, match="legal-fp32"):
             client.get_base("legal-fp32")
         assert not list(settings.effective_work_dir.glob(f"job-{job_id}-*"))  # scratch cleaned
         # The worker lives on and takes the next job.
