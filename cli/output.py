@@ -1,4 +1,4 @@
-"""Printing (rich on a terminal, one JSON document with --json), progress bars and error exits."""
+"""Printing (rich on a terminal, one JSON document with --json), transfer progress and error exits."""
 
 from __future__ import annotations
 
@@ -7,38 +7,57 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import click
-from pydantic import BaseModel, ValidationError
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 from registry.errors import RegistryError
 from storage import StorageError
 
-F = TypeVar("F", bound=Callable[..., Any])
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+    from rich.progress import Progress, TaskID
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
 err_console = Console(stderr=True, soft_wrap=True)
 # Pipes get a wide console so tables are not squeezed to 80 columns.
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 
 
-def json_option(f: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(f)  # type: ignore[return-value]
+def json_option(f: Callable[P, R]) -> Callable[P, R]:
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(f)
+
+
+def jsonable(doc: Any) -> Any:
+    """Entities (pydantic models, recognised without importing pydantic), and lists and dicts of
+    them, as plain JSON values."""
+    if hasattr(doc, "model_dump"):
+        return doc.model_dump(mode="json")
+    if isinstance(doc, list | tuple):
+        return [jsonable(item) for item in doc]
+    if isinstance(doc, dict):
+        return {key: jsonable(value) for key, value in doc.items()}
+    return doc
 
 
 def emit_json(doc: Any) -> None:
-    if isinstance(doc, BaseModel):
-        doc = doc.model_dump(mode="json")
-    click.echo(json.dumps(doc, indent=2, default=str))
+    click.echo(json.dumps(jsonable(doc), indent=2, default=str))
+
+
+def emit(doc: T, as_json: bool, render: Callable[[T], None]) -> None:
+    """What a command prints: `doc` as one JSON document with --json, else `render(doc)` for people."""
+    if as_json:
+        emit_json(doc)
+    else:
+        render(doc)
+
+
+def say(line: str) -> None:
+    """One line for people on stdout (rich markup, no highlighting)."""
+    console.print(line, highlight=False)
 
 
 class RichProgress:
@@ -52,6 +71,15 @@ class RichProgress:
     def start(self, description: str, total_bytes: int) -> None:
         if not self.enabled:
             return
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
         self._progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -74,39 +102,39 @@ class RichProgress:
             self._progress = None
 
 
-def handle_errors(f: F) -> F:
-    """Map registry errors, refused values (pydantic) and OS errors to one line on stderr and exit 1;
+def handle_errors(f: Callable[P, R]) -> Callable[P, R]:
+    """Map registry errors, refused values (pydantic) and OS errors to one `error (code): message`
+    line on stderr and exit 1 (with --json, also one JSON error document on stdout);
     ADAPTERS_DEBUG=1 shows the traceback."""
 
     @functools.wraps(f)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return f(*args, **kwargs)
-        except (RegistryError, StorageError) as err:
-            if os.environ.get("ADAPTERS_DEBUG"):
+        except (RegistryError, StorageError, OSError, ValueError) as err:
+            line = error_line(err)
+            if line is None or os.environ.get("ADAPTERS_DEBUG"):
                 raise
-            code = getattr(err, "code", "error")
+            code, message = line
             if kwargs.get("as_json"):
-                emit_json({"error": {"code": code, "message": str(err)}})
-            err_console.print(f"[red]error[/red] ({code}): {err}", highlight=False, soft_wrap=True)
-            sys.exit(1)
-        except ValidationError as err:  # a value refused while building a request entity
-            if os.environ.get("ADAPTERS_DEBUG"):
-                raise
-            message = validation_message(err)
-            if kwargs.get("as_json"):
-                emit_json({"error": {"code": "validation_error", "message": message}})
-            err_console.print(
-                f"[red]error[/red] (validation_error): {message}", highlight=False, soft_wrap=True
-            )
-            sys.exit(1)
-        except OSError as err:
-            if os.environ.get("ADAPTERS_DEBUG"):
-                raise
-            err_console.print(f"[red]error[/red] (os_error): {err}", highlight=False, soft_wrap=True)
+                emit_json({"error": {"code": code, "message": message}})
+            err_console.print(f"[red]error[/red] ({code}): {message}", highlight=False, soft_wrap=True)
             sys.exit(1)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
+
+
+def error_line(err: Exception) -> tuple[str, str] | None:
+    """(code, message) of an error the CLI reports in one line; None for a bug (a traceback)."""
+    if isinstance(err, RegistryError | StorageError):
+        return getattr(err, "code", "error"), str(err)
+    if isinstance(err, OSError):
+        return "os_error", str(err)
+    from pydantic import ValidationError  # only on failure: start-up does not pay for pydantic
+
+    if isinstance(err, ValidationError):  # a value refused while building a request entity
+        return "validation_error", validation_message(err)
+    return None
 
 
 def validation_message(err: ValidationError) -> str:

@@ -1,43 +1,150 @@
-"""`adapters export` and `adapters check-4bit`: tensor work submitted as jobs."""
+"""`adapters merge`, `export` and `check-4bit`: tensor work submitted as jobs and followed here."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from cli.jobs import run_job
-from cli.output import RichProgress, console, emit_json, handle_errors, json_option
-from registry.client import RegistryClient, open_client
-from registry.client.bases import add_base_folder
-from registry.client.local import LocalClient
-from registry.client.transfer import write_files
-from registry.config import Settings
-from registry.errors import BadRequest
-from registry.jobspec import Check4bitResult, ExportResult, JobRequest, parse_size
+from cli import render
+from cli.app import App, pass_app
+from cli.output import RichProgress, emit, json_option
+from cli.params import ALIAS, MERGE_INPUT, RANK, REF, REPO, SIZE
 
-
-def base_params(client: RegistryClient, base: str, progress: RichProgress) -> dict[str, Any]:
-    """A model folder stays where it is in embedded mode (the in-process worker reads it); a
-    server's workers cannot read our disk, so the folder is uploaded and named by fingerprint."""
-    folder = Path(base)
-    if not folder.is_dir():
-        return {"base": base}
-    if isinstance(client, LocalClient):
-        return {"base": str(folder.resolve()), "base_path": str(folder.resolve())}
-    info = add_base_folder(client, folder, names=[], upload=True, progress=progress)
-    assert info.fingerprint is not None
-    return {"base": info.fingerprint}
-
+if TYPE_CHECKING:
+    from registry.client import RegistryClient
+    from registry.client.merge import MergeInput
+    from registry.jobspec import JobInfo, JobType
 
 no_wait_option = click.option(
     "--no-wait", is_flag=True, help="Print the job id and return; follow with `adapters jobs watch`."
 )
 
 
+def run_job(app: App, job_type: JobType, params: dict[str, Any], no_wait: bool, as_json: bool) -> JobInfo:
+    """Submit; print the job and return it with --no-wait, else follow it with a bar until it ends
+    (raising its error if it fails). In embedded mode it runs in this process meanwhile."""
+    from registry.client.jobs import submit_and_follow
+    from registry.jobspec import JobRequest
+
+    request = JobRequest(type=job_type, params=params)
+    with app.jobs_running(wait=not no_wait):
+        job = submit_and_follow(app.client, request, wait=not no_wait, on_update=render.JobBar(not as_json))
+    if no_wait:
+        emit(job, as_json, render.job_submitted)
+    return job
+
+
+def base_params(client: RegistryClient, base: str, progress: RichProgress) -> dict[str, Any]:
+    """A model folder stays where it is when the registry runs in this process (its workers read
+    this disk); a server's workers cannot, so the folder is uploaded and named by fingerprint."""
+    from registry.client.bases import add_base_folder
+
+    folder = Path(base)
+    if not folder.is_dir():
+        return {"base": base}
+    if client.in_process:
+        return {"base": str(folder.resolve()), "base_path": str(folder.resolve())}
+    info = add_base_folder(client, folder, names=[], upload=True, progress=progress)
+    assert info.fingerprint is not None
+    return {"base": info.fingerprint}
+
+
 @click.command()
-@click.argument("ref")
+@click.argument("inputs", type=MERGE_INPUT, nargs=-1, required=True, metavar="REF=WEIGHT...")
+@click.option(
+    "--into", type=REPO, required=True, help="Repository (ns/name) that receives the merged version."
+)
+@click.option(
+    "--method",
+    type=click.Choice(["svd", "cat", "linear", "ties", "dare_linear", "dare_ties", "magnitude_prune"]),
+    default="svd",
+    show_default=True,
+)
+@click.option(
+    "--rank",
+    type=RANK,
+    metavar="R|auto",
+    help="Output rank for svd: an integer, or 'auto' (see --energy). Default: the largest input rank.",
+)
+@click.option(
+    "--energy",
+    type=float,
+    default=0.99,
+    show_default=True,
+    help="With --rank auto: keep this fraction of the squared singular values per module.",
+)
+@click.option(
+    "--density",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="ties / dare_* / magnitude_prune: fraction of entries kept.",
+)
+@click.option(
+    "--majority-sign", type=click.Choice(["total", "frequency"]), default="total", show_default=True
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of DARE's random drops (recorded)."
+)
+@click.option(
+    "--allow-base-mismatch", is_flag=True, help="Merge adapters of different bases if shapes agree."
+)
+@click.option("--task")
+@click.option("--alias", "aliases", type=ALIAS, multiple=True)
+@click.option("-m", "--message")
+@no_wait_option
+@json_option
+@pass_app
+def merge(
+    app: App,
+    inputs: tuple[MergeInput, ...],
+    into: str,
+    method: str,
+    rank: int | str | None,
+    energy: float,
+    density: float,
+    majority_sign: str,
+    seed: int,
+    allow_base_mismatch: bool,
+    task: str | None,
+    aliases: tuple[str, ...],
+    message: str | None,
+    no_wait: bool,
+    as_json: bool,
+) -> None:
+    """Merge LoRA adapters with weights (REF=WEIGHT, negative allowed) into a new version of --into.
+
+    Runs as a job on a worker (in this process in embedded mode), followed with a progress bar.
+    """
+    from registry.jobspec import MergeResult
+
+    params = {
+        "inputs": [vars(i) for i in inputs],
+        "into": into,
+        "method": method,
+        "rank": rank,
+        "energy": energy,
+        "density": density,
+        "majority_sign_method": majority_sign,
+        "seed": seed,
+        "allow_base_mismatch": allow_base_mismatch,
+        "task": task,
+        "aliases": list(aliases),
+        "message": message,
+    }
+    job = run_job(app, "merge", params, no_wait, as_json)
+    if no_wait:
+        return
+    result = job.result_as(MergeResult)
+    info = app.client.resolve(result.ref)
+    doc = {**result.model_dump(mode="json"), "job": job.id, "info": info}
+    emit(doc, as_json, lambda _: render.merged(info, job.id))
+
+
+@click.command()
+@click.argument("ref", type=REF)
 @click.option(
     "--base",
     required=True,
@@ -50,61 +157,56 @@ no_wait_option = click.option(
     "--dtype", type=click.Choice(["bf16", "fp16", "fp32"]), help="Output dtype (default: the base's)."
 )
 @click.option(
-    "--max-shard-size", default="5GB", show_default=True, help="Largest output shard, e.g. 2GB, 500MB."
+    "--max-shard-size",
+    type=SIZE,
+    default="5GB",
+    show_default=True,
+    help="Largest output shard, e.g. 2GB, 500MB.",
 )
 @no_wait_option
 @json_option
-@handle_errors
+@pass_app
 def export(
+    app: App,
     ref: str,
     base: str,
     output: Path | None,
     force: bool,
     into: str | None,
     dtype: str | None,
-    max_shard_size: str,
+    max_shard_size: int,
     no_wait: bool,
     as_json: bool,
 ) -> None:
     """Merge adapter REF into its base and store the result as a derived model (standard sharded
     safetensors that transformers loads), streaming one tensor at a time."""
+    from registry.client.transfer import write_files
+    from registry.jobspec import ExportResult
+
     if output is not None and no_wait:
-        raise BadRequest(
+        raise click.UsageError(
             "-o needs the export to finish here; drop --no-wait (or pull it later from `base show`)"
         )
-    client = open_client(Settings())
-    try:
-        progress = RichProgress(not as_json)
-        params = {
-            "ref": ref,
-            **base_params(client, base, progress),
-            "into": into,
-            "dtype": dtype,
-            "max_shard_size": parse_size(max_shard_size),
-        }
-        job = run_job(client, JobRequest(type="export", params=params), no_wait, as_json)
-        if no_wait:
-            return
-        result = job.result_as(ExportResult)
-        if output is not None:
-            write_files(client, result.files, output, force=force, progress=progress)
-    finally:
-        client.close()
-    if as_json:
-        emit_json(
-            {**result.model_dump(mode="json"), "job": job.id, "output": str(output) if output else None}
-        )
+    progress = RichProgress(not as_json)
+    params = {
+        "ref": ref,
+        **base_params(app.client, base, progress),
+        "into": into,
+        "dtype": dtype,
+        "max_shard_size": max_shard_size,
+    }
+    job = run_job(app, "export", params, no_wait, as_json)
+    if no_wait:
         return
-    where = f" -> {output}" if output else ""
-    console.print(
-        f"[green]exported[/green] {ref} into {', '.join(result.names)} "
-        f"{result.fingerprint}{where}  (job {job.id})",
-        highlight=False,
-    )
+    result = job.result_as(ExportResult)
+    if output is not None:
+        write_files(app.client, result.files, output, force=force, progress=progress)
+    doc = {**result.model_dump(mode="json"), "job": job.id, "output": str(output) if output else None}
+    emit(doc, as_json, lambda _: render.exported(ref, result, job.id, output))
 
 
 @click.command(name="check-4bit")
-@click.argument("ref")
+@click.argument("ref", type=REF)
 @click.option(
     "--base",
     required=True,
@@ -115,67 +217,25 @@ def export(
 @click.option("--seed", default=0, show_default=True, help="Seed of the random probe tokens.")
 @no_wait_option
 @json_option
-@handle_errors
+@pass_app
 def check_4bit(
-    ref: str, base: str, probe: int, probe_length: int, seed: int, no_wait: bool, as_json: bool
+    app: App, ref: str, base: str, probe: int, probe_length: int, seed: int, no_wait: bool, as_json: bool
 ) -> None:
     """Will REF work on an NF4, double-quantized (QLoRA-style) bitsandbytes base? Records the verdict."""
-    client = open_client(Settings())
-    try:
-        params = {
-            "ref": ref,
-            **base_params(client, base, RichProgress(not as_json)),
-            "probe": probe,
-            "probe_length": probe_length,
-            "seed": seed,
-        }
-        job = run_job(client, JobRequest(type="check-4bit", params=params), no_wait, as_json)
-    finally:
-        client.close()
+    from registry.jobspec import Check4bitResult
+
+    params = {
+        "ref": ref,
+        **base_params(app.client, base, RichProgress(not as_json)),
+        "probe": probe,
+        "probe_length": probe_length,
+        "seed": seed,
+    }
+    job = run_job(app, "check-4bit", params, no_wait, as_json)
     if no_wait:
         return
     report = job.result_as(Check4bitResult).report
-    if as_json:
-        emit_json({**report, "job": job.id})
-        return
-    print_report(report)
+    emit({**report, "job": job.id}, as_json, lambda _: render.report_4bit(report))
 
 
-def print_report(r: dict[str, Any]) -> None:
-    color = {"pass": "green", "warn": "yellow", "fail": "red"}[r["verdict"]]
-    console.print(
-        f"[bold {color}]{r['verdict'].upper()}[/bold {color}]  {r['adapter']['ref']} on NF4 "
-        f"{', '.join(r['base']['names']) or r['base']['fingerprint']}",
-        highlight=False,
-    )
-    for reason in r["reasons"]:
-        console.print(f"  - {reason}", highlight=False)
-    s = r["structure"]
-    console.print(
-        f"quantized to 4 bits: {len(s['quantized'])} target modules; high precision: "
-        f"{', '.join(s['high_precision']) or 'none'}",
-        highlight=False,
-    )
-    b = r.get("behaviour")
-    if b:
-        console.print(
-            f"behaviour ({b['probe']} probes x {b['probe_length']} tokens): with adapter KL {b['adapted']['kl']:.3g}, "
-            f"top-1 {b['adapted']['top1_agreement']:.1%}; base alone KL {b['base']['kl']:.3g}, top-1 "
-            f"{b['base']['top1_agreement']:.1%}; adapter effect KL {b['adapter_effect_kl']:.3g}",
-            highlight=False,
-        )
-    modules = [m for m in r["modules"] if m.get("update_norm") is not None]
-    if modules:
-        worst = min(modules, key=lambda m: m["update_to_noise"])
-        console.print(
-            f"update / NF4 noise: lowest {worst['update_to_noise']:.3g} ({worst['module']}); "
-            f"{sum(m['drowned'] for m in modules)} of {len(modules)} modules drowned",
-            highlight=False,
-        )
-    m = r["merge"]
-    if m["max_rel_error"] is not None:
-        verdict = "safe" if m["safe"] else "not safe: keep the adapter unmerged on a 4-bit base"
-        console.print(
-            f"merge into 4-bit weights: requantizing loses up to {m['max_rel_error']:.1%} of the update ({verdict})",
-            highlight=False,
-        )
+COMMANDS = [merge, export, check_4bit]

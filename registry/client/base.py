@@ -36,6 +36,9 @@ class TransferProgress(Protocol):
 class RegistryClient(Protocol):
     cache: BlobStore
     """Where pulled blobs land before being copied out: a local content-addressed store."""
+    in_process: bool
+    """True when the registry's services run in this process (embedded, LocalClient): jobs can run
+    beside the command, and they read local paths it names. False over HTTP (a server's workers)."""
 
     def missing_blobs(self, digests: list[str]) -> list[str]: ...
 

@@ -72,6 +72,9 @@ def user_header(user: str) -> str:
 
 
 class HttpClient:
+    in_process = False
+    """A server's workers run jobs, on their machines: a path on this one means nothing to them."""
+
     def __init__(self, base_url: str, user: str, cache_dir: Path) -> None:
         self.base_url = base_url.rstrip("/")
         self.http = httpx.Client(

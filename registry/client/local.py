@@ -33,6 +33,8 @@ class LocalClient:
     """The registry's services called in this process, acting as `user`. Runs no jobs: a command
     that waits on one starts a worker beside it (registry.worker.embedded)."""
 
+    in_process = True
+
     def __init__(self, registry: Registry, user: str, cache: BlobStore) -> None:
         self.registry = registry
         self.user = user

@@ -22,9 +22,10 @@ def jobs_run_here(
     Started before the block, so a process that cannot run jobs (no torch) refuses before
     queueing one.
     """
-    if not enabled or not isinstance(client, LocalClient):
+    if not enabled or not client.in_process:
         yield None
         return
+    assert isinstance(client, LocalClient)  # the one in-process client: it holds the registry
     thread = WorkerThread(Worker(client.registry, settings)).start()
     try:
         yield thread

@@ -72,7 +72,7 @@ def test_errors_exit_1_with_one_line(adapters: Cli, lora_a: Path) -> None:
     assert bad.exit_code == 1
     assert json.loads(bad.stdout)["error"]["code"] == "pickle_refused"
     assert "safetensors" in bad.stderr
-    assert adapters("show", "Bad Ref", ok=False).exit_code == 1
+    assert adapters("show", "Bad Ref", ok=False).exit_code == 2  # a malformed REF is a usage error
     assert adapters("push", ok=False).exit_code == 2  # usage error
     assert adapters("frobnicate", ok=False).exit_code == 2
 

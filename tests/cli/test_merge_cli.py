@@ -92,7 +92,8 @@ def test_merge_refusals(adapters: Cli, adapters_dir: Path, tmp_path: Path) -> No
     assert (
         refused("acme/legal=0.5", "acme/legal=0.5", "--method", "linear", "--density", "2") == "bad_request"
     )
-    assert refused("acme/legal=oops") == "bad_request"
+    malformed = adapters("merge", "acme/legal=oops", "--into", "acme/out", "--json", ok=False)
+    assert malformed.exit_code == 2 and "not a finite number" in malformed.stderr  # a usage error
     assert refused("acme/legal=0.5", "acme/missing=0.5") == "not_found"
     assert adapters("show", "acme/out", ok=False).exit_code == 1  # nothing was stored
     ok = adapters.json(

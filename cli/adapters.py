@@ -1,0 +1,155 @@
+"""`adapters push`, `pull`, `list`, `show`: adapter versions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from cli import render
+from cli.app import with_client
+from cli.output import RichProgress, emit, json_option
+from cli.params import ALIAS, EVAL, REF, REPO
+
+if TYPE_CHECKING:
+    from registry.client import RegistryClient
+    from registry.entities import EvalScoreIn
+
+
+@click.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("repo", type=REPO)
+@click.option(
+    "--base",
+    help="Base model: a registered name, sha256:<fingerprint> or a model folder (fingerprinted on the fly). "
+    "Default: adapter_config's base_model_name_or_path.",
+)
+@click.option("--task", help="Task this adapter is for, e.g. legal-qa.")
+@click.option(
+    "--eval",
+    "evals",
+    type=EVAL,
+    multiple=True,
+    metavar="METRIC=VALUE[@DATASET[:SPLIT]]",
+    help="An eval score; repeatable.",
+)
+@click.option(
+    "--alias",
+    "aliases",
+    type=ALIAS,
+    multiple=True,
+    help="Point this alias at the pushed version; repeatable.",
+)
+@click.option("-m", "--message", help="What changed.")
+@click.option(
+    "--force", is_flag=True, help="Push even if the adapter does not fit its known base (recorded)."
+)
+@json_option
+@with_client
+def push(
+    client: RegistryClient,
+    folder: Path,
+    repo: str,
+    base: str | None,
+    task: str | None,
+    evals: tuple[EvalScoreIn, ...],
+    aliases: tuple[str, ...],
+    message: str | None,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Validate FOLDER (a PEFT adapter) and push it as a new version of REPO (namespace/name)."""
+    from registry.client.bases import resolve_push_base
+    from registry.client.transfer import push_folder
+
+    progress = RichProgress(not as_json)
+    result = push_folder(
+        client,
+        folder,
+        repo,
+        base=resolve_push_base(client, base, progress),
+        force=force,
+        task=task,
+        evals=list(evals),
+        aliases=list(aliases),
+        message=message,
+        progress=progress,
+    )
+    emit(result, as_json, render.pushed)
+
+
+@click.command(name="pull")
+@click.argument("ref", type=REF)
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), help="Target folder (default ./NAME); may be '.'."
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Write into a non-empty folder: the adapter's files replace those of the same name, "
+    "every other file is kept.",
+)
+@json_option
+@with_client
+def pull_cmd(client: RegistryClient, ref: str, output: Path | None, force: bool, as_json: bool) -> None:
+    """Download REF (ns/name, ns/name:3, ns/name@alias, ns/name@sha256:...) into a folder.
+
+    Every file is verified before it is written; nothing the registry did not write is deleted.
+    """
+    from registry.client.transfer import pull
+
+    info, out = pull(client, ref, output, force=force, progress=RichProgress(not as_json))
+    doc = {
+        "repo": info.repo,
+        "version": info.version,
+        "digest": info.digest,
+        "path": str(out),
+        "files": info.files,
+    }
+    emit(doc, as_json, lambda _: render.pulled(info, out))
+
+
+@click.command(name="list")
+@click.option("--task")
+@click.option("--base", help="Base model name.")
+@click.option("--peft-type", help="LORA, IA3, PREFIX_TUNING, ...")
+@click.option("--repo", type=REPO, help="Only versions of this repository.")
+@click.option(
+    "--all-versions",
+    is_flag=True,
+    help="Every version. Without filters, only each repository's latest is listed.",
+)
+@click.option("--limit", default=50, show_default=True)
+@click.option("--cursor", help="Continue from a previous page's next_cursor.")
+@json_option
+@with_client
+def list_cmd(
+    client: RegistryClient,
+    task: str | None,
+    base: str | None,
+    peft_type: str | None,
+    repo: str | None,
+    all_versions: bool,
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
+) -> None:
+    """List adapters, newest first: each repository's latest, or every version matching the filters."""
+    from registry.entities import VersionFilter
+
+    latest_only = not (all_versions or repo or task or base or peft_type)
+    flt = VersionFilter(repo=repo, task=task, peft_type=peft_type, base=base, latest_only=latest_only)
+    emit(client.list_versions(flt, limit, cursor), as_json, render.version_table)
+
+
+@click.command()
+@click.argument("ref", type=REF)
+@json_option
+@with_client
+def show(client: RegistryClient, ref: str, as_json: bool) -> None:
+    """Show one version: config, files, evals, aliases."""
+    emit(client.resolve(ref), as_json, render.version)
+
+
+COMMANDS = [push, pull_cmd, list_cmd, show]

@@ -1,0 +1,306 @@
+"""How results look to people: rich tables, key/value listings, a job's progress bar. Each renderer
+takes what the command's `--json` document is made of; none calls the registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.table import Table
+
+from cli.output import console, err_console, human_bytes, say
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+    from registry.entities import (
+        AliasInfo,
+        BaseInfo,
+        FitResult,
+        Page,
+        PushResult,
+        VersionInfo,
+        VersionSummary,
+    )
+    from registry.jobspec import ExportResult, JobInfo
+
+
+def rows(items: list[tuple[str, Any]], width: int) -> None:
+    """`key  value` lines, keys bold and right-aligned to `width`."""
+    for key, value in items:
+        say(f"[bold]{key:>{width}}[/bold]  {value}")
+
+
+# ---------------------------------------------------------------- adapters and aliases
+def pushed(result: PushResult) -> None:
+    mark = "[green]pushed[/green]" if result.created else "[yellow]unchanged[/yellow]"
+    say(f"{mark} {result.repo}:{result.version} {result.digest}  ({result.detail})")
+
+
+def pulled(info: VersionInfo, out: Path) -> None:
+    say(f"[green]pulled[/green] {info.ref} {info.digest} -> {out}")
+
+
+def version_table(page: Page[VersionSummary]) -> None:
+    table = Table("ref", "peft", "r", "task", "base", "params", "aliases", "created")
+    for v in page.items:
+        table.add_row(
+            v.ref,
+            v.peft_type,
+            str(v.r or ""),
+            v.task or "",
+            v.base_model.name or "",
+            f"{v.trainable_params:,}",
+            ",".join(v.aliases),
+            v.created_at.strftime("%Y-%m-%d %H:%M"),
+        )
+    console.print(table)
+    if page.next_cursor:
+        console.print(f"more: --cursor {page.next_cursor}")
+
+
+def version(v: VersionInfo) -> None:
+    base = f"{v.base_model.name or '-'}" + (f" @ {v.base_model.revision}" if v.base_model.revision else "")
+    lines: list[tuple[str, Any]] = [
+        ("ref", v.ref),
+        ("digest", v.digest),
+        ("aliases", ", ".join(v.aliases) or "-"),
+        ("peft_type", v.peft_type),
+        ("task_type", v.task_type or "-"),
+        ("task", v.task or "-"),
+        ("r / alpha", f"{v.r} / {v.lora_alpha}" if v.r else "-"),
+        ("target_modules", str(v.target_modules)),
+        ("rslora / dora", f"{v.use_rslora} / {v.use_dora}"),
+        ("base", base),
+        ("params", f"{v.trainable_params:,} ({human_bytes(v.adapter_bytes)})"),
+        ("pushed", f"{v.created_at:%Y-%m-%d %H:%M:%S} by {v.pushed_by}"),
+        ("message", v.message or "-"),
+    ]
+    for e in v.evals:
+        where = f" ({e.dataset}{':' + e.split if e.split else ''})" if e.dataset else ""
+        lines.append(("eval", f"{e.metric} = {e.value}{where}"))
+    if v.lineage:
+        lin = v.lineage
+        lines.append(("derived", f"{lin.get('kind')} by {lin.get('method')} {lin.get('parameters', {})}"))
+        for p in lin.get("parents", []):
+            lines.append(("parent", f"{p['ref']} x {p['weight']:g}  {p['digest']}"))
+        err = lin.get("error", {})
+        if err:
+            lines.append(
+                (
+                    "merge error",
+                    f"max {err['max']:.3g}, mean {err['mean']:.3g} (relative Frobenius, per module)",
+                )
+            )
+    for c in v.qlora_checks:
+        why = f" ({'; '.join(c.reasons)})" if c.reasons else ""
+        lines.append(("4-bit check", f"{c.verdict} on {c.base} ({c.checked_at:%Y-%m-%d %H:%M}){why}"))
+    for f in v.files:
+        lines.append(("file", f"{f.path}  {human_bytes(f.size)}  {f.sha256[:19]}"))
+    rows(lines, 15)
+
+
+def alias_set(info: AliasInfo) -> None:
+    say(f"{info.repo}@{info.alias} -> {info.repo}:{info.version}")
+
+
+def alias_removed(info: AliasInfo) -> None:
+    say(f"removed {info.repo}@{info.alias} (was {info.repo}:{info.version})")
+
+
+# ---------------------------------------------------------------- bases and fit
+def base(b: BaseInfo) -> None:
+    lines: list[tuple[str, Any]] = [
+        ("names", ", ".join(n.name + (f"@{n.revision}" if n.revision else "") for n in b.names) or "-"),
+        ("fingerprint", b.fingerprint or "unknown (structure only)"),
+        ("structure", b.structure_signature),
+        ("architecture", f"{','.join(b.architectures) or '-'} ({b.model_type})"),
+        (
+            "shape",
+            f"hidden {b.hidden_size}, layers {b.num_layers}, heads {b.num_heads}/{b.num_kv_heads} kv, "
+            f"vocab {b.vocab_size}",
+        ),
+        ("params", f"{b.param_count:,} {b.dtype or ''}"),
+        ("modules", str(b.module_count)),
+        ("uploaded", "yes" if b.uploaded else "no"),
+    ]
+    if b.lineage:
+        lin = b.lineage
+        lines.append(("derived", f"{lin.get('kind')} of {lin.get('adapter')} ({lin.get('adapter_digest')})"))
+        lines.append(("from base", str(lin.get("base_fingerprint"))))
+    rows(lines, 13)
+
+
+def base_table(items: list[BaseInfo]) -> None:
+    table = Table("names", "fingerprint", "architecture", "hidden", "layers", "params", "uploaded")
+    for b in items:
+        table.add_row(
+            ", ".join(n.name for n in b.names) or "-",
+            (b.fingerprint or "structure only")[:19],
+            ",".join(b.architectures) or (b.model_type or "-"),
+            str(b.hidden_size or "-"),
+            str(b.num_layers or "-"),
+            f"{b.param_count:,}",
+            "yes" if b.uploaded else "no",
+        )
+    console.print(table)
+
+
+def base_pulled(ref: str, info: BaseInfo, out: Path) -> None:
+    say(f"[green]pulled[/green] {ref} {info.fingerprint} -> {out}")
+
+
+def fit(result: FitResult, sort_metric: str | None) -> None:
+    label = ", ".join(n.name for n in result.base.names) or result.base.fingerprint or "?"
+    table = Table(
+        "ref",
+        "tier",
+        "peft",
+        "r",
+        "task",
+        "trained on",
+        *([sort_metric] if sort_metric else []),
+        title=f"adapters that fit {label}",
+    )
+    for it in result.items:
+        table.add_row(
+            it.ref,
+            it.tier,
+            it.peft_type,
+            str(it.r or ""),
+            it.task or "",
+            it.base_model or "",
+            *([f"{it.score:g}" if it.score is not None else "-"] if sort_metric else []),
+        )
+    console.print(table)
+    for rej in result.rejected or []:
+        say(f"[red]does not fit[/red] {rej.ref}: " + "; ".join(rej.reasons))
+
+
+# ---------------------------------------------------------------- jobs
+class JobBar:
+    """A job's progress as a bar with its stage on stderr; silent when stderr is not a terminal."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and err_console.is_terminal
+        self.progress: Progress | None = None
+        self.task: TaskID | None = None
+
+    def __call__(self, job: JobInfo) -> None:
+        if not self.enabled:
+            return
+        if self.progress is None:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.percentage:>3.0f}%"),
+                TimeElapsedColumn(),
+                console=err_console,
+                transient=True,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("", total=100)
+        assert self.task is not None
+        desc = f"job {job.id} {job.type}: {job.stage or job.status}"
+        self.progress.update(self.task, completed=job.progress * 100, description=desc)
+        if job.done:
+            self.progress.stop()
+
+
+def job_submitted(job: JobInfo) -> None:
+    console.print(f"submitted job {job.id} ({job.type}); follow it with `adapters jobs watch {job.id}`")
+
+
+def job(j: JobInfo) -> None:
+    lines: list[tuple[str, Any]] = [
+        ("job", f"{j.id} ({j.type})"),
+        ("status", j.status + (" (cancel requested)" if j.cancel_requested and not j.done else "")),
+        ("progress", f"{j.progress:.0%}  {j.stage or ''}"),
+        ("attempts", f"{j.attempts} of {j.max_attempts}"),
+        ("lease", f"{j.lease_owner} until {j.lease_expires_at:%H:%M:%S}" if j.lease_expires_at else "-"),
+        ("submitted", f"{j.created_at:%Y-%m-%d %H:%M:%S} by {j.created_by}"),
+        ("params", j.params),
+    ]
+    if j.result:
+        lines.append(("result", j.result.get("ref") or j.result))
+    if j.error:
+        lines.append(("error", f"({j.error.get('code')}) {j.error.get('message')}"))
+    rows(lines, 10)
+
+
+def job_table(found: list[JobInfo]) -> None:
+    table = Table("id", "type", "status", "progress", "stage", "attempts", "by", "created")
+    for j in found:
+        table.add_row(
+            str(j.id),
+            j.type,
+            j.status,
+            f"{j.progress:.0%}",
+            j.stage or "",
+            f"{j.attempts}/{j.max_attempts}",
+            j.created_by,
+            j.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    console.print(table)
+
+
+def job_cancelled(j: JobInfo) -> None:
+    what = "cancelled" if j.status == "cancelled" else "cancellation requested for"
+    say(f"{what} job {j.id} ({j.type})")
+
+
+# ---------------------------------------------------------------- tensor jobs
+def merged(info: VersionInfo, job_id: int) -> None:
+    err = (info.lineage or {}).get("error", {})
+    say(
+        f"[green]merged[/green] {info.ref} {info.digest}  (job {job_id}; "
+        f"max relative error {err.get('max', 0):.3g}, mean {err.get('mean', 0):.3g})"
+    )
+
+
+def exported(ref: str, result: ExportResult, job_id: int, output: Path | None) -> None:
+    where = f" -> {output}" if output else ""
+    say(
+        f"[green]exported[/green] {ref} into {', '.join(result.names)} "
+        f"{result.fingerprint}{where}  (job {job_id})"
+    )
+
+
+def report_4bit(r: dict[str, Any]) -> None:
+    """The `check-4bit` verdict, its reasons, and the measurements behind them."""
+    color = {"pass": "green", "warn": "yellow", "fail": "red"}[r["verdict"]]
+    say(
+        f"[bold {color}]{r['verdict'].upper()}[/bold {color}]  {r['adapter']['ref']} on NF4 "
+        f"{', '.join(r['base']['names']) or r['base']['fingerprint']}"
+    )
+    for reason in r["reasons"]:
+        say(f"  - {reason}")
+    s = r["structure"]
+    say(
+        f"quantized to 4 bits: {len(s['quantized'])} target modules; high precision: "
+        f"{', '.join(s['high_precision']) or 'none'}"
+    )
+    b = r.get("behaviour")
+    if b:
+        say(
+            f"behaviour ({b['probe']} probes x {b['probe_length']} tokens): with adapter KL "
+            f"{b['adapted']['kl']:.3g}, top-1 {b['adapted']['top1_agreement']:.1%}; base alone KL "
+            f"{b['base']['kl']:.3g}, top-1 {b['base']['top1_agreement']:.1%}; adapter effect KL "
+            f"{b['adapter_effect_kl']:.3g}"
+        )
+    modules = [m for m in r["modules"] if m.get("update_norm") is not None]
+    if modules:
+        worst = min(modules, key=lambda m: m["update_to_noise"])
+        say(
+            f"update / NF4 noise: lowest {worst['update_to_noise']:.3g} ({worst['module']}); "
+            f"{sum(m['drowned'] for m in modules)} of {len(modules)} modules drowned"
+        )
+    m = r["merge"]
+    if m["max_rel_error"] is not None:
+        verdict = "safe" if m["safe"] else "not safe: keep the adapter unmerged on a 4-bit base"
+        say(
+            f"merge into 4-bit weights: requantizing loses up to {m['max_rel_error']:.1%} of the update "
+            f"({verdict})"
+        )
