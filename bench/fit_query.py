@@ -24,7 +24,7 @@ from registry.config import Settings
 from registry.db import models as m
 from registry.entities import FitQuery
 from registry.services.context import Registry
-from registry.services.fit import fit
+from registry.services.fit_query import fit
 
 MODULES = [
     f"model.layers.{layer}.self_attn.{p}"

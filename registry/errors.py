@@ -409,3 +409,31 @@ def from_storage_error(err: Exception) -> RegistryError:
     store_code = str(getattr(err, "code", None) or type(err).__name__)
     log.warning("blob store error: %s", err)
     return StorageFailed(f"the blob store failed ({store_code})", store_code=store_code)
+
+
+# The Hugging Face Hub protocol's three "not found" answers (registry/api/hub maps them onto the
+# Hub's X-Error-Code), and a name that one kind of repository already holds.
+class RepoNotFound(NotFound):
+    """No repository (adapter or model) by that name that the caller may read."""
+
+    code = "repo_not_found"
+
+
+class RevisionNotFound(NotFound):
+    code = "revision_not_found"
+    revision: str | None = None
+
+
+class EntryNotFound(NotFound):
+    code = "entry_not_found"
+    path: str | None = None
+    commit: str | None = None
+    """The revision's commit id: the Hub sends it with the 404 so clients cache the absence."""
+
+
+class NameTaken(Conflict):
+    """An adapter repository and a base model may not share a name: the Hub protocol serves both
+    at the same URL."""
+
+    code = "name_taken"
+    name: str | None = None

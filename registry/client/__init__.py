@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from registry.client.base import RegistryClient, TransferProgress
+from registry.client.interface import RegistryClient, TransferProgress
 from registry.config import Settings
 
 

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from registry.client.base import RegistryClient, TransferProgress
+from registry.client.interface import RegistryClient, TransferProgress
 from registry.client.transfer import upload_missing
 from registry.entities import BaseInfo, BaseNameInfo, BaseRegistration, FileInfo, ModuleInfo
 from registry.errors import BadRequest

@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import httpx
 
-from registry.client.base import TransferProgress
+from registry.client.interface import TransferProgress
 from registry.entities import (
     AliasInfo,
     BaseInfo,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from registry.client.base import RegistryClient
+from registry.client.interface import RegistryClient
 from registry.errors import JobFailed, error_from_problem
 from registry.jobspec import JobInfo, JobRequest
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from registry.client.base import TransferProgress
+from registry.client.interface import TransferProgress
 from registry.config import Settings
 from registry.db.engine import current_revision, head_revision, upgrade
 from registry.entities import (
@@ -23,7 +23,7 @@ from registry.entities import (
 )
 from registry.jobspec import JobInfo, JobRequest
 from registry.refs import parse_ref, parse_repo
-from registry.services import aliases, bases, blobs, fit, jobs, queries, versions
+from registry.services import aliases, bases, blobs, fit_query, jobs, queries, versions
 from registry.services.context import Registry
 from storage import BlobStore
 from storage.local import local_cache
@@ -93,7 +93,7 @@ class LocalClient:
         return bases.list_bases(self.registry)
 
     def fit(self, query: FitQuery) -> FitResult:
-        return fit.fit(self.registry, query)
+        return fit_query.fit(self.registry, query)
 
     def submit_job(self, request: JobRequest) -> JobInfo:
         return jobs.submit(self.registry, request, self.user)

@@ -13,7 +13,7 @@ from typing import Any
 
 from registry.bounds import MAX_HEADER_BYTES
 from registry.client.args import finite_number, name_equals_number
-from registry.client.base import RegistryClient, TransferProgress
+from registry.client.interface import RegistryClient, TransferProgress
 from registry.entities import EvalScoreIn, FileInfo, PushRequest, PushResult, VersionInfo
 from registry.errors import BadRequest, DigestMismatch, OutputExists, UnsafePath
 from registry.formats.folder import hash_folder, list_folder, local_reader

@@ -1,7 +1,7 @@
 """PEFT's rules for which base modules an adapter touches, written once: target and
 feed-forward matching, locating an adapter's module in a base, and transformers' Conv1D layout.
 
-Validation (`formats/weights.py`), the fit check (`formats/fit.py`) and export
+Validation (`formats/weights.py`), the fit check (`formats/compatibility.py`) and export
 (`tensors/export.py`) all call these; a copy that drifts from PEFT refuses good adapters.
 """
 

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from registry.db import models as m
 from registry.errors import ERRORS_BY_CODE, FitRefused
-from registry.formats.fit import AdapterModule, adapter_modules, check_fit, find_module
+from registry.formats.compatibility import AdapterModule, adapter_modules, check_fit, find_module
 from registry.formats.inspect import AdapterFacts
 from registry.services.bases import base_view, find_base
 

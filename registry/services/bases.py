@@ -12,9 +12,10 @@ from registry.db import models as m
 from registry.db.engine import unit_of_work
 from registry.entities import BaseArchitecture, BaseInfo, BaseNameInfo, BaseRegistration, FileInfo
 from registry.errors import BadRequest, BaseNameTaken, BlobMissing, NotFound, UnsafePath
-from registry.formats.fit import BaseModule, BaseView
+from registry.formats.compatibility import BaseModule, BaseView
 from registry.formats.paths import normalize_path
 from registry.services.context import Registry
+from registry.services.names import refuse_repository_name
 from registry.services.timeutil import now
 from storage.base import DIGEST_RE
 
@@ -50,6 +51,7 @@ def register_base(
         for n in data.names:
             existing = session.get(m.BaseName, n.name)
             if existing is None:
+                refuse_repository_name(session, n.name)
                 session.add(m.BaseName(name=n.name, base_model_id=row.id, revision=n.revision))
             elif existing.base_model_id != row.id:
                 raise BaseNameTaken(f"base name {n.name!r} already names another base model", name=n.name)

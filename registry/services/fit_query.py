@@ -30,9 +30,9 @@ from sqlalchemy.orm import Session
 from registry.db import models as m
 from registry.db.engine import read_only
 from registry.entities import FitItem, FitQuery, FitRejection, FitResult
+from registry.services.base_link import base_shape_keys
 from registry.services.bases import base_info, base_view, resolve_base
 from registry.services.context import Registry
-from registry.services.fitcheck import base_shape_keys
 from registry.services.qlora import QLORA_OK_VERDICTS
 
 EXPLAIN_LIMIT = 50

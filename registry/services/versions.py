@@ -25,10 +25,11 @@ from registry.formats.inspect import AdapterFacts, inspect_files
 from registry.formats.manifest import FileEntry, manifest_digest
 from registry.refs import Ref, RepoName, check_alias, parse_repo
 from registry.services.aliases import point_alias
+from registry.services.base_link import BaseLink, link_and_check, shape_key
 from registry.services.blobs import read_range
 from registry.services.context import Registry
-from registry.services.fitcheck import BaseLink, link_and_check, shape_key
 from registry.services.lookup import resolve_row
+from registry.services.names import refuse_base_name
 from registry.services.qlora import qlora_summaries
 from registry.services.timeutil import now
 
@@ -94,6 +95,7 @@ def _lock_repository(session: Session, repo: RepoName) -> m.Repository:
     row = session.scalars(stmt).one_or_none()
     if row is not None:
         return row
+    refuse_base_name(session, repo)
     try:
         with session.begin_nested():
             session.add(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from registry.client.base import RegistryClient
+from registry.client.interface import RegistryClient
 from registry.client.local import LocalClient
 from registry.worker.loop import Worker, WorkerThread
 from registry.worker.settings import WorkerSettings

@@ -6,7 +6,8 @@ from fastapi import APIRouter
 
 from registry.api.deps import PrincipalDep, RegistryDep
 from registry.entities import BaseInfo, BaseRegistration, FitQuery, FitResult
-from registry.services import bases, fit
+from registry.services import bases
+from registry.services.fit_query import fit as find_fits
 
 router = APIRouter(prefix="/v1", tags=["bases"])
 
@@ -31,4 +32,4 @@ def get_base(ref: str, reg: RegistryDep, _: PrincipalDep) -> BaseInfo:
 @router.post("/fit")
 def fit_query(body: FitQuery, reg: RegistryDep, _: PrincipalDep) -> FitResult:
     """Which adapters fit this base: tiers exact / compatible, filters, sort by an eval metric."""
-    return fit.fit(reg, body)
+    return find_fits(reg, body)
