@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from registry import __version__
 from registry.api import problems
 from registry.api.guard import RequestGuard
+from registry.api.hub import router as hub_router
 from registry.api.routes import aliases, bases, blobs, health, jobs, versions
 from registry.config import Settings
 from registry.services.context import Registry
@@ -66,4 +67,5 @@ def create_app(
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_request_bytes)
     for module in (health, blobs, versions, aliases, bases, jobs):
         app.include_router(module.router)
+    app.include_router(hub_router)  # the Hugging Face Hub protocol, at the root
     return app

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -14,14 +13,13 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 from pydantic import BaseModel
 
 from registry.api.deps import PrincipalDep, RegistryDep, SettingsDep
+from registry.api.ranges import parse_range
 from registry.entities import MissingBlobs
-from registry.errors import BadRequest, NotFound, PushTooLarge, RangeNotSatisfiable, UploadTimeout
+from registry.errors import BadRequest, NotFound, PushTooLarge, UploadTimeout
 from registry.services.blobs import missing_blobs, upload_blob
 from storage import check_digest
 
 router = APIRouter(prefix="/v1/blobs", tags=["blobs"])
-# 19 digits hold any byte offset up to 2**63: a longer number is refused before int() sees it.
-_RANGE_RE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})")
 
 
 class DigestList(BaseModel):
@@ -130,7 +128,7 @@ def get_blob(
         return StreamingResponse(
             reg.store.open(digest), media_type="application/octet-stream", headers=headers
         )
-    start, end = _parse_range(range_header, info.size)
+    start, end = parse_range(range_header, info.size)
     headers["Content-Range"] = f"bytes {start}-{end - 1}/{info.size}"
     headers["Content-Length"] = str(end - start)
     return StreamingResponse(
@@ -139,18 +137,3 @@ def get_blob(
         media_type="application/octet-stream",
         headers=headers,
     )
-
-
-def _parse_range(header: str, size: int) -> tuple[int, int]:
-    """One byte range (start, end exclusive); multipart ranges are not served."""
-    m = _RANGE_RE.fullmatch(header.strip())
-    if not m or (not m[1] and not m[2]):
-        raise RangeNotSatisfiable(f"unsupported Range {header[:100]!r}; use bytes=START-[END]", size=size)
-    if not m[1]:
-        start, end = max(0, size - int(m[2])), size
-    else:
-        start = int(m[1])
-        end = min(size, int(m[2]) + 1) if m[2] else size
-    if start >= size or start >= end:
-        raise RangeNotSatisfiable(f"range {header[:100]!r} is outside the blob of {size} bytes", size=size)
-    return start, end

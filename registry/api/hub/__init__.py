@@ -1,0 +1,17 @@
+"""The Hugging Face Hub protocol (read path), served at the root beside /v1: huggingface_hub,
+transformers and PEFT load adapters and models from the registry with HF_ENDPOINT set to it.
+
+A thin translation onto `registry.services.hub`; every route is an `errors.HubRoute`, which
+answers errors the Hub's way."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from registry.api.hub import files, models
+
+router = APIRouter(tags=["hub"])
+router.include_router(models.router)
+router.include_router(files.router)
+
+__all__ = ["router"]

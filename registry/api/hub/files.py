@@ -1,0 +1,67 @@
+"""`/{repo}/resolve/{revision}/{path}`: a file of a revision, with the headers huggingface_hub
+reads (`get_hf_file_metadata`): X-Repo-Commit, X-Linked-Etag / ETag (the sha256), X-Linked-Size.
+
+No `X-Xet-*` header is ever sent, so clients with hf_xet installed download over plain HTTP."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request, Response
+from fastapi.responses import StreamingResponse
+
+from registry.api.deps import PrincipalDep, RegistryDep, SettingsDep
+from registry.api.hub.common import RepoIdDep, hub_route
+from registry.api.hub.errors import HubRoute
+from registry.api.ranges import parse_range
+from registry.services import hub
+
+router = APIRouter(route_class=HubRoute)
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+@hub_route(router, "/resolve/{revision}/{path:path}", methods=("GET", "HEAD"))
+def resolve_file(
+    request: Request,
+    revision: str,
+    path: str,
+    repo: RepoIdDep,
+    reg: RegistryDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    range_header: Annotated[str | None, Header(alias="range")] = None,
+) -> Response:
+    """HEAD: the metadata; GET: the bytes (`Range` gives 206). With presigned downloads the
+    answer is a 302 to the store that carries the same metadata headers (the client reads them
+    from the redirect and does not follow it on HEAD)."""
+    rev = hub.resolve_revision(reg, repo, revision, principal.name)
+    f = rev.file(path)
+    headers = {
+        "X-Repo-Commit": rev.commit,
+        "X-Linked-Etag": f'"{f.sha256}"',
+        "ETag": f'"{f.sha256}"',
+        "X-Linked-Size": str(f.size),
+        "Accept-Ranges": "bytes",
+    }
+    if revision == rev.commit:
+        headers["Cache-Control"] = IMMUTABLE  # a commit id names the same bytes forever
+    if settings.s3_presign_downloads:
+        url = reg.store.url_for(f.digest)
+        if url:
+            return Response(status_code=302, headers={**headers, "Location": url})
+    if request.method == "HEAD":
+        return Response(headers={**headers, "Content-Length": str(f.size)})
+    if range_header is None:
+        headers["Content-Length"] = str(f.size)
+        return StreamingResponse(
+            reg.store.open(f.digest), media_type="application/octet-stream", headers=headers
+        )
+    start, end = parse_range(range_header, f.size)
+    headers["Content-Range"] = f"bytes {start}-{end - 1}/{f.size}"
+    headers["Content-Length"] = str(end - start)
+    return StreamingResponse(
+        reg.store.open(f.digest, start, end),
+        status_code=206,
+        media_type="application/octet-stream",
+        headers=headers,
+    )

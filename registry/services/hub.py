@@ -1,0 +1,364 @@
+"""What the Hugging Face Hub protocol needs beyond /v1: repository ids that name an adapter
+repository or an uploaded base, git-like revisions and commit ids, and file trees.
+
+Every Hub read goes through `resolve_revision` (or `list_refs`), both of which open the repository
+through `_open`: the one place where the coming permission check goes. A repository the reader
+may not read is answered exactly like one that does not exist (RepoNotFound).
+
+Commit ids: the first 40 hex characters of a version's manifest digest (a base: of the manifest of
+its uploaded files), so a pinned revision names the same bytes forever.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from registry.db import models as m
+from registry.db.engine import unit_of_work
+from registry.errors import EntryNotFound, NotFound, RepoNotFound, RevisionNotFound
+from registry.formats.manifest import entries_from_json, manifest_digest
+from registry.refs import NAME_PART, Ref, RepoName
+from registry.services.context import Registry
+from registry.services.lookup import resolve_row
+
+COMMIT_RE = re.compile(r"[0-9a-f]{40}")
+_NUMBER_RE = re.compile(r"[1-9][0-9]{0,8}")
+_REPO_RE = re.compile(rf"({NAME_PART})/({NAME_PART})")
+MAIN = "main"
+LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:{hex}\nsize {size}\n"
+# PEFT task types and the Hub pipeline tag a model card would carry for them.
+PIPELINE_TAGS = {
+    "CAUSAL_LM": "text-generation",
+    "SEQ_2_SEQ_LM": "text2text-generation",
+    "SEQ_CLS": "text-classification",
+    "TOKEN_CLS": "token-classification",
+    "QUESTION_ANS": "question-answering",
+    "FEATURE_EXTRACTION": "feature-extraction",
+}
+
+
+def commit_id(digest: str) -> str:
+    """The Hub commit id of a manifest digest `sha256:<hex>`: its first 40 hex characters."""
+    return digest.removeprefix("sha256:")[:40]
+
+
+@dataclass(frozen=True)
+class HubFile:
+    path: str
+    size: int
+    sha256: str
+    """Hex, without the `sha256:` prefix (what the Hub's ETag and lfs.oid carry)."""
+
+    @property
+    def digest(self) -> str:
+        return f"sha256:{self.sha256}"
+
+    @property
+    def lfs_pointer(self) -> bytes:
+        """The git-lfs pointer the Hub's git would hold for this file: every file is "in LFS" here."""
+        return LFS_POINTER.format(hex=self.sha256, size=self.size).encode()
+
+    @property
+    def git_oid(self) -> str:
+        """The git blob id of the pointer (what the Hub's `oid` of an LFS file is)."""
+        pointer = self.lfs_pointer
+        return hashlib.sha1(b"blob %d\0" % len(pointer) + pointer, usedforsecurity=False).hexdigest()
+
+
+@dataclass(frozen=True)
+class HubRevision:
+    """One revision of a Hub repository: an adapter version, or an uploaded base / exported model."""
+
+    repo_id: str
+    kind: str
+    """"adapter" or "model"."""
+    commit: str
+    digest: str
+    created_at: datetime
+    """When the repository was created."""
+    last_modified: datetime
+    """When this revision was made."""
+    files: list[HubFile]
+    library_name: str
+    tags: list[str]
+    card_data: dict[str, Any]
+    pipeline_tag: str | None = None
+    config: dict[str, Any] | None = None
+    version: int | None = None
+
+    def file(self, path: str) -> HubFile:
+        """Raises EntryNotFound (carrying the commit id) when the revision has no such file."""
+        for f in self.files:
+            if f.path == path:
+                return f
+        raise EntryNotFound(
+            f"{self.repo_id}@{self.commit} has no file {path!r}", path=path, commit=self.commit
+        )
+
+
+@dataclass(frozen=True)
+class HubRef:
+    name: str
+    ref: str
+    commit: str
+
+
+@dataclass(frozen=True)
+class HubRefs:
+    branches: list[HubRef]
+    tags: list[HubRef] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    type: str
+    """"file" or "directory"."""
+    path: str
+    file: HubFile | None = None
+    oid: str = ""
+
+
+@dataclass(frozen=True)
+class _Target:
+    repository: m.Repository | None = None
+    base: m.BaseModel | None = None
+
+
+def _may_read(reader: str, target: _Target) -> bool:
+    """Whether `reader` may read the repository. Every repository is readable until access
+    control exists; this is where its check goes."""
+    return True
+
+
+def _open(session: Session, repo_id: str, reader: str) -> _Target:
+    """The repository a Hub id names: an adapter repository (which wins when a base has the same
+    name, refused at creation since) or an uploaded base model.
+
+    Raises:
+        RepoNotFound: no such repository, or one the reader may not read.
+    """
+    target = _Target()
+    match = _REPO_RE.fullmatch(repo_id)
+    if match is not None:
+        row = session.scalars(
+            select(m.Repository).where(m.Repository.namespace == match[1], m.Repository.name == match[2])
+        ).one_or_none()
+        if row is not None and row.latest_version > 0:
+            target = _Target(repository=row)
+    if target.repository is None and len(repo_id) <= 256:
+        base = session.scalars(
+            select(m.BaseModel)
+            .join(m.BaseName, m.BaseName.base_model_id == m.BaseModel.id)
+            .where(m.BaseName.name == repo_id)
+        ).one_or_none()
+        if base is not None and base.manifest is not None:
+            target = _Target(base=base)
+    if (target.repository is None and target.base is None) or not _may_read(reader, target):
+        raise RepoNotFound(f"repository {repo_id!r} not found", repo=repo_id)
+    return target
+
+
+def resolve_revision(reg: Registry, repo_id: str, revision: str, reader: str) -> HubRevision:
+    """The revision of a Hub repository: `main` (the latest version), a version number, an alias,
+    or a commit id (the newest version whose digest starts with it).
+
+    Raises:
+        RepoNotFound: no such repository, or one the reader may not read.
+        RevisionNotFound: the repository exists but has no such revision.
+    """
+    with unit_of_work(reg.sessions) as session:
+        target = _open(session, repo_id, reader)
+        if target.repository is not None:
+            return _adapter_revision(session, repo_id, target.repository, revision)
+        assert target.base is not None
+        return _model_revision(session, repo_id, target.base, revision)
+
+
+def list_refs(reg: Registry, repo_id: str, reader: str) -> HubRefs:
+    """Branches: `main` and every alias (movable); tags: every version number (immutable)."""
+    with unit_of_work(reg.sessions) as session:
+        target = _open(session, repo_id, reader)
+        if target.base is not None:
+            return HubRefs(branches=[HubRef(MAIN, f"refs/heads/{MAIN}", _base_commit(target.base))])
+        repository = target.repository
+        assert repository is not None
+        versions = session.execute(
+            select(m.Version.number, m.Version.digest)
+            .where(m.Version.repository_id == repository.id)
+            .order_by(m.Version.number)
+        ).all()
+        by_number = {n: commit_id(d) for n, d in versions}
+        aliases = session.execute(
+            select(m.Alias.name, m.Version.digest)
+            .join(m.Version, m.Version.id == m.Alias.version_id)
+            .where(m.Alias.repository_id == repository.id)
+            .order_by(m.Alias.name)
+        ).all()
+        branches = [HubRef(MAIN, f"refs/heads/{MAIN}", by_number[repository.latest_version])]
+        branches += [HubRef(a, f"refs/heads/{a}", commit_id(d)) for a, d in aliases if a != MAIN]
+        tags = [HubRef(str(n), f"refs/tags/{n}", c) for n, c in by_number.items()]
+        return HubRefs(branches=branches, tags=tags)
+
+
+def _not_found(repo_id: str, revision: str) -> RevisionNotFound:
+    return RevisionNotFound(f"{repo_id} has no revision {revision!r}", repo=repo_id, revision=revision)
+
+
+def _adapter_revision(session: Session, repo_id: str, repository: m.Repository, revision: str) -> HubRevision:
+    repo = RepoName(repository.namespace, repository.name)
+    if revision in (MAIN, f"refs/heads/{MAIN}"):
+        ref = Ref(repo)
+    elif COMMIT_RE.fullmatch(revision):
+        number = session.scalars(
+            select(m.Version.number)
+            .where(
+                m.Version.repository_id == repository.id, m.Version.digest.startswith(f"sha256:{revision}")
+            )
+            .order_by(m.Version.number.desc())
+            .limit(1)
+        ).first()
+        if number is None:
+            raise _not_found(repo_id, revision)
+        ref = Ref(repo, version=number)
+    elif _NUMBER_RE.fullmatch(revision):
+        ref = Ref(repo, version=int(revision))
+    else:
+        alias = revision.removeprefix("refs/heads/")
+        if len(alias) > 64:
+            raise _not_found(repo_id, revision)
+        ref = Ref(repo, alias=alias)
+    try:
+        v = resolve_row(session, ref)
+    except NotFound as err:
+        raise _not_found(repo_id, revision) from err
+    base = v.base_model_name
+    tags = ["peft", "safetensors", v.peft_type.lower()]
+    card: dict[str, Any] = {"library_name": "peft"}
+    if base:
+        tags += [f"base_model:{base}", f"base_model:adapter:{base}"]
+        card["base_model"] = base
+    if v.task:
+        tags.append(v.task)
+    pipeline = PIPELINE_TAGS.get(v.task_type or "")
+    if pipeline:
+        card["pipeline_tag"] = pipeline
+    card["tags"] = list(tags)
+    peft_config = {"base_model_name_or_path": base, "task_type": v.task_type, "peft_type": v.peft_type}
+    return HubRevision(
+        repo_id=repo_id,
+        kind="adapter",
+        commit=commit_id(v.digest),
+        digest=v.digest,
+        created_at=repository.created_at,
+        last_modified=v.created_at,
+        files=[HubFile(f.path, f.size, f.digest.removeprefix("sha256:")) for f in v.files],
+        library_name="peft",
+        tags=tags,
+        card_data=card,
+        pipeline_tag=pipeline,
+        config={"peft": peft_config},
+        version=v.number,
+    )
+
+
+def _base_files(base: m.BaseModel) -> list[HubFile]:
+    assert base.manifest is not None
+    return sorted(
+        (
+            HubFile(e.path, e.size, e.sha256.removeprefix("sha256:"))
+            for e in entries_from_json(base.manifest["files"])
+        ),
+        key=lambda f: f.path,
+    )
+
+
+def _base_digest(base: m.BaseModel) -> str:
+    assert base.manifest is not None
+    return manifest_digest(entries_from_json(base.manifest["files"]))
+
+
+def _base_commit(base: m.BaseModel) -> str:
+    return commit_id(_base_digest(base))
+
+
+def _model_revision(session: Session, repo_id: str, base: m.BaseModel, revision: str) -> HubRevision:
+    digest = _base_digest(base)
+    name = session.get(m.BaseName, repo_id)
+    accepted = {MAIN, f"refs/heads/{MAIN}", commit_id(digest)}
+    if name is not None and name.revision:
+        accepted.add(name.revision)
+    if revision not in accepted:
+        raise _not_found(repo_id, revision)
+    tags = ["transformers", "safetensors"]
+    if base.model_type:
+        tags.append(base.model_type)
+    card: dict[str, Any] = {"library_name": "transformers"}
+    parent = (base.lineage or {}).get("base")
+    if isinstance(parent, str) and parent:
+        card["base_model"] = parent
+        tags.append(f"base_model:merge:{parent}")
+    card["tags"] = list(tags)
+    return HubRevision(
+        repo_id=repo_id,
+        kind="model",
+        commit=commit_id(digest),
+        digest=digest,
+        created_at=base.created_at,
+        last_modified=base.created_at,
+        files=_base_files(base),
+        library_name="transformers",
+        tags=tags,
+        card_data=card,
+        pipeline_tag="text-generation"
+        if any(a.endswith("ForCausalLM") for a in base.architectures)
+        else None,
+        config={"architectures": base.architectures, "model_type": base.model_type},
+    )
+
+
+def tree(rev: HubRevision, path: str, recursive: bool) -> list[TreeEntry]:
+    """The entries under `path` ("" = the root), sorted by path; folders are implied by the files.
+
+    Raises:
+        EntryNotFound: `path` is neither a file nor a folder of the revision.
+    """
+    path = path.strip("/")
+    prefix = f"{path}/" if path else ""
+    entries: dict[str, TreeEntry] = {}
+    for f in rev.files:
+        if path and f.path == path:
+            return [TreeEntry("file", f.path, f, f.git_oid)]
+        if not f.path.startswith(prefix):
+            continue
+        parts = f.path[len(prefix) :].split("/")
+        if recursive:
+            for depth in range(1, len(parts)):
+                folder = prefix + "/".join(parts[:depth])
+                entries.setdefault(folder, _folder(rev.commit, folder))
+            entries[f.path] = TreeEntry("file", f.path, f, f.git_oid)
+        elif len(parts) == 1:
+            entries[f.path] = TreeEntry("file", f.path, f, f.git_oid)
+        else:
+            folder = prefix + parts[0]
+            entries.setdefault(folder, _folder(rev.commit, folder))
+    if path and not entries:
+        raise EntryNotFound(f"{rev.repo_id}@{rev.commit} has no path {path!r}", path=path, commit=rev.commit)
+    return [entries[k] for k in sorted(entries)]
+
+
+def _folder(commit: str, path: str) -> TreeEntry:
+    oid = hashlib.sha1(f"tree {commit} {path}".encode(), usedforsecurity=False).hexdigest()
+    return TreeEntry("directory", path, None, oid)
+
+
+def page_after(entries: list[TreeEntry], after: str | None, limit: int) -> tuple[list[TreeEntry], bool]:
+    """The entries whose path sorts after `after`, at most `limit`, and whether more follow."""
+    rest = [e for e in entries if after is None or e.path > after]
+    return rest[:limit], len(rest) > limit
