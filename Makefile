@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint pytest bench clean
+.PHONY: install demo test test-fast lint pytest bench hub-compat clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -34,6 +34,10 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/push_pull.py
+
+# The Hub read checks with huggingface_hub 2.x (this venv) and 0.36 (requests-based, own venv).
+hub-compat: $(STAMP)
+	$(PY) scripts/hub_compat.py --versions 0.36.2
 
 clean:
 	rm -rf $(VENV) .demo

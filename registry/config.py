@@ -6,7 +6,7 @@ import getpass
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from registry.bounds import MAX_HEADER_BYTES
@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     """When set (http://host:port), the CLI talks to that server instead of the embedded registry."""
     cache_dir: Path | None = None
     """Client-side content-addressed cache for pulls; default $ADAPTERS_HOME/cache."""
+    token: SecretStr | None = None
+    """ADAPTERS_TOKEN: the API token HttpClient sends (`Authorization: Bearer`); never printed."""
     user: str = Field(default_factory=_default_user)
     """Recorded as who pushed (sent as X-Adapters-User to a server)."""
     max_push_bytes: int = 20 * 1024**3
@@ -67,6 +69,15 @@ class Settings(BaseSettings):
     """How often an idle worker looks for a job."""
     work_dir: Path | None = None
     """Scratch space of workers (downloaded bases, export shards); default $ADAPTERS_HOME/work."""
+
+    # ---- Hugging Face Hub write path (registry/api/hub/write.py)
+    secret_key: str | None = None
+    """Signs the one-time LFS upload URLs the Hub protocol hands out. Unset: a random key is made
+    once and kept in $ADAPTERS_HOME/secret_key (servers sharing a database must share it: set it)."""
+    hub_upload_url_ttl_s: int = Field(default=3600, ge=1)
+    """How long an LFS upload URL stays valid."""
+    hub_multipart_chunk_bytes: int = Field(default=64 * 1024**2, ge=1024)
+    """LFS uploads larger than this go in parts of this size (the `multipart` transfer)."""
 
     @property
     def effective_database_url(self) -> str:

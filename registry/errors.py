@@ -166,6 +166,31 @@ class ServerUnavailable(RegistryError, ConnectionError):
     blobs: str | None = None
 
 
+class Unauthenticated(RegistryError, PermissionError):
+    """No credentials where some are needed, or credentials the server does not accept (unknown,
+    expired or revoked token). Answered with `WWW-Authenticate: Bearer` (RFC 6750 3). The message
+    never repeats the token."""
+
+    code = "unauthenticated"
+    status = 401
+    title = "Unauthenticated"
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message, **fields)
+        self.headers["WWW-Authenticate"] = 'Bearer realm="adapter-registry"'
+
+
+class Forbidden(RegistryError, PermissionError):
+    """The caller may read the resource but not do this to it. A caller who may not even read it
+    gets the resource's NotFound instead, exactly as for one that does not exist."""
+
+    code = "forbidden"
+    status = 403
+    title = "Forbidden"
+    namespace: str | None = None
+    action: str | None = None
+
+
 class InternalError(RegistryError):
     """An unexpected failure. Its message is generic: details go to the server log under the
     request id, never to the client (they carried SQL, parameters and hosts)."""
@@ -437,3 +462,18 @@ class NameTaken(Conflict):
 
     code = "name_taken"
     name: str | None = None
+
+
+class UploadUrlRefused(RegistryError):
+    """A one-time LFS upload URL of the Hub protocol that is tampered with, expired, or used for
+    other bytes than it was issued for."""
+
+    code = "upload_url_refused"
+    status = 403
+    title = "Upload URL refused"
+
+
+class XetNotSupported(BadRequest):
+    """A Hub client that would upload over Xet: the registry speaks the LFS transfers only."""
+
+    code = "xet_not_supported"

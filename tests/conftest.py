@@ -159,9 +159,17 @@ def registry(settings: Settings) -> Iterator[Registry]:
 
 # ---------------------------------------------------------------- a real server
 class ServerThread:
-    def __init__(self, app: object) -> None:
+    """uvicorn serving `app` in a thread. A server always authenticates: on entry an admin user
+    (`admin`) and a token for it are made through the services, as the operator would; tests send
+    `token` (`auth` is its header)."""
+
+    def __init__(self, app: object, admin: str = "tester") -> None:
         import uvicorn
 
+        self.app = app
+        self.admin = admin
+        self.token = ""
+        self.auth: dict[str, str] = {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(
@@ -170,6 +178,13 @@ class ServerThread:
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> ServerThread:
+        from registry.access import accounts
+
+        reg = self.app.state.registry  # type: ignore[attr-defined]
+        if self.admin not in {u.name for u in accounts.list_users(reg)}:
+            accounts.add_user(reg, self.admin, admin=True)
+        self.token, _ = accounts.create_token(reg, self.admin, name="tests")
+        self.auth = {"Authorization": f"Bearer {self.token}"}
         self.thread.start()
         deadline = time.monotonic() + 20
         while not self.server.started:

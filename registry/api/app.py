@@ -14,11 +14,28 @@ from registry import __version__
 from registry.api import problems
 from registry.api.guard import RequestGuard
 from registry.api.hub import router as hub_router
-from registry.api.routes import aliases, bases, blobs, health, jobs, versions
+from registry.api.routes import access, aliases, bases, blobs, health, jobs, versions
 from registry.config import Settings
 from registry.services.context import Registry
 
 log = logging.getLogger("registry.api")
+
+
+def _first_admin_hint(reg: Registry) -> None:
+    """A server always authenticates: with no user yet, say how the operator makes the first admin."""
+    from registry.access.accounts import has_users
+
+    try:
+        if has_users(reg):
+            return
+    except Exception as err:  # the database may be down at start-up; /readyz tells
+        log.warning("could not look for users: %s", type(err).__name__)
+        return
+    log.warning(
+        "no user exists: every request is anonymous. With direct database access "
+        "(ADAPTERS_DATABASE_URL set, ADAPTERS_URL unset) run `adapters user add NAME --admin` and "
+        "`adapters token create --user NAME`, then send the token as ADAPTERS_TOKEN"
+    )
 
 
 def create_app(
@@ -40,6 +57,7 @@ def create_app(
         else:
             if removed:
                 log.warning("removed %d stale partial uploads from the blob store", removed)
+        _first_admin_hint(reg)
         thread = None
         if worker and importlib.util.find_spec("torch") is None:
             # An API-only install (the Docker image): jobs wait for `adapters worker` processes.
@@ -65,7 +83,7 @@ def create_app(
     app.state.registry = reg
     problems.install(app)
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_request_bytes)
-    for module in (health, blobs, versions, aliases, bases, jobs):
+    for module in (health, access, blobs, versions, aliases, bases, jobs):
         app.include_router(module.router)
     app.include_router(hub_router)  # the Hugging Face Hub protocol, at the root
     return app

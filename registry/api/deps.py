@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import unquote
 
 from fastapi import Depends, Request
 
+from registry.access import tokens
+from registry.access.accounts import authenticate
+from registry.access.principal import Principal
 from registry.bounds import LABEL_LEN, check_text
 from registry.config import Settings
-from registry.errors import BadRequest, ValidationFailed
+from registry.errors import BadRequest, Unauthenticated, ValidationFailed
 from registry.services.context import Registry
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling. Today: the X-Adapters-User header, unauthenticated.
-
-    Authentication plugs in here (tokens, mTLS, OIDC) without touching a route.
-    """
-
-    name: str
 
 
 def get_registry(request: Request) -> Registry:
@@ -33,7 +25,28 @@ def get_settings(request: Request) -> Settings:
 
 
 def get_principal(request: Request) -> Principal:
-    """The caller named by X-Adapters-User: percent-encoded UTF-8 (what HttpClient sends), or a plain
+    """The caller: the user of the bearer token in `Authorization` (what HttpClient and the Hugging
+    Face clients send), or an anonymous caller when there is none. A server always authenticates;
+    only in-process callers (embedded mode, the operator) act as `Principal.operator`.
+
+    A credential that is present but wrong (not a bearer token, unknown, expired, revoked) is a 401
+    even where an anonymous caller could read: the caller meant to be someone. The secret is never
+    logged or echoed.
+
+    X-Adapters-User is still read and checked (a malformed one is a 400) but never trusted: on a
+    server the name comes from the token. It is a display hint of embedded and operator modes only.
+    """
+    display_hint(request)
+    credential = tokens.parse_bearer(request.headers.get("authorization"))
+    if credential is None:
+        return Principal.anonymous()
+    if not credential:
+        raise Unauthenticated("Authorization must be 'Bearer <token>'")
+    return authenticate(get_registry(request), credential)
+
+
+def display_hint(request: Request) -> str | None:
+    """The name in X-Adapters-User: percent-encoded UTF-8 (what HttpClient sends), or a plain
     value from an older client. A name the registry cannot store (over LABEL_LEN characters,
     control or bidi characters) is a 400, not a truncated or silently cleaned name."""
     raw = request.headers.get("x-adapters-user", "").strip()
@@ -49,10 +62,7 @@ def get_principal(request: Request) -> Principal:
         check_text(name, "X-Adapters-User", LABEL_LEN)  # before strip(): an encoded newline is refused
     except ValidationFailed as err:
         raise BadRequest(f"invalid user header: {err}", field="X-Adapters-User") from err
-    name = name.strip()
-    if not name:
-        return Principal("anonymous")
-    return Principal(name)
+    return name.strip() or None
 
 
 RegistryDep = Annotated[Registry, Depends(get_registry)]

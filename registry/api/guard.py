@@ -34,12 +34,7 @@ def classify(err: BaseException) -> RegistryError:
     """The client's view of an exception nothing else handled: generic, with no internals."""
     from sqlalchemy import exc as sa
 
-    schema_fault = isinstance(err, sa.OperationalError) and "no such " in str(err.orig)  # SQLite
-    if (
-        isinstance(err, sa.DBAPIError)
-        and not schema_fault
-        and (err.connection_invalidated or isinstance(err, sa.OperationalError | sa.InterfaceError))
-    ):
+    if _database_unreachable(err):
         return ServerUnavailable("the database is unavailable; retry shortly")
     if isinstance(err, sa.TimeoutError):  # the connection pool is exhausted
         return ServerUnavailable("the database is busy; retry shortly")
@@ -49,6 +44,31 @@ def classify(err: BaseException) -> RegistryError:
     if isinstance(err, ConnectionError | TimeoutError) or _is_storage_unreachable(err):
         return ServerUnavailable("the blob store is unavailable; retry shortly")
     return InternalError("internal error; the server log has the details under this request id")
+
+
+def _database_unreachable(err: BaseException) -> bool:
+    """A lost or refused database connection anywhere in the exception's chain. A connection killed
+    under the pool's pre-ping surfaced as a ProgrammingError ("can't change 'autocommit' now")
+    raised while handling the driver's OperationalError: the chain, not the last error, tells."""
+    from sqlalchemy import exc as sa
+
+    seen: set[int] = set()
+    node: BaseException | None = err
+    while node is not None and id(node) not in seen:
+        seen.add(id(node))
+        if isinstance(node, sa.DBAPIError):
+            schema_fault = isinstance(node, sa.OperationalError) and "no such " in str(node.orig)  # SQLite
+            if not schema_fault and (
+                node.connection_invalidated or isinstance(node, sa.OperationalError | sa.InterfaceError)
+            ):
+                return True
+        elif (
+            type(node).__name__ in ("OperationalError", "InterfaceError")
+            and "sqlite" not in type(node).__module__
+        ):
+            return True  # the driver's own (psycopg) error, before SQLAlchemy wrapped it
+        node = node.__cause__ or node.__context__
+    return False
 
 
 def _is_storage_unreachable(err: BaseException) -> bool:
@@ -114,8 +134,11 @@ def _incoming_id(scope: Scope) -> str | None:
 
 
 def _is_blob_upload(scope: Scope) -> bool:
-    # Blob bodies are capped by ADAPTERS_MAX_PUSH_BYTES in their route, before they are read.
-    return scope.get("method") == "PUT" and str(scope.get("path", "")).startswith("/v1/blobs/")
+    # Blob bodies are capped by ADAPTERS_MAX_PUSH_BYTES in their route, before they are read
+    # (the Hub protocol's one-time LFS upload URLs too: registry/api/hub/write.py).
+    return scope.get("method") == "PUT" and str(scope.get("path", "")).startswith(
+        ("/v1/blobs/", "/api/lfs-upload/")
+    )
 
 
 def _framing_problem(scope: Scope, max_body_bytes: int) -> RegistryError | None:

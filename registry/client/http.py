@@ -75,11 +75,16 @@ class HttpClient:
     in_process = False
     """A server's workers run jobs, on their machines: a path on this one means nothing to them."""
 
-    def __init__(self, base_url: str, user: str, cache_dir: Path) -> None:
+    def __init__(self, base_url: str, user: str, cache_dir: Path, token: str | None = None) -> None:
+        """`token`: sent as `Authorization: Bearer` (default: $ADAPTERS_TOKEN). Never logged."""
         self.base_url = base_url.rstrip("/")
+        headers = {"X-Adapters-User": user_header(user)}
+        token = token if token is not None else os.environ.get("ADAPTERS_TOKEN")
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         self.http = httpx.Client(
             base_url=self.base_url,
-            headers={"X-Adapters-User": user_header(user)},
+            headers=headers,
             timeout=TIMEOUT,
             follow_redirects=True,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from registry.access.principal import Principal
 from registry.client.interface import TransferProgress
 from registry.config import Settings
 from registry.db.engine import current_revision, head_revision, upgrade
@@ -30,15 +31,20 @@ from storage.local import local_cache
 
 
 class LocalClient:
-    """The registry's services called in this process, acting as `user`. Runs no jobs: a command
+    """The registry's services called in this process, as the operator (or a job's submitter). Runs no jobs: a command
     that waits on one starts a worker beside it (registry.worker.embedded)."""
 
     in_process = True
 
-    def __init__(self, registry: Registry, user: str, cache: BlobStore) -> None:
+    def __init__(
+        self, registry: Registry, user: str, cache: BlobStore, principal: Principal | None = None
+    ) -> None:
         self.registry = registry
         self.user = user
         self.cache = cache
+        self.principal = principal or Principal.operator(user)
+        """Who the calls act as: the operator (whoever holds the database; `user` is only the name
+        recorded as who pushed), or a job's submitter when a worker reads and publishes for them."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalClient:
@@ -49,63 +55,66 @@ class LocalClient:
         return cls(reg, settings.user, local_cache(reg.store, settings.effective_cache_dir))
 
     def missing_blobs(self, digests: list[str]) -> list[str]:
-        return blobs.missing_blobs(self.registry.store, digests)
+        return blobs.missing_for(self.registry, self.principal, digests)
 
     def upload_blob(self, path: Path, digest: str, size: int, progress: TransferProgress | None) -> None:
         with path.open("rb") as f:
-            blobs.upload_blob(self.registry.store, f, digest, size, progress.advance if progress else None)
+            blobs.upload_as(
+                self.registry, self.principal, f, digest, size, progress.advance if progress else None
+            )
 
     def commit(self, repo: str, request: PushRequest) -> PushResult:
-        return versions.commit_version(self.registry, repo, request, self.user)
+        return versions.commit_version(self.registry, repo, request, self.user, principal=self.principal)
 
     def fetch_blob(self, digest: str, size: int, progress: TransferProgress | None) -> None:
         if self.cache.stat(digest) is not None:
             return
+        blobs.require_readable(self.registry, self.principal, digest)
         from registry.client.transfer import IterReader
 
         reader = IterReader(self.registry.store.open(digest))
         blobs.upload_blob(self.cache, reader, digest, size, progress.advance if progress else None)
 
     def resolve(self, ref: str) -> VersionInfo:
-        return versions.resolve(self.registry, parse_ref(ref))
+        return versions.resolve(self.registry, parse_ref(ref), principal=self.principal)
 
     def list_versions(
         self, flt: VersionFilter, limit: int = 50, cursor: str | None = None
     ) -> Page[VersionSummary]:
-        return queries.list_versions(self.registry, flt, limit, cursor)
+        return queries.list_versions(self.registry, flt, limit, cursor, principal=self.principal)
 
     def list_repos(self, limit: int = 50, cursor: str | None = None) -> Page[RepoInfo]:
-        return queries.list_repos(self.registry, limit, cursor)
+        return queries.list_repos(self.registry, limit, cursor, principal=self.principal)
 
     def set_alias(self, ref: str, alias: str) -> AliasInfo:
-        return aliases.set_alias(self.registry, parse_ref(ref), alias)
+        return aliases.set_alias(self.registry, parse_ref(ref), alias, principal=self.principal)
 
     def delete_alias(self, repo: str, alias: str) -> AliasInfo:
-        return aliases.delete_alias(self.registry, parse_repo(repo), alias)
+        return aliases.delete_alias(self.registry, parse_repo(repo), alias, principal=self.principal)
 
     def register_base(self, data: BaseRegistration) -> BaseInfo:
-        return bases.register_base(self.registry, data)
+        return bases.register_base(self.registry, data, principal=self.principal)
 
     def get_base(self, ref: str) -> BaseInfo:
-        return bases.get_base(self.registry, ref)
+        return bases.get_base(self.registry, ref, principal=self.principal)
 
     def list_bases(self) -> list[BaseInfo]:
-        return bases.list_bases(self.registry)
+        return bases.list_bases(self.registry, principal=self.principal)
 
     def fit(self, query: FitQuery) -> FitResult:
-        return fit_query.fit(self.registry, query)
+        return fit_query.fit(self.registry, query, principal=self.principal)
 
     def submit_job(self, request: JobRequest) -> JobInfo:
-        return jobs.submit(self.registry, request, self.user)
+        return jobs.submit(self.registry, request, self.user, principal=self.principal)
 
     def get_job(self, job_id: int) -> JobInfo:
-        return jobs.get(self.registry, job_id)
+        return jobs.get(self.registry, job_id, principal=self.principal)
 
     def list_jobs(self, status: str | None = None, limit: int = 50) -> list[JobInfo]:
-        return jobs.list_jobs(self.registry, status, limit)
+        return jobs.list_jobs(self.registry, status, limit, principal=self.principal)
 
     def cancel_job(self, job_id: int) -> JobInfo:
-        return jobs.cancel(self.registry, job_id)
+        return jobs.cancel(self.registry, job_id, principal=self.principal)
 
     def close(self) -> None:
         self.registry.close()

@@ -209,7 +209,7 @@ class Job(Base):
     """
 
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_status_id", "status", "id"),)
+    __table_args__ = (Index("ix_jobs_status_id", "status", "id"), Index("ix_jobs_user_id", "user_id", "id"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     type: Mapped[str] = mapped_column(String(32))
@@ -226,6 +226,10 @@ class Job(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     created_by: Mapped[str] = mapped_column(String(128))
+    user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """The submitting user; None when the operator (embedded mode, direct database access) did."""
+    token_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """The token it was submitted with: its narrowing still applies when the job publishes."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -244,4 +248,68 @@ class QloraCheck(Base):
     verdict: Mapped[str] = mapped_column(String(8))
     report: Mapped[dict[str, Any]] = mapped_column(JSON)
     job_id: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+# ---------------------------------------------------------------- access control (0005)
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    """A global admin may do everything, everywhere."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Token(Base):
+    """An API token: only the sha256 of its secret is stored (see registry/access/tokens.py)."""
+
+    __tablename__ = "tokens"
+    __table_args__ = (Index("ix_tokens_prefix", "prefix"), Index("ix_tokens_user_id", "user_id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str | None] = mapped_column(String(128))
+    prefix: Mapped[str] = mapped_column(String(16))
+    """The secret's first characters, shown in listings and used to find the row."""
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    read_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    namespaces: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    """None: every namespace the user may reach; else only these."""
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Grant(Base):
+    __tablename__ = "grants"
+    __table_args__ = (Index("ix_grants_namespace", "namespace"),)
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(8))
+    """read, write or admin (each includes the ones before it)."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Namespace(Base):
+    """A namespace's visibility. A namespace without a row is private."""
+
+    __tablename__ = "namespaces"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    public: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class BlobUpload(Base):
+    """Who uploaded a blob's bytes: proof of possession. A user may reference in a commit a blob
+    they uploaded or may read, never one they only know the digest of."""
+
+    __tablename__ = "blob_uploads"
+
+    digest: Mapped[str] = mapped_column(String(71), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

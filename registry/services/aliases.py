@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from registry.access.principal import OPERATOR, Principal
 from registry.db import models as m
 from registry.db.engine import unit_of_work
 from registry.entities import AliasInfo
@@ -12,6 +13,7 @@ from registry.errors import NotFound
 from registry.refs import Ref, RepoName, check_alias
 from registry.services.context import Registry
 from registry.services.lookup import resolve_row
+from registry.services.permissions import require_writer_of
 from registry.services.timeutil import now
 
 
@@ -27,16 +29,18 @@ def point_alias(session: Session, repository: m.Repository, version: m.Version, 
         row.updated_at = now()
 
 
-def set_alias(reg: Registry, ref: Ref, alias: str) -> AliasInfo:
+def set_alias(reg: Registry, ref: Ref, alias: str, *, principal: Principal = OPERATOR) -> AliasInfo:
     check_alias(alias)
     with unit_of_work(reg.sessions) as session:
+        require_writer_of(session, principal, ref.repo)
         version = resolve_row(session, ref)
         point_alias(session, version.repository, version, alias)
         return AliasInfo(repo=str(ref.repo), alias=alias, version=version.number, digest=version.digest)
 
 
-def delete_alias(reg: Registry, repo: RepoName, alias: str) -> AliasInfo:
+def delete_alias(reg: Registry, repo: RepoName, alias: str, *, principal: Principal = OPERATOR) -> AliasInfo:
     with unit_of_work(reg.sessions) as session:
+        require_writer_of(session, principal, repo)
         row = session.execute(
             select(m.Alias, m.Version)
             .join(m.Repository, m.Repository.id == m.Alias.repository_id)

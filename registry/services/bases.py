@@ -8,6 +8,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from registry import bounds
+from registry.access.checks import base_readable, blobs_usable, require_writer
+from registry.access.principal import OPERATOR, Principal
 from registry.db import models as m
 from registry.db.engine import unit_of_work
 from registry.entities import BaseArchitecture, BaseInfo, BaseNameInfo, BaseRegistration, FileInfo
@@ -16,20 +18,34 @@ from registry.formats.compatibility import BaseModule, BaseView
 from registry.formats.paths import normalize_path
 from registry.services.context import Registry
 from registry.services.names import refuse_repository_name
+from registry.services.permissions import base_not_found, require_on_base_name
 from registry.services.timeutil import now
 from storage.base import DIGEST_RE
 
 
 def register_base(
-    reg: Registry, data: BaseRegistration, on_commit: Callable[[Session, BaseInfo], None] | None = None
+    reg: Registry,
+    data: BaseRegistration,
+    on_commit: Callable[[Session, BaseInfo], None] | None = None,
+    *,
+    principal: Principal = OPERATOR,
 ) -> BaseInfo:
     """Record a base (or add names to the one with the same fingerprint). Idempotent.
-    `on_commit` runs inside the same transaction (a worker's fenced job completion)."""
+    `on_commit` runs inside the same transaction (a worker's fenced job completion).
+
+    Each name needs `principal` to write its namespace (`ns/x`), or to be a global admin (an
+    un-namespaced name); uploaded files must be blobs it may read or uploaded itself."""
+    with unit_of_work(reg.sessions) as session:
+        for n in data.names:
+            require_on_base_name(session, principal, "write", n.name)
+        if not data.names:
+            require_writer(principal)
+        unusable = set(blobs_usable(session, principal, [f.sha256 for f in data.files or []]))
     for f in data.files or []:
         if normalize_path(f.path) != f.path:
             raise UnsafePath(f"path {f.path!r} is not in NFC form", path=f.path)
         info = reg.store.stat(f.sha256)
-        if info is None or info.size != f.size:
+        if info is None or info.size != f.size or f.sha256 in unusable:
             raise BlobMissing(f"{f.path}: blob {f.sha256} is not in the store; upload it first", path=f.path)
     if data.fingerprint is not None and not DIGEST_RE.fullmatch(data.fingerprint):
         raise BadRequest(f"fingerprint {data.fingerprint!r} is not sha256:<hex>")
@@ -149,12 +165,17 @@ def base_info(
     )
 
 
-def get_base(reg: Registry, text: str) -> BaseInfo:
+def get_base(reg: Registry, text: str, *, principal: Principal = OPERATOR) -> BaseInfo:
+    """A base by name or fingerprint; NotFound when unknown or not readable by `principal`."""
     with unit_of_work(reg.sessions) as session:
-        return base_info(session, resolve_base(session, text), with_files=True)
+        row = resolve_base(session, text)
+        if not base_readable(session, principal, row.id):
+            raise base_not_found(text)
+        return base_info(session, row, with_files=True)
 
 
-def list_bases(reg: Registry) -> list[BaseInfo]:
+def list_bases(reg: Registry, *, principal: Principal = OPERATOR) -> list[BaseInfo]:
+    """The bases `principal` may read (bases are few: filtered here, not in SQL)."""
     with unit_of_work(reg.sessions) as session:
         rows = session.scalars(select(m.BaseModel).order_by(m.BaseModel.id)).all()
-        return [base_info(session, r) for r in rows]
+        return [base_info(session, r) for r in rows if base_readable(session, principal, r.id)]

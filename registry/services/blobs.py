@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import storage
-from registry.errors import BadRequest, from_storage_error
+from registry.access.checks import blob_readable, blobs_usable, require_writer
+from registry.access.principal import Principal
+from registry.db import models as m
+from registry.db.engine import unit_of_work
+from registry.errors import BadRequest, NotFound, from_storage_error
+from registry.services.context import Registry
+from registry.services.timeutil import now
 from storage import BlobInfo, BlobStore
 from storage.base import ProgressCallback, Readable
 
@@ -58,3 +64,63 @@ def read_range(store: BlobStore, digest: str, start: int, length: int) -> bytes:
         return b"".join(store.open(digest, start, start + length))
     except _store_errors() as err:
         raise from_storage_error(err) from err
+
+
+# ---------------------------------------------------------------- with access control
+def missing_for(reg: Registry, principal: Principal, digests: list[str]) -> list[str]:
+    """`missing_blobs` for a writer: a blob the principal may neither read nor has uploaded is
+    reported missing too, so a push uploads it (proving possession) and the answer never tells
+    whether someone else's blob exists."""
+    require_writer(principal)
+    missing = missing_blobs(reg.store, digests)
+    if principal.is_operator:
+        return missing
+    with unit_of_work(reg.sessions) as session:
+        unusable = set(
+            blobs_usable(session, principal, [d for d in dict.fromkeys(digests) if d not in missing])
+        )
+    return [d for d in dict.fromkeys(digests) if d in unusable or d in missing]
+
+
+def upload_as(
+    reg: Registry,
+    principal: Principal,
+    stream: Readable,
+    digest: str,
+    size: int,
+    progress: ProgressCallback | None = None,
+) -> BlobInfo:
+    """`upload_blob` for a writer of some namespace. A blob already stored is not written again
+    only when the principal may use it; otherwise its bytes are read and verified like a new one,
+    and the upload is recorded: the principal has proved it holds them."""
+    require_writer(principal)
+    try:
+        storage.check_digest(digest)
+    except storage.InvalidDigest as err:
+        raise from_storage_error(err) from err
+    if principal.is_operator:
+        return upload_blob(reg.store, stream, digest, size, progress)
+    with unit_of_work(reg.sessions) as session:
+        usable = not blobs_usable(session, principal, [digest])
+    if usable:
+        return upload_blob(reg.store, stream, digest, size, progress)
+    try:
+        info = reg.store.put(stream, digest, size, progress)
+    except _store_errors() as err:
+        raise from_storage_error(err) from err
+    if principal.user_id is not None:
+        with unit_of_work(reg.sessions) as session:
+            if session.get(m.BlobUpload, (digest, principal.user_id)) is None:
+                session.add(m.BlobUpload(digest=digest, user_id=principal.user_id, created_at=now()))
+    return info
+
+
+def require_readable(reg: Registry, principal: Principal, digest: str) -> None:
+    """Raises NotFound (as for a blob that does not exist) unless `principal` may read a version
+    or base that lists the blob."""
+    storage.check_digest(digest)
+    if principal.is_operator:
+        return
+    with unit_of_work(reg.sessions) as session:
+        if not blob_readable(session, principal, digest):
+            raise NotFound(f"blob {digest} does not exist", digest=digest)

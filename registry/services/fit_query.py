@@ -27,12 +27,16 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
+from registry.access.checks import base_readable, readable
+from registry.access.policy import readable_namespaces
+from registry.access.principal import OPERATOR, Principal
 from registry.db import models as m
 from registry.db.engine import read_only
 from registry.entities import FitItem, FitQuery, FitRejection, FitResult
 from registry.services.base_link import base_shape_keys
 from registry.services.bases import base_info, base_view, resolve_base
 from registry.services.context import Registry
+from registry.services.permissions import base_not_found
 from registry.services.qlora import QLORA_OK_VERDICTS
 
 EXPLAIN_LIMIT = 50
@@ -97,17 +101,35 @@ class Shape:
     qlora_ok: bool
     sort: bool
     dialect: str
+    restricted: bool = False
+    """Only versions in the namespaces of the `readable_ns` parameter, or in public ones."""
 
     @classmethod
-    def of(cls, q: FitQuery, dialect: str) -> Shape:
+    def of(cls, q: FitQuery, dialect: str, restricted: bool = False) -> Shape:
         return cls(
-            q.tier, bool(q.task), bool(q.peft_type), len(q.min_scores), q.qlora_ok, bool(q.sort), dialect
+            q.tier,
+            bool(q.task),
+            bool(q.peft_type),
+            len(q.min_scores),
+            q.qlora_ok,
+            bool(q.sort),
+            dialect,
+            restricted,
         )
 
 
 def _filtered(part: Select[int, str], shape: Shape) -> Select[int, str]:
     """The query's filters, applied inside each part so they cut rows before ranking."""
     part = _not_forced(part)
+    if shape.restricted:  # inside each part, so the limit counts readable versions only
+        public = exists().where(m.Namespace.name == m.Repository.namespace, m.Namespace.public)
+        part = part.where(
+            m.Version.repository_id.in_(
+                select(m.Repository.id).where(
+                    m.Repository.namespace.in_(bindparam("readable_ns", expanding=True)) | public
+                )
+            )
+        )
     if shape.task:
         part = part.where(m.Version.task == bindparam("task"))
     if shape.peft_type:
@@ -219,12 +241,20 @@ def _shape_keys(reg: Registry, session: Session, base_id: int) -> tuple[list[str
     return cached  # type: ignore[no-any-return]
 
 
-def fit(reg: Registry, q: FitQuery) -> FitResult:
+def fit(reg: Registry, q: FitQuery, *, principal: Principal = OPERATOR) -> FitResult:
+    """The versions that fit `q.base`, among those `principal` may read (a base it may not read is
+    answered as unknown)."""
     with read_only(reg.sessions) as session:
         base = resolve_base(session, q.base)
+        if not base_readable(session, principal, base.id):
+            raise base_not_found(q.base)
         keys, module_count = _shape_keys(reg, session, base.id)
-        shape = Shape.of(q, session.get_bind().dialect.name)
-        rows = session.connection().execute(_statement(shape), _params(q, base, keys))
+        names = readable_namespaces(principal)
+        shape = Shape.of(q, session.get_bind().dialect.name, restricted=names is not None)
+        params = _params(q, base, keys)
+        if names is not None:
+            params["readable_ns"] = sorted(names)
+        rows = session.connection().execute(_statement(shape), params)
         items = [
             FitItem(
                 ref=f"{r.namespace}/{r.name}:{r.number}",
@@ -247,12 +277,14 @@ def fit(reg: Registry, q: FitQuery) -> FitResult:
                     *[_not_forced(p).with_only_columns(m.Version.id) for p in _parts(q.tier, shape.dialect)]
                 )
             )
-            rejected = _explain(session, base, fits, _params(q, base, keys))
+            rejected = _explain(session, base, fits, params, readable(principal, m.Repository.namespace))
         info = base_info(session, base, module_count=module_count)
         return FitResult(base=info, items=items, rejected=rejected)
 
 
-def _explain(session: Session, base: m.BaseModel, fits, params: dict[str, Any]) -> list[FitRejection]:  # type: ignore[no-untyped-def]
+def _explain(
+    session: Session, base: m.BaseModel, fits, params: dict[str, Any], visible
+) -> list[FitRejection]:  # type: ignore[no-untyped-def]
     """Why the newest versions outside the answer do not fit (module by module)."""
     view = base_view(session, base)
     rows = session.execute(
@@ -264,7 +296,7 @@ def _explain(session: Session, base: m.BaseModel, fits, params: dict[str, Any]) 
             m.Repository.name,
         )
         .join(m.Repository, m.Repository.id == m.Version.repository_id)
-        .where(not_(fits))
+        .where(not_(fits), visible)
         .order_by(m.Version.id.desc())
         .limit(EXPLAIN_LIMIT),
         {k: params[k] for k in ("base_id", "structure", "shape_keys")},

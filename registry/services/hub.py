@@ -2,8 +2,9 @@
 repository or an uploaded base, git-like revisions and commit ids, and file trees.
 
 Every Hub read goes through `resolve_revision` (or `list_refs`), both of which open the repository
-through `_open`: the one place where the coming permission check goes. A repository the reader
-may not read is answered exactly like one that does not exist (RepoNotFound).
+through `_open`, whose `_may_read` asks registry.access.policy. A repository the reader
+may not read is answered exactly like one that does not exist (RepoNotFound). Every Hub write
+(`services.hub_write`) passes through `check_write` (`_may_write`) likewise.
 
 Commit ids: the first 40 hex characters of a version's manifest digest (a base: of the manifest of
 its uploaded files), so a pinned revision names the same bytes forever.
@@ -13,18 +14,21 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from registry.access.checks import base_readable, is_public
+from registry.access.policy import NamespaceRes, may
+from registry.access.principal import Principal
 from registry.db import models as m
 from registry.db.engine import unit_of_work
 from registry.errors import EntryNotFound, NotFound, RepoNotFound, RevisionNotFound
 from registry.formats.manifest import entries_from_json, manifest_digest
-from registry.refs import NAME_PART, Ref, RepoName
+from registry.refs import NAME_PART, Ref, RepoName, parse_repo
 from registry.services.context import Registry
 from registry.services.lookup import resolve_row
 
@@ -32,6 +36,9 @@ COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 _NUMBER_RE = re.compile(r"[1-9][0-9]{0,8}")
 _REPO_RE = re.compile(rf"({NAME_PART})/({NAME_PART})")
 MAIN = "main"
+EMPTY_DIGEST = manifest_digest([])
+EMPTY_COMMIT = EMPTY_DIGEST.removeprefix("sha256:")[:40]
+"""The commit id of a repository with no version yet (the parent of its first commit)."""
 LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:{hex}\nsize {size}\n"
 # PEFT task types and the Hub pipeline tag a model card would carry for them.
 PIPELINE_TAGS = {
@@ -92,6 +99,8 @@ class HubRevision:
     pipeline_tag: str | None = None
     config: dict[str, Any] | None = None
     version: int | None = None
+    private: bool = True
+    """Whether an anonymous caller may not read it (the Hub's `private`)."""
 
     def file(self, path: str) -> HubFile:
         """Raises EntryNotFound (carrying the commit id) when the revision has no such file."""
@@ -131,13 +140,41 @@ class _Target:
     base: m.BaseModel | None = None
 
 
-def _may_read(reader: str, target: _Target) -> bool:
-    """Whether `reader` may read the repository. Every repository is readable until access
-    control exists; this is where its check goes."""
+def _may_read(session: Session, reader: Principal, target: _Target) -> bool:
+    """Whether `reader` may read the repository: an adapter repository is its namespace's, an
+    uploaded base is readable when one of its names is (registry.access.policy)."""
+    if target.repository is not None:
+        namespace = target.repository.namespace
+        return may(reader, "read", NamespaceRes(namespace, is_public(session, namespace)))
+    assert target.base is not None
+    return base_readable(session, reader, target.base.id)
+
+
+def _is_private(session: Session, target: _Target) -> bool:
+    return not _may_read(session, Principal.anonymous(), target)
+
+
+def _may_write(reg: Registry, writer: str, repo: RepoName) -> bool:
+    """Whether `writer` may write `repo` (create it, upload to it, commit to it). Every Hub write
+    passes through `check_write`, which asks here: the one place for the permission check.
+    Everyone may write until access control exists."""
     return True
 
 
-def _open(session: Session, repo_id: str, reader: str) -> _Target:
+def check_write(reg: Registry, writer: str, repo_id: str) -> RepoName:
+    """The adapter repository a Hub write names, once `writer` may write it.
+
+    Raises:
+        InvalidReference: `repo_id` is not `namespace/name` as adapter repositories are named.
+        RepoNotFound: the writer may not write it (answered like a repository that does not exist).
+    """
+    repo = parse_repo(repo_id)
+    if not _may_write(reg, writer, repo):
+        raise RepoNotFound(f"repository {repo_id!r} not found", repo=repo_id)
+    return repo
+
+
+def _open(session: Session, repo_id: str, reader: Principal) -> _Target:
     """The repository a Hub id names: an adapter repository (which wins when a base has the same
     name, refused at creation since) or an uploaded base model.
 
@@ -145,6 +182,7 @@ def _open(session: Session, repo_id: str, reader: str) -> _Target:
         RepoNotFound: no such repository, or one the reader may not read.
     """
     target = _Target()
+    row: m.Repository | None = None
     match = _REPO_RE.fullmatch(repo_id)
     if match is not None:
         row = session.scalars(
@@ -160,12 +198,14 @@ def _open(session: Session, repo_id: str, reader: str) -> _Target:
         ).one_or_none()
         if base is not None and base.manifest is not None:
             target = _Target(base=base)
-    if (target.repository is None and target.base is None) or not _may_read(reader, target):
+    if target.repository is None and target.base is None and match is not None and row is not None:
+        target = _Target(repository=row)  # created by the Hub's create_repo, no version yet
+    if (target.repository is None and target.base is None) or not _may_read(session, reader, target):
         raise RepoNotFound(f"repository {repo_id!r} not found", repo=repo_id)
     return target
 
 
-def resolve_revision(reg: Registry, repo_id: str, revision: str, reader: str) -> HubRevision:
+def resolve_revision(reg: Registry, repo_id: str, revision: str, reader: Principal) -> HubRevision:
     """The revision of a Hub repository: `main` (the latest version), a version number, an alias,
     or a commit id (the newest version whose digest starts with it).
 
@@ -176,12 +216,14 @@ def resolve_revision(reg: Registry, repo_id: str, revision: str, reader: str) ->
     with unit_of_work(reg.sessions) as session:
         target = _open(session, repo_id, reader)
         if target.repository is not None:
-            return _adapter_revision(session, repo_id, target.repository, revision)
-        assert target.base is not None
-        return _model_revision(session, repo_id, target.base, revision)
+            rev = _adapter_revision(session, repo_id, target.repository, revision)
+        else:
+            assert target.base is not None
+            rev = _model_revision(session, repo_id, target.base, revision)
+        return replace(rev, private=_is_private(session, target))
 
 
-def list_refs(reg: Registry, repo_id: str, reader: str) -> HubRefs:
+def list_refs(reg: Registry, repo_id: str, reader: Principal) -> HubRefs:
     """Branches: `main` and every alias (movable); tags: every version number (immutable)."""
     with unit_of_work(reg.sessions) as session:
         target = _open(session, repo_id, reader)
@@ -189,6 +231,8 @@ def list_refs(reg: Registry, repo_id: str, reader: str) -> HubRefs:
             return HubRefs(branches=[HubRef(MAIN, f"refs/heads/{MAIN}", _base_commit(target.base))])
         repository = target.repository
         assert repository is not None
+        if repository.latest_version == 0:
+            return HubRefs(branches=[HubRef(MAIN, f"refs/heads/{MAIN}", EMPTY_COMMIT)])
         versions = session.execute(
             select(m.Version.number, m.Version.digest)
             .where(m.Version.repository_id == repository.id)
@@ -213,6 +257,8 @@ def _not_found(repo_id: str, revision: str) -> RevisionNotFound:
 
 def _adapter_revision(session: Session, repo_id: str, repository: m.Repository, revision: str) -> HubRevision:
     repo = RepoName(repository.namespace, repository.name)
+    if repository.latest_version == 0:
+        return _empty_revision(repo_id, repository, revision)
     if revision in (MAIN, f"refs/heads/{MAIN}"):
         ref = Ref(repo)
     elif COMMIT_RE.fullmatch(revision):
@@ -265,6 +311,24 @@ def _adapter_revision(session: Session, repo_id: str, repository: m.Repository, 
         pipeline_tag=pipeline,
         config={"peft": peft_config},
         version=v.number,
+    )
+
+
+def _empty_revision(repo_id: str, repository: m.Repository, revision: str) -> HubRevision:
+    """A repository `create_repo` made that has no version yet: `main` has no files."""
+    if revision not in (MAIN, f"refs/heads/{MAIN}", EMPTY_COMMIT):
+        raise _not_found(repo_id, revision)
+    return HubRevision(
+        repo_id=repo_id,
+        kind="adapter",
+        commit=EMPTY_COMMIT,
+        digest=EMPTY_DIGEST,
+        created_at=repository.created_at,
+        last_modified=repository.created_at,
+        files=[],
+        library_name="peft",
+        tags=["peft"],
+        card_data={"library_name": "peft", "tags": ["peft"]},
     )
 
 

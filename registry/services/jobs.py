@@ -16,11 +16,38 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from registry.access.checks import base_readable, require
+from registry.access.policy import JobRes, global_admin
+from registry.access.principal import OPERATOR, Principal
 from registry.db import models as m
 from registry.db.engine import unit_of_work
-from registry.errors import JobCancelled, JobFinished, LeaseLost, NotFound, WorkerLost
-from registry.jobspec import TERMINAL, JobInfo, JobRequest, parse_params
+from registry.errors import (
+    Forbidden,
+    JobCancelled,
+    JobFinished,
+    LeaseLost,
+    NotFound,
+    Unauthenticated,
+    WorkerLost,
+)
+from registry.jobspec import (
+    TERMINAL,
+    Check4bitParams,
+    ExportParams,
+    JobInfo,
+    JobRequest,
+    MergeParams,
+    parse_params,
+)
+from registry.refs import parse_ref, parse_repo
+from registry.services.bases import find_base
 from registry.services.context import Registry
+from registry.services.permissions import (
+    base_not_found,
+    require_on_base_name,
+    require_reader_of,
+    require_writer_of,
+)
 from registry.services.timeutil import now
 
 
@@ -34,11 +61,17 @@ class Claim:
     params: dict[str, Any]
     created_by: str
     attempt: int
+    user_id: int | None = None
+    """The submitter (None: the operator); the job publishes with their rights (access.job_principal)."""
+    token_id: int | None = None
 
 
-def submit(reg: Registry, req: JobRequest, user: str) -> JobInfo:
-    parse_params(req.type, req.params)  # refuse malformed parameters now, not on a worker
+def submit(reg: Registry, req: JobRequest, user: str, *, principal: Principal = OPERATOR) -> JobInfo:
+    """Queue a job for `principal`, who must be allowed to read its inputs and write its output
+    (checked again when the job publishes: it runs with the submitter's rights)."""
+    params = parse_params(req.type, req.params)  # refuse malformed parameters now, not on a worker
     with unit_of_work(reg.sessions) as session:
+        check_job_access(session, principal, params)
         job = m.Job(
             type=req.type,
             params=req.params,
@@ -49,6 +82,8 @@ def submit(reg: Registry, req: JobRequest, user: str) -> JobInfo:
             fence=0,
             cancel_requested=False,
             created_by=user,
+            user_id=principal.user_id,
+            token_id=principal.token_id,
             created_at=now(),
         )
         session.add(job)
@@ -56,24 +91,70 @@ def submit(reg: Registry, req: JobRequest, user: str) -> JobInfo:
         return job_info(job)
 
 
-def get(reg: Registry, job_id: int) -> JobInfo:
+def check_job_access(session: Session, principal: Principal, params: object) -> None:
+    """Inputs readable, output writable: a merge writes its `into` repository; an export registers
+    a base (named `into`, by default under the adapter's namespace); a 4-bit check records its
+    verdict on the adapter's version (a write there)."""
+    if principal.is_operator:
+        return
+    if principal.is_anonymous:
+        raise Unauthenticated("submitting a job needs a token")
+    if principal.read_only:
+        raise Forbidden("a read-only token may not submit jobs", action="write")
+    if isinstance(params, MergeParams):
+        for i in params.inputs:
+            ref = parse_ref(i.ref)
+            require_reader_of(session, principal, ref.repo, i.ref)
+        require_writer_of(session, principal, parse_repo(params.into))
+    elif isinstance(params, ExportParams | Check4bitParams):
+        ref = parse_ref(params.ref)
+        require_reader_of(session, principal, ref.repo, params.ref)
+        base = find_base(session, params.base)
+        if base is not None and not base_readable(session, principal, base.id):
+            raise base_not_found(params.base)
+        if isinstance(params, Check4bitParams):
+            require_writer_of(session, principal, ref.repo)
+        elif params.into is not None:
+            require_on_base_name(session, principal, "write", params.into)
+        else:
+            require_writer_of(session, principal, ref.repo)
+
+
+def _job_not_found(job_id: int) -> NotFound:
+    return NotFound(f"no job {job_id}", job=job_id)
+
+
+def get(reg: Registry, job_id: int, *, principal: Principal = OPERATOR) -> JobInfo:
+    """A job, for its submitter or an admin (anyone else: NotFound, as for no such job)."""
+    if principal.is_anonymous:
+        raise Unauthenticated("jobs need a token")
     with unit_of_work(reg.sessions) as session:
-        return job_info(_job(session, job_id))
+        job = _job(session, job_id)
+        require(principal, "read", JobRes(job.user_id), lambda: _job_not_found(job_id))
+        return job_info(job)
 
 
-def list_jobs(reg: Registry, status: str | None = None, limit: int = 50) -> list[JobInfo]:
+def list_jobs(
+    reg: Registry, status: str | None = None, limit: int = 50, *, principal: Principal = OPERATOR
+) -> list[JobInfo]:
+    """Newest first: every job for an admin, else the principal's own."""
+    if principal.is_anonymous:
+        raise Unauthenticated("listing jobs needs a token")
     with unit_of_work(reg.sessions) as session:
         stmt = select(m.Job).order_by(m.Job.id.desc()).limit(limit)
+        if not global_admin(principal, "read"):
+            stmt = stmt.where(m.Job.user_id == principal.user_id)
         if status:
             stmt = stmt.where(m.Job.status == status)
         return [job_info(j) for j in session.scalars(stmt)]
 
 
-def cancel(reg: Registry, job_id: int) -> JobInfo:
+def cancel(reg: Registry, job_id: int, *, principal: Principal = OPERATOR) -> JobInfo:
     """A queued job is cancelled at once; a running one is asked to stop (its worker sees it at the
     next heartbeat, stops, and marks it cancelled; if that worker is dead, the next claim does)."""
     with unit_of_work(reg.sessions) as session:
         job = _job(session, job_id, lock=True)
+        require(principal, "write", JobRes(job.user_id), lambda: _job_not_found(job_id))
         if job.status in TERMINAL:
             raise JobFinished(f"job {job_id} already {job.status}", status=job.status)
         if job.status == "queued":
@@ -128,7 +209,16 @@ def claim(reg: Registry, worker: str, lease_s: float) -> Claim | None:
             job.started_at = job.started_at or t
             job.stage = "claimed" if job.attempts == 1 else f"claimed again (attempt {job.attempts})"
             session.flush()
-            return Claim(job.id, job.fence, job.type, job.params, job.created_by, job.attempts)
+            return Claim(
+                job.id,
+                job.fence,
+                job.type,
+                job.params,
+                job.created_by,
+                job.attempts,
+                job.user_id,
+                job.token_id,
+            )
 
 
 def heartbeat(

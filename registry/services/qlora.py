@@ -8,12 +8,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from registry.access.principal import OPERATOR, Principal
 from registry.db import models as m
 from registry.db.engine import unit_of_work
 from registry.entities import QloraCheckSummary
 from registry.refs import Ref
 from registry.services.context import Registry
 from registry.services.lookup import resolve_row
+from registry.services.permissions import require_writer_of
 from registry.services.timeutil import now
 
 QLORA_OK_VERDICTS = ("pass", "warn")
@@ -27,10 +29,13 @@ def record_verdict(
     report: dict[str, Any],
     job_id: int | None,
     on_commit: Callable[[Session, None], None] | None = None,
+    *,
+    principal: Principal = OPERATOR,
 ) -> None:
     """Store the answer for (version at `ref`, base) in one unit of work; `on_commit` runs inside
     the same transaction (a worker's fenced job completion), as for a version or a derived base."""
     with unit_of_work(reg.sessions) as session:
+        require_writer_of(session, principal, ref.repo)  # a verdict is written on the version
         version = resolve_row(session, ref)
         record_check(session, version.id, base_model_id, report, job_id)
         if on_commit is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import defer, selectinload
 
+from registry.access.checks import readable
+from registry.access.principal import OPERATOR, Principal
 from registry.bounds import INT32_MAX
 from registry.db import models as m
 from registry.db.engine import unit_of_work
@@ -33,12 +35,18 @@ def _check_limit(limit: int) -> int:
 
 
 def list_versions(
-    reg: Registry, flt: VersionFilter, limit: int = 50, cursor: str | None = None
+    reg: Registry,
+    flt: VersionFilter,
+    limit: int = 50,
+    cursor: str | None = None,
+    *,
+    principal: Principal = OPERATOR,
 ) -> Page[VersionSummary]:
     """Newest first, as summaries (`resolve` gives a version whole). Filters: repository, task,
-    peft_type, base model name; latest_only per repo."""
+    peft_type, base model name; latest_only per repo. Only namespaces `principal` may read."""
     limit = _check_limit(limit)
     q = select(m.Version).join(m.Repository, m.Repository.id == m.Version.repository_id)
+    q = q.where(readable(principal, m.Repository.namespace))
     if flt.repo:
         repo = parse_repo(flt.repo)
         q = q.where(m.Repository.namespace == repo.namespace, m.Repository.name == repo.name)
@@ -63,9 +71,13 @@ def list_versions(
     return Page[VersionSummary](items=items, next_cursor=nxt)
 
 
-def list_repos(reg: Registry, limit: int = 50, cursor: str | None = None) -> Page[RepoInfo]:
+def list_repos(
+    reg: Registry, limit: int = 50, cursor: str | None = None, *, principal: Principal = OPERATOR
+) -> Page[RepoInfo]:
     limit = _check_limit(limit)
-    q = select(m.Repository).where(m.Repository.latest_version > 0)
+    q = select(m.Repository).where(
+        m.Repository.latest_version > 0, readable(principal, m.Repository.namespace)
+    )
     after = _cursor(cursor)
     if after is not None:
         q = q.where(m.Repository.id > after)

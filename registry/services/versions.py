@@ -9,6 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from registry.access.checks import blobs_usable
+from registry.access.principal import OPERATOR, Principal
 from registry.db import models as m
 from registry.db.engine import unit_of_work
 from registry.entities import (
@@ -30,6 +32,7 @@ from registry.services.blobs import read_range
 from registry.services.context import Registry
 from registry.services.lookup import resolve_row
 from registry.services.names import refuse_base_name
+from registry.services.permissions import require_reader_of, require_writer_of
 from registry.services.qlora import qlora_summaries
 from registry.services.timeutil import now
 
@@ -37,7 +40,13 @@ OnCommit = Callable[[Session, PushResult], None]
 
 
 def commit_version(
-    reg: Registry, repo_text: str, req: PushRequest, pushed_by: str, on_commit: OnCommit | None = None
+    reg: Registry,
+    repo_text: str,
+    req: PushRequest,
+    pushed_by: str,
+    on_commit: OnCommit | None = None,
+    *,
+    principal: Principal = OPERATOR,
 ) -> PushResult:
     """Validate the pushed files from the stored blobs, then record a new version atomically.
 
@@ -45,13 +54,19 @@ def commit_version(
     push check on the stored bytes (it is the authority). Nothing is written on refusal.
     `on_commit` runs inside the same transaction (a worker's fenced job completion): if it raises,
     the version is not recorded either.
+
+    `principal` must be allowed to write the repository's namespace, and may reference only blobs it may
+    read or uploaded itself (an unusable blob is answered as a missing one: no digest oracle).
     """
     repo = parse_repo(repo_text)
     aliases = [check_alias(a) for a in req.aliases]
     files = [FileEntry(f.path, f.size, f.sha256) for f in req.files]
+    with unit_of_work(reg.sessions) as session:
+        require_writer_of(session, principal, repo)
+        unusable = set(blobs_usable(session, principal, [f.sha256 for f in files]))
     for f in files:
         info = reg.store.stat(f.sha256)
-        if info is None or info.size != f.size:
+        if info is None or info.size != f.size or f.sha256 in unusable:
             raise BlobMissing(
                 f"{f.path}: blob {f.sha256} ({f.size} bytes) is not in the store; upload it first",
                 path=f.path,
@@ -207,8 +222,10 @@ def _result(session: Session, version: m.Version, created: bool, detail: str) ->
     )
 
 
-def resolve(reg: Registry, ref: Ref) -> VersionInfo:
+def resolve(reg: Registry, ref: Ref, *, principal: Principal = OPERATOR) -> VersionInfo:
+    """The version `ref` names. Raises NotFound when it does not exist or `principal` may not read it."""
     with unit_of_work(reg.sessions) as session:
+        require_reader_of(session, principal, ref.repo, str(ref))
         return version_info(session, resolve_row(session, ref))
 
 

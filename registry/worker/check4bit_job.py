@@ -35,6 +35,14 @@ def run_check4bit(ctx: JobContext) -> Published[Check4bitResult]:
 
     def record(on_commit: OnCommit[None]) -> None:
         # The verdict on (version, base) and the job's success: one transaction.
-        record_verdict(ctx.reg, parse_ref(adapter.ref), base.id, report, ctx.claim.job_id, on_commit)
+        record_verdict(
+            ctx.reg,
+            parse_ref(adapter.ref),
+            base.id,
+            report,
+            ctx.claim.job_id,
+            on_commit,
+            principal=ctx.principal(),
+        )
 
     return publish(ctx, record, lambda _: result)

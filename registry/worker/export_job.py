@@ -110,7 +110,7 @@ def run_export(ctx: JobContext) -> Published[ExportResult]:
     }
     return publish(
         ctx,
-        lambda on_commit: bases.register_base(ctx.reg, data, on_commit=on_commit),
+        lambda on_commit: bases.register_base(ctx.reg, data, on_commit=on_commit, principal=ctx.principal()),
         lambda b: export_result(b, files),
     )
 

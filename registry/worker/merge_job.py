@@ -111,7 +111,9 @@ def run_merge(ctx: JobContext) -> Published[MergeResult]:
     # The same commit as a push: the service re-validates the stored files and numbers the version.
     return publish(
         ctx,
-        lambda on_commit: versions.commit_version(ctx.reg, p.into, request, ctx.user, on_commit=on_commit),
+        lambda on_commit: versions.commit_version(
+            ctx.reg, p.into, request, ctx.user, on_commit=on_commit, principal=ctx.principal()
+        ),
         merge_result,
     )
 

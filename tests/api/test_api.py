@@ -18,7 +18,7 @@ PROBLEM = "application/problem+json"
 
 @pytest.fixture
 def http(server: ServerThread) -> httpx.Client:
-    return httpx.Client(base_url=server.url, timeout=30)
+    return httpx.Client(base_url=server.url, timeout=30, headers=server.auth)
 
 
 def put_blob(http: httpx.Client, data: bytes, digest: str | None = None) -> httpx.Response:
@@ -76,9 +76,9 @@ def test_errors_are_problem_json(http: httpx.Client, adapters_dir: Path, server:
 def test_commit_list_alias_over_http(
     server: ServerThread, http: httpx.Client, adapters_dir: Path, tmp_path: Path
 ) -> None:
-    client = HttpClient(server.url, user="alice", cache_dir=tmp_path / "cache")
+    client = HttpClient(server.url, user="alice", cache_dir=tmp_path / "cache", token=server.token)
     first = push_folder(client, adapters_dir / "lora_a", "acme/legal", task="legal")
-    assert first.created and first.info.pushed_by == "alice"
+    assert first.created and first.info.pushed_by == "tester"  # the token's user, not X-Adapters-User
     again = http.post(
         "/v1/repos/acme/legal/versions", json={"files": [f.model_dump() for f in first.info.files]}
     )

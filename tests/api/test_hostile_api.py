@@ -45,7 +45,7 @@ def srv(hostile_settings: Settings) -> Iterator[ServerThread]:
 
 @pytest.fixture
 def http(srv: ServerThread) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=srv.url, timeout=30) as client:
+    with httpx.Client(base_url=srv.url, timeout=30, headers=srv.auth) as client:
         yield client
 
 
@@ -256,7 +256,7 @@ def test_internal_error_is_generic_and_keeps_the_connection(
     pg_srv: tuple[ServerThread, str], lora_a: Path
 ) -> None:
     server, pg_url = pg_srv
-    with httpx.Client(base_url=server.url, timeout=30) as http:
+    with httpx.Client(base_url=server.url, timeout=30, headers=server.auth) as http:
         assert raw_push(http, lora_a, "acme/ok").status_code == 201
         # A real fault behind the API's back: a table the read needs is gone.
         engine = create_engine(pg_url)
@@ -270,7 +270,12 @@ def test_internal_error_is_generic_and_keeps_the_connection(
         for secret in ("select", "qlora_checks", "127.0.0.1", "5432", db_name, "psycopg"):
             assert secret not in body, secret
     port = server.port
-    req = b"GET /v1/resolve?ref=acme/ok HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    auth = f"Authorization: Bearer {server.token}\r\n".encode()
+    req = (
+        b"GET /v1/resolve?ref=acme/ok HTTP/1.1\r\nHost: x\r\n"
+        + auth
+        + b"\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
     heads = raw_exchange(port, req, responses=2)
     assert heads[0].startswith(b"HTTP/1.1 500") and heads[1].startswith(b"HTTP/1.1 200"), heads
 
@@ -279,7 +284,7 @@ def test_database_gone_is_503_and_recovers(pg_srv: tuple[ServerThread, str], lor
     server, pg_url = pg_srv
     db_name = pg_url.rsplit("/", 1)[1]
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with httpx.Client(base_url=server.url, timeout=30) as http:
+    with httpx.Client(base_url=server.url, timeout=30, headers=server.auth) as http:
         assert raw_push(http, lora_a, "acme/ok").status_code == 201
         with admin.connect() as conn:
             conn.execute(text(f'ALTER DATABASE "{db_name}" ALLOW_CONNECTIONS false'))
@@ -329,7 +334,7 @@ def test_blob_over_the_cap_is_refused_before_the_body(http: httpx.Client, srv: S
     with socket.create_connection(("127.0.0.1", srv.port), timeout=20) as sock:
         # Only the head is sent: the refusal must come without waiting for 5 MB.
         sock.sendall(
-            f"PUT /v1/blobs/{digest} HTTP/1.1\r\nHost: x\r\nContent-Length: {5 * 1024**2}\r\n\r\n".encode()
+            f"PUT /v1/blobs/{digest} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {srv.token}\r\nContent-Length: {5 * 1024**2}\r\n\r\n".encode()
         )
         head = b""
         while b"push_too_large" not in head and (chunk := sock.recv(65536)):
@@ -341,7 +346,7 @@ def test_stalled_upload_times_out_and_leaves_nothing(hostile_settings: Settings,
     digest = "sha256:" + "cd" * 32
     with socket.create_connection(("127.0.0.1", srv.port), timeout=20) as sock:
         sock.sendall(
-            f"PUT /v1/blobs/{digest} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc".encode()
+            f"PUT /v1/blobs/{digest} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {srv.token}\r\nContent-Length: 1000\r\n\r\nabc".encode()
         )
         head = b""
         while b"upload_timeout" not in head and (chunk := sock.recv(65536)):
@@ -366,7 +371,7 @@ def test_stale_partial_uploads_are_removed_at_start(tmp_path: Path, request: pyt
 
 
 def test_slow_uploads_do_not_starve_other_routes(srv: ServerThread, lora_a: Path, tmp_path: Path) -> None:
-    client = HttpClient(srv.url, user="alice", cache_dir=tmp_path / "cache")
+    client = HttpClient(srv.url, user="alice", cache_dir=tmp_path / "cache", token=srv.token)
     push_folder(client, lora_a, "acme/pulled")
     socks = []
     stop = threading.Event()
@@ -375,7 +380,7 @@ def test_slow_uploads_do_not_starve_other_routes(srv: ServerThread, lora_a: Path
             s = socket.create_connection(("127.0.0.1", srv.port), timeout=20)
             digest = "sha256:" + f"{i:064x}"
             s.sendall(
-                f"PUT /v1/blobs/{digest} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n".encode()
+                f"PUT /v1/blobs/{digest} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {srv.token}\r\nContent-Length: 100000\r\n\r\n".encode()
             )
             socks.append(s)
 
@@ -389,7 +394,7 @@ def test_slow_uploads_do_not_starve_other_routes(srv: ServerThread, lora_a: Path
 
         threading.Thread(target=trickle, daemon=True).start()
         time.sleep(1.5)  # let the server take all 60 in
-        with httpx.Client(base_url=srv.url, timeout=15) as http:
+        with httpx.Client(base_url=srv.url, timeout=15, headers=srv.auth) as http:
             assert http.get("/healthz").json() == {"status": "ok"}
             assert http.get("/v1/versions").status_code == 200
         info, out = pull(client, "acme/pulled", tmp_path / "out")
@@ -410,7 +415,7 @@ def test_concurrent_pushes_sharing_new_blobs(
     (lora_a / "README.md").write_text("# shared model card\n")
 
     def push(i: int) -> str:
-        client = HttpClient(server.url, user="alice", cache_dir=tmp_path / f"cache{i}")
+        client = HttpClient(server.url, user="alice", cache_dir=tmp_path / f"cache{i}", token=server.token)
         try:
             return push_folder(client, lora_a, f"acme/shared-{i}").info.ref
         finally:

@@ -13,7 +13,7 @@ MERGE = {"inputs": [{"ref": "acme/a", "weight": 0.5}], "into": "acme/out"}
 
 @pytest.fixture
 def http(server: ServerThread) -> httpx.Client:
-    return httpx.Client(base_url=server.url, timeout=30, headers={"X-Adapters-User": "carol"})
+    return httpx.Client(base_url=server.url, timeout=30, headers={"X-Adapters-User": "carol", **server.auth})
 
 
 def problem(resp: httpx.Response, status: int) -> str:
@@ -25,8 +25,14 @@ def problem(resp: httpx.Response, status: int) -> str:
 def test_submit_read_list_and_cancel(http: httpx.Client) -> None:
     submitted = http.post("/v1/jobs", json={"type": "merge", "params": MERGE})
     assert submitted.status_code == 202
+    # The submitter is the token's user; X-Adapters-User ("carol") is never trusted by a server.
     job = submitted.json()
-    assert (job["status"], job["attempts"], job["created_by"], job["progress"]) == ("queued", 0, "carol", 0.0)
+    assert (job["status"], job["attempts"], job["created_by"], job["progress"]) == (
+        "queued",
+        0,
+        "tester",
+        0.0,
+    )
     assert http.get(f"/v1/jobs/{job['id']}").json()["params"]["into"] == "acme/out"
     assert [j["id"] for j in http.get("/v1/jobs", params={"status": "queued"}).json()] == [job["id"]]
     cancelled = http.post(f"/v1/jobs/{job['id']}/cancel").json()

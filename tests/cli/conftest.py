@@ -57,12 +57,13 @@ def open_cli(mode: str, request: pytest.FixtureRequest, tmp_path: Path) -> Itera
     settings = make_settings(tmp_path / "server", db_url_for(db, tmp_path, request), backend, request)
     reg = Registry.from_settings(settings, migrate=True)
     try:
-        with ServerThread(create_app(settings, reg, worker=True)) as srv:
+        with ServerThread(create_app(settings, reg, worker=True), admin="bob") as srv:
             yield Cli(
                 {
                     "ADAPTERS_URL": srv.url,
                     "ADAPTERS_HOME": str(tmp_path / "client-home"),
                     "ADAPTERS_USER": "bob",
+                    "ADAPTERS_TOKEN": srv.token,
                 }
             )
     finally:

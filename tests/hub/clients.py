@@ -24,8 +24,9 @@ def out(value):
 def run_client(endpoint: str, hf_home: Path, code: str, timeout: float = 300, **env: str) -> Any:
     """Run `code` (which calls `out(value)` once) and return that value; a failure raises with
     the subprocess's output."""
+    inherited = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
     environ = {
-        **os.environ,
+        **inherited,
         "HF_ENDPOINT": endpoint,
         "HF_HOME": str(hf_home),
         "HF_HUB_DISABLE_TELEMETRY": "1",
@@ -34,7 +35,6 @@ def run_client(endpoint: str, hf_home: Path, code: str, timeout: float = 300, **
         "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
         **env,
     }
-    environ.pop("HF_TOKEN", None)
     for name in [k for k, v in env.items() if v == ""]:
         environ.pop(name, None)  # an empty value removes the variable (HF_HUB_DISABLE_XET="")
     proc = subprocess.run(

@@ -42,7 +42,7 @@ def test_transformers_and_peft_load_through_the_hub(
     sharded = tmp_path / "base"
     tiny_llama().save_pretrained(sharded, max_shard_size="40KB")  # the model lora_a was trained on
     assert (sharded / "model.safetensors.index.json").is_file()
-    client = HttpClient(hub_server.url, user="alice", cache_dir=tmp_path / "cache")
+    client = HttpClient(hub_server.url, user="alice", cache_dir=tmp_path / "cache", token=hub_server.token)
     add_base_folder(client, sharded, [BASE], upload=True)
     config = json.loads((lora_a / "adapter_config.json").read_text())
     config["base_model_name_or_path"] = BASE
@@ -69,7 +69,9 @@ def test_transformers_and_peft_load_through_the_hub(
              moved=(reference - logits(local_base)).abs().max().item()))
     """
     for xet in ("1", ""):  # with hf_xet disabled, and as installed (it must fall back to HTTP)
-        got = run_client(hub_server.url, tmp_path / f"hf{xet}", code, HF_HUB_DISABLE_XET=xet)
+        got = run_client(
+            hub_server.url, tmp_path / f"hf{xet}", code, HF_HUB_DISABLE_XET=xet, HF_TOKEN=hub_server.token
+        )
         # The same bytes through the same code: exactly equal (tolerance 0).
         assert got["base"] == 0.0 and got["peft"] == 0.0 and got["auto"] == 0.0, got
         assert got["moved"] > 0  # the adapter changes the logits: the comparison means something

@@ -26,9 +26,9 @@ def sha256_hex(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def push_two_versions(url: str, folder: Path, tmp_path: Path) -> dict[str, Any]:
+def push_two_versions(url: str, folder: Path, tmp_path: Path, token: str) -> dict[str, Any]:
     """acme/legal:1 (alias production) and acme/legal:2 (a README and a file in a folder added)."""
-    client = HttpClient(url, user="alice", cache_dir=tmp_path / "push-cache")
+    client = HttpClient(url, user="alice", cache_dir=tmp_path / "push-cache", token=token)
     first = push_folder(client, folder, "acme/legal", task="legal", aliases=["production"])
     (folder / "README.md").write_text("# legal\n")
     (folder / "docs").mkdir()
@@ -38,7 +38,7 @@ def push_two_versions(url: str, folder: Path, tmp_path: Path) -> dict[str, Any]:
 
 
 def test_huggingface_hub_reads_the_registry(server: ServerThread, lora_a: Path, tmp_path: Path) -> None:
-    commits = push_two_versions(server.url, lora_a, tmp_path)
+    commits = push_two_versions(server.url, lora_a, tmp_path, server.token)
     expected = {p.relative_to(lora_a).as_posix(): sha256_hex(p) for p in lora_a.rglob("*") if p.is_file()}
     got = run_client(
         server.url,
@@ -70,7 +70,12 @@ def test_huggingface_hub_reads_the_registry(server: ServerThread, lora_a: Path, 
         refs = api.list_repo_refs("acme/legal")
         res["refs"] = dict(branches={{b.name: b.target_commit for b in refs.branches}},
                            tags={{t.name: t.target_commit for t in refs.tags}})
-        res["whoami"] = api.whoami(token="hf_anything")
+        res["whoami"] = api.whoami()  # HF_TOKEN: the registry token, sent as Bearer
+        try:
+            api.whoami(token="hf_anything")
+            res["bad_token"] = None
+        except hf_errors.HfHubHTTPError as err:
+            res["bad_token"] = err.response.status_code
         res["exists"] = [api.file_exists("acme/legal", "docs/notes.md"),
                          api.file_exists("acme/legal", "docs/notes.md", revision="1")]
         errors = {{}}
@@ -92,10 +97,11 @@ def test_huggingface_hub_reads_the_registry(server: ServerThread, lora_a: Path, 
         res["errors"] = errors
         out(res)
         """,
+        HF_TOKEN=server.token,
     )
     info = got["info"]
     assert info["sha"] == commits["v2"] and HEX40.fullmatch(info["sha"])
-    assert info["library"] == "peft" and info["private"] is False
+    assert info["library"] == "peft" and info["private"] is True  # namespaces are private by default
     assert {"peft", "lora", "legal"} <= set(info["tags"])
     assert info["card"]["library_name"] == "peft"
     assert info["created"] != "None" and info["modified"] != "None"
@@ -140,7 +146,8 @@ def test_huggingface_hub_reads_the_registry(server: ServerThread, lora_a: Path, 
         "branches": {"main": commits["v2"], "production": commits["v1"]},
         "tags": {"1": commits["v1"], "2": commits["v2"]},
     }
-    assert got["whoami"]["name"] == "anonymous" and got["whoami"]["orgs"] == []
+    assert got["whoami"]["name"] == "tester" and got["whoami"]["orgs"] == []
+    assert got["bad_token"] == 401
     assert got["whoami"]["auth"]["accessToken"]["role"] == "write"
     assert got["exists"] == [True, False]
     assert got["errors"] == {
@@ -169,10 +176,10 @@ def test_huggingface_hub_reads_the_registry(server: ServerThread, lora_a: Path, 
 
 
 def test_hub_http_headers_ranges_errors_and_pages(server: ServerThread, lora_a: Path, tmp_path: Path) -> None:
-    commits = push_two_versions(server.url, lora_a, tmp_path)
+    commits = push_two_versions(server.url, lora_a, tmp_path, server.token)
     weights = (lora_a / "adapter_model.safetensors").read_bytes()
     digest = hashlib.sha256(weights).hexdigest()
-    http = httpx.Client(base_url=server.url, timeout=30)
+    http = httpx.Client(base_url=server.url, timeout=30, headers=server.auth)
     url = "/acme/legal/resolve/main/adapter_model.safetensors"
     head = http.head(url)
     assert head.status_code == 200 and head.content == b""
@@ -240,8 +247,9 @@ def test_hub_http_headers_ranges_errors_and_pages(server: ServerThread, lora_a: 
             """
         from huggingface_hub.utils._pagination import paginate
         out([e["path"] for e in paginate(hf.constants.ENDPOINT + "/api/models/acme/legal/tree/main",
-                                          params={"recursive": True, "limit": 2}, headers={})])
+                                          params={"recursive": True, "limit": 2}, headers=hf.utils.build_hf_headers())])
         """,
+            HF_TOKEN=server.token,
         )
         == paths
     )
@@ -260,9 +268,9 @@ def presigned_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator
 def test_presigned_downloads_carry_the_metadata_on_the_redirect(
     presigned_server: ServerThread, lora_a: Path, tmp_path: Path
 ) -> None:
-    commits = push_two_versions(presigned_server.url, lora_a, tmp_path)
+    commits = push_two_versions(presigned_server.url, lora_a, tmp_path, presigned_server.token)
     weights = lora_a / "adapter_model.safetensors"
-    http = httpx.Client(base_url=presigned_server.url, timeout=30)
+    http = httpx.Client(base_url=presigned_server.url, timeout=30, headers=presigned_server.auth)
     for method in ("HEAD", "GET"):
         answer = http.request(method, "/acme/legal/resolve/main/adapter_model.safetensors")
         assert answer.status_code == 302, method
@@ -279,6 +287,7 @@ def test_presigned_downloads_carry_the_metadata_on_the_redirect(
         snap = hf.snapshot_download("acme/legal", revision="1")
         out(dict(commit=meta.commit_hash, etag=meta.etag, size=meta.size, path=path, snap=snap))
         """,
+        HF_TOKEN=presigned_server.token,
     )
     assert got["commit"] == commits["v2"] and got["etag"] == sha256_hex(weights)
     assert got["size"] == weights.stat().st_size
@@ -293,8 +302,8 @@ def test_presigned_downloads_carry_the_metadata_on_the_redirect(
 def test_odd_hub_requests_are_answered_never_5xx(server: ServerThread, lora_a: Path, tmp_path: Path) -> None:
     """The Hub routes are outside /openapi.json (schemathesis does not reach them): odd ids,
     revisions and paths, by hand."""
-    push_two_versions(server.url, lora_a, tmp_path)
-    http = httpx.Client(base_url=server.url, timeout=30)
+    push_two_versions(server.url, lora_a, tmp_path, server.token)
+    http = httpx.Client(base_url=server.url, timeout=30, headers=server.auth)
     long = "a" * 300
     for path in [
         f"/api/models/acme/legal/revision/{long}",

@@ -132,7 +132,7 @@ def test_a_cut_download_resumes_with_range(
 ) -> None:
     srv, digest, data = blob_server
     proxy = CuttingProxy(srv.port, cuts={0: 1024 * 1024, 1: 512 * 1024})
-    client = HttpClient(proxy.url, "tester", tmp_path / "cache")
+    client = HttpClient(proxy.url, "tester", tmp_path / "cache", token=srv.token)
     progress = Progress()
     try:
         client.fetch_blob(digest, SIZE, progress)
@@ -153,7 +153,7 @@ def test_a_failed_pull_keeps_its_bytes_for_the_next(
 ) -> None:
     srv, digest, data = blob_server
     proxy = CuttingProxy(srv.port, cuts={0: 1024 * 1024})
-    client = HttpClient(proxy.url, "tester", tmp_path / "cache")
+    client = HttpClient(proxy.url, "tester", tmp_path / "cache", token=srv.token)
     proxy.refuse_after = 1  # the retry after the cut finds the server gone
     try:
         with pytest.raises(ServerUnavailable, match="kept for the next pull"):
@@ -177,7 +177,7 @@ def test_a_partial_file_that_is_not_a_prefix_is_discarded(
     partial = tmp_path / "cache" / "tmp" / f"pull-{digest.removeprefix('sha256:')}.partial"
     partial.parent.mkdir(parents=True)
     partial.write_bytes(b"\0" * 1000)  # not what the blob starts with
-    client = HttpClient(srv.url, "tester", tmp_path / "cache")
+    client = HttpClient(srv.url, "tester", tmp_path / "cache", token=srv.token)
     try:
         with pytest.raises(DigestMismatch):
             client.fetch_blob(digest, SIZE, None)

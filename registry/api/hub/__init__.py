@@ -1,4 +1,4 @@
-"""The Hugging Face Hub protocol (read path), served at the root beside /v1: huggingface_hub,
+"""The Hugging Face Hub protocol (read and write paths), served at the root beside /v1: huggingface_hub,
 transformers and PEFT load adapters and models from the registry with HF_ENDPOINT set to it.
 
 A thin translation onto `registry.services.hub`; every route is an `errors.HubRoute`, which
@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from registry.api.hub import files, models
+from registry.api.hub import files, models, write
 
 router = APIRouter(tags=["hub"])
 router.include_router(models.router)
 router.include_router(files.router)
+router.include_router(write.router)
 
 __all__ = ["router"]

@@ -51,7 +51,8 @@ def hub_error_response(request: Request, err: RegistryError) -> Response:
     headers = {
         **err.headers,
         "X-Error-Code": hub_error_code(err),
-        "X-Error-Message": _header_text(err.message),
+        # The registry's code leads the message: clients print X-Error-Message, not X-Error-Code.
+        "X-Error-Message": _header_text(f"{err.code}: {err.message}"),
     }
     if isinstance(err, EntryNotFound) and err.commit:
         headers["X-Repo-Commit"] = err.commit  # the client caches the file's absence at this commit

@@ -34,7 +34,7 @@ def resolve_file(
     """HEAD: the metadata; GET: the bytes (`Range` gives 206). With presigned downloads the
     answer is a 302 to the store that carries the same metadata headers (the client reads them
     from the redirect and does not follow it on HEAD)."""
-    rev = hub.resolve_revision(reg, repo, revision, principal.name)
+    rev = hub.resolve_revision(reg, repo, revision, principal)
     f = rev.file(path)
     headers = {
         "X-Repo-Commit": rev.commit,

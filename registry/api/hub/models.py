@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request, Response
 from registry.api.deps import PrincipalDep, RegistryDep
 from registry.api.hub.common import RepoIdDep, hub_route, iso
 from registry.api.hub.errors import HubRoute
-from registry.errors import BadRequest
+from registry.errors import BadRequest, Unauthenticated
 from registry.services import hub
 from registry.services.hub import MAIN, HubFile, HubRef, HubRevision, TreeEntry
 
@@ -24,14 +24,14 @@ TREE_PAGE = 1000
 def model_info(repo: RepoIdDep, reg: RegistryDep, principal: PrincipalDep) -> dict[str, Any]:
     """`HfApi.model_info`: the repository at `main`. Query parameters (expand, blobs,
     securityStatus) are accepted and ignored: everything is always there."""
-    return _info(hub.resolve_revision(reg, repo, MAIN, principal.name))
+    return _info(hub.resolve_revision(reg, repo, MAIN, principal))
 
 
 @hub_route(router, "/revision/{revision}", prefix="/api/models")
 def model_info_at(
     revision: str, repo: RepoIdDep, reg: RegistryDep, principal: PrincipalDep
 ) -> dict[str, Any]:
-    return _info(hub.resolve_revision(reg, repo, revision, principal.name))
+    return _info(hub.resolve_revision(reg, repo, revision, principal))
 
 
 @hub_route(router, "/tree/{revision}/{path:path}", prefix="/api/models")
@@ -49,7 +49,7 @@ def tree(
 ) -> list[dict[str, Any]]:
     """`HfApi.list_repo_tree`: one folder (or, with recursive, everything below it), paginated
     with a `Link: <...>; rel="next"` header as the Hub does."""
-    rev = hub.resolve_revision(reg, repo, revision, principal.name)
+    rev = hub.resolve_revision(reg, repo, revision, principal)
     deep = (recursive or "").lower() in ("1", "true", "yes")
     entries = hub.tree(rev, request.path_params.get("path", ""), deep)
     page, more = hub.page_after(entries, _decode_cursor(cursor), limit)
@@ -62,7 +62,7 @@ def tree(
 @hub_route(router, "/refs", prefix="/api/models")
 def refs(repo: RepoIdDep, reg: RegistryDep, principal: PrincipalDep) -> dict[str, Any]:
     """`HfApi.list_repo_refs`: `main` and every alias as branches, version numbers as tags."""
-    found = hub.list_refs(reg, repo, principal.name)
+    found = hub.list_refs(reg, repo, principal)
     return {
         "branches": [_ref(r) for r in found.branches],
         "tags": [_ref(r) for r in found.tags],
@@ -73,7 +73,11 @@ def refs(repo: RepoIdDep, reg: RegistryDep, principal: PrincipalDep) -> dict[str
 
 @router.get("/api/whoami-v2", include_in_schema=False)
 def whoami(principal: PrincipalDep) -> dict[str, Any]:
-    """`HfApi.whoami`: the caller, as get_principal names it (no tokens yet)."""
+    """`HfApi.whoami`: the token's user and what the token may do (the Hub answers 401 without
+    a token, and so does this)."""
+    if principal.is_anonymous:
+        raise Unauthenticated("whoami needs a token")
+    role = "read" if principal.read_only else "write"
     return {
         "type": "user",
         "id": principal.name,
@@ -87,7 +91,7 @@ def whoami(principal: PrincipalDep) -> dict[str, Any]:
         "orgs": [],
         "auth": {
             "type": "access_token",
-            "accessToken": {"displayName": principal.name, "role": "write"},
+            "accessToken": {"displayName": principal.name, "role": role},
         },
     }
 
@@ -102,7 +106,7 @@ def _info(rev: HubRevision) -> dict[str, Any]:
         "sha": rev.commit,
         "lastModified": iso(rev.last_modified),
         "createdAt": iso(rev.created_at),
-        "private": False,
+        "private": rev.private,
         "gated": False,
         "disabled": False,
         "downloads": 0,

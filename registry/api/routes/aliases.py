@@ -23,7 +23,7 @@ class AliasTarget(BaseModel):
 
 @router.put("/{alias}")
 def set_alias(
-    namespace: str, name: str, alias: str, body: AliasTarget, reg: RegistryDep, _: PrincipalDep
+    namespace: str, name: str, alias: str, body: AliasTarget, reg: RegistryDep, principal: PrincipalDep
 ) -> AliasInfo:
     repo = parse_repo(f"{namespace}/{name}")
     if body.version is not None:
@@ -34,9 +34,11 @@ def set_alias(
             raise BadRequest(f"{body.ref} is not in {repo}")
     else:
         raise BadRequest("give ref or version")
-    return aliases.set_alias(reg, ref, alias)
+    return aliases.set_alias(reg, ref, alias, principal=principal)
 
 
 @router.delete("/{alias}")
-def delete_alias(namespace: str, name: str, alias: str, reg: RegistryDep, _: PrincipalDep) -> AliasInfo:
-    return aliases.delete_alias(reg, parse_repo(f"{namespace}/{name}"), alias)
+def delete_alias(
+    namespace: str, name: str, alias: str, reg: RegistryDep, principal: PrincipalDep
+) -> AliasInfo:
+    return aliases.delete_alias(reg, parse_repo(f"{namespace}/{name}"), alias, principal=principal)

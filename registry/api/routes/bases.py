@@ -13,23 +13,23 @@ router = APIRouter(prefix="/v1", tags=["bases"])
 
 
 @router.post("/bases", status_code=201)
-def register_base(body: BaseRegistration, reg: RegistryDep, _: PrincipalDep) -> BaseInfo:
+def register_base(body: BaseRegistration, reg: RegistryDep, principal: PrincipalDep) -> BaseInfo:
     """Register a base from its fingerprint, structure and module table (computed by the client)."""
-    return bases.register_base(reg, body)
+    return bases.register_base(reg, body, principal=principal)
 
 
 @router.get("/bases")
-def list_bases(reg: RegistryDep, _: PrincipalDep) -> list[BaseInfo]:
-    return bases.list_bases(reg)
+def list_bases(reg: RegistryDep, principal: PrincipalDep) -> list[BaseInfo]:
+    return bases.list_bases(reg, principal=principal)
 
 
 @router.get("/bases/lookup")
-def get_base(ref: str, reg: RegistryDep, _: PrincipalDep) -> BaseInfo:
+def get_base(ref: str, reg: RegistryDep, principal: PrincipalDep) -> BaseInfo:
     """A base by name (names may contain '/') or by fingerprint sha256:..."""
-    return bases.get_base(reg, ref)
+    return bases.get_base(reg, ref, principal=principal)
 
 
 @router.post("/fit")
-def fit_query(body: FitQuery, reg: RegistryDep, _: PrincipalDep) -> FitResult:
+def fit_query(body: FitQuery, reg: RegistryDep, principal: PrincipalDep) -> FitResult:
     """Which adapters fit this base: tiers exact / compatible, filters, sort by an eval metric."""
-    return find_fits(reg, body)
+    return find_fits(reg, body, principal=principal)

@@ -12,11 +12,12 @@ from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 from pydantic import BaseModel
 
+from registry.access.checks import require_writer
 from registry.api.deps import PrincipalDep, RegistryDep, SettingsDep
 from registry.api.ranges import parse_range
 from registry.entities import MissingBlobs
 from registry.errors import BadRequest, NotFound, PushTooLarge, UploadTimeout
-from registry.services.blobs import missing_blobs, upload_blob
+from registry.services.blobs import missing_for, require_readable, upload_as
 from storage import check_digest
 
 router = APIRouter(prefix="/v1/blobs", tags=["blobs"])
@@ -27,14 +28,19 @@ class DigestList(BaseModel):
 
 
 @router.post("/missing")
-def check_missing(body: DigestList, reg: RegistryDep, _: PrincipalDep) -> MissingBlobs:
+def check_missing(body: DigestList, reg: RegistryDep, principal: PrincipalDep) -> MissingBlobs:
     """Which of these digests does the store lack? A push uploads only those."""
-    return MissingBlobs(missing=missing_blobs(reg.store, body.digests))
+    return MissingBlobs(missing=missing_for(reg, principal, body.digests))
 
 
 @router.head("/{digest}")
-def head_blob(digest: str, reg: RegistryDep, _: PrincipalDep) -> Response:
-    info = reg.store.stat(check_digest(digest))
+def head_blob(digest: str, reg: RegistryDep, principal: PrincipalDep) -> Response:
+    """Served only to a caller who may read a version or base that lists the blob."""
+    try:
+        require_readable(reg, principal, check_digest(digest))
+    except NotFound:
+        return Response(status_code=404)
+    info = reg.store.stat(digest)
     if info is None:
         return Response(status_code=404)
     return Response(headers={"Content-Length": str(info.size), "Accept-Ranges": "bytes"})
@@ -80,13 +86,14 @@ async def put_blob(
     request: Request,
     reg: RegistryDep,
     settings: SettingsDep,
-    _: PrincipalDep,
+    principal: PrincipalDep,
 ) -> dict[str, object]:
     """Stream the body into the store; sha256 and length are verified before it becomes visible.
 
     Uploads run on threads of their own, at most `ADAPTERS_UPLOAD_CONCURRENCY` at once (more wait
     without holding a thread), so clients that trickle bytes never starve the other routes."""
     check_digest(digest)
+    require_writer(principal)  # before a byte of the body is read
     # Read from the request, not declared as a parameter: it is framing (the server has already
     # checked it is a number), not an API input a client chooses apart from its body.
     declared = request.headers.get("content-length")
@@ -102,7 +109,7 @@ async def put_blob(
     reader = _BodyReader(request.stream().__aiter__(), settings.upload_idle_timeout_s)
     limiter = request.app.state.upload_limiter
     info = await anyio.to_thread.run_sync(
-        upload_blob, reg.store, reader, digest, content_length, limiter=limiter
+        upload_as, reg, principal, reader, digest, content_length, limiter=limiter
     )
     return {"digest": info.digest, "size": info.size}
 
@@ -112,10 +119,11 @@ def get_blob(
     digest: str,
     reg: RegistryDep,
     settings: SettingsDep,
-    _: PrincipalDep,
+    principal: PrincipalDep,
     range_header: Annotated[str | None, Header(alias="range")] = None,
 ) -> Response:
-    info = reg.store.stat(check_digest(digest))
+    require_readable(reg, principal, check_digest(digest))  # as if absent when it may not be read
+    info = reg.store.stat(digest)
     if info is None:
         raise NotFound(f"blob {digest} does not exist", digest=digest)
     if settings.s3_presign_downloads:

@@ -18,7 +18,7 @@ JobId = Annotated[int, Path(ge=1, le=INT32_MAX)]
 
 @router.post("/jobs", status_code=202)
 def submit_job(body: JobRequest, reg: RegistryDep, principal: PrincipalDep) -> JobInfo:
-    """Queue a job; a worker takes it. Follow it with GET /v1/jobs/{id}."""
+    """Queue a job; a worker takes it, with the submitter's rights. Follow it with GET /v1/jobs/{id}."""
     if "base_path" in body.params:
         # A path names a folder on the caller's machine: a server's workers must not read it.
         raise BadRequest(
@@ -26,25 +26,25 @@ def submit_job(body: JobRequest, reg: RegistryDep, principal: PrincipalDep) -> J
             "and pass its name or fingerprint as base",
             field="params.base_path",
         )
-    return jobs.submit(reg, body, principal.name)
+    return jobs.submit(reg, body, principal.name, principal=principal)
 
 
 @router.get("/jobs")
 def list_jobs(
     reg: RegistryDep,
-    _: PrincipalDep,
+    principal: PrincipalDep,
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[JobInfo]:
-    return jobs.list_jobs(reg, status, limit)
+    return jobs.list_jobs(reg, status, limit, principal=principal)
 
 
 @router.get("/jobs/{job_id}")
-def get_job(job_id: JobId, reg: RegistryDep, _: PrincipalDep) -> JobInfo:
-    return jobs.get(reg, job_id)
+def get_job(job_id: JobId, reg: RegistryDep, principal: PrincipalDep) -> JobInfo:
+    return jobs.get(reg, job_id, principal=principal)
 
 
 @router.post("/jobs/{job_id}/cancel")
-def cancel_job(job_id: JobId, reg: RegistryDep, _: PrincipalDep) -> JobInfo:
+def cancel_job(job_id: JobId, reg: RegistryDep, principal: PrincipalDep) -> JobInfo:
     """Cancel a queued job now, or ask the worker of a running one to stop."""
-    return jobs.cancel(reg, job_id)
+    return jobs.cancel(reg, job_id, principal=principal)

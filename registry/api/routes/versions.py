@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
@@ -35,7 +36,11 @@ async def commit_version(
 ) -> PushResult:
     """Record a version from uploaded blobs. 201 when created, 200 when identical to the latest."""
     result = await run_in_threadpool(
-        versions.commit_version, reg, f"{namespace}/{name}", body, principal.name
+        partial(versions.commit_version, principal=principal),
+        reg,
+        f"{namespace}/{name}",
+        body,
+        principal.name,
     )
     if not result.created:
         response.status_code = 200
@@ -43,9 +48,9 @@ async def commit_version(
 
 
 @router.get("/resolve")
-def resolve(ref: str, reg: RegistryDep, _: PrincipalDep) -> VersionInfo:
+def resolve(ref: str, reg: RegistryDep, principal: PrincipalDep) -> VersionInfo:
     """Look a version up by ns/name, ns/name:N, ns/name@alias or ns/name@sha256:..."""
-    return versions.resolve(reg, parse_ref(ref))
+    return versions.resolve(reg, parse_ref(ref), principal=principal)
 
 
 @router.get("/repos/{namespace}/{name}/versions/{number}")
@@ -54,15 +59,15 @@ def get_version(
     name: str,
     number: Annotated[int, Path(ge=1, le=INT32_MAX)],
     reg: RegistryDep,
-    _: PrincipalDep,
+    principal: PrincipalDep,
 ) -> VersionInfo:
-    return versions.resolve(reg, Ref(parse_repo(f"{namespace}/{name}"), version=number))
+    return versions.resolve(reg, Ref(parse_repo(f"{namespace}/{name}"), version=number), principal=principal)
 
 
 @router.get("/versions")
 def list_versions(
     reg: RegistryDep,
-    _: PrincipalDep,
+    principal: PrincipalDep,
     repo: str | None = None,
     task: str | None = None,
     peft_type: str | None = None,
@@ -72,14 +77,14 @@ def list_versions(
     cursor: str | None = None,
 ) -> Page[VersionSummary]:
     flt = VersionFilter(repo=repo, task=task, peft_type=peft_type, base=base, latest_only=latest_only)
-    return queries.list_versions(reg, flt, limit, cursor)
+    return queries.list_versions(reg, flt, limit, cursor, principal=principal)
 
 
 @router.get("/repos")
 def list_repos(
     reg: RegistryDep,
-    _: PrincipalDep,
+    principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=queries.MAX_LIMIT)] = 50,
     cursor: str | None = None,
 ) -> Page[RepoInfo]:
-    return queries.list_repos(reg, limit, cursor)
+    return queries.list_repos(reg, limit, cursor, principal=principal)

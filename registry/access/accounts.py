@@ -1,0 +1,345 @@
+"""Users, grants, tokens and namespace visibility: the service functions `adapters user|grant|token|
+namespace|whoami` call, in embedded/operator mode directly and over HTTP through routes.
+
+Every function takes the acting principal (`OPERATOR` when the caller holds the database):
+- add a user, list users: global admin;
+- grant or remove a role in NS, set NS's visibility: admin of NS;
+- create a token for a user: that user (with a token that is not read-only; the new token never
+  reaches beyond the one used) or a global admin; list and revoke tokens: their user or a global admin.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from registry import bounds
+from registry.access import tokens
+from registry.access.checks import require_namespace
+from registry.access.entities import GrantInfo, NamespaceInfo, TokenInfo, UserInfo, WhoAmI
+from registry.access.policy import global_admin
+from registry.access.principal import OPERATOR, ROLES, Principal, Role
+from registry.db import models as m
+from registry.db.engine import unit_of_work
+from registry.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthenticated
+from registry.refs import parse_repo
+from registry.services.context import Registry
+from registry.services.timeutil import now
+
+log = logging.getLogger(__name__)
+USER_NAME_LEN = 64
+RESERVED_NAMES = frozenset({"anonymous", "operator"})
+LAST_USED_GRANULARITY = timedelta(minutes=5)
+"""last_used_at is written at most this often per token: not a write on every request."""
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is not None and moment.tzinfo is None:  # SQLite gives back naive UTC datetimes
+        return moment.replace(tzinfo=UTC)
+    return moment
+
+
+def check_user_name(name: str) -> str:
+    bounds.check_text(name, "user name", USER_NAME_LEN)
+    if not name or name != name.strip() or any(c.isspace() for c in name) or "/" in name:
+        raise BadRequest(
+            f"user name {name!r}: no spaces or '/', 1 to {USER_NAME_LEN} characters", field="name"
+        )
+    if name in RESERVED_NAMES:
+        raise BadRequest(f"user name {name!r} is reserved", field="name")
+    return name
+
+
+def check_namespace(namespace: str) -> str:
+    parse_repo(f"{namespace}/x")  # the namespace rule of repository names
+    return namespace
+
+
+def check_role(role: str) -> Role:
+    if role not in ROLES:
+        raise BadRequest(f"role {role!r}: one of {', '.join(ROLES)}", field="role")
+    return role  # type: ignore[return-value]
+
+
+def _require_global_admin(p: Principal, what: str) -> None:
+    if not global_admin(p, "admin"):
+        if p.is_anonymous:
+            raise Unauthenticated(f"{what} needs a token")
+        raise Forbidden(f"{what}: global admins only", action="admin")
+
+
+def _user(session: Session, name: str) -> m.User:
+    row = session.scalars(select(m.User).where(m.User.name == name)).one_or_none()
+    if row is None:
+        raise NotFound(f"no user {name!r}; add one with `adapters user add {name}`")
+    return row
+
+
+def _grants(session: Session, user_id: int) -> dict[str, Role]:
+    rows = session.execute(select(m.Grant.namespace, m.Grant.role).where(m.Grant.user_id == user_id))
+    return {ns: role for ns, role in rows}  # type: ignore[misc]
+
+
+def _user_info(session: Session, row: m.User) -> UserInfo:
+    return UserInfo(
+        id=row.id,
+        name=row.name,
+        admin=row.admin,
+        created_at=row.created_at,
+        grants=dict(sorted(_grants(session, row.id).items())),
+    )
+
+
+def add_user(reg: Registry, name: str, admin: bool = False, *, principal: Principal = OPERATOR) -> UserInfo:
+    """Raises Conflict when the name is taken."""
+    _require_global_admin(principal, "adding a user")
+    check_user_name(name)
+    with unit_of_work(reg.sessions) as session:
+        if session.scalars(select(m.User.id).where(m.User.name == name)).first() is not None:
+            raise Conflict(f"user {name!r} already exists")
+        row = m.User(name=name, admin=admin, created_at=now())
+        session.add(row)
+        session.flush()
+        return _user_info(session, row)
+
+
+def list_users(reg: Registry, *, principal: Principal = OPERATOR) -> list[UserInfo]:
+    _require_global_admin(principal, "listing users")
+    with unit_of_work(reg.sessions) as session:
+        return [_user_info(session, r) for r in session.scalars(select(m.User).order_by(m.User.name))]
+
+
+def has_users(reg: Registry) -> bool:
+    """Whether any user exists (`adapters serve` prints how to make the first admin when not)."""
+    with unit_of_work(reg.sessions) as session:
+        return session.scalars(select(m.User.id).limit(1)).first() is not None
+
+
+def grant(
+    reg: Registry, user: str, namespace: str, role: str | None, *, principal: Principal = OPERATOR
+) -> GrantInfo:
+    """Give `user` `role` (read, write or admin) in `namespace`, replacing their role there;
+    `role=None` removes it."""
+    check_namespace(namespace)
+    checked = check_role(role) if role is not None else None
+    with unit_of_work(reg.sessions) as session:
+        require_namespace(
+            session, principal, "admin", namespace, lambda: NotFound(f"no namespace {namespace!r}")
+        )
+        row = _user(session, user)
+        existing = session.get(m.Grant, (row.id, namespace))
+        if checked is None:
+            if existing is not None:
+                session.delete(existing)
+        elif existing is None:
+            session.add(m.Grant(user_id=row.id, namespace=namespace, role=checked, created_at=now()))
+        else:
+            existing.role = checked
+        return GrantInfo(user=user, namespace=namespace, role=checked)
+
+
+def set_namespace_visibility(
+    reg: Registry, namespace: str, public: bool, *, principal: Principal = OPERATOR
+) -> NamespaceInfo:
+    """Public: anyone, anonymous callers included, may read it. Namespaces are private by default."""
+    check_namespace(namespace)
+    with unit_of_work(reg.sessions) as session:
+        require_namespace(
+            session, principal, "admin", namespace, lambda: NotFound(f"no namespace {namespace!r}")
+        )
+        row = session.get(m.Namespace, namespace)
+        if row is None:
+            session.add(m.Namespace(name=namespace, public=public, updated_at=now()))
+        else:
+            row.public = public
+            row.updated_at = now()
+        return NamespaceInfo(name=namespace, public=public)
+
+
+def list_namespaces(reg: Registry) -> list[NamespaceInfo]:
+    """Namespaces with a visibility set (every other one is private)."""
+    with unit_of_work(reg.sessions) as session:
+        rows = session.scalars(select(m.Namespace).order_by(m.Namespace.name))
+        return [NamespaceInfo(name=r.name, public=r.public) for r in rows]
+
+
+def _token_info(row: m.Token, user: str) -> TokenInfo:
+    return TokenInfo(
+        id=row.id,
+        user=user,
+        name=row.name,
+        prefix=row.prefix,
+        read_only=row.read_only,
+        namespaces=row.namespaces,
+        expires_at=_aware(row.expires_at),
+        revoked_at=_aware(row.revoked_at),
+        last_used_at=_aware(row.last_used_at),
+        created_at=_aware(row.created_at) or row.created_at,
+    )
+
+
+def create_token(
+    reg: Registry,
+    user: str,
+    *,
+    read_only: bool = False,
+    namespaces: Iterable[str] | None = None,
+    expires_in: timedelta | None = None,
+    name: str | None = None,
+    principal: Principal = OPERATOR,
+) -> tuple[str, TokenInfo]:
+    """A new token for `user`: the secret (shown once, never stored) and its description.
+
+    A token only narrows its user's rights: `read_only`, `namespaces` (only those), `expires_in`.
+    """
+    scope = sorted({check_namespace(ns) for ns in namespaces}) if namespaces is not None else None
+    if name is not None:
+        bounds.check_text(name, "token name", bounds.LABEL_LEN)
+    if expires_in is not None and expires_in <= timedelta(0):
+        raise BadRequest("a token's lifetime must be positive", field="expires")
+    with unit_of_work(reg.sessions) as session:
+        row = _user(session, user)
+        if not global_admin(principal, "admin"):
+            if principal.user_id != row.id or principal.read_only:
+                _refuse_other(principal, "creating a token for another user")
+            if principal.namespaces is not None:  # a scoped token makes only narrower ones
+                if scope is None or not set(scope) <= principal.namespaces:
+                    raise Forbidden("a namespace-scoped token may only create tokens within its namespaces")
+        secret = tokens.generate()
+        token = m.Token(
+            user_id=row.id,
+            name=name,
+            prefix=tokens.display_prefix(secret),
+            secret_hash=tokens.hash_secret(secret),
+            read_only=read_only,
+            namespaces=scope,
+            expires_at=now() + expires_in if expires_in is not None else None,
+            created_at=now(),
+        )
+        session.add(token)
+        session.flush()
+        return secret, _token_info(token, row.name)
+
+
+def _refuse_other(p: Principal, what: str) -> None:
+    if p.is_anonymous:
+        raise Unauthenticated(f"{what} needs a token")
+    raise Forbidden(f"{what}: only that user or a global admin", action="admin")
+
+
+def list_tokens(
+    reg: Registry, user: str | None = None, *, principal: Principal = OPERATOR
+) -> list[TokenInfo]:
+    """Tokens of `user` (default: the principal's own; every user's for the operator), newest first."""
+    with unit_of_work(reg.sessions) as session:
+        q = select(m.Token, m.User.name).join(m.User, m.User.id == m.Token.user_id)
+        if user is not None:
+            row = _user(session, user)
+            if not global_admin(principal, "read") and principal.user_id != row.id:
+                _refuse_other(principal, "listing another user's tokens")
+            q = q.where(m.Token.user_id == row.id)
+        elif not global_admin(principal, "read"):
+            if principal.user_id is None:
+                _refuse_other(principal, "listing tokens")
+            q = q.where(m.Token.user_id == principal.user_id)
+        return [_token_info(t, u) for t, u in session.execute(q.order_by(m.Token.id.desc()))]
+
+
+def revoke_token(reg: Registry, token_id: int, *, principal: Principal = OPERATOR) -> TokenInfo:
+    """Revoke at once (idempotent: a revoked token keeps its first revocation time)."""
+    with unit_of_work(reg.sessions) as session:
+        found = session.execute(
+            select(m.Token, m.User.name)
+            .join(m.User, m.User.id == m.Token.user_id)
+            .where(m.Token.id == token_id)
+        ).one_or_none()
+        if found is None or not (global_admin(principal, "admin") or principal.user_id == found[0].user_id):
+            if principal.is_anonymous:
+                raise Unauthenticated("revoking a token needs a token")
+            raise NotFound(f"no token {token_id}")
+        token, user = found
+        if principal.read_only and not principal.is_operator:
+            raise Forbidden("a read-only token may not revoke tokens", action="write")
+        if token.revoked_at is None:
+            token.revoked_at = now()
+        return _token_info(token, user)
+
+
+def authenticate(reg: Registry, secret: str) -> Principal:
+    """The principal a bearer token stands for.
+
+    Raises:
+        Unauthenticated: malformed, unknown, expired or revoked (one message for all, naming only
+            the reason's kind; never the secret).
+    """
+    if not tokens.is_well_formed(secret):
+        raise Unauthenticated("invalid token")
+    prefix = tokens.display_prefix(secret)
+    with unit_of_work(reg.sessions) as session:
+        candidates = session.scalars(select(m.Token).where(m.Token.prefix == prefix)).all()
+        token = next((t for t in candidates if tokens.matches(secret, t.secret_hash)), None)
+        if token is None:
+            raise Unauthenticated("invalid token")
+        t = now()
+        if token.revoked_at is not None:
+            raise Unauthenticated(f"token {token.prefix}... was revoked")
+        expires = _aware(token.expires_at)
+        if expires is not None and expires <= t:
+            raise Unauthenticated(f"token {token.prefix}... expired")
+        last = _aware(token.last_used_at)
+        if last is None or t - last > LAST_USED_GRANULARITY:
+            token.last_used_at = t
+        return _principal(session, token)
+
+
+def _principal(session: Session, token: m.Token) -> Principal:
+    user = session.get(m.User, token.user_id)
+    assert user is not None  # tokens cascade with their user
+    return Principal(
+        kind="user",
+        name=user.name,
+        user_id=user.id,
+        admin=user.admin,
+        grants=_grants(session, user.id),
+        token_id=token.id,
+        read_only=token.read_only,
+        namespaces=frozenset(token.namespaces) if token.namespaces is not None else None,
+    )
+
+
+def job_principal(session: Session, user_id: int | None, token_id: int | None, name: str) -> Principal:
+    """Who a job acts as when it publishes: its submitter with today's grants, narrowed as the
+    token it was submitted with (a revoked token or a deleted user: nothing but anonymous reads).
+    Expiry is not applied: a job may outlive a short token, as it was allowed when submitted."""
+    if user_id is None:
+        return Principal.operator(name)
+    user = session.get(m.User, user_id)
+    token = session.get(m.Token, token_id) if token_id is not None else None
+    if user is None or (token_id is not None and (token is None or token.revoked_at is not None)):
+        return Principal.anonymous()
+    return Principal(
+        kind="user",
+        name=user.name,
+        user_id=user.id,
+        admin=user.admin,
+        grants=_grants(session, user.id),
+        token_id=token_id,
+        read_only=bool(token and token.read_only),
+        namespaces=frozenset(token.namespaces) if token and token.namespaces is not None else None,
+    )
+
+
+def whoami(principal: Principal) -> WhoAmI:
+    return WhoAmI(
+        kind=principal.kind,
+        name=principal.name,
+        admin=principal.admin or principal.is_operator,
+        grants=dict(sorted(principal.grants.items())),
+        token_id=principal.token_id,
+        read_only=principal.read_only,
+        namespaces=sorted(principal.namespaces) if principal.namespaces is not None else None,
+    )

@@ -1,0 +1,335 @@
+"""The Hub protocol's write path: `create_repo`, `preupload`, the LFS batch API (basic and
+multipart transfers to one-time upload URLs) and `commit`, as huggingface_hub calls them with
+HF_HUB_DISABLE_XET=1. A thin translation onto `registry.services.hub_write` / `hub_lfs`."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from registry.api.deps import PrincipalDep, RegistryDep, SettingsDep
+from registry.api.hub.common import RepoIdDep, hub_route
+from registry.api.hub.errors import HubRoute, hub_error_response
+from registry.api.routes.blobs import _BodyReader
+from registry.config import Settings
+from registry.errors import BadRequest, Conflict, ValidationFailed, XetNotSupported
+from registry.services import hub_lfs, hub_write
+from registry.services.hub_lfs import XET_HINT, PartStore, Signer
+
+router = APIRouter(route_class=HubRoute)
+UPLOAD_PREFIX = "/api/lfs-upload"
+"""Where one-time upload URLs point (PUT bodies there are capped by ADAPTERS_MAX_PUSH_BYTES, not
+the request cap: registry/api/guard.py)."""
+LFS_JSON = "application/vnd.git-lfs+json"
+XET_HINT_PATH = "/api/xet-is-not-supported/set-HF_HUB_DISABLE_XET=1-to-upload"
+
+
+def _signer(request: Request, settings: Settings) -> Signer:
+    state = request.app.state
+    signer = getattr(state, "hub_signer", None)
+    if signer is None:
+        signer = state.hub_signer = Signer(hub_lfs.load_secret(settings), settings.hub_upload_url_ttl_s)
+    return signer  # type: ignore[no-any-return]
+
+
+def _parts(settings: Settings) -> PartStore:
+    return PartStore(settings.home / "hub-uploads")
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise BadRequest(f"the body is not JSON: {err}") from err
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
+
+
+@router.post("/api/repos/create", include_in_schema=False)
+async def create_repo(request: Request, reg: RegistryDep, principal: PrincipalDep) -> Response:
+    """`HfApi.create_repo`: records an empty adapter repository; 409 when it exists (the client's
+    exist_ok=True accepts that)."""
+    body = await _json(request)
+    if body.get("type") not in (None, "model"):
+        raise BadRequest("only model repositories (adapters) can be created here", field="type")
+    name, org = body.get("name"), body.get("organization")
+    if not isinstance(name, str) or not (org is None or isinstance(org, str)):
+        raise BadRequest("name (and organization) must be strings", field="name")
+    repo_id = f"{org}/{name}" if org else name
+    url = f"{str(request.base_url).rstrip('/')}/{repo_id}"
+    created = await anyio.to_thread.run_sync(hub_write.create_repo, reg, repo_id, principal.name)
+    if created:
+        return JSONResponse({"url": url, "name": repo_id, "id": repo_id})
+    # The Hub's answer for an existing repository: 409 with its url (create_repo(exist_ok=True) reads it).
+    answer = hub_error_response(request, Conflict(f"You already created this model repo: {repo_id}"))
+    return JSONResponse(
+        {"error": f"You already created this model repo: {repo_id}", "url": url},
+        status_code=409,
+        headers={k: v for k, v in answer.headers.items() if k.startswith("x-error")},
+    )
+
+
+@router.post("/api/validate-yaml", include_in_schema=False)
+def validate_yaml() -> dict[str, Any]:
+    """`create_commit` asks before committing a README.md; its metadata is not checked here."""
+    return {"errors": [], "warnings": []}
+
+
+@hub_route(router, "/preupload/{revision}", prefix="/api/models", methods=("POST",))
+async def preupload(
+    request: Request, revision: str, repo: RepoIdDep, reg: RegistryDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    """Small text files come inline in the commit ("regular"), the rest through LFS."""
+    body = await _json(request)
+    files = body.get("files")
+    if not isinstance(files, list) or len(files) > 10_000:
+        raise BadRequest("files must be a list of at most 10000 entries", field="files")
+    asked = []
+    for f in files:
+        try:
+            asked.append((str(f["path"]), int(f["size"]), base64.b64decode(f.get("sample") or "")[:512]))
+        except (KeyError, TypeError, ValueError, binascii.Error) as err:
+            raise BadRequest(f"invalid preupload entry: {err}", field="files") from err
+    modes = await anyio.to_thread.run_sync(hub_write.upload_modes, reg, repo, revision, principal.name, asked)
+    return {
+        "files": [
+            {"path": m.path, "uploadMode": m.mode, "shouldIgnore": m.ignore, "oid": m.oid} for m in modes
+        ],
+        "commitOid": None,
+    }
+
+
+@hub_route(router, "/xet-write-token/{revision}", prefix="/api/models")
+@hub_route(router, "/xet-read-token/{revision}", prefix="/api/models")
+def xet_token(revision: str, repo: RepoIdDep) -> Response:
+    """hf_xet asks for a Xet token first when HF_HUB_DISABLE_XET is not set (huggingface_hub 2.x
+    asks the server nothing before choosing Xet). hf_xet shows neither X-Error-Message nor the body
+    of an error, only the URL that failed: so the answer is a redirect to a URL that says what to do,
+    which then fails with the message for clients that do read it."""
+    return Response(status_code=307, headers={"Location": XET_HINT_PATH})
+
+
+@router.get(XET_HINT_PATH, include_in_schema=False)
+def xet_hint() -> None:
+    raise XetNotSupported(XET_HINT)
+
+
+@hub_route(router, ".git/info/lfs/objects/batch", methods=("POST",))
+async def lfs_batch(
+    request: Request,
+    repo: RepoIdDep,
+    reg: RegistryDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+) -> Response:
+    """The Git LFS batch API (upload only): per object, nothing to do, a single PUT, or parts."""
+    body = await _json(request)
+    if body.get("operation") != "upload":
+        raise BadRequest("only the upload operation is served (downloads: /resolve)", field="operation")
+    transfers = body.get("transfers") or ["basic"]
+    raw = body.get("objects")
+    if not isinstance(raw, list) or not isinstance(transfers, list) or len(raw) > 10_000:
+        raise BadRequest("objects must be a list (at most 10000) and transfers a list", field="objects")
+    try:
+        objects = [(str(o["oid"]), int(o["size"])) for o in raw]
+    except (KeyError, TypeError, ValueError) as err:
+        raise BadRequest(f"invalid LFS object: {err}", field="objects") from err
+    chunk = settings.hub_multipart_chunk_bytes
+    transfer, planned = await anyio.to_thread.run_sync(
+        hub_lfs.plan_upload,
+        reg,
+        repo,
+        principal.name,
+        objects,
+        [str(t) for t in transfers],
+        settings.max_push_bytes,
+        chunk,
+    )
+    base = str(request.base_url).rstrip("/")
+    signer = _signer(request, settings)
+    answer = []
+    for o in planned:
+        item: dict[str, Any] = {"oid": o.oid, "size": o.size}
+        if o.error:
+            item["error"] = {"code": o.error_code, "message": o.error}
+        elif o.action == "basic":
+            exp = signer.expiry()
+            sig = signer.sign(exp, o.oid, str(o.size))
+            href = f"{base}{UPLOAD_PREFIX}/{o.oid}/{o.size}?expires={exp}&sig={sig}"
+            item.update(
+                authenticated=True,
+                actions={"upload": {"href": href, "expires_in": settings.hub_upload_url_ttl_s}},
+            )
+        elif o.action == "multipart":
+            exp = signer.expiry()
+            upload_id = hub_lfs.secrets.token_urlsafe(16)
+            header: dict[str, str] = {"chunk_size": str(chunk)}
+            for n in range(1, o.parts + 1):
+                sig = signer.sign(exp, o.oid, str(o.size), upload_id, str(chunk), str(n))
+                header[str(n)] = (
+                    f"{base}{UPLOAD_PREFIX}/{o.oid}/{o.size}/{upload_id}/{chunk}/{n}?expires={exp}&sig={sig}"
+                )
+            sig = signer.sign(exp, o.oid, str(o.size), upload_id, str(chunk), "complete")
+            href = f"{base}{UPLOAD_PREFIX}/{o.oid}/{o.size}/{upload_id}/{chunk}?expires={exp}&sig={sig}"
+            item.update(authenticated=True, actions={"upload": {"href": href, "header": header}})
+        answer.append(item)
+    return Response(
+        json.dumps({"transfer": transfer, "objects": answer, "hash_algo": "sha256"}),
+        media_type=LFS_JSON,
+    )
+
+
+def _declared_length(request: Request) -> int:
+    declared = request.headers.get("content-length")
+    if declared is None or not declared.isdigit():
+        raise BadRequest("Content-Length is required for uploads")
+    return int(declared)
+
+
+async def _stream(request: Request, settings: Settings, func: Any, *args: Any) -> Any:
+    """Run `func(*args, reader)` on an upload thread, the body streamed in as /v1/blobs PUT does."""
+    reader = _BodyReader(request.stream().__aiter__(), settings.upload_idle_timeout_s)
+    return await anyio.to_thread.run_sync(
+        lambda: func(*args, reader), limiter=request.app.state.upload_limiter
+    )
+
+
+@router.put(UPLOAD_PREFIX + "/{oid}/{size}", include_in_schema=False)
+async def lfs_put(
+    request: Request, oid: str, size: int, expires: int, sig: str, reg: RegistryDep, settings: SettingsDep
+) -> Response:
+    """A basic transfer's single PUT, to the URL the batch call issued (no auth header)."""
+    _signer(request, settings).check(sig, expires, oid, str(size))
+    hub_lfs.check_size(size, settings.max_push_bytes)
+    if _declared_length(request) != size:
+        raise ValidationFailed(f"the body must be the object's {size} bytes", field="Content-Length")
+    await _stream(request, settings, lambda r: hub_lfs.put_object(reg, r, oid, size))
+    return Response(status_code=200)
+
+
+@router.put(UPLOAD_PREFIX + "/{oid}/{size}/{upload_id}/{chunk}/{number}", include_in_schema=False)
+async def lfs_put_part(
+    request: Request,
+    oid: str,
+    size: int,
+    upload_id: str,
+    chunk: int,
+    number: int,
+    expires: int,
+    sig: str,
+    settings: SettingsDep,
+) -> Response:
+    """One part of a multipart transfer; its ETag (the part's sha256) goes into the completion."""
+    _signer(request, settings).check(sig, expires, oid, str(size), upload_id, str(chunk), str(number))
+    hub_lfs.check_size(size, settings.max_push_bytes)
+    length = hub_lfs.part_length(size, chunk, number)
+    if _declared_length(request) != length:
+        raise ValidationFailed(f"part {number} must be {length} bytes", field="Content-Length")
+    parts = _parts(settings)
+    etag = await _stream(request, settings, lambda r: parts.put_part(upload_id, number, r, length))
+    return Response(status_code=200, headers={"ETag": f'"{etag}"'})
+
+
+@router.post(UPLOAD_PREFIX + "/{oid}/{size}/{upload_id}/{chunk}", include_in_schema=False)
+async def lfs_complete(
+    request: Request,
+    oid: str,
+    size: int,
+    upload_id: str,
+    chunk: int,
+    expires: int,
+    sig: str,
+    reg: RegistryDep,
+    settings: SettingsDep,
+) -> dict[str, Any]:
+    """The completion call: the parts, in order, become the blob (verified against the oid)."""
+    _signer(request, settings).check(sig, expires, oid, str(size), upload_id, str(chunk), "complete")
+    body = await _json(request)
+    raw = body.get("parts")
+    if body.get("oid") != oid or not isinstance(raw, list):
+        raise BadRequest("the completion names another object, or no parts", field="parts")
+    try:
+        ordered = sorted((int(p["partNumber"]), str(p["etag"])) for p in raw)
+    except (KeyError, TypeError, ValueError) as err:
+        raise BadRequest(f"invalid part: {err}", field="parts") from err
+    expected = -(-size // chunk)
+    if [n for n, _ in ordered] != list(range(1, expected + 1)):
+        raise BadRequest(f"the completion must list parts 1..{expected}", field="parts")
+    parts = _parts(settings)
+    await anyio.to_thread.run_sync(parts.remove_stale, settings.stale_upload_s)
+    info = await anyio.to_thread.run_sync(
+        lambda: parts.complete(reg, upload_id, oid, size, [e for _, e in ordered], chunk),
+        limiter=request.app.state.upload_limiter,
+    )
+    return {"oid": oid, "size": info.size}
+
+
+@hub_route(router, "/commit/{revision}", prefix="/api/models", methods=("POST",))
+async def commit(
+    request: Request, revision: str, repo: RepoIdDep, reg: RegistryDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    """`create_commit` (NDJSON): header, then file / lfsFile / deletedFile / deletedFolder lines.
+    The summary (and description) becomes the version's message."""
+    if request.query_params.get("create_pr") in ("1", "true", "True"):
+        raise BadRequest("pull requests are not supported: commit to main", field="create_pr")
+    parsed = parse_commit(await request.body())
+    done = await anyio.to_thread.run_sync(hub_write.commit, reg, repo, revision, parsed, principal.name)
+    base = str(request.base_url).rstrip("/")
+    return {
+        "success": True,
+        "commitOid": done.commit,
+        "commitUrl": f"{base}/{done.repo}/commit/{done.commit}",
+        "hookOutput": "",
+        "version": done.version,
+        "created": done.created,
+    }
+
+
+def parse_commit(body: bytes) -> hub_write.HubCommit:
+    """The NDJSON commit payload huggingface_hub's `_prepare_commit_payload` writes."""
+    out = hub_write.HubCommit()
+    for number, line in enumerate(body.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            _read_line(out, json.loads(line))
+        except (KeyError, TypeError, ValueError, binascii.Error) as err:
+            raise BadRequest(f"commit line {number}: {err}") from err
+    return out
+
+
+def _read_line(out: hub_write.HubCommit, item: Any) -> None:
+    key, value = item["key"], item["value"]
+    if not isinstance(value, dict):
+        raise TypeError("value must be an object")
+    if key == "header":
+        out.summary = str(value.get("summary") or "")
+        out.description = str(value.get("description") or "")
+        parent = value.get("parentCommit")
+        out.parent = str(parent) if parent else None
+        return
+    path = str(value["path"])
+    if key in ("file", "lfsFile") and (path in out.inline or path in out.lfs):
+        raise ValueError(f"{path!r} is added twice")
+    if key == "file":
+        if value.get("encoding", "base64") != "base64":
+            raise ValueError("inline files must be base64")
+        out.inline[path] = base64.b64decode(str(value["content"]), validate=True)
+    elif key == "lfsFile":
+        if value.get("algo", "sha256") != "sha256":
+            raise ValueError("LFS objects are sha256")
+        size = value.get("size")
+        out.lfs[path] = (f"sha256:{value['oid']}", None if size is None else int(size))
+    elif key == "deletedFile":
+        out.deleted_files.append(path)
+    elif key == "deletedFolder":
+        out.deleted_folders.append(path)
+    else:
+        raise ValueError(f"unknown operation {key!r}")

@@ -1,0 +1,279 @@
+"""The Hub protocol's LFS transfers: which objects to upload and where, one-time upload URLs
+signed with the server's key, and multipart uploads staged part by part.
+
+An upload URL carries no credentials of the client (huggingface_hub sends none on the PUT): it is
+an HMAC over (object, size, expiry[, upload id, part]) with a key only the server holds, so it
+cannot be forged, altered or used after it expires. It is single-use in effect: the bytes it
+accepts must hash to its object id (the store verifies while streaming), and once the blob exists
+a second PUT of the same bytes changes nothing; other bytes are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from registry.config import Settings
+from registry.errors import BadRequest, PushTooLarge, SizeMismatch, UploadUrlRefused, XetNotSupported
+from registry.services.blobs import upload_blob
+from registry.services.context import Registry
+from registry.services.hub import check_write
+from storage import BlobInfo, check_digest
+from storage.base import Readable
+
+TRANSFERS = ("basic", "multipart")
+XET_HINT = (
+    "this registry speaks the Git LFS transfers (basic, multipart), not Xet: "
+    "set HF_HUB_DISABLE_XET=1 in the client's environment"
+)
+MAX_PARTS = 10_000
+
+
+def load_secret(settings: Settings) -> bytes:
+    """ADAPTERS_SECRET_KEY, or a random key made once and kept in $ADAPTERS_HOME/secret_key (0600)."""
+    if settings.secret_key:
+        return settings.secret_key.encode()
+    path = settings.home / "secret_key"
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32).encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first: use theirs
+        return path.read_bytes().strip()
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+        f.flush()
+        os.fsync(f.fileno())
+    return key
+
+
+@dataclass(frozen=True)
+class Signer:
+    key: bytes
+    ttl_s: int
+
+    def sign(self, expires: int, *parts: str) -> str:
+        msg = "\n".join((str(expires), *parts)).encode()
+        return hmac.new(self.key, msg, hashlib.sha256).hexdigest()
+
+    def expiry(self) -> int:
+        return int(time.time()) + self.ttl_s
+
+    def check(self, signature: str, expires: int, *parts: str) -> None:
+        """Raises UploadUrlRefused when the signature does not match or the URL has expired."""
+        if not hmac.compare_digest(self.sign(expires, *parts), signature):
+            raise UploadUrlRefused("the upload URL is not one this registry issued (or it was altered)")
+        if expires < time.time():
+            raise UploadUrlRefused("the upload URL has expired; ask the LFS batch API for a new one")
+
+
+@dataclass(frozen=True)
+class LfsObject:
+    oid: str
+    """sha256 hex."""
+    size: int
+    action: str | None
+    """None: the store already holds it; "basic" or "multipart"."""
+    parts: int = 0
+    error: str | None = None
+    error_code: int = 0
+
+
+def choose_transfer(transfers: list[str]) -> str:
+    """The transfer both sides speak. A client that offers only Xet is told how to switch."""
+    for t in transfers or ["basic"]:
+        if t in TRANSFERS:
+            return t
+    raise XetNotSupported(XET_HINT)
+
+
+def plan_upload(
+    reg: Registry,
+    repo_id: str,
+    writer: str,
+    objects: list[tuple[str, int]],
+    transfers: list[str],
+    max_bytes: int,
+    chunk_bytes: int,
+) -> tuple[str, list[LfsObject]]:
+    """The LFS batch answer for an upload: per object, nothing (held), a single PUT, or parts of
+    `chunk_bytes` when the client speaks multipart and the object is larger."""
+    check_write(reg, writer, repo_id)
+    transfer = choose_transfer(transfers)
+    multipart = "multipart" in transfers
+    out = []
+    for oid, size in objects:
+        if not _is_hex64(oid) or size < 0:
+            out.append(LfsObject(oid, size, None, error="oid must be a sha256 (64 hex)", error_code=422))
+            continue
+        if size > max_bytes:
+            out.append(
+                LfsObject(
+                    oid,
+                    size,
+                    None,
+                    error=f"push_too_large: {size} bytes; the limit is {max_bytes} (ADAPTERS_MAX_PUSH_BYTES)",
+                    error_code=422,
+                )
+            )
+            continue
+        held = reg.store.stat(f"sha256:{oid}")
+        if held is not None and held.size == size:
+            out.append(LfsObject(oid, size, None))
+        elif multipart and size > chunk_bytes:
+            out.append(LfsObject(oid, size, "multipart", parts=-(-size // chunk_bytes)))
+        else:
+            out.append(LfsObject(oid, size, "basic"))
+    return transfer, out
+
+
+def _is_hex64(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
+def check_size(size: int, max_bytes: int) -> None:
+    if size > max_bytes:
+        raise PushTooLarge(
+            f"blob of {size} bytes; the limit is {max_bytes} (ADAPTERS_MAX_PUSH_BYTES)",
+            size=size,
+            limit=max_bytes,
+        )
+
+
+def put_object(reg: Registry, stream: Readable, oid: str, size: int) -> BlobInfo:
+    """A basic transfer: the body, verified against the object id while it streams. Once the
+    object is held, its URL is spent: the same bytes again (a client's retry) change nothing,
+    other bytes are refused."""
+    digest = check_digest(f"sha256:{oid}")
+    held = reg.store.stat(digest)
+    if held is None or held.size != size:
+        return upload_blob(reg.store, stream, digest, size)
+    h = hashlib.sha256()
+    read = 0
+    while chunk := stream.read(1024**2):
+        read += len(chunk)
+        if read > size:
+            break
+        h.update(chunk)
+    if read != size or h.hexdigest() != oid:
+        raise UploadUrlRefused("the upload URL was used already, for other bytes than these")
+    return held
+
+
+class PartStore:
+    """Parts of multipart uploads, staged as files under `root/<upload id>/` until the completion
+    call streams them, in order and verified, into the blob store. Parts live on the disk of the
+    server that received them (several replicas need sticky sessions, or a chunk size larger than
+    their objects)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _dir(self, upload_id: str) -> Path:
+        if not upload_id or not all(c.isalnum() or c in "-_" for c in upload_id):
+            raise BadRequest("invalid upload id")
+        return self.root / upload_id
+
+    def put_part(self, upload_id: str, number: int, stream: Readable, length: int) -> str:
+        """Store part `number` (atomically; a retried part replaces the first); its ETag is its sha256."""
+        folder = self._dir(upload_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        final = folder / f"{number:05d}.part"
+        tmp = folder / f".{number:05d}.{secrets.token_hex(4)}.tmp"
+        h = hashlib.sha256()
+        written = 0
+        try:
+            with open(tmp, "wb") as f:
+                while True:
+                    chunk = stream.read(1024**2)
+                    if not chunk:
+                        break
+                    written += len(chunk)
+                    if written > length:
+                        break
+                    h.update(chunk)
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            if written != length:
+                raise SizeMismatch(f"part {number}: expected {length} bytes", expected=length, actual=written)
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return h.hexdigest()
+
+    def complete(
+        self, reg: Registry, upload_id: str, oid: str, size: int, etags: list[str], chunk_bytes: int
+    ) -> BlobInfo:
+        """Stream the parts, in order, into the store as one blob verified against `oid`; the
+        staged parts are removed whatever the outcome."""
+        folder = self._dir(upload_id)
+        try:
+            paths = [folder / f"{n:05d}.part" for n in range(1, len(etags) + 1)]
+            for n, (path, etag) in enumerate(zip(paths, etags, strict=True), start=1):
+                if not path.exists():
+                    raise BadRequest(f"part {n} was not uploaded")
+                if etag.strip('"') != _sha256_file(path):
+                    raise BadRequest(f"part {n}: its ETag does not match the uploaded part")
+            return put_object(reg, _Chained(paths), oid, size)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def remove_stale(self, older_than_s: float) -> None:
+        """Drop the parts of multipart uploads nobody completed."""
+        if not self.root.is_dir():
+            return
+        cutoff = time.time() - older_than_s
+        for folder in self.root.iterdir():
+            try:
+                if folder.stat().st_mtime < cutoff:
+                    shutil.rmtree(folder, ignore_errors=True)
+            except FileNotFoundError:
+                continue
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1024**2), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class _Chained:
+    """read(n) over several files in turn."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self._files: Iterator[Path] = iter(paths)
+        self._current = None if not paths else open(next(self._files), "rb")  # noqa: SIM115
+
+    def read(self, n: int = -1) -> bytes:
+        out = b""
+        while self._current is not None and (n < 0 or len(out) < n):
+            chunk = self._current.read(-1 if n < 0 else n - len(out))
+            if chunk:
+                out += chunk
+                continue
+            self._current.close()
+            nxt = next(self._files, None)
+            self._current = None if nxt is None else open(nxt, "rb")  # noqa: SIM115
+        return out
+
+
+def part_length(size: int, chunk_bytes: int, number: int) -> int:
+    """The length part `number` (from 1) of an object of `size` bytes must have."""
+    parts = -(-size // chunk_bytes)
+    if not 1 <= number <= min(parts, MAX_PARTS):
+        raise BadRequest(f"part {number} is outside 1..{parts}")
+    return min(chunk_bytes, size - (number - 1) * chunk_bytes)

@@ -1,0 +1,272 @@
+"""The Hugging Face Hub protocol's write path: create_repo, preupload and commit, translated onto
+the push path. A Hub commit applies its added and deleted files to the parent version's file set
+and ends in `versions.commit_version`, the same function `adapters push` ends in: every push
+check, one transaction. Every write first passes `hub.check_write` (the permission check's place).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field
+
+import pydantic
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from registry.db import models as m
+from registry.db.engine import unit_of_work
+from registry.entities import FileInfo, PushRequest, PushResult
+from registry.errors import BlobMissing, Conflict, EntryNotFound, ValidationFailed
+from registry.formats.inspect import inspect_files
+from registry.formats.manifest import FileEntry
+from registry.refs import RepoName
+from registry.services.blobs import read_range, upload_blob
+from registry.services.context import Registry
+from registry.services.hub import EMPTY_COMMIT, MAIN, check_write, commit_id
+from registry.services.names import refuse_base_name
+from registry.services.timeutil import now
+from registry.services.versions import commit_version
+
+INLINE_MAX_BYTES = 1024**2
+TRAINER_SIDE_FILES = frozenset({"training_args.bin"})
+"""What `Trainer.push_to_hub` uploads beside the model that the registry never stores: its training
+arguments, pickled with torch.save. preupload answers `shouldIgnore` for them, so the push goes
+through without them (a commit that lists one anyway is refused as a pickle, like any other)."""
+"""Files up to this size whose first bytes hold no NUL come inline in the commit (base64), as the
+Hub's "regular" files do; others go through the LFS batch API."""
+RACE_RETRIES = 3
+"""A commit without `parentCommit` whose parent moved while it was checked is rebuilt on the new
+parent this many times before it answers 409."""
+
+
+class _ParentMoved(Conflict):
+    """Another commit landed between reading the parent and recording this one (code `conflict`)."""
+
+
+@dataclass(frozen=True)
+class UploadMode:
+    path: str
+    mode: str
+    """"regular" (inline in the commit) or "lfs"."""
+    oid: str | None
+    """The file's id at the parent when the path exists there (the client skips unchanged files):
+    sha256 hex for LFS files, the git blob id of the content for regular ones."""
+    ignore: bool = False
+    """The Hub's `shouldIgnore`: the client leaves the file out of the upload and the commit."""
+
+
+@dataclass
+class HubCommit:
+    """One parsed commit: header and operations, in order of arrival."""
+
+    summary: str = ""
+    description: str = ""
+    parent: str | None = None
+    inline: dict[str, bytes] = field(default_factory=dict)
+    lfs: dict[str, tuple[str, int | None]] = field(default_factory=dict)
+    """path -> (sha256 digest `sha256:<hex>`, size if the client sent it)."""
+    deleted_files: list[str] = field(default_factory=list)
+    deleted_folders: list[str] = field(default_factory=list)
+
+    @property
+    def message(self) -> str:
+        return f"{self.summary}\n\n{self.description}" if self.description else self.summary
+
+
+@dataclass(frozen=True)
+class CommitDone:
+    repo: str
+    commit: str
+    version: int
+    created: bool
+
+
+def _is_main(revision: str) -> bool:
+    return revision in (MAIN, f"refs/heads/{MAIN}")
+
+
+def create_repo(reg: Registry, repo_id: str, writer: str) -> bool:
+    """Record an adapter repository with no version yet (what `HfApi.create_repo` expects to find
+    afterwards); /v1 lists it from its first version on. Returns False when it already exists.
+
+    Raises:
+        NameTaken: a base model holds the name.
+    """
+    repo = check_write(reg, writer, repo_id)
+    with unit_of_work(reg.sessions) as session:
+        if _repository(session, repo) is not None:
+            return False
+        refuse_base_name(session, repo)
+        session.add(
+            m.Repository(namespace=repo.namespace, name=repo.name, created_at=now(), latest_version=0)
+        )
+        return True
+
+
+def _repository(session: Session, repo: RepoName) -> m.Repository | None:
+    return session.scalars(
+        select(m.Repository).where(m.Repository.namespace == repo.namespace, m.Repository.name == repo.name)
+    ).one_or_none()
+
+
+def _parent_files(session: Session, repo: RepoName) -> tuple[int, str, dict[str, FileEntry]]:
+    """The latest version's number (0: none), commit id and files by path."""
+    repository = _repository(session, repo)
+    if repository is None or repository.latest_version == 0:
+        return 0, EMPTY_COMMIT, {}
+    version = session.scalars(
+        select(m.Version).where(
+            m.Version.repository_id == repository.id, m.Version.number == repository.latest_version
+        )
+    ).one()
+    files = {f.path: FileEntry(f.path, f.size, f.digest) for f in version.files}
+    return version.number, commit_id(version.digest), files
+
+
+def upload_modes(
+    reg: Registry, repo_id: str, revision: str, writer: str, files: list[tuple[str, int, bytes]]
+) -> list[UploadMode]:
+    """`preupload`: how each (path, size, first bytes) goes up, and its id at `revision` if any."""
+    repo = check_write(reg, writer, repo_id)
+    _check_main(revision)
+    with unit_of_work(reg.sessions) as session:
+        _, _, parent = _parent_files(session, repo)
+    out = []
+    for path, size, sample in files:
+        mode = "regular" if size <= INLINE_MAX_BYTES and b"\0" not in sample else "lfs"
+        oid = None
+        held = parent.get(path)
+        if held is not None and held.size == size:
+            if mode == "lfs":
+                oid = held.sha256.removeprefix("sha256:")
+            else:
+                data = read_range(reg.store, held.sha256, 0, size) if size else b""
+                oid = _git_blob_id(data)
+        out.append(UploadMode(path, mode, oid, ignore=path in TRAINER_SIDE_FILES))
+    return out
+
+
+def _git_blob_id(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+def _check_main(revision: str) -> None:
+    if not _is_main(revision):
+        raise ValidationFailed(
+            f"commits go to {MAIN!r} (a new version); move an alias with `adapters alias` instead of "
+            f"committing to {revision[:64]!r}",
+            field="revision",
+        )
+
+
+def commit(reg: Registry, repo_id: str, revision: str, hub_commit: HubCommit, writer: str) -> CommitDone:
+    """Apply a Hub commit to the latest version's files and record the result as a new version
+    through `commit_version`. Files are checked before any inline one is stored.
+
+    Raises:
+        Conflict: `parentCommit` is not the latest version (or the latest moved during the commit).
+        EntryNotFound: a deleted file is not in the parent.
+        BlobMissing: an LFS file was not uploaded.
+        InvalidAdapter (and subclasses): a push check refused the files.
+    """
+    repo = check_write(reg, writer, repo_id)
+    _check_main(revision)
+    inline = {
+        path: FileEntry(path, len(data), "sha256:" + hashlib.sha256(data).hexdigest())
+        for path, data in hub_commit.inline.items()
+    }
+    for attempt in range(RACE_RETRIES):
+        with unit_of_work(reg.sessions) as session:
+            parent_number, parent_commit, files = _parent_files(session, repo)
+        if hub_commit.parent is not None and hub_commit.parent != parent_commit:
+            raise Conflict(
+                f"parentCommit {hub_commit.parent[:40]} is not the latest commit of {repo} "
+                f"({parent_commit}); pull and commit again",
+                repo=str(repo),
+            )
+        _apply(files, hub_commit, inline, reg, repo_id, parent_commit)
+        entries = sorted(files.values(), key=lambda f: f.path)
+        # Validate before writing: the inline files are read from memory, the rest from the store.
+        inspect_files(entries, lambda e, s, n: _read(reg, hub_commit.inline, inline, e, s, n), reg.limits)
+        for path, entry in inline.items():
+            if files.get(path) == entry:
+                data = hub_commit.inline[path]
+                upload_blob(reg.store, io.BytesIO(data), entry.sha256, entry.size)
+        request = _push_request(entries, hub_commit.message)
+
+        def same_parent(session: Session, result: PushResult, expected: int = parent_number + 1) -> None:
+            if result.created and result.version != expected:
+                raise _ParentMoved(f"{repo} moved on during the commit; commit again", repo=str(repo))
+
+        try:
+            result = commit_version(reg, str(repo), request, writer, on_commit=same_parent)
+        except _ParentMoved:
+            if hub_commit.parent is not None or attempt == RACE_RETRIES - 1:
+                raise
+            continue
+        return CommitDone(str(repo), commit_id(result.digest), result.version, result.created)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _apply(
+    files: dict[str, FileEntry],
+    hub_commit: HubCommit,
+    inline: dict[str, FileEntry],
+    reg: Registry,
+    repo_id: str,
+    parent_commit: str,
+) -> None:
+    """Deletions first, then additions, as the Hub applies them."""
+    for path in hub_commit.deleted_files:
+        if files.pop(path, None) is None:
+            raise EntryNotFound(
+                f"A file with this name doesn't exist: {path!r} is not in {repo_id}@{parent_commit}",
+                path=path,
+                commit=parent_commit,
+            )
+    for folder in hub_commit.deleted_folders:
+        prefix = folder.strip("/") + "/"
+        gone = [p for p in files if p.startswith(prefix)]
+        if not gone:
+            raise EntryNotFound(
+                f"A file with this name doesn't exist: no folder {folder!r} in {repo_id}@{parent_commit}",
+                path=folder,
+                commit=parent_commit,
+            )
+        for p in gone:
+            del files[p]
+    files.update(inline)
+    for path, (digest, size) in hub_commit.lfs.items():
+        held = reg.store.stat(digest)
+        if held is None or (size is not None and held.size != size):
+            raise BlobMissing(
+                f"{path}: LFS object {digest} was not uploaded; upload it through the LFS batch API first",
+                path=path,
+                digest=digest,
+            )
+        files[path] = FileEntry(path, held.size, digest)
+
+
+def _read(
+    reg: Registry,
+    data: dict[str, bytes],
+    inline: dict[str, FileEntry],
+    entry: FileEntry,
+    start: int,
+    length: int,
+) -> bytes:
+    if inline.get(entry.path) == entry:
+        return data[entry.path][start : start + length]
+    return read_range(reg.store, entry.sha256, start, length)
+
+
+def _push_request(entries: list[FileEntry], message: str) -> PushRequest:
+    try:
+        return PushRequest(
+            files=[FileInfo(path=f.path, size=f.size, sha256=f.sha256) for f in entries],
+            message=message or None,
+        )
+    except pydantic.ValidationError as err:
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()[:3])
+        raise ValidationFailed(f"the commit cannot be recorded: {detail}") from err

@@ -1,0 +1,399 @@
+"""The Hugging Face Hub protocol's write path, driven by the real clients (huggingface_hub, PEFT;
+in a subprocess, HF_ENDPOINT at a real uvicorn server, HF_HUB_DISABLE_XET=1) and by raw HTTP:
+every Hub commit is a version made by the same push path as `adapters push`."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import pickle
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from registry.api import create_app
+from registry.entities import VersionFilter
+from registry.services import queries
+from registry.services.context import Registry
+from registry.services.hub_lfs import Signer, load_secret
+from tests.conftest import ServerThread, db_url_for, make_settings
+from tests.hub.clients import run_client
+
+REPO = "acme/hubbed"
+
+
+def make_public(reg: Registry, *namespaces: str) -> None:
+    """Anonymous clients read these namespaces (where access control marks namespaces private by
+    default; a no-op before it exists)."""
+    from registry.db import models as m
+    from registry.db.engine import unit_of_work
+    from registry.services.timeutil import now
+
+    model = getattr(m, "Namespace", None)
+    if model is None:
+        return
+    with unit_of_work(reg.sessions) as session:
+        for name in namespaces:
+            session.merge(model(name=name, public=True, updated_at=now()))
+
+
+def versions(reg: Registry, repo: str) -> list[Any]:
+    return sorted(queries.list_versions(reg, VersionFilter(repo=repo)).items, key=lambda v: v.version)
+
+
+def files_of(reg: Registry, repo: str, number: int) -> dict[str, str]:
+    from registry.refs import Ref, parse_repo
+    from registry.services.versions import resolve
+
+    return {f.path: f.sha256 for f in resolve(reg, Ref(parse_repo(repo), version=number)).files}
+
+
+def test_upload_folder_file_delete_and_refusals(
+    server: ServerThread, registry: Registry, lora_a: Path, tmp_path: Path
+) -> None:
+    """create_repo, upload_folder (v1), upload_file (v2, the parent's files kept), delete_file
+    (v3), each summary the version's message; refusals carry their code and store nothing."""
+    make_public(registry, "acme")
+    (tmp_path / "evil").mkdir()
+    (tmp_path / "evil" / "training_args.bin").write_bytes(pickle.dumps({"lr": 1}))
+    got = run_client(
+        server.url,
+        tmp_path / "hf",
+        f"""
+        api = hf.HfApi()
+        res = {{}}
+        url = api.create_repo("{REPO}")
+        res["url"] = [str(url), url.repo_id]
+        api.create_repo("{REPO}", exist_ok=True)
+        try:
+            api.create_repo("{REPO}")
+        except hf_errors.HfHubHTTPError as err:
+            res["again"] = err.response.status_code
+        empty = api.repo_info("{REPO}")
+        res["empty"] = [empty.sha, [s.rfilename for s in empty.siblings or []]]
+        c1 = api.upload_folder(repo_id="{REPO}", folder_path="{lora_a}", commit_message="first upload",
+                               commit_description="from a folder")
+        res["c1"] = c1.oid
+        c2 = api.upload_file(path_or_fileobj=b"# hubbed\\nnotes\\n", path_in_repo="README.md",
+                             repo_id="{REPO}", commit_message="readme")
+        res["c2"] = c2.oid
+        res["readme"] = open(hf.hf_hub_download("{REPO}", "README.md"), "rb").read().decode()
+        c3 = api.delete_file("README.md", repo_id="{REPO}", commit_message="drop the readme")
+        res["c3"] = c3.oid
+        res["files_main"] = sorted(api.list_repo_files("{REPO}"))
+        res["sha_main"] = api.model_info("{REPO}").sha
+        errors = {{}}
+        for name, call in [
+            ("stale", lambda: api.upload_file(path_or_fileobj=b"x\\n", path_in_repo="NOTES.md",
+                repo_id="{REPO}", parent_commit=c1.oid)),
+            ("pickle", lambda: api.upload_file(path_or_fileobj="{tmp_path / "evil" / "training_args.bin"}",
+                path_in_repo="training_args.bin", repo_id="{REPO}")),
+            ("pickle_new_repo", lambda: api.upload_folder(repo_id="acme/evil",
+                folder_path="{tmp_path / "evil"}")),
+            ("bad_config", lambda: api.upload_file(path_or_fileobj=b'{{"peft_type": "NOPE"}}',
+                path_in_repo="adapter_config.json", repo_id="{REPO}")),
+            ("missing_delete", lambda: api.delete_file("nothing.json", repo_id="{REPO}")),
+        ]:
+            try:
+                call()
+                errors[name] = None
+            except hf_errors.HfHubHTTPError as err:
+                errors[name] = [err.response.status_code, err.response.headers.get("x-error-code"),
+                                err.response.headers.get("x-error-message")]
+        res["errors"] = errors
+        out(res)
+        """,
+    )
+    assert got["url"] == [f"{server.url}/{REPO}", REPO]
+    assert got["again"] == 409
+    assert got["empty"][1] == []
+    local = {p.relative_to(lora_a).as_posix() for p in lora_a.rglob("*") if p.is_file()}
+    made = versions(registry, REPO)
+    assert [v.version for v in made] == [1, 2, 3]
+    assert [v.digest.removeprefix("sha256:")[:40] for v in made] == [got["c1"], got["c2"], got["c3"]]
+    assert got["empty"][0] not in (got["c1"], None)
+    v1, v2, v3 = (files_of(registry, REPO, n) for n in (1, 2, 3))
+    assert set(v1) == local
+    assert {p: d for p, d in v2.items() if p != "README.md"} == {
+        p: d for p, d in v1.items() if p != "README.md"
+    }
+    assert got["readme"] == "# hubbed\nnotes\n"
+    assert v2["README.md"] == "sha256:" + hashlib.sha256(b"# hubbed\nnotes\n").hexdigest()
+    assert set(v3) == set(v1) - {"README.md"} and got["files_main"] == sorted(v3)
+    assert got["sha_main"] == got["c3"]
+    messages = [registry_message(registry, REPO, n) for n in (1, 2, 3)]
+    assert messages == ["first upload\n\nfrom a folder", "readme", "drop the readme"]
+    assert all(v.pushed_by == "anonymous" for v in made)
+
+    errors = got["errors"]
+    assert errors["stale"][0] == 409 and "parentCommit" in errors["stale"][2]
+    assert errors["pickle"][0] == 422 and "pickle_refused" in errors["pickle"][2]
+    assert errors["pickle_new_repo"][0] == 422 and "pickle_refused" in errors["pickle_new_repo"][2]
+    assert errors["bad_config"][0] == 422 and "unknown_peft_type" in errors["bad_config"][2]
+    assert errors["missing_delete"][0] == 404
+    # Nothing stored by any refusal: still three versions, no acme/evil.
+    assert [v.version for v in versions(registry, REPO)] == [1, 2, 3]
+    assert versions(registry, "acme/evil") == []
+    http = httpx.Client(base_url=server.url, timeout=30)
+    assert http.get("/api/models/acme/evil").status_code == 404
+
+
+def registry_message(reg: Registry, repo: str, number: int) -> str | None:
+    from registry.refs import Ref, parse_repo
+    from registry.services.versions import resolve
+
+    return resolve(reg, Ref(parse_repo(repo), version=number)).message
+
+
+def _commit(http: httpx.Client, repo: str, lines: list[dict[str, Any]]) -> httpx.Response:
+    body = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+    return http.post(
+        f"/api/models/{repo}/commit/main", content=body, headers={"Content-Type": "application/x-ndjson"}
+    )
+
+
+@pytest.fixture
+def small_chunks(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[ServerThread, Registry]]:
+    """SQLite and file blobs, with parts of 4 KiB so that a small adapter goes up in several."""
+    settings = make_settings(tmp_path, db_url_for("sqlite", tmp_path, request), "file", request)
+    settings = settings.model_copy(update={"hub_multipart_chunk_bytes": 4096})
+    reg = Registry.from_settings(settings, migrate=True)
+    with ServerThread(create_app(settings, reg)) as srv:
+        yield srv, reg
+    reg.close()
+
+
+def test_raw_protocol_urls_multipart_and_unsafe_paths(
+    small_chunks: tuple[ServerThread, Registry], lora_a: Path, tmp_path: Path
+) -> None:
+    server, reg = small_chunks
+    make_public(reg, "acme")
+    http = httpx.Client(base_url=server.url, timeout=30)
+    weights = (lora_a / "adapter_model.safetensors").read_bytes()
+    config = (lora_a / "adapter_config.json").read_bytes()
+    oid = hashlib.sha256(weights).hexdigest()
+    assert len(weights) > 4096
+
+    # Only Xet offered: refused, saying what to set.
+    xet = http.post(
+        f"/{REPO}.git/info/lfs/objects/batch",
+        json={"operation": "upload", "transfers": ["xet"], "objects": [{"oid": oid, "size": len(weights)}]},
+    )
+    assert xet.status_code == 400 and "HF_HUB_DISABLE_XET=1" in xet.headers["x-error-message"]
+
+    batch = http.post(
+        f"/{REPO}.git/info/lfs/objects/batch",
+        json={"operation": "upload", "transfers": ["basic"], "objects": [{"oid": oid, "size": len(weights)}]},
+    ).json()
+    assert batch["transfer"] == "basic"
+    href = batch["objects"][0]["actions"]["upload"]["href"]
+    path = href.removeprefix(server.url)
+    # Tampered (another size, another signature) and expired URLs are refused; no auth is needed.
+    assert http.put(path.replace("sig=", "sig=0"), content=weights).status_code == 403
+    wrong = path.replace(f"/{len(weights)}?", f"/{len(weights) - 1}?")
+    assert http.put(wrong, content=weights[:-1]).status_code == 403
+    secret = Signer(load_secret(reg_settings(server)), 60)
+    past = int(time.time()) - 10
+    expired = (
+        f"/api/lfs-upload/{oid}/{len(weights)}?expires={past}&sig={secret.sign(past, oid, str(len(weights)))}"
+    )
+    refused = http.put(expired, content=weights)
+    assert refused.status_code == 403 and "expired" in refused.headers["x-error-message"]
+    # Other bytes: refused, nothing stored.
+    other = bytes(reversed(weights))
+    assert http.put(path, content=other).status_code == 422
+    assert reg.store.stat(f"sha256:{oid}") is None
+    assert http.put(path, content=weights).status_code == 200
+    assert http.put(path, content=other).status_code == 403  # reuse for other bytes: refused
+    assert http.put(path, content=weights).status_code == 200  # the same bytes again: a no-op
+    again = http.post(
+        f"/{REPO}.git/info/lfs/objects/batch",
+        json={"operation": "upload", "objects": [{"oid": oid, "size": len(weights)}]},
+    ).json()
+    assert "actions" not in again["objects"][0]  # held: nothing to upload
+
+    # An unsafe path in a commit: refused with its code, nothing stored.
+    inline = {
+        "key": "file",
+        "value": {
+            "path": "adapter_config.json",
+            "encoding": "base64",
+            "content": base64.b64encode(config).decode(),
+        },
+    }
+    lfs = {
+        "key": "lfsFile",
+        "value": {"path": "adapter_model.safetensors", "algo": "sha256", "oid": oid, "size": len(weights)},
+    }
+    for bad in ("../escape.json", "a/../../x.json", "/abs.json"):
+        answer = _commit(
+            http,
+            REPO,
+            [
+                {"key": "header", "value": {"summary": "bad"}},
+                inline,
+                lfs,
+                {"key": "file", "value": {"path": bad, "content": "e30="}},
+            ],
+        )
+        assert answer.status_code == 422, bad
+        assert "unsafe_path" in answer.headers["x-error-message"], bad
+    assert versions(reg, REPO) == []
+    good = _commit(http, REPO, [{"key": "header", "value": {"summary": "raw"}}, inline, lfs])
+    assert good.status_code == 200 and good.json()["version"] == 1
+
+    # Multipart (the server's chunk size): the real client, then the blob is whole and verified.
+    (tmp_path / "big").mkdir()
+    (tmp_path / "big" / "adapter_model.safetensors").write_bytes(weights)
+    big = _perturbed(weights)
+    (tmp_path / "big" / "adapter_model.safetensors").write_bytes(big)
+    got = run_client(
+        server.url,
+        tmp_path / "hf",
+        f"""
+        import logging
+        from huggingface_hub import lfs
+        seen = []
+        original = lfs._upload_multi_part
+        def spy(**kw):
+            seen.append(kw["chunk_size"])
+            return original(**kw)
+        lfs._upload_multi_part = spy
+        api = hf.HfApi()
+        info = api.upload_file(path_or_fileobj="{tmp_path / "big" / "adapter_model.safetensors"}",
+                               path_in_repo="adapter_model.safetensors", repo_id="{REPO}",
+                               commit_message="multipart")
+        out([info.oid, seen])
+        """,
+    )
+    assert got[1] == [4096]
+    made = versions(reg, REPO)
+    assert [v.version for v in made] == [1, 2] and made[1].digest.removeprefix("sha256:")[:40] == got[0]
+    big_digest = "sha256:" + hashlib.sha256(big).hexdigest()
+    assert files_of(reg, REPO, 2)["adapter_model.safetensors"] == big_digest
+    assert b"".join(reg.store.open(big_digest)) == big
+    assert not any((reg_settings(server).home / "hub-uploads").glob("*/*"))  # parts cleaned up
+
+
+def reg_settings(server: ServerThread) -> Any:
+    return server.server.config.app.state.settings
+
+
+def _perturbed(weights: bytes) -> bytes:
+    """The same safetensors file with its last tensor byte changed: valid, other content."""
+    return weights[:-1] + bytes([weights[-1] ^ 1])
+
+
+def test_without_disable_xet_the_client_is_told(
+    server_sqlite: ServerThread, lora_a: Path, tmp_path: Path
+) -> None:
+    got = run_client(
+        server_sqlite.url,
+        tmp_path / "hf",
+        f"""
+        api = hf.HfApi()
+        try:
+            api.upload_folder(repo_id="{REPO}", folder_path="{lora_a}")
+            out(["ok", api.model_info("{REPO}").sha])
+        except Exception as err:
+            out(["error", type(err).__name__, str(err)])
+        """,
+        HF_HUB_DISABLE_XET="",
+    )
+    # huggingface_hub 2.x picks Xet without asking the server; hf_xet shows only the failing URL.
+    assert got[0] == "error" and "HF_HUB_DISABLE_XET=1" in got[2], got
+    answer = httpx.get(f"{server_sqlite.url}/api/models/{REPO}/xet-write-token/main", follow_redirects=True)
+    assert answer.status_code == 400 and "HF_HUB_DISABLE_XET=1" in answer.headers["x-error-message"]
+
+
+@pytest.fixture
+def server_sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerThread]:
+    settings = make_settings(tmp_path, db_url_for("sqlite", tmp_path, request), "file", request)
+    reg = Registry.from_settings(settings, migrate=True)
+    with ServerThread(create_app(settings, reg)) as srv:
+        yield srv
+    reg.close()
+
+
+@pytest.fixture(params=["sqlite-file", "postgresql-s3"])
+def hub_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[ServerThread, Registry]]:
+    db, backend = str(request.param).split("-")
+    settings = make_settings(tmp_path, db_url_for(db, tmp_path, request), backend, request)
+    reg = Registry.from_settings(settings, migrate=True)
+    with ServerThread(create_app(settings, reg)) as srv:
+        yield srv, reg
+    reg.close()
+
+
+def test_peft_push_to_hub_then_from_pretrained(
+    hub_server: tuple[ServerThread, Registry], tmp_path: Path
+) -> None:
+    """PeftModel.push_to_hub from a real tiny model, then PeftModel.from_pretrained through the
+    endpoint: the same logits (exact: the same weights on the same CPU kernels)."""
+    server, reg = hub_server
+    make_public(reg, "acme")
+    got = run_client(
+        server.url,
+        tmp_path / "hf",
+        """
+        import torch
+        from peft import LoraConfig, PeftModel, get_peft_model
+        from tests.adapters_factory import tiny_llama
+        torch.manual_seed(0)
+        model = get_peft_model(tiny_llama(), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                         init_lora_weights=False, task_type="CAUSAL_LM"))
+        model.eval()
+        ids = torch.tensor([[1, 2, 3, 4, 5]])
+        with torch.no_grad():
+            want = model(ids).logits
+        url = model.push_to_hub("acme/pushed", commit_message="from PEFT")
+        loaded = PeftModel.from_pretrained(tiny_llama(), "acme/pushed")
+        loaded.eval()
+        with torch.no_grad():
+            have = loaded(ids).logits
+        out([float((have - want).abs().max()), str(url)])
+        """,
+    )
+    assert got[0] == 0.0
+    made = versions(reg, "acme/pushed")
+    assert [v.version for v in made] == [1] and made[0].peft_type == "LORA"
+    assert registry_message(reg, "acme/pushed", 1) == "from PEFT"
+
+
+def test_trainer_push_to_hub(hub_server: tuple[ServerThread, Registry], tmp_path: Path) -> None:
+    """transformers' Trainer.push_to_hub, unchanged: the adapter becomes a version; the pickled
+    training_args.bin it uploads beside it is left out (preupload's shouldIgnore), never stored."""
+    server, reg = hub_server
+    make_public(reg, "acme")
+    got = run_client(
+        server.url,
+        tmp_path / "hf",
+        f"""
+        import torch
+        from peft import LoraConfig, get_peft_model
+        from transformers import Trainer, TrainingArguments
+        from tests.adapters_factory import tiny_llama
+        torch.manual_seed(0)
+        model = get_peft_model(tiny_llama(), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                         task_type="CAUSAL_LM"))
+        ids = torch.randint(0, 100, (4, 8))
+        data = [{{"input_ids": row, "labels": row}} for row in ids]
+        args = TrainingArguments(output_dir={str(tmp_path / "out")!r}, max_steps=1, per_device_train_batch_size=2,
+                                 report_to=[], use_cpu=True, hub_model_id="acme/trained", save_strategy="no")
+        trainer = Trainer(model=model, args=args, train_dataset=data)
+        trainer.train()
+        trainer.push_to_hub(commit_message="from Trainer")
+        out("ok")
+        """,
+    )
+    assert got == "ok"
+    made = versions(reg, "acme/trained")
+    assert [v.version for v in made] == [1] and made[0].peft_type == "LORA"
+    files = files_of(reg, "acme/trained", 1)
+    assert "adapter_model.safetensors" in files and "training_args.bin" not in files
+    assert registry_message(reg, "acme/trained", 1) == "from Trainer"
