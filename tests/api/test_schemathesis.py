@@ -29,16 +29,23 @@ def pg_server(tmp_path: Path, pg_url: str, request: pytest.FixtureRequest) -> It
     reg.close()
 
 
-def test_no_server_errors_from_generated_requests(pg_server: ServerThread, tmp_path: Path) -> None:
+@pytest.mark.parametrize("caller", ["anonymous", "admin"])
+def test_no_server_errors_from_generated_requests(
+    pg_server: ServerThread, tmp_path: Path, caller: str
+) -> None:
+    """Every route, as an anonymous caller and with an admin token: no 5xx, and every response
+    whose status the schema documents conforms to it."""
     exe = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
     assert exe is not None, "schemathesis is a test dependency (pyproject [test])"
+    auth = ["--header", f"Authorization: Bearer {pg_server.token}"] if caller == "admin" else []
     proc = subprocess.run(
         [
             exe,
             "run",
             f"{pg_server.url}/openapi.json",
+            *auth,
             "--checks",
-            "not_a_server_error",
+            "not_a_server_error,response_schema_conformance",
             "--max-examples",
             str(MAX_EXAMPLES),
             "--seed",
