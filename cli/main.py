@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from cli import adapters, aliases, bases, jobs, server, sync, tensor_jobs
+from cli import access, adapters, aliases, bases, jobs, lifecycle, server, sync, tensor_jobs
 from cli.app import App
 
 
@@ -23,7 +23,7 @@ def cli(ctx: click.Context, no_worker: bool) -> None:
     ctx.call_on_close(app.close)
 
 
-for module in (adapters, aliases, tensor_jobs, bases, jobs, server, sync):
+for module in (adapters, aliases, tensor_jobs, bases, jobs, server, sync, access, lifecycle):
     for command in module.COMMANDS:
         cli.add_command(command)
 

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import click
@@ -60,6 +62,13 @@ def _repo(text: str) -> str:
     return text
 
 
+def _namespace(text: str) -> str:
+    from registry.refs import parse_repo
+
+    parse_repo(f"{text}/x")  # the namespace rule of repository names
+    return text
+
+
 def _alias(text: str) -> str:
     from registry.refs import check_alias
 
@@ -94,6 +103,20 @@ def _size(text: str) -> int:
     return parse_size(text)
 
 
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+MAX_DURATION_S = 100 * 365 * 86400
+
+
+def _duration(text: str) -> timedelta:
+    m = re.fullmatch(r"([0-9]{1,12})([smhdw]?)", text.strip())
+    if m is None:
+        raise BadRequest(f"{text!r} is not a duration: a number with s, m, h, d or w (30d, 12h, 90m, 3600s)")
+    seconds = int(m[1]) * DURATION_UNITS[m[2] or "s"]
+    if not 0 < seconds <= MAX_DURATION_S:
+        raise BadRequest(f"{text!r}: a duration from 1s to {MAX_DURATION_S // 86400}d")
+    return timedelta(seconds=seconds)
+
+
 def _rank(text: str) -> int | str:
     if text == "auto":
         return text
@@ -106,6 +129,7 @@ REF = Parsed("REF", _ref)
 """ns/name, ns/name:3, ns/name@alias or ns/name@sha256:<hex>."""
 REPO = Parsed("NS/NAME", _repo)
 ALIAS = Parsed("ALIAS", _alias)
+NAMESPACE = Parsed("NS", _namespace)
 MERGE_INPUT = Parsed("REF=WEIGHT", _merge_input)
 """acme/legal@production=0.7, acme/medical:2=-0.3."""
 EVAL = Parsed("METRIC=VALUE[@DATASET[:SPLIT]]", _eval)
@@ -113,3 +137,31 @@ MIN_SCORE = Parsed("METRIC=V", _min_score)
 SIZE = Parsed("SIZE", _size)
 """5GB, 500MB, 2GiB or a number of bytes."""
 RANK = Parsed("R|auto", _rank)
+DURATION = Parsed("DURATION", _duration)
+"""30d, 12h, 90m, 3600s (or 2w; a bare number is seconds) as a timedelta."""
+
+
+# ---- lifecycle: gc --grace, audit --since
+def _grace(text: str) -> timedelta:
+    """A duration that may be zero (`gc --grace 0`: no grace at all)."""
+    if text.strip() in ("0", "0s", "0m", "0h", "0d", "0w"):
+        return timedelta(0)
+    return _duration(text)
+
+
+def _since(text: str) -> datetime:
+    """A duration ago (`1h`, `7d`) or an ISO 8601 time (`2026-01-31`, `2026-01-31T12:00:00Z`;
+    without an offset: UTC)."""
+    if re.fullmatch(r"[0-9]{1,12}[smhdw]?", text.strip()):
+        return datetime.now(UTC) - _duration(text)
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError as err:
+        raise BadRequest(f"{text!r} is neither a duration ago (1h, 7d) nor an ISO 8601 time") from err
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+GRACE = Parsed("DURATION", _grace)
+"""As DURATION, 0 allowed."""
+SINCE = Parsed("DURATION|TIME", _since)
+"""1h, 7d (that long ago) or an ISO 8601 time, as an aware datetime."""

@@ -3,9 +3,11 @@ takes what the command's `--json` document is made of; none calls the registry."
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import click
 from rich.table import Table
 
 from cli.output import console, err_console, human_bytes, say
@@ -13,6 +15,7 @@ from cli.output import console, err_console, human_bytes, say
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
+    from registry.access.entities import GrantInfo, NamespaceInfo, TokenInfo, UserInfo, WhoAmI
     from registry.entities import (
         AliasInfo,
         BaseInfo,
@@ -304,3 +307,111 @@ def report_4bit(r: dict[str, Any]) -> None:
             f"merge into 4-bit weights: requantizing loses up to {m['max_rel_error']:.1%} of the update "
             f"({verdict})"
         )
+
+
+# ---------------------------------------------------------------- access: users, grants, tokens, namespaces
+def _when(moment: datetime | None, never: str = "") -> str:
+    return moment.strftime("%Y-%m-%d %H:%M") if moment is not None else never
+
+
+def _grants(grants: dict[str, str]) -> str:
+    return ", ".join(f"{ns}:{role}" for ns, role in grants.items())
+
+
+def user_added(u: UserInfo) -> None:
+    say(f"[green]added[/green] user {u.name}{' (global admin)' if u.admin else ''}")
+
+
+def user_table(users: list[UserInfo]) -> None:
+    table = Table("name", "admin", "grants", "created")
+    for u in users:
+        table.add_row(u.name, "yes" if u.admin else "", _grants(u.grants), _when(u.created_at))
+    console.print(table)
+
+
+def grant_set(g: GrantInfo) -> None:
+    if g.role is None:
+        say(f"[yellow]removed[/yellow] {g.user}'s role in {g.namespace}")
+    else:
+        say(f"[green]granted[/green] {g.user} {g.role} in {g.namespace}")
+
+
+def _scope(t: TokenInfo) -> str:
+    parts = ["read-only" if t.read_only else "read-write"]
+    if t.namespaces is not None:
+        parts.append(",".join(t.namespaces) or "no namespace")
+    return " ".join(parts)
+
+
+def token_created(created: dict[str, Any]) -> None:
+    """The secret alone on stdout (so it can be piped); what it is on stderr. `created` is the
+    `--json` document: the secret and the token's TokenInfo as JSON values."""
+    expires = created["expires_at"]
+    namespaces = created["namespaces"]
+    about = (
+        f"token {created['id']} ({created['prefix']}...) for {created['user']}: "
+        f"{'read-only' if created['read_only'] else 'read-write'}"
+        f"{', namespaces ' + ','.join(namespaces) if namespaces is not None else ''}, "
+        f"{'expires ' + _when(datetime.fromisoformat(expires)) + ' UTC' if expires else 'no expiry'}. "
+        "It is shown this once: keep it (`adapters login` stores it)."
+    )
+    click.echo(created["token"])
+    err_console.print(about, highlight=False, markup=False)
+
+
+def token_table(found: list[TokenInfo]) -> None:
+    table = Table("id", "user", "name", "prefix", "scope", "expires", "last used", "status")
+    now = datetime.now(UTC)
+    for t in found:
+        if t.revoked_at is not None:
+            status = f"[red]revoked[/red] {_when(t.revoked_at)}"
+        elif t.expires_at is not None and t.expires_at <= now:
+            status = "[yellow]expired[/yellow]"
+        else:
+            status = "[green]active[/green]"
+        table.add_row(
+            str(t.id),
+            t.user,
+            t.name or "",
+            t.prefix + "...",
+            _scope(t),
+            _when(t.expires_at, "never"),
+            _when(t.last_used_at, "never"),
+            status,
+        )
+    console.print(table)
+
+
+def token_revoked(t: TokenInfo) -> None:
+    say(f"[yellow]revoked[/yellow] token {t.id} ({t.prefix}...) of {t.user}")
+
+
+def whoami(w: WhoAmI) -> None:
+    if w.kind == "operator":
+        say(f"operator ({w.name}): direct database access, every right")
+        return
+    scope = []
+    if w.read_only:
+        scope.append("read-only token")
+    if w.namespaces is not None:
+        scope.append(f"token limited to {','.join(w.namespaces) or 'no namespace'}")
+    rows(
+        [
+            ("user", f"{w.name}{' (global admin)' if w.admin else ''}"),
+            ("grants", _grants(w.grants) or "none"),
+            ("token", f"{w.token_id}{' (' + '; '.join(scope) + ')' if scope else ''}"),
+        ],
+        6,
+    )
+
+
+def namespace_set(n: NamespaceInfo) -> None:
+    say(f"{n.name} is now {'[green]public[/green]' if n.public else '[yellow]private[/yellow]'}")
+
+
+def namespace_table(found: list[NamespaceInfo]) -> None:
+    table = Table("namespace", "visibility")
+    for n in found:
+        table.add_row(n.name, "public" if n.public else "private")
+    console.print(table)
+    say("every other namespace is private")

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from cli.app import App, pass_app
-from cli.output import emit, emit_json, json_option, say
+from cli.output import emit, emit_json, err_console, json_option, say
+
+if TYPE_CHECKING:
+    from registry.services.context import Registry
 
 
 @click.command()
@@ -27,16 +32,47 @@ def serve(app: App, host: str, port: int, no_worker: bool, as_json: bool) -> Non
     if settings.url:
         raise BadRequest("ADAPTERS_URL is set: `serve` runs a server, it does not talk to one; unset it")
     reg = Registry.from_settings(settings, migrate=True)
+    users = _has_users(reg)
     if as_json:  # where it serves, before uvicorn's log lines
         emit_json(
             {
                 "url": f"http://{host}:{port}",
                 "database": settings.effective_database_url.split("@")[-1],
                 "blobs": reg.store.url,
+                "has_users": users,
             }
         )
+    if users is False:
+        _first_admin_howto(settings.effective_database_url)
     worker = app.jobs_here and not no_worker
     uvicorn.run(create_app(settings, reg, worker=worker), host=host, port=port, log_level="info")
+
+
+def _has_users(reg: Registry) -> bool | None:
+    from registry.access.accounts import has_users
+
+    try:
+        return has_users(reg)
+    except Exception:  # the database may be down at start-up; /readyz tells
+        return None
+
+
+def _first_admin_howto(database_url: str) -> None:
+    """A server always authenticates: with no user yet, say how the operator makes the first admin
+    (on stderr; the database password is masked)."""
+    from rich.markup import escape
+    from sqlalchemy.engine import make_url
+
+    shown = escape(make_url(database_url).render_as_string(hide_password=True))
+    err_console.print(
+        "[yellow]no user exists[/yellow]: every request is anonymous. Make the first admin and its "
+        "token with direct database access (ADAPTERS_URL unset):\n"
+        f"  ADAPTERS_DATABASE_URL='{shown}' adapters user add admin --admin && \\\n"
+        f"  ADAPTERS_DATABASE_URL='{shown}' adapters token create --user admin\n"
+        "then send the token as ADAPTERS_TOKEN (or keep it with `adapters login`).",
+        highlight=False,
+        markup=True,
+    )
 
 
 @click.group()

@@ -18,6 +18,11 @@ def _default_home() -> Path:
     return Path(xdg) / "adapter-registry"
 
 
+def _default_config_dir() -> Path:
+    xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(xdg) / "adapter-registry"
+
+
 def _default_user() -> str:
     try:
         return getpass.getuser()
@@ -46,7 +51,10 @@ class Settings(BaseSettings):
     cache_dir: Path | None = None
     """Client-side content-addressed cache for pulls; default $ADAPTERS_HOME/cache."""
     token: SecretStr | None = None
-    """ADAPTERS_TOKEN: the API token HttpClient sends (`Authorization: Bearer`); never printed."""
+    """ADAPTERS_TOKEN: the API token HttpClient sends (`Authorization: Bearer`); never printed.
+    Unset: the one `adapters login` kept in `token_file`."""
+    config_dir: Path = Field(default_factory=_default_config_dir)
+    """Client configuration ($XDG_CONFIG_HOME/adapter-registry): `adapters login` keeps the token here."""
     user: str = Field(default_factory=_default_user)
     """Recorded as who pushed (sent as X-Adapters-User to a server)."""
     max_push_bytes: int = 20 * 1024**3
@@ -94,6 +102,21 @@ class Settings(BaseSettings):
     @property
     def effective_cache_dir(self) -> Path:
         return self.cache_dir or self.home / "cache"
+
+    @property
+    def token_file(self) -> Path:
+        """Where `adapters login` keeps the token (mode 0600)."""
+        return self.config_dir / "token"
+
+    def api_token(self) -> str | None:
+        """The token to send: ADAPTERS_TOKEN, else the one `adapters login` kept, else None."""
+        if self.token is not None and self.token.get_secret_value():
+            return self.token.get_secret_value()
+        try:
+            kept = self.token_file.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        return kept or None
 
     def s3_options(self) -> S3Options | None:
         if not self.s3_endpoint:

@@ -271,3 +271,52 @@ class FitResult(BaseModel):
     base: BaseInfo
     items: list[FitItem]
     rejected: list[FitRejection] | None = None
+
+
+# ---------------------------------------------------------------- lifecycle
+class DeleteResult(BaseModel):
+    """What `adapters rm` deleted."""
+
+    repo: str
+    versions: list[int]
+    """The numbers deleted (never given again)."""
+    digests: list[str]
+    aliases_removed: list[str]
+    repository_deleted: bool = False
+
+
+class GcReport(BaseModel):
+    """One garbage collection: what the sweep found unreferenced and (unless a dry run) deleted."""
+
+    dry_run: bool
+    grace_s: float
+    blobs_scanned: int
+    blobs_kept: int
+    blobs_reclaimed: int
+    bytes_reclaimed: int
+    digests: list[str]
+    """The digests reclaimed (or that would be, on a dry run)."""
+    errors: int = 0
+    """Blobs the store failed to delete (kept, retried by the next run)."""
+
+
+class AuditEventInfo(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    """The user's name (the operator: the name it runs as)."""
+    user_id: int | None
+    token_id: int | None
+    address: str
+    """The client's address; `local` for this machine (embedded mode, the operator, workers)."""
+    action: str
+    target: str
+    namespace: str | None = None
+    repo: str | None = None
+    details: dict[str, Any] | None = None
+
+
+class AuditFilter(BaseModel):
+    repo: Annotated[str, Field(max_length=129), _OneLine] | None = None
+    user: Annotated[str, Field(max_length=128), _OneLine] | None = None
+    since: datetime | None = None

@@ -477,3 +477,15 @@ class XetNotSupported(BadRequest):
     """A Hub client that would upload over Xet: the registry speaks the LFS transfers only."""
 
     code = "xet_not_supported"
+
+
+# Lifecycle: deleting versions, garbage collection.
+class AliasInUse(Conflict):
+    """A version an alias points at is deleted only with `force` (which removes those aliases)."""
+
+    code = "alias_in_use"
+    aliases: list[str] | None = None
+
+
+class GcRunning(Conflict):
+    code = "gc_running"

@@ -85,6 +85,16 @@ class BlobInfo:
     size: int
 
 
+@dataclass(frozen=True)
+class StoredBlob:
+    """A blob as a listing of the store sees it: `modified` is when its bytes were last written
+    (seconds since the epoch), what garbage collection's grace period is measured against."""
+
+    digest: str
+    size: int
+    modified: float
+
+
 @runtime_checkable
 class BlobStore(Protocol):
     """Content-addressed storage. Every `put` is verified; a blob appears whole or not at all."""
@@ -127,7 +137,13 @@ class BlobStore(Protocol):
         """A presigned download URL where the backend has one, else None."""
         ...
 
-    def delete(self, digest: str) -> None: ...
+    def delete(self, digest: str) -> None:
+        """Remove a blob (absent already: nothing happens)."""
+        ...
+
+    def iter_blobs(self) -> Iterator[StoredBlob]:
+        """Every stored blob (not partial uploads), in no particular order: what gc sweeps."""
+        ...
 
     def remove_stale_uploads(self, older_than_s: float) -> int:
         """Remove what uploads that died part-way left behind (untouched for `older_than_s`

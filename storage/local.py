@@ -18,6 +18,7 @@ from storage.base import (
     ProgressCallback,
     Readable,
     SizeMismatch,
+    StoredBlob,
     digest_hex,
 )
 
@@ -111,6 +112,19 @@ class LocalBlobStore:
     def delete(self, digest: str) -> None:
         self.path_for(digest).unlink(missing_ok=True)
 
+    def iter_blobs(self) -> Iterator[StoredBlob]:
+        for shard in _scan(self.root / "sha256"):
+            if not shard.is_dir(follow_symlinks=False):
+                continue
+            for entry in _scan(Path(shard.path)):
+                if not entry.name.startswith(shard.name) or len(entry.name) != 64:
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # deleted meanwhile
+                yield StoredBlob("sha256:" + entry.name, st.st_size, st.st_mtime)
+
     def remove_stale_uploads(self, older_than_s: float) -> int:
         removed = 0
         cutoff = time.time() - older_than_s
@@ -150,6 +164,13 @@ def _read_range(f: BufferedReader, start: int, end: int | None) -> Iterator[byte
             if remaining is not None:
                 remaining -= len(chunk)
             yield chunk
+
+
+def _scan(path: Path) -> list[os.DirEntry[str]]:
+    try:
+        return list(os.scandir(path))
+    except FileNotFoundError:
+        return []
 
 
 def _fsync_dir(path: Path) -> None:

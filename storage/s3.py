@@ -24,6 +24,7 @@ from storage.base import (
     ProgressCallback,
     Readable,
     SizeMismatch,
+    StoredBlob,
     digest_hex,
 )
 
@@ -111,6 +112,15 @@ class S3BlobStore:
 
     def delete(self, digest: str) -> None:
         self.client.remove_object(self.bucket, self.key_for(digest))
+
+    def iter_blobs(self) -> Iterator[StoredBlob]:
+        prefix = self._key("sha256") + "/"
+        for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
+            name = obj.object_name or ""
+            hexd = name.rsplit("/", 1)[-1]
+            if len(hexd) != 64 or obj.last_modified is None:
+                continue
+            yield StoredBlob("sha256:" + hexd, int(obj.size or 0), obj.last_modified.timestamp())
 
     def remove_stale_uploads(self, older_than_s: float) -> int:
         """Temporary keys of uploads killed before their `finally` ran. (Incomplete multipart

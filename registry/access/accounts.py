@@ -141,9 +141,7 @@ def grant(
             session.add(m.Grant(user_id=row.id, namespace=namespace, role=checked, created_at=now()))
         else:
             existing.role = checked
-        audit.record(
-            session, principal, "grant", f"user:{user}", {"role": checked}, namespace=namespace
-        )
+        audit.record(session, principal, "grant", f"user:{user}", {"role": checked}, namespace=namespace)
         return GrantInfo(user=user, namespace=namespace, role=checked)
 
 
@@ -163,7 +161,12 @@ def set_namespace_visibility(
             row.public = public
             row.updated_at = now()
         audit.record(
-            session, principal, "namespace.set", f"namespace:{namespace}", {"public": public}, namespace=namespace
+            session,
+            principal,
+            "namespace.set",
+            f"namespace:{namespace}",
+            {"public": public},
+            namespace=namespace,
         )
         return NamespaceInfo(name=namespace, public=public)
 

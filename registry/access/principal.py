@@ -35,6 +35,9 @@ class Principal:
     """The token may only read."""
     namespaces: frozenset[str] | None = None
     """The token reaches only these namespaces (None: all the user's)."""
+    address: str | None = None
+    """Where the call came from (the API sets the client's address), recorded in the audit log;
+    None: this machine (embedded mode, the operator, a worker)."""
 
     @classmethod
     def operator(cls, name: str = "operator") -> Principal:

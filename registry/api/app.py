@@ -14,7 +14,7 @@ from registry import __version__
 from registry.api import problems
 from registry.api.guard import RequestGuard
 from registry.api.hub import router as hub_router
-from registry.api.routes import access, aliases, bases, blobs, health, jobs, versions
+from registry.api.routes import access, aliases, bases, blobs, health, jobs, lifecycle, versions
 from registry.config import Settings
 from registry.services.context import Registry
 
@@ -83,7 +83,7 @@ def create_app(
     app.state.registry = reg
     problems.install(app)
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_request_bytes)
-    for module in (health, access, blobs, versions, aliases, bases, jobs):
+    for module in (health, access, blobs, versions, aliases, bases, jobs, lifecycle):
         app.include_router(module.router)
     app.include_router(hub_router)  # the Hugging Face Hub protocol, at the root
     return app

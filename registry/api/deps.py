@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 from urllib.parse import unquote
 
@@ -37,12 +38,13 @@ def get_principal(request: Request) -> Principal:
     server the name comes from the token. It is a display hint of embedded and operator modes only.
     """
     display_hint(request)
+    address = request.client.host if request.client is not None else None
     credential = tokens.parse_bearer(request.headers.get("authorization"))
     if credential is None:
-        return Principal.anonymous()
+        return replace(Principal.anonymous(), address=address)
     if not credential:
         raise Unauthenticated("Authorization must be 'Bearer <token>'")
-    return authenticate(get_registry(request), credential)
+    return replace(authenticate(get_registry(request), credential), address=address)
 
 
 def display_hint(request: Request) -> str | None:

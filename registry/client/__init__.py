@@ -11,9 +11,11 @@ def open_client(settings: Settings) -> RegistryClient:
     if settings.url:
         from registry.client.http import HttpClient
 
-        token = settings.token.get_secret_value() if settings.token else None
         return HttpClient(
-            settings.url, user=settings.user, cache_dir=settings.effective_cache_dir, token=token
+            settings.url,
+            user=settings.user,
+            cache_dir=settings.effective_cache_dir,
+            token=settings.api_token(),
         )
     from registry.client.local import LocalClient
 

@@ -5,19 +5,25 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
+from registry.access.entities import GrantInfo, NamespaceInfo, TokenInfo, UserInfo, WhoAmI
 from registry.client.interface import TransferProgress
 from registry.entities import (
     AliasInfo,
+    AuditEventInfo,
+    AuditFilter,
     BaseInfo,
     BaseRegistration,
+    DeleteResult,
     FitQuery,
     FitResult,
+    GcReport,
     Page,
     PushRequest,
     PushResult,
@@ -276,6 +282,94 @@ class HttpClient:
 
     def cancel_job(self, job_id: int) -> JobInfo:
         return JobInfo.model_validate(self._request("POST", f"/v1/jobs/{job_id}/cancel").json())
+
+    # ---- access: users, grants, tokens, namespace visibility (/v1/users, grants, tokens, namespaces)
+    def whoami(self) -> WhoAmI:
+        return WhoAmI.model_validate(self._request("GET", "/v1/whoami").json())
+
+    def add_user(self, name: str, admin: bool = False) -> UserInfo:
+        body = {"name": name, "admin": admin}
+        return UserInfo.model_validate(self._request("POST", "/v1/users", json=body).json())
+
+    def list_users(self) -> list[UserInfo]:
+        return [UserInfo.model_validate(u) for u in self._request("GET", "/v1/users").json()]
+
+    def set_grant(self, user: str, namespace: str, role: str | None) -> GrantInfo:
+        # Dots escaped too: a user named `..` must not be normalised out of the path.
+        url = f"/v1/grants/{quote(user, safe='').replace('.', '%2E')}/{quote(namespace, safe='')}"
+        if role is None:
+            return GrantInfo.model_validate(self._request("DELETE", url).json())
+        return GrantInfo.model_validate(self._request("PUT", url, json={"role": role}).json())
+
+    def create_token(
+        self,
+        user: str | None,
+        *,
+        read_only: bool = False,
+        namespaces: list[str] | None = None,
+        expires_in: timedelta | None = None,
+        name: str | None = None,
+    ) -> tuple[str, TokenInfo]:
+        body = {
+            "user": user,
+            "read_only": read_only,
+            "namespaces": namespaces,
+            "expires_in_s": int(expires_in.total_seconds()) if expires_in is not None else None,
+            "name": name,
+        }
+        doc = self._request("POST", "/v1/tokens", json=body).json()
+        secret = doc.pop("token")
+        return secret, TokenInfo.model_validate(doc)
+
+    def list_tokens(self, user: str | None = None) -> list[TokenInfo]:
+        params = {"user": user} if user is not None else {}
+        return [TokenInfo.model_validate(t) for t in self._request("GET", "/v1/tokens", params=params).json()]
+
+    def revoke_token(self, token_id: int) -> TokenInfo:
+        return TokenInfo.model_validate(self._request("POST", f"/v1/tokens/{token_id}/revoke").json())
+
+    def set_namespace_visibility(self, namespace: str, public: bool) -> NamespaceInfo:
+        url = f"/v1/namespaces/{quote(namespace, safe='')}"
+        return NamespaceInfo.model_validate(self._request("PUT", url, json={"public": public}).json())
+
+    def list_namespaces(self) -> list[NamespaceInfo]:
+        return [NamespaceInfo.model_validate(n) for n in self._request("GET", "/v1/namespaces").json()]
+
+    # ---- end access
+
+    # ---- lifecycle: deleting, garbage collection, audit (/v1/repos DELETE, /v1/gc, /v1/audit)
+    def delete_version(self, ref: str, force: bool = False) -> DeleteResult:
+        parsed = parse_ref(ref)
+        number = parsed.version if parsed.version is not None else self.resolve(ref).version
+        r = parsed.repo
+        resp = self._request(
+            "DELETE",
+            f"/v1/repos/{r.namespace}/{r.name}/versions/{number}",
+            params={"force": "true"} if force else None,
+        )
+        return DeleteResult.model_validate(resp.json())
+
+    def delete_repository(self, repo: str) -> DeleteResult:
+        r = parse_repo(repo)
+        return DeleteResult.model_validate(
+            self._request("DELETE", f"/v1/repos/{r.namespace}/{r.name}").json()
+        )
+
+    def collect_garbage(self, dry_run: bool = False, grace_s: float | None = None) -> GcReport:
+        body: dict[str, Any] = {"dry_run": dry_run, **({"grace_s": grace_s} if grace_s is not None else {})}
+        # A sweep of a large store takes a while: no read timeout.
+        resp = self._request("POST", "/v1/gc", json=body, timeout=httpx.Timeout(None, connect=10.0))
+        return GcReport.model_validate(resp.json())
+
+    def audit_events(
+        self, flt: AuditFilter, limit: int = 100, cursor: str | None = None
+    ) -> Page[AuditEventInfo]:
+        params: dict[str, Any] = {k: v for k, v in flt.model_dump(mode="json").items() if v is not None}
+        params.update(limit=limit, **({"cursor": cursor} if cursor else {}))
+        resp = self._request("GET", "/v1/audit", params=params)
+        return Page[AuditEventInfo].model_validate(resp.json())
+
+    # ---- end lifecycle
 
     def close(self) -> None:
         self.http.close()

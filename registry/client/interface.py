@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
+from registry.access.entities import GrantInfo, NamespaceInfo, TokenInfo, UserInfo, WhoAmI
 from registry.entities import (
     AliasInfo,
+    AuditEventInfo,
+    AuditFilter,
     BaseInfo,
     BaseRegistration,
+    DeleteResult,
     FitQuery,
     FitResult,
+    GcReport,
     Page,
     PushRequest,
     PushResult,
@@ -77,5 +83,58 @@ class RegistryClient(Protocol):
     def list_jobs(self, status: str | None = None, limit: int = 50) -> list[JobInfo]: ...
 
     def cancel_job(self, job_id: int) -> JobInfo: ...
+
+    # ---- access: users, grants, tokens, namespace visibility (registry.access.accounts)
+    def whoami(self) -> WhoAmI:
+        """Who the calls act as (the operator with direct database access; over HTTP the token's user)."""
+        ...
+
+    def add_user(self, name: str, admin: bool = False) -> UserInfo: ...
+
+    def list_users(self) -> list[UserInfo]: ...
+
+    def set_grant(self, user: str, namespace: str, role: str | None) -> GrantInfo:
+        """Give `user` `role` (read, write, admin) in `namespace`; None removes their role there."""
+        ...
+
+    def create_token(
+        self,
+        user: str | None,
+        *,
+        read_only: bool = False,
+        namespaces: list[str] | None = None,
+        expires_in: timedelta | None = None,
+        name: str | None = None,
+    ) -> tuple[str, TokenInfo]:
+        """A new token for `user` (None: the caller's own user): its secret, shown once, and its
+        description."""
+        ...
+
+    def list_tokens(self, user: str | None = None) -> list[TokenInfo]: ...
+
+    def revoke_token(self, token_id: int) -> TokenInfo: ...
+
+    def set_namespace_visibility(self, namespace: str, public: bool) -> NamespaceInfo: ...
+
+    def list_namespaces(self) -> list[NamespaceInfo]: ...
+
+    # ---- end access
+
+    # ---- lifecycle: deleting, garbage collection, audit (registry.services.lifecycle, gc, audit)
+    def delete_version(self, ref: str, force: bool = False) -> DeleteResult:
+        """Delete the version `ref` names; refused while aliased unless `force` (removes the aliases)."""
+        ...
+
+    def delete_repository(self, repo: str) -> DeleteResult: ...
+
+    def collect_garbage(self, dry_run: bool = False, grace_s: float | None = None) -> GcReport:
+        """Mark and sweep the blob store (`grace_s` None: the registry's default)."""
+        ...
+
+    def audit_events(
+        self, flt: AuditFilter, limit: int = 100, cursor: str | None = None
+    ) -> Page[AuditEventInfo]: ...
+
+    # ---- end lifecycle
 
     def close(self) -> None: ...

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
+from registry.access import accounts
+from registry.access.entities import GrantInfo, NamespaceInfo, TokenInfo, UserInfo, WhoAmI
 from registry.access.principal import Principal
 from registry.client.interface import TransferProgress
 from registry.config import Settings
 from registry.db.engine import current_revision, head_revision, upgrade
 from registry.entities import (
     AliasInfo,
+    AuditEventInfo,
+    AuditFilter,
     BaseInfo,
     BaseRegistration,
+    DeleteResult,
     FitQuery,
     FitResult,
+    GcReport,
     Page,
     PushRequest,
     PushResult,
@@ -22,6 +29,7 @@ from registry.entities import (
     VersionInfo,
     VersionSummary,
 )
+from registry.errors import BadRequest
 from registry.jobspec import JobInfo, JobRequest
 from registry.refs import parse_ref, parse_repo
 from registry.services import aliases, bases, blobs, fit_query, jobs, queries, versions
@@ -115,6 +123,82 @@ class LocalClient:
 
     def cancel_job(self, job_id: int) -> JobInfo:
         return jobs.cancel(self.registry, job_id, principal=self.principal)
+
+    # ---- access: users, grants, tokens, namespace visibility (as this client's principal)
+    def whoami(self) -> WhoAmI:
+        return accounts.whoami(self.principal)
+
+    def add_user(self, name: str, admin: bool = False) -> UserInfo:
+        return accounts.add_user(self.registry, name, admin, principal=self.principal)
+
+    def list_users(self) -> list[UserInfo]:
+        return accounts.list_users(self.registry, principal=self.principal)
+
+    def set_grant(self, user: str, namespace: str, role: str | None) -> GrantInfo:
+        return accounts.grant(self.registry, user, namespace, role, principal=self.principal)
+
+    def create_token(
+        self,
+        user: str | None,
+        *,
+        read_only: bool = False,
+        namespaces: list[str] | None = None,
+        expires_in: timedelta | None = None,
+        name: str | None = None,
+    ) -> tuple[str, TokenInfo]:
+        if user is None:
+            if self.principal.user_id is None:  # the operator is no user
+                raise BadRequest("give the token's user (--user NAME)", field="user")
+            user = self.principal.name
+        return accounts.create_token(
+            self.registry,
+            user,
+            read_only=read_only,
+            namespaces=namespaces,
+            expires_in=expires_in,
+            name=name,
+            principal=self.principal,
+        )
+
+    def list_tokens(self, user: str | None = None) -> list[TokenInfo]:
+        return accounts.list_tokens(self.registry, user, principal=self.principal)
+
+    def revoke_token(self, token_id: int) -> TokenInfo:
+        return accounts.revoke_token(self.registry, token_id, principal=self.principal)
+
+    def set_namespace_visibility(self, namespace: str, public: bool) -> NamespaceInfo:
+        return accounts.set_namespace_visibility(self.registry, namespace, public, principal=self.principal)
+
+    def list_namespaces(self) -> list[NamespaceInfo]:
+        return accounts.list_namespaces(self.registry, principal=self.principal)
+
+    # ---- end access
+
+    # ---- lifecycle: deleting, garbage collection, audit (as this client's principal)
+    def delete_version(self, ref: str, force: bool = False) -> DeleteResult:
+        from registry.services import lifecycle
+
+        return lifecycle.delete_version(self.registry, parse_ref(ref), force, principal=self.principal)
+
+    def delete_repository(self, repo: str) -> DeleteResult:
+        from registry.services import lifecycle
+
+        return lifecycle.delete_repository(self.registry, parse_repo(repo), principal=self.principal)
+
+    def collect_garbage(self, dry_run: bool = False, grace_s: float | None = None) -> GcReport:
+        from registry.services import gc
+
+        grace = gc.DEFAULT_GRACE_S if grace_s is None else grace_s
+        return gc.collect_garbage(self.registry, dry_run=dry_run, grace_s=grace, principal=self.principal)
+
+    def audit_events(
+        self, flt: AuditFilter, limit: int = 100, cursor: str | None = None
+    ) -> Page[AuditEventInfo]:
+        from registry.services import audit
+
+        return audit.list_events(self.registry, flt, limit, cursor, principal=self.principal)
+
+    # ---- end lifecycle
 
     def close(self) -> None:
         self.registry.close()

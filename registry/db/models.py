@@ -35,7 +35,9 @@ class Repository(Base):
     name: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     latest_version: Mapped[int] = mapped_column(Integer, default=0)
-    """Highest version number; bumped under the row lock, so numbers stay gap-free."""
+    """Highest version number that exists (0: none, the repository reads as absent)."""
+    version_counter: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Highest number ever given, bumped under the row lock: deleted numbers are never reused."""
 
 
 class Blob(Base):
@@ -313,3 +315,39 @@ class BlobUpload(Base):
     digest: Mapped[str] = mapped_column(String(71), primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+# ---------------------------------------------------------------- lifecycle (0006)
+class GcSweep(Base):
+    """A digest a gc run is deleting from the blob store. A commit listing it is refused while the
+    row exists; the run removes the row once the blob is gone (services/blob_guard.py)."""
+
+    __tablename__ = "gc_sweeps"
+
+    digest: Mapped[str] = mapped_column(String(71), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(32), index=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AuditEvent(Base):
+    """One change: who (user, token), when, from which address, what (action, target, details)."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_repo_id", "repo", "id"),
+        Index("ix_audit_events_actor_id", "actor", "id"),
+        Index("ix_audit_events_namespace_id", "namespace", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    token_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    address: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(512))
+    namespace: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The namespace the change happened in (its admins read the event), if any."""
+    repo: Mapped[str | None] = mapped_column(String(129), nullable=True)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)

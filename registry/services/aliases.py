@@ -11,6 +11,7 @@ from registry.db.engine import unit_of_work
 from registry.entities import AliasInfo
 from registry.errors import NotFound
 from registry.refs import Ref, RepoName, check_alias
+from registry.services import audit
 from registry.services.context import Registry
 from registry.services.lookup import resolve_row
 from registry.services.permissions import require_writer_of
@@ -35,6 +36,14 @@ def set_alias(reg: Registry, ref: Ref, alias: str, *, principal: Principal = OPE
         require_writer_of(session, principal, ref.repo)
         version = resolve_row(session, ref)
         point_alias(session, version.repository, version, alias)
+        audit.record(
+            session,
+            principal,
+            "alias.set",
+            f"{ref.repo}@{alias}",
+            {"version": version.number, "digest": version.digest},
+            repo=str(ref.repo),
+        )
         return AliasInfo(repo=str(ref.repo), alias=alias, version=version.number, digest=version.digest)
 
 
@@ -55,4 +64,12 @@ def delete_alias(reg: Registry, repo: RepoName, alias: str, *, principal: Princi
             raise NotFound(f"{repo} has no alias {alias!r}", repo=str(repo), alias=alias)
         alias_row, version = row
         session.delete(alias_row)
+        audit.record(
+            session,
+            principal,
+            "alias.rm",
+            f"{repo}@{alias}",
+            {"version": version.number, "digest": version.digest},
+            repo=str(repo),
+        )
         return AliasInfo(repo=str(repo), alias=alias, version=version.number, digest=version.digest)

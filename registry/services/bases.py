@@ -16,6 +16,8 @@ from registry.entities import BaseArchitecture, BaseInfo, BaseNameInfo, BaseRegi
 from registry.errors import BadRequest, BaseNameTaken, BlobMissing, NotFound, UnsafePath
 from registry.formats.compatibility import BaseModule, BaseView
 from registry.formats.paths import normalize_path
+from registry.services import audit
+from registry.services.blob_guard import guard_blobs
 from registry.services.context import Registry
 from registry.services.names import refuse_repository_name
 from registry.services.permissions import base_not_found, require_on_base_name
@@ -50,6 +52,7 @@ def register_base(
     if data.fingerprint is not None and not DIGEST_RE.fullmatch(data.fingerprint):
         raise BadRequest(f"fingerprint {data.fingerprint!r} is not sha256:<hex>")
     with unit_of_work(reg.sessions) as session:
+        guard_blobs(session, reg.store, [(f.path, f.sha256, f.size) for f in data.files or []])
         row = None
         if data.fingerprint is not None:
             row = session.scalars(
@@ -75,9 +78,28 @@ def register_base(
             row.lineage = data.lineage
         session.flush()
         registered = base_info(session, row)
+        names = [n.name for n in data.names]
+        audit.record(
+            session,
+            principal,
+            "base.add",
+            names[0] if names else (row.fingerprint or f"base #{row.id}"),
+            {
+                "names": names,
+                "fingerprint": row.fingerprint,
+                "uploaded_files": len(data.files or []),
+                "derived": data.lineage is not None,
+            },
+            namespace=_namespace_of(names),
+        )
         if on_commit is not None:
             on_commit(session, registered)
         return registered
+
+
+def _namespace_of(names: list[str]) -> str | None:
+    """The namespace of the first namespaced name (its admins read the event), if any."""
+    return next((n.split("/", 1)[0] for n in names if "/" in n), None)
 
 
 def _insert(session: Session, data: BaseRegistration) -> m.BaseModel:

@@ -108,11 +108,19 @@ def upload_as(
         info = reg.store.put(stream, digest, size, progress)
     except _store_errors() as err:
         raise from_storage_error(err) from err
-    if principal.user_id is not None:
-        with unit_of_work(reg.sessions) as session:
-            if session.get(m.BlobUpload, (digest, principal.user_id)) is None:
-                session.add(m.BlobUpload(digest=digest, user_id=principal.user_id, created_at=now()))
+    record_upload(reg, principal, digest)
     return info
+
+
+def record_upload(reg: Registry, principal: Principal, digest: str) -> None:
+    """Record that `principal` proved it holds the bytes of `digest` (it sent them, verified against
+    the digest): the blob is usable in its commits from now on (`blobs_usable`). Only a user's
+    proof is recorded; the operator may use every blob anyway."""
+    if principal.user_id is None:
+        return
+    with unit_of_work(reg.sessions) as session:
+        if session.get(m.BlobUpload, (digest, principal.user_id)) is None:
+            session.add(m.BlobUpload(digest=digest, user_id=principal.user_id, created_at=now()))
 
 
 def require_readable(reg: Registry, principal: Principal, digest: str) -> None:

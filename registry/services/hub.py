@@ -4,7 +4,8 @@ repository or an uploaded base, git-like revisions and commit ids, and file tree
 Every Hub read goes through `resolve_revision` (or `list_refs`), both of which open the repository
 through `_open`, whose `_may_read` asks registry.access.policy. A repository the reader
 may not read is answered exactly like one that does not exist (RepoNotFound). Every Hub write
-(`services.hub_write`) passes through `check_write` (`_may_write`) likewise.
+(`services.hub_write`, `services.hub_lfs`) passes through `check_write`: write on the repository's
+namespace (anonymous: 401; may read but not write: 403; may not read: RepoNotFound).
 
 Commit ids: the first 40 hex characters of a version's manifest digest (a base: of the manifest of
 its uploaded files), so a pinned revision names the same bytes forever.
@@ -31,6 +32,7 @@ from registry.formats.manifest import entries_from_json, manifest_digest
 from registry.refs import NAME_PART, Ref, RepoName, parse_repo
 from registry.services.context import Registry
 from registry.services.lookup import resolve_row
+from registry.services.permissions import require_writer_of
 
 COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 _NUMBER_RE = re.compile(r"[1-9][0-9]{0,8}")
@@ -154,23 +156,25 @@ def _is_private(session: Session, target: _Target) -> bool:
     return not _may_read(session, Principal.anonymous(), target)
 
 
-def _may_write(reg: Registry, writer: str, repo: RepoName) -> bool:
-    """Whether `writer` may write `repo` (create it, upload to it, commit to it). Every Hub write
-    passes through `check_write`, which asks here: the one place for the permission check.
-    Everyone may write until access control exists."""
-    return True
-
-
-def check_write(reg: Registry, writer: str, repo_id: str) -> RepoName:
-    """The adapter repository a Hub write names, once `writer` may write it.
+def check_write(reg: Registry, writer: Principal, repo_id: str) -> RepoName:
+    """The adapter repository a Hub write (create_repo, preupload, the LFS batch, commit) names,
+    once `writer` may write its namespace: the one permission check of the Hub's write path.
 
     Raises:
         InvalidReference: `repo_id` is not `namespace/name` as adapter repositories are named.
-        RepoNotFound: the writer may not write it (answered like a repository that does not exist).
+        Unauthenticated: an anonymous caller (a write needs a token).
+        Forbidden: the writer may read the namespace but not write it.
+        RepoNotFound: the writer may not even read it (answered like a repository that does not
+            exist).
     """
     repo = parse_repo(repo_id)
-    if not _may_write(reg, writer, repo):
-        raise RepoNotFound(f"repository {repo_id!r} not found", repo=repo_id)
+    with unit_of_work(reg.sessions) as session:
+        try:
+            require_writer_of(session, writer, repo)
+        except RepoNotFound:
+            raise
+        except NotFound as err:  # the Hub's clients tell a missing repository by RepoNotFound
+            raise RepoNotFound(f"repository {repo_id!r} not found", repo=repo_id) from err
     return repo
 
 

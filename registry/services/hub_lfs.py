@@ -2,10 +2,16 @@
 signed with the server's key, and multipart uploads staged part by part.
 
 An upload URL carries no credentials of the client (huggingface_hub sends none on the PUT): it is
-an HMAC over (object, size, expiry[, upload id, part]) with a key only the server holds, so it
-cannot be forged, altered or used after it expires. It is single-use in effect: the bytes it
-accepts must hash to its object id (the store verifies while streaming), and once the blob exists
-a second PUT of the same bytes changes nothing; other bytes are refused.
+an HMAC over (expiry, object, size, uploader's user and token ids[, upload id, part]) with a key
+only the server holds, so it cannot be forged, altered or used after it expires. It is single-use
+in effect: the bytes it accepts must hash to its object id (the store verifies while streaming),
+and once the blob exists a second PUT of the same bytes changes nothing; other bytes are refused.
+
+The URL names who asked for it (the `Uploader`): the PUT (or the multipart completion) acts as that
+user, with today's rights narrowed as their token (a revoked token's URLs upload nothing), and records
+their proof of possession (`blobs.record_upload`), whoever sends the bytes. An object the store
+holds is "nothing to upload" only for a principal that may use it (`blobs.missing_for`, the rule of
+/v1/blobs/missing); anyone else uploads its bytes, so knowing a digest is never enough to use it.
 """
 
 from __future__ import annotations
@@ -20,9 +26,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from registry.access.accounts import job_principal
+from registry.access.checks import require_writer
+from registry.access.principal import Principal
 from registry.config import Settings
+from registry.db.engine import unit_of_work
 from registry.errors import BadRequest, PushTooLarge, SizeMismatch, UploadUrlRefused, XetNotSupported
-from registry.services.blobs import upload_blob
+from registry.services.blobs import missing_for, record_upload, upload_as
 from registry.services.context import Registry
 from registry.services.hub import check_write
 from storage import BlobInfo, check_digest
@@ -79,6 +89,39 @@ class Signer:
 
 
 @dataclass(frozen=True)
+class Uploader:
+    """Who an upload URL was issued to: carried in the URL (`user`, `token` query parameters) and
+    signed with it, since the PUT carries no credentials. None: the operator (in-process only)."""
+
+    user_id: int | None
+    token_id: int | None
+
+    @classmethod
+    def of(cls, principal: Principal) -> Uploader:
+        return cls(principal.user_id, principal.token_id)
+
+    @property
+    def fields(self) -> tuple[str, str]:
+        """What the signature covers."""
+        return _id_text(self.user_id), _id_text(self.token_id)
+
+    @property
+    def query(self) -> str:
+        return f"user={_id_text(self.user_id)}&token={_id_text(self.token_id)}"
+
+    def principal(self, reg: Registry) -> Principal:
+        """The principal the upload acts as: the user with today's grants, narrowed as the token
+        the URL was issued through (revoked token or deleted user: anonymous, which may upload
+        nothing). Expiry is the URL's own."""
+        with unit_of_work(reg.sessions) as session:
+            return job_principal(session, self.user_id, self.token_id, "operator")
+
+
+def _id_text(value: int | None) -> str:
+    return "" if value is None else str(value)
+
+
+@dataclass(frozen=True)
 class LfsObject:
     oid: str
     """sha256 hex."""
@@ -101,17 +144,21 @@ def choose_transfer(transfers: list[str]) -> str:
 def plan_upload(
     reg: Registry,
     repo_id: str,
-    writer: str,
+    writer: Principal,
     objects: list[tuple[str, int]],
     transfers: list[str],
     max_bytes: int,
     chunk_bytes: int,
 ) -> tuple[str, list[LfsObject]]:
-    """The LFS batch answer for an upload: per object, nothing (held), a single PUT, or parts of
-    `chunk_bytes` when the client speaks multipart and the object is larger."""
+    """The LFS batch answer for an upload: per object, nothing (held, and the writer may use it),
+    a single PUT, or parts of `chunk_bytes` when the client speaks multipart and the object is
+    larger. A held object the writer may not use gets an upload action like a missing one: the
+    writer proves it holds the bytes, and learns nothing about what the store holds."""
     check_write(reg, writer, repo_id)
     transfer = choose_transfer(transfers)
     multipart = "multipart" in transfers
+    valid = [f"sha256:{oid}" for oid, size in objects if _is_hex64(oid) and 0 <= size <= max_bytes]
+    missing = set(missing_for(reg, writer, valid)) if valid else set()
     out = []
     for oid, size in objects:
         if not _is_hex64(oid) or size < 0:
@@ -128,7 +175,7 @@ def plan_upload(
                 )
             )
             continue
-        held = reg.store.stat(f"sha256:{oid}")
+        held = None if f"sha256:{oid}" in missing else reg.store.stat(f"sha256:{oid}")
         if held is not None and held.size == size:
             out.append(LfsObject(oid, size, None))
         elif multipart and size > chunk_bytes:
@@ -151,14 +198,16 @@ def check_size(size: int, max_bytes: int) -> None:
         )
 
 
-def put_object(reg: Registry, stream: Readable, oid: str, size: int) -> BlobInfo:
-    """A basic transfer: the body, verified against the object id while it streams. Once the
-    object is held, its URL is spent: the same bytes again (a client's retry) change nothing,
-    other bytes are refused."""
+def put_object(reg: Registry, uploader: Principal, stream: Readable, oid: str, size: int) -> BlobInfo:
+    """A basic transfer (or a multipart completion): the body, verified against the object id while
+    it streams, as `uploader` (the principal the URL was issued to), whose proof of possession is
+    recorded. Once the object is held, its URL is spent: the same bytes again (a client's retry)
+    change nothing but the proof, other bytes are refused."""
+    require_writer(uploader)
     digest = check_digest(f"sha256:{oid}")
     held = reg.store.stat(digest)
     if held is None or held.size != size:
-        return upload_blob(reg.store, stream, digest, size)
+        return upload_as(reg, uploader, stream, digest, size)
     h = hashlib.sha256()
     read = 0
     while chunk := stream.read(1024**2):
@@ -168,6 +217,7 @@ def put_object(reg: Registry, stream: Readable, oid: str, size: int) -> BlobInfo
         h.update(chunk)
     if read != size or h.hexdigest() != oid:
         raise UploadUrlRefused("the upload URL was used already, for other bytes than these")
+    record_upload(reg, uploader, digest)  # the bytes were sent and verified: proof, like upload_as's
     return held
 
 
@@ -214,10 +264,18 @@ class PartStore:
         return h.hexdigest()
 
     def complete(
-        self, reg: Registry, upload_id: str, oid: str, size: int, etags: list[str], chunk_bytes: int
+        self,
+        reg: Registry,
+        uploader: Principal,
+        upload_id: str,
+        oid: str,
+        size: int,
+        etags: list[str],
+        chunk_bytes: int,
     ) -> BlobInfo:
-        """Stream the parts, in order, into the store as one blob verified against `oid`; the
-        staged parts are removed whatever the outcome."""
+        """Stream the parts, in order, into the store as one blob verified against `oid`, as
+        `uploader` (its proof recorded, as `put_object`); the staged parts are removed whatever the
+        outcome."""
         folder = self._dir(upload_id)
         try:
             paths = [folder / f"{n:05d}.part" for n in range(1, len(etags) + 1)]
@@ -226,7 +284,7 @@ class PartStore:
                     raise BadRequest(f"part {n} was not uploaded")
                 if etag.strip('"') != _sha256_file(path):
                     raise BadRequest(f"part {n}: its ETag does not match the uploaded part")
-            return put_object(reg, _Chained(paths), oid, size)
+            return put_object(reg, uploader, _Chained(paths), oid, size)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 

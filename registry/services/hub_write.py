@@ -1,7 +1,9 @@
 """The Hugging Face Hub protocol's write path: create_repo, preupload and commit, translated onto
 the push path. A Hub commit applies its added and deleted files to the parent version's file set
 and ends in `versions.commit_version`, the same function `adapters push` ends in: every push
-check, one transaction. Every write first passes `hub.check_write` (the permission check's place).
+check, one transaction. Every write first passes `hub.check_write` (write on the repository's
+namespace), and the commit records the principal's user as who pushed. Its LFS files must be blobs
+the principal may use (`blobs_usable`: it may read them, or uploaded them), as in `adapters push`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import pydantic
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from registry.access.checks import blobs_usable
+from registry.access.principal import Principal
 from registry.db import models as m
 from registry.db.engine import unit_of_work
 from registry.entities import FileInfo, PushRequest, PushResult
@@ -21,7 +25,7 @@ from registry.errors import BlobMissing, Conflict, EntryNotFound, ValidationFail
 from registry.formats.inspect import inspect_files
 from registry.formats.manifest import FileEntry
 from registry.refs import RepoName
-from registry.services.blobs import read_range, upload_blob
+from registry.services.blobs import read_range, upload_as
 from registry.services.context import Registry
 from registry.services.hub import EMPTY_COMMIT, MAIN, check_write, commit_id
 from registry.services.names import refuse_base_name
@@ -86,7 +90,7 @@ def _is_main(revision: str) -> bool:
     return revision in (MAIN, f"refs/heads/{MAIN}")
 
 
-def create_repo(reg: Registry, repo_id: str, writer: str) -> bool:
+def create_repo(reg: Registry, repo_id: str, writer: Principal) -> bool:
     """Record an adapter repository with no version yet (what `HfApi.create_repo` expects to find
     afterwards); /v1 lists it from its first version on. Returns False when it already exists.
 
@@ -125,7 +129,7 @@ def _parent_files(session: Session, repo: RepoName) -> tuple[int, str, dict[str,
 
 
 def upload_modes(
-    reg: Registry, repo_id: str, revision: str, writer: str, files: list[tuple[str, int, bytes]]
+    reg: Registry, repo_id: str, revision: str, writer: Principal, files: list[tuple[str, int, bytes]]
 ) -> list[UploadMode]:
     """`preupload`: how each (path, size, first bytes) goes up, and its id at `revision` if any."""
     repo = check_write(reg, writer, repo_id)
@@ -160,14 +164,16 @@ def _check_main(revision: str) -> None:
         )
 
 
-def commit(reg: Registry, repo_id: str, revision: str, hub_commit: HubCommit, writer: str) -> CommitDone:
+def commit(
+    reg: Registry, repo_id: str, revision: str, hub_commit: HubCommit, writer: Principal
+) -> CommitDone:
     """Apply a Hub commit to the latest version's files and record the result as a new version
     through `commit_version`. Files are checked before any inline one is stored.
 
     Raises:
         Conflict: `parentCommit` is not the latest version (or the latest moved during the commit).
         EntryNotFound: a deleted file is not in the parent.
-        BlobMissing: an LFS file was not uploaded.
+        BlobMissing: an LFS file was not uploaded (or is a blob the writer may not use).
         InvalidAdapter (and subclasses): a push check refused the files.
     """
     repo = check_write(reg, writer, repo_id)
@@ -185,14 +191,15 @@ def commit(reg: Registry, repo_id: str, revision: str, hub_commit: HubCommit, wr
                 f"({parent_commit}); pull and commit again",
                 repo=str(repo),
             )
-        _apply(files, hub_commit, inline, reg, repo_id, parent_commit)
+        _apply(files, hub_commit, inline, reg, repo_id, parent_commit, writer)
         entries = sorted(files.values(), key=lambda f: f.path)
         # Validate before writing: the inline files are read from memory, the rest from the store.
         inspect_files(entries, lambda e, s, n: _read(reg, hub_commit.inline, inline, e, s, n), reg.limits)
         for path, entry in inline.items():
             if files.get(path) == entry:
                 data = hub_commit.inline[path]
-                upload_blob(reg.store, io.BytesIO(data), entry.sha256, entry.size)
+                # The commit carries the bytes: proof of possession, recorded like any upload.
+                upload_as(reg, writer, io.BytesIO(data), entry.sha256, entry.size)
         request = _push_request(entries, hub_commit.message)
 
         def same_parent(session: Session, result: PushResult, expected: int = parent_number + 1) -> None:
@@ -200,7 +207,9 @@ def commit(reg: Registry, repo_id: str, revision: str, hub_commit: HubCommit, wr
                 raise _ParentMoved(f"{repo} moved on during the commit; commit again", repo=str(repo))
 
         try:
-            result = commit_version(reg, str(repo), request, writer, on_commit=same_parent)
+            result = commit_version(
+                reg, str(repo), request, writer.name, on_commit=same_parent, principal=writer
+            )
         except _ParentMoved:
             if hub_commit.parent is not None or attempt == RACE_RETRIES - 1:
                 raise
@@ -216,8 +225,10 @@ def _apply(
     reg: Registry,
     repo_id: str,
     parent_commit: str,
+    writer: Principal,
 ) -> None:
-    """Deletions first, then additions, as the Hub applies them."""
+    """Deletions first, then additions, as the Hub applies them. An LFS object the writer may not
+    use is answered as one not uploaded (before any of its bytes are read): no digest oracle."""
     for path in hub_commit.deleted_files:
         if files.pop(path, None) is None:
             raise EntryNotFound(
@@ -237,8 +248,10 @@ def _apply(
         for p in gone:
             del files[p]
     files.update(inline)
+    with unit_of_work(reg.sessions) as session:
+        unusable = set(blobs_usable(session, writer, [d for d, _ in hub_commit.lfs.values()]))
     for path, (digest, size) in hub_commit.lfs.items():
-        held = reg.store.stat(digest)
+        held = None if digest in unusable else reg.store.stat(digest)
         if held is None or (size is not None and held.size != size):
             raise BlobMissing(
                 f"{path}: LFS object {digest} was not uploaded; upload it through the LFS batch API first",

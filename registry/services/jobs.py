@@ -27,6 +27,7 @@ from registry.errors import (
     JobFinished,
     LeaseLost,
     NotFound,
+    RegistryError,
     Unauthenticated,
     WorkerLost,
 )
@@ -40,6 +41,7 @@ from registry.jobspec import (
     parse_params,
 )
 from registry.refs import parse_ref, parse_repo
+from registry.services import audit
 from registry.services.bases import find_base
 from registry.services.context import Registry
 from registry.services.permissions import (
@@ -88,7 +90,34 @@ def submit(reg: Registry, req: JobRequest, user: str, *, principal: Principal = 
         )
         session.add(job)
         session.flush()
+        audit.record(
+            session,
+            principal,
+            "job.submit",
+            f"job:{job.id}",
+            {"type": req.type, "params": req.params},
+            namespace=_job_namespace(params),
+        )
         return job_info(job)
+
+
+def _stored_job_namespace(job: m.Job) -> str | None:
+    try:
+        return _job_namespace(parse_params(job.type, job.params))
+    except (RegistryError, ValueError):  # parameters of an older version: no namespace
+        return None
+
+
+def _job_namespace(params: object) -> str | None:
+    """Where a job's output lands (its namespace's admins read the event)."""
+    if isinstance(params, MergeParams):
+        return parse_repo(params.into).namespace
+    if isinstance(params, ExportParams) and params.into is not None:
+        ns, sep, _ = params.into.partition("/")
+        return ns if sep else None
+    if isinstance(params, ExportParams | Check4bitParams):
+        return parse_ref(params.ref).repo.namespace
+    return None
 
 
 def check_job_access(session: Session, principal: Principal, params: object) -> None:
@@ -162,6 +191,14 @@ def cancel(reg: Registry, job_id: int, *, principal: Principal = OPERATOR) -> Jo
         else:
             job.cancel_requested = True
         session.flush()
+        audit.record(
+            session,
+            principal,
+            "job.cancel",
+            f"job:{job.id}",
+            {"type": job.type, "status": job.status},
+            namespace=_stored_job_namespace(job),
+        )
         return job_info(job)
 
 

@@ -22,12 +22,14 @@ from registry.entities import (
     VersionInfo,
     VersionSummary,
 )
-from registry.errors import BlobMissing
+from registry.errors import BlobMissing, RegistryError
 from registry.formats.inspect import AdapterFacts, inspect_files
 from registry.formats.manifest import FileEntry, manifest_digest
-from registry.refs import Ref, RepoName, check_alias, parse_repo
+from registry.refs import Ref, RepoName, check_alias, parse_ref, parse_repo
+from registry.services import audit
 from registry.services.aliases import point_alias
 from registry.services.base_link import BaseLink, link_and_check, shape_key
+from registry.services.blob_guard import guard_blobs
 from registry.services.blobs import read_range
 from registry.services.context import Registry
 from registry.services.lookup import resolve_row
@@ -75,6 +77,7 @@ def commit_version(
     facts = inspect_files(files, lambda e, s, n: read_range(reg.store, e.sha256, s, n), reg.limits)
     digest = manifest_digest(files)
     with unit_of_work(reg.sessions) as session:
+        guard_blobs(session, reg.store, [(f.path, f.sha256, f.size) for f in files])
         link = link_and_check(session, facts, req.base or facts.config.base_model_name_or_path, req.force)
         repository = _lock_repository(session, repo)
         latest = _latest(session, repository)
@@ -89,12 +92,23 @@ def commit_version(
                 detail=f"content equals {repo}:{latest.number}; no new version created",
             )
         else:
-            repository.latest_version += 1
+            # Numbers come from the counter, never from the latest that exists: a deleted
+            # version's number is never given again.
+            repository.version_counter = max(repository.version_counter, repository.latest_version) + 1
+            repository.latest_version = repository.version_counter
             version = _new_version(session, repository, digest, files, facts, req, pushed_by, link)
             for alias in aliases:
                 point_alias(session, repository, version, alias)
             session.flush()
             result = _result(session, version, created=True, detail=f"created {repo}:{version.number}")
+        audit.record(
+            session,
+            principal,
+            "push",
+            f"{repo}:{result.version}",
+            {"digest": result.digest, "created": result.created, "aliases": aliases},
+            repo=str(repo),
+        )
         if on_commit is not None:
             on_commit(session, result)
         return result
@@ -240,10 +254,47 @@ def version_info(session: Session, v: m.Version) -> VersionInfo:
         message=v.message,
         files=[FileInfo(path=f.path, size=f.size, sha256=f.digest) for f in v.files],
         config=v.config,
-        lineage=v.lineage,
+        lineage=lineage_view(session, v.lineage),
         fit_override=v.fit_override,
         qlora_checks=qlora_summaries(session, v.id),
     )
+
+
+def lineage_view(session: Session, lineage: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The recorded lineage, each parent that no longer exists (deleted since) marked
+    `"deleted": true`; its digest stays as recorded. Computed when read: lineage is immutable."""
+    if not lineage or not isinstance(lineage.get("parents"), list):
+        return lineage
+    parents = []
+    for parent in lineage["parents"]:
+        if isinstance(parent, dict) and isinstance(parent.get("digest"), str):
+            parent = {**parent}
+            if _parent_exists(session, parent):
+                parent.pop("deleted", None)
+            else:
+                parent["deleted"] = True
+        parents.append(parent)
+    return {**lineage, "parents": parents}
+
+
+def _parent_exists(session: Session, parent: dict[str, Any]) -> bool:
+    """The version the parent names (its ref's repository and number) still holds its digest;
+    a parent recorded without a usable ref: some version with its digest exists."""
+    digest = parent["digest"]
+    q = select(m.Version.id).where(m.Version.digest == digest)
+    ref_text = parent.get("ref")
+    if isinstance(ref_text, str):
+        try:
+            ref = parse_ref(ref_text)
+        except RegistryError:
+            ref = None
+        if ref is not None:
+            q = q.join(m.Repository, m.Repository.id == m.Version.repository_id).where(
+                m.Repository.namespace == ref.repo.namespace, m.Repository.name == ref.repo.name
+            )
+            if ref.version is not None:
+                q = q.where(m.Version.number == ref.version)
+    return session.scalars(q.limit(1)).first() is not None
 
 
 def _summary_fields(session: Session, v: m.Version) -> dict[str, Any]:

@@ -14,11 +14,15 @@ import httpx
 import pytest
 from starlette.requests import Request
 
-from registry.api.deps import get_principal
+from registry.access import accounts
+from registry.api import create_app
+from registry.api.deps import display_hint, get_principal
 from registry.client.transfer import write_files
 from registry.entities import FileInfo
 from registry.errors import BadRequest, UnsafePath
+from registry.services.context import Registry
 from tests.cli.conftest import Cli, open_cli
+from tests.conftest import ServerThread, db_url_for, make_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,15 +45,42 @@ def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cli]:
         yield run
 
 
-def test_non_ascii_user_round_trips_through_a_server(served: Cli, lora_a: Path) -> None:
+@pytest.fixture(params=["sqlite-file", "postgresql-file"])
+def served_registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Cli, Registry]]:
+    """`served`, with the server's registry (to make users and tokens as the operator would)."""
+    db, backend = str(request.param).split("-")
+    settings = make_settings(tmp_path / "server", db_url_for(db, tmp_path, request), backend, request)
+    reg = Registry.from_settings(settings, migrate=True)
+    try:
+        with ServerThread(create_app(settings, reg), admin="bob") as srv:
+            env = {
+                "ADAPTERS_URL": srv.url,
+                "ADAPTERS_HOME": str(tmp_path / "client-home"),
+                "ADAPTERS_USER": "bob",
+            }
+            yield Cli({**env, "ADAPTERS_TOKEN": srv.token}), reg
+    finally:
+        reg.close()
+
+
+def test_non_ascii_user_round_trips_through_a_server(
+    served_registry: tuple[Cli, Registry], lora_a: Path
+) -> None:
+    """On a server, who pushed is the token's user (ADAPTERS_USER is only a display hint there)."""
+    served, reg = served_registry
+    for name in ("josé", "名前%20"):
+        accounts.add_user(reg, name)
+        accounts.grant(reg, name, "acme", "write")
+    served.env["ADAPTERS_TOKEN"], _ = accounts.create_token(reg, "josé")
     served.env["ADAPTERS_USER"] = "josé"
     pushed = served.json("push", str(lora_a), "acme/x")
     assert pushed["created"] is True
     assert served.json("show", "acme/x")["pushed_by"] == "josé"
     assert "by josé" in served("show", "acme/x").stdout
-    served.env["ADAPTERS_USER"] = "名前 with/slash%20"
+    served.env["ADAPTERS_TOKEN"], _ = accounts.create_token(reg, "名前%20")
+    served.env["ADAPTERS_USER"] = "someone-else"  # not trusted: the name comes from the token
     served.json("push", str(lora_a), "acme/y")
-    assert served.json("show", "acme/y")["pushed_by"] == "名前 with/slash%20"
+    assert served.json("show", "acme/y")["pushed_by"] == "名前%20"
 
 
 def test_invalid_user_is_one_error_line(served: Cli, lora_a: Path) -> None:
@@ -77,17 +108,21 @@ def test_invalid_user_header_is_a_400_problem(served: Cli) -> None:
         assert resp.json()["code"] == "bad_request"
 
 
-def principal_of(header: bytes | None) -> str:
+def hint_of(header: bytes | None) -> str | None:
+    """The display hint X-Adapters-User decodes to (the name of embedded and operator modes; on a
+    server the principal is the token's user, anonymous without one)."""
     headers = [] if header is None else [(b"x-adapters-user", header)]
-    return get_principal(Request({"type": "http", "headers": headers})).name
+    request = Request({"type": "http", "headers": headers})
+    assert get_principal(request).is_anonymous  # the header is never trusted as who calls
+    return display_hint(request)
 
 
 @pytest.mark.parametrize(
     ("header", "name"),
     [
-        (None, "anonymous"),
-        (b"", "anonymous"),
-        (b"  ", "anonymous"),
+        (None, None),
+        (b"", None),
+        (b"  ", None),
         (b"bob", "bob"),
         (b"jos%C3%A9", "josé"),
         ("josé".encode(), "josé"),  # a raw UTF-8 header (curl -H)
@@ -96,14 +131,14 @@ def principal_of(header: bytes | None) -> str:
         (b"x" * 128, "x" * 128),
     ],
 )
-def test_get_principal_decodes(header: bytes | None, name: str) -> None:
-    assert principal_of(header) == name
+def test_user_header_decodes(header: bytes | None, name: str | None) -> None:
+    assert hint_of(header) == name
 
 
 @pytest.mark.parametrize("header", [b"x" * 129, b"%E2%80%8Bzero", b"tab%09", b"nul%00", b"%C2%85"])
-def test_get_principal_refuses(header: bytes) -> None:
+def test_user_header_refuses(header: bytes) -> None:
     with pytest.raises(BadRequest):
-        principal_of(header)
+        hint_of(header)
 
 
 # ---------------------------------------------------------------- pull into existing folders

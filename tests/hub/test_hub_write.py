@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -60,7 +61,8 @@ def test_upload_folder_file_delete_and_refusals(
     (v3), each summary the version's message; refusals carry their code and store nothing."""
     make_public(registry, "acme")
     (tmp_path / "evil").mkdir()
-    (tmp_path / "evil" / "training_args.bin").write_bytes(pickle.dumps({"lr": 1}))
+    # A pickle under a name of its own (training_args.bin is left out by preupload's shouldIgnore).
+    (tmp_path / "evil" / "state.bin").write_bytes(pickle.dumps({"lr": 1}))
     got = run_client(
         server.url,
         tmp_path / "hf",
@@ -91,8 +93,8 @@ def test_upload_folder_file_delete_and_refusals(
         for name, call in [
             ("stale", lambda: api.upload_file(path_or_fileobj=b"x\\n", path_in_repo="NOTES.md",
                 repo_id="{REPO}", parent_commit=c1.oid)),
-            ("pickle", lambda: api.upload_file(path_or_fileobj="{tmp_path / "evil" / "training_args.bin"}",
-                path_in_repo="training_args.bin", repo_id="{REPO}")),
+            ("pickle", lambda: api.upload_file(path_or_fileobj="{tmp_path / "evil" / "state.bin"}",
+                path_in_repo="state.bin", repo_id="{REPO}")),
             ("pickle_new_repo", lambda: api.upload_folder(repo_id="acme/evil",
                 folder_path="{tmp_path / "evil"}")),
             ("bad_config", lambda: api.upload_file(path_or_fileobj=b'{{"peft_type": "NOPE"}}',
@@ -108,6 +110,7 @@ def test_upload_folder_file_delete_and_refusals(
         res["errors"] = errors
         out(res)
         """,
+        HF_TOKEN=server.token,
     )
     assert got["url"] == [f"{server.url}/{REPO}", REPO]
     assert got["again"] == 409
@@ -128,7 +131,7 @@ def test_upload_folder_file_delete_and_refusals(
     assert got["sha_main"] == got["c3"]
     messages = [registry_message(registry, REPO, n) for n in (1, 2, 3)]
     assert messages == ["first upload\n\nfrom a folder", "readme", "drop the readme"]
-    assert all(v.pushed_by == "anonymous" for v in made)
+    assert all(v.pushed_by == server.admin for v in made)  # the token's user
 
     errors = got["errors"]
     assert errors["stale"][0] == 409 and "parentCommit" in errors["stale"][2]
@@ -173,7 +176,8 @@ def test_raw_protocol_urls_multipart_and_unsafe_paths(
 ) -> None:
     server, reg = small_chunks
     make_public(reg, "acme")
-    http = httpx.Client(base_url=server.url, timeout=30)
+    http = httpx.Client(base_url=server.url, timeout=30, headers=server.auth)
+    bare = httpx.Client(base_url=server.url, timeout=30)  # what the client sends to upload URLs
     weights = (lora_a / "adapter_model.safetensors").read_bytes()
     config = (lora_a / "adapter_config.json").read_bytes()
     oid = hashlib.sha256(weights).hexdigest()
@@ -193,24 +197,28 @@ def test_raw_protocol_urls_multipart_and_unsafe_paths(
     assert batch["transfer"] == "basic"
     href = batch["objects"][0]["actions"]["upload"]["href"]
     path = href.removeprefix(server.url)
+    query = parse_qs(urlsplit(href).query)
+    who = (query["user"][0], query["token"][0])  # the identity of the batch call's token, signed
+    assert who[0] and who[1]
     # Tampered (another size, another signature) and expired URLs are refused; no auth is needed.
-    assert http.put(path.replace("sig=", "sig=0"), content=weights).status_code == 403
+    assert bare.put(path.replace("sig=", "sig=0"), content=weights).status_code == 403
     wrong = path.replace(f"/{len(weights)}?", f"/{len(weights) - 1}?")
-    assert http.put(wrong, content=weights[:-1]).status_code == 403
+    assert bare.put(wrong, content=weights[:-1]).status_code == 403
     secret = Signer(load_secret(reg_settings(server)), 60)
     past = int(time.time()) - 10
     expired = (
-        f"/api/lfs-upload/{oid}/{len(weights)}?expires={past}&sig={secret.sign(past, oid, str(len(weights)))}"
+        f"/api/lfs-upload/{oid}/{len(weights)}?expires={past}&user={who[0]}&token={who[1]}"
+        f"&sig={secret.sign(past, oid, str(len(weights)), *who)}"
     )
-    refused = http.put(expired, content=weights)
+    refused = bare.put(expired, content=weights)
     assert refused.status_code == 403 and "expired" in refused.headers["x-error-message"]
     # Other bytes: refused, nothing stored.
     other = bytes(reversed(weights))
-    assert http.put(path, content=other).status_code == 422
+    assert bare.put(path, content=other).status_code == 422
     assert reg.store.stat(f"sha256:{oid}") is None
-    assert http.put(path, content=weights).status_code == 200
-    assert http.put(path, content=other).status_code == 403  # reuse for other bytes: refused
-    assert http.put(path, content=weights).status_code == 200  # the same bytes again: a no-op
+    assert bare.put(path, content=weights).status_code == 200
+    assert bare.put(path, content=other).status_code == 403  # reuse for other bytes: refused
+    assert bare.put(path, content=weights).status_code == 200  # the same bytes again: a no-op
     again = http.post(
         f"/{REPO}.git/info/lfs/objects/batch",
         json={"operation": "upload", "objects": [{"oid": oid, "size": len(weights)}]},
@@ -270,6 +278,7 @@ def test_raw_protocol_urls_multipart_and_unsafe_paths(
                                commit_message="multipart")
         out([info.oid, seen])
         """,
+        HF_TOKEN=server.token,
     )
     assert got[1] == [4096]
     made = versions(reg, REPO)
@@ -304,6 +313,7 @@ def test_without_disable_xet_the_client_is_told(
             out(["error", type(err).__name__, str(err)])
         """,
         HF_HUB_DISABLE_XET="",
+        HF_TOKEN=server_sqlite.token,
     )
     # huggingface_hub 2.x picks Xet without asking the server; hf_xet shows only the failing URL.
     assert got[0] == "error" and "HF_HUB_DISABLE_XET=1" in got[2], got
@@ -358,6 +368,7 @@ def test_peft_push_to_hub_then_from_pretrained(
             have = loaded(ids).logits
         out([float((have - want).abs().max()), str(url)])
         """,
+        HF_TOKEN=server.token,
     )
     assert got[0] == 0.0
     made = versions(reg, "acme/pushed")
@@ -390,6 +401,7 @@ def test_trainer_push_to_hub(hub_server: tuple[ServerThread, Registry], tmp_path
         trainer.push_to_hub(commit_message="from Trainer")
         out("ok")
         """,
+        HF_TOKEN=server.token,
     )
     assert got == "ok"
     made = versions(reg, "acme/trained")
@@ -397,3 +409,257 @@ def test_trainer_push_to_hub(hub_server: tuple[ServerThread, Registry], tmp_path
     files = files_of(reg, "acme/trained", 1)
     assert "adapter_model.safetensors" in files and "training_args.bin" not in files
     assert registry_message(reg, "acme/trained", 1) == "from Trainer"
+
+
+# ---------------------------------------------------------------- access control
+def _user(reg: Registry, name: str, grants: dict[str, str], read_only: bool = False) -> dict[str, str]:
+    """A user with these grants, and the Authorization header of a new token of theirs."""
+    from registry.access import accounts
+
+    if name not in {u.name for u in accounts.list_users(reg)}:
+        accounts.add_user(reg, name)
+    for namespace, role in grants.items():
+        accounts.grant(reg, name, namespace, role)
+    secret, _ = accounts.create_token(reg, name, read_only=read_only)
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def _user_id(reg: Registry, name: str) -> int:
+    from registry.access import accounts
+
+    return next(u.id for u in accounts.list_users(reg) if u.name == name)
+
+
+def _proofs(reg: Registry, digest: str) -> set[int]:
+    """The users whose proof of possession of `digest` is recorded."""
+    from sqlalchemy import select
+
+    from registry.db import models as m
+    from registry.db.engine import unit_of_work
+
+    with unit_of_work(reg.sessions) as session:
+        return set(session.scalars(select(m.BlobUpload.user_id).where(m.BlobUpload.digest == digest)))
+
+
+def _batch(http: httpx.Client, repo: str, oid: str, size: int) -> httpx.Response:
+    return http.post(
+        f"/{repo}.git/info/lfs/objects/batch",
+        json={"operation": "upload", "transfers": ["basic"], "objects": [{"oid": oid, "size": size}]},
+    )
+
+
+def test_write_needs_a_token_with_write_on_the_namespace(
+    hub_server: tuple[ServerThread, Registry], lora_a: Path
+) -> None:
+    """Every Hub write needs write on the repository's namespace: anonymous 401 (with
+    WWW-Authenticate), may read but not write 403, may not read RepoNotFound; the Hub's error
+    headers on each. The token's user is who pushed."""
+    server, reg = hub_server
+    anon = httpx.Client(base_url=server.url, timeout=30)
+    writer = httpx.Client(base_url=server.url, timeout=30, headers=_user(reg, "alice", {"acme": "write"}))
+    reader = httpx.Client(base_url=server.url, timeout=30, headers=_user(reg, "rita", {"acme": "read"}))
+    read_only = httpx.Client(base_url=server.url, timeout=30, headers=_user(reg, "alice", {}, read_only=True))
+    stranger = httpx.Client(base_url=server.url, timeout=30, headers=_user(reg, "olga", {"other": "write"}))
+    weights = (lora_a / "adapter_model.safetensors").read_bytes()
+    config = (lora_a / "adapter_config.json").read_bytes()
+    oid = hashlib.sha256(weights).hexdigest()
+    lines = [
+        {"key": "header", "value": {"summary": "first"}},
+        {
+            "key": "file",
+            "value": {"path": "adapter_config.json", "content": base64.b64encode(config).decode()},
+        },
+        {
+            "key": "lfsFile",
+            "value": {
+                "path": "adapter_model.safetensors",
+                "algo": "sha256",
+                "oid": oid,
+                "size": len(weights),
+            },
+        },
+    ]
+
+    def calls(http: httpx.Client) -> list[httpx.Response]:
+        return [
+            http.post("/api/repos/create", json={"name": "hubbed", "organization": "acme", "type": "model"}),
+            http.post(
+                f"/api/models/{REPO}/preupload/main",
+                json={"files": [{"path": "adapter_config.json", "size": len(config), "sample": ""}]},
+            ),
+            _batch(http, REPO, oid, len(weights)),
+            _commit(http, REPO, lines),
+        ]
+
+    for answer in calls(anon):
+        assert answer.status_code == 401, answer.text
+        assert answer.headers["www-authenticate"].startswith("Bearer")
+        assert answer.headers["x-error-code"] == "Unauthenticated"
+        assert answer.headers["x-error-message"].startswith("unauthenticated: ")
+    for who in (reader, read_only):
+        for answer in calls(who):
+            assert answer.status_code == 403, answer.text
+            assert answer.headers["x-error-code"] == "Forbidden"
+    for answer in calls(stranger):
+        assert answer.status_code == 404, answer.text
+        assert answer.headers["x-error-code"] == "RepoNotFound"
+        assert "www-authenticate" not in answer.headers
+    assert versions(reg, REPO) == []
+    assert anon.get(f"/api/models/{REPO}").status_code == 404  # create_repo made nothing either
+
+    # The writer: create, upload to the signed URL (no credentials), commit; pushed_by is alice.
+    assert (
+        writer.post("/api/repos/create", json={"name": "hubbed", "organization": "acme"}).status_code == 200
+    )
+    href = _batch(writer, REPO, oid, len(weights)).json()["objects"][0]["actions"]["upload"]["href"]
+    assert anon.put(href.removeprefix(server.url), content=weights).status_code == 200
+    assert _proofs(reg, f"sha256:{oid}") == {_user_id(reg, "alice")}
+    done = _commit(writer, REPO, lines)
+    assert done.status_code == 200, done.headers.get("x-error-message")
+    assert [v.pushed_by for v in versions(reg, REPO)] == ["alice"]
+    # The reader reads it, still may not write it.
+    assert reader.get(f"/api/models/{REPO}").status_code == 200
+    assert _commit(reader, REPO, lines).status_code == 403
+
+
+def test_upload_urls_carry_who_asked_and_held_blobs_need_proof(
+    hub_server: tuple[ServerThread, Registry], lora_a: Path
+) -> None:
+    """A signed URL records the proof of the user it was issued to, whoever sends the bytes, and
+    cannot be rewritten to name another; a blob the store holds but the caller may not use gets an
+    upload action (no digest oracle), and a commit naming it without that upload is refused."""
+    server, reg = hub_server
+    anon = httpx.Client(base_url=server.url, timeout=30)
+    alice = httpx.Client(base_url=server.url, timeout=30, headers=_user(reg, "alice", {"acme": "write"}))
+    mallory = httpx.Client(base_url=server.url, timeout=30, headers=_user(reg, "mallory", {"evil": "write"}))
+    alice_id, mallory_id = _user_id(reg, "alice"), _user_id(reg, "mallory")
+    weights = (lora_a / "adapter_model.safetensors").read_bytes()
+    config = (lora_a / "adapter_config.json").read_bytes()
+    oid = hashlib.sha256(weights).hexdigest()
+    digest = f"sha256:{oid}"
+
+    href = _batch(alice, REPO, oid, len(weights)).json()["objects"][0]["actions"]["upload"]["href"]
+    path = href.removeprefix(server.url)
+    assert f"user={alice_id}&" in path
+    # Rewritten to name mallory: not a URL the registry issued.
+    forged = mallory.put(path.replace(f"user={alice_id}&", f"user={mallory_id}&"), content=weights)
+    assert forged.status_code == 403 and forged.headers["x-error-code"] == "UploadUrlRefused"
+    assert reg.store.stat(digest) is None
+    # Replayed by mallory (her own token on the request, which the upload URL ignores): alice's proof.
+    assert mallory.put(path, content=weights).status_code == 200
+    assert _proofs(reg, digest) == {alice_id}
+    assert mallory.put(path, content=weights).status_code == 200  # again: still nothing for her
+    assert _proofs(reg, digest) == {alice_id}
+
+    # The store holds it, but mallory may not use it: her batch asks for the bytes.
+    mine = _batch(mallory, "evil/x", oid, len(weights)).json()["objects"][0]
+    assert "upload" in mine["actions"]
+    lines = [
+        {"key": "header", "value": {"summary": "borrowed"}},
+        {
+            "key": "file",
+            "value": {"path": "adapter_config.json", "content": base64.b64encode(config).decode()},
+        },
+        {
+            "key": "lfsFile",
+            "value": {
+                "path": "adapter_model.safetensors",
+                "algo": "sha256",
+                "oid": oid,
+                "size": len(weights),
+            },
+        },
+    ]
+    borrowed = _commit(mallory, "evil/x", lines)
+    assert borrowed.status_code == 409 and borrowed.headers["x-error-code"] == "BlobMissing"
+    assert versions(reg, "evil/x") == []
+    # Alice, who uploaded it, is told nothing to do.
+    assert "actions" not in _batch(alice, REPO, oid, len(weights)).json()["objects"][0]
+
+    # Mallory sends the bytes to her own URL: proof recorded, the blob is hers to use.
+    assert (
+        anon.put(mine["actions"]["upload"]["href"].removeprefix(server.url), content=weights).status_code
+        == 200
+    )
+    assert _proofs(reg, digest) == {alice_id, mallory_id}
+    assert "actions" not in _batch(mallory, "evil/x", oid, len(weights)).json()["objects"][0]
+    done = _commit(mallory, "evil/x", lines)
+    assert done.status_code == 200, done.headers.get("x-error-message")
+    assert [v.pushed_by for v in versions(reg, "evil/x")] == ["mallory"]
+
+    # A URL issued through a token revoked since uploads nothing.
+    from registry.access import accounts
+
+    secret, info = accounts.create_token(reg, "alice")
+    other = _perturbed(weights)
+    oid2 = hashlib.sha256(other).hexdigest()
+    late = httpx.Client(base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {secret}"})
+    href = _batch(late, REPO, oid2, len(other)).json()["objects"][0]["actions"]["upload"]["href"]
+    accounts.revoke_token(reg, info.id)
+    revoked = anon.put(href.removeprefix(server.url), content=other)
+    assert revoked.status_code == 401 and revoked.headers["x-error-code"] == "Unauthenticated"
+    assert reg.store.stat(f"sha256:{oid2}") is None
+
+
+def test_multipart_completion_records_the_proof(
+    small_chunks: tuple[ServerThread, Registry], lora_a: Path
+) -> None:
+    server, reg = small_chunks
+    alice = httpx.Client(base_url=server.url, timeout=30, headers=_user(reg, "alice", {"acme": "write"}))
+    anon = httpx.Client(base_url=server.url, timeout=30)
+    weights = (lora_a / "adapter_model.safetensors").read_bytes()
+    oid = hashlib.sha256(weights).hexdigest()
+    batch = alice.post(
+        f"/{REPO}.git/info/lfs/objects/batch",
+        json={
+            "operation": "upload",
+            "transfers": ["multipart"],
+            "objects": [{"oid": oid, "size": len(weights)}],
+        },
+    ).json()
+    upload = batch["objects"][0]["actions"]["upload"]
+    chunk = int(upload["header"]["chunk_size"])
+    parts = []
+    for n in range(1, -(-len(weights) // chunk) + 1):
+        url = upload["header"][str(n)].removeprefix(server.url)
+        put = anon.put(url, content=weights[(n - 1) * chunk : n * chunk])
+        assert put.status_code == 200
+        parts.append({"partNumber": n, "etag": put.headers["etag"]})
+    assert _proofs(reg, f"sha256:{oid}") == set()  # parts prove nothing until they are whole
+    done = anon.post(upload["href"].removeprefix(server.url), json={"oid": oid, "parts": parts})
+    assert done.status_code == 200, done.text
+    assert _proofs(reg, f"sha256:{oid}") == {_user_id(reg, "alice")}
+
+
+def test_real_client_without_write_is_refused(
+    small_chunks: tuple[ServerThread, Registry], lora_a: Path, tmp_path: Path
+) -> None:
+    """huggingface_hub itself: no HF_TOKEN 401, a read-only token 403, a writer of another
+    namespace RepositoryNotFoundError; nothing recorded."""
+    server, reg = small_chunks  # acme is private: only its readers know it exists
+    _, token = _user(reg, "rita", {"acme": "write"}, read_only=True)["Authorization"].split(" ")
+    _, other = _user(reg, "olga", {"other": "write"})["Authorization"].split(" ")
+    code = f"""
+        api = hf.HfApi()
+        res = {{}}
+        for name, call in [
+            ("create", lambda: api.create_repo("{REPO}")),
+            ("upload", lambda: api.upload_folder(repo_id="{REPO}", folder_path="{lora_a}")),
+        ]:
+            try:
+                call()
+                res[name] = None
+            except hf_errors.HfHubHTTPError as err:
+                res[name] = [type(err).__name__, err.response.status_code,
+                             err.response.headers.get("www-authenticate"), err.response.headers.get("x-error-code")]
+        out(res)
+        """
+    anonymous = run_client(server.url, tmp_path / "hf-anon", code)
+    assert anonymous["create"][1:] == [401, 'Bearer realm="adapter-registry"', "Unauthenticated"]
+    assert anonymous["upload"][1] == 401 and anonymous["upload"][2].startswith("Bearer")
+    reading = run_client(server.url, tmp_path / "hf-read", code, HF_TOKEN=token)
+    assert reading["create"][1:] == [403, None, "Forbidden"] and reading["upload"][1] == 403
+    elsewhere = run_client(server.url, tmp_path / "hf-other", code, HF_TOKEN=other)
+    assert elsewhere["create"][1] == 404 and elsewhere["create"][3] == "RepoNotFound"
+    assert elsewhere["upload"][0] == "RepositoryNotFoundError"
+    assert versions(reg, REPO) == []

@@ -1,6 +1,10 @@
 """The Hub protocol's write path: `create_repo`, `preupload`, the LFS batch API (basic and
 multipart transfers to one-time upload URLs) and `commit`, as huggingface_hub calls them with
-HF_HUB_DISABLE_XET=1. A thin translation onto `registry.services.hub_write` / `hub_lfs`."""
+HF_HUB_DISABLE_XET=1. A thin translation onto `registry.services.hub_write` / `hub_lfs`.
+
+Every call but the uploads to signed URLs acts as the caller's token (HF_TOKEN, sent as Bearer) and
+needs write on the repository's namespace. The upload URLs carry no credentials (the client sends
+none there): they name, signed, the user and token the batch call was made with (`Uploader`)."""
 
 from __future__ import annotations
 
@@ -18,9 +22,9 @@ from registry.api.hub.common import RepoIdDep, hub_route
 from registry.api.hub.errors import HubRoute, hub_error_response
 from registry.api.routes.blobs import _BodyReader
 from registry.config import Settings
-from registry.errors import BadRequest, Conflict, ValidationFailed, XetNotSupported
+from registry.errors import BadRequest, Conflict, UploadUrlRefused, ValidationFailed, XetNotSupported
 from registry.services import hub_lfs, hub_write
-from registry.services.hub_lfs import XET_HINT, PartStore, Signer
+from registry.services.hub_lfs import XET_HINT, PartStore, Signer, Uploader
 
 router = APIRouter(route_class=HubRoute)
 UPLOAD_PREFIX = "/api/lfs-upload"
@@ -64,7 +68,7 @@ async def create_repo(request: Request, reg: RegistryDep, principal: PrincipalDe
         raise BadRequest("name (and organization) must be strings", field="name")
     repo_id = f"{org}/{name}" if org else name
     url = f"{str(request.base_url).rstrip('/')}/{repo_id}"
-    created = await anyio.to_thread.run_sync(hub_write.create_repo, reg, repo_id, principal.name)
+    created = await anyio.to_thread.run_sync(hub_write.create_repo, reg, repo_id, principal)
     if created:
         return JSONResponse({"url": url, "name": repo_id, "id": repo_id})
     # The Hub's answer for an existing repository: 409 with its url (create_repo(exist_ok=True) reads it).
@@ -97,7 +101,7 @@ async def preupload(
             asked.append((str(f["path"]), int(f["size"]), base64.b64decode(f.get("sample") or "")[:512]))
         except (KeyError, TypeError, ValueError, binascii.Error) as err:
             raise BadRequest(f"invalid preupload entry: {err}", field="files") from err
-    modes = await anyio.to_thread.run_sync(hub_write.upload_modes, reg, repo, revision, principal.name, asked)
+    modes = await anyio.to_thread.run_sync(hub_write.upload_modes, reg, repo, revision, principal, asked)
     return {
         "files": [
             {"path": m.path, "uploadMode": m.mode, "shouldIgnore": m.ignore, "oid": m.oid} for m in modes
@@ -146,7 +150,7 @@ async def lfs_batch(
         hub_lfs.plan_upload,
         reg,
         repo,
-        principal.name,
+        principal,
         objects,
         [str(t) for t in transfers],
         settings.max_push_bytes,
@@ -154,6 +158,7 @@ async def lfs_batch(
     )
     base = str(request.base_url).rstrip("/")
     signer = _signer(request, settings)
+    who = Uploader.of(principal)
     answer = []
     for o in planned:
         item: dict[str, Any] = {"oid": o.oid, "size": o.size}
@@ -161,8 +166,8 @@ async def lfs_batch(
             item["error"] = {"code": o.error_code, "message": o.error}
         elif o.action == "basic":
             exp = signer.expiry()
-            sig = signer.sign(exp, o.oid, str(o.size))
-            href = f"{base}{UPLOAD_PREFIX}/{o.oid}/{o.size}?expires={exp}&sig={sig}"
+            sig = signer.sign(exp, o.oid, str(o.size), *who.fields)
+            href = f"{base}{UPLOAD_PREFIX}/{o.oid}/{o.size}?expires={exp}&{who.query}&sig={sig}"
             item.update(
                 authenticated=True,
                 actions={"upload": {"href": href, "expires_in": settings.hub_upload_url_ttl_s}},
@@ -172,12 +177,16 @@ async def lfs_batch(
             upload_id = hub_lfs.secrets.token_urlsafe(16)
             header: dict[str, str] = {"chunk_size": str(chunk)}
             for n in range(1, o.parts + 1):
-                sig = signer.sign(exp, o.oid, str(o.size), upload_id, str(chunk), str(n))
+                sig = signer.sign(exp, o.oid, str(o.size), *who.fields, upload_id, str(chunk), str(n))
                 header[str(n)] = (
-                    f"{base}{UPLOAD_PREFIX}/{o.oid}/{o.size}/{upload_id}/{chunk}/{n}?expires={exp}&sig={sig}"
+                    f"{base}{UPLOAD_PREFIX}/{o.oid}/{o.size}/{upload_id}/{chunk}/{n}"
+                    f"?expires={exp}&{who.query}&sig={sig}"
                 )
-            sig = signer.sign(exp, o.oid, str(o.size), upload_id, str(chunk), "complete")
-            href = f"{base}{UPLOAD_PREFIX}/{o.oid}/{o.size}/{upload_id}/{chunk}?expires={exp}&sig={sig}"
+            sig = signer.sign(exp, o.oid, str(o.size), *who.fields, upload_id, str(chunk), "complete")
+            href = (
+                f"{base}{UPLOAD_PREFIX}/{o.oid}/{o.size}/{upload_id}/{chunk}"
+                f"?expires={exp}&{who.query}&sig={sig}"
+            )
             item.update(authenticated=True, actions={"upload": {"href": href, "header": header}})
         answer.append(item)
     return Response(
@@ -201,16 +210,34 @@ async def _stream(request: Request, settings: Settings, func: Any, *args: Any) -
     )
 
 
+def _uploader(user: str, token: str) -> Uploader:
+    """The uploader a URL names (its signature already checked: these are the issued values)."""
+    try:
+        return Uploader(int(user) if user else None, int(token) if token else None)
+    except ValueError as err:  # pragma: no cover - the signature covers them
+        raise UploadUrlRefused("the upload URL is not one this registry issued") from err
+
+
 @router.put(UPLOAD_PREFIX + "/{oid}/{size}", include_in_schema=False)
 async def lfs_put(
-    request: Request, oid: str, size: int, expires: int, sig: str, reg: RegistryDep, settings: SettingsDep
+    request: Request,
+    oid: str,
+    size: int,
+    expires: int,
+    sig: str,
+    reg: RegistryDep,
+    settings: SettingsDep,
+    user: str = "",
+    token: str = "",
 ) -> Response:
-    """A basic transfer's single PUT, to the URL the batch call issued (no auth header)."""
-    _signer(request, settings).check(sig, expires, oid, str(size))
+    """A basic transfer's single PUT, to the URL the batch call issued (no auth header: it acts as
+    the user and token the URL names, whoever sends it)."""
+    _signer(request, settings).check(sig, expires, oid, str(size), user, token)
+    who = _uploader(user, token)
     hub_lfs.check_size(size, settings.max_push_bytes)
     if _declared_length(request) != size:
         raise ValidationFailed(f"the body must be the object's {size} bytes", field="Content-Length")
-    await _stream(request, settings, lambda r: hub_lfs.put_object(reg, r, oid, size))
+    await _stream(request, settings, lambda r: hub_lfs.put_object(reg, who.principal(reg), r, oid, size))
     return Response(status_code=200)
 
 
@@ -225,9 +252,13 @@ async def lfs_put_part(
     expires: int,
     sig: str,
     settings: SettingsDep,
+    user: str = "",
+    token: str = "",
 ) -> Response:
     """One part of a multipart transfer; its ETag (the part's sha256) goes into the completion."""
-    _signer(request, settings).check(sig, expires, oid, str(size), upload_id, str(chunk), str(number))
+    _signer(request, settings).check(
+        sig, expires, oid, str(size), user, token, upload_id, str(chunk), str(number)
+    )
     hub_lfs.check_size(size, settings.max_push_bytes)
     length = hub_lfs.part_length(size, chunk, number)
     if _declared_length(request) != length:
@@ -248,9 +279,15 @@ async def lfs_complete(
     sig: str,
     reg: RegistryDep,
     settings: SettingsDep,
+    user: str = "",
+    token: str = "",
 ) -> dict[str, Any]:
-    """The completion call: the parts, in order, become the blob (verified against the oid)."""
-    _signer(request, settings).check(sig, expires, oid, str(size), upload_id, str(chunk), "complete")
+    """The completion call: the parts, in order, become the blob (verified against the oid), as
+    the user the URL names (their proof of possession recorded)."""
+    _signer(request, settings).check(
+        sig, expires, oid, str(size), user, token, upload_id, str(chunk), "complete"
+    )
+    who = _uploader(user, token)
     body = await _json(request)
     raw = body.get("parts")
     if body.get("oid") != oid or not isinstance(raw, list):
@@ -265,7 +302,7 @@ async def lfs_complete(
     parts = _parts(settings)
     await anyio.to_thread.run_sync(parts.remove_stale, settings.stale_upload_s)
     info = await anyio.to_thread.run_sync(
-        lambda: parts.complete(reg, upload_id, oid, size, [e for _, e in ordered], chunk),
+        lambda: parts.complete(reg, who.principal(reg), upload_id, oid, size, [e for _, e in ordered], chunk),
         limiter=request.app.state.upload_limiter,
     )
     return {"oid": oid, "size": info.size}
@@ -280,7 +317,7 @@ async def commit(
     if request.query_params.get("create_pr") in ("1", "true", "True"):
         raise BadRequest("pull requests are not supported: commit to main", field="create_pr")
     parsed = parse_commit(await request.body())
-    done = await anyio.to_thread.run_sync(hub_write.commit, reg, repo, revision, parsed, principal.name)
+    done = await anyio.to_thread.run_sync(hub_write.commit, reg, repo, revision, parsed, principal)
     base = str(request.base_url).rstrip("/")
     return {
         "success": True,
