@@ -122,8 +122,8 @@ def blob_readable(session: Session, p: Principal, digest: str) -> bool:
     return False
 
 
-def blobs_usable(session: Session, p: Principal, digests: list[str]) -> list[str]:
-    """The digests `p` may not reference in a commit: a blob is usable when `p` may read it, or
+def blobs_unusable(session: Session, p: Principal, digests: list[str]) -> list[str]:
+    """The digests `p` may NOT reference in a commit: a blob is usable when `p` may read it, or
     uploaded its bytes (proved possession). Operator and global admins: every blob."""
     if global_admin(p, "write"):
         return []

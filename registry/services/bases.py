@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from registry import bounds
-from registry.access.checks import base_readable, blobs_usable, require_writer
+from registry.access.checks import base_readable, blobs_unusable, require_writer
 from registry.access.principal import OPERATOR, Principal
 from registry.db import models as m
 from registry.db.engine import unit_of_work
@@ -42,7 +42,7 @@ def register_base(
             require_on_base_name(session, principal, "write", n.name)
         if not data.names:
             require_writer(principal)
-        unusable = set(blobs_usable(session, principal, [f.sha256 for f in data.files or []]))
+        unusable = set(blobs_unusable(session, principal, [f.sha256 for f in data.files or []]))
     for f in data.files or []:
         if normalize_path(f.path) != f.path:
             raise UnsafePath(f"path {f.path!r} is not in NFC form", path=f.path)

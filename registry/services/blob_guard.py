@@ -37,6 +37,14 @@ def lock_for_gc(session: Session) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": GC_LOCK_KEY})
 
 
+def being_swept(session: Session, digests: Iterable[str]) -> set[str]:
+    """The digests a gc run is deleting right now: present in the store, but not for long."""
+    wanted = sorted(set(digests))
+    if not wanted:
+        return set()
+    return set(session.scalars(select(m.GcSweep.digest).where(m.GcSweep.digest.in_(wanted))))
+
+
 def guard_blobs(session: Session, store: BlobStore, files: Iterable[tuple[str, str, int]]) -> None:
     """Inside the transaction that will reference (path, digest, size) `files`: take the lock
     shared, refuse a digest a gc run is deleting, and check each blob is (still) stored.
@@ -50,7 +58,7 @@ def guard_blobs(session: Session, store: BlobStore, files: Iterable[tuple[str, s
     if _postgres(session):
         session.execute(text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": GC_LOCK_KEY})
     digests = sorted({d for _, d, _ in entries})
-    sweeping = set(session.scalars(select(m.GcSweep.digest).where(m.GcSweep.digest.in_(digests))))
+    sweeping = being_swept(session, digests)
     for path, digest, size in entries:
         held = None if digest in sweeping else store.stat(digest)
         if held is None or held.size != size:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import storage
-from registry.access.checks import blob_readable, blobs_usable, require_writer
+from registry.access.checks import blob_readable, blobs_unusable, require_writer
 from registry.access.principal import Principal
 from registry.db import models as m
 from registry.db.engine import unit_of_work
 from registry.errors import BadRequest, NotFound, from_storage_error
+from registry.services.blob_guard import being_swept
 from registry.services.context import Registry
 from registry.services.timeutil import now
 from storage import BlobInfo, BlobStore
@@ -72,14 +73,16 @@ def missing_for(reg: Registry, principal: Principal, digests: list[str]) -> list
     reported missing too, so a push uploads it (proving possession) and the answer never tells
     whether someone else's blob exists."""
     require_writer(principal)
-    missing = missing_blobs(reg.store, digests)
-    if principal.is_operator:
-        return missing
+    missing = set(missing_blobs(reg.store, digests))
     with unit_of_work(reg.sessions) as session:
-        unusable = set(
-            blobs_usable(session, principal, [d for d in dict.fromkeys(digests) if d not in missing])
-        )
-    return [d for d in dict.fromkeys(digests) if d in unusable or d in missing]
+        # A blob a gc run is deleting is as good as gone: the push uploads it again after the
+        # sweep, rather than being told "present" and refused at commit.
+        missing |= being_swept(session, [d for d in digests if d not in missing])
+        if not principal.is_operator:
+            missing |= set(
+                blobs_unusable(session, principal, [d for d in dict.fromkeys(digests) if d not in missing])
+            )
+    return [d for d in dict.fromkeys(digests) if d in missing]
 
 
 def upload_as(
@@ -101,7 +104,7 @@ def upload_as(
     if principal.is_operator:
         return upload_blob(reg.store, stream, digest, size, progress)
     with unit_of_work(reg.sessions) as session:
-        usable = not blobs_usable(session, principal, [digest])
+        usable = not blobs_unusable(session, principal, [digest])
     if usable:
         return upload_blob(reg.store, stream, digest, size, progress)
     try:
@@ -114,7 +117,7 @@ def upload_as(
 
 def record_upload(reg: Registry, principal: Principal, digest: str) -> None:
     """Record that `principal` proved it holds the bytes of `digest` (it sent them, verified against
-    the digest): the blob is usable in its commits from now on (`blobs_usable`). Only a user's
+    the digest): the blob is usable in its commits from now on (`blobs_unusable`). Only a user's
     proof is recorded; the operator may use every blob anyway."""
     if principal.user_id is None:
         return

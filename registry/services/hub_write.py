@@ -3,7 +3,7 @@ the push path. A Hub commit applies its added and deleted files to the parent ve
 and ends in `versions.commit_version`, the same function `adapters push` ends in: every push
 check, one transaction. Every write first passes `hub.check_write` (write on the repository's
 namespace), and the commit records the principal's user as who pushed. Its LFS files must be blobs
-the principal may use (`blobs_usable`: it may read them, or uploaded them), as in `adapters push`.
+the principal may use (`blobs_unusable`: it may read them, or uploaded them), as in `adapters push`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pydantic
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from registry.access.checks import blobs_usable
+from registry.access.checks import blobs_unusable
 from registry.access.principal import Principal
 from registry.db import models as m
 from registry.db.engine import unit_of_work
@@ -249,7 +249,7 @@ def _apply(
             del files[p]
     files.update(inline)
     with unit_of_work(reg.sessions) as session:
-        unusable = set(blobs_usable(session, writer, [d for d, _ in hub_commit.lfs.values()]))
+        unusable = set(blobs_unusable(session, writer, [d for d, _ in hub_commit.lfs.values()]))
     for path, (digest, size) in hub_commit.lfs.items():
         held = None if digest in unusable else reg.store.stat(digest)
         if held is None or (size is not None and held.size != size):

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from registry.access.checks import blobs_usable
+from registry.access.checks import blobs_unusable
 from registry.access.principal import OPERATOR, Principal
 from registry.db import models as m
 from registry.db.engine import unit_of_work
@@ -65,7 +65,7 @@ def commit_version(
     files = [FileEntry(f.path, f.size, f.sha256) for f in req.files]
     with unit_of_work(reg.sessions) as session:
         require_writer_of(session, principal, repo)
-        unusable = set(blobs_usable(session, principal, [f.sha256 for f in files]))
+        unusable = set(blobs_unusable(session, principal, [f.sha256 for f in files]))
     for f in files:
         info = reg.store.stat(f.sha256)
         if info is None or info.size != f.size or f.sha256 in unusable:
