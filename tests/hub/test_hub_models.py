@@ -4,6 +4,7 @@ the logits of the local copies; adapter repositories and bases never share a nam
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,6 +49,7 @@ def test_transformers_and_peft_load_through_the_hub(
     config["base_model_name_or_path"] = BASE
     (lora_a / "adapter_config.json").write_text(json.dumps(config))
     push_folder(client, lora_a, "acme/legal")
+    export_through_a_worker(hub_server, client, "acme/legal", BASE, "acme/legal-merged")
 
     code = f"""
     import torch
@@ -63,9 +65,11 @@ def test_transformers_and_peft_load_through_the_hub(
                                                  {str(lora_a)!r}))
     through_hub = logits(PeftModel.from_pretrained(hub_base, "acme/legal"))
     auto = logits(AutoPeftModelForCausalLM.from_pretrained("acme/legal"))
+    merged = logits(AutoModelForCausalLM.from_pretrained("acme/legal-merged"))
     out(dict(base=(logits(local_base) - logits(AutoModelForCausalLM.from_pretrained({BASE!r}))).abs().max().item(),
              peft=(reference - through_hub).abs().max().item(),
              auto=(reference - auto).abs().max().item(),
+             export=(reference - merged).abs().max().item(),
              moved=(reference - logits(local_base)).abs().max().item()))
     """
     for xet in ("1", ""):  # with hf_xet disabled, and as installed (it must fall back to HTTP)
@@ -74,7 +78,30 @@ def test_transformers_and_peft_load_through_the_hub(
         )
         # The same bytes through the same code: exactly equal (tolerance 0).
         assert got["base"] == 0.0 and got["peft"] == 0.0 and got["auto"] == 0.0, got
+        # The export (merged in float32, then stored in the base's float32) against PEFT's
+        # unmerged forward: the export tests' tolerance.
+        assert got["export"] < 1e-5, got
         assert got["moved"] > 0  # the adapter changes the logits: the comparison means something
+
+
+def export_through_a_worker(server: ServerThread, client: HttpClient, ref: str, base: str, into: str) -> None:
+    """An export job submitted over HTTP and run by a worker on the server's registry: the
+    derived model is registered under `into` and served as a model repository."""
+    from registry.jobspec import JobRequest
+    from registry.worker import Worker, WorkerSettings, WorkerThread
+
+    app = server.app
+    worker = Worker(app.state.registry, WorkerSettings.from_settings(app.state.settings, device="cpu"))  # type: ignore[attr-defined]
+    thread = WorkerThread(worker).start()
+    try:
+        job = client.submit_job(JobRequest(type="export", params={"ref": ref, "base": base, "into": into}))
+        deadline = time.monotonic() + 240
+        while not (job := client.get_job(job.id)).done:
+            assert time.monotonic() < deadline, job
+            time.sleep(0.1)
+        assert job.status == "succeeded", job.error
+    finally:
+        thread.stop()
 
 
 def _structure_only(name: str) -> BaseRegistration:
