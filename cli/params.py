@@ -49,17 +49,15 @@ def _message(err: Exception) -> str:
 
 
 def _ref(text: str) -> str:
-    from registry.refs import parse_ref
+    from registry.refs import check_ref
 
-    parse_ref(text)
-    return text
+    return check_ref(text)
 
 
 def _repo(text: str) -> str:
-    from registry.refs import parse_repo
+    from registry.refs import check_repo
 
-    parse_repo(text)
-    return text
+    return check_repo(text)
 
 
 def _namespace(text: str) -> str:

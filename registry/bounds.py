@@ -83,11 +83,20 @@ def check_int(value: int, field: str, low: int = 0, high: int = INT32_MAX) -> in
     return value
 
 
-def check_json(value: Any, field: str, *, max_depth: int = MAX_JSON_DEPTH, fail: Raise | None = None) -> Any:
+def check_json(
+    value: Any,
+    field: str,
+    *,
+    max_depth: int = MAX_JSON_DEPTH,
+    fail: Raise | None = None,
+    scalars: bool = True,
+) -> Any:
     """Refuse what a strict JSON document cannot hold or we cannot serve back: NaN and infinities,
     integers wider than 64 bits, text `text_problem` refuses (keys included), non-string keys, and
-    nesting deeper than `max_depth`. Iterative, so a hostile depth cannot exhaust the stack."""
+    nesting deeper than `max_depth` (with `scalars` False, only the nesting). Iterative, so a
+    hostile depth cannot exhaust the stack."""
     fail = fail or _raise_validation
+    check = _check_scalar if scalars else _accept
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
@@ -98,13 +107,17 @@ def check_json(value: Any, field: str, *, max_depth: int = MAX_JSON_DEPTH, fail:
                 for k, v in node.items():
                     if not isinstance(k, str):
                         fail(f"{field}: object keys must be strings")
-                    _check_scalar(k, field, fail)
+                    check(k, field, fail)
                     stack.append((v, depth + 1))
             else:
                 stack.extend((v, depth + 1) for v in node)
         else:
-            _check_scalar(node, field, fail)
+            check(node, field, fail)
     return value
+
+
+def _accept(node: Any, field: str, fail: Raise) -> None:
+    pass
 
 
 def _check_scalar(node: Any, field: str, fail: Raise) -> None:
@@ -158,18 +171,5 @@ def loads_strict(
         fail(f"{where}: nested deeper than {max_depth} levels")
     except (UnicodeDecodeError, ValueError) as err:  # JSONDecodeError is a ValueError
         raise error(f"{where} is not valid UTF-8 JSON: {err}", path=where) from err
-    if storable:
-        check_json(doc, where, max_depth=max_depth, fail=fail)
-    else:
-        _check_depth(doc, where, max_depth, fail)
+    check_json(doc, where, max_depth=max_depth, fail=fail, scalars=storable)
     return doc
-
-
-def _check_depth(value: Any, field: str, max_depth: int, fail: Raise) -> None:
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict | list):
-            if depth > max_depth:
-                fail(f"{field}: nested deeper than {max_depth} levels")
-            stack.extend((v, depth + 1) for v in (node.values() if isinstance(node, dict) else node))

@@ -13,7 +13,7 @@ from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_va
 from registry import bounds
 from registry.entities import FileInfo
 from registry.errors import BadRequest
-from registry.refs import check_alias, parse_ref, parse_repo
+from registry.refs import check_alias, check_ref, check_repo
 
 MAX_MERGE_WEIGHT = 1e3
 """|weight| of a merge input: deltas are scaled in float32, where 1e308 overflowed to inf and burned
@@ -21,22 +21,12 @@ three attempts; real recipes use weights within [-2, 2]."""
 SEED_MAX = 2**32 - 1
 
 
-def _ref(text: str) -> str:
-    parse_ref(text)
-    return text
-
-
-def _repo(text: str) -> str:
-    parse_repo(text)
-    return text
-
-
 def _text(text: str) -> str:
     return bounds.check_text(text, "value", 4096)
 
 
-RefText = Annotated[str, Field(min_length=1, max_length=300), AfterValidator(_ref)]
-RepoText = Annotated[str, Field(min_length=3, max_length=129), AfterValidator(_repo)]
+RefText = Annotated[str, Field(min_length=1, max_length=300), AfterValidator(check_ref)]
+RepoText = Annotated[str, Field(min_length=3, max_length=129), AfterValidator(check_repo)]
 AliasText = Annotated[str, Field(max_length=64), AfterValidator(check_alias)]
 BaseText = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_text)]
 """A registered base (name or sha256:fingerprint), or in embedded mode a local model folder."""

@@ -88,3 +88,15 @@ def parse_ref(text: str) -> Ref:
             return Ref(repo)
         return Ref(repo, alias=check_alias(m["alias"]))
     return Ref(repo)
+
+
+def check_ref(text: str) -> str:
+    """`text` if it is a well-formed reference (a validator for parameters kept as text)."""
+    parse_ref(text)
+    return text
+
+
+def check_repo(text: str) -> str:
+    """`text` if it is a well-formed repository name (a validator for parameters kept as text)."""
+    parse_repo(text)
+    return text

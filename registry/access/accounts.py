@@ -354,21 +354,6 @@ def authenticate(reg: Registry, secret: str) -> Principal:
     )
 
 
-def _principal(session: Session, token: m.Token) -> Principal:
-    user = session.get(m.User, token.user_id)
-    assert user is not None  # tokens cascade with their user
-    return Principal(
-        kind="user",
-        name=user.name,
-        user_id=user.id,
-        admin=user.admin,
-        grants=_grants(session, user.id),
-        token_id=token.id,
-        read_only=token.read_only,
-        namespaces=frozenset(token.namespaces) if token.namespaces is not None else None,
-    )
-
-
 def job_principal(session: Session, user_id: int | None, token_id: int | None, name: str) -> Principal:
     """Who a job acts as when it publishes: its submitter with today's grants, narrowed as the
     token it was submitted with (a revoked token or a deleted user: nothing but anonymous reads).
