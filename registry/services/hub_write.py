@@ -195,12 +195,12 @@ def commit(
         entries = sorted(files.values(), key=lambda f: f.path)
         # Validate before writing: the inline files are read from memory, the rest from the store.
         inspect_files(entries, lambda e, s, n: _read(reg, hub_commit.inline, inline, e, s, n), reg.limits)
+        request = _push_request(entries, hub_commit.message)  # the message too, before any write
         for path, entry in inline.items():
             if files.get(path) == entry:
                 data = hub_commit.inline[path]
                 # The commit carries the bytes: proof of possession, recorded like any upload.
                 upload_as(reg, writer, io.BytesIO(data), entry.sha256, entry.size)
-        request = _push_request(entries, hub_commit.message)
 
         def same_parent(session: Session, result: PushResult, expected: int = parent_number + 1) -> None:
             if result.created and result.version != expected:

@@ -252,6 +252,20 @@ def test_raw_protocol_urls_multipart_and_unsafe_paths(
         assert answer.status_code == 422, bad
         assert "unsafe_path" in answer.headers["x-error-message"], bad
     assert versions(reg, REPO) == []
+    # A commit refused for its message (NUL, or over the column) stores none of its inline files.
+    readme = b"# refused for its summary\n"
+    readme_digest = "sha256:" + hashlib.sha256(readme).hexdigest()
+    readme_line = {
+        "key": "file",
+        "value": {"path": "README.md", "encoding": "base64", "content": base64.b64encode(readme).decode()},
+    }
+    for summary in ("bad\u0000summary", "x" * 20_000):
+        answer = _commit(
+            http, REPO, [{"key": "header", "value": {"summary": summary}}, inline, lfs, readme_line]
+        )
+        assert answer.status_code == 422, answer.text
+        assert reg.store.stat(readme_digest) is None
+    assert versions(reg, REPO) == []
     good = _commit(http, REPO, [{"key": "header", "value": {"summary": "raw"}}, inline, lfs])
     assert good.status_code == 200 and good.json()["version"] == 1
 
