@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import copy
+import logging
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -45,7 +47,34 @@ def serve(app: App, host: str, port: int, no_worker: bool, as_json: bool) -> Non
     if users is False:
         _first_admin_howto(settings.effective_database_url)
     worker = app.jobs_here and not no_worker
-    uvicorn.run(create_app(settings, reg, worker=worker), host=host, port=port, log_level="info")
+    uvicorn.run(
+        create_app(settings, reg, worker=worker),
+        host=host,
+        port=port,
+        log_level="info",
+        log_config=access_log_config(),
+    )
+
+
+class StripQuery(logging.Filter):
+    """Drop the query string from uvicorn's access log lines: signed upload URLs (LFS) carry
+    their capability there, and a log is no place for one. The path and the status stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
+            record.args = (*args[:2], args[2].split("?", 1)[0], *args[3:])
+        return True
+
+
+def access_log_config() -> dict[str, Any]:
+    """uvicorn's logging configuration with StripQuery on the access log."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["strip_query"] = {"()": StripQuery}
+    config["loggers"]["uvicorn.access"]["filters"] = ["strip_query"]
+    return config
 
 
 def _has_users(reg: Registry) -> bool | None:

@@ -211,6 +211,8 @@ def create_token(
     """A new token for `user`: the secret (shown once, never stored) and its description.
 
     A token only narrows its user's rights: `read_only`, `namespaces` (only those), `expires_in`.
+    A token made with a token that expires expires no later than it (capped: with no
+    `expires_in`, when that one does).
     """
     scope = sorted({check_namespace(ns) for ns in namespaces}) if namespaces is not None else None
     if name is not None:
@@ -233,7 +235,7 @@ def create_token(
             secret_hash=tokens.hash_secret(secret),
             read_only=read_only,
             namespaces=scope,
-            expires_at=now() + expires_in if expires_in is not None else None,
+            expires_at=_capped_expiry(principal, expires_in),
             created_at=now(),
         )
         session.add(token)
@@ -246,6 +248,15 @@ def create_token(
             {"user": row.name, "prefix": token.prefix, "read_only": read_only, "namespaces": scope},
         )
         return secret, _token_info(token, row.name)
+
+
+def _capped_expiry(principal: Principal, expires_in: timedelta | None) -> datetime | None:
+    """The new token's expiry: as asked, but never past the expiry of the token used."""
+    wanted = now() + expires_in if expires_in is not None else None
+    cap = _aware(principal.expires_at)
+    if cap is None:
+        return wanted
+    return cap if wanted is None else min(wanted, cap)
 
 
 def _refuse_other(p: Principal, what: str) -> None:
@@ -351,6 +362,7 @@ def authenticate(reg: Registry, secret: str) -> Principal:
         token_id=row.id,
         read_only=row.read_only,
         namespaces=frozenset(row.namespaces) if row.namespaces is not None else None,
+        expires_at=expires,
     )
 
 
@@ -373,6 +385,7 @@ def job_principal(session: Session, user_id: int | None, token_id: int | None, n
         token_id=token_id,
         read_only=bool(token and token.read_only),
         namespaces=frozenset(token.namespaces) if token and token.namespaces is not None else None,
+        expires_at=_aware(token.expires_at) if token is not None else None,
     )
 
 

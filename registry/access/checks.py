@@ -88,13 +88,13 @@ def readable(p: Principal, namespace_col: InstrumentedAttribute[str]) -> ColumnE
 
 
 def base_readable(session: Session, p: Principal, base_id: int) -> bool:
-    """A base is readable when one of its names is (a base with no name: by any authenticated
-    caller, as an un-namespaced name would be)."""
+    """A base is readable when one of its names is; a base with no name: by the operator and
+    global admins only (its fingerprint is no capability: anyone may compute one)."""
     if global_admin(p, "read"):
         return True
     names = session.scalars(select(m.BaseName.name).where(m.BaseName.base_model_id == base_id)).all()
     if not names:
-        return not p.is_anonymous
+        return False
     return any(may(p, "read", base_name_res(session, n)) for n in names)
 
 

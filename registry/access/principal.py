@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
 Role = Literal["read", "write", "admin"]
@@ -35,6 +36,8 @@ class Principal:
     """The token may only read."""
     namespaces: frozenset[str] | None = None
     """The token reaches only these namespaces (None: all the user's)."""
+    expires_at: datetime | None = None
+    """When the token expires (None: never, or no token); a token never makes a longer-lived one."""
     address: str | None = None
     """Where the call came from (the API sets the client's address), recorded in the audit log;
     None: this machine (embedded mode, the operator, a worker)."""

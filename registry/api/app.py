@@ -17,6 +17,7 @@ from registry.api.hub import router as hub_router
 from registry.api.routes import access, aliases, bases, blobs, health, jobs, lifecycle, versions
 from registry.config import Settings
 from registry.services.context import Registry
+from registry.services.hub_lfs import PartStore
 
 log = logging.getLogger("registry.api")
 
@@ -57,6 +58,13 @@ def create_app(
         else:
             if removed:
                 log.warning("removed %d stale partial uploads from the blob store", removed)
+        try:  # parts of Hub multipart uploads a killed server or client never completed
+            removed = PartStore(settings.home / "hub-uploads").remove_stale(settings.stale_upload_s)
+        except Exception as err:  # an unreadable disk must not stop the server either
+            log.warning("could not look for stale Hub upload parts: %s", type(err).__name__)
+        else:
+            if removed:
+                log.warning("removed the parts of %d stale Hub multipart uploads", removed)
         _first_admin_hint(reg)
         thread = None
         if worker and importlib.util.find_spec("torch") is None:

@@ -7,6 +7,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from registry.access.checks import base_readable
+from registry.access.principal import Principal
 from registry.db import models as m
 from registry.errors import ERRORS_BY_CODE, FitRefused
 from registry.formats.compatibility import AdapterModule, adapter_modules, check_fit, find_module
@@ -31,17 +33,22 @@ class BaseLink:
     override: dict[str, Any] | None = None
 
 
-def link_and_check(session: Session, facts: AdapterFacts, base_text: str | None, force: bool) -> BaseLink:
+def link_and_check(
+    session: Session, facts: AdapterFacts, base_text: str | None, force: bool, principal: Principal
+) -> BaseLink:
     """Find the base named by --base (name or fingerprint) or by adapter_config, then check the fit.
+    A base `principal` may not read is unknown to it, exactly as one that does not exist.
 
     Raises:
         FitRefused subclass (its code names the first problem; all problems listed) unless `force`.
     """
     modules = adapter_modules(facts.config, facts.tensors)
     base = find_base(session, base_text) if base_text else None
+    if base is not None and not base_readable(session, principal, base.id):
+        base = None
     if base is None:
         return BaseLink(None, modules)
-    view = base_view(session, base)
+    view = base_view(session, base, reader=principal)
     problems = check_fit(facts.config, facts.tensors, view)
     # Record module names as the base spells them, so fit queries join on them.
     modules = [

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from registry import bounds
-from registry.access.checks import base_readable, blobs_unusable, require_writer
+from registry.access.checks import base_name_res, base_readable, blobs_unusable
+from registry.access.policy import global_admin, may
 from registry.access.principal import OPERATOR, Principal
 from registry.db import models as m
 from registry.db.engine import unit_of_work
 from registry.entities import BaseArchitecture, BaseInfo, BaseNameInfo, BaseRegistration, FileInfo
-from registry.errors import BadRequest, BaseNameTaken, BlobMissing, NotFound, UnsafePath
+from registry.errors import (
+    BadRequest,
+    BaseNameTaken,
+    BlobMissing,
+    Forbidden,
+    NotFound,
+    Unauthenticated,
+    UnsafePath,
+)
 from registry.formats.compatibility import BaseModule, BaseView
 from registry.formats.paths import normalize_path
 from registry.services import audit
@@ -36,12 +45,15 @@ def register_base(
     `on_commit` runs inside the same transaction (a worker's fenced job completion).
 
     Each name needs `principal` to write its namespace (`ns/x`), or to be a global admin (an
-    un-namespaced name); uploaded files must be blobs it may read or uploaded itself."""
+    un-namespaced name); a registration without names (a nameless base), a global admin. When
+    the base already exists (same fingerprint), `principal` must also write every name it
+    already has before anything of it changes (names, manifest, lineage); one it may not read
+    is answered as not found. Uploaded files must be blobs it may read or uploaded itself."""
     with unit_of_work(reg.sessions) as session:
         for n in data.names:
             require_on_base_name(session, principal, "write", n.name)
         if not data.names:
-            require_writer(principal)
+            _require_global_admin(principal)
         unusable = set(blobs_unusable(session, principal, [f.sha256 for f in data.files or []]))
     for f in data.files or []:
         if normalize_path(f.path) != f.path:
@@ -65,8 +77,10 @@ def register_base(
                     row = named
         if row is None:
             row = _insert(session, data)
-        elif data.files and row.manifest is None:
-            row.manifest = {"files": [f.model_dump() for f in data.files]}
+        else:
+            _require_writer_of_base(session, principal, row, data.fingerprint or data.names[0].name)
+            if data.files and row.manifest is None:
+                row.manifest = {"files": [f.model_dump() for f in data.files]}
         for n in data.names:
             existing = session.get(m.BaseName, n.name)
             if existing is None:
@@ -77,7 +91,7 @@ def register_base(
         if data.lineage and row.lineage is None:
             row.lineage = data.lineage
         session.flush()
-        registered = base_info(session, row)
+        registered = base_info(session, row, reader=principal)
         names = [n.name for n in data.names]
         audit.record(
             session,
@@ -95,6 +109,29 @@ def register_base(
         if on_commit is not None:
             on_commit(session, registered)
         return registered
+
+
+def _require_global_admin(p: Principal) -> None:
+    """A nameless base is the operator's and global admins' (nobody else may read it either)."""
+    if global_admin(p, "write"):
+        return
+    if p.is_anonymous:
+        raise Unauthenticated("registering a base needs a token: pass Authorization: Bearer <token>")
+    raise Forbidden(f"{p.name} may not register a base without a name: give it one", action="write")
+
+
+def _require_writer_of_base(session: Session, p: Principal, row: m.BaseModel, text: str) -> None:
+    """Changing an existing base (adding a name, its files, its lineage) needs write on every
+    name it already has (a nameless one: global admin); one `p` may not read is not found."""
+    if p.is_operator:
+        return
+    if not base_readable(session, p, row.id):
+        raise base_not_found(text)
+    names = session.scalars(select(m.BaseName.name).where(m.BaseName.base_model_id == row.id)).all()
+    if not names:
+        _require_global_admin(p)
+    for name in names:
+        require_on_base_name(session, p, "write", name)
 
 
 def _namespace_of(names: list[str]) -> str | None:
@@ -150,23 +187,42 @@ def resolve_base(session: Session, text: str) -> m.BaseModel:
     return row
 
 
-def base_view(session: Session, row: m.BaseModel) -> BaseView:
+def readable_base_names(session: Session, reader: Principal, names: Iterable[str]) -> list[str]:
+    """The base names `reader` may read (a name in a namespace it may not read is not shown)."""
+    if reader.is_operator:
+        return list(names)
+    return [n for n in names if may(reader, "read", base_name_res(session, n))]
+
+
+def base_view(session: Session, row: m.BaseModel, *, reader: Principal = OPERATOR) -> BaseView:
+    """The base's module table; labelled with its first name `reader` may read."""
     modules = session.scalars(select(m.BaseModule).where(m.BaseModule.base_model_id == row.id)).all()
-    names = session.scalars(select(m.BaseName.name).where(m.BaseName.base_model_id == row.id)).all()
+    names = session.scalars(
+        select(m.BaseName.name).where(m.BaseName.base_model_id == row.id).order_by(m.BaseName.name)
+    ).all()
+    shown = readable_base_names(session, reader, names)
     return BaseView(
-        label=names[0] if names else (row.fingerprint or f"#{row.id}")[:19],
+        label=shown[0] if shown else (row.fingerprint or f"#{row.id}")[:19],
         arch=BaseArchitecture.of(row),
         modules={x.name: BaseModule(x.name, x.kind, x.in_features, x.out_features) for x in modules},
     )
 
 
 def base_info(
-    session: Session, row: m.BaseModel, with_files: bool = False, module_count: int | None = None
+    session: Session,
+    row: m.BaseModel,
+    with_files: bool = False,
+    module_count: int | None = None,
+    *,
+    reader: Principal = OPERATOR,
 ) -> BaseInfo:
-    """The base as an entity; pass `module_count` when the caller already loaded the module table."""
-    names = session.scalars(
+    """The base as an entity, with the names `reader` may read; pass `module_count` when the
+    caller already loaded the module table."""
+    rows = session.scalars(
         select(m.BaseName).where(m.BaseName.base_model_id == row.id).order_by(m.BaseName.name)
     ).all()
+    shown = set(readable_base_names(session, reader, [n.name for n in rows]))
+    names = [n for n in rows if n.name in shown]
     count = module_count
     if count is None:
         count = session.scalar(
@@ -193,11 +249,13 @@ def get_base(reg: Registry, text: str, *, principal: Principal = OPERATOR) -> Ba
         row = resolve_base(session, text)
         if not base_readable(session, principal, row.id):
             raise base_not_found(text)
-        return base_info(session, row, with_files=True)
+        return base_info(session, row, with_files=True, reader=principal)
 
 
 def list_bases(reg: Registry, *, principal: Principal = OPERATOR) -> list[BaseInfo]:
     """The bases `principal` may read (bases are few: filtered here, not in SQL)."""
     with unit_of_work(reg.sessions) as session:
         rows = session.scalars(select(m.BaseModel).order_by(m.BaseModel.id)).all()
-        return [base_info(session, r) for r in rows if base_readable(session, principal, r.id)]
+        return [
+            base_info(session, r, reader=principal) for r in rows if base_readable(session, principal, r.id)
+        ]

@@ -34,7 +34,7 @@ from registry.db import models as m
 from registry.db.engine import read_only
 from registry.entities import FitItem, FitQuery, FitRejection, FitResult
 from registry.services.base_link import base_shape_keys
-from registry.services.bases import base_info, base_view, resolve_base
+from registry.services.bases import base_info, base_view, readable_base_names, resolve_base
 from registry.services.context import Registry
 from registry.services.permissions import base_not_found
 from registry.services.qlora import QLORA_OK_VERDICTS
@@ -175,13 +175,6 @@ def _statement(shape: Shape) -> Select[Any]:
         .limit(bindparam("limit", type_=Integer))
         .subquery()
     )
-    base_name = (
-        select(m.BaseName.name)
-        .where(m.BaseName.base_model_id == m.Version.base_model_id)
-        .order_by(m.BaseName.name)
-        .limit(1)
-        .scalar_subquery()
-    )
     stmt = (
         select(
             m.Version.number,
@@ -193,7 +186,8 @@ def _statement(shape: Shape) -> Select[Any]:
             m.Repository.name,
             ranked.c.tier,
             ranked.c.score,
-            func.coalesce(base_name, m.Version.base_model_name).label("base_label"),
+            m.Version.base_model_id,
+            m.Version.base_model_name,
         )
         .join(ranked, ranked.c.id == m.Version.id)
         .join(m.Repository, m.Repository.id == m.Version.repository_id)
@@ -254,7 +248,8 @@ def fit(reg: Registry, q: FitQuery, *, principal: Principal = OPERATOR) -> FitRe
         params = _params(q, base, keys)
         if names is not None:
             params["readable_ns"] = sorted(names)
-        rows = session.connection().execute(_statement(shape), params)
+        rows = session.connection().execute(_statement(shape), params).all()
+        labels = _base_labels(session, principal, {r.base_model_id for r in rows} - {None})
         items = [
             FitItem(
                 ref=f"{r.namespace}/{r.name}:{r.number}",
@@ -265,7 +260,7 @@ def fit(reg: Registry, q: FitQuery, *, principal: Principal = OPERATOR) -> FitRe
                 peft_type=r.peft_type,
                 task=r.task,
                 r=r.r,
-                base_model=r.base_label,
+                base_model=labels.get(r.base_model_id) or r.base_model_name,
                 score=r.score,
             )
             for r in rows
@@ -278,8 +273,28 @@ def fit(reg: Registry, q: FitQuery, *, principal: Principal = OPERATOR) -> FitRe
                 )
             )
             rejected = _explain(session, base, fits, params, readable(principal, m.Repository.namespace))
-        info = base_info(session, base, module_count=module_count)
+        info = base_info(session, base, module_count=module_count, reader=principal)
         return FitResult(base=info, items=items, rejected=rejected)
+
+
+def _base_labels(session: Session, reader: Principal, base_ids: set[int]) -> dict[int, str]:
+    """base id -> the first of its names `reader` may read (a base without one: no label; the
+    version's recorded base_model_name is shown instead)."""
+    if not base_ids:
+        return {}
+    by_base: dict[int, list[str]] = {}
+    for base_id, name in session.execute(
+        select(m.BaseName.base_model_id, m.BaseName.name)
+        .where(m.BaseName.base_model_id.in_(sorted(base_ids)))
+        .order_by(m.BaseName.name)
+    ):
+        by_base.setdefault(base_id, []).append(name)
+    out = {}
+    for base_id, names in by_base.items():
+        shown = readable_base_names(session, reader, names)
+        if shown:
+            out[base_id] = shown[0]
+    return out
 
 
 def _explain(

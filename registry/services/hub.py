@@ -182,6 +182,11 @@ def _open(session: Session, repo_id: str, reader: Principal) -> _Target:
     """The repository a Hub id names: an adapter repository (which wins when a base has the same
     name, refused at creation since) or an uploaded base model.
 
+    A repository whose versions were all deleted (`adapters rm REPO --all`: its row is kept,
+    latest_version 0, version_counter > 0, so numbers are never reused) does not exist here, as
+    on /v1; one made by the Hub's create_repo that never had a version (version_counter 0) is an
+    empty repository.
+
     Raises:
         RepoNotFound: no such repository, or one the reader may not read.
     """
@@ -202,7 +207,12 @@ def _open(session: Session, repo_id: str, reader: Principal) -> _Target:
         ).one_or_none()
         if base is not None and base.manifest is not None:
             target = _Target(base=base)
-    if target.repository is None and target.base is None and match is not None and row is not None:
+    if (
+        target.repository is None
+        and target.base is None
+        and row is not None
+        and row.version_counter == 0  # never had a version: not one whose versions were deleted
+    ):
         target = _Target(repository=row)  # created by the Hub's create_repo, no version yet
     if (target.repository is None and target.base is None) or not _may_read(session, reader, target):
         raise RepoNotFound(f"repository {repo_id!r} not found", repo=repo_id)

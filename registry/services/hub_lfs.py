@@ -288,17 +288,21 @@ class PartStore:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
-    def remove_stale(self, older_than_s: float) -> None:
-        """Drop the parts of multipart uploads nobody completed."""
+    def remove_stale(self, older_than_s: float) -> int:
+        """Drop the parts of multipart uploads nobody completed (untouched for `older_than_s`);
+        returns how many uploads' parts were removed."""
         if not self.root.is_dir():
-            return
+            return 0
         cutoff = time.time() - older_than_s
+        removed = 0
         for folder in self.root.iterdir():
             try:
                 if folder.stat().st_mtime < cutoff:
                     shutil.rmtree(folder, ignore_errors=True)
+                    removed += 1
             except FileNotFoundError:
                 continue
+        return removed
 
 
 def _sha256_file(path: Path) -> str:

@@ -128,6 +128,14 @@ def _parent_files(session: Session, repo: RepoName) -> tuple[int, str, dict[str,
     return version.number, commit_id(version.digest), files
 
 
+def _next_number(session: Session, repo: RepoName) -> int:
+    """The number the next version gets (deleted numbers are never given again)."""
+    repository = _repository(session, repo)
+    if repository is None:
+        return 1
+    return max(repository.version_counter, repository.latest_version) + 1
+
+
 def upload_modes(
     reg: Registry, repo_id: str, revision: str, writer: Principal, files: list[tuple[str, int, bytes]]
 ) -> list[UploadMode]:
@@ -185,6 +193,7 @@ def commit(
     for attempt in range(RACE_RETRIES):
         with unit_of_work(reg.sessions) as session:
             parent_number, parent_commit, files = _parent_files(session, repo)
+            following = _next_number(session, repo)
         if hub_commit.parent is not None and hub_commit.parent != parent_commit:
             raise Conflict(
                 f"parentCommit {hub_commit.parent[:40]} is not the latest commit of {repo} "
@@ -202,7 +211,7 @@ def commit(
                 # The commit carries the bytes: proof of possession, recorded like any upload.
                 upload_as(reg, writer, io.BytesIO(data), entry.sha256, entry.size)
 
-        def same_parent(session: Session, result: PushResult, expected: int = parent_number + 1) -> None:
+        def same_parent(session: Session, result: PushResult, expected: int = following) -> None:
             if result.created and result.version != expected:
                 raise _ParentMoved(f"{repo} moved on during the commit; commit again", repo=str(repo))
 

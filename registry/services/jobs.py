@@ -180,7 +180,10 @@ def list_jobs(
 
 def cancel(reg: Registry, job_id: int, *, principal: Principal = OPERATOR) -> JobInfo:
     """A queued job is cancelled at once; a running one is asked to stop (its worker sees it at the
-    next heartbeat, stops, and marks it cancelled; if that worker is dead, the next claim does)."""
+    next heartbeat, stops, and marks it cancelled; if that worker is dead, the next claim does).
+    An anonymous caller is refused before the job is looked up: no existence oracle."""
+    if principal.is_anonymous:
+        raise Unauthenticated("cancelling a job needs a token")
     with unit_of_work(reg.sessions) as session:
         job = _job(session, job_id, lock=True)
         require(principal, "write", JobRes(job.user_id), lambda: _job_not_found(job_id))

@@ -9,7 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from registry.access.checks import blobs_unusable
+from registry.access.checks import blobs_unusable, namespace_res, readable
+from registry.access.policy import may, readable_namespaces
 from registry.access.principal import OPERATOR, Principal
 from registry.db import models as m
 from registry.db.engine import unit_of_work
@@ -78,7 +79,9 @@ def commit_version(
     digest = manifest_digest(files)
     with unit_of_work(reg.sessions) as session:
         guard_blobs(session, reg.store, [(f.path, f.sha256, f.size) for f in files])
-        link = link_and_check(session, facts, req.base or facts.config.base_model_name_or_path, req.force)
+        link = link_and_check(
+            session, facts, req.base or facts.config.base_model_name_or_path, req.force, principal
+        )
         repository = _lock_repository(session, repo)
         latest = _latest(session, repository)
         if latest is not None and latest.digest == digest:
@@ -87,6 +90,7 @@ def commit_version(
             session.flush()
             result = _result(
                 session,
+                principal,
                 latest,
                 created=False,
                 detail=f"content equals {repo}:{latest.number}; no new version created",
@@ -100,7 +104,9 @@ def commit_version(
             for alias in aliases:
                 point_alias(session, repository, version, alias)
             session.flush()
-            result = _result(session, version, created=True, detail=f"created {repo}:{version.number}")
+            result = _result(
+                session, principal, version, created=True, detail=f"created {repo}:{version.number}"
+            )
         audit.record(
             session,
             principal,
@@ -229,8 +235,10 @@ def record_blobs(session: Session, files: list[FileEntry]) -> None:
         session.execute(sqlite_insert(m.Blob).values(rows).on_conflict_do_nothing(index_elements=["digest"]))
 
 
-def _result(session: Session, version: m.Version, created: bool, detail: str) -> PushResult:
-    info = version_info(session, version)
+def _result(
+    session: Session, reader: Principal, version: m.Version, created: bool, detail: str
+) -> PushResult:
+    info = version_info(session, version, reader=reader)
     return PushResult(
         created=created, repo=info.repo, version=info.version, digest=info.digest, detail=detail, info=info
     )
@@ -240,7 +248,7 @@ def resolve(reg: Registry, ref: Ref, *, principal: Principal = OPERATOR) -> Vers
     """The version `ref` names. Raises NotFound when it does not exist or `principal` may not read it."""
     with unit_of_work(reg.sessions) as session:
         require_reader_of(session, principal, ref.repo, str(ref))
-        return version_info(session, resolve_row(session, ref))
+        return version_info(session, resolve_row(session, ref), reader=principal)
 
 
 def version_summary(session: Session, v: m.Version) -> VersionSummary:
@@ -248,52 +256,70 @@ def version_summary(session: Session, v: m.Version) -> VersionSummary:
     return VersionSummary(**_summary_fields(session, v))
 
 
-def version_info(session: Session, v: m.Version) -> VersionInfo:
+def version_info(session: Session, v: m.Version, *, reader: Principal = OPERATOR) -> VersionInfo:
     return VersionInfo(
         **_summary_fields(session, v),
         message=v.message,
         files=[FileInfo(path=f.path, size=f.size, sha256=f.digest) for f in v.files],
         config=v.config,
-        lineage=lineage_view(session, v.lineage),
+        lineage=lineage_view(session, v.lineage, reader),
         fit_override=v.fit_override,
         qlora_checks=qlora_summaries(session, v.id),
     )
 
 
-def lineage_view(session: Session, lineage: dict[str, Any] | None) -> dict[str, Any] | None:
+def lineage_view(
+    session: Session, lineage: dict[str, Any] | None, reader: Principal = OPERATOR
+) -> dict[str, Any] | None:
     """The recorded lineage, each parent that no longer exists (deleted since) marked
-    `"deleted": true`; its digest stays as recorded. Computed when read: lineage is immutable."""
+    `"deleted": true`; its digest stays as recorded. Computed when read: lineage is immutable.
+
+    Parents are looked up only in repositories `reader` may read: a parent elsewhere (or one
+    recorded without a ref and found in no readable repository) is left as recorded, neither
+    deleted nor present, so lineage is no oracle for versions the reader may not see."""
     if not lineage or not isinstance(lineage.get("parents"), list):
         return lineage
     parents = []
     for parent in lineage["parents"]:
         if isinstance(parent, dict) and isinstance(parent.get("digest"), str):
-            parent = {**parent}
-            if _parent_exists(session, parent):
-                parent.pop("deleted", None)
-            else:
-                parent["deleted"] = True
+            exists = _parent_exists(session, parent, reader)
+            if exists is not None:
+                parent = {**parent}
+                if exists:
+                    parent.pop("deleted", None)
+                else:
+                    parent["deleted"] = True
         parents.append(parent)
     return {**lineage, "parents": parents}
 
 
-def _parent_exists(session: Session, parent: dict[str, Any]) -> bool:
-    """The version the parent names (its ref's repository and number) still holds its digest;
-    a parent recorded without a usable ref: some version with its digest exists."""
+def _parent_exists(session: Session, parent: dict[str, Any], reader: Principal) -> bool | None:
+    """Whether the version the parent names (its ref's repository and number) still holds its
+    digest; a parent recorded without a usable ref: whether some version with its digest exists.
+    Only in repositories `reader` may read: None when that cannot tell (the ref's repository is
+    not readable; no readable version has the digest of a parent without a ref)."""
     digest = parent["digest"]
-    q = select(m.Version.id).where(m.Version.digest == digest)
+    q = (
+        select(m.Version.id)
+        .join(m.Repository, m.Repository.id == m.Version.repository_id)
+        .where(m.Version.digest == digest, readable(reader, m.Repository.namespace))
+    )
     ref_text = parent.get("ref")
+    ref = None
     if isinstance(ref_text, str):
         try:
             ref = parse_ref(ref_text)
         except RegistryError:
             ref = None
-        if ref is not None:
-            q = q.join(m.Repository, m.Repository.id == m.Version.repository_id).where(
-                m.Repository.namespace == ref.repo.namespace, m.Repository.name == ref.repo.name
-            )
-            if ref.version is not None:
-                q = q.where(m.Version.number == ref.version)
+    if ref is None:
+        if session.scalars(q.limit(1)).first() is not None:
+            return True
+        return False if readable_namespaces(reader) is None else None
+    if not reader.is_operator and not may(reader, "read", namespace_res(session, ref.repo.namespace)):
+        return None
+    q = q.where(m.Repository.namespace == ref.repo.namespace, m.Repository.name == ref.repo.name)
+    if ref.version is not None:
+        q = q.where(m.Version.number == ref.version)
     return session.scalars(q.limit(1)).first() is not None
 
 

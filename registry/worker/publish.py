@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from registry.entities import FileInfo
 from registry.jobspec import Check4bitResult, ExportResult, MergeResult
-from registry.services import jobs
+from registry.services import blobs, jobs
 from registry.worker.context import JobContext, StageProgress
 from storage.base import sha256_file
 
@@ -59,14 +59,19 @@ def store_outputs(
     ctx: JobContext, files: list[tuple[str, Path]], uploading: tuple[float, float] = (0.9, 1.0)
 ) -> list[FileInfo]:
     """Hash the job's output files (in parallel) and store each as a blob: the local store links
-    it (scratch and blobs share a disk), others upload it. Returns the manifest entries."""
+    it (scratch and blobs share a disk), others upload it, and record the submitter's proof of
+    holding it (blobs.record_upload). Returns the manifest entries."""
     ctx.report(ctx.progress, "hashing the outputs")
     with ThreadPoolExecutor() as pool:
         infos = list(pool.map(lambda f: sha256_file(str(f[1])), files))
     progress = StageProgress(ctx, {"uploading": uploading})
     progress.start("uploading", sum(i.size for i in infos))
+    principal = ctx.principal()
     for (_, path), info in zip(files, infos, strict=True):
         ctx.reg.store.adopt(path, info.digest, info.size, progress.advance)
+        # The job produced these bytes for its submitter: record the proof, as for a blob they
+        # uploaded, so the publication (which checks it as the submitter) may reference them.
+        blobs.record_upload(ctx.reg, principal, info.digest)
     progress.finish()
     return [
         FileInfo(path=name, size=i.size, sha256=i.digest) for (name, _), i in zip(files, infos, strict=True)

@@ -56,6 +56,27 @@ def tiny_adapter(folder: Path, seed: int) -> Path:
     return folder
 
 
+SECRET_FP = "sha256:" + "5" * 64
+"""The fingerprint of the admin's private base corp/secret-base (q_proj 16 -> 16: no adapter here fits)."""
+ACME_FP = "sha256:" + "a" * 64
+"""acme/base: q_proj 8 -> 8, the tiny adapters' base."""
+BARE_FP = "sha256:" + "b" * 64
+"""A base registered without names (the operator's and global admins' only)."""
+PLAIN_FP = "sha256:" + "c" * 64
+"""A base with an un-namespaced name, `plain-base`."""
+Q_PROJ = "model.layers.0.self_attn.q_proj"
+
+
+def base_body(names: list[str], fingerprint: str | None, size: int = 8, **extra: Any) -> dict[str, Any]:
+    return {
+        "names": [{"name": n} for n in names],
+        "fingerprint": fingerprint,
+        "structure_signature": "sha256:" + "1" * 64,
+        "modules": [{"name": Q_PROJ, "kind": "linear", "in_features": size, "out_features": size}],
+        **extra,
+    }
+
+
 @dataclass
 class World:
     url: str
@@ -65,6 +86,11 @@ class World:
     admin: httpx.Client
     job: int
     """A job the writer submitted."""
+    spare_token: int = 0
+    """A token of wendy's that nobody uses (revocation target)."""
+    digest: str = ""
+    """acme/x:1's manifest digest."""
+    reg: Registry | None = None
 
     def client(self, who: str) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.tokens[who]}"} if who in self.tokens else {}
@@ -79,6 +105,10 @@ class World:
             get("/v1/jobs").json(),
             get("/v1/bases").json(),
             get("/v1/blobs/missing", params={}).status_code,
+            get("/v1/users").json(),
+            [{k: v for k, v in t.items() if k != "last_used_at"} for t in get("/v1/tokens").json()],
+            get("/v1/namespaces").json(),
+            [get("/v1/bases/lookup", params={"ref": fp}).json() for fp in (SECRET_FP, BARE_FP, PLAIN_FP)],
         )
 
 
@@ -117,6 +147,17 @@ def _populate(reg: Registry, srv: ServerThread, tmp_path: Path) -> World:
     # The weights: only acme/x:1 lists them (the config's blob is pub/y's too, so public).
     blob = next(f.sha256 for f in admin.resolve("acme/x:1").files if f.path.endswith(".safetensors"))
     world = World(srv.url, toks, blob, httpx.Client(base_url=srv.url, timeout=30, headers=srv.auth), 0)
+    world.reg = reg
+    world.spare_token = accounts.create_token(reg, "wendy", name="spare")[1].id
+    world.digest = admin.resolve("acme/x:1").digest
+    for body in (
+        base_body(["acme/base"], ACME_FP),
+        base_body(["corp/secret-base"], SECRET_FP, size=16),
+        base_body([], BARE_FP),
+        base_body(["plain-base"], PLAIN_FP),
+    ):
+        resp = world.admin.post("/v1/bases", json=body)
+        assert resp.status_code == 201, resp.text
     merge = {"type": "merge", "params": {"inputs": [{"ref": "acme/x:1", "weight": 1.0}], "into": "acme/m"}}
     with world.client("writer") as w:
         resp = w.post("/v1/jobs", json=merge)
@@ -250,3 +291,253 @@ def test_bad_credentials_are_401_even_on_public_reads(world: World) -> None:
         assert hub.status_code == 200 and hub.json()["private"] is False
         missing = anon.get("/api/models/acme/x")
         assert missing.status_code == 404 and missing.headers["x-error-code"] == "RepoNotFound"
+
+
+# ---------------------------------------------------------------- the other routes
+# (method, path, kwargs, {caller: status}); 2: any 2xx. Run in this order: refusals first.
+A, RO, W, OW, E, R, AD = WHO
+
+
+def _codes(anonymous: int, read_only: int, writer: int, other: int, admin: int) -> dict[str, int]:
+    return {A: anonymous, RO: read_only, W: writer, OW: other, E: 401, R: 401, AD: admin}
+
+
+def more_routes(w: World) -> list[tuple[str, str, dict[str, Any], dict[str, int]]]:
+    return [
+        ("DELETE", "/v1/repos/acme/x/versions/2", {}, _codes(401, 403, 2, 404, 2)),
+        ("POST", "/v1/gc", {"json": {"dry_run": True}}, _codes(401, 403, 403, 403, 200)),
+        ("GET", "/v1/audit", {}, _codes(401, 403, 403, 403, 200)),
+        (
+            "POST",
+            "/v1/bases",
+            {"json": base_body(["acme/new"], "sha256:" + "e" * 64)},
+            _codes(401, 403, 201, 404, 201),
+        ),
+        ("GET", "/v1/bases", {}, _codes(200, 200, 200, 200, 200)),
+        ("GET", "/v1/bases/lookup", {"params": {"ref": "acme/base"}}, _codes(404, 200, 200, 404, 200)),
+        ("GET", "/v1/bases/lookup", {"params": {"ref": ACME_FP}}, _codes(404, 200, 200, 404, 200)),
+        ("POST", "/v1/fit", {"json": {"base": "acme/base"}}, _codes(404, 200, 200, 404, 200)),
+        ("POST", "/v1/users", {"json": {"name": "newbie"}}, _codes(401, 403, 403, 403, 201)),
+        ("GET", "/v1/users", {}, _codes(401, 403, 403, 403, 200)),
+        ("PUT", "/v1/grants/otto/acme", {"json": {"role": "read"}}, _codes(401, 403, 403, 404, 200)),
+        ("DELETE", "/v1/grants/otto/acme", {}, _codes(401, 403, 403, 404, 200)),
+        ("POST", "/v1/tokens", {"json": {"user": "wendy"}}, _codes(401, 403, 201, 403, 201)),
+        ("POST", "/v1/tokens", {"json": {}}, _codes(401, 403, 201, 201, 201)),
+        ("GET", "/v1/tokens", {"params": {"user": "wendy"}}, _codes(401, 200, 200, 403, 200)),
+        ("GET", "/v1/tokens", {}, _codes(401, 200, 200, 200, 200)),
+        ("POST", f"/v1/tokens/{w.spare_token}/revoke", {}, _codes(401, 403, 200, 404, 200)),
+        ("PUT", "/v1/namespaces/acme", {"json": {"public": False}}, _codes(401, 403, 403, 404, 200)),
+        ("GET", "/v1/namespaces", {}, _codes(200, 200, 200, 200, 200)),
+        ("DELETE", "/v1/repos/acme/x", {}, _codes(401, 403, 2, 404, 2)),
+    ]
+
+
+@pytest.mark.parametrize("who", WHO)
+def test_authorization_matrix_other_routes(world: World, who: str) -> None:
+    routes = more_routes(world)
+    before = world.state()
+    with world.client(who) as c:
+        for method, path, kw, codes in routes:
+            if codes[who] in (2, 200, 201):
+                continue
+            resp = c.request(method, path, **kw)
+            assert resp.status_code == codes[who], (who, method, path, resp.status_code, resp.text)
+            if resp.status_code == 401:
+                assert resp.headers["www-authenticate"].startswith("Bearer")
+            if resp.status_code == 404 and "acme" in path + json.dumps(kw):
+                assert resp.json()["code"] == "not_found"
+                assert "wendy" not in resp.text and "acme/x:1" not in resp.text
+        assert world.state() == before  # a refusal changes nothing
+        for method, path, kw, codes in routes:
+            if codes[who] not in (2, 200, 201):
+                continue
+            resp = c.request(method, path, **kw)
+            assert _ok(resp.status_code, codes[who]), (who, method, path, resp.status_code, resp.text)
+            if path == "/v1/bases" and method == "GET":  # only the names the caller may read
+                names = {n["name"] for b in resp.json() for n in b["names"]}
+                assert "corp/secret-base" not in names or who == AD
+                assert ("acme/base" in names) == (who in (RO, W, AD))
+                assert BARE_FP not in resp.text or who == AD
+            if path == "/v1/namespaces":
+                assert "acme" not in {n["name"] for n in resp.json()} or who in (RO, W, AD)
+
+
+# ---------------------------------------------------------------- regressions
+def upload(c: httpx.Client, folder: Path) -> list[dict[str, Any]]:
+    """Upload a folder's files as `c`; their entries for a commit."""
+    files = []
+    for f in sorted(folder.iterdir()):
+        body = f.read_bytes()
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        resp = c.put(f"/v1/blobs/{digest}", content=body)
+        assert resp.status_code // 100 == 2, resp.text
+        files.append({"path": f.name, "size": len(body), "sha256": digest})
+    return files
+
+
+def test_a_writer_cannot_take_over_a_base_by_its_fingerprint(world: World, tmp_path: Path) -> None:
+    """Registering names (or files) on an existing fingerprint needs write on the base's names."""
+    before = world.state()
+    with world.client(OW) as c:
+        # Another namespace's private base: not found, exactly as a base nobody can read.
+        resp = c.post("/v1/bases", json=base_body(["other/x"], SECRET_FP))
+        assert resp.status_code == 404 and resp.json()["code"] == "not_found", resp.text
+        assert "corp" not in resp.text
+        # Without names (a nameless base): global admins only, whichever base the fingerprint is.
+        files = upload(c, tiny_adapter(tmp_path / "t7", 7))
+        for fp in (PLAIN_FP, BARE_FP, SECRET_FP, "sha256:" + "9" * 64):
+            resp = c.post("/v1/bases", json=base_body([], fp, files=files))
+            assert resp.status_code == 403, (fp, resp.text)
+    with world.client(W) as c:
+        # A base it may read (an un-namespaced name) but not write: refused.
+        resp = c.post("/v1/bases", json=base_body(["acme/plain"], PLAIN_FP))
+        assert resp.status_code == 403, resp.text
+        # A private base of its own namespace added to another: refused all the same.
+        resp = c.post("/v1/bases", json=base_body(["acme/y"], SECRET_FP))
+        assert resp.status_code == 404, resp.text
+    assert world.state() == before
+    secret = world.admin.get("/v1/bases/lookup", params={"ref": SECRET_FP}).json()
+    assert [n["name"] for n in secret["names"]] == ["corp/secret-base"] and secret["files"] is None
+    # A base whose names it writes: another name is added (registration stays idempotent).
+    with world.client(W) as c:
+        resp = c.post("/v1/bases", json=base_body(["acme/base-2"], ACME_FP))
+        assert resp.status_code == 201, resp.text
+        assert [n["name"] for n in resp.json()["names"]] == ["acme/base", "acme/base-2"]
+    assert world.admin.post("/v1/bases", json=base_body(["corp/secret-base"], SECRET_FP)).status_code == 201
+
+
+def push(c: httpx.Client, folder: Path, repo: str, **extra: Any) -> httpx.Response:
+    return c.post(f"/v1/repos/{repo}/versions", json={"files": upload(c, folder), **extra})
+
+
+def test_a_push_cannot_link_to_a_base_it_may_not_read(world: World, tmp_path: Path) -> None:
+    folder = tiny_adapter(tmp_path / "t11", 11)
+    # The admin's push is refused: the adapter does not fit the secret base.
+    refused = push(world.admin, folder, "acme/z", base="corp/secret-base")
+    assert refused.status_code == 422 and refused.json()["code"] == "shape_mismatch", refused.text
+    with world.client(W) as c:
+        for base in ("corp/secret-base", SECRET_FP, BARE_FP, "corp/nope"):
+            for force in (False, True):
+                resp = push(c, folder, "acme/z", base=base, force=force)
+                assert resp.status_code // 100 == 2, (base, resp.text)
+                info = resp.json()["info"]
+                assert info["base_linked"] is False and info["base_fingerprint"] is None, base
+                assert info["fit_override"] is None
+                assert "shape_mismatch" not in resp.text and "16 -> 16" not in resp.text
+        linked = push(c, tiny_adapter(tmp_path / "t15", 15), "acme/z", base="acme/base").json()["info"]
+        assert linked["base_fingerprint"] == ACME_FP
+
+
+def test_lineage_tells_nothing_of_versions_the_reader_may_not_read(world: World, tmp_path: Path) -> None:
+    bogus = "sha256:" + "0" * 64
+    parents = [
+        {"ref": "acme/x:1", "digest": world.digest},
+        {"ref": "acme/x:1", "digest": bogus},
+        {"ref": "acme/x", "digest": world.digest},
+        {"digest": world.digest},
+        {"digest": bogus},
+    ]
+    lineage = {"kind": "merge", "parents": parents}
+    with world.client(OW) as c:
+        resp = push(c, tiny_adapter(tmp_path / "t12", 12), "other/z", lineage=lineage)
+        assert resp.status_code == 201, resp.text
+        assert resp.json()["info"]["lineage"] == lineage
+        assert c.get("/v1/resolve", params={"ref": "other/z:1"}).json()["lineage"] == lineage
+    # Whoever may read acme sees what is gone.
+    seen = world.admin.get("/v1/resolve", params={"ref": "other/z:1"}).json()["lineage"]["parents"]
+    assert [p.get("deleted", False) for p in seen] == [False, True, False, False, True]
+    with world.client(W) as c:
+        resp = push(c, tiny_adapter(tmp_path / "t13", 13), "acme/l", lineage=lineage)
+        # acme is readable: the first three are checked; a parent without ref is found in acme
+        # (present) or left as recorded (it may be in a namespace wendy does not read).
+        seen = resp.json()["info"]["lineage"]["parents"]
+        assert [p.get("deleted", False) for p in seen] == [False, True, False, False, False]
+        assert seen[4] == parents[4]
+
+
+def test_base_names_in_namespaces_the_reader_may_not_read_are_not_shown(world: World, tmp_path: Path) -> None:
+    shared = "sha256:" + "d" * 64
+    resp = world.admin.post("/v1/bases", json=base_body(["corp/hidden", "pub/shared"], shared))
+    assert resp.status_code == 201, resp.text
+    resp = push(world.admin, tiny_adapter(tmp_path / "t14", 14), "pub/z", base="pub/shared")
+    assert resp.status_code == 201 and resp.json()["info"]["base_fingerprint"] == shared, resp.text
+    for who in (A, W, OW):
+        with world.client(who) as c:
+            for answer in (
+                c.get("/v1/bases/lookup", params={"ref": "pub/shared"}),
+                c.get("/v1/bases/lookup", params={"ref": shared}),
+                c.get("/v1/bases"),
+                c.post("/v1/fit", json={"base": "pub/shared"}),
+                c.post("/v1/fit", json={"base": "acme/base"}) if who == W else c.get("/healthz"),
+            ):
+                assert answer.status_code == 200, (who, answer.text)
+                assert "corp/" not in answer.text, (who, answer.text)
+            items = c.post("/v1/fit", json={"base": "pub/shared"}).json()["items"]
+            assert {i["base_model"] for i in items if i["repo"] == "pub/z"} == {"pub/shared"}
+    full = world.admin.get("/v1/bases/lookup", params={"ref": shared}).json()
+    assert [n["name"] for n in full["names"]] == ["corp/hidden", "pub/shared"]
+
+
+def test_a_base_without_names_is_for_global_admins_only(world: World) -> None:
+    for who in (A, RO, W, OW):
+        with world.client(who) as c:
+            assert c.get("/v1/bases/lookup", params={"ref": BARE_FP}).status_code == 404
+            assert c.post("/v1/fit", json={"base": BARE_FP}).status_code == 404
+            assert BARE_FP not in c.get("/v1/bases").text
+    assert world.admin.get("/v1/bases/lookup", params={"ref": BARE_FP}).status_code == 200
+
+
+def test_a_token_never_mints_a_longer_lived_one(world: World) -> None:
+    short = world.admin.post("/v1/tokens", json={"user": "wendy", "expires_in_s": 3600})
+    assert short.status_code == 201, short.text
+    limit = short.json()["expires_at"]
+    with httpx.Client(base_url=world.url, headers={"Authorization": f"Bearer {short.json()['token']}"}) as c:
+        for body in ({}, {"expires_in_s": 30 * 86400}, {"name": "x"}):
+            made = c.post("/v1/tokens", json=body)
+            assert made.status_code == 201, made.text
+            assert made.json()["expires_at"] is not None and made.json()["expires_at"] <= limit
+        shorter = c.post("/v1/tokens", json={"expires_in_s": 60}).json()["expires_at"]
+        assert shorter < limit
+    with world.client(W) as c:  # a token without expiry makes one without
+        assert c.post("/v1/tokens", json={}).json()["expires_at"] is None
+
+
+def test_a_job_principal_carries_its_token_expiry(world: World) -> None:
+    from datetime import UTC, datetime
+
+    short = world.admin.post("/v1/tokens", json={"user": "wendy", "expires_in_s": 3600}).json()
+    reg = world.reg
+    assert reg is not None
+    wendy = next(u.id for u in accounts.list_users(reg) if u.name == "wendy")
+    with unit_of_work(reg.sessions) as session:
+        p = accounts.job_principal(session, wendy, short["id"], "wendy")
+    assert p.expires_at == datetime.fromisoformat(short["expires_at"]).astimezone(UTC)
+    assert accounts.authenticate(reg, short["token"]).expires_at == p.expires_at
+
+
+def test_cancelling_as_anonymous_tells_nothing(world: World) -> None:
+    with world.client(A) as c:
+        for job in (world.job, 999_999):
+            resp = c.post(f"/v1/jobs/{job}/cancel")
+            assert resp.status_code == 401 and resp.json()["code"] == "unauthenticated", resp.text
+
+
+def test_the_access_log_keeps_no_query_string() -> None:
+    import logging
+
+    from cli.server import StripQuery, access_log_config
+
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5", "PUT", "/lfs/upload/sha?sig=SECRET&exp=1", "1.1", 200),
+        None,
+    )
+    assert StripQuery().filter(record)
+    assert "SECRET" not in record.getMessage() and "/lfs/upload/sha" in record.getMessage()
+    config = access_log_config()
+    assert config["filters"]["strip_query"]["()"] is StripQuery
+    assert "strip_query" in config["loggers"]["uvicorn.access"]["filters"]

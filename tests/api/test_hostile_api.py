@@ -163,10 +163,39 @@ def test_range_headers(http: httpx.Client) -> None:
     data = os.urandom(1000)
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     assert http.put(f"/v1/blobs/{digest}", content=data).status_code == 201
-    for header in ("bytes=0-" + "9" * 5000, "bytes=" + "1" * 30 + "-", "bytes=2000-", "items=0-1"):
+    # RFC 9110: a start at or past the end (however many digits) is unsatisfiable...
+    for header in (
+        "bytes=" + "1" * 30 + "-",
+        "bytes=" + "1" * 30 + "-" + "2" * 40,
+        "bytes=2000-",
+        "bytes=1000-",
+    ):
         resp = http.get(f"/v1/blobs/{digest}", headers={"Range": header})
-        assert code_of(resp, 416) == "range_not_satisfiable"
+        assert code_of(resp, 416) == "range_not_satisfiable", header
         assert resp.headers["content-range"] == "bytes */1000"
+    # ...an end past it is clamped, whatever its length...
+    for header, start in [
+        ("bytes=0-" + "9" * 5000, 0),
+        ("bytes=990-1500", 990),
+        ("bytes=-" + "9" * 5000, 0),
+        ("bytes=-2000", 0),
+        ("bytes=" + "0" * 40 + "5-" + "9" * 30, 5),
+    ]:
+        resp = http.get(f"/v1/blobs/{digest}", headers={"Range": header})
+        assert resp.status_code == 206, header
+        assert resp.content == data[start:] and resp.headers["content-range"] == f"bytes {start}-999/1000"
+    # ...and a range the header cannot mean (first byte after the last, another unit, several
+    # ranges, bad syntax) is ignored: the whole blob, 200.
+    for header in (
+        "bytes=5-2",
+        "bytes=" + "9" * 30 + "-" + "8" * 30,
+        "items=0-1",
+        "bytes=0-1,5-6",
+        "bytes=x-",
+    ):
+        resp = http.get(f"/v1/blobs/{digest}", headers={"Range": header})
+        assert resp.status_code == 200 and resp.content == data, header
+        assert "content-range" not in resp.headers
 
 
 def base_body(**override: object) -> dict[str, object]:
@@ -367,6 +396,22 @@ def test_stale_partial_uploads_are_removed_at_start(tmp_path: Path, request: pyt
     reg = Registry.from_settings(settings, migrate=True)
     with ServerThread(create_app(settings, reg)):
         assert sorted(p.name for p in tmp.iterdir()) == ["upload-live"]
+    reg.close()
+
+
+def test_stale_hub_upload_parts_are_removed_at_start(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Parts of Hub multipart uploads a killed client or server never completed: gone at start-up,
+    not only at another upload's completion; an upload still moving is left alone."""
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'r.db'}", "file", request)
+    parts = settings.home / "hub-uploads"
+    for upload in ("dead", "live"):
+        (parts / upload).mkdir(parents=True)
+        (parts / upload / "00001.part").write_bytes(b"x" * 1000)
+    old = time.time() - 2 * settings.stale_upload_s
+    os.utime(parts / "dead", (old, old))
+    reg = Registry.from_settings(settings, migrate=True)
+    with ServerThread(create_app(settings, reg)):
+        assert sorted(p.name for p in parts.iterdir()) == ["live"]
     reg.close()
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from registry.access import accounts
 from registry.api import create_app
 from registry.client.http import HttpClient
 from registry.client.transfer import push_folder
@@ -40,6 +41,7 @@ def push_two_versions(url: str, folder: Path, tmp_path: Path, token: str) -> dic
 def test_huggingface_hub_reads_the_registry(server: ServerThread, lora_a: Path, tmp_path: Path) -> None:
     commits = push_two_versions(server.url, lora_a, tmp_path, server.token)
     expected = {p.relative_to(lora_a).as_posix(): sha256_hex(p) for p in lora_a.rglob("*") if p.is_file()}
+    accounts.grant(server.app.state.registry, "tester", "acme", "write")  # type: ignore[attr-defined]
     got = run_client(
         server.url,
         tmp_path / "hf",
@@ -146,7 +148,7 @@ def test_huggingface_hub_reads_the_registry(server: ServerThread, lora_a: Path, 
         "branches": {"main": commits["v2"], "production": commits["v1"]},
         "tags": {"1": commits["v1"], "2": commits["v2"]},
     }
-    assert got["whoami"]["name"] == "tester" and got["whoami"]["orgs"] == []
+    assert got["whoami"]["name"] == "tester" and got["whoami"]["orgs"] == [{"name": "acme", "type": "org"}]
     assert got["bad_token"] == 401
     assert got["whoami"]["auth"]["accessToken"]["role"] == "write"
     assert got["exists"] == [True, False]
@@ -213,6 +215,11 @@ def test_hub_http_headers_ranges_errors_and_pages(server: ServerThread, lora_a: 
     assert missing.headers["x-repo-commit"] == commits["v2"]
     bad_range = http.get(url, headers={"Range": f"bytes={len(weights)}-"})
     assert bad_range.status_code == 416 and bad_range.headers["x-error-code"] == "RangeNotSatisfiable"
+    clamped = http.get(url, headers={"Range": "bytes=10-" + "9" * 100})  # an end past the file
+    assert clamped.status_code == 206 and clamped.content == weights[10:]
+    assert clamped.headers["content-range"] == f"bytes 10-{len(weights) - 1}/{len(weights)}"
+    ignored = http.get(url, headers={"Range": "bytes=20-10"})  # first after last: invalid, ignored
+    assert ignored.status_code == 200 and ignored.content == weights
     assert http.get("/api/models/acme/legal/tree/main", params={"cursor": "%%%"}).status_code == 400
 
     # Unknown query parameters are ignored, never a 4xx.

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import StreamingResponse
 
 from registry.api.deps import PrincipalDep, RegistryDep, SettingsDep
-from registry.api.hub.common import RepoIdDep, hub_route
+from registry.api.hub.common import RepoIdDep, hub_route, revision_and_path
 from registry.api.hub.errors import HubRoute
 from registry.api.ranges import parse_range
 from registry.services import hub
@@ -23,8 +23,6 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 @hub_route(router, "/resolve/{revision}/{path:path}", methods=("GET", "HEAD"))
 def resolve_file(
     request: Request,
-    revision: str,
-    path: str,
     repo: RepoIdDep,
     reg: RegistryDep,
     settings: SettingsDep,
@@ -33,7 +31,9 @@ def resolve_file(
 ) -> Response:
     """HEAD: the metadata; GET: the bytes (`Range` gives 206). With presigned downloads the
     answer is a 302 to the store that carries the same metadata headers (the client reads them
-    from the redirect and does not follow it on HEAD)."""
+    from the redirect and does not follow it on HEAD). The revision is one segment of the raw
+    path: huggingface_hub sends `refs/heads/main` as `refs%2Fheads%2Fmain`."""
+    revision, path = revision_and_path(request, "resolve")
     rev = hub.resolve_revision(reg, repo, revision, principal)
     f = rev.file(path)
     headers = {
@@ -51,12 +51,13 @@ def resolve_file(
             return Response(status_code=302, headers={**headers, "Location": url})
     if request.method == "HEAD":
         return Response(headers={**headers, "Content-Length": str(f.size)})
-    if range_header is None:
+    wanted = parse_range(range_header, f.size) if range_header is not None else None
+    if wanted is None:  # no Range, or one to ignore: the whole file
         headers["Content-Length"] = str(f.size)
         return StreamingResponse(
             reg.store.open(f.digest), media_type="application/octet-stream", headers=headers
         )
-    start, end = parse_range(range_header, f.size)
+    start, end = wanted
     headers["Content-Range"] = f"bytes {start}-{end - 1}/{f.size}"
     headers["Content-Length"] = str(end - start)
     return StreamingResponse(

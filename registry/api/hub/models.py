@@ -5,17 +5,20 @@ from __future__ import annotations
 import base64
 import binascii
 from typing import Annotated, Any
+from urllib.parse import unquote
 
 from fastapi import APIRouter, Query, Request, Response
 
 from registry.api.deps import PrincipalDep, RegistryDep
-from registry.api.hub.common import RepoIdDep, hub_route, iso
+from registry.api.hub.common import RepoIdDep, hub_route, iso, raw_segments, revision_and_path
 from registry.api.hub.errors import HubRoute
-from registry.errors import BadRequest, Unauthenticated
+from registry.errors import BadRequest, NotFound, RepoNotFound, RevisionNotFound, Unauthenticated
 from registry.services import hub
 from registry.services.hub import MAIN, HubFile, HubRef, HubRevision, TreeEntry
 
 router = APIRouter(route_class=HubRoute)
+fallback_router = APIRouter(route_class=HubRoute)
+"""Included after every Hub route: any other /api/models/... path answers the Hub's way."""
 TREE_PAGE = 1000
 """Entries per tree page, as the Hub pages (50 with expand)."""
 
@@ -27,10 +30,11 @@ def model_info(repo: RepoIdDep, reg: RegistryDep, principal: PrincipalDep) -> di
     return _info(hub.resolve_revision(reg, repo, MAIN, principal))
 
 
-@hub_route(router, "/revision/{revision}", prefix="/api/models")
+@hub_route(router, "/revision/{revision:path}", prefix="/api/models")
 def model_info_at(
     revision: str, repo: RepoIdDep, reg: RegistryDep, principal: PrincipalDep
 ) -> dict[str, Any]:
+    """The revision is the rest of the path: `refs%2Fheads%2Fmain` arrives decoded, slashes and all."""
     return _info(hub.resolve_revision(reg, repo, revision, principal))
 
 
@@ -39,7 +43,6 @@ def model_info_at(
 def tree(
     request: Request,
     response: Response,
-    revision: str,
     repo: RepoIdDep,
     reg: RegistryDep,
     principal: PrincipalDep,
@@ -48,10 +51,12 @@ def tree(
     limit: Annotated[int, Query(ge=1, le=TREE_PAGE)] = TREE_PAGE,
 ) -> list[dict[str, Any]]:
     """`HfApi.list_repo_tree`: one folder (or, with recursive, everything below it), paginated
-    with a `Link: <...>; rel="next"` header as the Hub does."""
+    with a `Link: <...>; rel="next"` header as the Hub does. The revision is one segment of the
+    raw path (`refs%2Fheads%2Fmain`), the folder the rest."""
+    revision, path = revision_and_path(request, "tree", "/api/models")
     rev = hub.resolve_revision(reg, repo, revision, principal)
     deep = (recursive or "").lower() in ("1", "true", "yes")
-    entries = hub.tree(rev, request.path_params.get("path", ""), deep)
+    entries = hub.tree(rev, path, deep)
     page, more = hub.page_after(entries, _decode_cursor(cursor), limit)
     if more:
         url = request.url.include_query_params(cursor=_encode_cursor(page[-1].path))
@@ -88,12 +93,39 @@ def whoami(principal: PrincipalDep) -> dict[str, Any]:
         "isPro": False,
         "canPay": False,
         "avatarUrl": "",
-        "orgs": [],
+        # The namespaces the user holds a grant on, as the Hub lists a user's organizations.
+        "orgs": [{"name": ns, "type": "org"} for ns in sorted(principal.grants)],
         "auth": {
             "type": "access_token",
             "accessToken": {"displayName": principal.name, "role": role},
         },
     }
+
+
+_REVISION_MARKERS = frozenset({"revision", "tree", "resolve", "preupload", "commit", "paths-info"})
+
+
+@fallback_router.api_route("/api/models/{rest:path}", methods=["GET", "HEAD"], include_in_schema=False)
+def unknown_model_path(request: Request, reg: RegistryDep, principal: PrincipalDep) -> None:
+    """No Hub route matched: RepoNotFound when no repository the reader may read is named by the
+    path's first segments, else RevisionNotFound (a revision route in a shape not served) or
+    EntryNotFound, never a bare 404 that huggingface_hub cannot tell apart."""
+    segments = [unquote(s) for s in raw_segments(request)[3:]]  # after '', 'api', 'models'
+    for n in (2, 1):
+        if len(segments) < n or not all(segments[:n]):
+            continue
+        repo = "/".join(segments[:n])
+        try:
+            hub.list_refs(reg, repo, principal)
+        except RepoNotFound:
+            continue
+        rest = segments[n:]
+        if rest and rest[0] in _REVISION_MARKERS:
+            revision = rest[1] if len(rest) > 1 else ""
+            raise RevisionNotFound(f"{repo} has no revision {revision!r}", repo=repo, revision=revision)
+        raise NotFound(f"no Hub endpoint /api/models/{'/'.join(segments)[:200]}", repo=repo)
+    repo = "/".join(segments[:2])
+    raise RepoNotFound(f"repository {repo[:200]!r} not found", repo=repo[:200])
 
 
 def _info(rev: HubRevision) -> dict[str, Any]:

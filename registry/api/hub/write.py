@@ -86,7 +86,7 @@ def validate_yaml() -> dict[str, Any]:
     return {"errors": [], "warnings": []}
 
 
-@hub_route(router, "/preupload/{revision}", prefix="/api/models", methods=("POST",))
+@hub_route(router, "/preupload/{revision:path}", prefix="/api/models", methods=("POST",))
 async def preupload(
     request: Request, revision: str, repo: RepoIdDep, reg: RegistryDep, principal: PrincipalDep
 ) -> dict[str, Any]:
@@ -110,8 +110,8 @@ async def preupload(
     }
 
 
-@hub_route(router, "/xet-write-token/{revision}", prefix="/api/models")
-@hub_route(router, "/xet-read-token/{revision}", prefix="/api/models")
+@hub_route(router, "/xet-write-token/{revision:path}", prefix="/api/models")
+@hub_route(router, "/xet-read-token/{revision:path}", prefix="/api/models")
 def xet_token(revision: str, repo: RepoIdDep) -> Response:
     """hf_xet asks for a Xet token first when HF_HUB_DISABLE_XET is not set (huggingface_hub 2.x
     asks the server nothing before choosing Xet). hf_xet shows neither X-Error-Message nor the body
@@ -308,7 +308,7 @@ async def lfs_complete(
     return {"oid": oid, "size": info.size}
 
 
-@hub_route(router, "/commit/{revision}", prefix="/api/models", methods=("POST",))
+@hub_route(router, "/commit/{revision:path}", prefix="/api/models", methods=("POST",))
 async def commit(
     request: Request, revision: str, repo: RepoIdDep, reg: RegistryDep, principal: PrincipalDep
 ) -> dict[str, Any]:

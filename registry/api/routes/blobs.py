@@ -131,12 +131,13 @@ def get_blob(
         if url:
             return RedirectResponse(url, status_code=307)
     headers = {"Accept-Ranges": "bytes", "ETag": f'"{digest}"'}
-    if range_header is None:
+    wanted = parse_range(range_header, info.size) if range_header is not None else None
+    if wanted is None:  # no Range, or one to ignore: the whole blob
         headers["Content-Length"] = str(info.size)
         return StreamingResponse(
             reg.store.open(digest), media_type="application/octet-stream", headers=headers
         )
-    start, end = parse_range(range_header, info.size)
+    start, end = wanted
     headers["Content-Range"] = f"bytes {start}-{end - 1}/{info.size}"
     headers["Content-Length"] = str(end - start)
     return StreamingResponse(
