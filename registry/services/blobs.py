@@ -7,7 +7,7 @@ from registry.access.checks import blob_readable, blobs_unusable, require_writer
 from registry.access.principal import Principal
 from registry.db import models as m
 from registry.db.engine import unit_of_work
-from registry.errors import BadRequest, NotFound, from_storage_error
+from registry.errors import BadRequest, BlobMissing, NotFound, from_storage_error
 from registry.services.blob_guard import being_swept
 from registry.services.context import Registry
 from registry.services.timeutil import now
@@ -65,6 +65,20 @@ def read_range(store: BlobStore, digest: str, start: int, length: int) -> bytes:
         return b"".join(store.open(digest, start, start + length))
     except _store_errors() as err:
         raise from_storage_error(err) from err
+
+
+def read_listed(store: BlobStore, path: str, digest: str, start: int, length: int) -> bytes:
+    """`read_range` of a blob a manifest being committed lists. One that disappeared since the
+    existence check (a gc run sweeping an unreferenced blob) is BlobMissing, 409: upload it again,
+    exactly as if the check had not found it."""
+    try:
+        return read_range(store, digest, start, length)
+    except NotFound as err:
+        raise BlobMissing(
+            f"{path}: blob {digest} is not in the store (garbage-collected meanwhile?); upload it again",
+            path=path,
+            digest=digest,
+        ) from err
 
 
 # ---------------------------------------------------------------- with access control

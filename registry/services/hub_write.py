@@ -25,7 +25,7 @@ from registry.errors import BlobMissing, Conflict, EntryNotFound, ValidationFail
 from registry.formats.inspect import inspect_files
 from registry.formats.manifest import FileEntry
 from registry.refs import RepoName
-from registry.services.blobs import read_range, upload_as
+from registry.services.blobs import read_listed, read_range, upload_as
 from registry.services.context import Registry
 from registry.services.hub import EMPTY_COMMIT, MAIN, check_write, commit_id
 from registry.services.names import refuse_base_name
@@ -280,7 +280,7 @@ def _read(
 ) -> bytes:
     if inline.get(entry.path) == entry:
         return data[entry.path][start : start + length]
-    return read_range(reg.store, entry.sha256, start, length)
+    return read_listed(reg.store, entry.path, entry.sha256, start, length)
 
 
 def _push_request(entries: list[FileEntry], message: str) -> PushRequest:

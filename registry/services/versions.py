@@ -31,7 +31,7 @@ from registry.services import audit
 from registry.services.aliases import point_alias
 from registry.services.base_link import BaseLink, link_and_check, shape_key
 from registry.services.blob_guard import guard_blobs
-from registry.services.blobs import read_range
+from registry.services.blobs import read_listed
 from registry.services.context import Registry
 from registry.services.lookup import resolve_row
 from registry.services.names import refuse_base_name
@@ -75,7 +75,7 @@ def commit_version(
                 path=f.path,
                 digest=f.sha256,
             )
-    facts = inspect_files(files, lambda e, s, n: read_range(reg.store, e.sha256, s, n), reg.limits)
+    facts = inspect_files(files, lambda e, s, n: read_listed(reg.store, e.path, e.sha256, s, n), reg.limits)
     digest = manifest_digest(files)
     with unit_of_work(reg.sessions) as session:
         guard_blobs(session, reg.store, [(f.path, f.sha256, f.size) for f in files])
