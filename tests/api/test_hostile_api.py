@@ -371,6 +371,7 @@ def test_blob_over_the_cap_is_refused_before_the_body(http: httpx.Client, srv: S
     assert head.startswith(b"HTTP/1.1 413") and b"push_too_large" in head, head
 
 
+@pytest.mark.slow  # waits on purpose
 def test_stalled_upload_times_out_and_leaves_nothing(hostile_settings: Settings, srv: ServerThread) -> None:
     digest = "sha256:" + "cd" * 32
     with socket.create_connection(("127.0.0.1", srv.port), timeout=20) as sock:
@@ -415,6 +416,7 @@ def test_stale_hub_upload_parts_are_removed_at_start(tmp_path: Path, request: py
     reg.close()
 
 
+@pytest.mark.slow  # waits on purpose
 def test_slow_uploads_do_not_starve_other_routes(srv: ServerThread, lora_a: Path, tmp_path: Path) -> None:
     client = HttpClient(srv.url, user="alice", cache_dir=tmp_path / "cache", token=srv.token)
     push_folder(client, lora_a, "acme/pulled")

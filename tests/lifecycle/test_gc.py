@@ -125,6 +125,7 @@ def test_commit_refused_for_a_blob_being_swept(
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+@pytest.mark.slow  # races for 8 s on purpose
 def test_pushes_racing_gc_never_commit_a_deleted_blob(
     db: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
