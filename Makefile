@@ -28,7 +28,6 @@ pytest: $(STAMP)
 
 test: lint pytest
 
-# The edit-test loop: no trained model, no subprocess server (tests marked `slow`); about a minute.
 # The edit-test loop: no trained model, no subprocess, SQLite only (make test runs PostgreSQL too).
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" -k "not postgresql" -q
