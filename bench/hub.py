@@ -39,6 +39,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.push_pull import write_adapter  # noqa: E402
+from bench.serve import peak_rss_mib  # noqa: E402
 
 
 def write_small_adapter(folder: Path, seed: int) -> dict[str, str]:
@@ -78,8 +79,7 @@ class Served:
     commits: list[str] = field(default_factory=list)
 
     def peak_rss_mib(self) -> float:
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        return int(re.search(r"VmHWM:\s+(\d+) kB", status)[1]) / 1024  # type: ignore[index]
+        return peak_rss_mib(self.proc.pid)
 
 
 @contextmanager

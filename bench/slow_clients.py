@@ -19,7 +19,6 @@ import hashlib
 import os
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -28,12 +27,8 @@ from pathlib import Path
 
 import httpx
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serve import ROOT, start_serve  # noqa: E402
 
 TIMEOUT_S = 10.0
 
@@ -68,34 +63,26 @@ def main() -> None:
     ap.add_argument("--checkout", type=Path, help="run the server from this checkout instead")
     args = ap.parse_args()
     home = Path(tempfile.mkdtemp(prefix="slow-clients-"))
-    port = free_port()
     env = {**os.environ, "ADAPTERS_HOME": str(home), "ADAPTERS_UPLOAD_IDLE_TIMEOUT_S": "600"}
     env.pop("ADAPTERS_URL", None)
-    cmd = [sys.executable, "-m", "cli.main", "serve", "--no-worker", "--port", str(port)]
-    if args.checkout:
+    headers = {}
+    if args.checkout:  # an older server: no accounts (its schema may predate them)
         env["PYTHONPATH"] = str(args.checkout.resolve())
-    server = subprocess.Popen(
-        cmd,
-        env=env,
-        cwd=args.checkout or Path(__file__).resolve().parent.parent,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
+    else:  # the operator makes a token, as on a fresh server
+        from registry.access import accounts
+        from registry.config import Settings
+        from registry.services.context import Registry
+
+        reg = Registry.from_settings(Settings(home=home), migrate=True)
+        accounts.add_user(reg, "bench", admin=True)
+        headers["Authorization"] = "Bearer " + accounts.create_token(reg, "bench")[0]
+        reg.close()
+    server, url = start_serve(env, args.checkout.resolve() if args.checkout else ROOT)
+    port = int(url.rsplit(":", 1)[1])
     socks: list[socket.socket] = []
     stop = threading.Event()
     try:
-        with httpx.Client(base_url=url, timeout=60) as http:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if http.get("/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("server did not start")
-                time.sleep(0.2)
+        with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
             data = os.urandom(4 * 1024 * 1024)
             digest = "sha256:" + hashlib.sha256(data).hexdigest()
             assert http.put(f"/v1/blobs/{digest}", content=data).status_code == 201
