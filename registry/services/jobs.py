@@ -302,15 +302,6 @@ def succeed(session: Session, claim_: Claim, result: dict[str, Any]) -> None:
     _end(job, "succeeded", stage="done")
 
 
-def complete(reg: Registry, claim_: Claim, result: dict[str, Any]) -> None:
-    """Mark the job done unless its output's publication already did (in the same transaction)."""
-    with unit_of_work(reg.sessions) as session:
-        job = _job(session, claim_.job_id, lock=True)
-        if job.status == "succeeded" and job.fence == claim_.fence:
-            return
-        succeed(session, claim_, result)
-
-
 def finish_failed(reg: Registry, claim_: Claim, code: str, message: str, retry: bool) -> JobInfo | None:
     """Record a failed run: queued again while attempts remain and `retry`, else failed.
     Cancellation wins over failure. None when the claim is no longer ours."""
