@@ -77,12 +77,6 @@ def check_text(value: str, field: str, max_len: int, *, single_line: bool = True
     return value
 
 
-def check_int(value: int, field: str, low: int = 0, high: int = INT32_MAX) -> int:
-    if not low <= value <= high:
-        raise ValidationFailed(f"{field}: {value} is outside [{low}, {high}]", field=field)
-    return value
-
-
 def check_json(
     value: Any,
     field: str,
