@@ -5,7 +5,21 @@ from __future__ import annotations
 
 import click
 
-from cli import access, adapters, aliases, bases, jobs, lifecycle, server, sync, tensor_jobs
+from cli import (
+    access,
+    adapters,
+    aliases,
+    bases,
+    evals,
+    jobs,
+    lifecycle,
+    plan,
+    server,
+    serving,
+    sync,
+    tensor_jobs,
+    ui,
+)
 from cli.app import App
 
 
@@ -23,7 +37,21 @@ def cli(ctx: click.Context, no_worker: bool) -> None:
     ctx.call_on_close(app.close)
 
 
-for module in (adapters, aliases, tensor_jobs, bases, jobs, server, sync, access, lifecycle):
+for module in (
+    adapters,
+    aliases,
+    evals,
+    tensor_jobs,
+    bases,
+    jobs,
+    server,
+    sync,
+    access,
+    lifecycle,
+    ui,
+    serving,
+    plan,
+):
     for command in module.COMMANDS:
         cli.add_command(command)
 
