@@ -102,7 +102,17 @@ def base_pull(client: RegistryClient, ref: str, output: Path, force: bool, as_js
 @click.option("--tier", type=click.Choice(["exact", "compatible", "all"]), default="all", show_default=True)
 @click.option("--sort", "sort_metric", metavar="METRIC", help="Best first by this eval metric.")
 @click.option("--explain", is_flag=True, help="Also list what does not fit, and why.")
-@click.option("--qlora-ok", is_flag=True, help="Only adapters whose `check-4bit` verdict is pass or warn.")
+@click.option(
+    "--qlora-ok",
+    is_flag=True,
+    help="Only adapters whose `check-4bit` verdict (NF4, double-quantized, any compute dtype) is pass or warn.",
+)
+@click.option(
+    "--qlora-variant",
+    metavar="VARIANT",
+    help="As --qlora-ok, for this 4-bit variant: nf4|fp4, then -nodq, then -float32|-bfloat16|-float16 "
+    "(e.g. fp4-nodq, nf4-bfloat16).",
+)
 @click.option("--limit", default=50, show_default=True)
 @json_option
 @with_client
@@ -116,6 +126,7 @@ def fit(
     sort_metric: str | None,
     explain: bool,
     qlora_ok: bool,
+    qlora_variant: str | None,
     limit: int,
     as_json: bool,
 ) -> None:
@@ -135,6 +146,7 @@ def fit(
         explain=explain,
         limit=limit,
         qlora_ok=qlora_ok,
+        qlora_variant=qlora_variant,
     )
     emit(client.fit(query), as_json, lambda result: render.fit(result, sort_metric))
 

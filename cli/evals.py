@@ -2,6 +2,268 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-COMMANDS: list[click.Command] = []
+from cli.app import with_client
+from cli.output import console, emit, json_option, say
+from cli.params import EVAL, REF
+
+if TYPE_CHECKING:
+    from registry.client import RegistryClient
+    from registry.entities import (
+        Comparison,
+        EvalHistory,
+        EvalScoreIn,
+        Leaderboard,
+        LineageGraph,
+        ParetoResult,
+    )
+
+
+@click.group(name="eval")
+def eval_group() -> None:
+    """Record evaluation scores on existing versions."""
+
+
+@eval_group.command(name="add")
+@click.argument("ref", type=REF)
+@click.argument("scores", nargs=-1, required=True, type=EVAL, metavar="METRIC=VALUE[@DATASET[:SPLIT]]...")
+@click.option("--note", help="Why, or how these scores were measured (kept with them).")
+@json_option
+@with_client
+def eval_add(
+    client: RegistryClient, ref: str, scores: tuple[EvalScoreIn, ...], note: str | None, as_json: bool
+) -> None:
+    """Append scores to REF's evaluation history (the latest per metric and dataset is current)."""
+    emit(client.add_evals(ref, list(scores), note), as_json, _history)
+
+
+@click.command(name="evals")
+@click.argument("ref", type=REF)
+@json_option
+@with_client
+def evals(client: RegistryClient, ref: str, as_json: bool) -> None:
+    """REF's evaluation history, newest first, with who recorded each score and when."""
+    emit(client.eval_history(ref), as_json, _history)
+
+
+@click.command()
+@click.option("--base", required=True, help="Base name or fingerprint.")
+@click.option("--metric", required=True)
+@click.option("--dataset")
+@click.option("--task")
+@click.option("--peft-type")
+@click.option("--lower-is-better", is_flag=True, help="Rank ascending (loss, perplexity).")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 500))
+@json_option
+@with_client
+def leaderboard(
+    client: RegistryClient,
+    base: str,
+    metric: str,
+    dataset: str | None,
+    task: str | None,
+    peft_type: str | None,
+    lower_is_better: bool,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """The adapters that fit BASE, one row per repository (its best version), ranked by METRIC."""
+    from registry.entities import LeaderboardQuery
+
+    q = LeaderboardQuery(
+        base=base,
+        metric=metric,
+        dataset=dataset,
+        task=task,
+        peft_type=peft_type,
+        lower_is_better=lower_is_better,
+        limit=limit,
+    )
+    emit(client.leaderboard(q), as_json, _leaderboard)
+
+
+@click.command()
+@click.option("--base", required=True, help="Base name or fingerprint.")
+@click.option("--metric", required=True)
+@click.option("--dataset")
+@click.option("--task")
+@click.option("--cost", type=click.Choice(["params", "bytes", "rank"]), default="params", show_default=True)
+@click.option("--lower-is-better", is_flag=True)
+@json_option
+@with_client
+def pareto(
+    client: RegistryClient,
+    base: str,
+    metric: str,
+    dataset: str | None,
+    task: str | None,
+    cost: str,
+    lower_is_better: bool,
+    as_json: bool,
+) -> None:
+    """The versions on the Pareto front of METRIC against cost (exact trainable parameters by default)."""
+    from registry.entities import ParetoQuery
+
+    q = ParetoQuery(
+        base=base, metric=metric, dataset=dataset, task=task, cost=cost, lower_is_better=lower_is_better
+    )
+    emit(client.pareto(q), as_json, _pareto)
+
+
+@click.command()
+@click.argument("refs", nargs=-1, required=True, type=REF)
+@json_option
+@with_client
+def compare(client: RegistryClient, refs: tuple[str, ...], as_json: bool) -> None:
+    """Versions side by side: the config fields that differ, parameter counts, every metric."""
+    emit(client.compare(list(refs)), as_json, _comparison)
+
+
+@click.command()
+@click.argument("target", metavar="REF|BASE")
+@click.option("--depth", default=8, show_default=True, type=click.IntRange(1, 32))
+@json_option
+@with_client
+def lineage(client: RegistryClient, target: str, depth: int, as_json: bool) -> None:
+    """The lineage around a version or a base: merge parents, export sources, and descendants."""
+    emit(client.lineage(target, depth), as_json, _lineage)
+
+
+# ---------------------------------------------------------------- rendering for people
+def _scope(metric: str, dataset: str | None, split: str | None) -> str:
+    return metric + (f"@{dataset}" if dataset else "") + (f":{split}" if split else "")
+
+
+def _history(h: EvalHistory) -> None:
+    from rich.table import Table
+
+    table = Table("metric", "value", "recorded by", "when", "note", "", title=f"evaluations of {h.ref}")
+    current = {(c.metric, c.dataset, c.split, c.created_at, c.value) for c in h.current}
+    for r in h.records:
+        mark = "current" if (r.metric, r.dataset, r.split, r.created_at, r.value) in current else ""
+        table.add_row(
+            _scope(r.metric, r.dataset, r.split),
+            f"{r.value:g}",
+            r.recorded_by,
+            r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            r.note or "",
+            mark,
+        )
+    console.print(table)
+
+
+def _leaderboard(b: Leaderboard) -> None:
+    from rich.table import Table
+
+    order = "lower is better" if b.lower_is_better else "higher is better"
+    table = Table(
+        "#",
+        "ref",
+        "tier",
+        "peft",
+        "r",
+        "task",
+        "params",
+        b.metric,
+        "on",
+        title=f"{b.base}: {b.metric} ({order})",
+    )
+    for row in b.rows:
+        table.add_row(
+            str(row.rank),
+            row.ref,
+            row.tier,
+            row.peft_type,
+            str(row.r or ""),
+            row.task or "",
+            f"{row.trainable_params:,}",
+            f"{row.score:g}",
+            _scope("", row.dataset, row.split).lstrip("@"),
+        )
+    console.print(table)
+    if not b.rows:
+        say("no fitting adapter has this metric")
+
+
+def _pareto(p: ParetoResult) -> None:
+    from rich.table import Table
+
+    table = Table(
+        "ref", p.cost, p.metric, "dominates", title=f"Pareto front on {p.base} ({p.front_size} of {p.total})"
+    )
+    for pt in p.points:
+        if pt.on_front:
+            extra = pt.dominated_count - 3
+            listed = ", ".join(pt.dominates[:3]) + (f" (+{extra} more)" if extra > 0 else "")
+            table.add_row(pt.ref, f"{pt.cost:,}", f"{pt.score:g}", listed or "-")
+    console.print(table)
+
+
+def _comparison(c: Comparison) -> None:
+    from rich.table import Table
+
+    table = Table("", *[v.ref for v in c.versions], title="comparison")
+    for f in c.differing:
+        table.add_row(f"[yellow]{f}[/yellow]", *[_cell(v.config.get(f)) for v in c.versions])
+    table.add_row("trainable params", *[f"{v.trainable_params:,}" for v in c.versions])
+    table.add_row("adapter bytes", *[f"{v.adapter_bytes:,}" for v in c.versions])
+    for k in c.metrics:
+        table.add_row(k, *[_cell(v.scores.get(k)) for v in c.versions])
+    console.print(table)
+    if not c.differing:
+        say("the configurations are identical")
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def _lineage(g: LineageGraph) -> None:
+    from rich.tree import Tree
+
+    nodes = {n.id: n for n in g.nodes}
+    parents: dict[str, list[tuple[str, str]]] = {}
+    children: dict[str, list[tuple[str, str]]] = {}
+    for e in g.edges:
+        what = (
+            e.kind
+            + (f" w={e.weight:g}" if e.weight is not None else "")
+            + (f" {e.method}" if e.method else "")
+        )
+        what += f" err={e.error:.3g}" if e.error is not None else ""
+        parents.setdefault(e.target, []).append((e.source, what))
+        children.setdefault(e.source, []).append((e.target, what))
+
+    def label(node_id: str) -> str:
+        n = nodes.get(node_id)
+        if n is None:
+            return node_id
+        style = {"deleted": "red", "hidden": "dim", "base": "cyan"}.get(n.kind, "bold")
+        return f"[{style}]{n.label}[/{style}]" + (f" [dim]{n.digest[:19]}[/dim]" if n.digest else "")
+
+    def grow(tree: Tree, node_id: str, links: dict[str, list[tuple[str, str]]], seen: set[str]) -> None:
+        for other, what in links.get(node_id, []):
+            branch = tree.add(f"{label(other)} [dim]({what})[/dim]")
+            if other not in seen:
+                grow(branch, other, links, seen | {other})
+
+    root = Tree(label(g.root))
+    up = root.add("[dim]derived from[/dim]")
+    grow(up, g.root, parents, {g.root})
+    down = root.add("[dim]derived into[/dim]")
+    grow(down, g.root, children, {g.root})
+    console.print(root)
+    if g.truncated:
+        say("[dim](truncated: raise --depth, or the graph is larger than shown)[/dim]")
+
+
+COMMANDS: list[click.Command] = [eval_group, evals, leaderboard, pareto, compare, lineage]

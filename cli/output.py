@@ -10,21 +10,44 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import click
-from rich.console import Console
-
-from registry.errors import RegistryError
-from storage import StorageError
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
+    from rich.console import Console
     from rich.progress import Progress, TaskID
 
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
-err_console = Console(stderr=True, soft_wrap=True)
+
+
+class _LazyConsole:
+    """A rich Console built on first use: `--json` and `--help` never pay for rich.console."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    def _target(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target(), name)
+
+    def __enter__(self) -> Console:
+        return self._target().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._target().__exit__(*exc)
+
+
+err_console: Console = _LazyConsole(stderr=True, soft_wrap=True)  # type: ignore[assignment]
 # Pipes get a wide console so tables are not squeezed to 80 columns.
-console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+console: Console = _LazyConsole(soft_wrap=True, width=None if sys.stdout.isatty() else 160)  # type: ignore[assignment]
 
 
 def json_option(f: Callable[P, R]) -> Callable[P, R]:
@@ -111,7 +134,7 @@ def handle_errors(f: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return f(*args, **kwargs)
-        except (RegistryError, StorageError, OSError, ValueError) as err:
+        except Exception as err:  # error_line tells the registry's kinds (one line) from a bug
             line = error_line(err)
             if line is None or os.environ.get("ADAPTERS_DEBUG"):
                 raise
@@ -126,6 +149,9 @@ def handle_errors(f: Callable[P, R]) -> Callable[P, R]:
 
 def error_line(err: Exception) -> tuple[str, str] | None:
     """(code, message) of an error the CLI reports in one line; None for a bug (a traceback)."""
+    from registry.errors import RegistryError  # only on failure: start-up does not pay for them
+    from storage import StorageError
+
     if isinstance(err, RegistryError | StorageError):
         return getattr(err, "code", "error"), str(err)
     if isinstance(err, OSError):

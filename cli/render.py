@@ -97,7 +97,9 @@ def version(v: VersionInfo) -> None:
             )
     for c in v.qlora_checks:
         why = f" ({'; '.join(c.reasons)})" if c.reasons else ""
-        lines.append(("4-bit check", f"{c.verdict} on {c.base} ({c.checked_at:%Y-%m-%d %H:%M}){why}"))
+        lines.append(
+            ("4-bit check", f"{c.verdict} on {c.base}, {c.variant} ({c.checked_at:%Y-%m-%d %H:%M}){why}")
+        )
     for f in v.files:
         lines.append(("file", f"{f.path}  {human_bytes(f.size)}  {f.sha256[:19]}"))
     rows(lines, 15)
@@ -275,11 +277,13 @@ def report_4bit(r: dict[str, Any]) -> None:
     """The `check-4bit` verdict, its reasons, and the measurements behind them."""
     color = {"pass": "green", "warn": "yellow", "fail": "red"}[r["verdict"]]
     say(
-        f"[bold {color}]{r['verdict'].upper()}[/bold {color}]  {r['adapter']['ref']} on NF4 "
-        f"{', '.join(r['base']['names']) or r['base']['fingerprint']}"
+        f"[bold {color}]{r['verdict'].upper()}[/bold {color}]  {r['adapter']['ref']} on "
+        f"{r.get('variant', {}).get('name', 'nf4-float32')} {', '.join(r['base']['names']) or r['base']['fingerprint']}"
     )
     for reason in r["reasons"]:
         say(f"  - {reason}")
+    for note in r.get("notes", []):
+        say(f"  note: {note}")
     s = r["structure"]
     say(
         f"quantized to 4 bits: {len(s['quantized'])} target modules; high precision: "
@@ -297,7 +301,7 @@ def report_4bit(r: dict[str, Any]) -> None:
     if modules:
         worst = min(modules, key=lambda m: m["update_to_noise"])
         say(
-            f"update / NF4 noise: lowest {worst['update_to_noise']:.3g} ({worst['module']}); "
+            f"update / 4-bit noise: lowest {worst['update_to_noise']:.3g} ({worst['module']}); "
             f"{sum(m['drowned'] for m in modules)} of {len(modules)} modules drowned"
         )
     m = r["merge"]

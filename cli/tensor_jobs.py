@@ -215,13 +215,33 @@ def export(
 @click.option("--probe", default=8, show_default=True, help="Number of probe sequences.")
 @click.option("--probe-length", default=32, show_default=True, help="Tokens per probe sequence.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the random probe tokens.")
+@click.option("--quant", type=click.Choice(["nf4", "fp4"]), default="nf4", show_default=True)
+@click.option("--no-double-quant", is_flag=True, help="Without double quantization of the block scales.")
+@click.option(
+    "--compute-dtype",
+    type=click.Choice(["float32", "bfloat16", "float16"]),
+    default="float32",
+    show_default=True,
+    help="The dtype bitsandbytes computes the 4-bit matmuls in.",
+)
 @no_wait_option
 @json_option
 @pass_app
 def check_4bit(
-    app: App, ref: str, base: str, probe: int, probe_length: int, seed: int, no_wait: bool, as_json: bool
+    app: App,
+    ref: str,
+    base: str,
+    probe: int,
+    probe_length: int,
+    seed: int,
+    quant: str,
+    no_double_quant: bool,
+    compute_dtype: str,
+    no_wait: bool,
+    as_json: bool,
 ) -> None:
-    """Will REF work on an NF4, double-quantized (QLoRA-style) bitsandbytes base? Records the verdict."""
+    """Will REF work on a 4-bit (QLoRA-style) bitsandbytes base, NF4 and double-quantized unless told
+    otherwise? Records the verdict under the variant checked."""
     from registry.jobspec import Check4bitResult
 
     params = {
@@ -230,6 +250,9 @@ def check_4bit(
         "probe": probe,
         "probe_length": probe_length,
         "seed": seed,
+        "quant": quant,
+        "double_quant": not no_double_quant,
+        "compute_dtype": compute_dtype,
     }
     job = run_job(app, "check-4bit", params, no_wait, as_json)
     if no_wait:

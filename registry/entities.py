@@ -60,11 +60,26 @@ class BaseModelRef(BaseModel):
     revision: str | None = None
 
 
+QLORA_QUANT_TYPES = ("nf4", "fp4")
+QLORA_COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+QLORA_VARIANT_PATTERN = r"^(nf4|fp4)(-nodq)?(-(float32|bfloat16|float16))?$"
+"""A 4-bit variant's name: quant type, `-nodq` without double quantization, then the compute dtype
+(`nf4`, `nf4-nodq`, `fp4-bfloat16`); left out, the parts are the defaults (double quantization;
+any compute dtype when matching, float32 when naming a check)."""
+
+
+def qlora_variant_label(quant_type: str, double_quant: bool, compute_dtype: str) -> str:
+    """The name of the variant a check ran on (`nf4-float32`, `fp4-nodq-bfloat16`)."""
+    return f"{quant_type}{'' if double_quant else '-nodq'}-{compute_dtype}"
+
+
 class QloraCheckSummary(BaseModel):
-    """The latest `check-4bit` answer for a version on one base."""
+    """The latest `check-4bit` answer for a version on one base and 4-bit variant."""
 
     base: str
     base_fingerprint: str | None
+    variant: str = "nf4-float32"
+    """qlora_variant_label of the variant checked."""
     verdict: str
     checked_at: datetime
     job: int | None = None
@@ -235,6 +250,14 @@ class BaseInfo(BaseArchitecture):
     lineage: dict[str, Any] | None = None
 
 
+class BaseLayout(BaseModel):
+    """A base with its config.json and module table: what the planner (`adapters plan`) reads."""
+
+    base: BaseInfo
+    config: dict[str, Any]
+    modules: list[ModuleInfo]
+
+
 class FitQuery(BaseModel):
     base: Annotated[str, Field(min_length=1, max_length=4096), _OneLine]
     task: Label | None = None
@@ -245,7 +268,10 @@ class FitQuery(BaseModel):
     explain: bool = False
     limit: int = Field(default=50, ge=1, le=500)
     qlora_ok: bool = False
-    """Only versions whose latest 4-bit check (on any base) passed or warned."""
+    """Only versions whose latest 4-bit check (on any base) of the default variant (NF4, double
+    quantization, any compute dtype) or of `qlora_variant` passed or warned."""
+    qlora_variant: str | None = Field(default=None, pattern=QLORA_VARIANT_PATTERN)
+    """The 4-bit variant `qlora_ok` asks about (implies it): `nf4`, `fp4-nodq`, `nf4-bfloat16`..."""
 
 
 class FitItem(BaseModel):
@@ -320,3 +346,155 @@ class AuditFilter(BaseModel):
     repo: Annotated[str, Field(max_length=129), _OneLine] | None = None
     user: Annotated[str, Field(max_length=128), _OneLine] | None = None
     since: datetime | None = None
+
+
+# ---------------------------------------------------------------- evaluations, rankings, lineage (issue 13)
+EvalInput = EvalScoreIn
+"""One score to record on an existing version (`adapters eval add`): the push-time shape."""
+
+
+class EvalAdd(BaseModel):
+    """The body of POST /v1/versions/{ref}/evals."""
+
+    scores: list[EvalInput] = Field(min_length=1, max_length=256)
+    note: Message | None = None
+
+
+class EvalRecord(BaseModel):
+    """One recorded score: append-only, never changed; a later one for the same key supersedes it."""
+
+    metric: str
+    value: float
+    dataset: str | None = None
+    split: str | None = None
+    recorded_by: str
+    created_at: datetime
+    note: str | None = None
+
+
+class EvalHistory(BaseModel):
+    ref: str
+    digest: str
+    records: list[EvalRecord]
+    """Every record, newest first."""
+    current: list[EvalRecord]
+    """The latest record per (metric, dataset, split)."""
+
+
+class LeaderboardQuery(BaseModel):
+    base: Annotated[str, Field(min_length=1, max_length=4096), _OneLine]
+    metric: Label
+    dataset: Annotated[str, Field(max_length=256), _OneLine] | None = None
+    task: Label | None = None
+    peft_type: Annotated[str, Field(max_length=32), _OneLine] | None = None
+    lower_is_better: bool = False
+    limit: int = Field(default=20, ge=1, le=500)
+
+
+class LeaderboardRow(BaseModel):
+    rank: int
+    repo: str
+    number: int
+    digest: str
+    ref: str
+    peft_type: str
+    task: str | None
+    r: int | None
+    trainable_params: int
+    adapter_bytes: int
+    score: float
+    metric: str
+    dataset: str | None
+    split: str | None
+    tier: str
+
+
+class Leaderboard(BaseModel):
+    base: str
+    metric: str
+    dataset: str | None = None
+    lower_is_better: bool = False
+    rows: list[LeaderboardRow]
+
+
+class ParetoQuery(BaseModel):
+    base: Annotated[str, Field(min_length=1, max_length=4096), _OneLine]
+    metric: Label
+    dataset: Annotated[str, Field(max_length=256), _OneLine] | None = None
+    task: Label | None = None
+    cost: str = Field(default="params", pattern="^(params|bytes|rank)$")
+    lower_is_better: bool = False
+
+
+class ParetoPoint(BaseModel):
+    ref: str
+    digest: str
+    repo: str
+    number: int
+    peft_type: str
+    score: float
+    cost: int
+    on_front: bool
+    dominates: list[str] = Field(default_factory=list)
+    """For a front point: the first versions it dominates (capped; see dominated_count)."""
+    dominated_count: int = 0
+
+
+class ParetoResult(BaseModel):
+    base: str
+    metric: str
+    dataset: str | None = None
+    cost: str
+    lower_is_better: bool = False
+    points: list[ParetoPoint]
+    """Front points first (by cost), then the others (capped at `max_points`; `total` counts all)."""
+    total: int
+    front_size: int
+
+
+class ComparedVersion(BaseModel):
+    ref: str
+    digest: str
+    config: dict[str, Any]
+    """The compared config fields of this version."""
+    trainable_params: int
+    adapter_bytes: int
+    scores: dict[str, float | None]
+    """metric key ("metric", "metric@dataset", "metric@dataset:split") -> current value."""
+
+
+class Comparison(BaseModel):
+    versions: list[ComparedVersion]
+    differing: list[str]
+    """The config fields whose values differ between the versions."""
+    metrics: list[str]
+    """Every metric key any of them has, sorted."""
+
+
+class LineageNode(BaseModel):
+    id: str
+    kind: str
+    """version, base or deleted (a recorded parent that no longer exists), or hidden (unreadable)."""
+    label: str
+    digest: str | None = None
+    ref: str | None = None
+
+
+class LineageEdge(BaseModel):
+    source: str
+    target: str
+    kind: str
+    """merge (parent -> merged version), export (adapter or base -> exported model), trained_on
+    (base -> version)."""
+    weight: float | None = None
+    method: str | None = None
+    error: float | None = None
+    """The merge's max relative reconstruction error."""
+
+
+class LineageGraph(BaseModel):
+    root: str
+    nodes: list[LineageNode]
+    edges: list[LineageEdge]
+    truncated: bool = False
+    """True when the depth or node cap cut the graph."""

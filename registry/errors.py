@@ -407,6 +407,25 @@ class BaseNotUploaded(RegistryError):
     base: str | None = None
 
 
+# Serving (registry.serving): what an AdapterServer refuses.
+class NotServable(RegistryError, ValueError):
+    """An adapter that fits its base but that mixed-batch serving cannot run: PEFT's
+    `adapter_names` serves LoRA layers only, and not DoRA."""
+
+    code = "not_servable"
+    status = 422
+    title = "Adapter not servable"
+    ref: str | None = None
+
+
+class ServingFull(Conflict):
+    """No room for an adapter: every loaded one is pinned or in use, or it alone exceeds max_bytes."""
+
+    code = "serving_full"
+    title = "Adapter server full"
+    ref: str | None = None
+
+
 def error_from_problem(problem: dict[str, Any], status: int) -> RegistryError:
     """Turn a problem+json body back into the RegistryError subclass named by its code."""
     code = str(problem.get("code", ""))

@@ -98,6 +98,10 @@ class Check4bitParams(BaseModel):
     """Number of probe sequences run through the full-precision and the 4-bit model."""
     probe_length: int = Field(default=32, ge=2, le=2048)
     seed: Seed = 0
+    quant: Literal["nf4", "fp4"] = "nf4"
+    """The 4-bit variant checked: bitsandbytes quant type, double quantization, compute dtype."""
+    double_quant: bool = True
+    compute_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 
 
 PARAMS_BY_TYPE: dict[str, type[BaseModel]] = {

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -183,6 +184,95 @@ class HashingReader:
             raise SizeMismatch(size, self.length)
         if self.digest != digest:
             raise DigestMismatch(digest, self.digest)
+
+
+class IterReader:
+    """A read(n) file object over an iterator of byte chunks (a download or blob stream)."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._it: Iterator[bytes] = iter(chunks)
+        self._buf = bytearray()
+
+    def read(self, n: int = -1) -> bytes:
+        while n < 0 or len(self._buf) < n:
+            chunk = next(self._it, None)
+            if chunk is None:
+                break
+            self._buf += chunk
+        if n < 0:
+            n = len(self._buf)
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        return out
+
+
+class VerifyingReader(HashingReader):
+    """A HashingReader that never reads past `size` and refuses at the end of the stream: the read
+    that completes `size` bytes raises SizeMismatch (the stream runs on) or DigestMismatch instead
+    of returning them, and a stream that ends early raises SizeMismatch. A consumer that stops on
+    an exception (the minio SDK aborts its multipart upload and, for a single part, never sends it)
+    thus stores nothing unverified, in one pass."""
+
+    def __init__(
+        self, raw: Readable, digest: str, size: int, progress: ProgressCallback | None = None
+    ) -> None:
+        super().__init__(raw, progress)
+        self.expected = (digest, size)
+
+    def read(self, n: int = -1) -> bytes:
+        digest, size = self.expected
+        left = size - self.length
+        if left <= 0:
+            self.finish()
+            return b""
+        data = super().read(left if n < 0 else min(n, left))
+        if not data:
+            raise SizeMismatch(size, self.length)
+        if self.length == size:
+            self.finish()
+        return data
+
+    def finish(self) -> None:
+        """Verify now (a zero-length blob has no last read): the stream must end here and hash right."""
+        digest, size = self.expected
+        if self.length == size and self._raw.read(1):
+            raise SizeMismatch(size, size + 1)
+        self.verify(digest, size)
+
+
+def write_verified(
+    chunks: Iterable[bytes], target: Path, digest: str, size: int, progress: ProgressCallback | None = None
+) -> None:
+    """Write `chunks` to the new file `target` while hashing them, fsync it, and check it is
+    (digest, size): each byte is written once. On any failure `target` is removed.
+
+    Raises:
+        DigestMismatch, SizeMismatch: the bytes are not the blob's (nothing is left at `target`).
+    """
+    h = hashlib.sha256()  # chunks as they come: no re-buffering (a copy per byte, measured)
+    length = 0
+    try:
+        with target.open("xb") as out:
+            for chunk in chunks:
+                length += len(chunk)
+                _check_length(size, length, done=False)
+                h.update(chunk)
+                out.write(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+            out.flush()
+            os.fsync(out.fileno())
+        _check_length(size, length, done=True)
+        if "sha256:" + h.hexdigest() != digest:
+            raise DigestMismatch(digest, "sha256:" + h.hexdigest())  # noqa: TRY301 - cleanup below
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+
+
+def _check_length(size: int, length: int, done: bool) -> None:
+    if length > size or (done and length != size):
+        raise SizeMismatch(size, length)
 
 
 def sha256_file(path: str, progress: ProgressCallback | None = None) -> BlobInfo:

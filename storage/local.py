@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -151,6 +152,15 @@ def local_cache(store: BlobStore, cache_dir: str | os.PathLike[str]) -> LocalBlo
     """Where a process keeps the blobs it reads: a local blob directory is its own cache (pulls
     copy or link straight out of it); any other store gets a local cache at `cache_dir`."""
     return store if isinstance(store, LocalBlobStore) else LocalBlobStore(cache_dir)
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Give the finished file `src` a second name `dst` (a new path): a hard link, a copy where
+    they are on different filesystems."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
 
 
 def _read_range(f: BufferedReader, start: int, end: int | None) -> Iterator[bytes]:

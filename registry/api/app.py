@@ -10,11 +10,11 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 
-from registry import __version__
+from registry import __version__, ui
 from registry.api import problems
 from registry.api.guard import RequestGuard
 from registry.api.hub import router as hub_router
-from registry.api.routes import access, aliases, bases, blobs, health, jobs, lifecycle, versions
+from registry.api.routes import access, aliases, bases, blobs, evals, health, jobs, lifecycle, versions
 from registry.config import Settings
 from registry.services.context import Registry
 from registry.services.hub_lfs import PartStore
@@ -93,5 +93,8 @@ def create_app(
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_request_bytes)
     for module in (health, access, blobs, versions, aliases, bases, jobs, lifecycle):
         app.include_router(module.router)
+    for router in evals.routers:
+        app.include_router(router)
+    ui.mount(app)  # the web UI at /ui, before the Hub's catch-all routes at the root
     app.include_router(hub_router)  # the Hugging Face Hub protocol, at the root
     return app

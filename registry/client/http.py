@@ -19,12 +19,21 @@ from registry.entities import (
     AuditEventInfo,
     AuditFilter,
     BaseInfo,
+    BaseLayout,
     BaseRegistration,
+    Comparison,
     DeleteResult,
+    EvalHistory,
+    EvalInput,
     FitQuery,
     FitResult,
     GcReport,
+    Leaderboard,
+    LeaderboardQuery,
+    LineageGraph,
     Page,
+    ParetoQuery,
+    ParetoResult,
     PushRequest,
     PushResult,
     RepoInfo,
@@ -43,9 +52,9 @@ from registry.errors import (
 from registry.jobspec import JobInfo, JobRequest
 from registry.refs import parse_ref, parse_repo
 from storage import BlobStore, check_digest, sha256_file
-from storage.base import CHUNK_SIZE, digest_hex
+from storage.base import CHUNK_SIZE, digest_hex, write_verified
 from storage.base import InvalidDigest as InvalidStoreDigest
-from storage.local import LocalBlobStore
+from storage.local import LocalBlobStore, link_or_copy
 
 TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 
@@ -131,8 +140,11 @@ class HttpClient:
         )
         return PushResult.model_validate(resp.json())
 
-    def fetch_blob(self, digest: str, size: int, progress: TransferProgress | None) -> None:
-        """Download a blob into the cache. The bytes land in a partial file in the cache's tmp; a
+    def fetch_blob(
+        self, digest: str, size: int, progress: TransferProgress | None, into: Path | None = None
+    ) -> None:
+        """Download a blob into the cache (and, with `into`, give that file the name `into` too:
+        a hard link). The bytes land in a partial file in the cache's tmp; a
         download cut short (connection lost, body ended early) continues from where it stopped
         with a Range request, at once while each try brings bytes, else on a later pull. The
         whole file is hashed before it enters the cache.
@@ -142,6 +154,8 @@ class HttpClient:
             DigestMismatch: the assembled file does not hash to `digest` (it is discarded).
         """
         if self.cache.stat(digest) is not None:
+            if into is not None:
+                write_verified(self.cache.open(digest), into, digest, size)
             return
         try:
             check_digest(digest)  # it names a file here: a hostile manifest must not pick the path
@@ -187,6 +201,8 @@ class HttpClient:
             )
         try:
             self._local.adopt(partial, digest, size)
+            if into is not None:
+                link_or_copy(partial, into)
         finally:
             partial.unlink(missing_ok=True)
 
@@ -259,6 +275,10 @@ class HttpClient:
 
     def get_base(self, ref: str) -> BaseInfo:
         return BaseInfo.model_validate(self._request("GET", "/v1/bases/lookup", params={"ref": ref}).json())
+
+    def get_base_layout(self, ref: str) -> BaseLayout:
+        resp = self._request("GET", "/v1/bases/layout", params={"ref": ref})
+        return BaseLayout.model_validate(resp.json())
 
     def list_bases(self) -> list[BaseInfo]:
         return [BaseInfo.model_validate(b) for b in self._request("GET", "/v1/bases").json()]
@@ -370,6 +390,36 @@ class HttpClient:
         return Page[AuditEventInfo].model_validate(resp.json())
 
     # ---- end lifecycle
+
+    # ---- evaluations, rankings, lineage
+    def add_evals(self, ref: str, scores: list[EvalInput], note: str | None = None) -> EvalHistory:
+        parse_ref(ref)
+        body = {"scores": [s.model_dump(mode="json") for s in scores], "note": note}
+        resp = self._request("POST", "/v1/evals", params={"ref": ref}, json=body)
+        return EvalHistory.model_validate(resp.json())
+
+    def eval_history(self, ref: str) -> EvalHistory:
+        parse_ref(ref)
+        return EvalHistory.model_validate(self._request("GET", "/v1/evals", params={"ref": ref}).json())
+
+    def leaderboard(self, query: LeaderboardQuery) -> Leaderboard:
+        params = query.model_dump(mode="json", exclude_none=True)
+        return Leaderboard.model_validate(self._request("GET", "/v1/leaderboard", params=params).json())
+
+    def pareto(self, query: ParetoQuery) -> ParetoResult:
+        params = query.model_dump(mode="json", exclude_none=True)
+        return ParetoResult.model_validate(self._request("GET", "/v1/pareto", params=params).json())
+
+    def compare(self, refs: list[str]) -> Comparison:
+        for r in refs:
+            parse_ref(r)
+        return Comparison.model_validate(self._request("GET", "/v1/compare", params={"ref": refs}).json())
+
+    def lineage(self, target: str, depth: int = 8) -> LineageGraph:
+        resp = self._request("GET", f"/v1/lineage/{quote(target, safe='/:@')}", params={"depth": depth})
+        return LineageGraph.model_validate(resp.json())
+
+    # ---- end evaluations
 
     def close(self) -> None:
         self.http.close()

@@ -12,12 +12,21 @@ from registry.entities import (
     AuditEventInfo,
     AuditFilter,
     BaseInfo,
+    BaseLayout,
     BaseRegistration,
+    Comparison,
     DeleteResult,
+    EvalHistory,
+    EvalInput,
     FitQuery,
     FitResult,
     GcReport,
+    Leaderboard,
+    LeaderboardQuery,
+    LineageGraph,
     Page,
+    ParetoQuery,
+    ParetoResult,
     PushRequest,
     PushResult,
     RepoInfo,
@@ -52,8 +61,12 @@ class RegistryClient(Protocol):
 
     def commit(self, repo: str, request: PushRequest) -> PushResult: ...
 
-    def fetch_blob(self, digest: str, size: int, progress: TransferProgress | None) -> None:
-        """Make sure `digest` is in `self.cache`, downloading it if needed."""
+    def fetch_blob(
+        self, digest: str, size: int, progress: TransferProgress | None, into: Path | None = None
+    ) -> None:
+        """Make sure `digest` is in `self.cache`, downloading it if needed. With `into` (a new file,
+        which must not exist yet), download it there, verified, and let the cache take that file
+        (a hard link; a copy across filesystems): each byte is written once."""
         ...
 
     def resolve(self, ref: str) -> VersionInfo: ...
@@ -71,6 +84,10 @@ class RegistryClient(Protocol):
     def register_base(self, data: BaseRegistration) -> BaseInfo: ...
 
     def get_base(self, ref: str) -> BaseInfo: ...
+
+    def get_base_layout(self, ref: str) -> BaseLayout:
+        """The base with its config.json and module table (the planner's input)."""
+        ...
 
     def list_bases(self) -> list[BaseInfo]: ...
 
@@ -136,5 +153,24 @@ class RegistryClient(Protocol):
     ) -> Page[AuditEventInfo]: ...
 
     # ---- end lifecycle
+
+    # ---- evaluations, rankings, lineage (registry.services.evaluations, rankings, lineage)
+    def add_evals(self, ref: str, scores: list[EvalInput], note: str | None = None) -> EvalHistory:
+        """Append scores to the history of the version `ref` names (write permission)."""
+        ...
+
+    def eval_history(self, ref: str) -> EvalHistory: ...
+
+    def leaderboard(self, query: LeaderboardQuery) -> Leaderboard: ...
+
+    def pareto(self, query: ParetoQuery) -> ParetoResult: ...
+
+    def compare(self, refs: list[str]) -> Comparison: ...
+
+    def lineage(self, target: str, depth: int = 8) -> LineageGraph:
+        """The lineage graph around a version ref or a base name / fingerprint."""
+        ...
+
+    # ---- end evaluations
 
     def close(self) -> None: ...

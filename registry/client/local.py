@@ -10,18 +10,27 @@ from registry.access.entities import GrantInfo, NamespaceInfo, TokenInfo, UserIn
 from registry.access.principal import Principal
 from registry.client.interface import TransferProgress
 from registry.config import Settings
-from registry.db.engine import current_revision, head_revision, upgrade
+from registry.db.engine import upgrade_if_needed
 from registry.entities import (
     AliasInfo,
     AuditEventInfo,
     AuditFilter,
     BaseInfo,
+    BaseLayout,
     BaseRegistration,
+    Comparison,
     DeleteResult,
+    EvalHistory,
+    EvalInput,
     FitQuery,
     FitResult,
     GcReport,
+    Leaderboard,
+    LeaderboardQuery,
+    LineageGraph,
     Page,
+    ParetoQuery,
+    ParetoResult,
     PushRequest,
     PushResult,
     RepoInfo,
@@ -57,8 +66,7 @@ class LocalClient:
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalClient:
         reg = Registry.from_settings(settings)
-        if current_revision(reg.engine) != head_revision():
-            upgrade(reg.engine)
+        upgrade_if_needed(reg.engine)  # the embedded default migrates itself
         # A local blob directory is its own cache: pulls copy straight from it.
         return cls(reg, settings.user, local_cache(reg.store, settings.effective_cache_dir))
 
@@ -74,14 +82,15 @@ class LocalClient:
     def commit(self, repo: str, request: PushRequest) -> PushResult:
         return versions.commit_version(self.registry, repo, request, self.user, principal=self.principal)
 
-    def fetch_blob(self, digest: str, size: int, progress: TransferProgress | None) -> None:
-        if self.cache.stat(digest) is not None:
+    def fetch_blob(
+        self, digest: str, size: int, progress: TransferProgress | None, into: Path | None = None
+    ) -> None:
+        if self.cache.stat(digest) is not None and into is None:
             return
         blobs.require_readable(self.registry, self.principal, digest)
-        from registry.client.transfer import IterReader
-
-        reader = IterReader(self.registry.store.open(digest))
-        blobs.upload_blob(self.cache, reader, digest, size, progress.advance if progress else None)
+        blobs.download(
+            self.registry.store, self.cache, digest, size, into, progress.advance if progress else None
+        )
 
     def resolve(self, ref: str) -> VersionInfo:
         return versions.resolve(self.registry, parse_ref(ref), principal=self.principal)
@@ -105,6 +114,9 @@ class LocalClient:
 
     def get_base(self, ref: str) -> BaseInfo:
         return bases.get_base(self.registry, ref, principal=self.principal)
+
+    def get_base_layout(self, ref: str) -> BaseLayout:
+        return bases.get_base_layout(self.registry, ref, principal=self.principal)
 
     def list_bases(self) -> list[BaseInfo]:
         return bases.list_bases(self.registry, principal=self.principal)
@@ -199,6 +211,39 @@ class LocalClient:
         return audit.list_events(self.registry, flt, limit, cursor, principal=self.principal)
 
     # ---- end lifecycle
+
+    # ---- evaluations, rankings, lineage
+    def add_evals(self, ref: str, scores: list[EvalInput], note: str | None = None) -> EvalHistory:
+        from registry.services import evaluations
+
+        return evaluations.add_scores(self.registry, parse_ref(ref), scores, note, principal=self.principal)
+
+    def eval_history(self, ref: str) -> EvalHistory:
+        from registry.services import evaluations
+
+        return evaluations.history(self.registry, parse_ref(ref), principal=self.principal)
+
+    def leaderboard(self, query: LeaderboardQuery) -> Leaderboard:
+        from registry.services import rankings
+
+        return rankings.leaderboard(self.registry, query, principal=self.principal)
+
+    def pareto(self, query: ParetoQuery) -> ParetoResult:
+        from registry.services import rankings
+
+        return rankings.pareto(self.registry, query, principal=self.principal)
+
+    def compare(self, refs: list[str]) -> Comparison:
+        from registry.services import rankings
+
+        return rankings.compare(self.registry, [parse_ref(r) for r in refs], principal=self.principal)
+
+    def lineage(self, target: str, depth: int = 8) -> LineageGraph:
+        from registry.services import lineage
+
+        return lineage.graph(self.registry, target, principal=self.principal, depth=depth)
+
+    # ---- end evaluations
 
     def close(self) -> None:
         self.registry.close()

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import secrets
 import shutil
-from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -20,30 +18,13 @@ from registry.formats.folder import hash_folder, list_folder, local_reader
 from registry.formats.inspect import Limits, inspect_files
 from registry.formats.manifest import FileEntry
 from registry.refs import check_alias, parse_repo
+from storage.base import DigestMismatch as StoreDigestMismatch
+from storage.base import SizeMismatch as StoreSizeMismatch
+from storage.base import write_verified
 
 CLIENT_LIMITS = Limits(
     max_total_bytes=1 << 62, max_header_bytes=MAX_HEADER_BYTES, max_json_bytes=16 * 1024**2
 )
-
-
-class IterReader:
-    """A read(n) file object over an iterator of byte chunks (a download or blob stream)."""
-
-    def __init__(self, chunks: Iterable[bytes]) -> None:
-        self._it: Iterator[bytes] = iter(chunks)
-        self._buf = bytearray()
-
-    def read(self, n: int = -1) -> bytes:
-        while n < 0 or len(self._buf) < n:
-            chunk = next(self._it, None)
-            if chunk is None:
-                break
-            self._buf += chunk
-        if n < 0:
-            n = len(self._buf)
-        out = bytes(self._buf[:n])
-        del self._buf[:n]
-        return out
 
 
 def parse_eval(text: str) -> EvalScoreIn:
@@ -147,7 +128,9 @@ def write_files(
     force: bool = False,
     progress: TransferProgress | None = None,
 ) -> Path:
-    """Download what the local cache lacks, verify every file, then write the files into `out`.
+    """Write the files into `out`, each verified: a blob the local cache holds is copied out of it,
+    any other is downloaded straight into the staging folder and the cache takes that file (each
+    byte written once; see `_stage`).
 
     Never deletes what the registry did not write. A new folder appears whole: it is staged beside
     `out` and renamed into place. Into an existing folder (a non-empty one needs `force`) every file
@@ -160,12 +143,10 @@ def write_files(
     out = out.expanduser().resolve()  # "." and relative paths, and a symlinked folder: the real one
     paths = [_manifest_path(f.path) for f in files]
     if not out.exists():
-        fetch_missing(client, files, progress)
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = _make_staging(out.parent, f".{out.name}.pull-")
         try:
-            for f in files:
-                _copy_verified(client, f, staging)
+            _stage(client, files, staging, progress)
             os.rename(staging, out)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -180,9 +161,28 @@ def write_files(
         )
     for rel in paths:
         _check_target(out, rel)
-    fetch_missing(client, files, progress)
-    _write_in_place(client, files, paths, out)
+    _write_in_place(client, files, paths, out, progress)
     return out
+
+
+def _stage(
+    client: RegistryClient, files: list[FileInfo], staging: Path, progress: TransferProgress | None
+) -> None:
+    """Write every file into `staging`, verified. A blob the cache lacks is downloaded straight to
+    its place there (hashed on the way), and the cache takes that very file by hard link: one write
+    per byte, where downloading into the cache and copying out wrote and hashed everything twice
+    (bench/push_pull.py). A blob the cache holds is copied out of it, hashed as it is copied."""
+    todo = {f.sha256: f.size for f in files if client.cache.stat(f.sha256) is None}
+    if progress and todo:
+        progress.start("downloading", sum(todo.values()))
+    for f in files:
+        target = _staged_path(f, staging)
+        if f.sha256 in todo and client.cache.stat(f.sha256) is None:
+            client.fetch_blob(f.sha256, f.size, progress, into=target)
+        else:
+            _copy_verified(client, f, target)
+    if progress and todo:
+        progress.finish()
 
 
 def _manifest_path(path: str) -> PurePosixPath:
@@ -213,7 +213,11 @@ def _check_target(out: Path, rel: PurePosixPath) -> None:
 
 
 def _write_in_place(
-    client: RegistryClient, files: list[FileInfo], paths: list[PurePosixPath], out: Path
+    client: RegistryClient,
+    files: list[FileInfo],
+    paths: list[PurePosixPath],
+    out: Path,
+    progress: TransferProgress | None,
 ) -> None:
     """Stage and verify every file inside `out` (same filesystem), then os.replace() each into place,
     creating subfolders as needed. On a failure, the files and folders this call added are removed
@@ -222,8 +226,7 @@ def _write_in_place(
     added: list[Path] = []
     made: list[Path] = []
     try:
-        for f in files:
-            _copy_verified(client, f, staging)
+        _stage(client, files, staging, progress)
         for rel in paths:
             _check_target(out, rel)  # again, just before writing
             cur = out
@@ -261,17 +264,22 @@ def _make_staging(parent: Path, prefix: str) -> Path:
     raise FileExistsError(f"cannot create a staging folder in {parent}")
 
 
-def _copy_verified(client: RegistryClient, f: FileInfo, staging: Path) -> None:
+def _staged_path(f: FileInfo, staging: Path) -> Path:
     target = staging / f.path
     if not target.resolve().is_relative_to(staging.resolve()):
         raise BadRequest(f"refusing path {f.path!r} outside the output folder")
     target.parent.mkdir(parents=True, exist_ok=True)
-    h = hashlib.sha256()
-    with target.open("wb") as out:
-        for chunk in client.cache.open(f.sha256):
-            h.update(chunk)
-            out.write(chunk)
-        out.flush()
-        os.fsync(out.fileno())
-    if "sha256:" + h.hexdigest() != f.sha256:
-        raise DigestMismatch(f"{f.path}: cached blob does not hash to {f.sha256}", path=f.path)
+    return target
+
+
+def _copy_verified(client: RegistryClient, f: FileInfo, target: Path) -> None:
+    """Copy a cached blob to `target`, hashed as it is copied. (A cache entry shares its file with
+    the folder a pull wrote it into: a pulled file edited in place is caught here.)"""
+    try:
+        write_verified(client.cache.open(f.sha256), target, f.sha256, f.size)
+    except (StoreDigestMismatch, StoreSizeMismatch) as err:
+        raise DigestMismatch(
+            f"{f.path}: the cached blob does not hash to {f.sha256} (a pulled file that shares it "
+            "was edited in place?); remove it from the cache and pull again",
+            path=f.path,
+        ) from err

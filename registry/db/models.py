@@ -103,10 +103,23 @@ class VersionFile(Base):
 
 
 class EvalScore(Base):
+    """One recorded score (append-only history, issue 13); `current` marks the latest per
+    (version, metric, dataset, split), the one rankings read."""
+
     __tablename__ = "eval_scores"
     __table_args__ = (
         Index("ix_eval_scores_metric_value", "metric", "value"),
         Index("ix_eval_scores_version_metric", "version_id", "metric", "value"),
+        Index(
+            "ix_eval_scores_current",
+            "metric",
+            "version_id",
+            "dataset",
+            "split",
+            "value",
+            postgresql_where=text("current"),
+            sqlite_where=text("current"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -115,6 +128,33 @@ class EvalScore(Base):
     value: Mapped[float] = mapped_column(Float)
     dataset: Mapped[str | None] = mapped_column(String(256))
     split: Mapped[str | None] = mapped_column(String(64))
+    recorded_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    current: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+
+
+class LineageEdge(Base):
+    """One recorded derivation, parent -> child, kept beside the child's lineage JSON so that
+    descendants are an index lookup (issue 13): a merge parent (version digest) -> the merged
+    version; an export's adapter (version digest) and base (fingerprint) -> the exported base."""
+
+    __tablename__ = "lineage_edges"
+    __table_args__ = (Index("ix_lineage_edges_parent", "parent_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    parent_key: Mapped[str] = mapped_column(String(71))
+    """The parent's digest (a version) or fingerprint (a base)."""
+    parent_ref: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    """As recorded: a version ref or a base name."""
+    child_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("versions.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    child_base_id: Mapped[int | None] = mapped_column(
+        ForeignKey("base_models.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    weight: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Alias(Base):
@@ -238,7 +278,8 @@ class Job(Base):
 
 
 class QloraCheck(Base):
-    """The answer of `adapters check-4bit` for one version on one base (the latest run wins)."""
+    """The answer of `adapters check-4bit` for one version on one base in one 4-bit variant (the
+    latest run wins)."""
 
     __tablename__ = "qlora_checks"
     __table_args__ = (Index("ix_qlora_checks_verdict", "verdict", "version_id"),)
@@ -247,6 +288,10 @@ class QloraCheck(Base):
     base_model_id: Mapped[int] = mapped_column(
         ForeignKey("base_models.id", ondelete="CASCADE"), primary_key=True
     )
+    # The variant checked (0008); rows from before it were NF4, double-quantized, float32 compute.
+    quant_type: Mapped[str] = mapped_column(String(4), primary_key=True, default="nf4")
+    double_quant: Mapped[bool] = mapped_column(Boolean, primary_key=True, default=True)
+    compute_dtype: Mapped[str] = mapped_column(String(16), primary_key=True, default="float32")
     verdict: Mapped[str] = mapped_column(String(8))
     report: Mapped[dict[str, Any]] = mapped_column(JSON)
     job_id: Mapped[int | None] = mapped_column(Integer)

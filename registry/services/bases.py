@@ -13,7 +13,15 @@ from registry.access.policy import global_admin, may
 from registry.access.principal import OPERATOR, Principal
 from registry.db import models as m
 from registry.db.engine import unit_of_work
-from registry.entities import BaseArchitecture, BaseInfo, BaseNameInfo, BaseRegistration, FileInfo
+from registry.entities import (
+    BaseArchitecture,
+    BaseInfo,
+    BaseLayout,
+    BaseNameInfo,
+    BaseRegistration,
+    FileInfo,
+    ModuleInfo,
+)
 from registry.errors import (
     BadRequest,
     BaseNameTaken,
@@ -28,6 +36,7 @@ from registry.formats.paths import normalize_path
 from registry.services import audit
 from registry.services.blob_guard import guard_blobs
 from registry.services.context import Registry
+from registry.services.lineage_edges import record_edges
 from registry.services.names import refuse_repository_name
 from registry.services.permissions import base_not_found, require_on_base_name
 from registry.services.timeutil import now
@@ -91,6 +100,7 @@ def register_base(
         if data.lineage and row.lineage is None:
             row.lineage = data.lineage
         session.flush()
+        record_edges(session, row.lineage, child_base_id=row.id)
         registered = base_info(session, row, reader=principal)
         names = [n.name for n in data.names]
         audit.record(
@@ -259,3 +269,22 @@ def list_bases(reg: Registry, *, principal: Principal = OPERATOR) -> list[BaseIn
         return [
             base_info(session, r, reader=principal) for r in rows if base_readable(session, principal, r.id)
         ]
+
+
+def get_base_layout(reg: Registry, text: str, *, principal: Principal = OPERATOR) -> BaseLayout:
+    """A base with its config.json and module table (the planner's input); NotFound as get_base."""
+    with unit_of_work(reg.sessions) as session:
+        row = resolve_base(session, text)
+        if not base_readable(session, principal, row.id):
+            raise base_not_found(text)
+        rows = session.scalars(
+            select(m.BaseModule).where(m.BaseModule.base_model_id == row.id).order_by(m.BaseModule.name)
+        ).all()
+        return BaseLayout(
+            base=base_info(session, row, module_count=len(rows), reader=principal),
+            config=row.config,
+            modules=[
+                ModuleInfo(name=x.name, kind=x.kind, in_features=x.in_features, out_features=x.out_features)
+                for x in rows
+            ],
+        )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import storage
 from registry.access.checks import blob_readable, blobs_unusable, require_writer
 from registry.access.principal import Principal
@@ -12,7 +14,7 @@ from registry.services.blob_guard import being_swept
 from registry.services.context import Registry
 from registry.services.timeutil import now
 from storage import BlobInfo, BlobStore
-from storage.base import ProgressCallback, Readable
+from storage.base import IterReader, ProgressCallback, Readable, write_verified
 
 MAX_DIGESTS_PER_CHECK = 10_000
 
@@ -22,9 +24,10 @@ def _store_errors() -> tuple[type[Exception], ...]:
     store lets one through (imported lazily: a file:// registry never loads minio)."""
     try:
         from minio.error import S3Error
+        from urllib3.exceptions import HTTPError
     except ImportError:  # pragma: no cover - minio is a dependency
         return (storage.StorageError,)
-    return (storage.StorageError, S3Error)
+    return (storage.StorageError, S3Error, HTTPError)  # HTTPError: a connection lost mid-stream
 
 
 def missing_blobs(store: BlobStore, digests: list[str]) -> list[str]:
@@ -56,6 +59,27 @@ def upload_blob(
         if existing is not None and existing.size == size:
             return existing
         return store.put(stream, digest, size, progress)
+    except _store_errors() as err:
+        raise from_storage_error(err) from err
+
+
+def download(
+    store: BlobStore,
+    cache: BlobStore,
+    digest: str,
+    size: int,
+    into: Path | None = None,
+    progress: ProgressCallback | None = None,
+) -> None:
+    """Bring blob `digest` from `store` into the local `cache`, verified. With `into` (a new file)
+    each byte is written once: to `into`, hashed on the way, and the cache takes that file
+    (`adopt`: a hard link, a copy across filesystems); a failure leaves neither."""
+    try:
+        if into is None:
+            cache.put(IterReader(store.open(digest)), digest, size, progress)
+            return
+        write_verified(store.open(digest), into, digest, size, progress)
+        cache.adopt(into, digest, size)
     except _store_errors() as err:
         raise from_storage_error(err) from err
 

@@ -7,6 +7,7 @@ matching in/out features.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +38,7 @@ from registry.services.base_link import base_shape_keys
 from registry.services.bases import base_info, base_view, readable_base_names, resolve_base
 from registry.services.context import Registry
 from registry.services.permissions import base_not_found
-from registry.services.qlora import QLORA_OK_VERDICTS
+from registry.services.qlora import QLORA_OK_VERDICTS, parse_variant
 
 EXPLAIN_LIMIT = 50
 
@@ -103,6 +104,8 @@ class Shape:
     dialect: str
     restricted: bool = False
     """Only versions in the namespaces of the `readable_ns` parameter, or in public ones."""
+    qlora_compute: bool = False
+    """The 4-bit variant asked about names its compute dtype."""
 
     @classmethod
     def of(cls, q: FitQuery, dialect: str, restricted: bool = False) -> Shape:
@@ -111,10 +114,11 @@ class Shape:
             bool(q.task),
             bool(q.peft_type),
             len(q.min_scores),
-            q.qlora_ok,
+            q.qlora_ok or q.qlora_variant is not None,
             bool(q.sort),
             dialect,
             restricted,
+            q.qlora_variant is not None and parse_variant(q.qlora_variant)[2] is not None,
         )
 
 
@@ -135,16 +139,21 @@ def _filtered(part: Select[int, str], shape: Shape) -> Select[int, str]:
     if shape.peft_type:
         part = part.where(m.Version.peft_type == bindparam("peft_type"))
     if shape.qlora_ok:
-        part = part.where(
-            exists().where(
-                m.QloraCheck.version_id == m.Version.id, m.QloraCheck.verdict.in_(QLORA_OK_VERDICTS)
-            )
+        check = exists().where(
+            m.QloraCheck.version_id == m.Version.id,
+            m.QloraCheck.verdict.in_(QLORA_OK_VERDICTS),
+            m.QloraCheck.quant_type == bindparam("qlora_quant"),
+            m.QloraCheck.double_quant == bindparam("qlora_double_quant"),
         )
+        if shape.qlora_compute:
+            check = check.where(m.QloraCheck.compute_dtype == bindparam("qlora_compute"))
+        part = part.where(check)
     for i in range(shape.min_scores):
         part = part.where(
             exists().where(
                 m.EvalScore.version_id == m.Version.id,
                 m.EvalScore.metric == bindparam(f"min_metric_{i}"),
+                m.EvalScore.current,
                 m.EvalScore.value >= bindparam(f"min_value_{i}"),
             )
         )
@@ -161,7 +170,11 @@ def _statement(shape: Shape) -> Select[Any]:
     fitting = (union_all(*parts) if len(parts) > 1 else parts[0]).subquery()
     score = (
         select(func.max(m.EvalScore.value))
-        .where(m.EvalScore.version_id == fitting.c.id, m.EvalScore.metric == bindparam("sort_metric"))
+        .where(
+            m.EvalScore.version_id == fitting.c.id,
+            m.EvalScore.metric == bindparam("sort_metric"),
+            m.EvalScore.current,
+        )
         .scalar_subquery()
         if shape.sort
         else literal(None)
@@ -214,6 +227,9 @@ def _params(q: FitQuery, base: m.BaseModel, keys: list[str]) -> dict[str, Any]:
         "peft_type": q.peft_type.upper() if q.peft_type else None,
         "sort_metric": q.sort,
     }
+    params["qlora_quant"], params["qlora_double_quant"], params["qlora_compute"] = parse_variant(
+        q.qlora_variant or "nf4"
+    )
     for i, (metric, minimum) in enumerate(sorted(q.min_scores.items())):
         params[f"min_metric_{i}"] = metric
         params[f"min_value_{i}"] = minimum
@@ -337,3 +353,50 @@ def _explain(
             )
         out.append(FitRejection(ref=f"{r.namespace}/{r.name}:{r.number}", reasons=reasons))
     return out
+
+
+def fitting_subquery(
+    dialect: str, *, restricted: bool, task: bool, peft_type: bool, columns: Sequence[Any] = ()
+) -> Any:
+    """(id, tier, *columns) of every version that fits the base of the `fitting_params` (all
+    tiers, forced pushes excluded; with `restricted`, only readable ones), as a subquery: the fit
+    rule, for the rankings (services/rankings.py) to join their scores to. Its text depends only
+    on the arguments, so callers build their statements once and keep them. `columns` (of
+    `versions`) are read inside each part: joining `versions` again outside made PostgreSQL hash
+    the whole table."""
+    shape = Shape(
+        tier="all",
+        task=task,
+        peft_type=peft_type,
+        min_scores=0,
+        qlora_ok=False,
+        sort=False,
+        dialect=dialect,
+        restricted=restricted,
+    )
+    parts = [_filtered(p, shape).add_columns(*columns) for p in _parts("all", dialect)]
+    return union_all(*parts).subquery("fitting")
+
+
+def fitting_params(
+    reg: Registry,
+    session: Session,
+    base: m.BaseModel,
+    *,
+    task: str | None,
+    peft_type: str | None,
+    principal: Principal,
+) -> tuple[bool, dict[str, Any]]:
+    """(restricted, the bind parameters of `fitting_subquery` for `base` as `principal` sees it)."""
+    names = readable_namespaces(principal)
+    keys, _ = _shape_keys(reg, session, base.id)
+    params: dict[str, Any] = {
+        "base_id": base.id,
+        "structure": base.structure_signature,
+        "shape_keys": keys,
+        "task": task,
+        "peft_type": peft_type.upper() if peft_type else None,
+    }
+    if names is not None:
+        params["readable_ns"] = sorted(names)
+    return names is not None, params

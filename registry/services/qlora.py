@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +12,8 @@ from sqlalchemy.orm import Session
 from registry.access.principal import OPERATOR, Principal
 from registry.db import models as m
 from registry.db.engine import unit_of_work
-from registry.entities import QloraCheckSummary
+from registry.entities import QLORA_VARIANT_PATTERN, QloraCheckSummary, qlora_variant_label
+from registry.errors import BadRequest
 from registry.refs import Ref
 from registry.services.context import Registry
 from registry.services.lookup import resolve_row
@@ -19,7 +21,21 @@ from registry.services.permissions import require_writer_of
 from registry.services.timeutil import now
 
 QLORA_OK_VERDICTS = ("pass", "warn")
-"""What `fit --qlora-ok` keeps: the adapter works on an NF4 base (warn: with caveats to read)."""
+"""What `fit --qlora-ok` keeps: the adapter works on a 4-bit base (warn: with caveats to read)."""
+DEFAULT_VARIANT: dict[str, Any] = {"quant_type": "nf4", "double_quant": True, "compute_dtype": "float32"}
+"""The variant of a report that names none (checks recorded before variants existed)."""
+
+
+def parse_variant(name: str) -> tuple[str, bool, str | None]:
+    """(quant type, double quantization, compute dtype or None for any) of a variant name as
+    `fit --qlora-variant` takes it (entities.QLORA_VARIANT_PATTERN: `nf4`, `fp4-nodq-bfloat16`)."""
+    match = re.fullmatch(QLORA_VARIANT_PATTERN, name)
+    if match is None:
+        raise BadRequest(
+            f"4-bit variant {name!r}: expected <nf4|fp4>[-nodq][-<float32|bfloat16|float16>]",
+            field="qlora_variant",
+        )
+    return match.group(1), match.group(2) is None, match.group(4)
 
 
 def record_verdict(
@@ -45,10 +61,24 @@ def record_verdict(
 def record_check(
     session: Session, version_id: int, base_model_id: int, report: dict[str, Any], job_id: int | None
 ) -> None:
-    """Store the answer for (version, base); a later check of the same pair replaces it."""
-    row = session.get(m.QloraCheck, (version_id, base_model_id))
+    """Store the answer for (version, base, variant); a later check of the same triple replaces it."""
+    variant = report.get("variant") or DEFAULT_VARIANT
+    key = (
+        version_id,
+        base_model_id,
+        str(variant["quant_type"]),
+        bool(variant["double_quant"]),
+        str(variant["compute_dtype"]),
+    )
+    row = session.get(m.QloraCheck, key)
     if row is None:
-        row = m.QloraCheck(version_id=version_id, base_model_id=base_model_id)
+        row = m.QloraCheck(
+            version_id=version_id,
+            base_model_id=base_model_id,
+            quant_type=key[2],
+            double_quant=key[3],
+            compute_dtype=key[4],
+        )
         session.add(row)
     row.verdict = str(report["verdict"])
     row.report = report
@@ -75,6 +105,7 @@ def qlora_summaries(session: Session, version_id: int) -> list[QloraCheckSummary
             QloraCheckSummary(
                 base=name or (fingerprint or f"#{check.base_model_id}")[:19],
                 base_fingerprint=fingerprint,
+                variant=qlora_variant_label(check.quant_type, check.double_quant, check.compute_dtype),
                 verdict=check.verdict,
                 checked_at=check.created_at,
                 job=check.job_id,

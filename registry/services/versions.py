@@ -33,6 +33,8 @@ from registry.services.base_link import BaseLink, link_and_check, shape_key
 from registry.services.blob_guard import guard_blobs
 from registry.services.blobs import read_listed
 from registry.services.context import Registry
+from registry.services.evaluations import record_scores
+from registry.services.lineage_edges import record_edges
 from registry.services.lookup import resolve_row
 from registry.services.names import refuse_base_name
 from registry.services.permissions import require_reader_of, require_writer_of
@@ -207,12 +209,9 @@ def _new_version(
         )
     for f in files:
         session.add(m.VersionFile(version_id=version.id, path=f.path, size=f.size, digest=f.sha256))
-    for e in req.evals:
-        session.add(
-            m.EvalScore(
-                version_id=version.id, metric=e.metric, value=e.value, dataset=e.dataset, split=e.split
-            )
-        )
+    # Push-time scores open the same append-only history `adapters eval add` extends.
+    record_scores(session, version.id, req.evals, pushed_by, None, at=version.created_at)
+    record_edges(session, req.lineage, child_version_id=version.id)
     return version
 
 
@@ -352,7 +351,9 @@ def _summary_fields(session: Session, v: m.Version) -> dict[str, Any]:
         total_bytes=v.total_bytes,
         base_model=BaseModelRef(name=v.base_model_name, revision=v.base_model_revision),
         evals=[
-            EvalScoreIn(metric=e.metric, value=e.value, dataset=e.dataset, split=e.split) for e in v.evals
+            EvalScoreIn(metric=e.metric, value=e.value, dataset=e.dataset, split=e.split)
+            for e in v.evals
+            if e.current  # the history is `adapters evals`'
         ],
         aliases=list(aliases),
         base_fingerprint=base.fingerprint if base else None,

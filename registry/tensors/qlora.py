@@ -1,4 +1,5 @@
-"""Will this adapter work on an NF4, double-quantized (QLoRA-style) bitsandbytes base?
+"""Will this adapter work on a 4-bit (QLoRA-style) bitsandbytes base? NF4 with double quantization
+by default; the variant (quant type, double quantization, compute dtype) is a parameter.
 
 Four views, then a verdict:
 - structure: which target modules bitsandbytes quantizes to 4 bits (Linear layers but lm_head and
@@ -11,15 +12,16 @@ Four views, then a verdict:
 
 from __future__ import annotations
 
-import gc
 import json
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from registry.entities import qlora_variant_label
 from registry.errors import CheckRefused
 from registry.formats.model_folder import is_causal_lm
 
@@ -40,11 +42,45 @@ THRESHOLDS: dict[str, float] = {
 }
 
 
-def _nf4_roundtrip(w: torch.Tensor) -> torch.Tensor:
+@dataclass(frozen=True)
+class Variant:
+    """The bitsandbytes 4-bit settings checked (transformers' BitsAndBytesConfig fields)."""
+
+    quant_type: str = "nf4"
+    double_quant: bool = True
+    compute_dtype: str = "float32"
+
+    @property
+    def label(self) -> str:
+        return qlora_variant_label(self.quant_type, self.double_quant, self.compute_dtype)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.label,
+            "quant_type": self.quant_type,
+            "double_quant": self.double_quant,
+            "compute_dtype": self.compute_dtype,
+        }
+
+    def bnb_config(self) -> Any:
+        from transformers import BitsAndBytesConfig
+
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=self.quant_type,
+            bnb_4bit_use_double_quant=self.double_quant,
+            bnb_4bit_compute_dtype=getattr(torch, self.compute_dtype),
+        )
+
+
+def _roundtrip(w: torch.Tensor, variant: Variant) -> torch.Tensor:
     import bitsandbytes.functional as bnbf
 
     q, state = bnbf.quantize_4bit(
-        w.contiguous(), blocksize=BLOCKSIZE, compress_statistics=True, quant_type="nf4"
+        w.contiguous(),
+        blocksize=BLOCKSIZE,
+        compress_statistics=variant.double_quant,
+        quant_type=variant.quant_type,
     )
     return bnbf.dequantize_4bit(q, state).to(w.dtype)
 
@@ -65,55 +101,80 @@ def _delta(layer: Any, weight: torch.Tensor) -> torch.Tensor | None:
         return None
 
 
-def _tuner_layers(model: Any) -> dict[str, Any]:
+def tuner_layers(root: Any) -> dict[str, Any]:
+    """PEFT's adapted modules under `root`, by their names in the base model."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    inner = model.base_model.model
-    return {name: mod for name, mod in inner.named_modules() if isinstance(mod, BaseTunerLayer)}
+    return {name: mod for name, mod in root.named_modules() if isinstance(mod, BaseTunerLayer)}
 
 
-def module_report(peft_model: Any) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for name, layer in sorted(_tuner_layers(peft_model).items()):
-        weight = layer.get_base_layer().weight.detach().float()
-        delta = _delta(layer, weight)
-        if delta is None or weight.dim() != 2 or delta.shape != weight.shape:
-            out.append({"module": name, "update_norm": None, "noise_norm": None, "note": "no weight delta"})
-            continue
-        dq = _nf4_roundtrip(weight)
-        noise = float(torch.linalg.norm(weight - dq))
-        update = float(torch.linalg.norm(delta))
-        merged = dq + delta
-        requant_loss = float(torch.linalg.norm(_nf4_roundtrip(merged) - merged))
-        ratio = update / noise if noise > 0 else math.inf
-        out.append(
-            {
-                "module": name,
-                "shape": list(weight.shape),
-                "update_norm": update,
-                "noise_norm": noise,
-                "update_to_noise": ratio,
-                "drowned": ratio < THRESHOLDS["drowned_ratio"],
-                "merge_rel_error": requant_loss / update if update > 0 else None,
-            }
-        )
+def module_stats(name: str, layer: Any, variant: Variant) -> dict[str, Any]:
+    """One adapted module: its update next to the 4-bit noise, and what requantizing loses."""
+    weight = layer.get_base_layer().weight.detach().float()
+    delta = _delta(layer, weight)
+    if delta is None or weight.dim() != 2 or delta.shape != weight.shape:
+        return {"module": name, "update_norm": None, "noise_norm": None, "note": "no weight delta"}
+    dq = _roundtrip(weight, variant)
+    noise = float(torch.linalg.norm(weight - dq))
+    update = float(torch.linalg.norm(delta))
+    merged = dq + delta
+    requant_loss = float(torch.linalg.norm(_roundtrip(merged, variant) - merged))
+    ratio = update / noise if noise > 0 else math.inf
+    return {
+        "module": name,
+        "shape": list(weight.shape),
+        "update_norm": update,
+        "noise_norm": noise,
+        "update_to_noise": ratio,
+        "drowned": ratio < THRESHOLDS["drowned_ratio"],
+        "merge_rel_error": requant_loss / update if update > 0 else None,
+    }
+
+
+def structure_of(quantized_layers: dict[str, Any]) -> dict[str, Any]:
+    """Which adapted modules bitsandbytes quantized, which stayed in high precision, and shapes its
+    CPU kernels refuse."""
+    import bitsandbytes as bnb
+
+    out: dict[str, Any] = {"quantized": [], "high_precision": [], "problems": []}
+    for name, layer in sorted(quantized_layers.items()):
+        base = layer.get_base_layer()
+        if isinstance(base, bnb.nn.Linear4bit):
+            out["quantized"].append(name)
+            if base.in_features % BLOCKSIZE:
+                out["problems"].append(
+                    f"{name}: in_features {base.in_features} is not a multiple of the 4-bit block size "
+                    f"{BLOCKSIZE} (CPU kernels refuse it)"
+                )
+        else:
+            out["high_precision"].append(name)
     return out
 
 
-def _probe_logits(model: Any, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(with adapter, base alone) next-token log-probabilities."""
-    with torch.no_grad():
-        adapted = model(input_ids=ids).logits.float().log_softmax(-1)
-        with model.disable_adapter():
-            plain = model(input_ids=ids).logits.float().log_softmax(-1)
-    return adapted, plain
+@dataclass
+class Probed:
+    """What a pass over the model measured: the raw material of the report."""
+
+    modules: list[dict[str, Any]]
+    structure: dict[str, Any]
+    fp_adapted: torch.Tensor
+    fp_plain: torch.Tensor
+    q_adapted: torch.Tensor | None = None
+    q_plain: torch.Tensor | None = None
+    q_error: str | None = None
+    """Why the 4-bit paths did not run (bitsandbytes refusing a shape, a kernel missing...)."""
 
 
-def _compare(p: torch.Tensor, q: torch.Tensor) -> dict[str, float]:
+def compare(p: torch.Tensor, q: torch.Tensor) -> dict[str, float]:
     """Mean KL(p || q) over positions and top-1 agreement, from log-probabilities."""
     kl = (p.exp() * (p - q)).sum(-1).mean()
     top1 = (p.argmax(-1) == q.argmax(-1)).float().mean()
     return {"kl": float(kl), "top1_agreement": float(top1)}
+
+
+def probe_ids(vocab: int, probe: int, probe_length: int, seed: int, device: str) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab, (probe, probe_length), generator=g).to(device)
 
 
 def check_4bit(
@@ -123,13 +184,18 @@ def check_4bit(
     probe: int = 8,
     probe_length: int = 32,
     seed: int = 0,
+    variant: Variant = Variant(),
     device: str = "cpu",
+    streamed: bool = True,
     progress: Callable[[float, str], None] | None = None,
 ) -> dict[str, Any]:
-    """The full report, with its verdict (pass / warn / fail) and the reasons for it."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    """The full report, with its verdict (pass / warn / fail) and the reasons for it. The model is
+    run layer by layer (registry/tensors/qlora_stream.py) when its architecture and the adapter
+    allow it, else whole (qlora_whole.py), with a note saying why."""
     from transformers.utils import logging as hf_logging
+
+    from registry.tensors.qlora_stream import probe_streamed, why_not_streamed
+    from registry.tensors.qlora_whole import probe_whole
 
     hf_logging.disable_progress_bar()  # the job reports its own progress
 
@@ -144,59 +210,43 @@ def check_4bit(
             f"base is {config.get('architectures') or config.get('model_type')}",
             architectures=config.get("architectures"),
         )
-
-    step(0.0, "loading the full-precision base")
-    fp_base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
-    fp_base.to(device)  # type: ignore[arg-type]
-    fp = PeftModel.from_pretrained(fp_base, adapter_dir).eval()
-    vocab = int(fp_base.config.vocab_size)
-    ids = torch.randint(0, vocab, (probe, probe_length), generator=torch.Generator().manual_seed(seed)).to(
-        device
+    notes: list[str] = []
+    why_not = why_not_streamed(config, adapter_dir) if streamed else "the whole-model path was asked for"
+    ids = probe_ids(int(config["vocab_size"]), probe, probe_length, seed, device)
+    if why_not is None:
+        probed = probe_streamed(base_dir, adapter_dir, ids, variant, device, step)
+    else:
+        notes.append(f"run on the whole model, not layer by layer: {why_not}")
+        probed = probe_whole(base_dir, adapter_dir, ids, variant, device, step)
+    return _report(
+        probed, variant, probe, probe_length, device, "layers" if why_not is None else "whole", notes
     )
-    step(0.15, "measuring updates against NF4 noise")
-    modules = module_report(fp)
-    step(0.4, "probing the full-precision model")
-    fp_adapted, fp_plain = _probe_logits(fp, ids)
-    del fp, fp_base
-    gc.collect()
 
+
+def _report(
+    probed: Probed, variant: Variant, probe: int, probe_length: int, device: str, path: str, notes: list[str]
+) -> dict[str, Any]:
     reasons: list[str] = []
-    structure: dict[str, Any] = {"quantized": [], "high_precision": [], "problems": []}
     behaviour: dict[str, Any] | None = None
-    step(0.55, "loading the NF4 base")
-    try:
-        quant = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.float32,
-        )
-        q_base = AutoModelForCausalLM.from_pretrained(
-            base_dir, quantization_config=quant, device_map={"": device}
-        ).eval()
-        q = PeftModel.from_pretrained(q_base, adapter_dir).eval()
-        structure = _structure(q)
-        step(0.75, "probing the NF4 model")
-        q_adapted, q_plain = _probe_logits(q, ids)
+    if probed.q_adapted is not None and probed.q_plain is not None:
         behaviour = {
             "probe": probe,
             "probe_length": probe_length,
-            "adapted": _compare(fp_adapted, q_adapted),
-            "base": _compare(fp_plain, q_plain),
-            "adapter_effect_kl": _compare(fp_adapted, fp_plain)["kl"],
+            "adapted": compare(probed.fp_adapted, probed.q_adapted),
+            "base": compare(probed.fp_plain, probed.q_plain),
+            "adapter_effect_kl": compare(probed.fp_adapted, probed.fp_plain)["kl"],
         }
-        del q, q_base
-    except Exception as err:  # bitsandbytes refusing a shape, a kernel missing on this device...
-        reasons.append(f"the adapter does not run on the NF4 base: {type(err).__name__}: {err}")
-    gc.collect()
-    step(0.95, "verdict")
-    verdict = _verdict(structure, modules, behaviour, reasons)
+    else:
+        reasons.append(f"the adapter does not run on the {variant.quant_type.upper()} base: {probed.q_error}")
+    modules = sorted(probed.modules, key=lambda m: str(m["module"]))
+    verdict = _verdict(probed.structure, modules, behaviour, reasons)
     merge_errors = [m["merge_rel_error"] for m in modules if m.get("merge_rel_error") is not None]
     return {
         "verdict": verdict,
+        "variant": variant.as_dict(),
         "reasons": reasons,
         "thresholds": THRESHOLDS,
-        "structure": structure,
+        "structure": probed.structure,
         "modules": modules,
         "behaviour": behaviour,
         "merge": {
@@ -205,25 +255,9 @@ def check_4bit(
             "safe": bool(merge_errors) and max(merge_errors) <= THRESHOLDS["merge_safe_rel_error"],
         },
         "device": device,
+        "path": path,
+        "notes": notes,
     }
-
-
-def _structure(q: Any) -> dict[str, Any]:
-    import bitsandbytes as bnb
-
-    out: dict[str, Any] = {"quantized": [], "high_precision": [], "problems": []}
-    for name, layer in sorted(_tuner_layers(q).items()):
-        base = layer.get_base_layer()
-        if isinstance(base, bnb.nn.Linear4bit):
-            out["quantized"].append(name)
-            if base.in_features % BLOCKSIZE:
-                out["problems"].append(
-                    f"{name}: in_features {base.in_features} is not a multiple of the 4-bit block size "
-                    f"{BLOCKSIZE} (CPU kernels refuse it)"
-                )
-        else:
-            out["high_precision"].append(name)
-    return out
 
 
 def _verdict(

@@ -1,4 +1,5 @@
-"""The check-4bit job: run the adapter on an NF4 base and record the verdict on the version."""
+"""The check-4bit job: run the adapter on a 4-bit base and record the verdict on the version, under
+the variant checked."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from registry.worker.publish import OnCommit, Published, publish
 
 
 def run_check4bit(ctx: JobContext) -> Published[Check4bitResult]:
-    from registry.tensors.qlora import check_4bit
+    from registry.tensors.qlora import Variant, check_4bit
 
     p = params_as(Check4bitParams, ctx.claim.params)
     client = ctx.client()
@@ -26,6 +27,7 @@ def run_check4bit(ctx: JobContext) -> Published[Check4bitResult]:
         probe=p.probe,
         probe_length=p.probe_length,
         seed=p.seed,
+        variant=Variant(p.quant, p.double_quant, p.compute_dtype),
         device=ctx.torch_device(),
         progress=lambda fraction, stage: ctx.report(0.1 + 0.85 * fraction, stage),
     )

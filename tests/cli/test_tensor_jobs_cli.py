@@ -121,4 +121,35 @@ def test_check_4bit_records_a_verdict_that_fit_filters_on(adapters: Cli, qlora_d
     everything = {i["repo"] for i in adapters.json("fit", fingerprint)["items"]}
     assert everything == {"acme/legal", "acme/unchecked"}
     human = adapters("check-4bit", "acme/legal", "--base", str(base_dir), "--probe", "2")
-    assert report["verdict"].upper() in human.stdout and "update / NF4 noise" in human.stdout
+    assert report["verdict"].upper() in human.stdout and "update / 4-bit noise" in human.stdout
+    assert report["variant"]["name"] == "nf4-float32" and report["path"] == "layers"
+
+
+def test_each_4bit_variant_is_recorded_and_fit_matches_on_it(adapters: Cli, qlora_dir: Path) -> None:
+    base_dir = qlora_dir / "base"
+    adapters("push", str(qlora_dir / "lora"), "acme/legal", "--base", str(base_dir))
+    fp4 = ("--quant", "fp4", "--no-double-quant", "--compute-dtype", "bfloat16")
+    report = adapters.json("check-4bit", "acme/legal", "--base", str(base_dir), "--probe", "2", *fp4)
+    assert report["variant"] == {
+        "name": "fp4-nodq-bfloat16",
+        "quant_type": "fp4",
+        "double_quant": False,
+        "compute_dtype": "bfloat16",
+    }
+    fingerprint = adapters.json("show", "acme/legal")["base_fingerprint"]
+
+    def ok(*variant: str) -> set[str]:
+        return {i["repo"] for i in adapters.json("fit", fingerprint, *variant)["items"]}
+
+    expected = {"acme/legal"} if report["verdict"] != "fail" else set()
+    assert ok("--qlora-variant", "fp4-nodq-bfloat16") == ok("--qlora-variant", "fp4-nodq") == expected
+    # Only an fp4 check is recorded: the default variant (nf4, double-quantized) was never checked.
+    assert (
+        ok("--qlora-ok") == ok("--qlora-variant", "fp4-nodq-float32") == ok("--qlora-variant", "fp4") == set()
+    )
+    nf4 = adapters.json("check-4bit", "acme/legal", "--base", str(base_dir), "--probe", "2")
+    shown = adapters.json("show", "acme/legal")["qlora_checks"]
+    assert sorted(c["variant"] for c in shown) == ["fp4-nodq-bfloat16", "nf4-float32"]
+    assert ok("--qlora-ok") == ({"acme/legal"} if nf4["verdict"] != "fail" else set())
+    bad = adapters("fit", fingerprint, "--qlora-variant", "int8", ok=False)
+    assert bad.exit_code != 0 and "qlora_variant" in bad.output

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from registry.api.deps import PrincipalDep, RegistryDep
-from registry.entities import BaseInfo, BaseRegistration, FitQuery, FitResult
+from registry.entities import BaseInfo, BaseLayout, BaseRegistration, FitQuery, FitResult
 from registry.services import bases
 from registry.services.fit_query import fit as find_fits
 
@@ -27,6 +27,12 @@ def list_bases(reg: RegistryDep, principal: PrincipalDep) -> list[BaseInfo]:
 def get_base(ref: str, reg: RegistryDep, principal: PrincipalDep) -> BaseInfo:
     """A base by name (names may contain '/') or by fingerprint sha256:..."""
     return bases.get_base(reg, ref, principal=principal)
+
+
+@router.get("/bases/layout")
+def get_base_layout(ref: str, reg: RegistryDep, principal: PrincipalDep) -> BaseLayout:
+    """A base with its config.json and module table (what `adapters plan` computes from)."""
+    return bases.get_base_layout(reg, ref, principal=principal)
 
 
 @router.post("/fit")

@@ -1,0 +1,155 @@
+"""Evaluations as history (issue 13): scores recorded on a version at any time, append-only, each
+with who and when; the latest per (metric, dataset, split) is the current one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from registry.access.principal import OPERATOR, Principal
+from registry.db import models as m
+from registry.db.engine import unit_of_work
+from registry.entities import EvalHistory, EvalInput, EvalRecord, EvalScoreIn
+from registry.errors import ValidationFailed
+from registry.refs import Ref
+from registry.services import audit
+from registry.services.context import Registry
+from registry.services.lookup import resolve_row
+from registry.services.permissions import require_reader_of, require_writer_of
+from registry.services.timeutil import now
+
+EvalKey = tuple[str, str | None, str | None]
+
+
+def add_scores(
+    reg: Registry,
+    ref: Ref,
+    scores: list[EvalInput],
+    note: str | None = None,
+    *,
+    principal: Principal = OPERATOR,
+) -> EvalHistory:
+    """Record `scores` on the version `ref` names (write permission on its repository). Each score
+    supersedes the current one of its (metric, dataset, split); nothing is ever overwritten.
+
+    Raises:
+        ValidationFailed: no scores, or a key given twice in one call.
+        NotFound: the version does not exist or `principal` may not read it.
+        Forbidden: `principal` may read but not write it.
+    """
+    if not scores:
+        raise ValidationFailed("give at least one score: METRIC=VALUE[@DATASET[:SPLIT]]")
+    keys = [_key(s) for s in scores]
+    if len(set(keys)) != len(keys):
+        raise ValidationFailed("a metric, dataset and split appear twice in one call: give each once")
+    with unit_of_work(reg.sessions) as session:
+        require_writer_of(session, principal, ref.repo)
+        version = resolve_row(session, ref)
+        # Lock the version row: two concurrent adds of the same key must not both stay current.
+        session.execute(select(m.Version.id).where(m.Version.id == version.id).with_for_update())
+        record_scores(session, version.id, scores, principal.name, note)
+        audit.record(
+            session,
+            principal,
+            "eval",
+            f"{ref.repo}:{version.number}",
+            {"scores": [s.model_dump() for s in scores], "note": note},
+            repo=str(ref.repo),
+        )
+        session.flush()
+        return _history(session, version, f"{ref.repo}:{version.number}")
+
+
+def record_scores(
+    session: Session,
+    version_id: int,
+    scores: Iterable[EvalScoreIn],
+    recorded_by: str,
+    note: str | None,
+    at: datetime | None = None,
+) -> None:
+    """Append `scores` to a version's history inside the caller's transaction (push-time --eval and
+    `eval add` alike), marking the records they supersede as no longer current."""
+    at = at or now()
+    for s in scores:
+        e = m.EvalScore
+        session.execute(
+            update(e)
+            .where(
+                e.version_id == version_id,
+                e.metric == s.metric,
+                e.dataset.is_(None) if s.dataset is None else e.dataset == s.dataset,
+                e.split.is_(None) if s.split is None else e.split == s.split,
+                e.current,
+            )
+            .values(current=False)
+        )
+        session.add(
+            e(
+                version_id=version_id,
+                metric=s.metric,
+                value=s.value,
+                dataset=s.dataset,
+                split=s.split,
+                recorded_by=recorded_by,
+                created_at=at,
+                note=note,
+                current=True,
+            )
+        )
+    session.flush()
+
+
+def history(reg: Registry, ref: Ref, *, principal: Principal = OPERATOR) -> EvalHistory:
+    """Every score recorded on the version `ref` names, newest first, and the current ones."""
+    with unit_of_work(reg.sessions) as session:
+        require_reader_of(session, principal, ref.repo, str(ref))
+        version = resolve_row(session, ref)
+        return _history(session, version, f"{ref.repo}:{version.number}")
+
+
+def _key(s: EvalScoreIn) -> EvalKey:
+    return (s.metric, s.dataset, s.split)
+
+
+def _history(session: Session, version: m.Version, ref: str) -> EvalHistory:
+    rows = session.scalars(
+        select(m.EvalScore).where(m.EvalScore.version_id == version.id).order_by(m.EvalScore.id.desc())
+    ).all()
+    records = [_record(r) for r in rows]
+    current = sorted(
+        (_record(r) for r in rows if r.current),
+        key=lambda r: (r.metric, r.dataset or "", r.split or ""),
+    )
+    return EvalHistory(ref=ref, digest=version.digest, records=records, current=current)
+
+
+def _record(r: m.EvalScore) -> EvalRecord:
+    return EvalRecord(
+        metric=r.metric,
+        value=r.value,
+        dataset=r.dataset,
+        split=r.split,
+        recorded_by=r.recorded_by,
+        # SQLite gives back naive datetimes; the registry writes UTC.
+        created_at=r.created_at if r.created_at.tzinfo else r.created_at.replace(tzinfo=UTC),
+        note=r.note,
+    )
+
+
+def current_scores(session: Session, version_ids: list[int]) -> dict[int, dict[EvalKey, float]]:
+    """version id -> {(metric, dataset, split): current value}."""
+    out: dict[int, dict[EvalKey, float]] = {v: {} for v in version_ids}
+    if not version_ids:
+        return out
+    e = m.EvalScore
+    for vid, metric, dataset, split, value in session.execute(
+        select(e.version_id, e.metric, e.dataset, e.split, e.value).where(
+            e.version_id.in_(version_ids), e.current
+        )
+    ):
+        out[vid][(metric, dataset, split)] = value
+    return out

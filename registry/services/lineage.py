@@ -1,0 +1,342 @@
+"""Lineage as a graph (issue 13): around a version or a base, its ancestors (the parents of a merge
+with weights, method and error; the adapter and base of an export; the base it was trained on) and
+its descendants (everything derived from it, found through the indexed `lineage_edges`).
+
+What the caller may not read is shown as an opaque `hidden` node (never its name or digest) and
+not followed; a recorded parent that no longer exists is a `deleted` node with its recorded digest.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from registry.access.checks import base_readable, namespace_res, readable
+from registry.access.policy import may
+from registry.access.principal import OPERATOR, Principal
+from registry.db import models as m
+from registry.db.engine import read_only
+from registry.entities import LineageEdge, LineageGraph, LineageNode
+from registry.errors import NotFound, RegistryError
+from registry.refs import parse_ref
+from registry.services.bases import find_base, readable_base_names
+from registry.services.context import Registry
+from registry.services.lookup import resolve_row
+from registry.services.permissions import require_reader_of
+
+MAX_DEPTH = 32
+MAX_NODES = 500
+MAX_CHILDREN = 100
+"""Versions trained on a base listed per base (a popular base has thousands)."""
+
+
+@dataclass
+class _Graph:
+    session: Session
+    reader: Principal
+    nodes: dict[str, LineageNode] = field(default_factory=dict)
+    edges: list[LineageEdge] = field(default_factory=list)
+    seen_edges: set[tuple[str, str, str]] = field(default_factory=set)
+    truncated: bool = False
+    hidden: int = 0
+    _ns: dict[str, bool] = field(default_factory=dict)
+
+    def may_read_ns(self, namespace: str) -> bool:
+        if self.reader.is_operator:
+            return True
+        if namespace not in self._ns:
+            self._ns[namespace] = may(self.reader, "read", namespace_res(self.session, namespace))
+        return self._ns[namespace]
+
+    def full(self) -> bool:
+        if len(self.nodes) >= MAX_NODES:
+            self.truncated = True
+            return True
+        return False
+
+    def version(self, v: m.Version) -> str | None:
+        """The node of a version, or of a hidden one (None: not to be followed)."""
+        repo = self.session.get(m.Repository, v.repository_id)
+        assert repo is not None
+        if not self.may_read_ns(repo.namespace):
+            self.opaque()
+            return None
+        ref = f"{repo.namespace}/{repo.name}:{v.number}"
+        node_id = f"version:{ref}"
+        self.nodes.setdefault(
+            node_id, LineageNode(id=node_id, kind="version", label=ref, digest=v.digest, ref=ref)
+        )
+        return node_id
+
+    def base(self, b: m.BaseModel) -> str | None:
+        if not (self.reader.is_operator or base_readable(self.session, self.reader, b.id)):
+            self.opaque()
+            return None
+        names = self.session.scalars(
+            select(m.BaseName.name).where(m.BaseName.base_model_id == b.id).order_by(m.BaseName.name)
+        ).all()
+        shown = readable_base_names(self.session, self.reader, names)
+        node_id = f"base:{b.fingerprint or b.id}"
+        label = shown[0] if shown else (b.fingerprint or f"base #{b.id}")[:19]
+        self.nodes.setdefault(
+            node_id, LineageNode(id=node_id, kind="base", label=label, digest=b.fingerprint, ref=label)
+        )
+        return node_id
+
+    def opaque(self) -> None:
+        self.hidden += 1
+        node_id = f"hidden:{self.hidden}"
+        self.nodes[node_id] = LineageNode(id=node_id, kind="hidden", label="(not readable)")
+        return None
+
+    def deleted(self, digest: str, label: str | None) -> str:
+        node_id = f"deleted:{digest}"
+        self.nodes.setdefault(
+            node_id,
+            LineageNode(id=node_id, kind="deleted", label=f"{label or digest[:19]} (deleted)", digest=digest),
+        )
+        return node_id
+
+    def edge(self, source: str, target: str, kind: str, **extra: Any) -> None:
+        key = (source, target, kind)
+        if key not in self.seen_edges:
+            self.seen_edges.add(key)
+            self.edges.append(LineageEdge(source=source, target=target, kind=kind, **extra))
+
+
+def graph(reg: Registry, target: str, *, principal: Principal = OPERATOR, depth: int = 8) -> LineageGraph:
+    """The lineage around `target`: a version reference, or a base name or fingerprint.
+
+    Raises:
+        NotFound: no such version or base, or `principal` may not read it.
+    """
+    depth = max(1, min(depth, MAX_DEPTH))
+    with read_only(reg.sessions) as session:
+        g = _Graph(session, principal)
+        root = _root(g, target)
+        _walk(g, root, depth, up=True)
+        _walk(g, root, depth, up=False)
+        return LineageGraph(root=root[0], nodes=list(g.nodes.values()), edges=g.edges, truncated=g.truncated)
+
+
+Item = tuple[str, m.Version | m.BaseModel]
+
+
+def _root(g: _Graph, target: str) -> Item:
+    ref = None
+    try:
+        ref = parse_ref(target)
+    except RegistryError:
+        ref = None
+    if ref is not None:
+        repo = g.session.scalars(
+            select(m.Repository.id).where(
+                m.Repository.namespace == ref.repo.namespace, m.Repository.name == ref.repo.name
+            )
+        ).first()
+        if repo is not None:
+            require_reader_of(g.session, g.reader, ref.repo, target)
+            v = resolve_row(g.session, ref)
+            node = g.version(v)
+            assert node is not None
+            return node, v
+    base = find_base(g.session, target)
+    if base is None or not (g.reader.is_operator or base_readable(g.session, g.reader, base.id)):
+        raise NotFound(f"{target!r} is neither a version nor a registered base you may read", ref=target)
+    node = g.base(base)
+    assert node is not None
+    return node, base
+
+
+def _walk(g: _Graph, root: Item, depth: int, *, up: bool) -> None:
+    queue: deque[tuple[Item, int]] = deque([(root, 0)])
+    expanded: set[str] = set()
+    while queue:
+        (node_id, row), d = queue.popleft()
+        if node_id in expanded:
+            continue
+        expanded.add(node_id)
+        if g.full():
+            continue
+        if d >= depth:
+            g.truncated = g.truncated or _has_more(g, row, up)
+            continue
+        for nxt in _neighbours(g, node_id, row, up):
+            queue.append((nxt, d + 1))
+
+
+def _has_more(g: _Graph, row: m.Version | m.BaseModel, up: bool) -> bool:
+    """Whether the walk stopped at `row` with more beyond it (without adding any of it)."""
+    if up:
+        lineage = row.lineage if isinstance(row.lineage, dict) else {}
+        return bool(lineage.get("parents") or lineage.get("kind") == "export")
+    key = row.digest if isinstance(row, m.Version) else row.fingerprint
+    e = m.LineageEdge
+    return key is not None and g.session.scalar(select(e.id).where(e.parent_key == key).limit(1)) is not None
+
+
+def _neighbours(g: _Graph, node_id: str, row: m.Version | m.BaseModel, up: bool) -> list[Item]:
+    if up:
+        return _parents(g, node_id, row)
+    return _children(g, node_id, row)
+
+
+def _parents(g: _Graph, node_id: str, row: m.Version | m.BaseModel) -> list[Item]:
+    out: list[Item] = []
+    lineage = row.lineage if isinstance(row.lineage, dict) else None
+    if isinstance(row, m.Version):
+        if row.base_model_id is not None:
+            base = g.session.get(m.BaseModel, row.base_model_id)
+            if base is not None:
+                # The base a version was trained on is shown, not followed: its other descendants
+                # are not this version's lineage.
+                b = g.base(base)
+                g.edge(b or f"hidden:{g.hidden}", node_id, "trained_on")
+        if lineage and isinstance(lineage.get("parents"), list):
+            error = lineage.get("error")
+            max_error = error.get("max") if isinstance(error, dict) else None
+            method = lineage.get("method") if isinstance(lineage.get("method"), str) else None
+            for p in lineage["parents"]:
+                if not isinstance(p, dict) or not isinstance(p.get("digest"), str):
+                    continue
+                found = _version_parent(g, p["digest"], p.get("ref"))
+                weight = p.get("weight") if isinstance(p.get("weight"), int | float) else None
+                extra = dict(
+                    weight=weight,
+                    method=method,
+                    error=max_error if isinstance(max_error, int | float) else None,
+                )
+                if found is None:
+                    continue
+                src, parent_row = found
+                g.edge(src, node_id, "merge", **extra)
+                if parent_row is not None:
+                    out.append((src, parent_row))
+    elif lineage and lineage.get("kind") == "export":
+        adapter = lineage.get("adapter_digest")
+        if isinstance(adapter, str):
+            found = _version_parent(g, adapter, lineage.get("adapter"))
+            if found is not None:
+                g.edge(found[0], node_id, "export")
+                if found[1] is not None:
+                    out.append((found[0], found[1]))
+        fp = lineage.get("base_fingerprint")
+        if isinstance(fp, str):
+            base = g.session.scalars(select(m.BaseModel).where(m.BaseModel.fingerprint == fp)).first()
+            if base is None:
+                g.edge(
+                    g.deleted(fp, lineage.get("base") if isinstance(lineage.get("base"), str) else None),
+                    node_id,
+                    "export",
+                )
+            else:
+                b = g.base(base)
+                g.edge(b or f"hidden:{g.hidden}", node_id, "export")
+                if b is not None:
+                    out.append((b, base))
+    return out
+
+
+def _version_parent(g: _Graph, digest: str, ref_text: Any) -> tuple[str, m.Version | None] | None:
+    """The node of a recorded parent version: itself, hidden, or deleted (with no row to follow)."""
+    ref = None
+    if isinstance(ref_text, str):
+        try:
+            ref = parse_ref(ref_text)
+        except RegistryError:
+            ref = None
+    if ref is not None:
+        if not g.may_read_ns(ref.repo.namespace):
+            g.opaque()
+            return f"hidden:{g.hidden}", None
+        q = (
+            select(m.Version)
+            .join(m.Repository, m.Repository.id == m.Version.repository_id)
+            .where(
+                m.Repository.namespace == ref.repo.namespace,
+                m.Repository.name == ref.repo.name,
+                m.Version.digest == digest,
+            )
+        )
+        if ref.version is not None:
+            q = q.where(m.Version.number == ref.version)
+        v = g.session.scalars(q.limit(1)).first()
+        if v is None:
+            return g.deleted(digest, ref_text), None
+    else:
+        v = g.session.scalars(
+            select(m.Version).where(m.Version.digest == digest).order_by(m.Version.id).limit(1)
+        ).first()
+        if v is None:
+            return g.deleted(digest, None), None
+    node = g.version(v)
+    if node is None:
+        return f"hidden:{g.hidden}", None
+    return node, v
+
+
+def _children(g: _Graph, node_id: str, row: m.Version | m.BaseModel) -> list[Item]:
+    out: list[Item] = []
+    e = m.LineageEdge
+    if isinstance(row, m.Version):
+        key = row.digest
+        own_ref = node_id.removeprefix("version:")
+        cond = or_(e.parent_ref.is_(None), e.parent_ref == own_ref)
+    else:
+        if row.fingerprint is None:
+            return _trained_on(g, node_id, row)
+        key = row.fingerprint
+        cond = e.kind == "export"
+    edges = g.session.execute(
+        select(e.child_version_id, e.child_base_id, e.kind, e.weight)
+        .where(e.parent_key == key, cond)
+        .order_by(e.id)
+        .limit(MAX_CHILDREN + 1)
+    ).all()
+    if len(edges) > MAX_CHILDREN:
+        g.truncated = True
+    for child_version_id, child_base_id, kind, weight in edges[:MAX_CHILDREN]:
+        child: m.Version | m.BaseModel | None
+        if child_version_id is not None:
+            child = g.session.get(m.Version, child_version_id)
+            target = g.version(child) if child is not None else None
+        else:
+            child = g.session.get(m.BaseModel, child_base_id)
+            target = g.base(child) if child is not None else None
+        if child is None:
+            continue
+        extra: dict[str, Any] = {"weight": weight}
+        if kind == "merge" and isinstance(child, m.Version) and isinstance(child.lineage, dict):
+            method = child.lineage.get("method")
+            error = child.lineage.get("error")
+            extra["method"] = method if isinstance(method, str) else None
+            mx = error.get("max") if isinstance(error, dict) else None
+            extra["error"] = mx if isinstance(mx, int | float) else None
+        g.edge(node_id, target or f"hidden:{g.hidden}", kind, **extra)
+        if target is not None:
+            out.append((target, child))
+    if isinstance(row, m.BaseModel):
+        out += _trained_on(g, node_id, row)
+    return out
+
+
+def _trained_on(g: _Graph, node_id: str, base: m.BaseModel) -> list[Item]:
+    """The versions trained on a base (readable ones, newest first, capped): leaves of its graph."""
+    rows = g.session.scalars(
+        select(m.Version)
+        .join(m.Repository, m.Repository.id == m.Version.repository_id)
+        .where(m.Version.base_model_id == base.id, readable(g.reader, m.Repository.namespace))
+        .order_by(m.Version.id.desc())
+        .limit(MAX_CHILDREN + 1)
+    ).all()
+    if len(rows) > MAX_CHILDREN:
+        g.truncated = True
+    for v in rows[:MAX_CHILDREN]:
+        target = g.version(v)
+        if target is not None:
+            g.edge(node_id, target, "trained_on")
+    return []

@@ -1,0 +1,47 @@
+"""Before an AdapterServer loads a tensor: the push checks on the pulled files, the fit check
+against the served base (the same rules and error codes as push), and what mixed batches can run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from registry.client.transfer import CLIENT_LIMITS
+from registry.entities import VersionInfo
+from registry.errors import ERRORS_BY_CODE, FitRefused, NotServable
+from registry.formats.compatibility import BaseView, check_fit
+from registry.formats.folder import local_reader
+from registry.formats.inspect import AdapterFacts, inspect_files
+from registry.formats.manifest import FileEntry
+
+
+def check_servable(info: VersionInfo, folder: Path, base: BaseView) -> AdapterFacts:
+    """Read the version's config and safetensors header from `folder` (its verified files) and
+    refuse what cannot run on `base`; returns the facts read.
+
+    Raises:
+        FitRefused subclass: the first fit problem's code (as push), every problem listed.
+        NotServable: fits, but PEFT's mixed-batch inference cannot run it.
+    """
+    ref = f"{info.repo}:{info.version}"
+    entries = [FileEntry(f.path, f.size, f.sha256) for f in info.files]
+    facts = inspect_files(
+        entries, local_reader([(f.path, folder / f.path) for f in info.files]), CLIENT_LIMITS
+    )
+    problems = check_fit(facts.config, facts.tensors, base)
+    if problems:
+        listed = [{"code": p.code, "module": p.module, "message": p.message} for p in problems]
+        cls = ERRORS_BY_CODE.get(problems[0].code, FitRefused)
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise cls(f"{ref}: {problems[0].message}{more}", problems=listed, base=base.label, ref=ref)
+    if facts.config.peft_type != "LORA":
+        raise NotServable(
+            f"{ref} is a {facts.config.peft_type} adapter; mixed-batch serving runs LoRA adapters only",
+            ref=ref,
+        )
+    if facts.config.use_dora:
+        raise NotServable(
+            f"{ref} uses DoRA, which PEFT's mixed-batch inference (adapter_names) refuses; "
+            "merge it into the base (`adapters export`) to serve it",
+            ref=ref,
+        )
+    return facts

@@ -1,0 +1,98 @@
+"""Bases: the list, and a base's page (facts, fits by tier, leaderboard, score-vs-cost scatter)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse
+
+from registry.access.principal import Principal
+from registry.entities import BaseInfo, FitItem, FitQuery, LeaderboardQuery, ParetoQuery, VersionFilter
+from registry.services import bases, queries, rankings
+from registry.services.context import Registry
+from registry.services.fit_query import fit
+from registry.ui import svg
+from registry.ui.render import PageRoute, RegistryDep, UiPrincipal, page
+
+router = APIRouter(prefix="/ui", route_class=PageRoute, include_in_schema=False)
+
+FIT_LIMIT = 500
+Text = Annotated[str | None, Query(max_length=256)]
+
+
+@router.get("/bases", response_class=HTMLResponse)
+def bases_page(request: Request, reg: RegistryDep, principal: UiPrincipal) -> HTMLResponse:
+    return page(request, "bases.html", bases=bases.list_bases(reg, principal=principal))
+
+
+def _metrics(reg: Registry, base: BaseInfo, principal: Principal) -> list[str]:
+    """The metrics scored on the latest versions pushed for this base's names, most common first
+    (the leaderboard's default is the first)."""
+    seen: Counter[str] = Counter()
+    for n in base.names:
+        flt = VersionFilter(base=n.name, latest_only=True)
+        for v in queries.list_versions(reg, flt, queries.MAX_LIMIT, principal=principal).items:
+            seen.update({e.metric for e in v.evals})
+    return [name for name, _ in sorted(seen.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def _tiers(items: list[FitItem]) -> dict[str, list[FitItem]]:
+    out: dict[str, list[FitItem]] = {"exact": [], "compatible": []}
+    for item in items:
+        out.setdefault(item.tier, []).append(item)
+    return out
+
+
+@router.get("/base", response_class=HTMLResponse)
+def base_page(
+    request: Request,
+    reg: RegistryDep,
+    principal: UiPrincipal,
+    ref: Annotated[str, Query(min_length=1, max_length=4096)],
+    metric: Text = None,
+    dataset: Text = None,
+    cost: Literal["params", "bytes", "rank"] = "params",
+    lower_is_better: bool = False,
+) -> HTMLResponse:
+    """`ref` is a base name or fingerprint; `metric` defaults to the most common one."""
+    base = bases.get_base(reg, ref, principal=principal)  # NotFound when unreadable
+    fits = fit(reg, FitQuery(base=ref, limit=FIT_LIMIT), principal=principal)
+    metrics = _metrics(reg, base, principal)
+    chosen = metric or (metrics[0] if metrics else None)
+    board = front = scatter = None
+    if chosen:
+        board = rankings.leaderboard(
+            reg,
+            LeaderboardQuery(
+                base=ref, metric=chosen, dataset=dataset or None, lower_is_better=lower_is_better
+            ),
+            principal=principal,
+        )
+        front = rankings.pareto(
+            reg,
+            ParetoQuery(
+                base=ref, metric=chosen, dataset=dataset or None, cost=cost, lower_is_better=lower_is_better
+            ),
+            principal=principal,
+        )
+        scatter = svg.scatter(front.points, cost, chosen) if front.points else None
+    if chosen and chosen not in metrics:
+        metrics.append(chosen)
+    return page(
+        request,
+        "base.html",
+        base=base,
+        ref=ref,
+        tiers=_tiers(fits.items),
+        fit_capped=len(fits.items) >= FIT_LIMIT,
+        metrics=metrics,
+        metric=chosen,
+        dataset=dataset or "",
+        cost=cost,
+        lower_is_better=lower_is_better,
+        board=board,
+        front=front,
+        scatter=scatter,
+    )

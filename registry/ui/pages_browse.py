@@ -1,0 +1,136 @@
+"""Repositories (search and filters) and the version page."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from registry.access.principal import Principal
+from registry.bounds import INT32_MAX
+from registry.entities import FitQuery, VersionFilter, VersionInfo, VersionSummary
+from registry.errors import NotFound, RegistryError
+from registry.refs import Ref, parse_repo
+from registry.services import bases, evaluations, lineage, queries, versions
+from registry.services.context import Registry
+from registry.services.fit_query import fit
+from registry.ui import svg
+from registry.ui.render import PageRoute, RegistryDep, UiPrincipal, page, repo_url
+
+router = APIRouter(prefix="/ui", route_class=PageRoute, include_in_schema=False)
+
+SCAN_PAGES = 4
+"""Search reads at most this many pages of latest versions (500 each): repository search by
+substring is not an indexed service query, so the page caps what it scans and says so."""
+MAX_BASES_CHECKED = 20
+"""The version page asks the fit query of at most this many bases (one query each)."""
+Text = Annotated[str | None, Query(max_length=256)]
+
+
+def _scan(reg: Registry, flt: VersionFilter, principal: Principal) -> tuple[list[VersionSummary], bool]:
+    items: list[VersionSummary] = []
+    cursor = None
+    for _ in range(SCAN_PAGES):
+        got = queries.list_versions(reg, flt, queries.MAX_LIMIT, cursor, principal=principal)
+        items.extend(got.items)
+        cursor = got.next_cursor
+        if cursor is None:
+            return items, False
+    return items, True
+
+
+@router.get("", response_class=HTMLResponse)
+@router.get("/repos", response_class=HTMLResponse)
+def repositories(
+    request: Request,
+    reg: RegistryDep,
+    principal: UiPrincipal,
+    q: Text = None,
+    task: Text = None,
+    base: Text = None,
+    peft_type: Annotated[str | None, Query(max_length=32)] = None,
+) -> HTMLResponse:
+    """One row per repository (its latest version), filtered by task, base and PEFT type, and
+    searched by a substring of the name."""
+    flt = VersionFilter(task=task or None, base=base or None, peft_type=peft_type or None, latest_only=True)
+    rows, capped = _scan(reg, flt, principal)
+    everything, _ = (
+        _scan(reg, VersionFilter(latest_only=True), principal)
+        if (task or base or peft_type)
+        else (rows, capped)
+    )
+    needle = (q or "").strip().lower()
+    if needle:
+        rows = [r for r in rows if needle in r.repo.lower() or needle in (r.task or "").lower()]
+    rows.sort(key=lambda r: r.repo)
+    choices = {
+        "task": sorted({r.task for r in everything if r.task}),
+        "base": sorted({r.base_model.name for r in everything if r.base_model.name}),
+        "peft_type": sorted({r.peft_type for r in everything}),
+    }
+    chosen = {"q": q or "", "task": task or "", "base": base or "", "peft_type": peft_type or ""}
+    return page(request, "repos.html", rows=rows, capped=capped, choices=choices, chosen=chosen)
+
+
+@router.get("/r/{namespace}/{name}", response_class=HTMLResponse)
+def repository(namespace: str, name: str, reg: RegistryDep, principal: UiPrincipal) -> RedirectResponse:
+    """A repository's page is its latest version's."""
+    info = versions.resolve(reg, Ref(parse_repo(f"{namespace}/{name}")), principal=principal)
+    return RedirectResponse(repo_url(info.repo, info.version), status_code=303)
+
+
+def _fits(reg: Registry, info: VersionInfo, principal: Principal) -> tuple[list[dict[str, str]], bool]:
+    """The bases this version fits, with the tier: the fit query of each readable base (capped)."""
+    out = []
+    readable = bases.list_bases(reg, principal=principal)
+    for b in readable[:MAX_BASES_CHECKED]:
+        label = b.names[0].name if b.names else (b.fingerprint or f"base {b.id}")
+        query = FitQuery(base=b.fingerprint or label, peft_type=info.peft_type, task=info.task, limit=500)
+        try:
+            found = fit(reg, query, principal=principal)
+        except RegistryError:  # a base that vanished between the two reads
+            continue
+        tier = next((i.tier for i in found.items if i.digest == info.digest and i.repo == info.repo), None)
+        if tier is not None:
+            out.append({"base": label, "ref": b.fingerprint or label, "tier": tier})
+    return out, len(readable) > MAX_BASES_CHECKED
+
+
+@router.get("/r/{namespace}/{name}/{number}", response_class=HTMLResponse)
+def version_page(
+    request: Request,
+    namespace: str,
+    name: str,
+    number: Annotated[int, Path(ge=1, le=INT32_MAX)],
+    reg: RegistryDep,
+    principal: UiPrincipal,
+) -> HTMLResponse:
+    ref = Ref(parse_repo(f"{namespace}/{name}"), version=number)
+    info = versions.resolve(reg, ref, principal=principal)  # NotFound for a private repository
+    history = evaluations.history(reg, ref, principal=principal)
+    graph = lineage.graph(reg, str(ref), principal=principal)
+    siblings = queries.list_versions(reg, VersionFilter(repo=info.repo), 50, principal=principal).items
+    fits, fits_capped = _fits(reg, info, principal)
+    base = None
+    if info.base_fingerprint:
+        try:
+            base = bases.get_base(reg, info.base_fingerprint, principal=principal)
+        except NotFound:
+            base = None
+    return page(
+        request,
+        "version.html",
+        v=info,
+        config=json.dumps(info.config, indent=2, sort_keys=True),
+        history=history,
+        metrics=Counter(r.metric for r in history.current),
+        drawing=svg.lineage(graph) if graph.nodes else None,
+        graph=graph,
+        siblings=siblings,
+        fits=fits,
+        fits_capped=fits_capped,
+        base=base,
+    )

@@ -1,0 +1,179 @@
+"""Who a UI request acts as, and the CSRF check of every form that changes something.
+
+The principal is resolved as the API resolves it (`accounts.authenticate`), from a token kept in an
+HttpOnly, SameSite=Strict cookie instead of the Authorization header: script on a page never reads
+it, and a cross-site request never carries it. Every POST also needs a synchronizer token: a random
+nonce in its own cookie, and in the form the HMAC of that nonce under the server's secret key
+(`ADAPTERS_SECRET_KEY`, or the one `hub_lfs.load_secret` keeps in $ADAPTERS_HOME). A forged form
+can neither read the cookie nor compute the HMAC; a request whose Origin names another site is
+refused before that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import replace
+from typing import Annotated
+from urllib.parse import parse_qs, urlsplit
+
+from fastapi import Depends, Request, Response
+
+from registry.access import tokens
+from registry.access.accounts import authenticate
+from registry.access.principal import Principal
+from registry.config import Settings
+from registry.errors import BadRequest, Forbidden, PayloadTooLarge, Unauthenticated
+from registry.services.context import Registry
+from registry.services.hub_lfs import load_secret
+
+TOKEN_COOKIE = "adreg_ui_token"
+NONCE_COOKIE = "adreg_ui_csrf"
+CSRF_FIELD = "csrf_token"
+_CSRF_LABEL = b"adapters-ui-csrf\x00"
+"""Domain separation: the secret also signs Hub upload URLs; a CSRF token is never one of those."""
+
+
+def secret_of(request: Request) -> bytes:
+    """The server's secret key, read once per app."""
+    state = request.app.state
+    key: bytes | None = getattr(state, "ui_secret", None)
+    if key is None:
+        settings: Settings = state.settings
+        key = state.ui_secret = load_secret(settings)
+    return key
+
+
+def principal_of(request: Request) -> Principal:
+    """The caller: the user of the cookie's token, or anonymous. A token that no longer
+    authenticates (revoked, expired) is anonymous here, and the page offers the login form again
+    (`request.state.stale_login` tells the layout)."""
+    address = request.client.host if request.client is not None else None
+    secret = request.cookies.get(TOKEN_COOKIE)
+    request.state.stale_login = False
+    if not secret:
+        return replace(Principal.anonymous(), address=address)
+    try:
+        principal = authenticate(request.app.state.registry, secret)
+    except Unauthenticated:
+        request.state.stale_login = True
+        return replace(Principal.anonymous(), address=address)
+    return replace(principal, address=address)
+
+
+def login(request: Request, registry: Registry, secret: str) -> Principal:
+    """Check a token typed into the login form (raises Unauthenticated, naming no secret)."""
+    secret = secret.strip()
+    if not tokens.is_well_formed(secret):
+        raise Unauthenticated("that is not a registry token (adreg_...)")
+    return authenticate(registry, secret)
+
+
+def _secure(request: Request) -> bool:
+    return request.url.scheme == "https"
+
+
+def set_token_cookie(request: Request, response: Response, secret: str) -> None:
+    response.set_cookie(
+        TOKEN_COOKIE, secret, httponly=True, samesite="strict", secure=_secure(request), path="/ui"
+    )
+
+
+def clear_token_cookie(request: Request, response: Response) -> None:
+    response.delete_cookie(
+        TOKEN_COOKIE, httponly=True, samesite="strict", secure=_secure(request), path="/ui"
+    )
+
+
+def csrf_token(request: Request) -> str:
+    """The form token of this browser: the HMAC of its nonce cookie (made on first use and set on
+    the response by `remember_nonce`)."""
+    nonce = request.cookies.get(NONCE_COOKIE) or getattr(request.state, "new_nonce", None)
+    if not nonce:
+        nonce = request.state.new_nonce = secrets.token_urlsafe(32)
+    return _sign(secret_of(request), nonce)
+
+
+def rotate_nonce(request: Request) -> None:
+    """A fresh nonce (at login and logout): a token seen before the change stops working."""
+    request.state.new_nonce = secrets.token_urlsafe(32)
+
+
+def remember_nonce(request: Request, response: Response) -> None:
+    nonce = getattr(request.state, "new_nonce", None)
+    if nonce:
+        response.set_cookie(
+            NONCE_COOKIE, nonce, httponly=True, samesite="strict", secure=_secure(request), path="/ui"
+        )
+
+
+def _sign(key: bytes, nonce: str) -> str:
+    return hmac.new(key, _CSRF_LABEL + nonce.encode(), hashlib.sha256).hexdigest()
+
+
+def check_csrf(request: Request, submitted: str | None) -> None:
+    """Refuse a state-changing form that was not made by one of our pages for this browser.
+
+    Raises:
+        Forbidden: another site's Origin, no nonce cookie, or a missing or wrong token.
+    """
+    origin = request.headers.get("origin")
+    if origin and origin != "null":
+        own = f"{request.url.scheme}://{request.url.netloc}"
+        parts = urlsplit(origin)
+        if f"{parts.scheme}://{parts.netloc}" != own:
+            raise Forbidden("cross-site form refused (Origin does not match)", action="csrf")
+    nonce = request.cookies.get(NONCE_COOKIE)
+    if not nonce or not submitted:
+        raise Forbidden("the form's CSRF token is missing: reload the page and submit again", action="csrf")
+    if not hmac.compare_digest(_sign(secret_of(request), nonce), submitted):
+        raise Forbidden("the form's CSRF token is wrong: reload the page and submit again", action="csrf")
+
+
+MAX_FORM_BYTES = 16 * 1024
+"""Our forms carry a token and a CSRF token: a bigger body is not one of ours."""
+
+
+async def checked_form(request: Request) -> dict[str, str]:
+    """The fields of a POSTed form (urlencoded, as our pages send it), after the CSRF check: every
+    route that changes something takes this dependency, so none can forget the check."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/x-www-form-urlencoded":  # not one of our forms: no CSRF token either
+        check_csrf(request, None)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise PayloadTooLarge(f"a form is at most {MAX_FORM_BYTES} bytes")
+    try:
+        parsed = parse_qs(
+            body.decode("utf-8"), keep_blank_values=True, max_num_fields=16, strict_parsing=False
+        )
+    except (UnicodeDecodeError, ValueError) as err:
+        raise BadRequest("malformed form body") from err
+    fields = {k: v[0] for k, v in parsed.items()}
+    check_csrf(request, fields.get(CSRF_FIELD))
+    return fields
+
+
+CheckedForm = Annotated[dict[str, str], Depends(checked_form)]
+
+
+SECURITY_HEADERS = {
+    # No inline script or style: the only script is static/jobs.js, the only style static/ui.css;
+    # SVG is drawn with presentation attributes, which CSP does not count as inline style.
+    "content-security-policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "cache-control": "no-store",
+}
+
+
+def secure_headers(response: Response) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers[name] = value

@@ -1,0 +1,162 @@
+"""A pull writes each byte once: downloaded straight into the staging folder, hashed on the way,
+the local cache taking the verified file by hard link; an interrupted pull leaves nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import pytest
+from minio import Minio
+
+from registry.client.local import LocalClient
+from registry.client.transfer import pull, push_folder
+from registry.errors import DigestMismatch, RegistryError
+from registry.services.context import Registry
+from storage import sha256_file
+from storage.local import LocalBlobStore
+from tests.conftest import ServerThread, make_settings
+from tests.storage.test_resume_download import CuttingProxy
+
+WEIGHTS = "adapter_model.safetensors"
+
+
+def write_adapter(folder: Path, n: int = 24 * 1024) -> Path:
+    """A LoRA adapter of one q_proj pair, A [4, n] and B [n, 4] in F32 (n = 24 Ki: 768 KiB)."""
+    folder.mkdir(parents=True)
+    r, a_bytes = 4, 4 * n * 4
+    prefix = "base_model.model.model.layers.0.self_attn.q_proj"
+    header = json.dumps(
+        {
+            f"{prefix}.lora_A.weight": {"dtype": "F32", "shape": [r, n], "data_offsets": [0, a_bytes]},
+            f"{prefix}.lora_B.weight": {
+                "dtype": "F32",
+                "shape": [n, r],
+                "data_offsets": [a_bytes, 2 * a_bytes],
+            },
+        }
+    ).encode()
+    header += b" " * (-len(header) % 8)
+    (folder / WEIGHTS).write_bytes(struct.pack("<Q", len(header)) + header + os.urandom(2 * a_bytes))
+    config = {
+        "peft_type": "LORA",
+        "r": r,
+        "lora_alpha": 8,
+        "target_modules": ["q_proj"],
+        "task_type": "CAUSAL_LM",
+    }
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.fixture
+def s3_registry(tmp_path: Path, request: pytest.FixtureRequest) -> Registry:
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'registry.db'}", "s3", request)
+    reg = Registry.from_settings(settings, migrate=True)
+    request.addfinalizer(reg.close)
+    return reg
+
+
+def cached(cache: LocalBlobStore) -> list[Path]:
+    return [p for p in (cache.root / "sha256").rglob("*") if p.is_file()]
+
+
+def test_a_pull_from_s3_writes_once_and_the_cache_entry_verifies(
+    s3_registry: Registry, tmp_path: Path
+) -> None:
+    cache = LocalBlobStore(tmp_path / "cache")
+    client = LocalClient(s3_registry, "tester", cache)
+    src = write_adapter(tmp_path / "adapter")
+    push_folder(client, src, "acme/one")
+    info, out = pull(client, "acme/one", tmp_path / "out")
+    for f in info.files:
+        pulled = out / f.path
+        assert pulled.read_bytes() == (src / f.path).read_bytes()
+        entry = cache.path_for(f.sha256)
+        # The cache took the downloaded file itself: one inode, two names, written once.
+        assert os.path.samefile(entry, pulled)
+        assert sha256_file(str(entry)).digest == f.sha256
+    assert not any((cache.root / "tmp").iterdir())
+    # A second pull copies out of the cache (a file of its own, not a third name).
+    _, again = pull(client, "acme/one", tmp_path / "again")
+    assert not os.path.samefile(again / WEIGHTS, out / WEIGHTS)
+    assert (again / WEIGHTS).read_bytes() == (src / WEIGHTS).read_bytes()
+    # A pulled file edited in place changes the cache entry it shares: the next pull says so.
+    with (out / WEIGHTS).open("r+b") as edited:
+        edited.seek(100)
+        edited.write(b"edited")
+    with pytest.raises(DigestMismatch, match="edited in place"):
+        pull(client, "acme/one", tmp_path / "third")
+    assert not (tmp_path / "third").exists()
+
+
+def test_a_pull_interrupted_mid_file_leaves_no_cache_entry_and_no_folder(
+    s3_registry: Registry, tmp_path: Path, s3_endpoint: str
+) -> None:
+    src = write_adapter(tmp_path / "adapter", n=256 * 1024)  # 8 MiB of weights
+    push_folder(LocalClient(s3_registry, "tester", LocalBlobStore(tmp_path / "c0")), src, "acme/cut")
+    # The same registry read through a proxy that cuts every response after 1 MB: the small
+    # config passes, the 8 MiB weights are cut mid-file.
+    proxy = CuttingProxy(int(s3_endpoint.rsplit(":", 1)[1]), dict.fromkeys(range(10), 1_000_000))
+    store = s3_registry.store
+    client = Minio(proxy.url.removeprefix("http://"), "test", "test", secure=False, region="us-east-1")
+    cut_store = type(store)(client, store.bucket, store.prefix)  # type: ignore[call-arg, attr-defined]
+    cut = Registry(s3_registry.engine, s3_registry.sessions, cut_store, s3_registry.limits)
+    cache = LocalBlobStore(tmp_path / "cache")
+    try:
+        with pytest.raises(RegistryError):
+            pull(LocalClient(cut, "tester", cache), "acme/cut", tmp_path / "pulled" / "out")
+    finally:
+        proxy.close()
+    assert proxy.requests  # the pull did reach the store, and was cut
+    # The file cut mid-way left no cache entry; the config, downloaded whole before, may stay.
+    weights = sha256_file(str(src / WEIGHTS)).digest
+    assert cache.stat(weights) is None
+    config = sha256_file(str(src / "adapter_config.json")).digest
+    assert {p.name for p in cached(cache)} <= {config.removeprefix("sha256:")}
+    assert not (cache.root / "tmp").exists() or not any((cache.root / "tmp").iterdir())
+    assert list((tmp_path / "pulled").iterdir()) == []  # no folder, no staging folder
+
+
+def test_the_file_backend_copies_out_of_its_store(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """A local blob directory is its own cache: a pull copies from it (verified), and never links
+    the registry's own blob into a folder someone may edit."""
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'registry.db'}", "file", request)
+    reg = Registry.from_settings(settings, migrate=True)
+    try:
+        assert isinstance(reg.store, LocalBlobStore)
+        client = LocalClient(reg, "tester", reg.store)
+        src = write_adapter(tmp_path / "adapter")
+        push_folder(client, src, "acme/file")
+        info, out = pull(client, "acme/file", tmp_path / "out")
+        for f in info.files:
+            assert (out / f.path).read_bytes() == (src / f.path).read_bytes()
+            assert not os.path.samefile(out / f.path, reg.store.path_for(f.sha256))
+    finally:
+        reg.close()
+
+
+def test_a_pull_over_http_writes_once_too(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """HttpClient: the verified download enters the cache and the pulled folder as one file."""
+    from registry.api import create_app
+    from registry.client.http import HttpClient
+
+    settings = make_settings(tmp_path / "server", f"sqlite:///{tmp_path / 'registry.db'}", "file", request)
+    reg = Registry.from_settings(settings, migrate=True)
+    try:
+        with ServerThread(create_app(settings, reg, worker=False)) as srv:
+            client = HttpClient(srv.url, "tester", tmp_path / "cache", token=srv.token)
+            src = write_adapter(tmp_path / "adapter")
+            push_folder(client, src, "acme/http")
+            info, out = pull(client, "acme/http", tmp_path / "out")
+            client.http.close()
+    finally:
+        reg.close()
+    cache = LocalBlobStore(tmp_path / "cache")
+    for f in info.files:
+        assert (out / f.path).read_bytes() == (src / f.path).read_bytes()
+        assert os.path.samefile(out / f.path, cache.path_for(f.sha256))
+        assert sha256_file(str(cache.path_for(f.sha256))).digest == f.sha256
+    assert not any((cache.root / "tmp").iterdir())  # no partial download left
