@@ -304,6 +304,11 @@ def _run(reg: Registry, settings: Settings, args: argparse.Namespace, rng: rando
         "ORDER BY value DESC LIMIT 20"
     )
 
+    def front_only(i: int) -> Any:
+        kw = {k: v for k, v in kinds[i % len(kinds)].items()}
+        q = ParetoQuery(base=bases[i], cost=("params", "bytes", "rank")[i % 3], front_only=True, **kw)
+        return pareto(reg, q)
+
     def top(i: int) -> Any:
         with reg.engine.connect() as conn:
             return conn.execute(anchor_sql, {"metric": METRICS[i % len(METRICS)]}).all()
@@ -314,7 +319,8 @@ def _run(reg: Registry, settings: Settings, args: argparse.Namespace, rng: rando
     print(f"pareto candidates per base (first 5 queries): {sizes}")
     results = {
         "leaderboard": _pct(_timed(board, args.queries)),
-        "pareto": _pct(_timed(front, args.queries)),
+        "pareto (every point)": _pct(_timed(front, args.queries)),
+        "pareto (front only: what `adapters pareto` asks)": _pct(_timed(front_only, args.queries)),
         "anchor: top-20 SELECT on eval_scores": _pct(_timed(top, args.queries)),
     }
 
@@ -337,11 +343,12 @@ def _run(reg: Registry, settings: Settings, args: argparse.Namespace, rng: rando
     for label, (p50, p95) in results.items():
         print(f"{label:55s} p50 {p50:7.2f} ms  p95 {p95:7.2f} ms")
     lb95 = results["leaderboard"][1]
-    pa95 = results["pareto"][1]
+    pa95 = results["pareto (every point)"][1]
     top95 = results["anchor: top-20 SELECT on eval_scores"][1]
     naive95 = results["anchor: naive pareto (SELECT + O(n^2) front)"][1]
     print(f"leaderboard p95 / top-20 SELECT p95 = {lb95 / top95:.1f}x   (target: p95 < 50 ms)")
-    print(f"pareto p95 / naive pareto p95 = {pa95 / naive95:.2f}x   (target: p95 < 50 ms)")
+    fo95 = results["pareto (front only: what `adapters pareto` asks)"][1]
+    print(f"pareto p95 / naive pareto p95 = {pa95 / naive95:.2f}x, front only {fo95 / naive95:.2f}x")
 
 
 def _http(

@@ -5,7 +5,7 @@ run; and adapter load latency, cold (from the registry over HTTP, empty cache) a
     python bench/serving.py [--hidden 512] [--layers 4] [--seq 64] [--new-tokens 16] [--repeats 5]
 
 The registry is `adapters serve` (SQLite, file store) in its own process; the client is HTTP with
-an empty cache. The model is a random-init Llama (hidden 512, 4 layers, vocab 8000: 25M parameters),
+an empty cache. The model is a random-init Llama (hidden 512, 4 layers, vocab 8000: 21M parameters),
 the adapters rank-16 LoRA on q/k/v/o with random non-zero B (`init_lora_weights=False`).
 """
 

@@ -92,6 +92,7 @@ def leaderboard(
 @click.option("--task")
 @click.option("--cost", type=click.Choice(["params", "bytes", "rank"]), default="params", show_default=True)
 @click.option("--lower-is-better", is_flag=True)
+@click.option("--all-points", is_flag=True, help="Also list the points off the front (for plotting).")
 @json_option
 @with_client
 def pareto(
@@ -102,13 +103,20 @@ def pareto(
     task: str | None,
     cost: str,
     lower_is_better: bool,
+    all_points: bool,
     as_json: bool,
 ) -> None:
     """The versions on the Pareto front of METRIC against cost (exact trainable parameters by default)."""
     from registry.entities import ParetoQuery
 
     q = ParetoQuery(
-        base=base, metric=metric, dataset=dataset, task=task, cost=cost, lower_is_better=lower_is_better
+        base=base,
+        metric=metric,
+        dataset=dataset,
+        task=task,
+        cost=cost,
+        lower_is_better=lower_is_better,
+        front_only=not all_points,
     )
     emit(client.pareto(q), as_json, _pareto)
 
@@ -257,10 +265,11 @@ def _lineage(g: LineageGraph) -> None:
                 grow(branch, other, links, seen | {other})
 
     root = Tree(label(g.root))
-    up = root.add("[dim]derived from[/dim]")
-    grow(up, g.root, parents, {g.root})
-    down = root.add("[dim]derived into[/dim]")
-    grow(down, g.root, children, {g.root})
+    for title, links in (("derived from", parents), ("derived into", children)):
+        branch = root.add(f"[dim]{title}[/dim]")
+        grow(branch, g.root, links, {g.root})
+        if not links.get(g.root):
+            branch.add("[dim]nothing recorded[/dim]")
     console.print(root)
     if g.truncated:
         say("[dim](truncated: raise --depth, or the graph is larger than shown)[/dim]")

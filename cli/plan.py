@@ -122,6 +122,7 @@ def plan(
         rows,
         lower_is_better=lower_is_better,
         hints=Hints(latency_critical=latency_critical, multi_task=multi_task, few_shot=few_shot),
+        metric=metric,
     )
     emit(ranked, as_json, lambda r: render_plan.recommendation(base_ref, r, options))
 

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     s3_secret_key: str | None = None
     s3_region: str | None = None
     s3_secure: bool = True
+    s3_part_bytes: int = Field(default=32 * 1024**2, ge=5 * 1024**2, le=5 * 1024**3)
+    """Multipart part size of S3 uploads (storage/s3.py says why 32 MiB). Each upload holds a few
+    parts' worth of memory (a server's `upload_concurrency` uploads at once): lower it on a small
+    server (S3's minimum is 5 MiB)."""
     s3_presign_downloads: bool = False
     """Answer blob downloads with a redirect to a presigned S3 URL instead of proxying bytes."""
     url: str | None = None
@@ -127,4 +131,5 @@ class Settings(BaseSettings):
             secret_key=self.s3_secret_key,
             region=self.s3_region,
             secure=self.s3_secure,
+            part_size=self.s3_part_bytes,
         )

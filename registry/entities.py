@@ -424,6 +424,8 @@ class ParetoQuery(BaseModel):
     task: Label | None = None
     cost: str = Field(default="params", pattern="^(params|bytes|rank)$")
     lower_is_better: bool = False
+    front_only: bool = False
+    """List only the front's points (`total` still counts every candidate)."""
 
 
 class ParetoPoint(BaseModel):
@@ -447,7 +449,8 @@ class ParetoResult(BaseModel):
     cost: str
     lower_is_better: bool = False
     points: list[ParetoPoint]
-    """Front points first (by cost), then the others (capped at `max_points`; `total` counts all)."""
+    """Front points first, then the others, each by cost (at most rankings.MAX_POINTS, 5,000: beyond
+    it the best-scoring others; `total` counts all)."""
     total: int
     front_size: int
 

@@ -30,6 +30,8 @@ class S3Options:
     secret_key: str | None = None
     region: str | None = None
     secure: bool = True
+    part_size: int | None = None
+    """Multipart part size of uploads (None: storage.s3.PART_SIZE)."""
 
 
 def open_store(url: str, s3: S3Options | None = None) -> BlobStore:
@@ -53,7 +55,9 @@ def open_store(url: str, s3: S3Options | None = None) -> BlobStore:
             region=s3.region,
             secure=s3.secure,
         )
-        return S3BlobStore(client, parsed.netloc, parsed.path)
+        if s3.part_size is None:
+            return S3BlobStore(client, parsed.netloc, parsed.path)
+        return S3BlobStore(client, parsed.netloc, parsed.path, part_size=s3.part_size)
     raise UnsupportedScheme(
         f"unsupported blob store URL {url!r}; known schemes: " + ", ".join(f"{s}://" for s in SCHEMES)
     )

@@ -136,7 +136,7 @@ def current_revision(engine: Engine) -> str | None:
 def head_revision() -> str:
     """The newest revision, read from the migrations' file names without importing Alembic: every
     revision file is NNNN_slug.py with `revision = "NNNN"` in a single chain, which
-    tests/storage/test_startup.py checks against Alembic's own answer."""
+    tests/cli/test_startup.py checks against Alembic's own answer."""
     versions = resources.files("migrations").joinpath("versions")
     ids = [
         entry.name.split("_", 1)[0]

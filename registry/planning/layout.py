@@ -17,6 +17,8 @@ LINEAR_KINDS = ("linear", "conv1d")
 ACTIVATION_SAVES = {"gelu_new": 4, "gelu_fast": 4, "quick_gelu": 2}
 # transformers' default activation where config.json may leave it out.
 DEFAULT_ACTIVATION = {"gpt2": "gelu_new"}
+# Output heads transformers' causal LMs name (GPT-NeoX calls its head embed_out).
+OUTPUT_HEADS = ("lm_head", "embed_out")
 # Fused query/key/value projections: their output stays whole while a view of it (Q) is kept.
 FUSED_QKV = {"c_attn", "query_key_value", "qkv_proj", "Wqkv", "W_pack"}
 # Model types whose norm is transformers' RMSNorm (it upcasts its input to fp32 and keeps that copy).
@@ -136,7 +138,8 @@ class Layout:
     @cached_property
     def head(self) -> str | None:
         """The output head's module name (PEFT's all-linear leaves it out), when the model has one."""
-        return "lm_head" if any(m.name == "lm_head" for m in self.modules) else None
+        names = {m.name for m in self.modules}
+        return next((h for h in OUTPUT_HEADS if h in names), None)
 
     @cached_property
     def tied_head(self) -> bool:

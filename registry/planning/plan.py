@@ -132,16 +132,15 @@ def make_plan(layout: Layout, options: PlanOptions) -> Plan:
     if layout.hidden_dropout > 0:
         notes.append("dropout masks counted at 1 byte per element (the GPU's native_dropout)")
     fits = None if o.gpu_memory is None else total <= o.gpu_memory
+    all_params = layout.arch.param_count + (0 if method == "full" else t.params)
     return Plan(
         method=method,
         options=o,
         targets=t.target_spec,
         targeted_modules=len(t.targets),
         trainable_params=t.params,
-        total_params=layout.arch.param_count + (0 if method == "full" else t.params),
-        trainable_percent=round(
-            100 * t.params / max(1, layout.arch.param_count + (0 if method == "full" else t.params)), 4
-        ),
+        total_params=all_params,
+        trainable_percent=round(100 * t.params / max(1, all_params), 4),
         memory=MemoryParts(
             base_weights=base_bytes,
             trainable_weights=trainable_bytes,

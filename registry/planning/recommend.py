@@ -99,12 +99,13 @@ def recommend(
     *,
     lower_is_better: bool = False,
     hints: Hints | None = None,
+    metric: str | None = None,
 ) -> Recommendation:
     """Plan every method under `options` (its method ignored; --targets applies to the LoRA family)
-    and rank them. `evidence` must be on one metric."""
+    and rank them. `evidence` must be on one metric (`metric`, when given)."""
     hints = hints or Hints()
     rows = evidence or []
-    metrics = {r.metric for r in rows}
+    metrics = {r.metric for r in rows} | ({metric} if metric else set())
     if len(metrics) > 1:
         raise BadRequest(f"evidence on several metrics ({', '.join(sorted(metrics))}): give one")
     metric = next(iter(metrics), None)

@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry.config import Settings
-from registry.db.engine import make_engine, session_factory, upgrade
+from registry.db.engine import make_engine, session_factory, upgrade_if_needed
 from registry.formats.inspect import Limits
 from storage import BlobStore, open_store
 
@@ -29,7 +29,7 @@ class Registry:
     def from_settings(cls, settings: Settings, migrate: bool = False) -> Registry:
         engine = make_engine(settings.effective_database_url)
         if migrate:
-            upgrade(engine)
+            upgrade_if_needed(engine)  # one query when already at head; Alembic only to migrate
         store = open_store(settings.effective_blob_url, settings.s3_options())
         limits = Limits(
             max_total_bytes=settings.max_push_bytes,

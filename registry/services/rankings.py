@@ -1,6 +1,7 @@
 """Which adapter is best (issue 13): the leaderboard of a base, the Pareto front of score against
 cost, and side-by-side comparison. Rankings read current scores only (services/evaluations.py),
-among the versions that fit the base (services/fit_query.py's tiers) and the caller may read."""
+among the versions that fit the base (services/fit_query.py's tiers) and the caller may read.
+`compare` lives in services/comparison.py and is served from here too."""
 
 from __future__ import annotations
 
@@ -15,41 +16,22 @@ from registry.access.principal import OPERATOR, Principal
 from registry.db import models as m
 from registry.db.engine import read_only
 from registry.entities import (
-    ComparedVersion,
-    Comparison,
     Leaderboard,
     LeaderboardQuery,
     LeaderboardRow,
     ParetoQuery,
     ParetoResult,
 )
-from registry.errors import BadRequest
-from registry.refs import Ref
 from registry.services.bases import resolve_base
+from registry.services.comparison import MAX_COMPARE, compare
 from registry.services.context import Registry
-from registry.services.evaluations import current_scores
 from registry.services.fit_query import fitting_params, fitting_subquery
-from registry.services.lookup import resolve_row
-from registry.services.permissions import base_not_found, require_reader_of
+from registry.services.permissions import base_not_found
 
 DOMINATES_CAP = 20
 """Refs listed per front point; `dominated_count` counts them all."""
 MAX_POINTS = 5000
 """Points a Pareto answer lists: the front always, then the best-scoring others."""
-MAX_COMPARE = 20
-COMPARED_COLUMNS = (
-    "peft_type",
-    "task_type",
-    "r",
-    "lora_alpha",
-    "target_modules",
-    "lora_dropout",
-    "use_rslora",
-    "use_dora",
-    "base_model_name",
-    "base_model_revision",
-    "task",
-)
 
 
 def _base_params(
@@ -279,8 +261,10 @@ def pareto(reg: Registry, q: ParetoQuery, *, principal: Principal = OPERATOR) ->
     goods = [r.good for r in rows]
     front = [i for i, p in enumerate(points) if p["on_front"]]
     _dominance(points, goods, front)
-    others = sorted((i for i, p in enumerate(points) if not p["on_front"]), key=lambda i: -goods[i])
-    shown = [points[i] for i in front] + [points[i] for i in others[: max(0, MAX_POINTS - len(front))]]
+    others = [] if q.front_only else [i for i, p in enumerate(points) if not p["on_front"]]
+    if len(others) + len(front) > MAX_POINTS:  # keep the best-scoring others
+        others = sorted(others, key=lambda i: -goods[i])[: max(0, MAX_POINTS - len(front))]
+    shown = [points[i] for i in front] + [points[i] for i in others]
     return ParetoResult.model_validate(
         {
             "base": q.base,
@@ -305,10 +289,10 @@ def _dominance(points: list[dict[str, Any]], goods: list[float], front: list[int
     fgoods = [goods[i] for i in front]
     counts = [0] * (len(front) + 1)
     open_idx = list(range(len(front)))  # front points whose list is not full yet
-    order = sorted((i for i, p in enumerate(points) if not p["on_front"]), key=lambda i: (-goods[i], i))
-    for i in order:
+    order = sorted((-goods[i], i) for i, p in enumerate(points) if not p["on_front"])
+    for neg_good, i in order:
         hi = bisect.bisect_right(costs, points[i]["cost"])
-        lo = bisect.bisect_left(fgoods, goods[i])
+        lo = bisect.bisect_left(fgoods, -neg_good)
         if lo >= hi:
             continue
         counts[lo] += 1
@@ -327,57 +311,4 @@ def _dominance(points: list[dict[str, Any]], goods: list[float], front: list[int
         points[idx]["dominated_count"] = running
 
 
-def compare(reg: Registry, refs: list[Ref], *, principal: Principal = OPERATOR) -> Comparison:
-    """The versions side by side: config fields (the ones that differ listed), parameter counts,
-    and every current score."""
-    if not 1 <= len(refs) <= MAX_COMPARE:
-        raise BadRequest(f"compare between 1 and {MAX_COMPARE} versions")
-    with read_only(reg.sessions) as session:
-        rows = []
-        for ref in refs:
-            require_reader_of(session, principal, ref.repo, str(ref))
-            row = resolve_row(session, ref)
-            rows.append((f"{ref.repo}:{row.number}", row))
-        scores = current_scores(session, [v.id for _, v in rows])
-    configs = [_compared_config(v) for _, v in rows]
-    fields = sorted({k for c in configs for k in c})
-    differing = [f for f in fields if len({_hashable(c.get(f)) for c in configs}) > 1]
-    keys = sorted({_metric_key(k) for sc in scores.values() for k in sc})
-    versions = []
-    for (ref_text, v), config in zip(rows, configs, strict=True):
-        by_key = {_metric_key(k): val for k, val in scores[v.id].items()}
-        versions.append(
-            ComparedVersion(
-                ref=ref_text,
-                digest=v.digest,
-                config=config,
-                trainable_params=v.trainable_params,
-                adapter_bytes=v.adapter_bytes,
-                scores={k: by_key.get(k) for k in keys},
-            )
-        )
-    return Comparison(versions=versions, differing=differing, metrics=keys)
-
-
-def _compared_config(v: m.Version) -> dict[str, Any]:
-    """The indexed columns, then every other key of the PEFT config as recorded."""
-    out: dict[str, Any] = {c: getattr(v, c) for c in COMPARED_COLUMNS}
-    for k, val in (v.config or {}).items():
-        if k not in out and k not in ("base_model_name_or_path", "revision"):
-            out[k] = val
-    return out
-
-
-def _hashable(value: Any) -> Any:
-    if isinstance(value, list):
-        return tuple(sorted(map(str, value)))
-    if isinstance(value, dict):
-        return tuple(sorted((k, str(v)) for k, v in value.items()))
-    return value
-
-
-def _metric_key(key: tuple[str, str | None, str | None]) -> str:
-    metric, dataset, split = key
-    if dataset is None:
-        return metric
-    return f"{metric}@{dataset}" + (f":{split}" if split else "")
+__all__ = ["MAX_COMPARE", "compare", "leaderboard", "pareto"]

@@ -104,8 +104,9 @@ class AdapterServer:
             from registry.tensors.multi_lora import MultiLoraModel
 
             self._model: MultiLoraModel = MultiLoraModel(self.base.folder, device, dtype)
-            self._pinned = frozenset(pinned)
-            for ref in pinned:
+            pins = [pinned] if isinstance(pinned, str) else list(pinned)
+            self._pinned = frozenset(pins)
+            for ref in pins:
                 self.load(ref)
         except BaseException:
             self.close()

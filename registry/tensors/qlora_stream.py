@@ -11,6 +11,8 @@ twin, the probe activations and the head, whatever the depth of the model.
 from __future__ import annotations
 
 import copy
+import ctypes
+import gc
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -75,6 +77,21 @@ def _adapt(holder: nn.Module, peft_config: Any, state: dict[str, torch.Tensor]) 
     return tuner_layers(holder)
 
 
+def _give_back_memory() -> None:
+    """Free a dropped layer now (PEFT's modules hold reference cycles) and hand glibc's freed heap
+    back: without it RSS crept up by ~50 MB a layer on the bench model (freed blocks under
+    glibc's 32 MB mmap threshold stay in the heap)."""
+    gc.collect()
+    _trim()
+
+
+def _trim() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def _switch(layers: dict[str, Any], on: bool) -> None:
     for layer in layers.values():
         layer.enable_adapters(on)
@@ -133,9 +150,16 @@ def probe_streamed(
         fp_layer = model.layer(i, torch.float32)
         fp_holder = model.holder(i, fp_layer)
         tuners = _adapt(fp_holder, peft_config, state)
-        modules.extend(module_stats(name, layer, variant) for name, layer in tuners.items())
         fp.step(i, fp_layer, tuners)
+        # Smallest first, each float32 weight dropped once measured: the measurement's temporaries
+        # (a few copies of the weight) then meet less of the layer (with module_stats working in
+        # place: peak RSS 1031 -> 829 MiB on two layers of the bench model).
+        for name, tuner in sorted(tuners.items(), key=lambda kv: kv[1].get_base_layer().weight.numel()):
+            modules.append(module_stats(name, tuner, variant))
+            tuner.get_base_layer().weight = nn.Parameter(torch.empty(0), requires_grad=False)
+            _trim()
         del fp_layer, fp_holder, tuners
+        _give_back_memory()
         if q is None:
             continue
         try:
@@ -145,6 +169,7 @@ def probe_streamed(
                 structure[part].extend(names)
             q.step(i, q_layer, q_tuners)
             del q_layer, q_tuners
+            _give_back_memory()
         except Exception as err:  # bitsandbytes refusing a shape, a kernel missing on this device...
             q_error, q = f"{type(err).__name__}: {err}", None
     step(0.9, "final norm and head")

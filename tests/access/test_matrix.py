@@ -328,6 +328,41 @@ def more_routes(w: World) -> list[tuple[str, str, dict[str, Any], dict[str, int]
         ("POST", f"/v1/tokens/{w.spare_token}/revoke", {}, _codes(401, 403, 200, 404, 200)),
         ("PUT", "/v1/namespaces/acme", {"json": {"public": False}}, _codes(401, 403, 403, 404, 200)),
         ("GET", "/v1/namespaces", {}, _codes(200, 200, 200, 200, 200)),
+        ("GET", "/v1/bases/layout", {"params": {"ref": "acme/base"}}, _codes(404, 200, 200, 404, 200)),
+        ("GET", "/v1/evals", {"params": {"ref": "acme/x:1"}}, _codes(404, 200, 200, 404, 200)),
+        ("GET", "/v1/repos/acme/x/versions/1/evals", {}, _codes(404, 200, 200, 404, 200)),
+        (
+            "POST",
+            "/v1/evals",
+            {"params": {"ref": "acme/x:1"}, "json": {"scores": [{"metric": "acc", "value": 0.5}]}},
+            _codes(401, 403, 201, 404, 201),
+        ),
+        (
+            "POST",
+            "/v1/repos/acme/x/versions/1/evals",
+            {"json": {"scores": [{"metric": "acc", "value": 0.6}]}},
+            _codes(401, 403, 201, 404, 201),
+        ),
+        (
+            "GET",
+            "/v1/leaderboard",
+            {"params": {"base": "acme/base", "metric": "acc"}},
+            _codes(404, 200, 200, 404, 200),
+        ),
+        (
+            "GET",
+            "/v1/pareto",
+            {"params": {"base": "acme/base", "metric": "acc"}},
+            _codes(404, 200, 200, 404, 200),
+        ),
+        (
+            "GET",
+            "/v1/compare",
+            {"params": {"ref": ["acme/x:1", "acme/x:1"]}},
+            _codes(404, 200, 200, 404, 200),
+        ),
+        ("GET", "/v1/lineage/acme/x:1", {}, _codes(404, 200, 200, 404, 200)),
+        ("GET", "/v1/lineage/acme/base", {}, _codes(404, 200, 200, 404, 200)),
         ("DELETE", "/v1/repos/acme/x", {}, _codes(401, 403, 2, 404, 2)),
     ]
 
@@ -346,7 +381,9 @@ def test_authorization_matrix_other_routes(world: World, who: str) -> None:
                 assert resp.headers["www-authenticate"].startswith("Bearer")
             if resp.status_code == 404 and "acme" in path + json.dumps(kw):
                 assert resp.json()["code"] == "not_found"
-                assert "wendy" not in resp.text and "acme/x:1" not in resp.text
+                asked = path.replace("/repos/acme/x/versions/1/", "acme/x:1") + json.dumps(kw)
+                assert "wendy" not in resp.text  # nothing beyond what the caller asked is echoed
+                assert "acme/x:1" not in resp.text or "acme/x:1" in asked
         assert world.state() == before  # a refusal changes nothing
         for method, path, kw, codes in routes:
             if codes[who] not in (2, 200, 201):

@@ -18,8 +18,8 @@ from registry.db.engine import (
     upgrade_if_needed,
 )
 
-HEAVY = {"alembic", "mako", "pygments", "sqlalchemy", "torch"}
-"""Packages `adapters --help` must not load (the database's, the migrations', the tensors')."""
+HEAVY = {"alembic", "mako", "pygments", "pydantic", "sqlalchemy", "torch"}
+"""Packages `adapters --help` must not load (the database's, the migrations', the entities', the tensors')."""
 
 
 def loaded_after(code: str, env: dict[str, str] | None = None) -> set[str]:

@@ -82,7 +82,9 @@ def test_evals_rankings_and_lineage(adapters: Cli, adapters_dir: Path, wide_lora
     assert adapters("leaderboard", "--base", "nope", "--metric", "accuracy", ok=False).exit_code == 1
 
     # pareto: exact trainable parameters as the cost; the front and what each front point dominates.
-    front = adapters.json("pareto", "--base", "tiny-llama", "--metric", "accuracy", "--dataset", "mmlu")
+    front = adapters.json(
+        "pareto", "--base", "tiny-llama", "--metric", "accuracy", "--dataset", "mmlu", "--all-points"
+    )
     points = front["points"]
     assert {p["ref"]: p["cost"] for p in points} == {
         "acme/legal:1": a["info"]["trainable_params"],
@@ -93,7 +95,11 @@ def test_evals_rankings_and_lineage(adapters: Cli, adapters_dir: Path, wide_lora
         assert p["on_front"] == (not any(p["ref"] in dominated(points, o) for o in points))
         if p["on_front"]:
             assert set(p["dominates"]) == dominated(points, p) and p["dominated_count"] == len(p["dominates"])
-    by_rank = adapters.json("pareto", "--base", "tiny-llama", "--metric", "accuracy", "--cost", "rank")
+    only_front = adapters.json("pareto", "--base", "tiny-llama", "--metric", "accuracy", "--dataset", "mmlu")
+    assert only_front["points"] == [p for p in points if p["on_front"]] and only_front["total"] == 3
+    by_rank = adapters.json(
+        "pareto", "--base", "tiny-llama", "--metric", "accuracy", "--cost", "rank", "--all-points"
+    )
     assert {p["ref"]: p["cost"] for p in by_rank["points"]}["acme/legal:2"] == 8
     assert "Pareto front" in adapters("pareto", "--base", "tiny-llama", "--metric", "accuracy").stdout
 

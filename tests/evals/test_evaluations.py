@@ -159,3 +159,18 @@ def test_over_http(reg: Registry, ev_settings: Settings, tmp_path: Path, adapter
             assert bad.status_code in (400, 422), bad.text
         assert len(http.eval_history("acme/legal").records) == 2
         http.close()
+        # Documented in OpenAPI, each with its response model.
+        spec = httpx.get(f"{srv.url}/openapi.json").json()
+        documented = {
+            ("/v1/evals", "get"): "EvalHistory",
+            ("/v1/evals", "post"): "EvalHistory",
+            ("/v1/repos/{namespace}/{name}/versions/{number}/evals", "get"): "EvalHistory",
+            ("/v1/leaderboard", "get"): "Leaderboard",
+            ("/v1/pareto", "get"): "ParetoResult",
+            ("/v1/compare", "get"): "Comparison",
+            ("/v1/lineage/{target}", "get"): "LineageGraph",
+        }
+        for (path, method), model in documented.items():
+            responses = spec["paths"][path][method]["responses"]
+            ok = responses.get("200") or responses["201"]
+            assert ok["content"]["application/json"]["schema"]["$ref"].endswith(f"/{model}")

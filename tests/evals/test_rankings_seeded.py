@@ -143,3 +143,27 @@ def test_leaderboard_one_best_row_per_repository(
         seeded, LeaderboardQuery(base=base, metric=metric, task="task-3", lower_is_better=lower)
     ).rows
     assert all(r.task == "task-3" for r in task_rows)
+
+
+def test_rankings_show_only_what_the_caller_may_read(seeded: Registry) -> None:
+    from registry.access import accounts
+    from registry.errors import NotFound
+    from tests.evals.conftest import user
+
+    board = LeaderboardQuery(base="org/base-5", metric="accuracy")
+    front = ParetoQuery(base="org/base-5", metric="accuracy", dataset="mmlu")
+    everything = rankings.leaderboard(seeded, board).rows
+    assert everything
+    base_only = user(seeded, "bea", {"org": "read"})  # reads the base, not the adapters
+    assert rankings.leaderboard(seeded, board, principal=base_only).rows == []
+    assert rankings.pareto(seeded, front, principal=base_only).points == []
+    both = user(seeded, "cai", {"org": "read", "acme": "read"})
+    assert rankings.leaderboard(seeded, board, principal=both).rows == everything
+    assert rankings.pareto(seeded, front, principal=both) == rankings.pareto(seeded, front)
+    adapters_only = user(seeded, "dan", {"acme": "read"})  # the base's name is in a namespace it cannot read
+    with pytest.raises(NotFound):
+        rankings.leaderboard(seeded, board, principal=adapters_only)
+    with pytest.raises(NotFound):
+        rankings.pareto(seeded, front, principal=adapters_only)
+    accounts.set_namespace_visibility(seeded, "acme", True)  # public adapters: readable by all
+    assert rankings.leaderboard(seeded, board, principal=base_only).rows == everything

@@ -9,8 +9,12 @@ saved bytes, measured on the same model without checkpointing.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
 from registry.planning import Layout
 from registry.planning.activations import activation_bytes
@@ -81,3 +85,28 @@ def test_eager_attention_keeps_the_probabilities(layouts: dict[str, Layout], nam
     actual, _ = measure(name, "lora", checkpointing=False, attn_implementation="eager")
     assert planned(layouts[name], "lora", False, eager=True) == pytest.approx(actual, rel=TOLERANCE)
     assert planned(layouts[name], "lora", False, eager=True) > planned(layouts[name], "lora", False)
+
+
+def test_qlora_on_a_real_nf4_base(layouts: dict[str, Layout], tmp_path: Path) -> None:
+    """LoRA on every linear of an NF4 base (bitsandbytes on the CPU): its 4-bit matmul keeps only the
+    packed weight for the backward pass, never its input, like a frozen 16-bit linear."""
+    build("llama").save_pretrained(tmp_path / "base")
+    quantized = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+    base = AutoModelForCausalLM.from_pretrained(
+        tmp_path / "base", dtype=torch.bfloat16, device_map="cpu", quantization_config=quantized
+    )
+    base.train()
+    model = get_peft_model(base, LoraConfig(r=8, target_modules="all-linear", task_type="CAUSAL_LM"))
+    meter = SavedBytes(model)
+    with meter.hooks():
+        forward_loss(model, "llama", torch.randint(0, 1000, (BATCH, SEQ)))
+    t = trainable(layouts["llama"], "qlora", targets="all-linear")
+    plan = activation_bytes(
+        layouts["llama"], t, dtype_bytes=2, seq_len=SEQ, batch=BATCH, gradient_checkpointing=False
+    )
+    assert plan.total == pytest.approx(meter.current, rel=TOLERANCE)

@@ -63,16 +63,11 @@ def test_base_weight_bytes_match_the_loaded_model(
     actual = loaded_bytes(model)
     assert planned.total == pytest.approx(actual, rel=0.01)
     if fmt != "bf16":
-        quantized = sum(
-            m.weight.numel() * 2 for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)
-        )  # Params4bit packs two weights a byte
-        assert planned.quantized_params == quantized
-        assert get_footprint_note(model) <= actual
-
-
-def get_footprint_note(model: torch.nn.Module) -> int:
-    """transformers' own figure: parameters and buffers only (no quantization constants)."""
-    return int(model.get_memory_footprint())  # type: ignore[operator]
+        packed = [m.weight for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+        assert planned.packed == sum(w.untyped_storage().nbytes() for w in packed)
+        assert planned.quantized_params == sum(2 * w.numel() for w in packed)  # two weights a byte
+        # transformers' own footprint counts parameters and buffers: not the quantization constants.
+        assert model.get_memory_footprint() == actual - planned.constants  # type: ignore[operator]
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,6 @@ import pytest
 from registry.planning import Layout, PlanOptions, make_plan
 
 GB = 10**9
-pytestmark = pytest.mark.slow  # two 80-layer models instantiated on the meta device: ~40 s each
 
 
 def test_recipe_70b_full_fine_tune(big_layouts: dict[str, Layout]) -> None:

@@ -119,3 +119,15 @@ def test_the_server_streams_a_put_to_the_final_key(tmp_path: Path, request: pyte
     assert [k for k in objects(store) if "/tmp/" in k] == []
     assert b"".join(store.open(d)) == data
     assert pending_uploads(store) == []
+
+
+def test_the_part_size_is_a_setting(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from registry.config import Settings
+
+    s = Settings(home=tmp_path, blob_url="s3://b/p", s3_endpoint="127.0.0.1:9", s3_part_bytes=8 * MIB)
+    store = storage.open_store(s.effective_blob_url, s.s3_options())
+    assert isinstance(store, S3BlobStore) and store.part_size == 8 * MIB
+    with pytest.raises(ValidationError):
+        Settings(home=tmp_path, s3_part_bytes=4 * MIB)  # under S3's smallest part
