@@ -58,7 +58,7 @@ def build(root: Path, hidden: int, layers: int) -> None:
             init_lora_weights=False,
             task_type="CAUSAL_LM",
         )
-        get_peft_model(m, cfg).save_pretrained(root / f"adapter{i}")
+        get_peft_model(m, cfg).save_pretrained(str(root / f"adapter{i}"))
 
 
 def timed(fn: Callable[[], Any]) -> float:

@@ -42,17 +42,25 @@ def eval_add(
 
 @click.command(name="evals")
 @click.argument("ref", type=REF)
+@click.option(
+    "--limit",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="The newest records to list (the current scores are always all listed).",
+)
 @json_option
 @with_client
-def evals(client: RegistryClient, ref: str, as_json: bool) -> None:
+def evals(client: RegistryClient, ref: str, limit: int, as_json: bool) -> None:
     """REF's evaluation history, newest first, with who recorded each score and when."""
-    emit(client.eval_history(ref), as_json, _history)
+    emit(client.eval_history(ref, limit), as_json, _history)
 
 
 @click.command()
 @click.option("--base", required=True, help="Base name or fingerprint.")
 @click.option("--metric", required=True)
 @click.option("--dataset")
+@click.option("--split", help="Only scores on this split (default: each version's best over splits).")
 @click.option("--task")
 @click.option("--peft-type")
 @click.option("--lower-is-better", is_flag=True, help="Rank ascending (loss, perplexity).")
@@ -64,6 +72,7 @@ def leaderboard(
     base: str,
     metric: str,
     dataset: str | None,
+    split: str | None,
     task: str | None,
     peft_type: str | None,
     lower_is_better: bool,
@@ -77,6 +86,7 @@ def leaderboard(
         base=base,
         metric=metric,
         dataset=dataset,
+        split=split,
         task=task,
         peft_type=peft_type,
         lower_is_better=lower_is_better,
@@ -89,6 +99,7 @@ def leaderboard(
 @click.option("--base", required=True, help="Base name or fingerprint.")
 @click.option("--metric", required=True)
 @click.option("--dataset")
+@click.option("--split", help="Only scores on this split (default: each version's best over splits).")
 @click.option("--task")
 @click.option("--cost", type=click.Choice(["params", "bytes", "rank"]), default="params", show_default=True)
 @click.option("--lower-is-better", is_flag=True)
@@ -100,6 +111,7 @@ def pareto(
     base: str,
     metric: str,
     dataset: str | None,
+    split: str | None,
     task: str | None,
     cost: str,
     lower_is_better: bool,
@@ -113,6 +125,7 @@ def pareto(
         base=base,
         metric=metric,
         dataset=dataset,
+        split=split,
         task=task,
         cost=cost,
         lower_is_better=lower_is_better,
@@ -126,7 +139,10 @@ def pareto(
 @json_option
 @with_client
 def compare(client: RegistryClient, refs: tuple[str, ...], as_json: bool) -> None:
-    """Versions side by side: the config fields that differ, parameter counts, every metric."""
+    """Versions side by side (two or more): the config fields that differ, parameter counts, every
+    metric."""
+    if len(refs) < 2:
+        raise click.UsageError("compare needs at least two versions: adapters compare REF REF...")
     emit(client.compare(list(refs)), as_json, _comparison)
 
 
@@ -161,6 +177,8 @@ def _history(h: EvalHistory) -> None:
             mark,
         )
     console.print(table)
+    if h.total > len(h.records):
+        say(f"[dim]the newest {len(h.records)} of {h.total} records (--limit to see more)[/dim]")
 
 
 def _leaderboard(b: Leaderboard) -> None:
@@ -248,6 +266,7 @@ def _lineage(g: LineageGraph) -> None:
             + (f" {e.method}" if e.method else "")
         )
         what += f" err={e.error:.3g}" if e.error is not None else ""
+        what += " unverified" if e.unverified else ""
         parents.setdefault(e.target, []).append((e.source, what))
         children.setdefault(e.source, []).append((e.target, what))
 

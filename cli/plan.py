@@ -131,26 +131,29 @@ def evidence(
     client: RegistryClient, base: str, task: str | None, metric: str | None, lower_is_better: bool = False
 ) -> tuple[str | None, list[Evidence]]:
     """The registry's scores of adapters that fit `base` (the leaderboard: each repository's best),
-    by method, on `metric` (default: the metric most of the base's versions report)."""
-    from collections import Counter
-
-    from registry.entities import LeaderboardQuery, VersionFilter
+    by method, on `metric` (default: the one most fitting versions report, rankings.common_metrics)."""
+    from registry.entities import LeaderboardQuery
     from registry.planning import Evidence
 
     if metric is None:
-        page = client.list_versions(VersionFilter(base=base, task=task), limit=200)
-        counts = Counter(e.metric for v in page.items for e in v.evals)
-        if not counts:
+        common = client.common_metrics(base, task)
+        if not common:
             return None, []
-        metric = counts.most_common(1)[0][0]
+        metric = common[0].metric
     query = LeaderboardQuery(base=base, metric=metric, task=task, lower_is_better=lower_is_better, limit=500)
     board = client.leaderboard(query)
     rows = [
-        Evidence(method=PEFT_TYPE_METHOD[r.peft_type], score=r.score, metric=metric, ref=r.ref)  # type: ignore[arg-type]
+        Evidence(method=_method(r.peft_type, r.use_dora), score=r.score, metric=metric, ref=r.ref)  # type: ignore[arg-type]
         for r in board.rows
         if r.peft_type in PEFT_TYPE_METHOD
     ]
     return metric, rows
+
+
+def _method(peft_type: str, use_dora: bool) -> str:
+    """A DoRA version is DoRA evidence, not LoRA's (same peft_type, magnitude vectors on top)."""
+    method = PEFT_TYPE_METHOD[peft_type]
+    return "dora" if method == "lora" and use_dora else method
 
 
 COMMANDS: list[click.Command] = [plan]

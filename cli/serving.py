@@ -24,7 +24,13 @@ if TYPE_CHECKING:
 )
 @click.option("--max-new-tokens", type=click.IntRange(1, 4096), default=32, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda:0.")
-@click.option("--dtype", help="Load the base in this dtype (float32, bfloat16, float16).")
+@click.option(
+    "--dtype",
+    # The names `plan` and `export` take, and torch's; registry.tensors.multi_lora.DTYPES maps them
+    # (not imported here: it would import torch when the CLI starts).
+    type=click.Choice(["bf16", "fp16", "fp32", "bfloat16", "float16", "float32"]),
+    help="Load the base in this dtype (default: as its folder says).",
+)
 @json_option
 @with_client
 def generate(

@@ -6,11 +6,19 @@ from datetime import datetime
 from functools import partial
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from registry import bounds
 
 T = TypeVar("T")
+
+
+class Entity(BaseModel):
+    """Base of the entities: each builds its validator on first use, not at import. Building all
+    of them at import took ~0.2 s of every CLI command (bench/cli_startup.py), most of which use a
+    few or none."""
+
+    model_config = ConfigDict(defer_build=True)
 
 
 def _checked_text(value: str, single_line: bool) -> str:
@@ -40,22 +48,51 @@ JsonDoc = Annotated[dict[str, Any], AfterValidator(_checked_json)]
 """A JSON object stored as given (lineage, a base's config): strict, depth- and size-capped."""
 
 
-class FileInfo(BaseModel):
+class FileInfo(Entity):
     path: Annotated[str, Field(min_length=1, max_length=1024)]
     """Checked by formats.paths.normalize_path where it is stored (refused as unsafe_path)."""
     size: Count64
     sha256: Digest
 
 
-class EvalScoreIn(BaseModel):
+EVAL_SCOPE_PATTERN = r"^[^@:]+$"
+"""A dataset or split name: not empty, no '@' or ':' (they separate METRIC@DATASET:SPLIT keys)."""
+EvalDataset = Annotated[str, Field(min_length=1, max_length=256, pattern=EVAL_SCOPE_PATTERN), _OneLine]
+EvalSplit = Annotated[str, Field(min_length=1, max_length=64, pattern=EVAL_SCOPE_PATTERN), _OneLine]
+
+
+class EvalScoreIn(Entity):
     metric: Label
     value: FiniteFloat
     """Finite: PostgreSQL sorts NaN above every number, so a NaN would pass every --min-score."""
-    dataset: Annotated[str, Field(max_length=256), _OneLine] | None = None
-    split: Short | None = None
+    dataset: EvalDataset | None = None
+    split: EvalSplit | None = None
+    """Only with a dataset (METRIC@DATASET:SPLIT)."""
+
+    @model_validator(mode="after")
+    def _split_needs_dataset(self) -> EvalScoreIn:
+        if self.split is not None and self.dataset is None:
+            raise ValueError("a split needs a dataset: METRIC=VALUE@DATASET:SPLIT")
+        return self
 
 
-class BaseModelRef(BaseModel):
+def _unique_score_keys(scores: list[EvalScoreIn]) -> list[EvalScoreIn]:
+    """Each (metric, dataset, split) once per call: two values for one key cannot both be current."""
+    seen: set[tuple[str, str | None, str | None]] = set()
+    for s in scores:
+        key = (s.metric, s.dataset, s.split)
+        if key in seen:
+            scope = s.metric + (f"@{s.dataset}" if s.dataset else "") + (f":{s.split}" if s.split else "")
+            raise ValueError(f"{scope} is given twice: give each metric, dataset and split once")
+        seen.add(key)
+    return scores
+
+
+EvalScores = Annotated[list[EvalScoreIn], AfterValidator(_unique_score_keys)]
+"""The scores of one push or one `eval add` (PushRequest.evals, EvalAdd.scores)."""
+
+
+class BaseModelRef(Entity):
     name: str | None = None
     revision: str | None = None
 
@@ -73,7 +110,7 @@ def qlora_variant_label(quant_type: str, double_quant: bool, compute_dtype: str)
     return f"{quant_type}{'' if double_quant else '-nodq'}-{compute_dtype}"
 
 
-class QloraCheckSummary(BaseModel):
+class QloraCheckSummary(Entity):
     """The latest `check-4bit` answer for a version on one base and 4-bit variant."""
 
     base: str
@@ -86,7 +123,7 @@ class QloraCheckSummary(BaseModel):
     reasons: list[str] = Field(default_factory=list)
 
 
-class VersionSummary(BaseModel):
+class VersionSummary(Entity):
     """A version as listings show it: what tells versions apart, not the whole documents (config,
     lineage, files), which `show` (resolve) returns. A listing page of whole versions was 15.7 MB."""
 
@@ -129,12 +166,12 @@ class VersionInfo(VersionSummary):
     qlora_checks: list[QloraCheckSummary] = Field(default_factory=list)
 
 
-class PushRequest(BaseModel):
+class PushRequest(Entity):
     files: list[FileInfo] = Field(min_length=1, max_length=10_000)
     base: Name | None = None
     base_revision: Revision | None = None
     task: Label | None = None
-    evals: list[EvalScoreIn] = Field(default_factory=list, max_length=256)
+    evals: Annotated[EvalScores, Field(max_length=256)] = Field(default_factory=list)
     aliases: list[Short] = Field(default_factory=list, max_length=64)
     message: Message | None = None
     lineage: JsonDoc | None = None
@@ -143,7 +180,7 @@ class PushRequest(BaseModel):
     """Record the version even if the fit check against its known base refuses it."""
 
 
-class PushResult(BaseModel):
+class PushResult(Entity):
     created: bool
     """False when the content equals the latest version: no new version was made."""
     repo: str
@@ -153,19 +190,19 @@ class PushResult(BaseModel):
     info: VersionInfo
 
 
-class RepoInfo(BaseModel):
+class RepoInfo(Entity):
     repo: str
     latest_version: int
     created_at: datetime
     aliases: dict[str, int]
 
 
-class Page(BaseModel, Generic[T]):
+class Page(Entity, Generic[T]):
     items: list[T]
     next_cursor: str | None = None
 
 
-class VersionFilter(BaseModel):
+class VersionFilter(Entity):
     repo: Annotated[str, Field(max_length=129), _OneLine] | None = None
     task: Label | None = None
     peft_type: Annotated[str, Field(max_length=32), _OneLine] | None = None
@@ -173,30 +210,30 @@ class VersionFilter(BaseModel):
     latest_only: bool = False
 
 
-class AliasInfo(BaseModel):
+class AliasInfo(Entity):
     repo: str
     alias: str
     version: int
     digest: str
 
 
-class MissingBlobs(BaseModel):
+class MissingBlobs(Entity):
     missing: list[str]
 
 
-class ModuleInfo(BaseModel):
+class ModuleInfo(Entity):
     name: Name
     kind: Annotated[str, Field(min_length=1, max_length=16), _OneLine]
     in_features: Count32
     out_features: Count32
 
 
-class BaseNameInfo(BaseModel):
+class BaseNameInfo(Entity):
     name: Name
     revision: Revision | None = None
 
 
-class BaseArchitecture(BaseModel):
+class BaseArchitecture(Entity):
     """A base model's architecture facts, read from its config.json (and its weights' parameter
     count): listed here once. Registration and the base's entity inherit them, so they stay flat
     members of the REST JSON; the fit check and the database row take them from here."""
@@ -250,7 +287,7 @@ class BaseInfo(BaseArchitecture):
     lineage: dict[str, Any] | None = None
 
 
-class BaseLayout(BaseModel):
+class BaseLayout(Entity):
     """A base with its config.json and module table: what the planner (`adapters plan`) reads."""
 
     base: BaseInfo
@@ -258,7 +295,7 @@ class BaseLayout(BaseModel):
     modules: list[ModuleInfo]
 
 
-class FitQuery(BaseModel):
+class FitQuery(Entity):
     base: Annotated[str, Field(min_length=1, max_length=4096), _OneLine]
     task: Label | None = None
     peft_type: Annotated[str, Field(max_length=32), _OneLine] | None = None
@@ -274,7 +311,7 @@ class FitQuery(BaseModel):
     """The 4-bit variant `qlora_ok` asks about (implies it): `nf4`, `fp4-nodq`, `nf4-bfloat16`..."""
 
 
-class FitItem(BaseModel):
+class FitItem(Entity):
     ref: str
     repo: str
     version: int
@@ -288,19 +325,19 @@ class FitItem(BaseModel):
     """Value of the --sort metric, when sorting."""
 
 
-class FitRejection(BaseModel):
+class FitRejection(Entity):
     ref: str
     reasons: list[str]
 
 
-class FitResult(BaseModel):
+class FitResult(Entity):
     base: BaseInfo
     items: list[FitItem]
     rejected: list[FitRejection] | None = None
 
 
 # ---------------------------------------------------------------- lifecycle
-class DeleteResult(BaseModel):
+class DeleteResult(Entity):
     """What `adapters rm` deleted."""
 
     repo: str
@@ -311,7 +348,7 @@ class DeleteResult(BaseModel):
     repository_deleted: bool = False
 
 
-class GcReport(BaseModel):
+class GcReport(Entity):
     """One garbage collection: what the sweep found unreferenced and (unless a dry run) deleted."""
 
     dry_run: bool
@@ -326,7 +363,7 @@ class GcReport(BaseModel):
     """Blobs the store failed to delete (kept, retried by the next run)."""
 
 
-class AuditEventInfo(BaseModel):
+class AuditEventInfo(Entity):
     id: int
     at: datetime
     actor: str
@@ -342,7 +379,7 @@ class AuditEventInfo(BaseModel):
     details: dict[str, Any] | None = None
 
 
-class AuditFilter(BaseModel):
+class AuditFilter(Entity):
     repo: Annotated[str, Field(max_length=129), _OneLine] | None = None
     user: Annotated[str, Field(max_length=128), _OneLine] | None = None
     since: datetime | None = None
@@ -353,14 +390,14 @@ EvalInput = EvalScoreIn
 """One score to record on an existing version (`adapters eval add`): the push-time shape."""
 
 
-class EvalAdd(BaseModel):
-    """The body of POST /v1/versions/{ref}/evals."""
+class EvalAdd(Entity):
+    """The body of POST /v1/evals?ref=REF and POST /v1/repos/{namespace}/{name}/versions/{number}/evals."""
 
-    scores: list[EvalInput] = Field(min_length=1, max_length=256)
+    scores: Annotated[EvalScores, Field(min_length=1, max_length=256)]
     note: Message | None = None
 
 
-class EvalRecord(BaseModel):
+class EvalRecord(Entity):
     """One recorded score: append-only, never changed; a later one for the same key supersedes it."""
 
     metric: str
@@ -372,26 +409,30 @@ class EvalRecord(BaseModel):
     note: str | None = None
 
 
-class EvalHistory(BaseModel):
+class EvalHistory(Entity):
     ref: str
     digest: str
     records: list[EvalRecord]
-    """Every record, newest first."""
+    """The newest records, newest first (at most the `limit` asked for; 100 unless given)."""
+    total: int = 0
+    """How many records the version has in all (`records` may list fewer)."""
     current: list[EvalRecord]
     """The latest record per (metric, dataset, split)."""
 
 
-class LeaderboardQuery(BaseModel):
+class LeaderboardQuery(Entity):
     base: Annotated[str, Field(min_length=1, max_length=4096), _OneLine]
     metric: Label
     dataset: Annotated[str, Field(max_length=256), _OneLine] | None = None
+    split: Annotated[str, Field(max_length=64), _OneLine] | None = None
+    """Left out, each version's best over every split (of `dataset` when given) counts."""
     task: Label | None = None
     peft_type: Annotated[str, Field(max_length=32), _OneLine] | None = None
     lower_is_better: bool = False
     limit: int = Field(default=20, ge=1, le=500)
 
 
-class LeaderboardRow(BaseModel):
+class LeaderboardRow(Entity):
     rank: int
     repo: str
     number: int
@@ -400,6 +441,7 @@ class LeaderboardRow(BaseModel):
     peft_type: str
     task: str | None
     r: int | None
+    use_dora: bool = False
     trainable_params: int
     adapter_bytes: int
     score: float
@@ -409,18 +451,35 @@ class LeaderboardRow(BaseModel):
     tier: str
 
 
-class Leaderboard(BaseModel):
+class Leaderboard(Entity):
     base: str
     metric: str
     dataset: str | None = None
+    split: str | None = None
     lower_is_better: bool = False
     rows: list[LeaderboardRow]
 
 
-class ParetoQuery(BaseModel):
+class MetricsQuery(Entity):
+    """GET /v1/metrics: the metrics scored on the versions that fit a base."""
+
+    base: Annotated[str, Field(min_length=1, max_length=4096), _OneLine]
+    task: Label | None = None
+
+
+class MetricCount(Entity):
+    """A metric scored on the versions that fit a base, and on how many (rankings.common_metrics)."""
+
+    metric: str
+    versions: int
+
+
+class ParetoQuery(Entity):
     base: Annotated[str, Field(min_length=1, max_length=4096), _OneLine]
     metric: Label
     dataset: Annotated[str, Field(max_length=256), _OneLine] | None = None
+    split: Annotated[str, Field(max_length=64), _OneLine] | None = None
+    """Left out, each version's best over every split (of `dataset` when given) counts."""
     task: Label | None = None
     cost: str = Field(default="params", pattern="^(params|bytes|rank)$")
     lower_is_better: bool = False
@@ -428,7 +487,7 @@ class ParetoQuery(BaseModel):
     """List only the front's points (`total` still counts every candidate)."""
 
 
-class ParetoPoint(BaseModel):
+class ParetoPoint(Entity):
     ref: str
     digest: str
     repo: str
@@ -442,10 +501,11 @@ class ParetoPoint(BaseModel):
     dominated_count: int = 0
 
 
-class ParetoResult(BaseModel):
+class ParetoResult(Entity):
     base: str
     metric: str
     dataset: str | None = None
+    split: str | None = None
     cost: str
     lower_is_better: bool = False
     points: list[ParetoPoint]
@@ -455,7 +515,7 @@ class ParetoResult(BaseModel):
     front_size: int
 
 
-class ComparedVersion(BaseModel):
+class ComparedVersion(Entity):
     ref: str
     digest: str
     config: dict[str, Any]
@@ -466,7 +526,7 @@ class ComparedVersion(BaseModel):
     """metric key ("metric", "metric@dataset", "metric@dataset:split") -> current value."""
 
 
-class Comparison(BaseModel):
+class Comparison(Entity):
     versions: list[ComparedVersion]
     differing: list[str]
     """The config fields whose values differ between the versions."""
@@ -474,7 +534,7 @@ class Comparison(BaseModel):
     """Every metric key any of them has, sorted."""
 
 
-class LineageNode(BaseModel):
+class LineageNode(Entity):
     id: str
     kind: str
     """version, base or deleted (a recorded parent that no longer exists), or hidden (unreadable)."""
@@ -483,7 +543,7 @@ class LineageNode(BaseModel):
     ref: str | None = None
 
 
-class LineageEdge(BaseModel):
+class LineageEdge(Entity):
     source: str
     target: str
     kind: str
@@ -493,9 +553,12 @@ class LineageEdge(BaseModel):
     method: str | None = None
     error: float | None = None
     """The merge's max relative reconstruction error."""
+    unverified: bool = False
+    """The child's pusher claimed this parent but could not read it (or it did not exist) when
+    pushing: shown upward, never indexed as a descendant (services/lineage_edges.py)."""
 
 
-class LineageGraph(BaseModel):
+class LineageGraph(Entity):
     root: str
     nodes: list[LineageNode]
     edges: list[LineageEdge]

@@ -200,6 +200,16 @@ class InternalError(RegistryError):
     title = "Internal error"
 
 
+class SchemaNewer(RegistryError):
+    """The database was migrated by a newer adapter-registry than this one: refuse to touch it."""
+
+    code = "schema_newer"
+    status = 503
+    title = "Database schema is newer than this server"
+    revision: str | None = None
+    head: str | None = None
+
+
 class UploadTimeout(RegistryError):
     code = "upload_timeout"
     status = 408

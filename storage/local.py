@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from storage.base import (
     SizeMismatch,
     StoredBlob,
     digest_hex,
+    write_verified,
 )
 
 
@@ -154,13 +154,14 @@ def local_cache(store: BlobStore, cache_dir: str | os.PathLike[str]) -> LocalBlo
     return store if isinstance(store, LocalBlobStore) else LocalBlobStore(cache_dir)
 
 
-def link_or_copy(src: Path, dst: Path) -> None:
-    """Give the finished file `src` a second name `dst` (a new path): a hard link, a copy where
-    they are on different filesystems."""
+def link_or_copy(src: Path, dst: Path, digest: str, size: int) -> None:
+    """Give the finished file `src`, blob (digest, size), a second name `dst` (a new path): a hard
+    link, or where they are on different filesystems (EXDEV) or links are refused, a copy hashed
+    as it is written, fsynced and verified (`write_verified`: nothing is left at `dst` if it fails)."""
     try:
         os.link(src, dst)
     except OSError:
-        shutil.copyfile(src, dst)
+        write_verified(_read_range(src.open("rb"), 0, None), dst, digest, size)
 
 
 def _read_range(f: BufferedReader, start: int, end: int | None) -> Iterator[bytes]:

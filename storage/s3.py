@@ -9,6 +9,8 @@ and verified.
 
 from __future__ import annotations
 
+import math
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,6 +42,20 @@ PARALLEL_UPLOADS = 1
 memory, over the RSS budget; and with one, when the verifying reader refuses at the end no earlier
 part is still in flight, so the SDK's abort leaves nothing behind (a part still uploading when its
 upload is aborted may be kept by S3 until aborted again)."""
+SMALL_PART_SIZE = 5 * 1024 * 1024
+"""S3's smallest part, which the two-pass uploads of older versions used (the SDK's default). One
+upload per store at a time gets `part_size` parts; the others meanwhile (a server's concurrent
+uploads) get these, so a server's peak stays 2 x (part_size + (N - 1) x 5 MiB) for N uploads at
+once (16: 214 MiB, against 160 MiB with 5 MiB parts only, and 1 GiB were every upload given 32
+MiB parts), while a CLI push, one blob at a time, always gets the fast parts."""
+MAX_PARTS = 10_000
+"""S3's (and the SDK's) most parts in one upload: a blob over MAX_PARTS x part_size gets bigger
+parts (a 1 TB blob: 100 MiB parts, held twice)."""
+MULTIPART_STALE_S = 24 * 3600.0
+"""The least age at which the stale-upload sweep aborts a multipart upload: it cannot tell a dead
+upload from a live one, and a multi-GB upload (or one held back by a slow client) can run for
+hours; the sweep runs at every server start, so a restarting replica must not kill a long upload
+another replica is still sending. Temporary keys (left by older versions) go after `stale_upload_s`."""
 
 _MISSING_CODES = {"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"}
 
@@ -51,6 +67,8 @@ class S3BlobStore:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        self._big_parts = threading.Lock()
+        """Held by the one upload that gets `part_size` parts (see SMALL_PART_SIZE)."""
 
     def _key(self, *parts: str) -> str:
         return "/".join(p for p in (self.prefix, *parts) if p)
@@ -75,17 +93,40 @@ class S3BlobStore:
         size: int,
         progress: ProgressCallback | None = None,
     ) -> BlobInfo:
+        """Stream to the final key, verified (see the module). An upload stopped by a
+        BaseException that is not an Exception (KeyboardInterrupt on Ctrl-C, SystemExit from a
+        SIGTERM handler), which the SDK does not abort, is aborted here: the multipart uploads of
+        this key that were not pending before this call began (a concurrent upload of the very
+        same blob by another process, started meanwhile, is aborted too: its push fails and is
+        retried). A process killed outright (SIGKILL) leaves its upload to the stale sweep."""
         reader = VerifyingReader(stream, digest, size, progress)
         if size == 0:
             reader.finish()  # the SDK makes no read for an empty object: verify before sending
-        self.client.put_object(
-            self.bucket,
-            self.key_for(digest),
-            cast(BinaryIO, reader),
-            length=size,
-            part_size=self.part_size,
-            num_parallel_uploads=PARALLEL_UPLOADS,
-        )
+        key = self.key_for(digest)
+        big = self._big_parts.acquire(blocking=False)
+        try:
+            part_size = part_size_for(size, self.part_size if big else min(self.part_size, SMALL_PART_SIZE))
+            before = set(self._pending_uploads(key)) if size > part_size else set()
+            try:
+                self.client.put_object(
+                    self.bucket,
+                    key,
+                    cast(BinaryIO, reader),
+                    length=size,
+                    part_size=part_size,
+                    num_parallel_uploads=PARALLEL_UPLOADS,
+                )
+            except Exception:
+                raise  # the SDK has aborted its upload
+            except BaseException:
+                if size > part_size:
+                    for upload_key, upload_id in self._pending_uploads(key):
+                        if upload_key == key and (upload_key, upload_id) not in before:
+                            self.client._abort_multipart_upload(self.bucket, upload_key, upload_id)
+                raise
+        finally:
+            if big:
+                self._big_parts.release()
         return BlobInfo(digest, size)
 
     def adopt(self, path: Path, digest: str, size: int, progress: ProgressCallback | None = None) -> BlobInfo:
@@ -128,14 +169,34 @@ class S3BlobStore:
             yield StoredBlob("sha256:" + hexd, int(obj.size or 0), obj.last_modified.timestamp())
 
     def remove_stale_uploads(self, older_than_s: float) -> int:
-        """Abort the multipart uploads under this store's prefix begun more than `older_than_s`
-        seconds ago (a process killed mid-upload leaves one behind, invisible but billed), and remove
-        temporary keys that the two-pass uploads of older versions left. The SDK has no public call
-        to list or abort incomplete uploads (its put_object aborts its own on an error), hence the
-        private ones; a bucket lifecycle rule (AbortIncompleteMultipartUpload) does the same."""
-        cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
+        """Abort the multipart uploads under this store's prefix begun more than
+        max(`older_than_s`, MULTIPART_STALE_S) seconds ago (a process killed mid-upload leaves one
+        behind, invisible but billed; a younger one may still be sending, see MULTIPART_STALE_S),
+        and remove the temporary keys that the two-pass uploads of older versions left, untouched
+        for `older_than_s`. The SDK has no public call to list or abort incomplete uploads (its
+        put_object aborts its own on an error), hence the private ones (minio is pinned below 8 in
+        pyproject.toml for them); a bucket lifecycle rule (AbortIncompleteMultipartUpload) does
+        the same."""
+        now = datetime.now(UTC)
+        multipart_cutoff = now - timedelta(seconds=max(older_than_s, MULTIPART_STALE_S))
         removed = 0
-        prefix = self._key("sha256") + "/"
+        for key, upload_id, started in self._pending_uploads_dated(self._key("sha256") + "/"):
+            if started is not None and started < multipart_cutoff:
+                self.client._abort_multipart_upload(self.bucket, key, upload_id)
+                removed += 1
+        cutoff = now - timedelta(seconds=older_than_s)
+        for obj in self.client.list_objects(self.bucket, prefix=self._key("tmp") + "/", recursive=True):
+            if obj.object_name and obj.last_modified is not None and obj.last_modified < cutoff:
+                self.client.remove_object(self.bucket, obj.object_name)
+                removed += 1
+        return removed
+
+    def _pending_uploads(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """(key, upload id) of every incomplete multipart upload whose key starts with `prefix`."""
+        for key, upload_id, _ in self._pending_uploads_dated(prefix):
+            yield key, upload_id
+
+    def _pending_uploads_dated(self, prefix: str) -> Iterator[tuple[str, str, datetime | None]]:
         key_marker: str | None = None
         upload_id_marker: str | None = None
         while True:
@@ -147,23 +208,21 @@ class S3BlobStore:
                 upload_id_marker=upload_id_marker,
             )
             for upload in listing.uploads:
-                started = upload.initiated_time
-                if upload.object_name and upload.upload_id and started is not None and started < cutoff:
-                    self.client._abort_multipart_upload(self.bucket, upload.object_name, upload.upload_id)
-                    removed += 1
+                if upload.object_name and upload.upload_id:
+                    yield upload.object_name, upload.upload_id, upload.initiated_time
             if not listing.is_truncated or not listing.uploads:
-                break
+                return
             # (the SDK drops NextUploadIdMarker: the page's last entry is the marker)
             key_marker, upload_id_marker = listing.uploads[-1].object_name, listing.uploads[-1].upload_id
-        for obj in self.client.list_objects(self.bucket, prefix=self._key("tmp") + "/", recursive=True):
-            if obj.object_name and obj.last_modified is not None and obj.last_modified < cutoff:
-                self.client.remove_object(self.bucket, obj.object_name)
-                removed += 1
-        return removed
 
     def check(self) -> None:
         if not self.client.bucket_exists(self.bucket):
             raise BlobNotFound(f"bucket {self.bucket}")
+
+
+def part_size_for(size: int, part_size: int) -> int:
+    """`part_size`, raised where a blob of `size` bytes would need more than MAX_PARTS parts."""
+    return max(part_size, math.ceil(size / MAX_PARTS))
 
 
 def _stream(resp: object) -> Iterator[bytes]:

@@ -5,6 +5,8 @@ Revision ID: 0007
 Revises: 0006
 """
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -64,8 +66,6 @@ def upgrade() -> None:
 
 def _fill_edges() -> None:
     """The edges of every lineage recorded before this table existed (derived rows are few)."""
-    from registry.services.lineage_edges import recorded_edges
-
     conn = op.get_bind()
     meta = sa.MetaData()
     edges = sa.Table("lineage_edges", meta, autoload_with=conn)
@@ -75,13 +75,52 @@ def _fill_edges() -> None:
     for vid, lineage in conn.execute(
         sa.select(versions.c.id, versions.c.lineage).where(versions.c.lineage.is_not(None))
     ):
-        rows += [dict(child_version_id=vid, child_base_id=None, **e) for e in recorded_edges(lineage)]
+        rows += [dict(child_version_id=vid, child_base_id=None, **e) for e in _recorded_edges(lineage)]
     for bid, lineage in conn.execute(
         sa.select(bases.c.id, bases.c.lineage).where(bases.c.lineage.is_not(None))
     ):
-        rows += [dict(child_version_id=None, child_base_id=bid, **e) for e in recorded_edges(lineage)]
+        rows += [dict(child_version_id=None, child_base_id=bid, **e) for e in _recorded_edges(lineage)]
     if rows:
         conn.execute(sa.insert(edges), rows)
+
+
+# A frozen copy of registry.services.lineage_edges.recorded_edges as of this revision: a migration
+# must do the same thing forever, whatever later edits make of the service.
+def _recorded_edges(lineage: Any) -> list[dict[str, Any]]:
+    if not isinstance(lineage, dict):
+        return []
+    out: list[dict[str, Any]] = []
+    kind = lineage.get("kind")
+    if isinstance(lineage.get("parents"), list):
+        for p in lineage["parents"]:
+            if isinstance(p, dict) and isinstance(p.get("digest"), str) and len(p["digest"]) <= 71:
+                weight = p.get("weight")
+                out.append(
+                    dict(
+                        parent_key=p["digest"],
+                        parent_ref=_text(p.get("ref")),
+                        kind="merge",
+                        weight=float(weight) if isinstance(weight, int | float) else None,
+                    )
+                )
+    if kind == "export":
+        digest = lineage.get("adapter_digest")
+        if isinstance(digest, str) and len(digest) <= 71:
+            out.append(
+                dict(parent_key=digest, parent_ref=_text(lineage.get("adapter")), kind="export", weight=None)
+            )
+        fingerprint = lineage.get("base_fingerprint")
+        if isinstance(fingerprint, str) and len(fingerprint) <= 71:
+            out.append(
+                dict(
+                    parent_key=fingerprint, parent_ref=_text(lineage.get("base")), kind="export", weight=None
+                )
+            )
+    return out
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and len(value) <= 256 else None
 
 
 def downgrade() -> None:

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 
-class UserInfo(BaseModel):
+class Entity(BaseModel):
+    """Base of these entities: validators built on first use, not at import (see registry.entities.Entity)."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class UserInfo(Entity):
     id: int
     name: str
     admin: bool
@@ -16,14 +22,14 @@ class UserInfo(BaseModel):
     """namespace -> role."""
 
 
-class GrantInfo(BaseModel):
+class GrantInfo(Entity):
     user: str
     namespace: str
     role: str | None
     """None after a grant was removed."""
 
 
-class TokenInfo(BaseModel):
+class TokenInfo(Entity):
     id: int
     user: str
     name: str | None
@@ -37,12 +43,12 @@ class TokenInfo(BaseModel):
     created_at: datetime
 
 
-class NamespaceInfo(BaseModel):
+class NamespaceInfo(Entity):
     name: str
     public: bool
 
 
-class WhoAmI(BaseModel):
+class WhoAmI(Entity):
     kind: str
     """user, anonymous or operator."""
     name: str

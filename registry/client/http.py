@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -31,6 +32,8 @@ from registry.entities import (
     Leaderboard,
     LeaderboardQuery,
     LineageGraph,
+    MetricCount,
+    MetricsQuery,
     Page,
     ParetoQuery,
     ParetoResult,
@@ -51,7 +54,7 @@ from registry.errors import (
 )
 from registry.jobspec import JobInfo, JobRequest
 from registry.refs import parse_ref, parse_repo
-from storage import BlobStore, check_digest, sha256_file
+from storage import BlobInfo, BlobStore, check_digest, sha256_file
 from storage.base import CHUNK_SIZE, digest_hex, write_verified
 from storage.base import InvalidDigest as InvalidStoreDigest
 from storage.local import LocalBlobStore, link_or_copy
@@ -63,6 +66,31 @@ def _range_start(resp: httpx.Response) -> int | None:
     """The first byte a 206 carries (`Content-Range: bytes START-END/SIZE`)."""
     m = re.fullmatch(r"bytes (\d+)-\d+/(?:\d+|\*)", resp.headers.get("content-range", "").strip())
     return int(m[1]) if m else None
+
+
+class _StreamHash:
+    """sha256 of a download's bytes as they are written, valid only while the partial file holds
+    exactly the bytes it saw (from byte 0, in this process): the file need not be read again."""
+
+    def __init__(self, valid: bool) -> None:
+        self._hash = hashlib.sha256() if valid else None
+        self.length = 0
+
+    def restart(self) -> None:
+        """The partial file starts over at byte 0 (a first download, or a server ignoring Range)."""
+        self._hash = hashlib.sha256()
+        self.length = 0
+
+    def update(self, chunk: bytes) -> None:
+        if self._hash is not None:
+            self._hash.update(chunk)
+            self.length += len(chunk)
+
+    def result(self, have: int) -> BlobInfo | None:
+        """The hash of the `have` bytes in the partial file, or None when it must be read again."""
+        if self._hash is None or self.length != have:
+            return None
+        return BlobInfo("sha256:" + self._hash.hexdigest(), have)
 
 
 def raise_for_problem(resp: httpx.Response) -> None:
@@ -178,9 +206,13 @@ class HttpClient:
                 reported = length
 
         reached(have)
+        # A download that starts at byte 0 is hashed as it streams (bytes resumed after a cut
+        # continue the same hash: this process wrote every byte before them); one that resumes a
+        # partial file an earlier pull left is hashed whole at the end.
+        streamed = _StreamHash(have == 0)
         while have < size:
             try:
-                have = self._download_from(digest, partial, have, size, reached)
+                have = self._download_from(digest, partial, have, size, reached, streamed)
             except httpx.TransportError as err:
                 before, have = have, partial.stat().st_size
                 if have <= before:  # no progress: the server is gone, not just the connection
@@ -190,7 +222,7 @@ class HttpClient:
             except SizeMismatch:
                 partial.unlink(missing_ok=True)
                 raise
-        found = sha256_file(str(partial))
+        found = streamed.result(have) or sha256_file(str(partial))
         if found.digest != digest or found.size != size:
             partial.unlink(missing_ok=True)
             raise DigestMismatch(
@@ -202,15 +234,22 @@ class HttpClient:
         try:
             self._local.adopt(partial, digest, size)
             if into is not None:
-                link_or_copy(partial, into)
+                link_or_copy(partial, into, digest, size)
         finally:
             partial.unlink(missing_ok=True)
 
     def _download_from(
-        self, digest: str, partial: Path, have: int, size: int, reached: Callable[[int], None]
+        self,
+        digest: str,
+        partial: Path,
+        have: int,
+        size: int,
+        reached: Callable[[int], None],
+        streamed: _StreamHash,
     ) -> int:
-        """Append the blob's bytes from offset `have` to `partial`; the new length. A server that
-        ignores the Range (200) sends the whole blob: the partial file starts over."""
+        """Append the blob's bytes from offset `have` to `partial`, through `streamed`; the new
+        length. A server that ignores the Range (200) sends the whole blob: the partial file starts
+        over."""
         headers = {"Range": f"bytes={have}-"} if have else {}
         with self.http.stream("GET", f"/v1/blobs/{digest}", headers=headers) as resp:
             if resp.status_code == 416:  # the partial file is not a prefix of this blob
@@ -221,6 +260,8 @@ class HttpClient:
                 resp.read()
                 raise_for_problem(resp)
             resumed = resp.status_code == 206 and _range_start(resp) == have
+            if not resumed:
+                streamed.restart()
             with partial.open("ab" if resumed else "wb") as out:
                 got = have if resumed else 0
                 for chunk in resp.iter_bytes():  # as they arrive: a cut loses nothing received
@@ -228,6 +269,7 @@ class HttpClient:
                         raise SizeMismatch(
                             f"the server sent more than the {size} bytes of {digest}", expected=size
                         )
+                    streamed.update(chunk)
                     out.write(chunk)
                     got += len(chunk)
                     reached(got)
@@ -398,9 +440,10 @@ class HttpClient:
         resp = self._request("POST", "/v1/evals", params={"ref": ref}, json=body)
         return EvalHistory.model_validate(resp.json())
 
-    def eval_history(self, ref: str) -> EvalHistory:
+    def eval_history(self, ref: str, limit: int = 100) -> EvalHistory:
         parse_ref(ref)
-        return EvalHistory.model_validate(self._request("GET", "/v1/evals", params={"ref": ref}).json())
+        resp = self._request("GET", "/v1/evals", params={"ref": ref, "limit": limit})
+        return EvalHistory.model_validate(resp.json())
 
     def leaderboard(self, query: LeaderboardQuery) -> Leaderboard:
         params = query.model_dump(mode="json", exclude_none=True)
@@ -409,6 +452,11 @@ class HttpClient:
     def pareto(self, query: ParetoQuery) -> ParetoResult:
         params = query.model_dump(mode="json", exclude_none=True)
         return ParetoResult.model_validate(self._request("GET", "/v1/pareto", params=params).json())
+
+    def common_metrics(self, base: str, task: str | None = None) -> list[MetricCount]:
+        params = MetricsQuery(base=base, task=task).model_dump(mode="json", exclude_none=True)
+        resp = self._request("GET", "/v1/metrics", params=params)
+        return [MetricCount.model_validate(x) for x in resp.json()]
 
     def compare(self, refs: list[str]) -> Comparison:
         for r in refs:

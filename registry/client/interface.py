@@ -24,6 +24,7 @@ from registry.entities import (
     Leaderboard,
     LeaderboardQuery,
     LineageGraph,
+    MetricCount,
     Page,
     ParetoQuery,
     ParetoResult,
@@ -159,11 +160,17 @@ class RegistryClient(Protocol):
         """Append scores to the history of the version `ref` names (write permission)."""
         ...
 
-    def eval_history(self, ref: str) -> EvalHistory: ...
+    def eval_history(self, ref: str, limit: int = 100) -> EvalHistory:
+        """The newest `limit` records (1..1000; `total` counts all) and every current score."""
+        ...
 
     def leaderboard(self, query: LeaderboardQuery) -> Leaderboard: ...
 
     def pareto(self, query: ParetoQuery) -> ParetoResult: ...
+
+    def common_metrics(self, base: str, task: str | None = None) -> list[MetricCount]:
+        """The metrics scored on the versions that fit `base`, most common first."""
+        ...
 
     def compare(self, refs: list[str]) -> Comparison: ...
 

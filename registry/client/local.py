@@ -28,6 +28,8 @@ from registry.entities import (
     Leaderboard,
     LeaderboardQuery,
     LineageGraph,
+    MetricCount,
+    MetricsQuery,
     Page,
     ParetoQuery,
     ParetoResult,
@@ -218,10 +220,10 @@ class LocalClient:
 
         return evaluations.add_scores(self.registry, parse_ref(ref), scores, note, principal=self.principal)
 
-    def eval_history(self, ref: str) -> EvalHistory:
+    def eval_history(self, ref: str, limit: int = 100) -> EvalHistory:
         from registry.services import evaluations
 
-        return evaluations.history(self.registry, parse_ref(ref), principal=self.principal)
+        return evaluations.history(self.registry, parse_ref(ref), limit, principal=self.principal)
 
     def leaderboard(self, query: LeaderboardQuery) -> Leaderboard:
         from registry.services import rankings
@@ -232,6 +234,12 @@ class LocalClient:
         from registry.services import rankings
 
         return rankings.pareto(self.registry, query, principal=self.principal)
+
+    def common_metrics(self, base: str, task: str | None = None) -> list[MetricCount]:
+        from registry.services import rankings
+
+        q = MetricsQuery(base=base, task=task)
+        return rankings.common_metrics(self.registry, q.base, q.task, principal=self.principal)
 
     def compare(self, refs: list[str]) -> Comparison:
         from registry.services import rankings

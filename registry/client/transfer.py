@@ -31,9 +31,15 @@ def parse_eval(text: str) -> EvalScoreIn:
     """METRIC=VALUE[@DATASET[:SPLIT]], e.g. accuracy=0.91@mmlu:test."""
     usage = "--eval METRIC=VALUE[@DATASET[:SPLIT]], e.g. accuracy=0.91@mmlu:test"
     metric, rest = name_equals_number(text, usage)
-    value_text, _, where = rest.partition("@")
-    dataset, _, split = where.partition(":")
+    value_text, at, where = rest.partition("@")
+    dataset, colon, split = where.partition(":")
     value = finite_number(value_text, text, usage)
+    # Checked here as EvalScoreIn would (no empty name after '@' or ':', no second '@' or ':'),
+    # so that a typo is one clear line, not a silently dropped dataset.
+    if (at and not dataset) or (colon and not split) or "@" in where or ":" in split:
+        raise BadRequest(
+            f"{text!r}: dataset and split names are not empty and hold no '@' or ':'; use {usage}"
+        )
     return EvalScoreIn(metric=metric, value=value, dataset=dataset or None, split=split or None)
 
 
@@ -273,13 +279,25 @@ def _staged_path(f: FileInfo, staging: Path) -> Path:
 
 
 def _copy_verified(client: RegistryClient, f: FileInfo, target: Path) -> None:
-    """Copy a cached blob to `target`, hashed as it is copied. (A cache entry shares its file with
-    the folder a pull wrote it into: a pulled file edited in place is caught here.)"""
+    """Copy a cached blob to `target`, hashed as it is copied. A cache entry shares its file with
+    the folder a pull wrote it into, so a pulled file edited in place changes it: such an entry is
+    dropped and the blob downloaded again (into `target`, the cache taking the new file). Where the
+    cache is the registry's own blob directory (a file store) a mismatch means the registry's blob
+    is corrupt: that is raised, and nothing is deleted."""
     try:
         write_verified(client.cache.open(f.sha256), target, f.sha256, f.size)
     except (StoreDigestMismatch, StoreSizeMismatch) as err:
-        raise DigestMismatch(
-            f"{f.path}: the cached blob does not hash to {f.sha256} (a pulled file that shares it "
-            "was edited in place?); remove it from the cache and pull again",
-            path=f.path,
-        ) from err
+        if _cache_is_the_store(client):
+            raise DigestMismatch(
+                f"{f.path}: the registry's stored blob does not hash to {f.sha256}: it is corrupt",
+                path=f.path,
+            ) from err
+        client.cache.delete(f.sha256)  # (write_verified removed `target`)
+        client.fetch_blob(f.sha256, f.size, None, into=target)
+
+
+def _cache_is_the_store(client: RegistryClient) -> bool:
+    """True when the client's cache is the registry's blob store itself (embedded, file backend:
+    `storage.local.local_cache`); an HTTP client's cache never is."""
+    registry = getattr(client, "registry", None)  # LocalClient's; not part of the interface
+    return registry is not None and client.cache is getattr(registry, "store", None)

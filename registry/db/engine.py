@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from registry.errors import Conflict
+from registry.errors import Conflict, SchemaNewer
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 log = logging.getLogger(__name__)
@@ -113,7 +114,13 @@ def alembic_config(url: str) -> Any:
 
 
 def upgrade(engine: Engine) -> None:
-    """Bring the schema to the newest Alembic revision."""
+    """Bring the schema to the newest Alembic revision.
+
+    Raises:
+        SchemaNewer: the database is at a revision this code does not know (a newer release
+            migrated it); Alembic would fail with a traceback, and nothing is changed.
+    """
+    check_not_newer(current_revision(engine))  # before importing Alembic: it is slow to load
     from alembic import command
 
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
@@ -133,17 +140,45 @@ def current_revision(engine: Engine) -> str | None:
             return None
 
 
+def known_revisions() -> list[str]:
+    """Every revision id, oldest first, read from the migrations' file names without importing
+    Alembic (see `revisions_in`)."""
+    return revisions_in(resources.files("migrations").joinpath("versions"))
+
+
+def revisions_in(versions: Traversable) -> list[str]:
+    """The revision ids in the folder `versions`, oldest first: each revision file is NNNN_slug.py
+    with `revision = "NNNN"`, in a single chain (which tests/cli/test_startup.py checks against
+    Alembic's own head). A .py file named otherwise is refused rather than skipped (the head
+    computed here would be wrong), and ids compare as numbers."""
+    ids = []
+    for entry in versions.iterdir():
+        if not entry.name.endswith(".py") or entry.name == "__init__.py":
+            continue
+        rev, sep, _ = entry.name.partition("_")
+        if not (sep and len(rev) == 4 and rev.isdigit()):
+            raise RuntimeError(f"migration file {entry.name!r} is not named NNNN_slug.py")
+        ids.append(rev)
+    return sorted(ids, key=int)
+
+
 def head_revision() -> str:
-    """The newest revision, read from the migrations' file names without importing Alembic: every
-    revision file is NNNN_slug.py with `revision = "NNNN"` in a single chain, which
-    tests/cli/test_startup.py checks against Alembic's own answer."""
-    versions = resources.files("migrations").joinpath("versions")
-    ids = [
-        entry.name.split("_", 1)[0]
-        for entry in versions.iterdir()
-        if entry.name.endswith(".py") and entry.name[:4].isdigit()
-    ]
-    return max(ids)
+    """The newest revision (the highest NNNN, compared as a number)."""
+    return known_revisions()[-1]
+
+
+def check_not_newer(revision: str | None) -> None:
+    """Raise SchemaNewer if the database's `revision` is not one this code knows."""
+    if revision is None:
+        return
+    known = known_revisions()
+    if revision not in known:
+        raise SchemaNewer(
+            f"database schema {revision} is newer than this adapter-registry (head {known[-1]}): "
+            "upgrade adapter-registry",
+            revision=revision,
+            head=known[-1],
+        )
 
 
 def alembic_head_revision() -> str | None:

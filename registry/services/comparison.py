@@ -16,6 +16,8 @@ from registry.services.evaluations import current_scores
 from registry.services.lookup import resolve_row
 from registry.services.permissions import require_reader_of
 
+MIN_COMPARE = 2
+"""Comparing one version with itself says nothing: `compare REF REF...`."""
 MAX_COMPARE = 20
 COMPARED_COLUMNS = (
     "peft_type",
@@ -35,8 +37,8 @@ COMPARED_COLUMNS = (
 def compare(reg: Registry, refs: list[Ref], *, principal: Principal = OPERATOR) -> Comparison:
     """The versions side by side: config fields (the ones that differ listed), parameter counts,
     and every current score."""
-    if not 1 <= len(refs) <= MAX_COMPARE:
-        raise BadRequest(f"compare between 1 and {MAX_COMPARE} versions")
+    if not MIN_COMPARE <= len(refs) <= MAX_COMPARE:
+        raise BadRequest(f"compare between {MIN_COMPARE} and {MAX_COMPARE} versions (got {len(refs)})")
     with read_only(reg.sessions) as session:
         rows = []
         for ref in refs:

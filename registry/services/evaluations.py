@@ -6,14 +6,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from pydantic import ValidationError
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from registry.access.principal import OPERATOR, Principal
 from registry.db import models as m
 from registry.db.engine import unit_of_work
-from registry.entities import EvalHistory, EvalInput, EvalRecord, EvalScoreIn
-from registry.errors import ValidationFailed
+from registry.entities import EvalAdd, EvalHistory, EvalInput, EvalRecord, EvalScoreIn
+from registry.errors import BadRequest, ValidationFailed
 from registry.refs import Ref
 from registry.services import audit
 from registry.services.context import Registry
@@ -22,6 +23,11 @@ from registry.services.permissions import require_reader_of, require_writer_of
 from registry.services.timeutil import now
 
 EvalKey = tuple[str, str | None, str | None]
+
+HISTORY_LIMIT = 100
+"""Records a history answer lists by default (newest first; `total` counts them all)."""
+MAX_HISTORY_LIMIT = 1000
+"""The most one answer lists: the history is append-only and grows without bound."""
 
 
 def add_scores(
@@ -36,15 +42,18 @@ def add_scores(
     supersedes the current one of its (metric, dataset, split); nothing is ever overwritten.
 
     Raises:
-        ValidationFailed: no scores, or a key given twice in one call.
+        ValidationFailed: no scores, or a key given twice (EvalAdd's rule, entities.EvalScores,
+            which push-time scores share).
         NotFound: the version does not exist or `principal` may not read it.
         Forbidden: `principal` may read but not write it.
     """
-    if not scores:
-        raise ValidationFailed("give at least one score: METRIC=VALUE[@DATASET[:SPLIT]]")
-    keys = [_key(s) for s in scores]
-    if len(set(keys)) != len(keys):
-        raise ValidationFailed("a metric, dataset and split appear twice in one call: give each once")
+    try:
+        body = EvalAdd(scores=scores, note=note)
+    except ValidationError as err:
+        first = err.errors()[0]
+        msg = str(first["ctx"]["error"]) if "error" in first.get("ctx", {}) else first["msg"]
+        raise ValidationFailed(f"scores: {msg}", field="scores") from err
+    scores, note = body.scores, body.note
     with unit_of_work(reg.sessions) as session:
         require_writer_of(session, principal, ref.repo)
         version = resolve_row(session, ref)
@@ -103,28 +112,41 @@ def record_scores(
     session.flush()
 
 
-def history(reg: Registry, ref: Ref, *, principal: Principal = OPERATOR) -> EvalHistory:
-    """Every score recorded on the version `ref` names, newest first, and the current ones."""
+def history(
+    reg: Registry, ref: Ref, limit: int = HISTORY_LIMIT, *, principal: Principal = OPERATOR
+) -> EvalHistory:
+    """The newest `limit` scores recorded on the version `ref` names (newest first), how many there
+    are in all, and every current one.
+
+    Raises:
+        BadRequest: `limit` outside 1..MAX_HISTORY_LIMIT.
+        NotFound: the version does not exist or `principal` may not read it.
+    """
+    if not 1 <= limit <= MAX_HISTORY_LIMIT:
+        raise BadRequest(f"limit must be between 1 and {MAX_HISTORY_LIMIT}")
     with unit_of_work(reg.sessions) as session:
         require_reader_of(session, principal, ref.repo, str(ref))
         version = resolve_row(session, ref)
-        return _history(session, version, f"{ref.repo}:{version.number}")
+        return _history(session, version, f"{ref.repo}:{version.number}", limit)
 
 
-def _key(s: EvalScoreIn) -> EvalKey:
-    return (s.metric, s.dataset, s.split)
-
-
-def _history(session: Session, version: m.Version, ref: str) -> EvalHistory:
-    rows = session.scalars(
-        select(m.EvalScore).where(m.EvalScore.version_id == version.id).order_by(m.EvalScore.id.desc())
-    ).all()
-    records = [_record(r) for r in rows]
+def _history(session: Session, version: m.Version, ref: str, limit: int = HISTORY_LIMIT) -> EvalHistory:
+    e = m.EvalScore
+    mine = e.version_id == version.id
+    newest = session.scalars(select(e).where(mine).order_by(e.id.desc()).limit(limit)).all()
+    total = session.scalar(select(func.count()).select_from(e).where(mine)) or 0
+    # The current ones are one per key (few), whatever the history's length.
     current = sorted(
-        (_record(r) for r in rows if r.current),
+        (_record(r) for r in session.scalars(select(e).where(mine, e.current))),
         key=lambda r: (r.metric, r.dataset or "", r.split or ""),
     )
-    return EvalHistory(ref=ref, digest=version.digest, records=records, current=current)
+    return EvalHistory(
+        ref=ref,
+        digest=version.digest,
+        records=[_record(r) for r in newest],
+        total=total,
+        current=current,
+    )
 
 
 def _record(r: m.EvalScore) -> EvalRecord:

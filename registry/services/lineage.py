@@ -209,6 +209,7 @@ def _parents(g: _Graph, node_id: str, row: m.Version | m.BaseModel) -> list[Item
                     weight=weight,
                     method=method,
                     error=max_error if isinstance(max_error, int | float) else None,
+                    unverified=p.get("unverified") is True,
                 )
                 if found is None:
                     continue

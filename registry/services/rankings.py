@@ -8,7 +8,7 @@ from __future__ import annotations
 import bisect
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, Select, and_, bindparam, case, func, select, true
+from sqlalchemy import ColumnElement, Integer, Select, and_, bindparam, case, distinct, func, select, true
 from sqlalchemy.orm import Session
 
 from registry.access.checks import base_readable
@@ -19,11 +19,12 @@ from registry.entities import (
     Leaderboard,
     LeaderboardQuery,
     LeaderboardRow,
+    MetricCount,
     ParetoQuery,
     ParetoResult,
 )
 from registry.services.bases import resolve_base
-from registry.services.comparison import MAX_COMPARE, compare
+from registry.services.comparison import MAX_COMPARE, MIN_COMPARE, compare
 from registry.services.context import Registry
 from registry.services.fit_query import fitting_params, fitting_subquery
 from registry.services.permissions import base_not_found
@@ -41,15 +42,20 @@ def _base_params(
     if not base_readable(session, p, base.id):
         raise base_not_found(q.base)
     restricted, params = fitting_params(reg, session, base, task=q.task, peft_type=peft_type, principal=p)
-    params.update(rank_metric=q.metric, rank_dataset=q.dataset)
+    params.update(rank_metric=q.metric, rank_dataset=q.dataset, rank_split=q.split)
     return restricted, params
 
 
-def _scores(dataset: bool) -> ColumnElement[bool]:
-    """The current scores of one metric (on one dataset): the partial index ix_eval_scores_current."""
+def _scores(q: LeaderboardQuery | ParetoQuery) -> ColumnElement[bool]:
+    """The current scores of one metric (on one dataset, one split): the partial index
+    ix_eval_scores_current. Without a dataset or split, every one counts (the best is taken)."""
     s = m.EvalScore
     cond = and_(s.metric == bindparam("rank_metric"), s.current)
-    return and_(cond, s.dataset == bindparam("rank_dataset")) if dataset else cond
+    if q.dataset is not None:
+        cond = and_(cond, s.dataset == bindparam("rank_dataset"))
+    if q.split is not None:
+        cond = and_(cond, s.split == bindparam("rank_split"))
+    return cond
 
 
 # Statements are built once per shape and kept (as fit_query does): building one cost more than
@@ -65,6 +71,7 @@ def _leaderboard_statement(dialect: str, restricted: bool, q: LeaderboardQuery) 
         bool(q.task),
         bool(q.peft_type),
         q.dataset is not None,
+        q.split is not None,
         q.lower_is_better,
     )
     cached = _STATEMENTS.get(key)
@@ -78,7 +85,7 @@ def _leaderboard_statement(dialect: str, restricted: bool, q: LeaderboardQuery) 
     )
     # Each fitting version's current scores, probed by index per version (LATERAL): a plain
     # join let PostgreSQL hash every score of the metric (40k rows at 20k versions, ~3x slower).
-    on = and_(s.version_id == fit.c.id, _scores(q.dataset is not None))
+    on = and_(s.version_id == fit.c.id, _scores(q))
     if dialect == "postgresql":
         # OFFSET 0 is a fence: without it the planner turns the LATERAL back into a join.
         sc: Any = select(s.value, s.dataset, s.split).where(on).offset(0).lateral("sc")
@@ -121,6 +128,7 @@ def _leaderboard_statement(dialect: str, restricted: bool, q: LeaderboardQuery) 
             v.peft_type,
             v.task,
             v.r,
+            v.use_dora,
             v.trainable_params,
             v.adapter_bytes,
             m.Repository.namespace,
@@ -136,7 +144,7 @@ def _leaderboard_statement(dialect: str, restricted: bool, q: LeaderboardQuery) 
 
 def leaderboard(reg: Registry, q: LeaderboardQuery, *, principal: Principal = OPERATOR) -> Leaderboard:
     """The adapters that fit `q.base`, one row per repository (its best current score on the
-    metric, any dataset unless one is given), best first.
+    metric: over every dataset and split unless `q.dataset` / `q.split` narrow it), best first.
 
     Raises:
         NotFound: the base is unknown or `principal` may not read it.
@@ -159,6 +167,7 @@ def leaderboard(reg: Registry, q: LeaderboardQuery, *, principal: Principal = OP
                 peft_type=r.peft_type,
                 task=r.task,
                 r=r.r,
+                use_dora=bool(r.use_dora),
                 trainable_params=r.trainable_params,
                 adapter_bytes=r.adapter_bytes,
                 score=r.value,
@@ -169,7 +178,12 @@ def leaderboard(reg: Registry, q: LeaderboardQuery, *, principal: Principal = OP
             )
         )
     return Leaderboard(
-        base=q.base, metric=q.metric, dataset=q.dataset, lower_is_better=q.lower_is_better, rows=out
+        base=q.base,
+        metric=q.metric,
+        dataset=q.dataset,
+        split=q.split,
+        lower_is_better=q.lower_is_better,
+        rows=out,
     )
 
 
@@ -180,7 +194,16 @@ def _cost(kind: str) -> Any:
 
 
 def _pareto_statement(dialect: str, restricted: bool, q: ParetoQuery) -> Select[Any]:
-    key = ("pareto", dialect, restricted, bool(q.task), q.dataset is not None, q.lower_is_better, q.cost)
+    key = (
+        "pareto",
+        dialect,
+        restricted,
+        bool(q.task),
+        q.dataset is not None,
+        q.split is not None,
+        q.lower_is_better,
+        q.cost,
+    )
     cached = _STATEMENTS.get(key)
     if cached is not None:
         return cached
@@ -200,11 +223,7 @@ def _pareto_statement(dialect: str, restricted: bool, q: ParetoQuery) -> Select[
     )
     # The best current score per version, probed by index per version (a correlated subquery;
     # a join let PostgreSQL hash every score of the metric).
-    best = (
-        select(func.max(good))
-        .where(s.version_id == fit.c.id, _scores(q.dataset is not None))
-        .scalar_subquery()
-    )
+    best = select(func.max(good)).where(s.version_id == fit.c.id, _scores(q)).scalar_subquery()
     # OFFSET 0 fences the subquery: the planner would otherwise copy `best` into every place that
     # reads `good` and probe each version three times.
     scored = select(fit, best.label("good")).where(fit.c.cost.is_not(None)).offset(0).subquery()
@@ -229,8 +248,8 @@ def _pareto_statement(dialect: str, restricted: bool, q: ParetoQuery) -> Select[
 
 
 def pareto(reg: Registry, q: ParetoQuery, *, principal: Principal = OPERATOR) -> ParetoResult:
-    """Every fitting version with a current score on the metric (its best over datasets unless one
-    is given), against a cost; the front (no other is at most as costly and at least as good, one of
+    """Every fitting version with a current score on the metric (its best over datasets and splits
+    unless `q.dataset` / `q.split` narrow it), against a cost; the front (no other is at most as costly and at least as good, one of
     them strictly) flagged, each front point with the versions it dominates.
 
     Raises:
@@ -270,6 +289,7 @@ def pareto(reg: Registry, q: ParetoQuery, *, principal: Principal = OPERATOR) ->
             "base": q.base,
             "metric": q.metric,
             "dataset": q.dataset,
+            "split": q.split,
             "cost": q.cost,
             "lower_is_better": q.lower_is_better,
             "points": shown,
@@ -311,4 +331,44 @@ def _dominance(points: list[dict[str, Any]], goods: list[float], front: list[int
         points[idx]["dominated_count"] = running
 
 
-__all__ = ["MAX_COMPARE", "compare", "leaderboard", "pareto"]
+def common_metrics(
+    reg: Registry, base: str, task: str | None = None, *, principal: Principal = OPERATOR
+) -> list[MetricCount]:
+    """The metrics of the current scores on the versions that fit `base` (the leaderboard's
+    candidates: every tier, readable by `principal`, of `task` when given), each with how many
+    versions report it, most common first (ties by name). The first is the default metric wherever
+    one is not given (`adapters plan`'s evidence, the UI's base page).
+
+    Raises:
+        NotFound: the base is unknown or `principal` may not read it.
+    """
+    with read_only(reg.sessions) as session:
+        row = resolve_base(session, base)
+        if not base_readable(session, principal, row.id):
+            raise base_not_found(base)
+        restricted, params = fitting_params(reg, session, row, task=task, peft_type=None, principal=principal)
+        stmt = _metrics_statement(session.get_bind().dialect.name, restricted, bool(task))
+        rows = session.connection().execute(stmt, params).all()
+    return [MetricCount(metric=metric, versions=count) for metric, count in rows]
+
+
+def _metrics_statement(dialect: str, restricted: bool, task: bool) -> Select[Any]:
+    key = ("metrics", dialect, restricted, task)
+    cached = _STATEMENTS.get(key)
+    if cached is not None:
+        return cached
+    s = m.EvalScore
+    fit = fitting_subquery(dialect, restricted=restricted, task=task, peft_type=False)
+    count = func.count(distinct(s.version_id))
+    stmt: Any = (
+        select(s.metric, count)
+        .select_from(fit)
+        .join(s, and_(s.version_id == fit.c.id, s.current))
+        .group_by(s.metric)
+        .order_by(count.desc(), s.metric)
+    )
+    _STATEMENTS[key] = stmt
+    return stmt
+
+
+__all__ = ["MAX_COMPARE", "MIN_COMPARE", "common_metrics", "compare", "leaderboard", "pareto"]

@@ -34,7 +34,7 @@ from registry.services.blob_guard import guard_blobs
 from registry.services.blobs import read_listed
 from registry.services.context import Registry
 from registry.services.evaluations import record_scores
-from registry.services.lineage_edges import record_edges
+from registry.services.lineage_edges import checked_lineage, record_edges
 from registry.services.lookup import resolve_row
 from registry.services.names import refuse_base_name
 from registry.services.permissions import require_reader_of, require_writer_of
@@ -102,7 +102,7 @@ def commit_version(
             # version's number is never given again.
             repository.version_counter = max(repository.version_counter, repository.latest_version) + 1
             repository.latest_version = repository.version_counter
-            version = _new_version(session, repository, digest, files, facts, req, pushed_by, link)
+            version = _new_version(session, repository, digest, files, facts, req, pushed_by, link, principal)
             for alias in aliases:
                 point_alias(session, repository, version, alias)
             session.flush()
@@ -162,8 +162,11 @@ def _new_version(
     req: PushRequest,
     pushed_by: str,
     link: BaseLink,
+    principal: Principal,
 ) -> m.Version:
     cfg = facts.config
+    # The pushed lineage is a claim: only parents the pusher may read become indexed edges.
+    lineage, edges = checked_lineage(session, req.lineage, principal)
     record_blobs(session, files)
     version = m.Version(
         repository_id=repository.id,
@@ -188,7 +191,7 @@ def _new_version(
         message=req.message,
         pushed_by=pushed_by,
         created_at=now(),
-        lineage=req.lineage,
+        lineage=lineage,
         base_model_id=link.base.id if link.base else None,
         fit_override=link.override,
     )
@@ -211,7 +214,7 @@ def _new_version(
         session.add(m.VersionFile(version_id=version.id, path=f.path, size=f.size, digest=f.sha256))
     # Push-time scores open the same append-only history `adapters eval add` extends.
     record_scores(session, version.id, req.evals, pushed_by, None, at=version.created_at)
-    record_edges(session, req.lineage, child_version_id=version.id)
+    record_edges(session, lineage, child_version_id=version.id, edges=edges)
     return version
 
 
@@ -351,7 +354,8 @@ def _summary_fields(session: Session, v: m.Version) -> dict[str, Any]:
         total_bytes=v.total_bytes,
         base_model=BaseModelRef(name=v.base_model_name, revision=v.base_model_revision),
         evals=[
-            EvalScoreIn(metric=e.metric, value=e.value, dataset=e.dataset, split=e.split)
+            # As stored: a row older than EvalScoreIn's name rules must still be shown.
+            EvalScoreIn.model_construct(metric=e.metric, value=e.value, dataset=e.dataset, split=e.split)
             for e in v.evals
             if e.current  # the history is `adapters evals`'
         ],

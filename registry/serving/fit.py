@@ -1,5 +1,15 @@
-"""Before an AdapterServer loads a tensor: the push checks on the pulled files, the fit check
-against the served base (the same rules and error codes as push), and what mixed batches can run."""
+"""Before an AdapterServer loads a tensor: what mixed batches can run (from the version's recorded
+facts, before a byte is downloaded), then the push checks on the pulled files and the fit check
+against the served base (the same rules and error codes as push).
+
+Why the fit check waits for the download: it needs the adapter's tensor shapes (each LoRA module's
+in/out features, from the safetensors header). The version's record (VersionInfo) carries its
+config, file sizes and digests, its trainable parameter count and the fingerprint of the base it
+was linked to, but not those shapes (the registry keeps them in `version_modules`, which no client
+call returns), and the client fetches whole blobs only (no byte ranges to read just a header). A
+linked fingerprint equal to the served base's would prove the fit, but never a misfit (another base
+can share the shapes). So the files are pulled into the verified cache, and the check reads the
+config and the safetensors header: no tensor is loaded before it passes."""
 
 from __future__ import annotations
 
@@ -33,15 +43,24 @@ def check_servable(info: VersionInfo, folder: Path, base: BaseView) -> AdapterFa
         cls = ERRORS_BY_CODE.get(problems[0].code, FitRefused)
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
         raise cls(f"{ref}: {problems[0].message}{more}", problems=listed, base=base.label, ref=ref)
-    if facts.config.peft_type != "LORA":
+    check_runnable(ref, facts.config.peft_type, facts.config.use_dora)
+    return facts
+
+
+def check_runnable(ref: str, peft_type: str, use_dora: bool) -> None:
+    """Refuse what PEFT's mixed-batch inference cannot run: called with the version's recorded
+    facts before downloading, and with the config read from its files before loading.
+
+    Raises:
+        NotServable: not LoRA, or DoRA.
+    """
+    if peft_type != "LORA":
         raise NotServable(
-            f"{ref} is a {facts.config.peft_type} adapter; mixed-batch serving runs LoRA adapters only",
-            ref=ref,
+            f"{ref} is a {peft_type} adapter; mixed-batch serving runs LoRA adapters only", ref=ref
         )
-    if facts.config.use_dora:
+    if use_dora:
         raise NotServable(
             f"{ref} uses DoRA, which PEFT's mixed-batch inference (adapter_names) refuses; "
             "merge it into the base (`adapters export`) to serve it",
             ref=ref,
         )
-    return facts

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
-from registry.errors import ServingFull
+from registry.errors import BadRequest, ServingFull
 
 
 @dataclass
@@ -54,9 +54,9 @@ class ServingStats(BaseModel):
 class AdapterLru:
     def __init__(self, max_adapters: int, max_bytes: int | None) -> None:
         if max_adapters < 1:
-            raise ValueError("max_adapters must be at least 1")
+            raise BadRequest("max_adapters must be at least 1", field="max_adapters")
         if max_bytes is not None and max_bytes < 1:
-            raise ValueError("max_bytes must be positive")
+            raise BadRequest("max_bytes must be positive", field="max_bytes")
         self.max_adapters = max_adapters
         self.max_bytes = max_bytes
         self.entries: OrderedDict[str, Entry] = OrderedDict()
@@ -93,10 +93,7 @@ class AdapterLru:
         Raises:
             ServingFull: the adapter alone is larger than max_bytes.
         """
-        if self.max_bytes is not None and incoming_bytes > self.max_bytes:
-            raise ServingFull(
-                f"{label} needs {incoming_bytes} bytes; max_bytes is {self.max_bytes}", ref=label
-            )
+        self.check_size(incoming_bytes, label)
         count, total, out = len(self.entries), self.bytes, []
         for entry in self.entries.values():
             if self._fits(count, total + incoming_bytes):
@@ -106,6 +103,13 @@ class AdapterLru:
                 count -= 1
                 total -= entry.bytes
         return out if self._fits(count, total + incoming_bytes) else None
+
+    def check_size(self, incoming_bytes: int, label: str) -> None:
+        """Raises ServingFull when one adapter of `incoming_bytes` alone is larger than max_bytes."""
+        if self.max_bytes is not None and incoming_bytes > self.max_bytes:
+            raise ServingFull(
+                f"{label} needs {incoming_bytes} bytes; max_bytes is {self.max_bytes}", ref=label
+            )
 
     def over_bytes(self) -> list[str]:
         """Evictable entries to drop, least recently used first, until the bytes are within max_bytes."""

@@ -30,7 +30,7 @@ from registry.client.transfer import write_files
 from registry.entities import VersionInfo
 from registry.errors import BadRequest, ServingFull
 from registry.serving.base import ServedBase, open_base
-from registry.serving.fit import check_servable
+from registry.serving.fit import check_runnable, check_servable
 from registry.serving.lru import AdapterLru, Entry, ServingStats
 from registry.serving.resolve import RefResolver
 
@@ -60,7 +60,9 @@ class AdapterServer:
         base: a registered base (name or fingerprint) whose files were uploaded, or a model folder.
         client: any RegistryClient (embedded or HTTP); None opens one from the environment
             (ADAPTERS_URL, ADAPTERS_HOME, ...) and closes it with the server.
-        device, dtype: where and in which floating-point type (e.g. "bfloat16") the base is loaded.
+        device, dtype: where and in which floating-point type the base is loaded: dtype one of
+            bf16, fp16, fp32 (or torch's bfloat16, float16, float32), None or "auto" as the
+            folder says; both checked (BadRequest) before the base is pulled or loaded.
         max_adapters, max_bytes: the LRU's limits, by count and by the bytes of loaded adapter weights.
         pinned: references loaded now and never evicted (a pinned alias pins what it resolves to).
         alias_ttl_s: how long an alias (or a bare repository, its latest) is trusted before it is
@@ -86,6 +88,9 @@ class AdapterServer:
         work_dir: Path | None = None,
         progress: TransferProgress | None = None,
     ) -> None:
+        from registry.tensors.multi_lora import check_placement
+
+        check_placement(device, dtype)  # BadRequest before a byte of the base is pulled or loaded
         self._own_client = client is None
         if client is None:
             from registry.client import open_client
@@ -118,8 +123,11 @@ class AdapterServer:
         return self.base.fingerprint
 
     def load(self, ref: str) -> str:
-        """Resolve `ref`, pull the version through the content-addressed cache, check it fits the
-        base, load it (evicting the least recently used if needed); returns its adapter name."""
+        """Resolve `ref`; refuse, from the version's record and before downloading, what mixed
+        batches cannot run (not LoRA, DoRA: NotServable) and an adapter larger than max_bytes alone
+        (ServingFull); pull its files through the content-addressed cache; check that it fits the
+        base (config and safetensors header; the same codes as push) before any tensor is loaded;
+        load it (evicting the least recently used if needed); returns its adapter name."""
         with self._using([ref]) as names:
             return names[0]
 
@@ -177,10 +185,17 @@ class AdapterServer:
             if self._lru.use(name) is not None:
                 self._pin_if(ref, name)
                 return name
+        # From the version's record, before a byte is downloaded: what mixed batches cannot run,
+        # and an adapter larger than max_bytes on its own.
+        label = f"{info.repo}:{info.version}"
+        check_runnable(label, info.peft_type, info.use_dora)
+        self._lru.check_size(self._model.adapter_bytes_estimate(info.trainable_params), label)
         folder = self.work_dir / "adapters" / f".{name}.{secrets.token_hex(6)}"
         try:
             write_files(self.client, info.files, folder, progress=self._progress)
-            facts = check_servable(info, folder, self.base.view)  # before any tensor is loaded
+            # The fit check needs the tensor shapes, in the pulled files (registry.serving.fit says
+            # why): run on the config and safetensors header, before any tensor is loaded.
+            facts = check_servable(info, folder, self.base.view)
             estimate = self._model.adapter_bytes_estimate(facts.trainable_params)
             with self._room:
                 self._load(info, name, folder, estimate, held)

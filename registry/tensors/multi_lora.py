@@ -8,14 +8,27 @@ for the length of one call, so two calls at once would each see the other's hook
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from registry.errors import BadRequest
+
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedTokenizerBase
+
+DTYPES = {
+    "bf16": "bfloat16",
+    "fp16": "float16",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "float16": "float16",
+    "float32": "float32",
+}
+"""The dtype names a base may be loaded in: the short names `plan` and `export` take, and torch's."""
 
 BASE_ROW = "__base__"
 """PEFT's name for a row that runs the base alone."""
@@ -54,6 +67,7 @@ class MultiLoraModel:
                 tok.pad_token = tok.eos_token
             self.tokenizer = tok
         self.param_bytes = next(self.base.parameters()).element_size()
+        self._takes_positions = "position_ids" in inspect.signature(self.base.forward).parameters
 
     def adapter_bytes_estimate(self, trainable_params: int) -> int:
         """Memory an adapter of that many parameters takes once loaded: PEFT keeps adapter weights
@@ -97,7 +111,14 @@ class MultiLoraModel:
 
         kwargs: dict[str, Any] = {"input_ids": input_ids.to(self.device)}
         if attention_mask is not None:
-            kwargs["attention_mask"] = attention_mask.to(self.device)
+            mask = attention_mask.to(self.device)
+            kwargs["attention_mask"] = mask
+            if self._takes_positions:
+                # As generate does: a left-padded row's first real token is position 0. Without
+                # this a forward numbers positions from the padding, which models with learned
+                # positions (GPT-2) get wrong; RoPE only shifts, but a row should not depend on its
+                # neighbours' lengths.
+                kwargs["position_ids"] = (mask.long().cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
             if self.peft is None:
                 return self.base(**kwargs)
@@ -137,7 +158,11 @@ class MultiLoraModel:
 
         if all(isinstance(p, str) for p in prompts):
             if self.tokenizer is None:
-                raise ValueError("this base has no tokenizer: pass token ids instead of text")
+                raise BadRequest(
+                    "this base has no tokenizer (no tokenizer.json, tokenizer_config.json, "
+                    "tokenizer.model or vocab.json in its folder): pass token ids instead of text",
+                    field="prompts",
+                )
             enc = self.tokenizer(list(prompts), return_tensors="pt", padding=True)
             return enc["input_ids"], enc["attention_mask"]
         rows = [list(p) for p in prompts]  # token ids, left-padded here as the tokenizer would
@@ -165,12 +190,30 @@ class MultiLoraModel:
         return {int(e) for e in (eos if isinstance(eos, list) else [eos])}
 
 
+def check_placement(device: str, dtype: str | None) -> Any:
+    """The torch dtype for `dtype` (None and "auto" as given), after checking that `device` names
+    a device this process can use; cheap, so a server checks before it pulls or loads a base.
+
+    Raises:
+        BadRequest: an unknown dtype name, or a device torch cannot parse or does not have here.
+    """
+    import torch
+
+    torch_dtype = _torch_dtype(dtype)
+    try:
+        torch.empty(0, device=device)  # parses the name and checks the device exists (no memory)
+    except (RuntimeError, AssertionError, ValueError) as err:
+        # RuntimeError: a malformed name or a missing index; AssertionError: torch built without it.
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise BadRequest(f"device {device!r} cannot be used here: {first}", field="device") from None
+    return torch_dtype
+
+
 def _torch_dtype(name: str | None) -> Any:
     import torch
 
     if name is None or name == "auto":
         return name
-    dtype = getattr(torch, name, None)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype {name!r} is not a torch floating-point type (float32, bfloat16, float16)")
-    return dtype
+    if name not in DTYPES:
+        raise BadRequest(f"dtype {name!r} is not one of {', '.join(DTYPES)} (or auto)", field="dtype")
+    return getattr(torch, DTYPES[name])

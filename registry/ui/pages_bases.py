@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
-from registry.access.principal import Principal
-from registry.entities import BaseInfo, FitItem, FitQuery, LeaderboardQuery, ParetoQuery, VersionFilter
-from registry.services import bases, queries, rankings
-from registry.services.context import Registry
+from registry.entities import FitItem, FitQuery, LeaderboardQuery, ParetoQuery
+from registry.services import bases, rankings
 from registry.services.fit_query import fit
 from registry.ui import svg
 from registry.ui.render import PageRoute, RegistryDep, UiPrincipal, page
@@ -25,17 +22,6 @@ Text = Annotated[str | None, Query(max_length=256)]
 @router.get("/bases", response_class=HTMLResponse)
 def bases_page(request: Request, reg: RegistryDep, principal: UiPrincipal) -> HTMLResponse:
     return page(request, "bases.html", bases=bases.list_bases(reg, principal=principal))
-
-
-def _metrics(reg: Registry, base: BaseInfo, principal: Principal) -> list[str]:
-    """The metrics scored on the latest versions pushed for this base's names, most common first
-    (the leaderboard's default is the first)."""
-    seen: Counter[str] = Counter()
-    for n in base.names:
-        flt = VersionFilter(base=n.name, latest_only=True)
-        for v in queries.list_versions(reg, flt, queries.MAX_LIMIT, principal=principal).items:
-            seen.update({e.metric for e in v.evals})
-    return [name for name, _ in sorted(seen.items(), key=lambda kv: (-kv[1], kv[0]))]
 
 
 def _tiers(items: list[FitItem]) -> dict[str, list[FitItem]]:
@@ -59,7 +45,8 @@ def base_page(
     """`ref` is a base name or fingerprint; `metric` defaults to the most common one."""
     base = bases.get_base(reg, ref, principal=principal)  # NotFound when unreadable
     fits = fit(reg, FitQuery(base=ref, limit=FIT_LIMIT), principal=principal)
-    metrics = _metrics(reg, base, principal)
+    # The default metric is the most common one among fitting versions: the rule `adapters plan` uses.
+    metrics = [c.metric for c in rankings.common_metrics(reg, ref, principal=principal)]
     chosen = metric or (metrics[0] if metrics else None)
     board = front = scatter = None
     if chosen:

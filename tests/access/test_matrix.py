@@ -355,6 +355,7 @@ def more_routes(w: World) -> list[tuple[str, str, dict[str, Any], dict[str, int]
             {"params": {"base": "acme/base", "metric": "acc"}},
             _codes(404, 200, 200, 404, 200),
         ),
+        ("GET", "/v1/metrics", {"params": {"base": "acme/base"}}, _codes(404, 200, 200, 404, 200)),
         (
             "GET",
             "/v1/compare",

@@ -25,3 +25,25 @@ def test_aliases_expire_after_the_ttl_and_fixed_references_never(embedded: Pushe
     assert resolver.resolve("acme/a@production").digest == v2.digest
     assert resolver.resolve("acme/a").digest == v2.digest
     assert resolver.resolve("acme/a:1").digest == pinned.digest == first.digest
+
+
+def test_remembers_at_most_max_refs_least_recently_asked_dropped(embedded: Pushed) -> None:
+    client = embedded.client
+    resolver = RefResolver(client, ttl_s=3600, max_refs=3)
+    first = resolver.resolve("acme/a@production")
+    resolver.resolve("acme/a")
+    resolver.resolve("acme/b")
+    resolver.resolve("acme/a")  # asked again: now the most recently asked
+    resolver.resolve("acme/c")  # a fourth reference: the least recently asked (production) goes
+    assert len(resolver) == 3
+    v2 = push_folder(client, embedded.models / "a2", "acme/a", base=BASE)
+    client.set_alias("acme/a:2", "production")
+    # Well within the TTL: "acme/a" is still remembered (the old answer, as documented), while the
+    # forgotten alias is asked again and sees the move.
+    assert resolver.resolve("acme/a").digest == first.digest
+    assert resolver.resolve("acme/a@production").digest == v2.digest
+    assert len(resolver) == 3
+    for n in range(1, 3):  # many distinct strings for the same versions: still three entries
+        resolver.resolve(f"acme/a:{n}")
+        resolver.resolve(f"acme/a@{resolver.resolve(f'acme/a:{n}').digest}")
+    assert len(resolver) == 3

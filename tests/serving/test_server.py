@@ -16,7 +16,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from registry.client.transfer import push_folder
-from registry.errors import NotServable, ServingFull, ShapeMismatch
+from registry.errors import BadRequest, NotServable, ServingFull, ShapeMismatch
 from registry.serving import AdapterServer, adapter_name
 from tests.serving.conftest import BASE, Pushed
 
@@ -30,6 +30,29 @@ def alone(models: Path, adapter: str | None, ids: torch.Tensor) -> torch.Tensor:
     model = base if adapter is None else PeftModel.from_pretrained(base, models / adapter).eval()
     with torch.no_grad():
         return model(input_ids=ids).logits
+
+
+def left_pad(rows: list[list[int]], pad: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of different lengths as one batch, left-padded (pad 1 is the tokenizer's <pad>)."""
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    return ids, mask
+
+
+def greedy_alone(models: Path, adapter: str | None, ids: list[int], n: int) -> list[int]:
+    """The reference for generate: the adapter loaded alone, the prompt unpadded; the new tokens
+    up to and including the first end-of-sequence token, as AdapterServer returns them."""
+    base = AutoModelForCausalLM.from_pretrained(models / "base").eval()
+    model = base if adapter is None else PeftModel.from_pretrained(base, models / adapter).eval()
+    t = torch.tensor([ids])
+    out = model.generate(
+        input_ids=t, attention_mask=torch.ones_like(t), max_new_tokens=n, do_sample=False, pad_token_id=1
+    )
+    new: list[int] = out[0, len(ids) :].tolist()
+    eos = base.generation_config.eos_token_id
+    eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+    return next((new[: i + 1] for i, tok in enumerate(new) if tok in eos_ids), new)
 
 
 def loaded(srv: AdapterServer) -> list[str]:
@@ -159,7 +182,7 @@ def test_a_call_never_evicts_adapters_in_use(embedded: Pushed) -> None:
 
 
 def test_threads_get_the_single_thread_results(embedded: Pushed) -> None:
-    mixes = [
+    mixes: list[list[str | None]] = [
         ["acme/a", "acme/b", None],
         ["acme/c", None, "acme/c"],
         [None, "acme/b", "acme/a"],
@@ -210,3 +233,73 @@ def test_generate_mixed_batch_equals_each_adapter_alone(embedded: Pushed) -> Non
         assert got.token_ids == want[0, 4:].tolist()[: len(got.token_ids)]
         assert got.token_ids and got.text is not None
     assert all(isinstance(g.text, str) for g in texts) and all(1 <= len(g.token_ids) <= 3 for g in texts)
+
+
+# Rows of different lengths: 8, 3, 5 and 1 tokens, each with a different adapter (or none).
+RAGGED = [[5, 17, 33, 2, 90, 64, 7, 11], [100, 99, 98], [40, 41, 42, 43, 44], [77]]
+RAGGED_ROWS: list[tuple[str | None, str | None]] = [
+    ("acme/b", "b"),
+    ("acme/a", "a"),
+    (None, None),
+    ("acme/c", "c"),
+]
+
+
+def test_left_padded_rows_equal_each_adapter_alone_unpadded(embedded: Pushed) -> None:
+    ids, mask = left_pad(RAGGED)
+    with AdapterServer(BASE, client=embedded.client) as srv:
+        logits = srv.forward(ids, adapters=[r for r, _ in RAGGED_ROWS], attention_mask=mask).logits
+        unmasked = srv.forward(ids, adapters=[r for r, _ in RAGGED_ROWS]).logits
+    width = ids.shape[1]
+    for i, (row, (_, name)) in enumerate(zip(RAGGED, RAGGED_ROWS, strict=True)):
+        want = alone(embedded.models, name, torch.tensor([row]))[0]
+        got = logits[i, width - len(row) :]  # the real tokens; the padding's logits mean nothing
+        assert torch.allclose(got, want, atol=ATOL, rtol=0), (i, (got - want).abs().max())
+    # The check above can fail: without its mask a padded row attends to the pad tokens and differs.
+    short = alone(embedded.models, "a", torch.tensor([RAGGED[1]]))[0]
+    assert (unmasked[1, width - len(RAGGED[1]) :] - short).abs().max() > 1e-3
+
+
+def test_generate_left_padded_rows_equal_each_adapter_alone(embedded: Pushed) -> None:
+    from transformers import AutoTokenizer
+
+    models = embedded.models
+    texts = ["Hello there, how are you", "Hi", "Bonjour"]
+    text_rows = ["acme/a", "acme/b", None]
+    with AdapterServer(BASE, client=embedded.client) as srv:
+        out = srv.generate(RAGGED, adapters=[r for r, _ in RAGGED_ROWS], max_new_tokens=5, do_sample=False)
+        said = srv.generate(texts, adapters=text_rows, max_new_tokens=5, do_sample=False)
+    for prompt, (_, name), got in zip(RAGGED, RAGGED_ROWS, out, strict=True):
+        assert got.token_ids == greedy_alone(models, name, prompt, 5), (prompt, name)
+    tok = AutoTokenizer.from_pretrained(models / "base")
+    for text, name, got in zip(texts, ["a", "b", None], said, strict=True):
+        ids = tok(text)["input_ids"]
+        assert got.token_ids == greedy_alone(models, name, ids, 5), (text, name)
+        assert got.text == tok.decode(got.token_ids, skip_special_tokens=True)
+
+
+def test_bad_dtype_or_device_is_refused_before_the_base_is_opened(embedded: Pushed) -> None:
+    with pytest.raises(BadRequest, match="dtype 'int8' is not one of bf16, fp16, fp32"):
+        AdapterServer("acme/no-such-base", client=embedded.client, dtype="int8")
+    with pytest.raises(BadRequest, match="device 'nonsense' cannot be used here"):
+        AdapterServer("acme/no-such-base", client=embedded.client, device="nonsense")
+    with pytest.raises(BadRequest, match="max_adapters must be at least 1"):
+        AdapterServer("acme/no-such-base", client=embedded.client, max_adapters=0)
+    with AdapterServer(embedded.models / "base", client=embedded.client, dtype="bf16") as srv:
+        assert next(srv._model.base.parameters()).dtype == torch.bfloat16
+
+
+def test_text_prompts_on_a_base_without_tokenizer(embedded: Pushed, tmp_path: Path) -> None:
+    import shutil
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for f in (embedded.models / "base").iterdir():
+        if f.name in ("config.json", "generation_config.json", "model.safetensors"):
+            shutil.copy(f, bare / f.name)
+    with AdapterServer(bare, client=embedded.client) as srv:
+        with pytest.raises(BadRequest, match="this base has no tokenizer"):
+            srv.generate(["Hi"], adapters=["acme/c"], max_new_tokens=2)
+        [out] = srv.generate([[5, 6, 7]], adapters=["acme/c"], max_new_tokens=2, do_sample=False)
+        assert out.text is None and out.token_ids
+        assert all(x.in_use == 0 for x in srv.stats().loaded)  # released after the refusal

@@ -3,6 +3,7 @@ the local cache taking the verified file by hard link; an interrupted pull leave
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import struct
@@ -83,13 +84,18 @@ def test_a_pull_from_s3_writes_once_and_the_cache_entry_verifies(
     _, again = pull(client, "acme/one", tmp_path / "again")
     assert not os.path.samefile(again / WEIGHTS, out / WEIGHTS)
     assert (again / WEIGHTS).read_bytes() == (src / WEIGHTS).read_bytes()
-    # A pulled file edited in place changes the cache entry it shares: the next pull says so.
+    # A pulled file edited in place changes the cache entry it shares: the next pull notices,
+    # drops that entry and downloads the blob again; the user's edit is kept.
     with (out / WEIGHTS).open("r+b") as edited:
         edited.seek(100)
         edited.write(b"edited")
-    with pytest.raises(DigestMismatch, match="edited in place"):
-        pull(client, "acme/one", tmp_path / "third")
-    assert not (tmp_path / "third").exists()
+    weights = next(f for f in info.files if f.path == WEIGHTS)
+    _, third = pull(client, "acme/one", tmp_path / "third")
+    assert (third / WEIGHTS).read_bytes() == (src / WEIGHTS).read_bytes()
+    assert sha256_file(str(cache.path_for(weights.sha256))).digest == weights.sha256
+    assert os.path.samefile(cache.path_for(weights.sha256), third / WEIGHTS)
+    assert b"edited" in (out / WEIGHTS).read_bytes()
+    assert not any((cache.root / "tmp").iterdir())
 
 
 def test_a_pull_interrupted_mid_file_leaves_no_cache_entry_and_no_folder(
@@ -134,6 +140,17 @@ def test_the_file_backend_copies_out_of_its_store(tmp_path: Path, request: pytes
         for f in info.files:
             assert (out / f.path).read_bytes() == (src / f.path).read_bytes()
             assert not os.path.samefile(out / f.path, reg.store.path_for(f.sha256))
+        # A corrupt blob in the registry's own store is reported, never deleted by a pull.
+        weights = next(f for f in info.files if f.path == WEIGHTS)
+        blob = reg.store.path_for(weights.sha256)
+        blob.chmod(0o644)
+        with blob.open("r+b") as damaged:
+            damaged.seek(100)
+            damaged.write(b"damaged")
+        with pytest.raises(DigestMismatch, match="corrupt"):
+            pull(client, "acme/file", tmp_path / "again")
+        assert blob.exists()
+        assert not (tmp_path / "again").exists()
     finally:
         reg.close()
 
@@ -160,3 +177,53 @@ def test_a_pull_over_http_writes_once_too(tmp_path: Path, request: pytest.Fixtur
         assert os.path.samefile(out / f.path, cache.path_for(f.sha256))
         assert sha256_file(str(cache.path_for(f.sha256))).digest == f.sha256
     assert not any((cache.root / "tmp").iterdir())  # no partial download left
+
+
+def test_a_pull_over_http_across_filesystems_copies_once_verified(
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the cache and the pulled folder are on different filesystems (os.link fails with
+    EXDEV) the pulled file is a copy of its own, verified, with no temporary file left anywhere;
+    and a blob the server serves damaged is refused, leaving neither cache entry nor folder."""
+    from registry.api import create_app
+    from registry.client.http import HttpClient
+
+    settings = make_settings(tmp_path / "server", f"sqlite:///{tmp_path / 'registry.db'}", "file", request)
+    reg = Registry.from_settings(settings, migrate=True)
+    try:
+        with ServerThread(create_app(settings, reg, worker=False)) as srv:
+            client = HttpClient(srv.url, "tester", tmp_path / "cache", token=srv.token)
+            src = write_adapter(tmp_path / "adapter")
+            push_folder(client, src, "acme/xdev")
+
+            def cross_device(src: object, dst: object, **kwargs: object) -> None:
+                raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+            monkeypatch.setattr(os, "link", cross_device)
+            info, out = pull(client, "acme/xdev", tmp_path / "out")
+            monkeypatch.undo()
+            assert isinstance(reg.store, LocalBlobStore)
+            weights = next(f for f in info.files if f.path == WEIGHTS)
+            blob = reg.store.path_for(weights.sha256)
+            blob.chmod(0o644)
+            with blob.open("r+b") as damaged:
+                damaged.seek(100)
+                damaged.write(b"damaged")
+            fresh = HttpClient(srv.url, "tester", tmp_path / "cache2", token=srv.token)
+            with pytest.raises(DigestMismatch):
+                pull(fresh, "acme/xdev", tmp_path / "damaged")
+            client.http.close()
+            fresh.http.close()
+    finally:
+        reg.close()
+    cache = LocalBlobStore(tmp_path / "cache")
+    for f in info.files:
+        assert (out / f.path).read_bytes() == (src / f.path).read_bytes()
+        assert not os.path.samefile(out / f.path, cache.path_for(f.sha256))  # a copy of its own
+        assert sha256_file(str(cache.path_for(f.sha256))).digest == f.sha256
+    assert sorted(p.name for p in out.iterdir()) == sorted(f.path for f in info.files)
+    assert not any((cache.root / "tmp").iterdir())
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left
+    assert not (tmp_path / "damaged").exists()
+    assert LocalBlobStore(tmp_path / "cache2").stat(weights.sha256) is None
+    assert not any((tmp_path / "cache2" / "tmp").iterdir())

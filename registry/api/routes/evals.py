@@ -16,6 +16,8 @@ from registry.entities import (
     Leaderboard,
     LeaderboardQuery,
     LineageGraph,
+    MetricCount,
+    MetricsQuery,
     ParetoQuery,
     ParetoResult,
 )
@@ -28,6 +30,7 @@ lineage_router = APIRouter(prefix="/v1", tags=["lineage"])
 routers = (evals_router, rankings_router, lineage_router)
 
 Number = Annotated[int, Path(ge=1, le=INT32_MAX)]
+HistoryLimit = Annotated[int, Query(ge=1, le=evaluations.MAX_HISTORY_LIMIT)]
 
 
 def _numbered(namespace: str, name: str, number: int) -> Ref:
@@ -36,10 +39,16 @@ def _numbered(namespace: str, name: str, number: int) -> Ref:
 
 @evals_router.get("/repos/{namespace}/{name}/versions/{number}/evals")
 def version_evals(
-    namespace: str, name: str, number: Number, reg: RegistryDep, principal: PrincipalDep
+    namespace: str,
+    name: str,
+    number: Number,
+    reg: RegistryDep,
+    principal: PrincipalDep,
+    limit: HistoryLimit = evaluations.HISTORY_LIMIT,
 ) -> EvalHistory:
-    """Every score recorded on the version, newest first, and the current one per key."""
-    return evaluations.history(reg, _numbered(namespace, name, number), principal=principal)
+    """The newest `limit` scores recorded on the version (`total` counts all), and the current one
+    per key."""
+    return evaluations.history(reg, _numbered(namespace, name, number), limit, principal=principal)
 
 
 @evals_router.post("/repos/{namespace}/{name}/versions/{number}/evals", status_code=201)
@@ -52,9 +61,11 @@ def add_version_evals(
 
 
 @evals_router.get("/evals")
-def evals_by_ref(ref: str, reg: RegistryDep, principal: PrincipalDep) -> EvalHistory:
+def evals_by_ref(
+    ref: str, reg: RegistryDep, principal: PrincipalDep, limit: HistoryLimit = evaluations.HISTORY_LIMIT
+) -> EvalHistory:
     """The history of the version any reference names (ns/name, :N, @alias, @sha256:...)."""
-    return evaluations.history(reg, parse_ref(ref), principal=principal)
+    return evaluations.history(reg, parse_ref(ref), limit, principal=principal)
 
 
 @evals_router.post("/evals", status_code=201)
@@ -77,9 +88,18 @@ def pareto(q: Annotated[ParetoQuery, Query()], reg: RegistryDep, principal: Prin
     return rankings.pareto(reg, q, principal=principal)
 
 
+@rankings_router.get("/metrics")
+def metrics(
+    q: Annotated[MetricsQuery, Query()], reg: RegistryDep, principal: PrincipalDep
+) -> list[MetricCount]:
+    """The metrics scored on the versions that fit a base (of a task), with how many versions
+    report each, most common first: the first is the default wherever a metric is not given."""
+    return rankings.common_metrics(reg, q.base, q.task, principal=principal)
+
+
 @rankings_router.get("/compare")
 def compare(
-    ref: Annotated[list[str], Query(min_length=1, max_length=rankings.MAX_COMPARE)],
+    ref: Annotated[list[str], Query(min_length=rankings.MIN_COMPARE, max_length=rankings.MAX_COMPARE)],
     reg: RegistryDep,
     principal: PrincipalDep,
 ) -> Comparison:
