@@ -6,7 +6,8 @@ Each command runs as a fresh process, the runs of all commands interleaved (so a
 slows them alike); medians of `--runs`, and each median as a ratio to the baseline's. Commands:
 `adapters --help`; `adapters list --json` on an empty embedded registry, on its first run (which
 creates and migrates it) and on later runs; and, as the floor of any embedded read, the bare
-imports it cannot do without (SQLAlchemy's ORM, the registry's tables, its pydantic entities).
+imports it cannot do without (SQLAlchemy's ORM, the registry's tables, its pydantic entities and
+settings), and the two libraries alone.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def main() -> None:
         'python -c "import click, rich"': [py, "-c", "import click, rich"],
         "adapters --help": [*adapters, "--help"],
         "adapters list --json (empty)": [*adapters, "list", "--json"],
+        "floor: import sqlalchemy.orm": [py, "-c", "import sqlalchemy.orm"],
+        "floor: import pydantic_settings": [py, "-c", "import pydantic_settings"],
         "floor: import ORM+models+entities": [
             py,
             "-c",

@@ -45,9 +45,10 @@ class Settings(BaseSettings):
     s3_region: str | None = None
     s3_secure: bool = True
     s3_part_bytes: int = Field(default=32 * 1024**2, ge=5 * 1024**2, le=5 * 1024**3)
-    """Multipart part size of S3 uploads (storage/s3.py says why 32 MiB). Each upload holds a few
-    parts' worth of memory (a server's `upload_concurrency` uploads at once): lower it on a small
-    server (S3's minimum is 5 MiB)."""
+    """Multipart part size of S3 uploads (storage/s3.py says why 32 MiB), given to one upload per
+    process at a time; uploads running meanwhile (a server's `upload_concurrency`) use S3's minimum,
+    5 MiB, so a server's part buffers stay near 2 x (this + 5 MiB x (concurrency - 1)), see
+    storage.s3.SMALL_PART_SIZE."""
     s3_presign_downloads: bool = False
     """Answer blob downloads with a redirect to a presigned S3 URL instead of proxying bytes."""
     url: str | None = None

@@ -6,19 +6,11 @@ from datetime import datetime
 from functools import partial
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from registry import bounds
 
 T = TypeVar("T")
-
-
-class Entity(BaseModel):
-    """Base of the entities: each builds its validator on first use, not at import. Building all
-    of them at import took ~0.2 s of every CLI command (bench/cli_startup.py), most of which use a
-    few or none."""
-
-    model_config = ConfigDict(defer_build=True)
 
 
 def _checked_text(value: str, single_line: bool) -> str:
@@ -48,7 +40,7 @@ JsonDoc = Annotated[dict[str, Any], AfterValidator(_checked_json)]
 """A JSON object stored as given (lineage, a base's config): strict, depth- and size-capped."""
 
 
-class FileInfo(Entity):
+class FileInfo(BaseModel):
     path: Annotated[str, Field(min_length=1, max_length=1024)]
     """Checked by formats.paths.normalize_path where it is stored (refused as unsafe_path)."""
     size: Count64
@@ -61,7 +53,7 @@ EvalDataset = Annotated[str, Field(min_length=1, max_length=256, pattern=EVAL_SC
 EvalSplit = Annotated[str, Field(min_length=1, max_length=64, pattern=EVAL_SCOPE_PATTERN), _OneLine]
 
 
-class EvalScoreIn(Entity):
+class EvalScoreIn(BaseModel):
     metric: Label
     value: FiniteFloat
     """Finite: PostgreSQL sorts NaN above every number, so a NaN would pass every --min-score."""
@@ -92,7 +84,7 @@ EvalScores = Annotated[list[EvalScoreIn], AfterValidator(_unique_score_keys)]
 """The scores of one push or one `eval add` (PushRequest.evals, EvalAdd.scores)."""
 
 
-class BaseModelRef(Entity):
+class BaseModelRef(BaseModel):
     name: str | None = None
     revision: str | None = None
 
@@ -110,7 +102,7 @@ def qlora_variant_label(quant_type: str, double_quant: bool, compute_dtype: str)
     return f"{quant_type}{'' if double_quant else '-nodq'}-{compute_dtype}"
 
 
-class QloraCheckSummary(Entity):
+class QloraCheckSummary(BaseModel):
     """The latest `check-4bit` answer for a version on one base and 4-bit variant."""
 
     base: str
@@ -123,7 +115,7 @@ class QloraCheckSummary(Entity):
     reasons: list[str] = Field(default_factory=list)
 
 
-class VersionSummary(Entity):
+class VersionSummary(BaseModel):
     """A version as listings show it: what tells versions apart, not the whole documents (config,
     lineage, files), which `show` (resolve) returns. A listing page of whole versions was 15.7 MB."""
 
@@ -166,7 +158,7 @@ class VersionInfo(VersionSummary):
     qlora_checks: list[QloraCheckSummary] = Field(default_factory=list)
 
 
-class PushRequest(Entity):
+class PushRequest(BaseModel):
     files: list[FileInfo] = Field(min_length=1, max_length=10_000)
     base: Name | None = None
     base_revision: Revision | None = None
@@ -180,7 +172,7 @@ class PushRequest(Entity):
     """Record the version even if the fit check against its known base refuses it."""
 
 
-class PushResult(Entity):
+class PushResult(BaseModel):
     created: bool
     """False when the content equals the latest version: no new version was made."""
     repo: str
@@ -190,19 +182,19 @@ class PushResult(Entity):
     info: VersionInfo
 
 
-class RepoInfo(Entity):
+class RepoInfo(BaseModel):
     repo: str
     latest_version: int
     created_at: datetime
     aliases: dict[str, int]
 
 
-class Page(Entity, Generic[T]):
+class Page(BaseModel, Generic[T]):
     items: list[T]
     next_cursor: str | None = None
 
 
-class VersionFilter(Entity):
+class VersionFilter(BaseModel):
     repo: Annotated[str, Field(max_length=129), _OneLine] | None = None
     task: Label | None = None
     peft_type: Annotated[str, Field(max_length=32), _OneLine] | None = None
@@ -210,30 +202,30 @@ class VersionFilter(Entity):
     latest_only: bool = False
 
 
-class AliasInfo(Entity):
+class AliasInfo(BaseModel):
     repo: str
     alias: str
     version: int
     digest: str
 
 
-class MissingBlobs(Entity):
+class MissingBlobs(BaseModel):
     missing: list[str]
 
 
-class ModuleInfo(Entity):
+class ModuleInfo(BaseModel):
     name: Name
     kind: Annotated[str, Field(min_length=1, max_length=16), _OneLine]
     in_features: Count32
     out_features: Count32
 
 
-class BaseNameInfo(Entity):
+class BaseNameInfo(BaseModel):
     name: Name
     revision: Revision | None = None
 
 
-class BaseArchitecture(Entity):
+class BaseArchitecture(BaseModel):
     """A base model's architecture facts, read from its config.json (and its weights' parameter
     count): listed here once. Registration and the base's entity inherit them, so they stay flat
     members of the REST JSON; the fit check and the database row take them from here."""
@@ -287,7 +279,7 @@ class BaseInfo(BaseArchitecture):
     lineage: dict[str, Any] | None = None
 
 
-class BaseLayout(Entity):
+class BaseLayout(BaseModel):
     """A base with its config.json and module table: what the planner (`adapters plan`) reads."""
 
     base: BaseInfo
@@ -295,7 +287,7 @@ class BaseLayout(Entity):
     modules: list[ModuleInfo]
 
 
-class FitQuery(Entity):
+class FitQuery(BaseModel):
     base: Annotated[str, Field(min_length=1, max_length=4096), _OneLine]
     task: Label | None = None
     peft_type: Annotated[str, Field(max_length=32), _OneLine] | None = None
@@ -311,7 +303,7 @@ class FitQuery(Entity):
     """The 4-bit variant `qlora_ok` asks about (implies it): `nf4`, `fp4-nodq`, `nf4-bfloat16`..."""
 
 
-class FitItem(Entity):
+class FitItem(BaseModel):
     ref: str
     repo: str
     version: int
@@ -325,19 +317,19 @@ class FitItem(Entity):
     """Value of the --sort metric, when sorting."""
 
 
-class FitRejection(Entity):
+class FitRejection(BaseModel):
     ref: str
     reasons: list[str]
 
 
-class FitResult(Entity):
+class FitResult(BaseModel):
     base: BaseInfo
     items: list[FitItem]
     rejected: list[FitRejection] | None = None
 
 
 # ---------------------------------------------------------------- lifecycle
-class DeleteResult(Entity):
+class DeleteResult(BaseModel):
     """What `adapters rm` deleted."""
 
     repo: str
@@ -348,7 +340,7 @@ class DeleteResult(Entity):
     repository_deleted: bool = False
 
 
-class GcReport(Entity):
+class GcReport(BaseModel):
     """One garbage collection: what the sweep found unreferenced and (unless a dry run) deleted."""
 
     dry_run: bool
@@ -363,7 +355,7 @@ class GcReport(Entity):
     """Blobs the store failed to delete (kept, retried by the next run)."""
 
 
-class AuditEventInfo(Entity):
+class AuditEventInfo(BaseModel):
     id: int
     at: datetime
     actor: str
@@ -379,7 +371,7 @@ class AuditEventInfo(Entity):
     details: dict[str, Any] | None = None
 
 
-class AuditFilter(Entity):
+class AuditFilter(BaseModel):
     repo: Annotated[str, Field(max_length=129), _OneLine] | None = None
     user: Annotated[str, Field(max_length=128), _OneLine] | None = None
     since: datetime | None = None
@@ -390,14 +382,14 @@ EvalInput = EvalScoreIn
 """One score to record on an existing version (`adapters eval add`): the push-time shape."""
 
 
-class EvalAdd(Entity):
+class EvalAdd(BaseModel):
     """The body of POST /v1/evals?ref=REF and POST /v1/repos/{namespace}/{name}/versions/{number}/evals."""
 
     scores: Annotated[EvalScores, Field(min_length=1, max_length=256)]
     note: Message | None = None
 
 
-class EvalRecord(Entity):
+class EvalRecord(BaseModel):
     """One recorded score: append-only, never changed; a later one for the same key supersedes it."""
 
     metric: str
@@ -409,7 +401,7 @@ class EvalRecord(Entity):
     note: str | None = None
 
 
-class EvalHistory(Entity):
+class EvalHistory(BaseModel):
     ref: str
     digest: str
     records: list[EvalRecord]
@@ -420,7 +412,7 @@ class EvalHistory(Entity):
     """The latest record per (metric, dataset, split)."""
 
 
-class LeaderboardQuery(Entity):
+class LeaderboardQuery(BaseModel):
     base: Annotated[str, Field(min_length=1, max_length=4096), _OneLine]
     metric: Label
     dataset: Annotated[str, Field(max_length=256), _OneLine] | None = None
@@ -432,7 +424,7 @@ class LeaderboardQuery(Entity):
     limit: int = Field(default=20, ge=1, le=500)
 
 
-class LeaderboardRow(Entity):
+class LeaderboardRow(BaseModel):
     rank: int
     repo: str
     number: int
@@ -451,7 +443,7 @@ class LeaderboardRow(Entity):
     tier: str
 
 
-class Leaderboard(Entity):
+class Leaderboard(BaseModel):
     base: str
     metric: str
     dataset: str | None = None
@@ -460,21 +452,21 @@ class Leaderboard(Entity):
     rows: list[LeaderboardRow]
 
 
-class MetricsQuery(Entity):
+class MetricsQuery(BaseModel):
     """GET /v1/metrics: the metrics scored on the versions that fit a base."""
 
     base: Annotated[str, Field(min_length=1, max_length=4096), _OneLine]
     task: Label | None = None
 
 
-class MetricCount(Entity):
+class MetricCount(BaseModel):
     """A metric scored on the versions that fit a base, and on how many (rankings.common_metrics)."""
 
     metric: str
     versions: int
 
 
-class ParetoQuery(Entity):
+class ParetoQuery(BaseModel):
     base: Annotated[str, Field(min_length=1, max_length=4096), _OneLine]
     metric: Label
     dataset: Annotated[str, Field(max_length=256), _OneLine] | None = None
@@ -487,7 +479,7 @@ class ParetoQuery(Entity):
     """List only the front's points (`total` still counts every candidate)."""
 
 
-class ParetoPoint(Entity):
+class ParetoPoint(BaseModel):
     ref: str
     digest: str
     repo: str
@@ -501,7 +493,7 @@ class ParetoPoint(Entity):
     dominated_count: int = 0
 
 
-class ParetoResult(Entity):
+class ParetoResult(BaseModel):
     base: str
     metric: str
     dataset: str | None = None
@@ -515,7 +507,7 @@ class ParetoResult(Entity):
     front_size: int
 
 
-class ComparedVersion(Entity):
+class ComparedVersion(BaseModel):
     ref: str
     digest: str
     config: dict[str, Any]
@@ -526,7 +518,7 @@ class ComparedVersion(Entity):
     """metric key ("metric", "metric@dataset", "metric@dataset:split") -> current value."""
 
 
-class Comparison(Entity):
+class Comparison(BaseModel):
     versions: list[ComparedVersion]
     differing: list[str]
     """The config fields whose values differ between the versions."""
@@ -534,7 +526,7 @@ class Comparison(Entity):
     """Every metric key any of them has, sorted."""
 
 
-class LineageNode(Entity):
+class LineageNode(BaseModel):
     id: str
     kind: str
     """version, base or deleted (a recorded parent that no longer exists), or hidden (unreadable)."""
@@ -543,7 +535,7 @@ class LineageNode(Entity):
     ref: str | None = None
 
 
-class LineageEdge(Entity):
+class LineageEdge(BaseModel):
     source: str
     target: str
     kind: str
@@ -558,7 +550,7 @@ class LineageEdge(Entity):
     pushing: shown upward, never indexed as a descendant (services/lineage_edges.py)."""
 
 
-class LineageGraph(Entity):
+class LineageGraph(BaseModel):
     root: str
     nodes: list[LineageNode]
     edges: list[LineageEdge]

@@ -9,6 +9,7 @@ and verified.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from collections.abc import Iterator
@@ -98,7 +99,8 @@ class S3BlobStore:
         SIGTERM handler), which the SDK does not abort, is aborted here: the multipart uploads of
         this key that were not pending before this call began (a concurrent upload of the very
         same blob by another process, started meanwhile, is aborted too: its push fails and is
-        retried). A process killed outright (SIGKILL) leaves its upload to the stale sweep."""
+        retried); knowing which costs one listing request per multipart upload. A process killed
+        outright (SIGKILL) leaves its upload to the stale sweep."""
         reader = VerifyingReader(stream, digest, size, progress)
         if size == 0:
             reader.finish()  # the SDK makes no read for an empty object: verify before sending
@@ -120,9 +122,11 @@ class S3BlobStore:
                 raise  # the SDK has aborted its upload
             except BaseException:
                 if size > part_size:
-                    for upload_key, upload_id in self._pending_uploads(key):
-                        if upload_key == key and (upload_key, upload_id) not in before:
-                            self.client._abort_multipart_upload(self.bucket, upload_key, upload_id)
+                    # Best effort: the interrupt goes on whatever happens here (the sweep is the net).
+                    with contextlib.suppress(Exception):
+                        for upload_key, upload_id in self._pending_uploads(key):
+                            if upload_key == key and (upload_key, upload_id) not in before:
+                                self.client._abort_multipart_upload(self.bucket, upload_key, upload_id)
                 raise
         finally:
             if big:

@@ -4,16 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 
-class Entity(BaseModel):
-    """Base of these entities: validators built on first use, not at import (see registry.entities.Entity)."""
-
-    model_config = ConfigDict(defer_build=True)
-
-
-class UserInfo(Entity):
+class UserInfo(BaseModel):
     id: int
     name: str
     admin: bool
@@ -22,14 +16,14 @@ class UserInfo(Entity):
     """namespace -> role."""
 
 
-class GrantInfo(Entity):
+class GrantInfo(BaseModel):
     user: str
     namespace: str
     role: str | None
     """None after a grant was removed."""
 
 
-class TokenInfo(Entity):
+class TokenInfo(BaseModel):
     id: int
     user: str
     name: str | None
@@ -43,12 +37,12 @@ class TokenInfo(Entity):
     created_at: datetime
 
 
-class NamespaceInfo(Entity):
+class NamespaceInfo(BaseModel):
     name: str
     public: bool
 
 
-class WhoAmI(Entity):
+class WhoAmI(BaseModel):
     kind: str
     """user, anonymous or operator."""
     name: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -36,7 +37,7 @@ from registry.formats.paths import normalize_path
 from registry.services import audit
 from registry.services.blob_guard import guard_blobs
 from registry.services.context import Registry
-from registry.services.lineage_edges import record_edges
+from registry.services.lineage_edges import checked_lineage, record_edges
 from registry.services.names import refuse_repository_name
 from registry.services.permissions import base_not_found, require_on_base_name
 from registry.services.timeutil import now
@@ -84,6 +85,7 @@ def register_base(
                 named = _by_name(session, n.name)
                 if named is not None and named.fingerprint is None and data.fingerprint is None:
                     row = named
+        fresh = row is None
         if row is None:
             row = _insert(session, data)
         else:
@@ -97,10 +99,13 @@ def register_base(
                 session.add(m.BaseName(name=n.name, base_model_id=row.id, revision=n.revision))
             elif existing.base_model_id != row.id:
                 raise BaseNameTaken(f"base name {n.name!r} already names another base model", name=n.name)
-        if data.lineage and row.lineage is None:
-            row.lineage = data.lineage
+        edges: list[dict[str, Any]] = []
+        if data.lineage and (fresh or row.lineage is None):
+            # A claimed parent is indexed only when it exists and the caller may read it (as for
+            # a pushed version's lineage): no one lists themselves among another's descendants.
+            row.lineage, edges = checked_lineage(session, data.lineage, principal)
         session.flush()
-        record_edges(session, row.lineage, child_base_id=row.id)
+        record_edges(session, row.lineage, child_base_id=row.id, edges=edges)
         registered = base_info(session, row, reader=principal)
         names = [n.name for n in data.names]
         audit.record(

@@ -335,3 +335,39 @@ def test_export_claims_on_a_version_are_checked(reg: Registry, tmp_path: Path, a
     assert sorted(pushed.info.lineage["unverified"]) == sorted([victim.digest, fingerprint])
     assert "version:evil/fake:1" not in {n.id for n in lineage.graph(reg, "secret/x").nodes}
     assert "version:evil/fake:1" not in {n.id for n in lineage.graph(reg, "secret/base").nodes}
+
+
+def test_ui_version_page_shows_the_newest_with_the_total(
+    reg: Registry, ev_settings: Settings, tmp_path: Path, adapters_dir: Path
+) -> None:
+    from registry.api import create_app
+    from registry.ui.session import TOKEN_COOKIE
+
+    client = LocalClient(reg, "pusher", LocalBlobStore(tmp_path / "cache"))
+    push_folder(client, adapters_dir / "lora_a", "acme/legal")
+    scores = [parse_eval(f"m{i:03d}=0.5") for i in range(evaluations.HISTORY_LIMIT + 1)]
+    evaluations.add_scores(reg, parse_ref("acme/legal"), scores)
+    with ServerThread(create_app(ev_settings, reg)) as srv:
+        html = httpx.get(f"{srv.url}/ui/r/acme/legal/1", cookies={TOKEN_COOKIE: srv.token}).text
+    history = html.split('id="evals-history"', 1)[1].split("</table>", 1)[0]
+    current = html.split('id="evals-current"', 1)[1].split("</table>", 1)[0]
+    assert "the newest 100 of 101 records" in html
+    assert history.count("<tr>") == 1 + 100 and current.count("<tr>") == 1 + 101
+
+
+def test_a_registered_base_claims_lineage_only_of_what_it_may_read(
+    reg: Registry, tmp_path: Path, adapters_dir: Path
+) -> None:
+    """A base's export lineage is checked like a version's: registering a base that claims to be
+    made from a version its registrant may not read puts nothing under that version."""
+    from registry.client.bases import fingerprint_folder, registration
+
+    op = LocalClient(reg, "op", LocalBlobStore(tmp_path / "op-cache"))
+    victim = push_folder(op, adapters_dir / "lora_a", "secret/x")
+    mallory = user(reg, "mallory", {"evil": "write"})
+    evil = LocalClient(reg, "mallory", LocalBlobStore(tmp_path / "m-cache"), principal=mallory)
+    data = registration(fingerprint_folder(adapters_dir / "base"), ["evil/merged"], None)
+    data.lineage = {"kind": "export", "adapter_digest": victim.digest, "adapter_ref": "secret/x:1"}
+    made = evil.register_base(data)
+    assert made.lineage is not None and made.lineage["unverified"] == [victim.digest]
+    assert not any(n.kind == "base" for n in lineage.graph(reg, "secret/x").nodes)
