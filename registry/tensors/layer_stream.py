@@ -106,9 +106,14 @@ class LayeredModel:
             return self._key(self.family.embed + ".weight")
         raise KeyError(f"the base has no tensor {name}")
 
+    def mapped(self, name: str) -> torch.Tensor:
+        """One tensor as mapped from its shard, on the CPU, in the checkpoint's dtype: slice it
+        before moving it (a whole embedding table or head on a GPU is what streaming avoids)."""
+        return read_tensor(self.tensors[self._key(name)])
+
     def tensor(self, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
         """One tensor, mapped from its shard, on the device, cast to `dtype` when given."""
-        t = read_tensor(self.tensors[self._key(name)])
+        t = self.mapped(name)
         return t.to(device=self.device, dtype=dtype or t.dtype)
 
     def layer_prefix(self, index: int) -> str:
@@ -178,11 +183,11 @@ class LayeredModel:
 
     def embed(self, ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Token embeddings (plus learned positions), gathering only the probed rows."""
-        table = self.tensor(self.family.embed + ".weight")
-        h = torch.nn.functional.embedding(ids, table).to(dtype)
+        table = self.mapped(self.family.embed + ".weight")
+        h = torch.nn.functional.embedding(ids.cpu(), table).to(device=self.device, dtype=dtype)
         if self.family.positions is not None:
-            positions = self.tensor(self.family.positions + ".weight")
-            h = h + positions[: ids.shape[1]].to(dtype).unsqueeze(0)
+            positions = self.mapped(self.family.positions + ".weight")[: ids.shape[1]]
+            h = h + positions.to(device=self.device, dtype=dtype).unsqueeze(0)
         return h
 
     def position_ids(self, ids: torch.Tensor) -> torch.Tensor:
@@ -230,13 +235,14 @@ class LayeredModel:
         for name, _ in list(norm.named_parameters()):
             _set_tensor(norm, name, self.tensor(f"{self.family.norm}.{name}", dtype))
         h = norm.eval()(h)
-        weight = self.tensor("lm_head.weight")  # mapped, in the checkpoint's dtype
-        bias = self.tensor("lm_head.bias") if "lm_head.bias" in self.tensors else None
+        weight = self.mapped("lm_head.weight")  # on the CPU map, in the checkpoint's dtype
+        bias = self.mapped("lm_head.bias") if "lm_head.bias" in self.tensors else None
         # Cast HEAD_ROWS rows of the head at a time: a whole float32 copy of a 32000 x 2048 head
         # is 262 MB, a fifth of the 1.3 GB budget of the bench model.
         logits = torch.empty((*h.shape[:-1], weight.shape[0]), dtype=dtype, device=h.device)
         for r0 in range(0, weight.shape[0], HEAD_ROWS):
             rows = slice(r0, r0 + HEAD_ROWS)
-            b = bias[rows].to(dtype) if bias is not None else None
-            logits[..., rows] = torch.nn.functional.linear(h, weight[rows].to(dtype), b)
+            b = bias[rows].to(device=h.device, dtype=dtype) if bias is not None else None
+            w = weight[rows].to(device=h.device, dtype=dtype)
+            logits[..., rows] = torch.nn.functional.linear(h, w, b)
         return logits.float().log_softmax(-1)

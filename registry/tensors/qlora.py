@@ -242,7 +242,7 @@ def _report(
     else:
         reasons.append(f"the adapter does not run on the {variant.quant_type.upper()} base: {probed.q_error}")
     modules = sorted(probed.modules, key=lambda m: str(m["module"]))
-    verdict = _verdict(probed.structure, modules, behaviour, reasons)
+    verdict = _verdict(probed.structure, modules, behaviour, reasons, variant)
     merge_errors = [m["merge_rel_error"] for m in modules if m.get("merge_rel_error") is not None]
     return {
         "verdict": verdict,
@@ -268,6 +268,7 @@ def _verdict(
     modules: list[dict[str, Any]],
     behaviour: dict[str, Any] | None,
     reasons: list[str],
+    variant: Variant,
 ) -> str:
     """Append the reasons; fail beats warn beats pass."""
     level = 0
@@ -278,7 +279,10 @@ def _verdict(
         level = max(level, 1)
     drowned = [m["module"] for m in modules if m.get("drowned")]
     if drowned:
-        reasons.append(f"{len(drowned)} module update(s) drown in NF4 noise: {', '.join(drowned[:5])}")
+        reasons.append(
+            f"{len(drowned)} module update(s) drown in {variant.quant_type.upper()} noise: "
+            f"{', '.join(drowned[:5])}"
+        )
         level = max(level, 1)
     adapted, base = behaviour["adapted"], behaviour["base"]
     kl_ratio = adapted["kl"] / max(base["kl"], 1e-9)

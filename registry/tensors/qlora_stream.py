@@ -47,6 +47,10 @@ def why_not_streamed(config: dict[str, Any], adapter_dir: Path) -> str | None:
         return f"it handles {' and '.join(LAYERWISE_TYPES)} adapters (with DoRA), not {peft_type}"
     if adapter_config.get("modules_to_save"):
         return "the adapter replaces whole modules (modules_to_save)"
+    if adapter_config.get("layer_replication"):
+        return "the adapter rebuilds the list of layers (layer_replication)"
+    if adapter_config.get("alora_invocation_tokens"):
+        return "activated LoRA needs the whole model's input ids (alora_invocation_tokens)"
     layers = FAMILIES[str(model_type)].layers + "."
     for key in load_peft_weights(str(adapter_dir), device="cpu"):
         if not key.removeprefix(PREFIX).startswith(layers):

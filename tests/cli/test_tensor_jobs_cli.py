@@ -13,7 +13,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from registry.tensors.qlora import _verdict
+from registry.tensors.qlora import Variant, _verdict
 from tests.cli.conftest import Cli, open_cli
 
 IDS = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(3))
@@ -105,7 +105,7 @@ def test_check_4bit_records_a_verdict_that_fit_filters_on(adapters: Cli, qlora_d
     # The verdict is the one its own figures give under the thresholds (each pinned in
     # tests/tensors/test_qlora_verdict.py), with the same reasons.
     reasons: list[str] = []
-    expected = _verdict(report["structure"], report["modules"], report["behaviour"], reasons)
+    expected = _verdict(report["structure"], report["modules"], report["behaviour"], reasons, Variant())
     assert (report["verdict"], report["reasons"]) == (expected, reasons)
     assert len(report["structure"]["quantized"]) == 3 * 2  # q, v, down in 2 layers: all 4-bit Linear
     assert report["structure"]["high_precision"] == []

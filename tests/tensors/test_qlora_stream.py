@@ -263,3 +263,40 @@ def test_the_4bit_layers_are_adapted_by_peft_s_own_bitsandbytes_layers(tmp_path:
     expected = {name: type(t) for name, t in reference.items() if name.startswith("model.layers.1.")}
     assert {name: type(t) for name, t in got.items()} == expected
     assert {t.__name__ for t in expected.values()} == {"Linear4bit"}
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_the_head_cast_in_blocks_answers_as_the_whole_model(
+    tmp_path: Path, arch: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tiny vocabulary fits in one block of head rows; blocks of 48 make the loop run, ragged
+    last block included, and must change nothing."""
+    from registry.tensors import layer_stream
+
+    monkeypatch.setattr(layer_stream, "HEAD_ROWS", 48)
+    assert VOCAB % 48 != 0 and VOCAB > 48
+    base, lora = build(tmp_path, arch)
+    streamed, whole = both(base, lora)
+    assert streamed["path"] == "layers"
+    assert_same(streamed, whole)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        ("layer_replication", [[0, 2], [1, 3]], "layer_replication"),
+        ("alora_invocation_tokens", [1, 2], "alora_invocation_tokens"),
+    ],
+)
+def test_lora_that_reshapes_the_model_falls_back(tmp_path: Path, field: str, value: Any, why: str) -> None:
+    import json
+
+    from registry.tensors.qlora_stream import why_not_streamed
+
+    base, lora = build(tmp_path, "llama")
+    config = json.loads((lora / "adapter_config.json").read_text())
+    assert why_not_streamed(json.loads((base / "config.json").read_text()), lora) is None
+    config[field] = value
+    (lora / "adapter_config.json").write_text(json.dumps(config))
+    reason = why_not_streamed(json.loads((base / "config.json").read_text()), lora)
+    assert reason is not None and why in reason

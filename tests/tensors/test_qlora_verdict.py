@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from registry.tensors.qlora import THRESHOLDS, _verdict
+from registry.tensors.qlora import THRESHOLDS, Variant, _verdict
 
 EPS = 1e-6
 
@@ -32,7 +32,7 @@ def verdict(
     )
     reasons: list[str] = []
     modules = [{"module": "model.layers.0.self_attn.q_proj", "drowned": drowned}]
-    return _verdict({"problems": problems or []}, modules, b, reasons), reasons, b
+    return _verdict({"problems": problems or []}, modules, b, reasons, Variant()), reasons, b
 
 
 def test_a_clean_report_passes() -> None:
