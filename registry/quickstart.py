@@ -120,6 +120,10 @@ def main() -> None:
 
     sh("fit", "tiny-llama", "--sort", "accuracy")
     sh("merge", "demo/legal=0.7", "demo/medical=0.3", "--into", "demo/legal-medical", "--method", "svd")
+    sh("eval", "add", "demo/legal-medical", "accuracy=0.69@lexglue:test", "--note", "the merge, scored later")
+    sh("leaderboard", "--base", "tiny-llama", "--metric", "accuracy", "--dataset", "lexglue")
+    sh("lineage", "demo/legal-medical")
+    sh("plan", "--base", "tiny-llama", "--method", "qlora", "--r", "8", "--gpu-memory", "1GB")
     exported = work / "legal-merged"
     sh("export", "demo/legal@production", "--base", "tiny-llama", "-o", str(exported), "--force")
     with torch.no_grad():
