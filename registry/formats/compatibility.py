@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from registry.entities import BaseArchitecture
+from registry.errors import ERRORS_BY_CODE, FitRefused, RegistryError
 from registry.formats.peft_config import PeftConfigFacts
 from registry.formats.safetensors_header import TensorInfo
 from registry.formats.targets import is_feedforward, locate_module
@@ -117,6 +118,20 @@ def _lokr_shape(p: dict[str, tuple[int, ...]]) -> tuple[int, int] | None:
     if w1 is None or w2 is None:
         return None
     return w1[0] * w2[0], w1[1] * w2[1]
+
+
+def fit_refusal(
+    problems: list[FitProblem], *, prefix: str = "", hint: str = "", **details: object
+) -> RegistryError:
+    """The error for a non-empty list of fit problems, as push and the serving SDK raise it: the
+    first problem's code and message, every problem listed."""
+    cls = ERRORS_BY_CODE.get(problems[0].code, FitRefused)
+    more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+    return cls(f"{prefix}{problems[0].message}{more}{hint}", problems=listed(problems), **details)
+
+
+def listed(problems: list[FitProblem]) -> list[dict[str, str | None]]:
+    return [{"code": p.code, "module": p.module, "message": p.message} for p in problems]
 
 
 def check_fit(config: PeftConfigFacts, tensors: dict[str, TensorInfo], base: BaseView) -> list[FitProblem]:

@@ -10,8 +10,14 @@ from sqlalchemy.orm import Session
 from registry.access.checks import base_readable
 from registry.access.principal import Principal
 from registry.db import models as m
-from registry.errors import ERRORS_BY_CODE, FitRefused
-from registry.formats.compatibility import AdapterModule, adapter_modules, check_fit, find_module
+from registry.formats.compatibility import (
+    AdapterModule,
+    adapter_modules,
+    check_fit,
+    find_module,
+    fit_refusal,
+    listed,
+)
 from registry.formats.inspect import AdapterFacts
 from registry.services.bases import base_view, find_base
 
@@ -62,9 +68,6 @@ def link_and_check(
     ]
     if not problems:
         return BaseLink(base, modules)
-    listed = [{"code": p.code, "module": p.module, "message": p.message} for p in problems]
     if force:
-        return BaseLink(base, modules, {"problems": listed})
-    cls = ERRORS_BY_CODE.get(problems[0].code, FitRefused)
-    more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
-    raise cls(f"{problems[0].message}{more}; pass --force to push anyway", problems=listed, base=view.label)
+        return BaseLink(base, modules, {"problems": listed(problems)})
+    raise fit_refusal(problems, hint="; pass --force to push anyway", base=view.label)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from registry.client.transfer import CLIENT_LIMITS
 from registry.entities import VersionInfo
-from registry.errors import ERRORS_BY_CODE, FitRefused, NotServable
-from registry.formats.compatibility import BaseView, check_fit
+from registry.errors import NotServable
+from registry.formats.compatibility import BaseView, check_fit, fit_refusal
 from registry.formats.folder import local_reader
 from registry.formats.inspect import AdapterFacts, inspect_files
 from registry.formats.manifest import FileEntry
@@ -39,10 +39,7 @@ def check_servable(info: VersionInfo, folder: Path, base: BaseView) -> AdapterFa
     )
     problems = check_fit(facts.config, facts.tensors, base)
     if problems:
-        listed = [{"code": p.code, "module": p.module, "message": p.message} for p in problems]
-        cls = ERRORS_BY_CODE.get(problems[0].code, FitRefused)
-        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
-        raise cls(f"{ref}: {problems[0].message}{more}", problems=listed, base=base.label, ref=ref)
+        raise fit_refusal(problems, prefix=f"{ref}: ", base=base.label, ref=ref)
     check_runnable(ref, facts.config.peft_type, facts.config.use_dora)
     return facts
 
