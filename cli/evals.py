@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import click
@@ -56,14 +57,27 @@ def evals(client: RegistryClient, ref: str, limit: int, as_json: bool) -> None:
     emit(client.eval_history(ref, limit), as_json, _history)
 
 
+def _ranking_options(command: Callable[..., None]) -> Callable[..., None]:
+    """What leaderboard and pareto both take: the base, the metric and which scores count."""
+    for option in reversed(
+        [
+            click.option("--base", required=True, help="Base name or fingerprint."),
+            click.option("--metric", required=True),
+            click.option("--dataset"),
+            click.option(
+                "--split", help="Only scores on this split (default: each version's best over splits)."
+            ),
+            click.option("--task"),
+            click.option("--lower-is-better", is_flag=True, help="Rank ascending (loss, perplexity)."),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
 @click.command()
-@click.option("--base", required=True, help="Base name or fingerprint.")
-@click.option("--metric", required=True)
-@click.option("--dataset")
-@click.option("--split", help="Only scores on this split (default: each version's best over splits).")
-@click.option("--task")
+@_ranking_options
 @click.option("--peft-type")
-@click.option("--lower-is-better", is_flag=True, help="Rank ascending (loss, perplexity).")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 500))
 @json_option
 @with_client
@@ -96,13 +110,8 @@ def leaderboard(
 
 
 @click.command()
-@click.option("--base", required=True, help="Base name or fingerprint.")
-@click.option("--metric", required=True)
-@click.option("--dataset")
-@click.option("--split", help="Only scores on this split (default: each version's best over splits).")
-@click.option("--task")
+@_ranking_options
 @click.option("--cost", type=click.Choice(["params", "bytes", "rank"]), default="params", show_default=True)
-@click.option("--lower-is-better", is_flag=True)
 @click.option("--all-points", is_flag=True, help="Also list the points off the front (for plotting).")
 @json_option
 @with_client
