@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from cli import render
-from cli.app import with_client
-from cli.output import RichProgress, emit, json_option
+from cli.app import App, pass_app, with_client
+from cli.output import RichProgress, emit, json_option, jsonable
 from cli.params import ALIAS, EVAL, REF, REPO
 
 if TYPE_CHECKING:
@@ -123,9 +123,9 @@ def pull_cmd(client: RegistryClient, ref: str, output: Path | None, force: bool,
 @click.option("--limit", default=50, show_default=True)
 @click.option("--cursor", help="Continue from a previous page's next_cursor.")
 @json_option
-@with_client
+@pass_app
 def list_cmd(
-    client: RegistryClient,
+    app: App,
     task: str | None,
     base: str | None,
     peft_type: str | None,
@@ -136,11 +136,30 @@ def list_cmd(
     as_json: bool,
 ) -> None:
     """List adapters, newest first: each repository's latest, or every version matching the filters."""
-    from registry.entities import VersionFilter
-
     latest_only = not (all_versions or repo or task or base or peft_type)
-    flt = VersionFilter(repo=repo, task=task, peft_type=peft_type, base=base, latest_only=latest_only)
-    emit(client.list_versions(flt, limit, cursor), as_json, render.version_table)
+    query: dict[str, Any] = dict(
+        repo=repo, task=task, peft_type=peft_type, base=base, latest_only=latest_only
+    )
+    doc = _quick_list(query, limit, cursor)
+    if doc is None:
+        from registry.entities import VersionFilter
+
+        doc = jsonable(app.client.list_versions(VersionFilter(**query), limit, cursor))
+    emit(doc, as_json, render.version_table)
+
+
+def _quick_list(query: dict[str, Any], limit: int, cursor: str | None) -> dict[str, Any] | None:
+    """The listing straight from the embedded SQLite file (registry.services.quick), or None where
+    the full path must answer: a server, PostgreSQL, no database yet, a migration to run, input
+    it would refuse."""
+    from registry.paths import embedded_sqlite_path
+
+    db = embedded_sqlite_path()
+    if db is None:
+        return None
+    from registry.services import quick
+
+    return quick.list_versions(db, **query, limit=limit, cursor=cursor)
 
 
 @click.command()

@@ -20,10 +20,8 @@ if TYPE_CHECKING:
         AliasInfo,
         BaseInfo,
         FitResult,
-        Page,
         PushResult,
         VersionInfo,
-        VersionSummary,
     )
     from registry.jobspec import ExportResult, JobInfo
 
@@ -44,22 +42,23 @@ def pulled(info: VersionInfo, out: Path) -> None:
     say(f"[green]pulled[/green] {info.ref} {info.digest} -> {out}")
 
 
-def version_table(page: Page[VersionSummary]) -> None:
+def version_table(page: dict[str, Any]) -> None:
+    """A page of VersionSummary as its JSON document (what the quick embedded read returns)."""
     table = Table("ref", "peft", "r", "task", "base", "params", "aliases", "created")
-    for v in page.items:
+    for v in page["items"]:
         table.add_row(
-            v.ref,
-            v.peft_type,
-            str(v.r or ""),
-            v.task or "",
-            v.base_model.name or "",
-            f"{v.trainable_params:,}",
-            ",".join(v.aliases),
-            v.created_at.strftime("%Y-%m-%d %H:%M"),
+            v["ref"],
+            v["peft_type"],
+            str(v["r"] or ""),
+            v["task"] or "",
+            v["base_model"]["name"] or "",
+            f"{v['trainable_params']:,}",
+            ",".join(v["aliases"]),
+            v["created_at"][:16].replace("T", " "),  # ISO 8601: YYYY-MM-DD HH:MM
         )
     console.print(table)
-    if page.next_cursor:
-        console.print(f"more: --cursor {page.next_cursor}")
+    if page["next_cursor"]:
+        console.print(f"more: --cursor {page['next_cursor']}")
 
 
 def version(v: VersionInfo) -> None:

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import getpass
-import os
 from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from registry.bounds import MAX_HEADER_BYTES
+from registry.paths import default_config_dir, default_home
 from storage import S3Options
-
-
-def _default_home() -> Path:
-    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(xdg) / "adapter-registry"
-
-
-def _default_config_dir() -> Path:
-    xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(xdg) / "adapter-registry"
 
 
 def _default_user() -> str:
@@ -33,7 +23,7 @@ def _default_user() -> str:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ADAPTERS_", extra="ignore")
 
-    home: Path = Field(default_factory=_default_home)
+    home: Path = Field(default_factory=default_home)
     """Data directory of the embedded default (SQLite database, blobs, cache)."""
     database_url: str | None = None
     """SQLAlchemy URL; default sqlite:///$ADAPTERS_HOME/registry.db."""
@@ -58,7 +48,7 @@ class Settings(BaseSettings):
     token: SecretStr | None = None
     """ADAPTERS_TOKEN: the API token HttpClient sends (`Authorization: Bearer`); never printed.
     Unset: the one `adapters login` kept in `token_file`."""
-    config_dir: Path = Field(default_factory=_default_config_dir)
+    config_dir: Path = Field(default_factory=default_config_dir)
     """Client configuration ($XDG_CONFIG_HOME/adapter-registry): `adapters login` keeps the token here."""
     user: str = Field(default_factory=_default_user)
     """Recorded as who pushed (sent as X-Adapters-User to a server)."""

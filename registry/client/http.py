@@ -183,7 +183,7 @@ class HttpClient:
         """
         if self.cache.stat(digest) is not None:
             if into is not None:
-                write_verified(self.cache.open(digest), into, digest, size)
+                write_verified(self.cache.open(digest), into, digest, size, durable=False)
             return
         try:
             check_digest(digest)  # it names a file here: a hostile manifest must not pick the path

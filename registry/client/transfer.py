@@ -116,14 +116,25 @@ def pull(
 
 
 def fetch_missing(client: RegistryClient, files: list[FileInfo], progress: TransferProgress | None) -> None:
-    """Download into the client's local cache the blobs it does not have yet."""
-    todo = [f for f in files if client.cache.stat(f.sha256) is None]
+    """Download into the client's local cache the blobs it does not have yet. An entry of the wrong
+    size counts as missing (and is dropped): a pull's output, which the cache shares, is not
+    fsynced, so a power cut can leave it short, and what calls this (a worker) uses the entries
+    without hashing them again."""
+    todo = [f for f in files if not _cached_whole(client, f)]
     if progress and todo:
         progress.start("downloading", sum(f.size for f in todo))
     for f in todo:
         client.fetch_blob(f.sha256, f.size, progress)
     if progress and todo:
         progress.finish()
+
+
+def _cached_whole(client: RegistryClient, f: FileInfo) -> bool:
+    held = client.cache.stat(f.sha256)
+    if held is not None and held.size != f.size and not _cache_is_the_store(client):
+        client.cache.delete(f.sha256)
+        held = None
+    return held is not None
 
 
 def write_files(
@@ -285,7 +296,7 @@ def _copy_verified(client: RegistryClient, f: FileInfo, target: Path) -> None:
     cache is the registry's own blob directory (a file store) a mismatch means the registry's blob
     is corrupt: that is raised, and nothing is deleted."""
     try:
-        write_verified(client.cache.open(f.sha256), target, f.sha256, f.size)
+        write_verified(client.cache.open(f.sha256), target, f.sha256, f.size, durable=False)
     except (StoreDigestMismatch, StoreSizeMismatch) as err:
         if _cache_is_the_store(client):
             raise DigestMismatch(

@@ -6,7 +6,6 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
-from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from registry.db.revisions import head_revision, known_revisions
 from registry.errors import Conflict, SchemaNewer
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -138,33 +138,6 @@ def current_revision(engine: Engine) -> str | None:
             return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
         except DBAPIError:  # no such table: a database no migration has touched
             return None
-
-
-def known_revisions() -> list[str]:
-    """Every revision id, oldest first, read from the migrations' file names without importing
-    Alembic (see `revisions_in`)."""
-    return revisions_in(resources.files("migrations").joinpath("versions"))
-
-
-def revisions_in(versions: Traversable) -> list[str]:
-    """The revision ids in the folder `versions`, oldest first: each revision file is NNNN_slug.py
-    with `revision = "NNNN"`, in a single chain (which tests/cli/test_startup.py checks against
-    Alembic's own head). A .py file named otherwise is refused rather than skipped (the head
-    computed here would be wrong), and ids compare as numbers."""
-    ids = []
-    for entry in versions.iterdir():
-        if not entry.name.endswith(".py") or entry.name == "__init__.py":
-            continue
-        rev, sep, _ = entry.name.partition("_")
-        if not (sep and len(rev) == 4 and rev.isdigit()):
-            raise RuntimeError(f"migration file {entry.name!r} is not named NNNN_slug.py")
-        ids.append(rev)
-    return sorted(ids, key=int)
-
-
-def head_revision() -> str:
-    """The newest revision (the highest NNNN, compared as a number)."""
-    return known_revisions()[-1]
 
 
 def check_not_newer(revision: str | None) -> None:

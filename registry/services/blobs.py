@@ -78,7 +78,7 @@ def download(
         if into is None:
             cache.put(IterReader(store.open(digest)), digest, size, progress)
             return
-        write_verified(store.open(digest), into, digest, size, progress)
+        write_verified(store.open(digest), into, digest, size, progress, durable=False)
         cache.adopt(into, digest, size)
     except _store_errors() as err:
         raise from_storage_error(err) from err

@@ -17,10 +17,10 @@ from registry.db.engine import (
     current_revision,
     head_revision,
     make_engine,
-    revisions_in,
     upgrade,
     upgrade_if_needed,
 )
+from registry.db.revisions import revisions_in
 from registry.errors import SchemaNewer
 
 HEAVY = {"alembic", "mako", "pygments", "pydantic", "sqlalchemy", "torch"}

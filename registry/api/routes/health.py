@@ -9,7 +9,8 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import text
 
 from registry.api.deps import RegistryDep
-from registry.db.engine import current_revision, head_revision
+from registry.db.engine import current_revision
+from registry.db.revisions import head_revision
 from registry.errors import ServerUnavailable
 
 router = APIRouter(tags=["health"])
