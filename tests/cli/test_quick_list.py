@@ -1,0 +1,249 @@
+"""`adapters list` on the embedded SQLite file through sqlite3 (registry.services.quick) gives the
+very JSON the full path (registry.services.queries through the ORM) gives, and steps aside
+wherever that path must answer: a server, PostgreSQL, no database yet, a migration to run, a value
+Settings or the filters would refuse."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from registry.client.bases import add_base_folder, resolve_push_base
+from registry.client.local import LocalClient
+from registry.client.transfer import parse_eval, push_folder
+from registry.config import Settings
+from registry.entities import VersionFilter
+from registry.paths import QUICK_SAFE_SETTINGS, embedded_sqlite_path
+from registry.services import queries, quick
+from registry.services.context import Registry
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def populated(
+    tmp_path_factory: pytest.TempPathFactory, adapters_dir: Path
+) -> Iterator[tuple[Path, Registry]]:
+    """An embedded registry with every kind of row a summary shows, written by the real services:
+    several repositories and versions, tasks, evals with a history (only current ones listed),
+    aliases (one moved), a base linked by name and one by fingerprint, a pushed lineage (derived), a
+    version pushed with no lineage, and a deleted version."""
+    home = tmp_path_factory.mktemp("quick") / "home"
+    settings = Settings(home=home, user="tester")  # type: ignore[call-arg]
+    reg = Registry.from_settings(settings, migrate=True)
+    client = LocalClient(reg, "tester", reg.store)
+    add_base_folder(client, adapters_dir / "base", ["org/tiny-llama"])
+    a, b, dora = adapters_dir / "lora_a", adapters_dir / "lora_b", adapters_dir / "lora_dora"
+    push_folder(
+        client, a, "acme/legal", task="legal", evals=[parse_eval("acc=0.5@lexglue:test")], aliases=["prod"]
+    )
+    push_folder(client, b, "acme/legal", task="legal", base="org/tiny-llama", aliases=["staging", "canary"])
+    push_folder(client, dora, "acme/legal", task="legal-qa", message="dora")
+    push_folder(
+        client,
+        b,
+        "acme/med",
+        task="medical",
+        base=resolve_push_base(client, str(adapters_dir / "base"), None),
+    )
+    push_folder(client, a, "other/chat", evals=[parse_eval("loss=1.25"), parse_eval("acc=0.75@mmlu")])
+    first = push_folder(client, dora, "acme/merge-src", task="legal")
+    lineage = {"kind": "merge", "method": "linear", "parents": [{"digest": first.digest, "weight": 1.0}]}
+    push_folder(client, b, "acme/merged", lineage=lineage, task="legal")
+    push_folder(client, a, "acme/gone")
+    push_folder(client, b, "acme/gone")
+    client.delete_version("acme/gone:2", force=True)
+    client.add_evals("acme/legal:1", [parse_eval("acc=0.6@lexglue:test")], note="rerun")  # history
+    client.add_evals("acme/legal:3", [parse_eval("f1=0.9@cuad"), parse_eval("acc=0.7@lexglue:test")])
+    client.set_alias("acme/legal:3", "prod")  # moved from 1
+    yield home / "registry.db", reg
+    reg.close()
+
+
+def full(reg: Registry, limit: int = 50, cursor: str | None = None, **flt: Any) -> str:
+    page = queries.list_versions(reg, VersionFilter(**flt), limit, cursor)
+    return json.dumps(page.model_dump(mode="json"), indent=2)
+
+
+def fast(db: Path, limit: int = 50, cursor: str | None = None, **flt: Any) -> str:
+    doc = quick.list_versions(db, **flt, limit=limit, cursor=cursor)
+    assert doc is not None, "the quick path stepped aside where it should answer"
+    return json.dumps(doc, indent=2)
+
+
+@pytest.mark.parametrize(
+    "flt",
+    [
+        {},
+        {"latest_only": True},
+        {"repo": "acme/legal"},
+        {"repo": "acme/nothing"},
+        {"task": "legal"},
+        {"task": "legal", "latest_only": True},
+        {"peft_type": "lora"},
+        {"peft_type": "IA3"},
+        {"base": "org/tiny-llama"},
+        {"repo": "acme/legal", "task": "legal-qa"},
+    ],
+)
+def test_same_json_as_the_full_path(populated: tuple[Path, Registry], flt: dict[str, Any]) -> None:
+    db, reg = populated
+    assert fast(db, **flt) == full(reg, **flt)
+
+
+def test_the_page_shows_every_field_the_summary_has(populated: tuple[Path, Registry]) -> None:
+    """The fixture reaches what the comparison must cover (else equal JSON could hide a gap)."""
+    db, _ = populated
+    items = {v["ref"]: v for v in json.loads(fast(db))["items"]}
+    assert "acme/gone:2" not in items and "acme/gone:1" in items
+    legal1, legal2, legal3 = items["acme/legal:1"], items["acme/legal:2"], items["acme/legal:3"]
+    assert legal1["evals"] == [{"metric": "acc", "value": 0.6, "dataset": "lexglue", "split": "test"}]
+    assert legal1["aliases"] == [] and legal3["aliases"] == ["prod"]
+    assert legal2["aliases"] == ["canary", "staging"] and legal2["base_linked"]
+    assert (
+        legal2["base_fingerprint"].startswith("sha256:") and legal2["base_model"]["name"] == "org/tiny-llama"
+    )
+    assert legal3["use_dora"] and legal3["use_rslora"] and len(legal3["evals"]) == 2
+    assert items["acme/merged:1"]["derived"] and not legal1["derived"]
+    assert items["acme/med:1"]["base_fingerprint"] == legal2["base_fingerprint"]
+
+
+def test_every_page_of_every_size_matches(populated: tuple[Path, Registry]) -> None:
+    db, reg = populated
+    total = len(json.loads(full(reg, 500))["items"])
+    assert total == 8
+    for limit in (1, 2, 3, 500):
+        cursor: str | None = None
+        pages = 0
+        while True:
+            got = fast(db, limit, cursor)
+            assert got == full(reg, limit, cursor)
+            cursor = json.loads(got)["next_cursor"]
+            pages += 1
+            if cursor is None:
+                break
+        assert pages == -(-total // limit)
+
+
+@pytest.mark.parametrize(
+    ("limit", "cursor", "flt"),
+    [
+        (0, None, {}),
+        (501, None, {}),
+        (50, "not-a-cursor", {}),
+        (50, "99999999999", {}),
+        (50, None, {"repo": "Acme/Legal"}),
+        (50, None, {"repo": "acme"}),
+        (50, None, {"task": ""}),
+        (50, None, {"task": "x" * 129}),
+        (50, None, {"task": "legal\n"}),
+        (50, None, {"base": "org/tiny llama"}),
+        (50, None, {"peft_type": "x" * 33}),
+    ],
+)
+def test_steps_aside_for_what_the_full_path_refuses_or_decides(
+    populated: tuple[Path, Registry], limit: int, cursor: str | None, flt: dict[str, Any]
+) -> None:
+    db, _ = populated
+    assert quick.list_versions(db, **flt, limit=limit, cursor=cursor) is None
+
+
+def test_steps_aside_when_there_is_no_database_or_a_migration_to_run(
+    populated: tuple[Path, Registry], tmp_path: Path
+) -> None:
+    db, _ = populated
+    assert quick.list_versions(tmp_path / "none.db") is None
+    assert not (tmp_path / "none.db").exists()  # nothing created
+    for revision in ("0007", "0099"):  # behind (the full path migrates) and ahead (it refuses)
+        copy = tmp_path / f"at-{revision}.db"
+        with sqlite3.connect(db) as src, sqlite3.connect(copy) as dst:
+            src.backup(dst)
+        with sqlite3.connect(copy) as conn:
+            conn.execute("UPDATE alembic_version SET version_num = ?", (revision,))
+        assert quick.list_versions(copy) is None
+    assert queries.MAX_LIMIT == quick.MAX_LIMIT
+
+
+def test_settings_and_the_quick_path_agree_on_the_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every Settings field: either the quick path reads the file Settings names, or it steps aside."""
+    for key in list(os.environ):
+        if key.upper().startswith("ADAPTERS_"):
+            monkeypatch.delenv(key)
+    values = {"url": "http://h:1", "database_url": "sqlite:////tmp/elsewhere/x.db"}
+    for name in Settings.model_fields:
+        env = {f"ADAPTERS_{name.upper()}": values.get(name, "/tmp/elsewhere")}
+        path = embedded_sqlite_path(env)
+        if name not in QUICK_SAFE_SETTINGS or name == "url":
+            assert path is None, name
+            continue
+        settings = Settings(**{name: env[f"ADAPTERS_{name.upper()}"]})  # type: ignore[arg-type]
+        assert path is not None and f"sqlite:///{path}" == settings.effective_database_url, name
+    cases = {
+        "sqlite:////abs/x.db": Path("/abs/x.db"),
+        "sqlite:///rel.db": Path("rel.db"),
+        "sqlite:///:memory:": None,
+        "sqlite://": None,
+        "sqlite:///a.db?mode=ro": None,
+        "sqlite:///a%20b.db": None,
+        "postgresql://h/db": None,
+    }
+    for url, want in cases.items():
+        assert embedded_sqlite_path({"ADAPTERS_DATABASE_URL": url}) == want, url
+    assert embedded_sqlite_path({"adapters_home": "/h"}) == Path("/h/registry.db")  # any case
+    assert embedded_sqlite_path({"ADAPTERS_URL": ""}) is not None  # empty: embedded
+    assert embedded_sqlite_path({"ADAPTERS_HOME": ""}) is None
+    assert embedded_sqlite_path({"ADAPTERS_DEBUG": "1", "ADAPTERS_HOME": "/h"}) == Path("/h/registry.db")
+
+
+def run_cli(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`adapters ARGS` in a fresh process; it prints whether SQLAlchemy was imported on stderr."""
+    probe = (
+        "import sys\nfrom cli.main import cli\ntry:\n    cli()\nfinally:\n"
+        "    print('sqlalchemy' in sys.modules, file=sys.stderr)"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("ADAPTERS_")}
+    return subprocess.run(
+        [sys.executable, "-c", probe, *args],
+        env={**clean, "ADAPTERS_HOME": str(home), **env},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_list_takes_the_quick_path_and_prints_the_same(populated: tuple[Path, Registry]) -> None:
+    db, reg = populated
+    got = run_cli(db.parent, "list", "--json", "--all-versions")
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.strip() == full(reg)
+    assert got.stderr.strip().splitlines()[-1] == "False"  # answered without SQLAlchemy
+    table = run_cli(db.parent, "list", "--task", "legal")
+    assert table.returncode == 0 and "acme/legal:2" in table.stdout and "canary,staging" in table.stdout
+    assert table.stderr.strip().splitlines()[-1] == "False"
+
+
+def test_cli_list_goes_the_full_way_where_it_must(populated: tuple[Path, Registry], tmp_path: Path) -> None:
+    db, reg = populated
+    # A setting Settings refuses is still refused, in one line.
+    bad = run_cli(db.parent, "list", "--json", ADAPTERS_UPLOAD_CONCURRENCY="many")
+    assert bad.returncode == 1 and "validation_error" in bad.stderr and "upload_concurrency" in bad.stderr
+    # Another setting: the same answer, through the ORM.
+    other = run_cli(db.parent, "list", "--json", "--all-versions", ADAPTERS_JOB_LEASE_S="60")
+    assert other.returncode == 0 and other.stdout.strip() == full(reg)
+    assert other.stderr.strip().splitlines()[-1] == "True"
+    # A bad cursor: the full path's error.
+    cur = run_cli(db.parent, "list", "--json", "--cursor", "nope")
+    assert cur.returncode == 1 and json.loads(cur.stdout)["error"]["code"] == "bad_request"
+    # No database yet: created and migrated, an empty page.
+    fresh = run_cli(tmp_path / "fresh", "list", "--json")
+    assert fresh.returncode == 0 and json.loads(fresh.stdout) == {"items": [], "next_cursor": None}
+    assert (tmp_path / "fresh" / "registry.db").is_file()
