@@ -5,13 +5,15 @@
 Each step runs as its own process (the real `adapters` CLI, embedded mode) so its peak RSS is its
 own. Anchors, on the same file, disk and S3 endpoint:
 - file: `cp FILE DST && openssl dgst -sha256 DST` (OpenSSL hashes as fast as Python's hashlib;
-  coreutils' `sha256sum`, printed beside it, is several times slower and would flatter us);
+  coreutils' `sha256sum`, printed beside it, is several times slower and would flatter us); and for
+  push, which must fsync what it stores (a committed version must survive a power cut), also
+  `cp` + `sync DST` + `openssl`, the same work made as durable;
 - S3: the minio SDK's own `fput_object` / `fget_object` of the file (its default part size and
   parallelism) plus `hashlib.sha256` of it: what a plain SDK script needs to move the bytes and
   know their digest.
 Each row gives the ratio to its anchor of the whole commands, and a "net ratio" where each side is
-less its own start-up, measured in the same run: ours is `adapters list --json` on the same
-registry, the SDK's is the script's Python + minio import and client, the file anchor's `cp` and
+less its own start-up, measured in the same run: ours is `adapters show --json` of a tiny version
+on the same registry, the SDK's is the script's Python + minio import and client, the file anchor's `cp` and
 `openssl` of an empty file.
 """
 
@@ -163,6 +165,7 @@ def main() -> None:
         env0 = dict(os.environ)
         copy = str(work / "copy.safetensors")
         t_cp, rss_cp = peak_rss(["cp", str(src), copy], env0)
+        t_sync, _ = peak_rss(["sync", copy], env0)  # coreutils: fsync this one file
         t_ossl, rss_ossl = peak_rss(["openssl", "dgst", "-sha256", copy], env0)
         t_sha, rss_sha = peak_rss(["sha256sum", copy], env0)
         (work / "copy.safetensors").unlink()
@@ -182,6 +185,10 @@ def main() -> None:
         anchor_file = ("cp + openssl dgst", t_cp + t_ossl, ossl_start)
         show("cp + openssl dgst", t_cp + t_ossl, *anchor_file[:2], max(rss_cp, rss_ossl), (ossl_start,) * 2)
         show("cp + sha256sum", t_cp + t_sha, *anchor_file[:2], max(rss_cp, rss_sha), (sha_start, ossl_start))
+        # A registry must not lose a blob it has committed: a push fsyncs what it stores, which
+        # `cp` does not. This anchor does the same (`sync FILE` fsyncs that file).
+        durable = ("cp + sync + openssl", t_cp + t_sync + t_ossl, ossl_start)
+        show("cp + sync + openssl", durable[1], *anchor_file[:2], max(rss_cp, rss_ossl), (ossl_start,) * 2)
         cli = [sys.executable, "-m", "cli.main"]
         for backend in args.backends.split(","):
             env = dict(os.environ, ADAPTERS_HOME=str(work / f"home-{backend}"))
@@ -211,9 +218,15 @@ def main() -> None:
                     }
                     sdk_rss = [rss_up, rss_down]
                 subprocess.run([*cli, "db", "upgrade"], check=True, env=env, stdout=subprocess.DEVNULL)
-                # What every command pays before moving a byte (start-up, settings, the database):
-                # `adapters list --json` on the same registry, the median of three.
-                t_start = median_of_3([*cli, "list", "--json"], env)
+                # What push and pull pay before moving a byte (start-up, settings, the database, the
+                # store): `adapters show --json` of a tiny version on the same registry, the median
+                # of three. (Not `list`: on the embedded default it skips the ORM, which they need.)
+                tiny = work / f"tiny-{backend}"
+                write_adapter(tiny, 1)
+                subprocess.run(
+                    [*cli, "push", str(tiny), "bench/tiny"], check=True, env=env, stdout=subprocess.DEVNULL
+                )
+                t_start = median_of_3([*cli, "show", "bench/tiny", "--json"], env)
                 t_push, rss_push = peak_rss([*cli, "push", str(work / "adapter"), "bench/big"], env)
                 out = work / f"pulled-{backend}"
                 t_pull, rss_pull = peak_rss([*cli, "pull", "bench/big", "-o", str(out)], env)
@@ -230,6 +243,8 @@ def main() -> None:
             for step, t, rss in (("push", t_push, rss_push), ("pull", t_pull, rss_pull)):
                 name, t_anchor, anchor_start = anchors[step]
                 show(f"{backend} {step}", t, name, t_anchor, rss, (t_start, anchor_start))
+                if backend == "file" and step == "push":
+                    show("file push (durable)", t, durable[0], durable[1], rss, (t_start, durable[2]))
             print(f"({backend}: our start-up {t_start:.2f} s, the anchor's {anchors['push'][2]:.2f} s)")
     finally:
         shutil.rmtree(work, ignore_errors=True)

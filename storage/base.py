@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, runtime_checkable
 
 CHUNK_SIZE = 1024 * 1024
 DIGEST_RE = re.compile(r"\Asha256:[0-9a-f]{64}\Z")
@@ -280,6 +282,65 @@ def write_verified(
     except BaseException:
         target.unlink(missing_ok=True)
         raise
+
+
+def copy_file_verified(
+    src: object,
+    out: BinaryIO,
+    target: Path,
+    digest: str,
+    size: int,
+    progress: ProgressCallback | None = None,
+) -> bool:
+    """Copy `size` bytes from the regular file `src` (a binary file object, from its current
+    position) into `out`, the open file `target`, inside the kernel (copy_file_range: no byte
+    passes through Python), then hash `target` as written. False, with nothing written, when `src`
+    is no plain file or the kernel cannot copy between the two (the caller streams instead).
+
+    Why: a Python loop of read, hash and write ran 537 MB in 0.5 to 1.6 s on this machine's ext4
+    (the writes of 1 MiB buffers stalled now and then), the kernel copy plus a hash of the result
+    in 0.52 s every time, as fast as `cp` + `openssl dgst` (bench/push_pull.py).
+
+    Raises:
+        SizeMismatch: `src` holds fewer or more than `size` bytes from its position.
+        DigestMismatch: what `target` holds does not hash to `digest`.
+    """
+    try:
+        src_fd = src.fileno()  # type: ignore[attr-defined]
+        pos = src.tell()  # type: ignore[attr-defined]
+        if not stat.S_ISREG(os.fstat(src_fd).st_mode):
+            return False
+    except (AttributeError, OSError, ValueError):
+        return False
+    out.flush()
+    dst_fd = out.fileno()
+    start = os.lseek(dst_fd, 0, os.SEEK_CUR)
+    copied = 0
+    while copied < size:
+        try:
+            n = os.copy_file_range(src_fd, dst_fd, min(size - copied, COPY_RANGE), pos + copied)
+        except OSError as err:
+            if copied == 0 and err.errno in _NO_KERNEL_COPY:
+                return False
+            raise
+        if n == 0:
+            raise SizeMismatch(size, copied)
+        copied += n
+        if progress is not None:
+            progress(n)
+    if os.pread(src_fd, 1, pos + size):
+        raise SizeMismatch(size, size + 1)
+    with target.open("rb") as written:
+        written.seek(start)
+        got = "sha256:" + hashlib.file_digest(written, "sha256").hexdigest()
+    if got != digest:
+        raise DigestMismatch(digest, got)
+    return True
+
+
+COPY_RANGE = 64 * 1024 * 1024
+"""Bytes per copy_file_range call: progress moves at least this often."""
+_NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF, errno.EPERM}
 
 
 def _check_length(size: int, length: int, done: bool) -> None:

@@ -19,6 +19,7 @@ from storage.base import (
     Readable,
     SizeMismatch,
     StoredBlob,
+    copy_file_verified,
     digest_hex,
     write_verified,
 )
@@ -55,14 +56,16 @@ class LocalBlobStore:
         fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="upload-")
         try:
             with os.fdopen(fd, "wb") as out:
-                # Read one byte past the declared size so an over-long stream is caught.
-                while chunk := reader.read(min(CHUNK_SIZE, size + 1 - reader.length) or 1):
-                    out.write(chunk)
-                    if reader.length > size:
-                        break
+                # A local file (an embedded push) is copied by the kernel, then hashed as written.
+                if not copy_file_verified(stream, out, Path(tmp_name), digest, size, progress):
+                    # Read one byte past the declared size so an over-long stream is caught.
+                    while chunk := reader.read(min(CHUNK_SIZE, size + 1 - reader.length) or 1):
+                        out.write(chunk)
+                        if reader.length > size:
+                            break
+                    reader.verify(digest, size)
                 out.flush()
                 os.fsync(out.fileno())
-            reader.verify(digest, size)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp_name, final)
             _fsync_dir(final.parent)
@@ -106,6 +109,29 @@ class LocalBlobStore:
         except FileNotFoundError as err:
             raise BlobNotFound(digest) from err
         return _read_range(f, start, end)
+
+    def copy_out(self, digest: str, target: Path, size: int) -> None:
+        """Write blob `digest` to the new file `target`, verified (a pull's output: not fsynced,
+        see `write_verified`); the kernel copies it where it can (`copy_file_range`). On any
+        failure `target` is removed.
+
+        Raises:
+            BlobNotFound; DigestMismatch, SizeMismatch: the stored blob is not (digest, size).
+        """
+        try:
+            src = self.path_for(digest).open("rb")
+        except FileNotFoundError as err:
+            raise BlobNotFound(digest) from err
+        with src:
+            try:
+                with target.open("xb") as out:
+                    copied = copy_file_verified(src, out, target, digest, size)
+            except BaseException:
+                target.unlink(missing_ok=True)
+                raise
+            if not copied:
+                target.unlink()
+                write_verified(_read_range(src, 0, None), target, digest, size, durable=False)
 
     def url_for(self, digest: str, expires_s: int = 3600) -> str | None:
         return None

@@ -21,6 +21,7 @@ from registry.refs import check_alias, parse_repo
 from storage.base import DigestMismatch as StoreDigestMismatch
 from storage.base import SizeMismatch as StoreSizeMismatch
 from storage.base import write_verified
+from storage.local import LocalBlobStore
 
 CLIENT_LIMITS = Limits(
     max_total_bytes=1 << 62, max_header_bytes=MAX_HEADER_BYTES, max_json_bytes=16 * 1024**2
@@ -296,14 +297,17 @@ def _copy_verified(client: RegistryClient, f: FileInfo, target: Path) -> None:
     cache is the registry's own blob directory (a file store) a mismatch means the registry's blob
     is corrupt: that is raised, and nothing is deleted."""
     try:
-        write_verified(client.cache.open(f.sha256), target, f.sha256, f.size, durable=False)
+        if isinstance(client.cache, LocalBlobStore):  # what every client's cache is
+            client.cache.copy_out(f.sha256, target, f.size)
+        else:
+            write_verified(client.cache.open(f.sha256), target, f.sha256, f.size, durable=False)
     except (StoreDigestMismatch, StoreSizeMismatch) as err:
         if _cache_is_the_store(client):
             raise DigestMismatch(
                 f"{f.path}: the registry's stored blob does not hash to {f.sha256}: it is corrupt",
                 path=f.path,
             ) from err
-        client.cache.delete(f.sha256)  # (write_verified removed `target`)
+        client.cache.delete(f.sha256)  # (the copy removed `target`)
         client.fetch_blob(f.sha256, f.size, None, into=target)
 
 
