@@ -91,23 +91,58 @@ def push(
     "every other file is kept.",
 )
 @json_option
-@with_client
-def pull_cmd(client: RegistryClient, ref: str, output: Path | None, force: bool, as_json: bool) -> None:
+@pass_app
+def pull_cmd(app: App, ref: str, output: Path | None, force: bool, as_json: bool) -> None:
     """Download REF (ns/name, ns/name:3, ns/name@alias, ns/name@sha256:...) into a folder.
 
     Every file is verified before it is written; nothing the registry did not write is deleted.
     """
-    from registry.client.transfer import pull
+    progress = RichProgress(not as_json)
+    doc = _quick_pull(ref, output, force, progress)
+    if doc is None:
+        from registry.client.transfer import pull
 
-    info, out = pull(client, ref, output, force=force, progress=RichProgress(not as_json))
-    doc = {
-        "repo": info.repo,
-        "version": info.version,
-        "digest": info.digest,
-        "path": str(out),
-        "files": info.files,
+        info, out = pull(app.client, ref, output, force=force, progress=progress)
+        doc = {
+            "repo": info.repo,
+            "version": info.version,
+            "digest": info.digest,
+            "path": str(out),
+            "files": jsonable(info.files),
+        }
+    emit(doc, as_json, render.pulled)
+
+
+def _quick_pull(ref: str, output: Path | None, force: bool, progress: RichProgress) -> dict[str, Any] | None:
+    """A pull out of the embedded file store, read through registry.services.quick (no ORM, no
+    entities: start-up was most of a pull, bench/push_pull.py), written by the same `write_files`;
+    None where the full path must answer (see `_quick_list`, and a blob the store lacks)."""
+    from registry.paths import embedded_paths
+
+    paths = embedded_paths()
+    if paths is None:
+        return None
+    from registry.services import quick
+
+    found = quick.resolve_files(paths.database, ref)
+    if found is None:
+        return None
+    from registry.client.transfer import BlobDirectory, StoredFile, write_files
+    from storage.local import LocalBlobStore
+
+    store = LocalBlobStore(paths.blobs)
+    files = [StoredFile(**f) for f in found["files"]]
+    if any((held := store.stat(f.sha256)) is None or held.size != f.size for f in files):
+        return None
+    out = output or Path.cwd() / found["repo"].split("/")[1]
+    written = write_files(BlobDirectory(store), files, out, force=force, progress=progress)
+    return {
+        "repo": found["repo"],
+        "version": found["version"],
+        "digest": found["digest"],
+        "path": str(written),
+        "files": found["files"],
     }
-    emit(doc, as_json, lambda _: render.pulled(info, out))
 
 
 @click.command(name="list")

@@ -38,8 +38,9 @@ def pushed(result: PushResult) -> None:
     say(f"{mark} {result.repo}:{result.version} {result.digest}  ({result.detail})")
 
 
-def pulled(info: VersionInfo, out: Path) -> None:
-    say(f"[green]pulled[/green] {info.ref} {info.digest} -> {out}")
+def pulled(doc: dict[str, Any]) -> None:
+    """`adapters pull`'s JSON document (repo, version, digest, path, files)."""
+    say(f"[green]pulled[/green] {doc['repo']}:{doc['version']} {doc['digest']} -> {doc['path']}")
 
 
 def version_table(page: dict[str, Any]) -> None:

@@ -1,9 +1,16 @@
-"""One RegistryClient interface: LocalClient (embedded, in-process) and HttpClient (a server)."""
+"""One RegistryClient interface: LocalClient (embedded, in-process) and HttpClient (a server).
+
+The names below are loaded on first use (PEP 562): importing a light submodule, such as
+registry.client.transfer for the quick embedded pull, must not import the interface's entities
+and pydantic-settings (about 0.2 s, bench/cli_startup.py)."""
 
 from __future__ import annotations
 
-from registry.client.interface import RegistryClient, TransferProgress
-from registry.config import Settings
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from registry.client.interface import RegistryClient, TransferProgress
+    from registry.config import Settings
 
 
 def open_client(settings: Settings) -> RegistryClient:
@@ -20,6 +27,14 @@ def open_client(settings: Settings) -> RegistryClient:
     from registry.client.local import LocalClient
 
     return LocalClient.from_settings(settings)
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("RegistryClient", "TransferProgress"):
+        from registry.client import interface
+
+        return getattr(interface, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["RegistryClient", "TransferProgress", "open_client"]

@@ -117,6 +117,8 @@ def user_header(user: str) -> str:
 class HttpClient:
     in_process = False
     """A server's workers run jobs, on their machines: a path on this one means nothing to them."""
+    cache_is_store = False
+    """Its cache is its own, never the server's blobs."""
 
     def __init__(self, base_url: str, user: str, cache_dir: Path, token: str | None = None) -> None:
         """`token`: sent as `Authorization: Bearer` (default: $ADAPTERS_TOKEN). Never logged."""

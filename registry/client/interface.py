@@ -52,6 +52,13 @@ class TransferProgress(Protocol):
 class RegistryClient(Protocol):
     cache: BlobStore
     """Where pulled blobs land before being copied out: a local content-addressed store."""
+
+    @property
+    def cache_is_store(self) -> bool:
+        """True when `cache` is the registry's own blob directory (embedded, file store): a blob
+        there that hashes wrong is the registry's (corrupt), not a stale cache entry to drop."""
+        ...
+
     in_process: bool
     """True when the registry's services run in this process (embedded, LocalClient): jobs can run
     beside the command, and they read local paths it names. False over HTTP (a server's workers)."""

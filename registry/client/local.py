@@ -65,6 +65,10 @@ class LocalClient:
         """Who the calls act as: the operator (whoever holds the database; `user` is only the name
         recorded as who pushed), or a job's submitter when a worker reads and publishes for them."""
 
+    @property
+    def cache_is_store(self) -> bool:
+        return self.cache is self.registry.store
+
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalClient:
         reg = Registry.from_settings(settings)

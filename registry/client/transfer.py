@@ -6,22 +6,80 @@ import contextlib
 import os
 import secrets
 import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from registry.bounds import MAX_HEADER_BYTES
-from registry.client.args import finite_number, name_equals_number
-from registry.client.interface import RegistryClient, TransferProgress
-from registry.entities import EvalScoreIn, FileInfo, PushRequest, PushResult, VersionInfo
 from registry.errors import BadRequest, DigestMismatch, OutputExists, UnsafePath
-from registry.formats.folder import hash_folder, list_folder, local_reader
-from registry.formats.inspect import Limits, inspect_files
-from registry.formats.manifest import FileEntry
+from registry.formats.inspect import Limits
 from registry.refs import check_alias, parse_repo
+from storage.base import BlobNotFound, write_verified
 from storage.base import DigestMismatch as StoreDigestMismatch
 from storage.base import SizeMismatch as StoreSizeMismatch
-from storage.base import write_verified
 from storage.local import LocalBlobStore
+
+if TYPE_CHECKING:
+    from registry.client.interface import RegistryClient, TransferProgress
+    from registry.entities import EvalScoreIn, PushResult, VersionInfo
+    from registry.formats.manifest import FileEntry
+    from storage import BlobStore
+
+# The entities (pydantic) and the push-side format checks are imported where push needs them:
+# a pull out of the embedded file store (cli/adapters.py, registry.services.quick) writes its
+# files through `write_files` without them.
+
+
+class ManifestFile(Protocol):
+    """A file of a version as `write_files` needs it (registry.entities.FileInfo is one)."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def sha256(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A ManifestFile read straight from the database (registry.services.quick)."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+class BlobSource(Protocol):
+    """What `write_files` needs of a client: its local cache, and a way to fetch what the cache
+    lacks. `cache_is_store`: the cache is the registry's own blob directory (embedded, file
+    store), so a blob there that hashes wrong is the registry's, not a stale cache entry."""
+
+    @property
+    def cache(self) -> BlobStore: ...
+    @property
+    def cache_is_store(self) -> bool: ...
+    def fetch_blob(
+        self, digest: str, size: int, progress: TransferProgress | None, into: Path | None = None
+    ) -> None: ...
+
+
+class BlobDirectory:
+    """A BlobSource over the registry's own blob directory (embedded, file store), read without a
+    client: `adapters pull`'s quick path. Every blob is there (the caller checks), so nothing is
+    ever fetched; a blob that went missing meanwhile (a gc run) is BlobNotFound."""
+
+    cache_is_store = True
+
+    def __init__(self, store: LocalBlobStore) -> None:
+        self.cache = store
+
+    def fetch_blob(
+        self, digest: str, size: int, progress: TransferProgress | None, into: Path | None = None
+    ) -> None:
+        raise BlobNotFound(digest)
+
 
 CLIENT_LIMITS = Limits(
     max_total_bytes=1 << 62, max_header_bytes=MAX_HEADER_BYTES, max_json_bytes=16 * 1024**2
@@ -30,6 +88,9 @@ CLIENT_LIMITS = Limits(
 
 def parse_eval(text: str) -> EvalScoreIn:
     """METRIC=VALUE[@DATASET[:SPLIT]], e.g. accuracy=0.91@mmlu:test."""
+    from registry.client.args import finite_number, name_equals_number
+    from registry.entities import EvalScoreIn
+
     usage = "--eval METRIC=VALUE[@DATASET[:SPLIT]], e.g. accuracy=0.91@mmlu:test"
     metric, rest = name_equals_number(text, usage)
     value_text, at, where = rest.partition("@")
@@ -76,6 +137,10 @@ def push_folder(
     progress: TransferProgress | None = None,
 ) -> PushResult:
     """Validate locally, upload only the blobs the registry lacks, then commit the manifest."""
+    from registry.entities import FileInfo, PushRequest
+    from registry.formats.folder import hash_folder, list_folder, local_reader
+    from registry.formats.inspect import inspect_files
+
     parse_repo(repo)
     for a in aliases or []:
         check_alias(a)
@@ -116,7 +181,9 @@ def pull(
     return info, write_files(client, info.files, out, force=force, progress=progress)
 
 
-def fetch_missing(client: RegistryClient, files: list[FileInfo], progress: TransferProgress | None) -> None:
+def fetch_missing(
+    client: BlobSource, files: Sequence[ManifestFile], progress: TransferProgress | None
+) -> None:
     """Download into the client's local cache the blobs it does not have yet. An entry of the wrong
     size counts as missing (and is dropped): a pull's output, which the cache shares, is not
     fsynced, so a power cut can leave it short, and what calls this (a worker) uses the entries
@@ -130,17 +197,17 @@ def fetch_missing(client: RegistryClient, files: list[FileInfo], progress: Trans
         progress.finish()
 
 
-def _cached_whole(client: RegistryClient, f: FileInfo) -> bool:
+def _cached_whole(client: BlobSource, f: ManifestFile) -> bool:
     held = client.cache.stat(f.sha256)
-    if held is not None and held.size != f.size and not _cache_is_the_store(client):
+    if held is not None and held.size != f.size and not client.cache_is_store:
         client.cache.delete(f.sha256)
         held = None
     return held is not None
 
 
 def write_files(
-    client: RegistryClient,
-    files: list[FileInfo],
+    client: BlobSource,
+    files: Sequence[ManifestFile],
     out: Path,
     *,
     force: bool = False,
@@ -184,7 +251,7 @@ def write_files(
 
 
 def _stage(
-    client: RegistryClient, files: list[FileInfo], staging: Path, progress: TransferProgress | None
+    client: BlobSource, files: Sequence[ManifestFile], staging: Path, progress: TransferProgress | None
 ) -> None:
     """Write every file into `staging`, verified. A blob the cache lacks is downloaded straight to
     its place there (hashed on the way), and the cache takes that very file by hard link: one write
@@ -231,8 +298,8 @@ def _check_target(out: Path, rel: PurePosixPath) -> None:
 
 
 def _write_in_place(
-    client: RegistryClient,
-    files: list[FileInfo],
+    client: BlobSource,
+    files: Sequence[ManifestFile],
     paths: list[PurePosixPath],
     out: Path,
     progress: TransferProgress | None,
@@ -282,7 +349,7 @@ def _make_staging(parent: Path, prefix: str) -> Path:
     raise FileExistsError(f"cannot create a staging folder in {parent}")
 
 
-def _staged_path(f: FileInfo, staging: Path) -> Path:
+def _staged_path(f: ManifestFile, staging: Path) -> Path:
     target = staging / f.path
     if not target.resolve().is_relative_to(staging.resolve()):
         raise BadRequest(f"refusing path {f.path!r} outside the output folder")
@@ -290,7 +357,7 @@ def _staged_path(f: FileInfo, staging: Path) -> Path:
     return target
 
 
-def _copy_verified(client: RegistryClient, f: FileInfo, target: Path) -> None:
+def _copy_verified(client: BlobSource, f: ManifestFile, target: Path) -> None:
     """Copy a cached blob to `target`, hashed as it is copied. A cache entry shares its file with
     the folder a pull wrote it into, so a pulled file edited in place changes it: such an entry is
     dropped and the blob downloaded again (into `target`, the cache taking the new file). Where the
@@ -302,17 +369,10 @@ def _copy_verified(client: RegistryClient, f: FileInfo, target: Path) -> None:
         else:
             write_verified(client.cache.open(f.sha256), target, f.sha256, f.size, durable=False)
     except (StoreDigestMismatch, StoreSizeMismatch) as err:
-        if _cache_is_the_store(client):
+        if client.cache_is_store:
             raise DigestMismatch(
                 f"{f.path}: the registry's stored blob does not hash to {f.sha256}: it is corrupt",
                 path=f.path,
             ) from err
         client.cache.delete(f.sha256)  # (the copy removed `target`)
         client.fetch_blob(f.sha256, f.size, None, into=target)
-
-
-def _cache_is_the_store(client: RegistryClient) -> bool:
-    """True when the client's cache is the registry's blob store itself (embedded, file backend:
-    `storage.local.local_cache`); an HTTP client's cache never is."""
-    registry = getattr(client, "registry", None)  # LocalClient's; not part of the interface
-    return registry is not None and client.cache is getattr(registry, "store", None)

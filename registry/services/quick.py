@@ -1,5 +1,5 @@
-"""Quick reads of the embedded SQLite registry: `adapters list` through the standard library's
-sqlite3, without SQLAlchemy, pydantic or the entities.
+"""Quick reads of the embedded SQLite registry: `adapters list`, and what `adapters pull` needs to
+know, through the standard library's sqlite3, without SQLAlchemy, pydantic or the entities.
 
 Why a second way to list: a read on the embedded default spent 0.55 s importing SQLAlchemy's ORM,
 the models, pydantic and the entities before its one query (bench/cli_startup.py; `adapters list
@@ -12,9 +12,9 @@ the one that refuses bad input, creates and migrates a database, and reads Postg
 - the database file exists and is at this code's head revision (no migration to run);
 - every filter, the limit and the cursor are plain values the full path would accept as they are;
 - the embedded client reads as the operator, who may read every namespace.
-tests/cli/test_quick_list.py pins the two paths to the same JSON, byte for byte, on a registry with
+tests/cli/test_quick_reads.py pins the two paths to the same JSON, byte for byte, on a registry with
 every kind of row a summary shows (evals with history, aliases, linked bases, merges, deletions),
-for every filter and page."""
+for every filter and page, and every form of reference to the same version and files."""
 
 from __future__ import annotations
 
@@ -115,6 +115,66 @@ def list_versions(
     return {
         "items": [_summary(row, evals.get(row[0], []), aliases.get(row[0], [])) for row in page],
         "next_cursor": str(page[-1][0]) if len(rows) > limit else None,
+    }
+
+
+def resolve_files(db: Path, ref: str) -> dict[str, Any] | None:
+    """What a pull needs of the version `ref` names, as registry.services.lookup.resolve_row finds
+    it (a number, a digest, an alias, or the latest): {repo, version, digest, ref, files: [{path,
+    size, sha256}]} with the files in path order; or None where the full path must answer (a ref
+    it would refuse, a repository or version that does not exist: it says so, with its codes)."""
+    from registry.errors import InvalidReference
+    from registry.refs import parse_ref
+
+    try:
+        parsed = parse_ref(ref)
+    except InvalidReference:
+        return None
+    conn = _connect(db)
+    if conn is None:
+        return None
+    try:
+        conn.execute("BEGIN")
+        if not _at_head(conn):
+            return None
+        repo = conn.execute(
+            "SELECT id, latest_version FROM repositories WHERE namespace = ? AND name = ?",
+            (parsed.repo.namespace, parsed.repo.name),
+        ).fetchone()
+        if repo is None or repo[1] == 0:
+            return None
+        q = "SELECT v.id, v.number, v.digest FROM versions v WHERE v.repository_id = ?"
+        args: list[Any] = [repo[0]]
+        if parsed.version is not None:
+            q += " AND v.number = ?"
+            args.append(parsed.version)
+        elif parsed.digest is not None:
+            q += " AND v.digest = ? ORDER BY v.number DESC LIMIT 1"
+            args.append(parsed.digest)
+        elif parsed.alias is not None:
+            q = (
+                "SELECT v.id, v.number, v.digest FROM versions v JOIN aliases a ON a.version_id = v.id "
+                "WHERE v.repository_id = ? AND a.repository_id = ? AND a.name = ?"
+            )
+            args += [repo[0], parsed.alias]
+        else:
+            q += " AND v.number = ?"
+            args.append(repo[1])
+        row = conn.execute(q, args).fetchone()
+        if row is None:
+            return None
+        files = conn.execute(
+            "SELECT path, size, digest FROM version_files WHERE version_id = ? ORDER BY path", (row[0],)
+        ).fetchall()
+    finally:
+        conn.close()
+    name = f"{parsed.repo.namespace}/{parsed.repo.name}"
+    return {
+        "repo": name,
+        "version": row[1],
+        "digest": row[2],
+        "ref": f"{name}:{row[1]}",
+        "files": [{"path": p, "size": size, "sha256": digest} for p, size, digest in files],
     }
 
 

@@ -1,7 +1,8 @@
-"""`adapters list` on the embedded SQLite file through sqlite3 (registry.services.quick) gives the
-very JSON the full path (registry.services.queries through the ORM) gives, and steps aside
-wherever that path must answer: a server, PostgreSQL, no database yet, a migration to run, a value
-Settings or the filters would refuse."""
+"""`adapters list` and `adapters pull` on the embedded SQLite file and blob directory through
+sqlite3 (registry.services.quick) give the very JSON and files the full path (the services through
+the ORM) gives, and step aside wherever that path must answer: a server, PostgreSQL, S3, no
+database yet, a migration to run, a value Settings or the filters would refuse, a ref or blob that
+does not exist."""
 
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ from registry.client.local import LocalClient
 from registry.client.transfer import parse_eval, push_folder
 from registry.config import Settings
 from registry.entities import VersionFilter
-from registry.paths import QUICK_SAFE_SETTINGS, embedded_sqlite_path
-from registry.services import queries, quick
+from registry.paths import QUICK_SAFE_SETTINGS, embedded_paths, embedded_sqlite_path
+from registry.refs import parse_ref
+from registry.services import queries, quick, versions
 from registry.services.context import Registry
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -173,19 +175,27 @@ def test_steps_aside_when_there_is_no_database_or_a_migration_to_run(
 
 
 def test_settings_and_the_quick_path_agree_on_the_database(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every Settings field: either the quick path reads the file Settings names, or it steps aside."""
+    """Every Settings field: either the quick path reads the files Settings names (database and
+    blob directory), or it steps aside."""
     for key in list(os.environ):
         if key.upper().startswith("ADAPTERS_"):
             monkeypatch.delenv(key)
-    values = {"url": "http://h:1", "database_url": "sqlite:////tmp/elsewhere/x.db"}
+    values = {
+        "url": "http://h:1",
+        "database_url": "sqlite:////tmp/elsewhere/x.db",
+        "blob_url": "file:///tmp/elsewhere/blobs",
+    }
     for name in Settings.model_fields:
         env = {f"ADAPTERS_{name.upper()}": values.get(name, "/tmp/elsewhere")}
-        path = embedded_sqlite_path(env)
+        paths = embedded_paths(env)
         if name not in QUICK_SAFE_SETTINGS or name == "url":
-            assert path is None, name
+            assert paths is None, name
             continue
         settings = Settings(**{name: env[f"ADAPTERS_{name.upper()}"]})  # type: ignore[arg-type]
-        assert path is not None and f"sqlite:///{path}" == settings.effective_database_url, name
+        assert paths is not None, name
+        assert f"sqlite:///{paths.database}" == settings.effective_database_url, name
+        assert f"file://{paths.blobs}" == settings.effective_blob_url, name
+    assert embedded_paths({"ADAPTERS_BLOB_URL": "s3://bucket/x"}) is None
     cases = {
         "sqlite:////abs/x.db": Path("/abs/x.db"),
         "sqlite:///rel.db": Path("rel.db"),
@@ -247,3 +257,114 @@ def test_cli_list_goes_the_full_way_where_it_must(populated: tuple[Path, Registr
     fresh = run_cli(tmp_path / "fresh", "list", "--json")
     assert fresh.returncode == 0 and json.loads(fresh.stdout) == {"items": [], "next_cursor": None}
     assert (tmp_path / "fresh" / "registry.db").is_file()
+
+
+# ---------------------------------------------------------------- pull
+def full_resolve(reg: Registry, ref: str) -> dict[str, Any]:
+    info = versions.resolve(reg, parse_ref(ref))
+    files = [f.model_dump(mode="json") for f in info.files]
+    return {
+        "repo": info.repo,
+        "version": info.version,
+        "digest": info.digest,
+        "ref": info.ref,
+        "files": files,
+    }
+
+
+def test_every_reference_form_resolves_as_the_full_path_does(populated: tuple[Path, Registry]) -> None:
+    db, reg = populated
+    legal3 = full_resolve(reg, "acme/legal:3")
+    legal1 = full_resolve(reg, "acme/legal:1")
+    refs = [
+        "acme/legal",
+        "acme/legal@latest",
+        "acme/legal:1",
+        "acme/legal:2",
+        "acme/legal@prod",  # moved to 3
+        "acme/legal@canary",
+        f"acme/legal@{legal1['digest']}",
+        f"acme/legal@{legal3['digest']}",
+        "acme/gone",
+        "acme/merged:1",
+    ]
+    for ref in refs:
+        assert quick.resolve_files(db, ref) == full_resolve(reg, ref), ref
+    assert quick.resolve_files(db, "acme/legal@prod")["version"] == 3  # type: ignore[index]
+    assert len(legal3["files"]) >= 2 and [f["path"] for f in legal3["files"]] == sorted(
+        f["path"] for f in legal3["files"]
+    )
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "acme/nothing",
+        "acme/legal:9",
+        "acme/gone:2",
+        "acme/legal@nope",
+        "acme/legal@sha256:" + "0" * 64,
+        "Bad",
+    ],
+)
+def test_resolve_steps_aside_for_what_does_not_exist(populated: tuple[Path, Registry], ref: str) -> None:
+    db, _ = populated
+    assert quick.resolve_files(db, ref) is None
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_cli_pull_takes_the_quick_path_and_writes_what_the_full_path_writes(
+    populated: tuple[Path, Registry], tmp_path: Path
+) -> None:
+    db, _ = populated
+    quick_out, full_out = tmp_path / "quick", tmp_path / "full"
+    fast_run = run_cli(db.parent, "pull", "acme/legal@prod", "-o", str(quick_out), "--json")
+    assert fast_run.returncode == 0, fast_run.stderr
+    assert fast_run.stderr.strip().splitlines()[-1] == "False"  # no SQLAlchemy
+    slow_run = run_cli(
+        db.parent, "pull", "acme/legal@prod", "-o", str(full_out), "--json", ADAPTERS_JOB_LEASE_S="60"
+    )
+    assert slow_run.returncode == 0 and slow_run.stderr.strip().splitlines()[-1] == "True"
+    fast_doc, slow_doc = json.loads(fast_run.stdout), json.loads(slow_run.stdout)
+    assert fast_doc["path"] == str(quick_out) and slow_doc["path"] == str(full_out)
+    assert {**fast_doc, "path": ""} == {**slow_doc, "path": ""}
+    assert tree(quick_out) == tree(full_out) and len(tree(quick_out)) == len(fast_doc["files"]) >= 2
+    # The same refusal as the full path: a non-empty folder needs --force.
+    again = run_cli(db.parent, "pull", "acme/legal@prod", "-o", str(quick_out), "--json")
+    assert again.returncode == 1 and json.loads(again.stdout)["error"]["code"] == "output_exists"
+    forced = run_cli(db.parent, "pull", "acme/legal:1", "-o", str(quick_out), "--force")
+    assert forced.returncode == 0 and "pulled acme/legal:1" in forced.stdout
+    missing = run_cli(db.parent, "pull", "acme/legal:9", "--json", "-o", str(tmp_path / "x"))
+    assert json.loads(missing.stdout)["error"]["code"] == "not_found" and not (tmp_path / "x").exists()
+
+
+def test_cli_quick_pull_of_a_corrupt_or_missing_blob(adapters_dir: Path, tmp_path: Path) -> None:
+    """A blob that hashes wrong is the registry's corruption (nothing is written, nothing deleted);
+    a blob the store lacks sends the pull down the full path, which says so."""
+    home = tmp_path / "home"
+    settings = Settings(home=home, user="tester")  # type: ignore[call-arg]
+    reg = Registry.from_settings(settings, migrate=True)
+    try:
+        pushed = push_folder(LocalClient(reg, "tester", reg.store), adapters_dir / "lora_a", "acme/a")
+        files = versions.resolve(reg, parse_ref("acme/a")).files
+    finally:
+        reg.close()
+    weights = next(f for f in files if f.path.endswith(".safetensors"))
+    blob_path = home / "blobs" / "sha256" / weights.sha256[7:9] / weights.sha256[7:]
+    original = blob_path.read_bytes()
+    blob_path.chmod(0o644)
+    blob_path.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    bad = run_cli(home, "pull", "acme/a", "-o", str(tmp_path / "out"), "--json")
+    assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1] == "False"
+    error = json.loads(bad.stdout)["error"]
+    assert error["code"] == "digest_mismatch" and "corrupt" in error["message"]
+    assert not (tmp_path / "out").exists() and blob_path.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []  # no staging left
+    blob_path.unlink()
+    gone = run_cli(home, "pull", "acme/a", "-o", str(tmp_path / "out"), "--json")
+    assert gone.returncode == 1 and gone.stderr.strip().splitlines()[-1] == "True"  # the full path
+    assert json.loads(gone.stdout)["error"]["code"] in {"blob_not_found", "not_found", "blob_missing"}
+    assert not (tmp_path / "out").exists() and pushed.created
