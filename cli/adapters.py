@@ -98,7 +98,7 @@ def pull_cmd(app: App, ref: str, output: Path | None, force: bool, as_json: bool
     Every file is verified before it is written; nothing the registry did not write is deleted.
     """
     progress = RichProgress(not as_json)
-    doc = _quick_pull(ref, output, force, progress)
+    doc = _quick_pull(app, ref, output, force, progress)
     if doc is None:
         from registry.client.transfer import pull
 
@@ -113,29 +113,33 @@ def pull_cmd(app: App, ref: str, output: Path | None, force: bool, as_json: bool
     emit(doc, as_json, render.pulled)
 
 
-def _quick_pull(ref: str, output: Path | None, force: bool, progress: RichProgress) -> dict[str, Any] | None:
-    """A pull out of the embedded file store, read through registry.services.quick (no ORM, no
-    entities: start-up was most of a pull, bench/push_pull.py), written by the same `write_files`;
-    None where the full path must answer (see `_quick_list`, and a blob the store lacks)."""
-    from registry.paths import embedded_paths
-
-    paths = embedded_paths()
-    if paths is None:
+def _quick_pull(
+    app: App, ref: str, output: Path | None, force: bool, progress: RichProgress
+) -> dict[str, Any] | None:
+    """A pull from the embedded registry read through registry.services.quick (no ORM, no
+    entities: start-up was most of a pull, bench/push_pull.py) and written by the same
+    `write_files`; None where the full path must answer (see `_quick_list`, and a blob neither
+    the cache nor the store holds)."""
+    db = _embedded_sqlite(app)
+    if db is None:
         return None
     from registry.services import quick
 
-    found = quick.resolve_files(paths.database, ref)
+    found = quick.resolve_files(db, ref)
     if found is None:
         return None
-    from registry.client.transfer import BlobDirectory, StoredFile, write_files
-    from storage.local import LocalBlobStore
+    from registry.client.transfer import StoreBlobs, StoredFile, write_files
+    from storage import open_store
+    from storage.local import local_cache
 
-    store = LocalBlobStore(paths.blobs)
+    settings = app.settings
+    store = open_store(settings.effective_blob_url, settings.s3_options())
+    source = StoreBlobs(store, local_cache(store, settings.effective_cache_dir))
     files = [StoredFile(**f) for f in found["files"]]
-    if any((held := store.stat(f.sha256)) is None or held.size != f.size for f in files):
+    if not all(source.holds(f) for f in files):
         return None
     out = output or Path.cwd() / found["repo"].split("/")[1]
-    written = write_files(BlobDirectory(store), files, out, force=force, progress=progress)
+    written = write_files(source, files, out, force=force, progress=progress)
     return {
         "repo": found["repo"],
         "version": found["version"],
@@ -175,7 +179,7 @@ def list_cmd(
     query: dict[str, Any] = dict(
         repo=repo, task=task, peft_type=peft_type, base=base, latest_only=latest_only
     )
-    doc = _quick_list(query, limit, cursor)
+    doc = _quick_list(app, query, limit, cursor)
     if doc is None:
         from registry.entities import VersionFilter
 
@@ -183,18 +187,22 @@ def list_cmd(
     emit(doc, as_json, render.version_table)
 
 
-def _quick_list(query: dict[str, Any], limit: int, cursor: str | None) -> dict[str, Any] | None:
+def _quick_list(app: App, query: dict[str, Any], limit: int, cursor: str | None) -> dict[str, Any] | None:
     """The listing straight from the embedded SQLite file (registry.services.quick), or None where
     the full path must answer: a server, PostgreSQL, no database yet, a migration to run, input
     it would refuse."""
-    from registry.paths import embedded_sqlite_path
-
-    db = embedded_sqlite_path()
+    db = _embedded_sqlite(app)
     if db is None:
         return None
     from registry.services import quick
 
     return quick.list_versions(db, **query, limit=limit, cursor=cursor)
+
+
+def _embedded_sqlite(app: App) -> Path | None:
+    """The embedded registry's SQLite file, if that is what this command reads (no ADAPTERS_URL)."""
+    settings = app.settings
+    return None if settings.url else settings.sqlite_file
 
 
 @click.command()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import getpass
+import os
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from registry.bounds import MAX_HEADER_BYTES
-from registry.paths import default_config_dir, default_home
 from storage import S3Options
 
 
@@ -20,8 +20,38 @@ def _default_user() -> str:
         return "anonymous"
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ADAPTERS_", extra="ignore")
+ENV_PREFIX = "adapters_"
+
+
+def default_home() -> Path:
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "adapter-registry"
+
+
+def default_config_dir() -> Path:
+    xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(xdg) / "adapter-registry"
+
+
+class Settings(BaseModel):
+    """Values given in code, else ADAPTERS_<FIELD> (any case), else the defaults; validated."""
+
+    model_config = ConfigDict(extra="ignore", validate_default=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _environment(cls, data: Any) -> Any:
+        """What pydantic-settings' BaseSettings (env_prefix ADAPTERS_, case-insensitive) did,
+        without importing it: it cost 0.09 s of every command's start-up, a quarter of `adapters
+        list` (bench/cli_startup.py). Every field is a plain value (no JSON-decoded env)."""
+        if not isinstance(data, dict):
+            return data
+        env = {
+            key.lower().removeprefix(ENV_PREFIX): value
+            for key, value in os.environ.items()
+            if key.lower().startswith(ENV_PREFIX)
+        }
+        return {**{k: v for k, v in env.items() if k in cls.model_fields}, **data}
 
     home: Path = Field(default_factory=default_home)
     """Data directory of the embedded default (SQLite database, blobs, cache)."""
@@ -85,6 +115,21 @@ class Settings(BaseSettings):
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'registry.db'}"
+
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The database's file when it is a plain SQLite file (sqlite:///relative or
+        sqlite:////absolute): what the quick embedded reads (registry.services.quick) open. None
+        for anything else, and for a URL SQLAlchemy would decode or read options from (%, ?, #)."""
+        rest = self.effective_database_url.removeprefix("sqlite:///")
+        if (
+            rest == self.effective_database_url
+            or not rest
+            or rest == ":memory:"
+            or any(c in rest for c in "%?#")
+        ):
+            return None
+        return Path(rest)
 
     @property
     def effective_blob_url(self) -> str:

@@ -343,6 +343,25 @@ COPY_RANGE = 64 * 1024 * 1024
 _NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF, errno.EPERM}
 
 
+def fetch_into_cache(
+    store: BlobStore,
+    cache: BlobStore,
+    digest: str,
+    size: int,
+    into: Path | None = None,
+    progress: ProgressCallback | None = None,
+) -> None:
+    """Bring blob `digest` from `store` into the local `cache`, verified. With `into` (a new file)
+    each byte is written once: to `into`, hashed on the way (not fsynced: a pull's output, see
+    `write_verified`), and the cache takes that file (`adopt`: a hard link, a copy across
+    filesystems); a failure leaves neither."""
+    if into is None:
+        cache.put(IterReader(store.open(digest)), digest, size, progress)
+        return
+    write_verified(store.open(digest), into, digest, size, progress, durable=False)
+    cache.adopt(into, digest, size)
+
+
 def _check_length(size: int, length: int, done: bool) -> None:
     if length > size or (done and length != size):
         raise SizeMismatch(size, length)

@@ -15,9 +15,9 @@ from registry.bounds import MAX_HEADER_BYTES
 from registry.errors import BadRequest, DigestMismatch, OutputExists, UnsafePath
 from registry.formats.inspect import Limits
 from registry.refs import check_alias, parse_repo
-from storage.base import BlobNotFound, write_verified
 from storage.base import DigestMismatch as StoreDigestMismatch
 from storage.base import SizeMismatch as StoreSizeMismatch
+from storage.base import fetch_into_cache, write_verified
 from storage.local import LocalBlobStore
 
 if TYPE_CHECKING:
@@ -65,20 +65,30 @@ class BlobSource(Protocol):
     ) -> None: ...
 
 
-class BlobDirectory:
-    """A BlobSource over the registry's own blob directory (embedded, file store), read without a
-    client: `adapters pull`'s quick path. Every blob is there (the caller checks), so nothing is
-    ever fetched; a blob that went missing meanwhile (a gc run) is BlobNotFound."""
+class StoreBlobs:
+    """A BlobSource over the registry's blob store and a local cache, read without a client:
+    `adapters pull`'s quick embedded path (cli/adapters.py). It reads as the embedded client does,
+    as the operator, who may read every blob."""
 
-    cache_is_store = True
+    def __init__(self, store: BlobStore, cache: LocalBlobStore) -> None:
+        self.store = store
+        self.cache = cache
 
-    def __init__(self, store: LocalBlobStore) -> None:
-        self.cache = store
+    @property
+    def cache_is_store(self) -> bool:
+        return self.cache is self.store
+
+    def holds(self, f: ManifestFile) -> bool:
+        """Whether the cache or the store has `f` whole (by size): else the full path answers."""
+        held = self.cache.stat(f.sha256)
+        if held is None and not self.cache_is_store:
+            held = self.store.stat(f.sha256)
+        return held is not None and held.size == f.size
 
     def fetch_blob(
         self, digest: str, size: int, progress: TransferProgress | None, into: Path | None = None
     ) -> None:
-        raise BlobNotFound(digest)
+        fetch_into_cache(self.store, self.cache, digest, size, into, progress.advance if progress else None)
 
 
 CLIENT_LIMITS = Limits(

@@ -14,7 +14,7 @@ from registry.services.blob_guard import being_swept
 from registry.services.context import Registry
 from registry.services.timeutil import now
 from storage import BlobInfo, BlobStore
-from storage.base import IterReader, ProgressCallback, Readable, write_verified
+from storage.base import ProgressCallback, Readable, fetch_into_cache
 
 MAX_DIGESTS_PER_CHECK = 10_000
 
@@ -71,15 +71,9 @@ def download(
     into: Path | None = None,
     progress: ProgressCallback | None = None,
 ) -> None:
-    """Bring blob `digest` from `store` into the local `cache`, verified. With `into` (a new file)
-    each byte is written once: to `into`, hashed on the way, and the cache takes that file
-    (`adopt`: a hard link, a copy across filesystems); a failure leaves neither."""
+    """storage.base.fetch_into_cache, its errors in the registry's vocabulary."""
     try:
-        if into is None:
-            cache.put(IterReader(store.open(digest)), digest, size, progress)
-            return
-        write_verified(store.open(digest), into, digest, size, progress, durable=False)
-        cache.adopt(into, digest, size)
+        fetch_into_cache(store, cache, digest, size, into, progress)
     except _store_errors() as err:
         raise from_storage_error(err) from err
 

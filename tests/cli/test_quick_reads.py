@@ -19,13 +19,13 @@ import pytest
 
 from registry.client.bases import add_base_folder, resolve_push_base
 from registry.client.local import LocalClient
-from registry.client.transfer import parse_eval, push_folder
+from registry.client.transfer import parse_eval, pull, push_folder
 from registry.config import Settings
 from registry.entities import VersionFilter
-from registry.paths import QUICK_SAFE_SETTINGS, embedded_paths, embedded_sqlite_path
 from registry.refs import parse_ref
 from registry.services import queries, quick, versions
 from registry.services.context import Registry
+from storage.local import LocalBlobStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -174,28 +174,7 @@ def test_steps_aside_when_there_is_no_database_or_a_migration_to_run(
     assert queries.MAX_LIMIT == quick.MAX_LIMIT
 
 
-def test_settings_and_the_quick_path_agree_on_the_database(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every Settings field: either the quick path reads the files Settings names (database and
-    blob directory), or it steps aside."""
-    for key in list(os.environ):
-        if key.upper().startswith("ADAPTERS_"):
-            monkeypatch.delenv(key)
-    values = {
-        "url": "http://h:1",
-        "database_url": "sqlite:////tmp/elsewhere/x.db",
-        "blob_url": "file:///tmp/elsewhere/blobs",
-    }
-    for name in Settings.model_fields:
-        env = {f"ADAPTERS_{name.upper()}": values.get(name, "/tmp/elsewhere")}
-        paths = embedded_paths(env)
-        if name not in QUICK_SAFE_SETTINGS or name == "url":
-            assert paths is None, name
-            continue
-        settings = Settings(**{name: env[f"ADAPTERS_{name.upper()}"]})  # type: ignore[arg-type]
-        assert paths is not None, name
-        assert f"sqlite:///{paths.database}" == settings.effective_database_url, name
-        assert f"file://{paths.blobs}" == settings.effective_blob_url, name
-    assert embedded_paths({"ADAPTERS_BLOB_URL": "s3://bucket/x"}) is None
+def test_the_sqlite_file_of_a_database_url() -> None:
     cases = {
         "sqlite:////abs/x.db": Path("/abs/x.db"),
         "sqlite:///rel.db": Path("rel.db"),
@@ -206,11 +185,24 @@ def test_settings_and_the_quick_path_agree_on_the_database(monkeypatch: pytest.M
         "postgresql://h/db": None,
     }
     for url, want in cases.items():
-        assert embedded_sqlite_path({"ADAPTERS_DATABASE_URL": url}) == want, url
-    assert embedded_sqlite_path({"adapters_home": "/h"}) == Path("/h/registry.db")  # any case
-    assert embedded_sqlite_path({"ADAPTERS_URL": ""}) is not None  # empty: embedded
-    assert embedded_sqlite_path({"ADAPTERS_HOME": ""}) is None
-    assert embedded_sqlite_path({"ADAPTERS_DEBUG": "1", "ADAPTERS_HOME": "/h"}) == Path("/h/registry.db")
+        assert Settings(database_url=url).sqlite_file == want, url
+    assert Settings(home=Path("/h"), database_url=None).sqlite_file == Path("/h/registry.db")
+
+
+def test_settings_read_the_environment_as_pydantic_settings_did(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ADAPTERS_<FIELD> in any case, under what code passes, validated; other variables ignored."""
+    for key in list(os.environ):
+        if key.upper().startswith("ADAPTERS_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("adapters_home", "/from/env")
+    monkeypatch.setenv("ADAPTERS_S3_SECURE", "off")
+    monkeypatch.setenv("ADAPTERS_NOT_A_FIELD", "x")
+    settings = Settings()
+    assert settings.home == Path("/from/env") and settings.s3_secure is False
+    assert Settings(home=Path("/code")).home == Path("/code")
+    monkeypatch.setenv("ADAPTERS_UPLOAD_CONCURRENCY", "0")
+    with pytest.raises(ValueError, match="upload_concurrency"):
+        Settings()
 
 
 def run_cli(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -242,21 +234,18 @@ def test_cli_list_takes_the_quick_path_and_prints_the_same(populated: tuple[Path
 
 
 def test_cli_list_goes_the_full_way_where_it_must(populated: tuple[Path, Registry], tmp_path: Path) -> None:
-    db, reg = populated
+    db, _ = populated
     # A setting Settings refuses is still refused, in one line.
     bad = run_cli(db.parent, "list", "--json", ADAPTERS_UPLOAD_CONCURRENCY="many")
     assert bad.returncode == 1 and "validation_error" in bad.stderr and "upload_concurrency" in bad.stderr
-    # Another setting: the same answer, through the ORM.
-    other = run_cli(db.parent, "list", "--json", "--all-versions", ADAPTERS_JOB_LEASE_S="60")
-    assert other.returncode == 0 and other.stdout.strip() == full(reg)
-    assert other.stderr.strip().splitlines()[-1] == "True"
     # A bad cursor: the full path's error.
     cur = run_cli(db.parent, "list", "--json", "--cursor", "nope")
     assert cur.returncode == 1 and json.loads(cur.stdout)["error"]["code"] == "bad_request"
+    assert cur.stderr.strip().splitlines()[-1] == "True"
     # No database yet: created and migrated, an empty page.
     fresh = run_cli(tmp_path / "fresh", "list", "--json")
     assert fresh.returncode == 0 and json.loads(fresh.stdout) == {"items": [], "next_cursor": None}
-    assert (tmp_path / "fresh" / "registry.db").is_file()
+    assert (tmp_path / "fresh" / "registry.db").is_file() and fresh.stderr.strip().splitlines()[-1] == "True"
 
 
 # ---------------------------------------------------------------- pull
@@ -319,19 +308,21 @@ def tree(root: Path) -> dict[str, bytes]:
 def test_cli_pull_takes_the_quick_path_and_writes_what_the_full_path_writes(
     populated: tuple[Path, Registry], tmp_path: Path
 ) -> None:
-    db, _ = populated
+    db, reg = populated
     quick_out, full_out = tmp_path / "quick", tmp_path / "full"
     fast_run = run_cli(db.parent, "pull", "acme/legal@prod", "-o", str(quick_out), "--json")
     assert fast_run.returncode == 0, fast_run.stderr
     assert fast_run.stderr.strip().splitlines()[-1] == "False"  # no SQLAlchemy
-    slow_run = run_cli(
-        db.parent, "pull", "acme/legal@prod", "-o", str(full_out), "--json", ADAPTERS_JOB_LEASE_S="60"
-    )
-    assert slow_run.returncode == 0 and slow_run.stderr.strip().splitlines()[-1] == "True"
-    fast_doc, slow_doc = json.loads(fast_run.stdout), json.loads(slow_run.stdout)
-    assert fast_doc["path"] == str(quick_out) and slow_doc["path"] == str(full_out)
-    assert {**fast_doc, "path": ""} == {**slow_doc, "path": ""}
-    assert tree(quick_out) == tree(full_out) and len(tree(quick_out)) == len(fast_doc["files"]) >= 2
+    info, _ = pull(LocalClient(reg, "tester", reg.store), "acme/legal@prod", full_out)
+    doc = json.loads(fast_run.stdout)
+    assert doc == {
+        "repo": info.repo,
+        "version": info.version,
+        "digest": info.digest,
+        "path": str(quick_out),
+        "files": [f.model_dump(mode="json") for f in info.files],
+    }
+    assert tree(quick_out) == tree(full_out) and len(tree(quick_out)) == len(doc["files"]) >= 2
     # The same refusal as the full path: a non-empty folder needs --force.
     again = run_cli(db.parent, "pull", "acme/legal@prod", "-o", str(quick_out), "--json")
     assert again.returncode == 1 and json.loads(again.stdout)["error"]["code"] == "output_exists"
@@ -339,6 +330,7 @@ def test_cli_pull_takes_the_quick_path_and_writes_what_the_full_path_writes(
     assert forced.returncode == 0 and "pulled acme/legal:1" in forced.stdout
     missing = run_cli(db.parent, "pull", "acme/legal:9", "--json", "-o", str(tmp_path / "x"))
     assert json.loads(missing.stdout)["error"]["code"] == "not_found" and not (tmp_path / "x").exists()
+    assert missing.stderr.strip().splitlines()[-1] == "True"  # said by the full path
 
 
 def test_cli_quick_pull_of_a_corrupt_or_missing_blob(adapters_dir: Path, tmp_path: Path) -> None:
@@ -368,3 +360,36 @@ def test_cli_quick_pull_of_a_corrupt_or_missing_blob(adapters_dir: Path, tmp_pat
     assert gone.returncode == 1 and gone.stderr.strip().splitlines()[-1] == "True"  # the full path
     assert json.loads(gone.stdout)["error"]["code"] in {"blob_not_found", "not_found", "blob_missing"}
     assert not (tmp_path / "out").exists() and pushed.created
+
+
+def test_cli_quick_pull_from_s3_downloads_once_into_the_folder_and_the_cache(
+    adapters_dir: Path, tmp_path: Path, s3_endpoint: str, s3_bucket: str
+) -> None:
+    """The embedded registry on S3: the pull reads through sqlite3, downloads each blob straight
+    into the output folder (verified) and the local cache takes that file; a second pull copies
+    out of the cache."""
+    home = tmp_path / "home"
+    s3 = {
+        "ADAPTERS_BLOB_URL": f"s3://{s3_bucket}/adapters",
+        "ADAPTERS_S3_ENDPOINT": s3_endpoint,
+        "ADAPTERS_S3_ACCESS_KEY": "test",
+        "ADAPTERS_S3_SECRET_KEY": "test",
+        "ADAPTERS_S3_REGION": "us-east-1",
+        "ADAPTERS_S3_SECURE": "false",
+    }
+    pushed = run_cli(home, "push", str(adapters_dir / "lora_b"), "acme/b", "--json", **s3)
+    assert pushed.returncode == 0, pushed.stderr
+    first = run_cli(home, "pull", "acme/b", "-o", str(tmp_path / "one"), "--json", **s3)
+    assert first.returncode == 0, first.stderr
+    assert first.stderr.strip().splitlines()[-1] == "False"  # no SQLAlchemy
+    assert tree(tmp_path / "one") == tree(adapters_dir / "lora_b")
+    cache = LocalBlobStore(home / "cache")
+    for f in json.loads(first.stdout)["files"]:
+        entry = cache.path_for(f["sha256"])
+        assert entry.samefile(tmp_path / "one" / f["path"])  # one write: the cache took the file
+    second = run_cli(home, "pull", "acme/b", "-o", str(tmp_path / "two"), "--json", **s3)
+    assert second.returncode == 0 and tree(tmp_path / "two") == tree(adapters_dir / "lora_b")
+    assert not any(
+        (tmp_path / "two" / f["path"]).samefile(tmp_path / "one" / f["path"])
+        for f in json.loads(second.stdout)["files"]
+    )
