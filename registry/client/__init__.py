@@ -1,8 +1,8 @@
 """One RegistryClient interface: LocalClient (embedded, in-process) and HttpClient (a server).
 
 The names below are loaded on first use (PEP 562): importing a light submodule, such as
-registry.client.transfer for the quick embedded pull, must not import the interface's entities
-and pydantic-settings (about 0.2 s, bench/cli_startup.py)."""
+registry.client.transfer for the quick embedded pull, must not import the interface's entities and
+the access entities behind them (about 0.15 s, bench/cli_startup.py)."""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ def test_0007_fills_history_and_edges(kind: str, tmp_path: Path, request: pytest
             cfg.attributes["connection"] = conn
             step(cfg, revision)
 
-    migrate(command.upgrade, "head")  # SQLite starts empty, PostgreSQL from the template at head
+    migrate(command.upgrade, "head")  # a no-op: both start from a template at head (tests/conftest.py)
     migrate(command.downgrade, "0006")
     with engine.begin() as conn:
         conn.execute(

@@ -52,7 +52,7 @@ def test_0008_keys_checks_by_variant_and_goes_back_to_the_default_one(
                 for r in conn.execute(text(f"SELECT verdict{variant} FROM qlora_checks ORDER BY verdict"))
             ]
 
-    migrate(command.upgrade, "head")  # SQLite starts empty, PostgreSQL from the template at head
+    migrate(command.upgrade, "head")  # a no-op: both start from a template at head (tests/conftest.py)
     migrate(command.downgrade, "0007")
     with engine.begin() as conn:
         insert(conn, "warn", None)
