@@ -64,11 +64,11 @@ class Settings(BaseModel):
     s3_secret_key: str | None = None
     s3_region: str | None = None
     s3_secure: bool = True
-    s3_part_bytes: int = Field(default=16 * 1024**2, ge=5 * 1024**2, le=5 * 1024**3)
-    """Multipart part size of S3 uploads (storage/s3.py says why 16 MiB, two in flight), given to
-    one upload per process at a time; uploads running meanwhile (a server's `upload_concurrency`)
-    send S3's minimum, 5 MiB, one at a time, so a server's part buffers stay near
-    2 x (3 x this + 5 MiB x (concurrency - 1)), see storage.s3.SMALL_PART_SIZE."""
+    s3_part_bytes: int = Field(default=32 * 1024**2, ge=5 * 1024**2, le=5 * 1024**3)
+    """Multipart part size of S3 uploads (storage/s3.py says why 32 MiB), given to one upload per
+    process at a time; uploads running meanwhile (a server's `upload_concurrency`) use S3's minimum,
+    5 MiB, so a server's part buffers stay near 2 x (this + 5 MiB x (concurrency - 1)), see
+    storage.s3.SMALL_PART_SIZE."""
     s3_presign_downloads: bool = False
     """Answer blob downloads with a redirect to a presigned S3 URL instead of proxying bytes."""
     url: str | None = None

@@ -449,6 +449,17 @@ def error_from_problem(problem: dict[str, Any], status: int) -> RegistryError:
     return cls(message, **fields)
 
 
+def store_errors() -> tuple[type[Exception], ...]:
+    """What a store call may raise besides a bug: its own errors, and the S3 SDK's when an s3://
+    store lets one through (imported lazily: a file:// registry never loads minio)."""
+    try:
+        from minio.error import S3Error
+        from urllib3.exceptions import HTTPError
+    except ImportError:  # pragma: no cover - minio is a dependency
+        return (storage.StorageError,)
+    return (storage.StorageError, S3Error, HTTPError)  # HTTPError: a connection lost mid-stream
+
+
 def from_storage_error(err: Exception) -> RegistryError:
     """Translate a blob store error (a `storage.StorageError`, or an S3 SDK error that escaped
     the store) into the registry's vocabulary; never an unhandled 500."""

@@ -305,6 +305,8 @@ def copy_file_verified(
         SizeMismatch: `src` holds fewer or more than `size` bytes from its position.
         DigestMismatch: what `target` holds does not hash to `digest`.
     """
+    if not hasattr(os, "copy_file_range"):  # Linux only (macOS: the caller streams)
+        return False
     try:
         src_fd = src.fileno()  # type: ignore[attr-defined]
         pos = src.tell()  # type: ignore[attr-defined]
@@ -324,6 +326,8 @@ def copy_file_verified(
                 return False
             raise
         if n == 0:
+            if copied == 0:  # some filesystems copy nothing in the kernel: the caller streams
+                return False
             raise SizeMismatch(size, copied)
         copied += n
         if progress is not None:

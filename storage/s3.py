@@ -31,28 +31,28 @@ from storage.base import (
     digest_hex,
 )
 
-PART_SIZE = 16 * 1024 * 1024
-"""Multipart part size, with PARALLEL_UPLOADS parts in flight. put_object of a 512 MiB file to
-moto on loopback (2-core machine, load average about 2, two rounds; /tmp/s3parts.py in the issue 16
-note): 32 MiB parts one at a time ran at 70 and 63 MB/s, 16 MiB x 2 at 129 and 84, 8 MiB x 3 at
-118 and 60, 16 MiB x 3 at 116 and 67, and the SDK's own fput_object (5 MiB x 3) at 100 and 103 in
-the same rounds. (Earlier, one at a time: 5 MiB parts 29 MB/s, 16 MiB 60, 64 MiB 73: the per-part
-round trip dominates small parts.) The SDK holds a part twice while sending it, so two 16 MiB
-parts in flight and one being read keep a push's peak RSS near 140 MiB (bench/push_pull.py),
-under the 200 MB budget."""
-PARALLEL_UPLOADS = 2
-"""Parts in flight for the upload that gets `part_size` parts (others send theirs one at a time,
-see SMALL_PART_SIZE). When the verifying reader refuses at the end, the SDK aborts the upload while
-an earlier part may still be in flight, and S3 may keep a part that completes after an abort until
-the upload is aborted again: `put` therefore aborts again, once the SDK has returned, every upload
-of the key it began (a listing request and an abort, only on failure)."""
+PART_SIZE = 32 * 1024 * 1024
+"""Multipart part size. put_object of a 256 MiB file to moto on loopback (2-core machine, load
+average 3) ran at 29 MB/s in the SDK's default 5 MiB parts, 60 MB/s in 16 MiB and 73 MB/s in 64 MiB
+parts (one at a time): the per-part round trip dominates small parts. The SDK holds a part twice
+while sending it, so 32 MiB parts keep a push's peak RSS near 140 MiB (bench/push_pull.py), under
+the 200 MB budget, with most of the gain. (At load average 11 every setting measured 15-26 MB/s:
+the figures in the README are each next to the SDK anchor measured in the same run.)"""
+PARALLEL_UPLOADS = 1
+"""Parts in flight. Two 64 MiB parts did upload faster (100 MB/s) than one, but hold four parts in
+memory, over the RSS budget; and with one, when the verifying reader refuses at the end no earlier
+part is still in flight, so the SDK's abort leaves nothing behind (a part still uploading when its
+upload is aborted may be kept by S3 until aborted again). Two 16 MiB parts in flight were measured
+too (512 MiB to moto, two rounds: 129 and 84 MB/s, against 70 and 63 for 32 MiB one at a time and
+100 and 103 for the SDK's fput_object), and rejected: on a refused upload minio 7.2 aborts without
+stopping its part threads, so the parts in flight are sent after the abort, and the two threads
+of its pool never end (they wait for work forever): each refused upload would leak them."""
 SMALL_PART_SIZE = 5 * 1024 * 1024
 """S3's smallest part, which the two-pass uploads of older versions used (the SDK's default). One
 upload per store at a time gets `part_size` parts; the others meanwhile (a server's concurrent
-uploads) get these, one at a time, so a server's peak stays near 2 x (3 x part_size + (N - 1) x
-5 MiB) for N uploads at once (two parts in flight and one being read; 16 uploads: 246 MiB, against
-160 MiB with 5 MiB parts only, and 1.5 GiB were every upload given the fast parts), while a CLI
-push, one blob at a time, always gets the fast parts."""
+uploads) get these, so a server's peak stays 2 x (part_size + (N - 1) x 5 MiB) for N uploads at
+once (16: 214 MiB, against 160 MiB with 5 MiB parts only, and 1 GiB were every upload given 32
+MiB parts), while a CLI push, one blob at a time, always gets the fast parts."""
 MAX_PARTS = 10_000
 """S3's (and the SDK's) most parts in one upload: a blob over MAX_PARTS x part_size gets bigger
 parts (a 1 TB blob: 100 MiB parts, held twice)."""
@@ -113,7 +113,6 @@ class S3BlobStore:
         try:
             part_size = part_size_for(size, self.part_size if big else min(self.part_size, SMALL_PART_SIZE))
             before = set(self._pending_uploads(key)) if size > part_size else set()
-            parallel = PARALLEL_UPLOADS if big else 1
             try:
                 self.client.put_object(
                     self.bucket,
@@ -121,28 +120,22 @@ class S3BlobStore:
                     cast(BinaryIO, reader),
                     length=size,
                     part_size=part_size,
-                    num_parallel_uploads=parallel,
+                    num_parallel_uploads=PARALLEL_UPLOADS,
                 )
             except Exception:
-                if parallel > 1 and size > part_size:  # the SDK has aborted; once more, see PARALLEL_UPLOADS
-                    self._abort_begun(key, before)
-                raise
+                raise  # the SDK has aborted its upload
             except BaseException:
                 if size > part_size:
-                    self._abort_begun(key, before)
+                    # Best effort: the interrupt goes on whatever happens here (the sweep is the net).
+                    with contextlib.suppress(Exception):
+                        for upload_key, upload_id in self._pending_uploads(key):
+                            if upload_key == key and (upload_key, upload_id) not in before:
+                                self.client._abort_multipart_upload(self.bucket, upload_key, upload_id)
                 raise
         finally:
             if big:
                 self._big_parts.release()
         return BlobInfo(digest, size)
-
-    def _abort_begun(self, key: str, before: set[tuple[str, str]]) -> None:
-        """Abort the multipart uploads of `key` not pending before this upload began. Best
-        effort: the error that brought us here goes on whatever happens (the sweep is the net)."""
-        with contextlib.suppress(Exception):
-            for upload_key, upload_id in self._pending_uploads(key):
-                if upload_key == key and (upload_key, upload_id) not in before:
-                    self.client._abort_multipart_upload(self.bucket, upload_key, upload_id)
 
     def adopt(self, path: Path, digest: str, size: int, progress: ProgressCallback | None = None) -> BlobInfo:
         """Upload a finished local file (S3 cannot link it): verified as `put`, skipped if present."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 import shutil
@@ -12,7 +13,14 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 
 from registry.bounds import MAX_HEADER_BYTES
-from registry.errors import BadRequest, DigestMismatch, OutputExists, UnsafePath
+from registry.errors import (
+    BadRequest,
+    DigestMismatch,
+    OutputExists,
+    UnsafePath,
+    from_storage_error,
+    store_errors,
+)
 from registry.formats.inspect import Limits
 from registry.refs import check_alias, parse_repo
 from storage.base import DigestMismatch as StoreDigestMismatch
@@ -79,16 +87,27 @@ class StoreBlobs:
         return self.cache is self.store
 
     def holds(self, f: ManifestFile) -> bool:
-        """Whether the cache or the store has `f` whole (by size): else the full path answers."""
-        held = self.cache.stat(f.sha256)
-        if held is None and not self.cache_is_store:
-            held = self.store.stat(f.sha256)
+        """Whether the cache or the store has `f` whole (by size). False also when the store
+        cannot say (unreachable, refusing): the full path then answers, with its error."""
+        try:
+            held = self.cache.stat(f.sha256)
+            if held is None and not self.cache_is_store:
+                held = self.store.stat(f.sha256)
+        except store_errors():
+            return False
         return held is not None and held.size == f.size
 
     def fetch_blob(
         self, digest: str, size: int, progress: TransferProgress | None, into: Path | None = None
     ) -> None:
-        fetch_into_cache(self.store, self.cache, digest, size, into, progress.advance if progress else None)
+        """As LocalClient's (services.blobs.download): verified, its errors in the registry's
+        vocabulary."""
+        try:
+            fetch_into_cache(
+                self.store, self.cache, digest, size, into, progress.advance if progress else None
+            )
+        except store_errors() as err:
+            raise from_storage_error(err) from err
 
 
 CLIENT_LIMITS = Limits(
@@ -194,11 +213,10 @@ def pull(
 def fetch_missing(
     client: BlobSource, files: Sequence[ManifestFile], progress: TransferProgress | None
 ) -> None:
-    """Download into the client's local cache the blobs it does not have yet. An entry of the wrong
-    size counts as missing (and is dropped): a pull's output, which the cache shares, is not
-    fsynced, so a power cut can leave it short, and what calls this (a worker) uses the entries
-    without hashing them again."""
-    todo = [f for f in files if not _cached_whole(client, f)]
+    """Download into the client's local cache the blobs it does not hold whole and right: what
+    calls this (a worker) then uses the entries in place, without copying them out (see
+    `_cached_right`)."""
+    todo = [f for f in files if not _cached_right(client, f)]
     if progress and todo:
         progress.start("downloading", sum(f.size for f in todo))
     for f in todo:
@@ -207,12 +225,25 @@ def fetch_missing(
         progress.finish()
 
 
-def _cached_whole(client: BlobSource, f: ManifestFile) -> bool:
+def _cached_right(client: BlobSource, f: ManifestFile) -> bool:
+    """Whether the cache holds `f` with its size and digest; a wrong entry is dropped. A cache
+    entry may be a pulled file (the cache takes a pull's output by hard link): edited in place
+    since, or cut short by a power loss (a pull's output is not fsynced), so it is hashed here,
+    as a pull hashes what it copies out. The registry's own blob directory (embedded, file store)
+    was verified and fsynced when written: its size is checked."""
     held = client.cache.stat(f.sha256)
-    if held is not None and held.size != f.size and not client.cache_is_store:
-        client.cache.delete(f.sha256)
-        held = None
-    return held is not None
+    if held is None:
+        return False
+    if client.cache_is_store:
+        return held.size == f.size
+    if held.size == f.size:
+        h = hashlib.sha256()
+        for chunk in client.cache.open(f.sha256):
+            h.update(chunk)
+        if "sha256:" + h.hexdigest() == f.sha256:
+            return True
+    client.cache.delete(f.sha256)
+    return False
 
 
 def write_files(
@@ -232,6 +263,8 @@ def write_files(
     is staged and verified in a hidden folder inside it, then os.replace()d into place one by one;
     every other file there is left alone. A manifest path whose target is a folder, or that would
     pass through a symlink or a file, is refused before anything is written. Returns `out`, absolute.
+    The files are not fsynced (as `cp` or a git checkout): "whole" holds for other processes, not
+    across a power loss, which can leave a file short or empty.
     """
     if out.is_symlink() and not out.exists():
         raise OutputExists(f"{out} is a symlink to nothing; remove it or pick another folder", path=str(out))

@@ -9,7 +9,7 @@ from registry.access.checks import blob_readable, blobs_unusable, require_writer
 from registry.access.principal import Principal
 from registry.db import models as m
 from registry.db.engine import unit_of_work
-from registry.errors import BadRequest, BlobMissing, NotFound, from_storage_error
+from registry.errors import BadRequest, BlobMissing, NotFound, from_storage_error, store_errors
 from registry.services.blob_guard import being_swept
 from registry.services.context import Registry
 from registry.services.timeutil import now
@@ -17,17 +17,6 @@ from storage import BlobInfo, BlobStore
 from storage.base import ProgressCallback, Readable, fetch_into_cache
 
 MAX_DIGESTS_PER_CHECK = 10_000
-
-
-def _store_errors() -> tuple[type[Exception], ...]:
-    """What a store call may raise besides a bug: its own errors, and the S3 SDK's when an s3://
-    store lets one through (imported lazily: a file:// registry never loads minio)."""
-    try:
-        from minio.error import S3Error
-        from urllib3.exceptions import HTTPError
-    except ImportError:  # pragma: no cover - minio is a dependency
-        return (storage.StorageError,)
-    return (storage.StorageError, S3Error, HTTPError)  # HTTPError: a connection lost mid-stream
 
 
 def missing_blobs(store: BlobStore, digests: list[str]) -> list[str]:
@@ -42,7 +31,7 @@ def missing_blobs(store: BlobStore, digests: list[str]) -> list[str]:
             raise from_storage_error(err) from err
         try:
             held = store.stat(d)
-        except _store_errors() as err:
+        except store_errors() as err:
             raise from_storage_error(err) from err
         if held is None:
             out.append(d)
@@ -59,7 +48,7 @@ def upload_blob(
         if existing is not None and existing.size == size:
             return existing
         return store.put(stream, digest, size, progress)
-    except _store_errors() as err:
+    except store_errors() as err:
         raise from_storage_error(err) from err
 
 
@@ -74,14 +63,14 @@ def download(
     """storage.base.fetch_into_cache, its errors in the registry's vocabulary."""
     try:
         fetch_into_cache(store, cache, digest, size, into, progress)
-    except _store_errors() as err:
+    except store_errors() as err:
         raise from_storage_error(err) from err
 
 
 def read_range(store: BlobStore, digest: str, start: int, length: int) -> bytes:
     try:
         return b"".join(store.open(digest, start, start + length))
-    except _store_errors() as err:
+    except store_errors() as err:
         raise from_storage_error(err) from err
 
 
@@ -141,7 +130,7 @@ def upload_as(
         return upload_blob(reg.store, stream, digest, size, progress)
     try:
         info = reg.store.put(stream, digest, size, progress)
-    except _store_errors() as err:
+    except store_errors() as err:
         raise from_storage_error(err) from err
     record_upload(reg, principal, digest)
     return info

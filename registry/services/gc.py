@@ -27,10 +27,16 @@ from registry.access.principal import OPERATOR, Principal
 from registry.db import models as m
 from registry.db.engine import unit_of_work
 from registry.entities import GcReport
-from registry.errors import BadRequest, Forbidden, GcRunning, Unauthenticated, from_storage_error
+from registry.errors import (
+    BadRequest,
+    Forbidden,
+    GcRunning,
+    Unauthenticated,
+    from_storage_error,
+    store_errors,
+)
 from registry.services import audit
 from registry.services.blob_guard import lock_for_gc
-from registry.services.blobs import _store_errors
 from registry.services.context import Registry
 from registry.services.timeutil import now
 from storage import StoredBlob
@@ -62,7 +68,7 @@ def collect_garbage(
     cutoff = started - timedelta(seconds=grace_s)
     try:
         listing = list(reg.store.iter_blobs())
-    except _store_errors() as err:
+    except store_errors() as err:
         raise from_storage_error(err) from err
     run_id = uuid.uuid4().hex
     with unit_of_work(reg.sessions) as session:
@@ -85,7 +91,7 @@ def collect_garbage(
         for digest in reclaimed:
             try:
                 reg.store.delete(digest)
-            except _store_errors():
+            except store_errors():
                 errors += 1  # kept: nothing lists it, the next run tries again
             else:
                 gone.append(digest)

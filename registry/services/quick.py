@@ -43,7 +43,7 @@ _SUMMARY = """
 SELECT v.id, r.namespace, r.name, v.number, v.digest, v.created_at, v.pushed_by, v.task,
        v.peft_type, v.task_type, v.r, v.lora_alpha, v.target_modules, v.lora_dropout,
        v.use_rslora, v.use_dora, v.trainable_params, v.adapter_bytes, v.total_bytes,
-       v.base_model_name, v.base_model_revision, b.fingerprint, v.base_model_id,
+       v.base_model_name, v.base_model_revision, b.fingerprint, b.id,
        v.lineage IS NOT NULL AND v.lineage != 'null'
 FROM versions v
 JOIN repositories r ON r.id = v.repository_id
@@ -112,10 +112,11 @@ def list_versions(
         evals, aliases = _evals_and_aliases(conn, [row[0] for row in page])
     finally:
         conn.close()
-    return {
-        "items": [_summary(row, evals.get(row[0], []), aliases.get(row[0], [])) for row in page],
-        "next_cursor": str(page[-1][0]) if len(rows) > limit else None,
-    }
+    try:
+        items = [_summary(row, evals.get(row[0], []), aliases.get(row[0], [])) for row in page]
+    except _StepAside:
+        return None
+    return {"items": items, "next_cursor": str(page[-1][0]) if len(rows) > limit else None}
 
 
 def resolve_files(db: Path, ref: str) -> dict[str, Any] | None:
@@ -262,7 +263,16 @@ def _float(value: float | int | None) -> float | None:
     return None if value is None else float(value)
 
 
+class _StepAside(Exception):
+    """A stored value this module would not write as the full path does."""
+
+
 def _iso(stored: str) -> str:
     """A DateTime column as SQLAlchemy's SQLite dialect stores it (`2026-11-29 06:04:08.288081`,
-    no zone), written as pydantic writes the naive datetime it reads back."""
-    return datetime.fromisoformat(stored).isoformat()
+    no zone), written as pydantic writes the naive datetime it reads back. Text with a zone (the
+    ORM never writes one; a hand-made row might) would come back aware and be written with a `Z`:
+    the full path answers for it."""
+    parsed = datetime.fromisoformat(stored)
+    if parsed.tzinfo is not None:
+        raise _StepAside(stored)
+    return parsed.isoformat()

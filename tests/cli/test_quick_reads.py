@@ -393,3 +393,18 @@ def test_cli_quick_pull_from_s3_downloads_once_into_the_folder_and_the_cache(
         (tmp_path / "two" / f["path"]).samefile(tmp_path / "one" / f["path"])
         for f in json.loads(second.stdout)["files"]
     )
+
+
+def test_list_steps_aside_for_a_stored_time_with_a_zone(
+    populated: tuple[Path, Registry], tmp_path: Path
+) -> None:
+    """The ORM never stores a zone on SQLite; a row that has one (made by hand) reads back aware,
+    which the full path writes with a `Z`: it answers for that page."""
+    db, _ = populated
+    copy = tmp_path / "zoned.db"
+    with sqlite3.connect(db) as src, sqlite3.connect(copy) as dst:
+        src.backup(dst)
+    with sqlite3.connect(copy) as conn:
+        conn.execute("UPDATE versions SET created_at = '2026-01-01 00:00:00.000000+00:00' WHERE number = 1")
+    assert quick.list_versions(copy, limit=500) is None
+    assert quick.list_versions(db, limit=500) is not None

@@ -113,3 +113,26 @@ def test_copy_out_writes_a_verified_file_and_refuses_a_corrupt_blob(tmp_path: Pa
     with pytest.raises(SizeMismatch):
         store.copy_out(blob(data), bad, len(data) + 1)
     assert not bad.exists()
+
+
+@pytest.mark.parametrize("kernel", ["absent", "copies-nothing"])
+def test_without_a_kernel_copy_the_store_streams(
+    tmp_path: Path, data: bytes, kernel: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No copy_file_range (macOS), or a filesystem on which it copies nothing: put and copy_out
+    stream instead, verified the same way."""
+    if kernel == "absent":
+        monkeypatch.delattr(os, "copy_file_range")
+    else:
+        monkeypatch.setattr(os, "copy_file_range", lambda *args: 0)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    store = LocalBlobStore(tmp_path / "blobs")
+    with src.open("rb") as f:
+        store.put(f, blob(data), len(data))
+    out = tmp_path / "out.bin"
+    store.copy_out(blob(data), out, len(data))
+    assert out.read_bytes() == data == store.path_for(blob(data)).read_bytes()
+    with src.open("rb") as f, pytest.raises(DigestMismatch):
+        store.put(f, blob(data + b"!"), len(data))
+    assert leftovers(store) == []

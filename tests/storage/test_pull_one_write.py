@@ -13,7 +13,7 @@ import pytest
 from minio import Minio
 
 from registry.client.local import LocalClient
-from registry.client.transfer import pull, push_folder
+from registry.client.transfer import fetch_missing, pull, push_folder
 from registry.errors import DigestMismatch, RegistryError
 from registry.services.context import Registry
 from storage import sha256_file
@@ -227,3 +227,31 @@ def test_a_pull_over_http_across_filesystems_copies_once_verified(
     assert not (tmp_path / "damaged").exists()
     assert LocalBlobStore(tmp_path / "cache2").stat(weights.sha256) is None
     assert not any((tmp_path / "cache2" / "tmp").iterdir())
+
+
+def test_a_worker_refetches_a_cache_entry_a_pull_left_wrong(s3_registry: Registry, tmp_path: Path) -> None:
+    """A cache entry is a pulled file (same inode): edited in place, or cut short by a power loss
+    (a pull's output is not fsynced). fetch_missing, which hands entries to a worker as they are,
+    hashes each and downloads again what is wrong; a right entry is kept as it is."""
+    cache = LocalBlobStore(tmp_path / "cache")
+    client = LocalClient(s3_registry, "tester", cache)
+    src = write_adapter(tmp_path / "adapter")
+    push_folder(client, src, "acme/w")
+    info, out = pull(client, "acme/w", tmp_path / "out")
+    weights = next(f for f in info.files if f.path == WEIGHTS)
+    config = next(f for f in info.files if f.path != WEIGHTS)
+    pulled = out / WEIGHTS
+    data = bytearray(pulled.read_bytes())
+    data[-1] ^= 1  # same size, other bytes: only a hash tells
+    pulled.write_bytes(bytes(data))
+    (out / config.path).write_text("{}")  # another size
+    kept_inode = cache.path_for(config.sha256).stat().st_ino
+    fetch_missing(client, info.files, None)
+    for f in info.files:
+        assert sha256_file(str(cache.path_for(f.sha256))).digest == f.sha256
+    assert not os.path.samefile(cache.path_for(weights.sha256), pulled)  # a new entry
+    assert cache.path_for(config.sha256).stat().st_ino != kept_inode
+    # Right entries stay: nothing is downloaded again.
+    inodes = {f.sha256: cache.path_for(f.sha256).stat().st_ino for f in info.files}
+    fetch_missing(client, info.files, None)
+    assert {f.sha256: cache.path_for(f.sha256).stat().st_ino for f in info.files} == inodes
