@@ -372,13 +372,17 @@ def _check_length(size: int, length: int, done: bool) -> None:
 
 
 def sha256_file(path: str, progress: ProgressCallback | None = None) -> BlobInfo:
-    """Stream a file through sha256 without holding it in memory."""
+    """Stream a file through sha256 without holding it in memory: read into one reused buffer.
+    (A new bytes object per 1 MiB read cost as much as the hashing: 537 MB took 0.44 s of reads
+    against 0.05 s into a buffer, page faults on every fresh chunk, bench/push_pull.py's push.)"""
     h = hashlib.sha256()
     size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK_SIZE):
-            h.update(chunk)
-            size += len(chunk)
+    buf = bytearray(CHUNK_SIZE)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
+            size += n
             if progress is not None:
-                progress(len(chunk))
+                progress(n)
     return BlobInfo("sha256:" + h.hexdigest(), size)
