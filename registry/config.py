@@ -13,6 +13,16 @@ from registry.bounds import MAX_HEADER_BYTES
 from storage import S3Options
 
 
+def _default_home() -> Path:
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "adapter-registry"
+
+
+def _default_config_dir() -> Path:
+    xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(xdg) / "adapter-registry"
+
+
 def _default_user() -> str:
     try:
         return getpass.getuser()
@@ -21,16 +31,6 @@ def _default_user() -> str:
 
 
 ENV_PREFIX = "adapters_"
-
-
-def default_home() -> Path:
-    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(xdg) / "adapter-registry"
-
-
-def default_config_dir() -> Path:
-    xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(xdg) / "adapter-registry"
 
 
 class Settings(BaseModel):
@@ -53,7 +53,7 @@ class Settings(BaseModel):
         }
         return {**{k: v for k, v in env.items() if k in cls.model_fields}, **data}
 
-    home: Path = Field(default_factory=default_home)
+    home: Path = Field(default_factory=_default_home)
     """Data directory of the embedded default (SQLite database, blobs, cache)."""
     database_url: str | None = None
     """SQLAlchemy URL; default sqlite:///$ADAPTERS_HOME/registry.db."""
@@ -78,7 +78,7 @@ class Settings(BaseModel):
     token: SecretStr | None = None
     """ADAPTERS_TOKEN: the API token HttpClient sends (`Authorization: Bearer`); never printed.
     Unset: the one `adapters login` kept in `token_file`."""
-    config_dir: Path = Field(default_factory=default_config_dir)
+    config_dir: Path = Field(default_factory=_default_config_dir)
     """Client configuration ($XDG_CONFIG_HOME/adapter-registry): `adapters login` keeps the token here."""
     user: str = Field(default_factory=_default_user)
     """Recorded as who pushed (sent as X-Adapters-User to a server)."""
