@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import stat
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -39,14 +41,22 @@ while sending it, so 32 MiB parts keep a push's peak RSS near 140 MiB (bench/pus
 the 200 MB budget, with most of the gain. (At load average 11 every setting measured 15-26 MB/s:
 the figures in the README are each next to the SDK anchor measured in the same run.)"""
 PARALLEL_UPLOADS = 1
-"""Parts in flight. Two 64 MiB parts did upload faster (100 MB/s) than one, but hold four parts in
-memory, over the RSS budget; and with one, when the verifying reader refuses at the end no earlier
-part is still in flight, so the SDK's abort leaves nothing behind (a part still uploading when its
-upload is aborted may be kept by S3 until aborted again). Two 16 MiB parts in flight were measured
-too (512 MiB to moto, two rounds: 129 and 84 MB/s, against 70 and 63 for 32 MiB one at a time and
-100 and 103 for the SDK's fput_object), and rejected: on a refused upload minio 7.2 aborts without
-stopping its part threads, so the parts in flight are sent after the abort, and the two threads
-of its pool never end (they wait for work forever): each refused upload would leak them."""
+"""Parts in flight for a body that arrives (a server's upload, any stream). Two 64 MiB parts did
+upload faster (100 MB/s) than one, but hold four parts in memory, over the RSS budget; and with
+one, when the verifying reader refuses at the end no earlier part is still in flight, so the SDK's
+abort leaves nothing behind (a part still uploading when its upload is aborted may be kept by S3
+until aborted again). Worse, minio 7.2 aborts a refused parallel upload without stopping its part
+threads: the parts in flight are sent after the abort, and the pool's threads wait for work
+forever, so every refused upload would leak them (found in review, probed on moto)."""
+FILE_PARALLEL_UPLOADS = 2
+"""Parts in flight for a local file (an embedded push, a worker's output): the caller hashed it
+just before, so the reader refuses only if the file changed meanwhile, and that rare refusal's
+cost above (two idle threads for the life of the process; parts S3 may keep) is bounded. Its parts
+are half `part_size`, so the memory in flight stays near one part's. 512 MiB to moto on loopback,
+two rounds at load average 2: 16 MiB x 2 ran at 129 and 84 MB/s, 32 MiB x 1 at 70 and 63, 8 MiB x
+3 at 118 and 60, and the SDK's fput_object (5 MiB x 3) at 100 and 103 in the same rounds. In
+bench/push_pull.py a push of 512 MiB went from 45-57 to 63-75 MB/s (two in flight); three in flight
+measured no better (74 and 80)."""
 SMALL_PART_SIZE = 5 * 1024 * 1024
 """S3's smallest part, which the two-pass uploads of older versions used (the SDK's default). One
 upload per store at a time gets `part_size` parts; the others meanwhile (a server's concurrent
@@ -111,7 +121,9 @@ class S3BlobStore:
         key = self.key_for(digest)
         big = self._big_parts.acquire(blocking=False)
         try:
-            part_size = part_size_for(size, self.part_size if big else min(self.part_size, SMALL_PART_SIZE))
+            parallel = FILE_PARALLEL_UPLOADS if big and _is_local_file(stream) else PARALLEL_UPLOADS
+            fast = max(SMALL_PART_SIZE, self.part_size // parallel)
+            part_size = part_size_for(size, fast if big else min(self.part_size, SMALL_PART_SIZE))
             before = set(self._pending_uploads(key)) if size > part_size else set()
             try:
                 self.client.put_object(
@@ -120,7 +132,7 @@ class S3BlobStore:
                     cast(BinaryIO, reader),
                     length=size,
                     part_size=part_size,
-                    num_parallel_uploads=PARALLEL_UPLOADS,
+                    num_parallel_uploads=parallel,
                 )
             except Exception:
                 raise  # the SDK has aborted its upload
@@ -226,6 +238,14 @@ class S3BlobStore:
     def check(self) -> None:
         if not self.client.bucket_exists(self.bucket):
             raise BlobNotFound(f"bucket {self.bucket}")
+
+
+def _is_local_file(stream: object) -> bool:
+    """Whether `stream` is a regular file of this machine (see FILE_PARALLEL_UPLOADS)."""
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def part_size_for(size: int, part_size: int) -> int:

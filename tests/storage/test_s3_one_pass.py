@@ -283,3 +283,37 @@ def test_the_part_size_is_a_setting(tmp_path: Path) -> None:
     assert isinstance(store, S3BlobStore) and store.part_size == 8 * MIB
     with pytest.raises(ValidationError):
         Settings(home=tmp_path, s3_part_bytes=4 * MIB)  # under S3's smallest part
+
+
+def test_a_local_file_goes_in_half_parts_two_at_a_time(
+    s3_endpoint: str, s3_bucket: str, tmp_path: Path
+) -> None:
+    """A regular file (an embedded push, a worker's output: hashed by the caller just before) is
+    sent in parts of half the part size, two in flight (storage.s3.FILE_PARALLEL_UPLOADS); a body
+    that arrives as a stream keeps whole parts, one at a time. A file that changed since it was
+    hashed is still refused and leaves no object and no pending upload."""
+    client = Minio(s3_endpoint, access_key="test", secret_key="test", secure=False, region="us-east-1")
+    store = S3BlobStore(client, s3_bucket, "adapters", part_size=10 * MIB)
+    data = os.urandom(21 * MIB)
+    path = tmp_path / "blob.bin"
+    path.write_bytes(data)
+
+    def parts(d: str) -> str:
+        etag = client.stat_object(store.bucket, store.key_for(d)).etag or ""
+        return etag.rpartition("-")[2]
+
+    with path.open("rb") as f:
+        store.put(f, digest_of(data), len(data))
+    assert parts(digest_of(data)) == "5"  # 21 MiB in 5 MiB parts
+    assert b"".join(store.open(digest_of(data))) == data
+    other = os.urandom(21 * MIB)
+    store.put(io.BytesIO(other), digest_of(other), len(other))
+    assert parts(digest_of(other)) == "3"  # a stream: 10 MiB parts
+    changed = data[:-1] + bytes([data[-1] ^ 1])
+    path.write_bytes(changed)  # changed since it was hashed as `data`
+    gone = digest_of(data[:-2] + b"xx")
+    with path.open("rb") as f, pytest.raises(storage.DigestMismatch):
+        store.put(f, gone, len(data))
+    assert store.stat(gone) is None
+    assert sorted(objects(store)) == sorted([store.key_for(digest_of(data)), store.key_for(digest_of(other))])
+    assert pending_uploads(store) == []
