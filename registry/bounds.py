@@ -21,6 +21,18 @@ INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 """BigInteger columns (sizes, parameter counts), and the widest integer a JSON document may hold."""
 
+PAGE_MAX = 500
+"""The most versions or repositories one listing page holds."""
+
+
+def row_cursor(raw: str) -> int | None:
+    """A listing's cursor (a row id of an integer column: a previous page's next_cursor) as that
+    id, or None for anything else, which was not made by us."""
+    if raw.isascii() and raw.isdigit() and len(raw) <= 10 and int(raw) <= INT32_MAX:
+        return int(raw)
+    return None
+
+
 NAME_LEN = 256
 """base_model_name, base names and module names (String(256))."""
 REVISION_LEN = 128

@@ -284,6 +284,15 @@ def write_verified(
         raise
 
 
+def is_local_file(stream: object) -> bool:
+    """Whether `stream` is a regular file of this machine (it has a descriptor the kernel can
+    copy from, and a caller that opened it by path)."""
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
 def copy_file_verified(
     src: object,
     out: BinaryIO,
@@ -307,11 +316,11 @@ def copy_file_verified(
     """
     if not hasattr(os, "copy_file_range"):  # Linux only (macOS: the caller streams)
         return False
+    if not is_local_file(src):
+        return False
+    src_fd = src.fileno()  # type: ignore[attr-defined]
     try:
-        src_fd = src.fileno()  # type: ignore[attr-defined]
         pos = src.tell()  # type: ignore[attr-defined]
-        if not stat.S_ISREG(os.fstat(src_fd).st_mode):
-            return False
     except (AttributeError, OSError, ValueError):
         return False
     out.flush()

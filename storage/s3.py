@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import stat
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -31,6 +29,7 @@ from storage.base import (
     StoredBlob,
     VerifyingReader,
     digest_hex,
+    is_local_file,
 )
 
 PART_SIZE = 32 * 1024 * 1024
@@ -121,7 +120,7 @@ class S3BlobStore:
         key = self.key_for(digest)
         big = self._big_parts.acquire(blocking=False)
         try:
-            parallel = FILE_PARALLEL_UPLOADS if big and _is_local_file(stream) else PARALLEL_UPLOADS
+            parallel = FILE_PARALLEL_UPLOADS if big and is_local_file(stream) else PARALLEL_UPLOADS
             fast = max(SMALL_PART_SIZE, self.part_size // parallel)
             part_size = part_size_for(size, fast if big else min(self.part_size, SMALL_PART_SIZE))
             before = set(self._pending_uploads(key)) if size > part_size else set()
@@ -238,14 +237,6 @@ class S3BlobStore:
     def check(self) -> None:
         if not self.client.bucket_exists(self.bucket):
             raise BlobNotFound(f"bucket {self.bucket}")
-
-
-def _is_local_file(stream: object) -> bool:
-    """Whether `stream` is a regular file of this machine (see FILE_PARALLEL_UPLOADS)."""
-    try:
-        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)  # type: ignore[attr-defined]
-    except (AttributeError, OSError, ValueError):
-        return False
 
 
 def part_size_for(size: int, part_size: int) -> int:

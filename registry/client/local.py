@@ -9,6 +9,7 @@ from registry.access import accounts
 from registry.access.entities import GrantInfo, NamespaceInfo, TokenInfo, UserInfo, WhoAmI
 from registry.access.principal import Principal
 from registry.client.interface import TransferProgress
+from registry.client.transfer import StoreBlobs
 from registry.config import Settings
 from registry.db.engine import upgrade_if_needed
 from registry.entities import (
@@ -94,9 +95,7 @@ class LocalClient:
         if self.cache.stat(digest) is not None and into is None:
             return
         blobs.require_readable(self.registry, self.principal, digest)
-        blobs.download(
-            self.registry.store, self.cache, digest, size, into, progress.advance if progress else None
-        )
+        StoreBlobs(self.registry.store, self.cache).fetch_blob(digest, size, progress, into)
 
     def resolve(self, ref: str) -> VersionInfo:
         return versions.resolve(self.registry, parse_ref(ref), principal=self.principal)

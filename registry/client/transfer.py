@@ -74,11 +74,11 @@ class BlobSource(Protocol):
 
 
 class StoreBlobs:
-    """A BlobSource over the registry's blob store and a local cache, read without a client:
-    `adapters pull`'s quick embedded path (cli/adapters.py). It reads as the embedded client does,
-    as the operator, who may read every blob."""
+    """A BlobSource over the registry's blob store and a local cache, with no permission check of
+    its own: `adapters pull`'s quick embedded path (cli/adapters.py), which reads as the operator,
+    who may read every blob; and LocalClient's fetch_blob once it has checked its principal's."""
 
-    def __init__(self, store: BlobStore, cache: LocalBlobStore) -> None:
+    def __init__(self, store: BlobStore, cache: BlobStore) -> None:
         self.store = store
         self.cache = cache
 
@@ -100,8 +100,8 @@ class StoreBlobs:
     def fetch_blob(
         self, digest: str, size: int, progress: TransferProgress | None, into: Path | None = None
     ) -> None:
-        """As LocalClient's (services.blobs.download): verified, its errors in the registry's
-        vocabulary."""
+        """storage.base.fetch_into_cache (verified; with `into`, written once), its errors in the
+        registry's vocabulary."""
         try:
             fetch_into_cache(
                 self.store, self.cache, digest, size, into, progress.advance if progress else None

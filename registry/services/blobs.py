@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import storage
 from registry.access.checks import blob_readable, blobs_unusable, require_writer
 from registry.access.principal import Principal
@@ -14,7 +12,7 @@ from registry.services.blob_guard import being_swept
 from registry.services.context import Registry
 from registry.services.timeutil import now
 from storage import BlobInfo, BlobStore
-from storage.base import ProgressCallback, Readable, fetch_into_cache
+from storage.base import ProgressCallback, Readable
 
 MAX_DIGESTS_PER_CHECK = 10_000
 
@@ -48,21 +46,6 @@ def upload_blob(
         if existing is not None and existing.size == size:
             return existing
         return store.put(stream, digest, size, progress)
-    except store_errors() as err:
-        raise from_storage_error(err) from err
-
-
-def download(
-    store: BlobStore,
-    cache: BlobStore,
-    digest: str,
-    size: int,
-    into: Path | None = None,
-    progress: ProgressCallback | None = None,
-) -> None:
-    """storage.base.fetch_into_cache, its errors in the registry's vocabulary."""
-    try:
-        fetch_into_cache(store, cache, digest, size, into, progress)
     except store_errors() as err:
         raise from_storage_error(err) from err
 

@@ -7,7 +7,7 @@ from sqlalchemy.orm import defer, selectinload
 
 from registry.access.checks import readable
 from registry.access.principal import OPERATOR, Principal
-from registry.bounds import INT32_MAX
+from registry.bounds import PAGE_MAX, row_cursor
 from registry.db import models as m
 from registry.db.engine import unit_of_work
 from registry.entities import Page, RepoInfo, VersionFilter, VersionSummary
@@ -16,16 +16,16 @@ from registry.refs import parse_repo
 from registry.services.context import Registry
 from registry.services.versions import version_summary
 
-MAX_LIMIT = 500
+MAX_LIMIT = PAGE_MAX
 
 
 def _cursor(raw: str | None) -> int | None:
     if raw is None:
         return None
-    # Cursors are row ids (integer columns): anything else was not made by us.
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 10 and int(raw) <= INT32_MAX):
+    after = row_cursor(raw)
+    if after is None:
         raise BadRequest(f"invalid cursor {raw[:40]!r}: pass a next_cursor from a previous page")
-    return int(raw)
+    return after
 
 
 def _check_limit(limit: int) -> int:

@@ -26,18 +26,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from registry.bounds import PAGE_MAX, row_cursor
 from registry.db.revisions import head_revision
+from registry.errors import InvalidReference
+from registry.refs import parse_ref, parse_repo
 
-MAX_LIMIT = 500
-"""registry.services.queries.MAX_LIMIT (equal, checked by the tests)."""
 _PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/+-]{0,127}")
 """Filter values (task, base) taken as they are: text VersionFilter's validators accept unchanged
 (a Label is at most 128 characters, a Name 256). Anything else (empty, long, other characters)
 goes down the full path, which refuses or answers."""
 _PEFT_TYPE = re.compile(r"[A-Za-z0-9_]{1,32}")
-_REPO = re.compile(r"(?P<ns>[a-z0-9][a-z0-9._-]{0,63})/(?P<name>[a-z0-9][a-z0-9._-]{0,63})")
-"""registry.refs' repository grammar (`NAME_PART/NAME_PART`)."""
-_INT32_MAX = 2**31 - 1
 
 _SUMMARY = """
 SELECT v.id, r.namespace, r.name, v.number, v.digest, v.created_at, v.pushed_by, v.task,
@@ -66,24 +64,24 @@ def list_versions(
 ) -> dict[str, Any] | None:
     """The JSON document of `queries.list_versions(...)` read as the operator (a Page of
     VersionSummary, as `adapters list --json` prints it), or None where the full path must answer."""
-    if not 1 <= limit <= MAX_LIMIT:
+    if not 1 <= limit <= PAGE_MAX:
         return None
-    after: int | None = None
-    if cursor is not None:
-        if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 10 and int(cursor) <= _INT32_MAX):
-            return None
-        after = int(cursor)
+    after = None if cursor is None else row_cursor(cursor)
+    if cursor is not None and after is None:
+        return None
     if any(value is not None and not _PLAIN.fullmatch(value) for value in (task, base)):
         return None
     if peft_type is not None and not _PEFT_TYPE.fullmatch(peft_type):
         return None
-    where, args = [], []
+    where: list[str] = []
+    args: list[str | int] = []
     if repo is not None:
-        m = _REPO.fullmatch(repo)
-        if m is None:
+        try:
+            name = parse_repo(repo)
+        except InvalidReference:
             return None
         where.append("r.namespace = ? AND r.name = ?")
-        args += [m["ns"], m["name"]]
+        args += [name.namespace, name.name]
     if task is not None:
         where.append("v.task = ?")
         args.append(task)
@@ -100,13 +98,10 @@ def list_versions(
         args.append(after)
     sql = _SUMMARY + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY v.id DESC LIMIT ?"
     args.append(limit + 1)
-    conn = _connect(db)
+    conn = _open_at_head(db)  # one snapshot for the page, its evals and its aliases
     if conn is None:
         return None
     try:
-        conn.execute("BEGIN")  # one snapshot for the page, its evals and its aliases
-        if not _at_head(conn):
-            return None
         rows = conn.execute(sql, args).fetchall()
         page = rows[:limit]
         evals, aliases = _evals_and_aliases(conn, [row[0] for row in page])
@@ -124,20 +119,14 @@ def resolve_files(db: Path, ref: str) -> dict[str, Any] | None:
     it (a number, a digest, an alias, or the latest): {repo, version, digest, ref, files: [{path,
     size, sha256}]} with the files in path order; or None where the full path must answer (a ref
     it would refuse, a repository or version that does not exist: it says so, with its codes)."""
-    from registry.errors import InvalidReference
-    from registry.refs import parse_ref
-
     try:
         parsed = parse_ref(ref)
     except InvalidReference:
         return None
-    conn = _connect(db)
+    conn = _open_at_head(db)
     if conn is None:
         return None
     try:
-        conn.execute("BEGIN")
-        if not _at_head(conn):
-            return None
         repo = conn.execute(
             "SELECT id, latest_version FROM repositories WHERE namespace = ? AND name = ?",
             (parsed.repo.namespace, parsed.repo.name),
@@ -177,6 +166,20 @@ def resolve_files(db: Path, ref: str) -> dict[str, Any] | None:
         "ref": f"{name}:{row[1]}",
         "files": [{"path": p, "size": size, "sha256": digest} for p, size, digest in files],
     }
+
+
+def _open_at_head(db: Path) -> sqlite3.Connection | None:
+    """The existing database file in a read transaction (one snapshot for what follows), or None
+    when there is no such file yet or its schema is not this code's head (the full path migrates
+    or refuses)."""
+    conn = _connect(db)
+    if conn is None:
+        return None
+    conn.execute("BEGIN")
+    if not _at_head(conn):
+        conn.close()
+        return None
+    return conn
 
 
 def _connect(db: Path) -> sqlite3.Connection | None:
