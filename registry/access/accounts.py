@@ -5,7 +5,8 @@ Every function takes the acting principal (`OPERATOR` when the caller holds the 
 - add a user, list users: global admin;
 - grant or remove a role in NS, set NS's visibility: admin of NS;
 - create a token for a user: that user (with a token that is not read-only; the new token never
-  reaches beyond the one used) or a global admin; list and revoke tokens: their user or a global admin.
+  reaches beyond the one used) or a global admin; list and revoke tokens: their user or a global admin,
+  and through a token narrowed to namespaces only the tokens no wider than it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from registry import bounds
 from registry.access import tokens
 from registry.access.checks import require_namespace
 from registry.access.entities import GrantInfo, NamespaceInfo, TokenInfo, UserInfo, WhoAmI
-from registry.access.policy import NamespaceRes, global_admin, may
+from registry.access.policy import NamespaceRes, global_admin, may, within_scope
 from registry.access.principal import OPERATOR, ROLES, Principal, Role
 from registry.db import models as m
 from registry.db.engine import unit_of_work
@@ -280,7 +281,17 @@ def list_tokens(
             if principal.user_id is None:
                 _refuse_other(principal, "listing tokens")
             q = q.where(m.Token.user_id == principal.user_id)
-        return [_token_info(t, u) for t, u in session.execute(q.order_by(m.Token.id.desc()))]
+        return [
+            _token_info(t, u)
+            for t, u in session.execute(q.order_by(m.Token.id.desc()))
+            if _manages(principal, t)
+        ]
+
+
+def _manages(principal: Principal, token: m.Token) -> bool:
+    """Whether `principal`, the token's user or a global admin, may see and revoke `token`: through
+    a token narrowed to namespaces, only one no wider than itself (global admins are not narrowed)."""
+    return within_scope(principal, frozenset(token.namespaces) if token.namespaces is not None else None)
 
 
 def revoke_token(reg: Registry, token_id: int, *, principal: Principal = OPERATOR) -> TokenInfo:
@@ -291,7 +302,8 @@ def revoke_token(reg: Registry, token_id: int, *, principal: Principal = OPERATO
             .join(m.User, m.User.id == m.Token.user_id)
             .where(m.Token.id == token_id)
         ).one_or_none()
-        if found is None or not (global_admin(principal, "admin") or principal.user_id == found[0].user_id):
+        own = found is not None and principal.user_id == found[0].user_id and _manages(principal, found[0])
+        if found is None or not (global_admin(principal, "admin") or own):
             if principal.is_anonymous:
                 raise Unauthenticated("revoking a token needs a token")
             raise NotFound(f"no token {token_id}")

@@ -13,7 +13,10 @@ Rules:
 - A base name `ns/x` is namespace ns's; an un-namespaced name may be read by any authenticated
   user and registered (written) only by a global admin.
 - A job: its submitter or a global admin reads it; cancelling is a write (not with a read-only
-  token).
+  token). A job belongs to every namespace it reads or writes: a token narrowed to namespaces
+  reaches only the jobs all of whose namespaces are among its own.
+- A token: its user manages it (global admins every one); a token narrowed to namespaces S only
+  the tokens narrowed to a subset of S, never a wider one (`within_scope`).
 """
 
 from __future__ import annotations
@@ -45,6 +48,10 @@ class BaseNameRes:
 class JobRes:
     user_id: int | None
     """The submitter; None: the operator."""
+    namespaces: frozenset[str] | None = None
+    """Every namespace the job reads or writes; None (failing closed): it also reaches beyond
+    namespaces (an un-namespaced base name it writes) or its parameters cannot be read, so no
+    narrowed token reaches it."""
 
 
 Resource = NamespaceRes | BaseNameRes | JobRes
@@ -90,8 +97,17 @@ def may(p: Principal, action: Action, res: Resource) -> bool:
         if global_admin(p, action):
             return True
         own = not p.is_anonymous and res.user_id is not None and res.user_id == p.user_id
-        return own and (action == "read" or not p.read_only)
+        return own and within_scope(p, res.namespaces) and (action == "read" or not p.read_only)
     raise TypeError(f"unknown resource {res!r}")
+
+
+def within_scope(p: Principal, namespaces: frozenset[str] | None) -> bool:
+    """Whether `p`'s token reaches all of `namespaces`: a job's, or another token's scope (None:
+    beyond every namespace; a token that is not narrowed). A token that is not narrowed reaches
+    everything; one narrowed to no namespace, only what is narrowed to none."""
+    if p.namespaces is None:
+        return True
+    return namespaces is not None and namespaces <= p.namespaces
 
 
 def may_write_somewhere(p: Principal) -> bool:

@@ -17,7 +17,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from registry.access.checks import base_readable, require
-from registry.access.policy import JobRes, global_admin
+from registry.access.policy import BaseNameRes, JobRes, global_admin, may
 from registry.access.principal import OPERATOR, Principal
 from registry.db import models as m
 from registry.db.engine import unit_of_work
@@ -51,6 +51,9 @@ from registry.services.permissions import (
     require_writer_of,
 )
 from registry.services.timeutil import now
+
+SCAN_BATCH = 200
+"""Jobs read per query when listing through a token narrowed to namespaces."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,33 @@ def _job_namespace(params: object) -> str | None:
     return None
 
 
+def job_namespaces(params: object) -> frozenset[str] | None:
+    """Every namespace a job reads or writes: its inputs' and its output's, and a base named in a
+    namespace. None when it writes a name outside every namespace (an un-namespaced base, a global
+    admin's right), so that no token narrowed to namespaces reaches it."""
+    if isinstance(params, MergeParams):
+        refs = [parse_ref(i.ref).repo for i in params.inputs] + [parse_repo(params.into)]
+        return frozenset(r.namespace for r in refs)
+    if isinstance(params, ExportParams | Check4bitParams):
+        names = {parse_ref(params.ref).repo.namespace}
+        bases = [params.base]
+        if isinstance(params, ExportParams) and params.into is not None:
+            if BaseNameRes(params.into).namespace is None:
+                return None
+            bases.append(params.into)
+        names |= {ns for b in bases if (ns := BaseNameRes(b).namespace) is not None}
+        return frozenset(names)
+    return None
+
+
+def _job_res(job: m.Job) -> JobRes:
+    """The job as the policy sees it: its submitter and its namespaces."""
+    try:
+        return JobRes(job.user_id, job_namespaces(parse_params(job.type, job.params)))
+    except (RegistryError, ValueError):  # parameters of an older version: no narrowed token
+        return JobRes(job.user_id, None)
+
+
 def check_job_access(session: Session, principal: Principal, params: object) -> None:
     """Inputs readable, output writable: a merge writes its `into` repository; an export registers
     a base (named `into`, by default under the adapter's namespace); a 4-bit check records its
@@ -159,23 +189,36 @@ def get(reg: Registry, job_id: int, *, principal: Principal = OPERATOR) -> JobIn
         raise Unauthenticated("jobs need a token")
     with unit_of_work(reg.sessions) as session:
         job = _job(session, job_id)
-        require(principal, "read", JobRes(job.user_id), lambda: _job_not_found(job_id))
+        require(principal, "read", _job_res(job), lambda: _job_not_found(job_id))
         return job_info(job)
 
 
 def list_jobs(
     reg: Registry, status: str | None = None, limit: int = 50, *, principal: Principal = OPERATOR
 ) -> list[JobInfo]:
-    """Newest first: every job for an admin, else the principal's own."""
+    """Newest first: every job for an admin, else the principal's own (through a token narrowed
+    to namespaces, those of its jobs within them)."""
     if principal.is_anonymous:
         raise Unauthenticated("listing jobs needs a token")
     with unit_of_work(reg.sessions) as session:
-        stmt = select(m.Job).order_by(m.Job.id.desc()).limit(limit)
+        stmt = select(m.Job).order_by(m.Job.id.desc())
         if not global_admin(principal, "read"):
             stmt = stmt.where(m.Job.user_id == principal.user_id)
         if status:
             stmt = stmt.where(m.Job.status == status)
-        return [job_info(j) for j in session.scalars(stmt)]
+        if principal.namespaces is None or global_admin(principal, "read"):
+            return [job_info(j) for j in session.scalars(stmt.limit(limit))]
+        # A job's namespaces are in its parameters (JSON): the user's own jobs are read in pages,
+        # newest first, until `limit` of them are within the token's namespaces.
+        out: list[JobInfo] = []
+        batch = max(limit, SCAN_BATCH)
+        while len(out) < limit:
+            rows = session.scalars(stmt.limit(batch)).all()
+            out += [job_info(j) for j in rows if may(principal, "read", _job_res(j))]
+            if len(rows) < batch:
+                break
+            stmt = stmt.where(m.Job.id < rows[-1].id)
+        return out[:limit]
 
 
 def cancel(reg: Registry, job_id: int, *, principal: Principal = OPERATOR) -> JobInfo:
@@ -186,7 +229,7 @@ def cancel(reg: Registry, job_id: int, *, principal: Principal = OPERATOR) -> Jo
         raise Unauthenticated("cancelling a job needs a token")
     with unit_of_work(reg.sessions) as session:
         job = _job(session, job_id, lock=True)
-        require(principal, "write", JobRes(job.user_id), lambda: _job_not_found(job_id))
+        require(principal, "write", _job_res(job), lambda: _job_not_found(job_id))
         if job.status in TERMINAL:
             raise JobFinished(f"job {job_id} already {job.status}", status=job.status)
         if job.status == "queued":

@@ -26,7 +26,6 @@ from registry.refs import parse_ref
 from registry.services.bases import find_base, readable_base_names
 from registry.services.context import Registry
 from registry.services.lookup import resolve_row
-from registry.services.permissions import require_reader_of
 
 MAX_DEPTH = 32
 MAX_NODES = 500
@@ -132,14 +131,15 @@ def _root(g: _Graph, target: str) -> Item:
         ref = parse_ref(target)
     except RegistryError:
         ref = None
-    if ref is not None:
+    if ref is not None and g.may_read_ns(ref.repo.namespace):
+        # A repository the caller may not read is looked for no further than one that does not
+        # exist: both end in the one NotFound below (or name a base the caller may read).
         repo = g.session.scalars(
             select(m.Repository.id).where(
                 m.Repository.namespace == ref.repo.namespace, m.Repository.name == ref.repo.name
             )
         ).first()
         if repo is not None:
-            require_reader_of(g.session, g.reader, ref.repo, target)
             v = resolve_row(g.session, ref)
             node = g.version(v)
             assert node is not None
