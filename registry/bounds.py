@@ -33,6 +33,19 @@ def row_cursor(raw: str) -> int | None:
     return None
 
 
+LFS_BATCH_OBJECTS = 1000
+"""The most objects one Git LFS batch call may ask about (huggingface_hub asks 256 at a time, git-lfs
+100). The second probe's 10,000-object batch took 35.6 s and answered 808 MiB."""
+LFS_BATCH_PARTS = 4096
+"""The most part URLs one LFS batch answer holds: multipart objects share them, each taking parts
+larger than the configured chunk when there are many (huggingface_hub reads the part size from
+the answer). An answer stays near a megabyte whatever the objects' sizes."""
+
+MAX_VERSION_FILES = 10_000
+"""The most files one version holds (a push's file list, a Hub commit's resulting file set, a
+preupload's question). Counted before any file is read: a Hub commit of 150k inline files was
+refused only after all were decoded and checked (8.6 s, +380 MB)."""
+
 NAME_LEN = 256
 """base_model_name, base names and module names (String(256))."""
 REVISION_LEN = 128
@@ -43,6 +56,12 @@ MESSAGE_LEN = 10_000
 MAX_HEADER_BYTES = 100 * 1024**2
 """Cap on a safetensors header, the one the safetensors library applies (ADAPTERS_MAX_HEADER_BYTES
 sets the server's; config, formats and the client all read it from here)."""
+
+ADAPTER_TENSORS_MAX = 65_536
+"""The most tensors one safetensors file of an adapter may hold. The largest real adapters hold a
+few thousand (every linear layer of a 70B model with DoRA: 1,680; every expert of a 128-expert
+MoE: about 72k would not fit, and such adapters target stacked expert parameters instead). The
+header cap alone allowed a million, and the probe's 100k became 100k rows in one commit."""
 
 MAX_JSON_DEPTH = 32
 """PEFT configs nest 3 levels, merge lineage 4, transformers configs 4: 32 leaves room and stays far

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import getpass
+import ipaddress
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from registry.bounds import MAX_HEADER_BYTES
 from storage import S3Options
@@ -31,6 +33,22 @@ def _default_user() -> str:
 
 
 ENV_PREFIX = "adapters_"
+ProxyNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@lru_cache(maxsize=16)
+def proxy_networks(text: str) -> tuple[ProxyNetwork, ...]:
+    """ADAPTERS_TRUSTED_PROXIES parsed: comma-separated addresses or CIDR networks (host bits may
+    be set). Raises ValueError naming the entry that is neither."""
+    nets = []
+    for entry in (e.strip() for e in text.split(",")):
+        if not entry:
+            continue
+        try:
+            nets.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError as err:
+            raise ValueError(f"trusted proxy {entry!r} is not an IP address or CIDR network") from err
+    return tuple(nets)
 
 
 class Settings(BaseModel):
@@ -93,6 +111,13 @@ class Settings(BaseModel):
     in never hold the threads every other route shares; more wait their turn."""
     upload_idle_timeout_s: float = Field(default=60.0, gt=0)
     """An upload whose body makes no progress for this long is refused (408) and discarded."""
+    upload_min_bytes_per_s: int = Field(default=64 * 1024, ge=1)
+    """A body must end within the idle timeout plus its size at this rate, or it is refused (408):
+    a body that trickles never holds its slot for ever (registry/api/uploads.py)."""
+    upload_slots_per_user: int = Field(default=4, ge=1, le=1024)
+    """Of `upload_concurrency`, the most one user's uploads hold at once; more queue behind them."""
+    upload_queue_timeout_s: float = Field(default=30.0, gt=0)
+    """An upload that finds no slot free for this long is answered 503 uploads_busy (Retry-After)."""
     stale_upload_s: float = Field(default=3600.0, ge=0)
     """At start-up the server removes partial uploads untouched for this long (killed mid-way)."""
     job_lease_s: float = 30.0
@@ -111,6 +136,26 @@ class Settings(BaseModel):
     """How long an LFS upload URL stays valid."""
     hub_multipart_chunk_bytes: int = Field(default=64 * 1024**2, ge=1024)
     """LFS uploads larger than this go in parts of this size (the `multipart` transfer)."""
+
+    # ---- who is calling (registry/access/addresses.py), guessers (registry/services/security.py)
+    trusted_proxies: str = ""
+    """Comma-separated addresses or CIDR networks of the reverse proxies in front of the server:
+    X-Forwarded-For and X-Forwarded-Proto are believed only from these peers. Empty: from none."""
+    auth_failure_limit: int = Field(default=20, ge=1)
+    """Failed authentications one source may make within `auth_failure_window_s`: after that, its
+    requests that carry a credential are answered 429 auth_throttled for one window, unchecked."""
+    auth_failure_window_s: float = Field(default=60.0, gt=0, le=86400)
+    """The window of `auth_failure_limit`, how long a source then stays throttled, and the period
+    over which security events are counted into one audit row per source."""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: str) -> str:
+        return ",".join(str(n) for n in proxy_networks(value))
+
+    @property
+    def trusted_networks(self) -> tuple[ProxyNetwork, ...]:
+        return proxy_networks(self.trusted_proxies)
 
     @property
     def effective_database_url(self) -> str:

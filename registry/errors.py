@@ -191,6 +191,21 @@ class Forbidden(RegistryError, PermissionError):
     action: str | None = None
 
 
+class AuthThrottled(RegistryError, PermissionError):
+    """Too many failed authentications from the caller's address lately: its credentials are not
+    even looked at until `retry_after` seconds have passed (also sent as Retry-After)."""
+
+    code = "auth_throttled"
+    status = 429
+    title = "Too many failed authentications"
+    retry_after: int | None = None
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message, **fields)
+        if self.retry_after is not None:
+            self.headers["Retry-After"] = str(self.retry_after)
+
+
 class InternalError(RegistryError):
     """An unexpected failure. Its message is generic: details go to the server log under the
     request id, never to the client (they carried SQL, parameters and hosts)."""
@@ -214,6 +229,20 @@ class UploadTimeout(RegistryError):
     code = "upload_timeout"
     status = 408
     title = "Upload timed out"
+
+
+class UploadsBusy(ServerUnavailable):
+    """Every upload slot the caller may take stayed held for the whole queue wait: nothing of the
+    body was read. Retry after `retry_after` seconds (also sent as Retry-After)."""
+
+    code = "uploads_busy"
+    title = "Uploads busy"
+    retry_after: int | None = None
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message, **fields)
+        if self.retry_after is not None:
+            self.headers["Retry-After"] = str(self.retry_after)
 
 
 class PayloadTooLarge(RegistryError):

@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import anyio
 from fastapi import FastAPI
 
 from registry import __version__, ui
@@ -15,6 +14,7 @@ from registry.api import problems
 from registry.api.guard import RequestGuard
 from registry.api.hub import router as hub_router
 from registry.api.routes import access, aliases, bases, blobs, evals, health, jobs, lifecycle, versions
+from registry.api.uploads import UploadSlots
 from registry.config import Settings
 from registry.services.context import Registry
 from registry.services.hub_lfs import PartStore
@@ -50,7 +50,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.upload_limiter = anyio.CapacityLimiter(settings.upload_concurrency)
+        app.state.upload_slots = UploadSlots(settings)
         try:
             removed = reg.store.remove_stale_uploads(settings.stale_upload_s)
         except Exception as err:  # a store down at start-up must not stop the server; /readyz tells

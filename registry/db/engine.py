@@ -86,6 +86,21 @@ def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.close()
 
 
+def insert_ignoring_duplicates(session: Session, model: type[Any], rows: list[dict[str, Any]]) -> None:
+    """INSERT rows, skipping those whose primary key exists: one statement, so two writers racing
+    on the same new key both succeed (a read-then-insert lost that race with a duplicate key)."""
+    if not rows:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        session.execute(pg_insert(model).values(rows).on_conflict_do_nothing())
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        session.execute(sqlite_insert(model).values(rows).on_conflict_do_nothing())
+
+
 @contextmanager
 def read_only(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session for reads that need no transaction of their own: on PostgreSQL it runs in

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from registry.bounds import loads_strict
+from registry.bounds import ADAPTER_TENSORS_MAX, loads_strict
 from registry.errors import (
     InvalidAdapter,
     MissingAdapterConfig,
@@ -19,7 +19,14 @@ from registry.errors import (
     UnsafePath,
 )
 from registry.formats.manifest import FileEntry
-from registry.formats.paths import CONFIG_NAME, CONVERT_HINT, check_allowed, check_not_pickle, normalize_path
+from registry.formats.paths import (
+    CONFIG_NAME,
+    CONVERT_HINT,
+    check_allowed,
+    check_not_pickle,
+    normalize_path,
+    path_key,
+)
 from registry.formats.peft_config import PeftConfigFacts, parse_config
 from registry.formats.pickle_scan import pickle_imports
 from registry.formats.safetensors_header import SafetensorsHeader, TensorInfo, header_length, parse_header
@@ -60,9 +67,12 @@ def inspect_files(files: list[FileEntry], read: ReadRange, limits: Limits) -> Ad
         normal = normalize_path(entry.path)
         if normal != entry.path:
             raise UnsafePath(f"path {entry.path!r} is not in NFC form", path=entry.path)
-        if normal.casefold() in seen:
-            raise UnsafePath(f"path {entry.path!r} appears twice (case-insensitively)", path=entry.path)
-        seen.add(normal.casefold())
+        key = path_key(normal)
+        if key in seen:
+            raise UnsafePath(
+                f"path {entry.path!r} appears twice (ignoring case and compatibility forms)", path=entry.path
+            )
+        seen.add(key)
         check_allowed(normal)
     total = sum(f.size for f in files)
     if total > limits.max_total_bytes:
@@ -129,4 +139,4 @@ def read_json_bytes(entry: FileEntry, read: ReadRange, max_json_bytes: int) -> b
 
 def read_header(entry: FileEntry, read: ReadRange, max_header_bytes: int) -> SafetensorsHeader:
     n = header_length(entry.path, read(entry, 0, 8), entry.size, max_header_bytes)
-    return parse_header(entry.path, read(entry, 8, n), entry.size)
+    return parse_header(entry.path, read(entry, 8, n), entry.size, ADAPTER_TENSORS_MAX)

@@ -90,8 +90,9 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def parse_header(path: str, raw: bytes, file_size: int) -> SafetensorsHeader:
-    """Check every entry: dtype allowlist, shape, offsets inside the file, contiguous, no overlap."""
+def parse_header(path: str, raw: bytes, file_size: int, max_tensors: int | None = None) -> SafetensorsHeader:
+    """Check every entry: dtype allowlist, shape, offsets inside the file, contiguous, no overlap;
+    with `max_tensors`, their number first."""
     # Strict first (NaN, lone surrogates, NUL, depth: a 100k-deep header must not exhaust the
     # stack), then again with the duplicate check, which json.loads alone cannot make.
     try:
@@ -109,6 +110,10 @@ def parse_header(path: str, raw: bytes, file_size: int) -> SafetensorsHeader:
         isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
     ):
         raise InvalidSafetensors(f"{path}: __metadata__ must map strings to strings", path=path)
+    if max_tensors is not None and len(doc) > max_tensors:
+        raise InvalidSafetensors(
+            f"{path}: {len(doc)} tensors; an adapter may hold at most {max_tensors}", path=path
+        )
     tensors: dict[str, TensorInfo] = {}
     for name, entry in doc.items():
         tensors[name] = _tensor(path, name, entry)

@@ -71,6 +71,14 @@ def check_lora_tensors(
                 module=module,
             )
         a, b = pair["lora_A"], pair["lora_B"]
+        if a.numel == 0 or b.numel == 0:
+            # A LoRA factor of a zero-width layer adds nothing and fits no base: the second probe
+            # pushed 100k of them in a 12 MB header.
+            raise WeightsMismatch(
+                f"{path}: module {module!r} has an empty factor (lora_A {list(a.shape)}, lora_B {list(b.shape)})",
+                path=path,
+                module=module,
+            )
         rank = pattern_value(module, config.rank_pattern, default_r)
         embedding = a.name.find("lora_embedding_A") >= 0
         a_rank, b_rank = (

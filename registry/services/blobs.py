@@ -6,7 +6,7 @@ import storage
 from registry.access.checks import blob_readable, blobs_unusable, require_writer
 from registry.access.principal import Principal
 from registry.db import models as m
-from registry.db.engine import unit_of_work
+from registry.db.engine import insert_ignoring_duplicates, unit_of_work
 from registry.errors import BadRequest, BlobMissing, NotFound, from_storage_error, store_errors
 from registry.services.blob_guard import being_swept
 from registry.services.context import Registry
@@ -125,9 +125,11 @@ def record_upload(reg: Registry, principal: Principal, digest: str) -> None:
     proof is recorded; the operator may use every blob anyway."""
     if principal.user_id is None:
         return
+    row = {"digest": digest, "user_id": principal.user_id, "created_at": now()}
     with unit_of_work(reg.sessions) as session:
-        if session.get(m.BlobUpload, (digest, principal.user_id)) is None:
-            session.add(m.BlobUpload(digest=digest, user_id=principal.user_id, created_at=now()))
+        # One statement that tolerates its twin: two uploads of one new blob by one user (a README
+        # two pushes share) both get here, and a read-then-insert lost the race with a 409.
+        insert_ignoring_duplicates(session, m.BlobUpload, [row])
 
 
 def require_readable(reg: Registry, principal: Principal, digest: str) -> None:

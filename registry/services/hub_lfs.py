@@ -23,12 +23,13 @@ import secrets
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from registry.access.accounts import job_principal
 from registry.access.checks import require_writer
 from registry.access.principal import Principal
+from registry.bounds import LFS_BATCH_OBJECTS, LFS_BATCH_PARTS
 from registry.config import Settings
 from registry.db.engine import unit_of_work
 from registry.errors import BadRequest, PushTooLarge, SizeMismatch, UploadUrlRefused, XetNotSupported
@@ -128,9 +129,14 @@ class LfsObject:
     size: int
     action: str | None
     """None: the store already holds it; "basic" or "multipart"."""
-    parts: int = 0
+    chunk: int = 0
+    """The part size of a multipart upload."""
     error: str | None = None
     error_code: int = 0
+
+    @property
+    def parts(self) -> int:
+        return -(-self.size // self.chunk) if self.chunk else 0
 
 
 def choose_transfer(transfers: list[str]) -> str:
@@ -139,6 +145,22 @@ def choose_transfer(transfers: list[str]) -> str:
         if t in TRANSFERS:
             return t
     raise XetNotSupported(XET_HINT)
+
+
+def check_batch(objects: list[tuple[str, int]]) -> None:
+    """Refuse a batch larger than one answer may be, before any of it is looked up."""
+    if len(objects) > LFS_BATCH_OBJECTS:
+        raise BadRequest(
+            f"{len(objects)} objects in one LFS batch call; at most {LFS_BATCH_OBJECTS}: ask in smaller batches",
+            field="objects",
+        )
+
+
+def part_size(size: int, chunk_bytes: int, multipart_objects: int) -> int:
+    """The part size of one of `multipart_objects` objects uploaded in parts: the configured chunk,
+    or larger parts when the answer's part budget (LFS_BATCH_PARTS) would not hold them all."""
+    most = max(1, LFS_BATCH_PARTS // max(1, multipart_objects))
+    return max(chunk_bytes, -(-size // most))
 
 
 def plan_upload(
@@ -151,21 +173,23 @@ def plan_upload(
     chunk_bytes: int,
 ) -> tuple[str, list[LfsObject]]:
     """The LFS batch answer for an upload: per object, nothing (held, and the writer may use it),
-    a single PUT, or parts of `chunk_bytes` when the client speaks multipart and the object is
-    larger. A held object the writer may not use gets an upload action like a missing one: the
-    writer proves it holds the bytes, and learns nothing about what the store holds."""
+    a single PUT, or parts (of `chunk_bytes`, or larger, see `part_size`) when the client speaks
+    multipart and the object is larger. A held object the writer may not use gets an upload action
+    like a missing one: the writer proves it holds the bytes, and learns nothing about what the
+    store holds."""
+    check_batch(objects)
     check_write(reg, writer, repo_id)
     transfer = choose_transfer(transfers)
     multipart = "multipart" in transfers
     valid = [f"sha256:{oid}" for oid, size in objects if _is_hex64(oid) and 0 <= size <= max_bytes]
     missing = set(missing_for(reg, writer, valid)) if valid else set()
-    out = []
+    planned: list[LfsObject] = []
     for oid, size in objects:
         if not _is_hex64(oid) or size < 0:
-            out.append(LfsObject(oid, size, None, error="oid must be a sha256 (64 hex)", error_code=422))
+            planned.append(LfsObject(oid, size, None, error="oid must be a sha256 (64 hex)", error_code=422))
             continue
         if size > max_bytes:
-            out.append(
+            planned.append(
                 LfsObject(
                     oid,
                     size,
@@ -177,11 +201,16 @@ def plan_upload(
             continue
         held = None if f"sha256:{oid}" in missing else reg.store.stat(f"sha256:{oid}")
         if held is not None and held.size == size:
-            out.append(LfsObject(oid, size, None))
+            planned.append(LfsObject(oid, size, None))
         elif multipart and size > chunk_bytes:
-            out.append(LfsObject(oid, size, "multipart", parts=-(-size // chunk_bytes)))
+            planned.append(LfsObject(oid, size, "multipart", chunk=chunk_bytes))
         else:
-            out.append(LfsObject(oid, size, "basic"))
+            planned.append(LfsObject(oid, size, "basic"))
+    in_parts = sum(o.action == "multipart" for o in planned)
+    out = [
+        replace(o, chunk=part_size(o.size, chunk_bytes, in_parts)) if o.action == "multipart" else o
+        for o in planned
+    ]
     return transfer, out
 
 

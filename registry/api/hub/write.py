@@ -11,21 +11,36 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import anyio.to_thread
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from registry.access.checks import require_writer
+from registry.access.principal import Principal
 from registry.api.deps import PrincipalDep, RegistryDep, SettingsDep
 from registry.api.hub.common import RepoIdDep, hub_route
 from registry.api.hub.errors import HubRoute, hub_error_response
-from registry.api.routes.blobs import _BodyReader
+from registry.api.uploads import UploadSlots
+from registry.bounds import MAX_VERSION_FILES, loads_strict
 from registry.config import Settings
-from registry.errors import BadRequest, Conflict, UploadUrlRefused, ValidationFailed, XetNotSupported
+from registry.errors import (
+    BadRequest,
+    Conflict,
+    PushTooLarge,
+    RegistryError,
+    UploadUrlRefused,
+    ValidationFailed,
+    XetNotSupported,
+)
 from registry.services import hub_lfs, hub_write
+from registry.services.context import Registry
 from registry.services.hub_lfs import XET_HINT, PartStore, Signer, Uploader
+from storage.base import Readable
 
+T = TypeVar("T")
 router = APIRouter(route_class=HubRoute)
 UPLOAD_PREFIX = "/api/lfs-upload"
 """Where one-time upload URLs point (PUT bodies there are capped by ADAPTERS_MAX_PUSH_BYTES, not
@@ -46,11 +61,25 @@ def _parts(settings: Settings) -> PartStore:
     return PartStore(settings.home / "hub-uploads")
 
 
+def read_json(raw: bytes, where: str) -> Any:
+    """The one reader of every Hub write body and of each line of a commit: strict UTF-8 JSON, no
+    NaN or Infinity, nesting capped at MAX_JSON_DEPTH and checked without recursion (a body nested
+    100k deep was a RecursionError, 500), anything else a 400 `bad_request` naming `where`. The
+    text inside is checked where it is stored (a commit's summary: 422 like any message)."""
+    return loads_strict(raw, where, BadRequest, storable=False)
+
+
+SMALL_BODY = 64 * 1024
+"""Bodies up to this size are parsed on the event loop; larger ones (a preupload of thousands of
+files) on a thread."""
+
+
 async def _json(request: Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError) as err:
-        raise BadRequest(f"the body is not JSON: {err}") from err
+    raw = await request.body()
+    if len(raw) <= SMALL_BODY:
+        body = read_json(raw, "the body")
+    else:
+        body = await anyio.to_thread.run_sync(read_json, raw, "the body")
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     return body
@@ -60,13 +89,7 @@ async def _json(request: Request) -> dict[str, Any]:
 async def create_repo(request: Request, reg: RegistryDep, principal: PrincipalDep) -> Response:
     """`HfApi.create_repo`: records an empty adapter repository; 409 when it exists (the client's
     exist_ok=True accepts that)."""
-    body = await _json(request)
-    if body.get("type") not in (None, "model"):
-        raise BadRequest("only model repositories (adapters) can be created here", field="type")
-    name, org = body.get("name"), body.get("organization")
-    if not isinstance(name, str) or not (org is None or isinstance(org, str)):
-        raise BadRequest("name (and organization) must be strings", field="name")
-    repo_id = f"{org}/{name}" if org else name
+    repo_id = _named_repo(await _json(request), "created")
     url = f"{str(request.base_url).rstrip('/')}/{repo_id}"
     created = await anyio.to_thread.run_sync(hub_write.create_repo, reg, repo_id, principal)
     if created:
@@ -78,6 +101,26 @@ async def create_repo(request: Request, reg: RegistryDep, principal: PrincipalDe
         status_code=409,
         headers={k: v for k, v in answer.headers.items() if k.startswith("x-error")},
     )
+
+
+@router.delete("/api/repos/delete", include_in_schema=False)
+async def delete_repo(request: Request, reg: RegistryDep, principal: PrincipalDep) -> dict[str, Any]:
+    """`HfApi.delete_repo`: `/v1`'s repository delete (write on the namespace; every version and
+    alias, numbers never given again, audited), empty repositories included; RepoNotFound (which
+    `missing_ok=True` accepts) when there is none the caller may read."""
+    repo_id = _named_repo(await _json(request), "deleted")
+    await anyio.to_thread.run_sync(hub_write.delete_repo, reg, repo_id, principal)
+    return {}
+
+
+def _named_repo(body: dict[str, Any], verb: str) -> str:
+    """The repository id of a create or delete body (`name`, `organization`, `type`)."""
+    if body.get("type") not in (None, "model"):
+        raise BadRequest(f"only model repositories (adapters) can be {verb} here", field="type")
+    name, org = body.get("name"), body.get("organization")
+    if not isinstance(name, str) or not (org is None or isinstance(org, str)):
+        raise BadRequest("name (and organization) must be strings", field="name")
+    return f"{org}/{name}" if org else name
 
 
 @router.post("/api/validate-yaml", include_in_schema=False)
@@ -93,8 +136,8 @@ async def preupload(
     """Small text files come inline in the commit ("regular"), the rest through LFS."""
     body = await _json(request)
     files = body.get("files")
-    if not isinstance(files, list) or len(files) > 10_000:
-        raise BadRequest("files must be a list of at most 10000 entries", field="files")
+    if not isinstance(files, list) or len(files) > MAX_VERSION_FILES:
+        raise BadRequest(f"files must be a list of at most {MAX_VERSION_FILES} entries", field="files")
     asked = []
     for f in files:
         try:
@@ -139,25 +182,40 @@ async def lfs_batch(
         raise BadRequest("only the upload operation is served (downloads: /resolve)", field="operation")
     transfers = body.get("transfers") or ["basic"]
     raw = body.get("objects")
-    if not isinstance(raw, list) or not isinstance(transfers, list) or len(raw) > 10_000:
-        raise BadRequest("objects must be a list (at most 10000) and transfers a list", field="objects")
+    if not isinstance(raw, list) or not isinstance(transfers, list):
+        raise BadRequest("objects and transfers must be lists", field="objects")
+    hub_lfs.check_batch(raw)  # counted before any object is read
     try:
         objects = [(str(o["oid"]), int(o["size"])) for o in raw]
     except (KeyError, TypeError, ValueError) as err:
         raise BadRequest(f"invalid LFS object: {err}", field="objects") from err
-    chunk = settings.hub_multipart_chunk_bytes
-    transfer, planned = await anyio.to_thread.run_sync(
-        hub_lfs.plan_upload,
-        reg,
-        repo,
-        principal,
-        objects,
-        [str(t) for t in transfers],
-        settings.max_push_bytes,
-        chunk,
-    )
     base = str(request.base_url).rstrip("/")
     signer = _signer(request, settings)
+    # Looking up, signing and serialising run on a thread: the event loop only moves bytes.
+    answer = await anyio.to_thread.run_sync(
+        lambda: _batch_answer(
+            reg, repo, principal, objects, [str(t) for t in transfers], settings, signer, base
+        )
+    )
+    return Response(answer, media_type=LFS_JSON)
+
+
+def _batch_answer(
+    reg: Registry,
+    repo: str,
+    principal: Principal,
+    objects: list[tuple[str, int]],
+    transfers: list[str],
+    settings: Settings,
+    signer: Signer,
+    base: str,
+) -> bytes:
+    """The batch answer's bytes. A multipart object's part URLs share one signature (over the
+    upload, its part size and "parts"): the part number is checked against the upload's size, so
+    an answer costs two HMACs per object, not one per part."""
+    transfer, planned = hub_lfs.plan_upload(
+        reg, repo, principal, objects, transfers, settings.max_push_bytes, settings.hub_multipart_chunk_bytes
+    )
     who = Uploader.of(principal)
     answer = []
     for o in planned:
@@ -175,24 +233,15 @@ async def lfs_batch(
         elif o.action == "multipart":
             exp = signer.expiry()
             upload_id = hub_lfs.secrets.token_urlsafe(16)
-            header: dict[str, str] = {"chunk_size": str(chunk)}
-            for n in range(1, o.parts + 1):
-                sig = signer.sign(exp, o.oid, str(o.size), *who.fields, upload_id, str(chunk), str(n))
-                header[str(n)] = (
-                    f"{base}{UPLOAD_PREFIX}/{o.oid}/{o.size}/{upload_id}/{chunk}/{n}"
-                    f"?expires={exp}&{who.query}&sig={sig}"
-                )
-            sig = signer.sign(exp, o.oid, str(o.size), *who.fields, upload_id, str(chunk), "complete")
-            href = (
-                f"{base}{UPLOAD_PREFIX}/{o.oid}/{o.size}/{upload_id}/{chunk}"
-                f"?expires={exp}&{who.query}&sig={sig}"
-            )
+            upload = f"{base}{UPLOAD_PREFIX}/{o.oid}/{o.size}/{upload_id}/{o.chunk}"
+            signed = (exp, o.oid, str(o.size), *who.fields, upload_id, str(o.chunk))
+            query = f"?expires={exp}&{who.query}&sig={signer.sign(*signed, 'parts')}"
+            header: dict[str, str] = {"chunk_size": str(o.chunk)}
+            header.update((str(n), f"{upload}/{n}{query}") for n in range(1, o.parts + 1))
+            href = f"{upload}?expires={exp}&{who.query}&sig={signer.sign(*signed, 'complete')}"
             item.update(authenticated=True, actions={"upload": {"href": href, "header": header}})
         answer.append(item)
-    return Response(
-        json.dumps({"transfer": transfer, "objects": answer, "hash_algo": "sha256"}),
-        media_type=LFS_JSON,
-    )
+    return json.dumps({"transfer": transfer, "objects": answer, "hash_algo": "sha256"}).encode()
 
 
 def _declared_length(request: Request) -> int:
@@ -202,12 +251,11 @@ def _declared_length(request: Request) -> int:
     return int(declared)
 
 
-async def _stream(request: Request, settings: Settings, func: Any, *args: Any) -> Any:
-    """Run `func(*args, reader)` on an upload thread, the body streamed in as /v1/blobs PUT does."""
-    reader = _BodyReader(request.stream().__aiter__(), settings.upload_idle_timeout_s)
-    return await anyio.to_thread.run_sync(
-        lambda: func(*args, reader), limiter=request.app.state.upload_limiter
-    )
+async def _stream(request: Request, who: Uploader, size: int, func: Callable[[Readable], T]) -> T:
+    """`func(reader)` in one of `who`'s upload slots, the body streamed in as /v1/blobs PUT does."""
+    slots: UploadSlots = request.app.state.upload_slots
+    reader = slots.reader(request.stream().__aiter__(), size)
+    return await slots.run(who.user_id, lambda: func(reader))
 
 
 def _uploader(user: str, token: str) -> Uploader:
@@ -237,7 +285,7 @@ async def lfs_put(
     hub_lfs.check_size(size, settings.max_push_bytes)
     if _declared_length(request) != size:
         raise ValidationFailed(f"the body must be the object's {size} bytes", field="Content-Length")
-    await _stream(request, settings, lambda r: hub_lfs.put_object(reg, who.principal(reg), r, oid, size))
+    await _stream(request, who, size, lambda r: hub_lfs.put_object(reg, who.principal(reg), r, oid, size))
     return Response(status_code=200)
 
 
@@ -251,20 +299,29 @@ async def lfs_put_part(
     number: int,
     expires: int,
     sig: str,
+    reg: RegistryDep,
     settings: SettingsDep,
     user: str = "",
     token: str = "",
 ) -> Response:
-    """One part of a multipart transfer; its ETag (the part's sha256) goes into the completion."""
+    """One part of a multipart transfer; its ETag (the part's sha256) goes into the completion.
+    Each part acts as the uploader the URL names, checked again: a revoked token's upload stops at
+    its next part, not at the completion."""
     _signer(request, settings).check(
-        sig, expires, oid, str(size), user, token, upload_id, str(chunk), str(number)
+        sig, expires, oid, str(size), user, token, upload_id, str(chunk), "parts"
     )
+    who = _uploader(user, token)
     hub_lfs.check_size(size, settings.max_push_bytes)
     length = hub_lfs.part_length(size, chunk, number)
     if _declared_length(request) != length:
         raise ValidationFailed(f"part {number} must be {length} bytes", field="Content-Length")
     parts = _parts(settings)
-    etag = await _stream(request, settings, lambda r: parts.put_part(upload_id, number, r, length))
+
+    def put(reader: Readable) -> str:
+        require_writer(who.principal(reg))  # before a byte of the part is stored
+        return parts.put_part(upload_id, number, reader, length)
+
+    etag = await _stream(request, who, length, put)
     return Response(status_code=200, headers={"ETag": f'"{etag}"'})
 
 
@@ -301,9 +358,10 @@ async def lfs_complete(
         raise BadRequest(f"the completion must list parts 1..{expected}", field="parts")
     parts = _parts(settings)
     await anyio.to_thread.run_sync(parts.remove_stale, settings.stale_upload_s)
-    info = await anyio.to_thread.run_sync(
+    slots: UploadSlots = request.app.state.upload_slots
+    info = await slots.run(
+        who.user_id,
         lambda: parts.complete(reg, who.principal(reg), upload_id, oid, size, [e for _, e in ordered], chunk),
-        limiter=request.app.state.upload_limiter,
     )
     return {"oid": oid, "size": info.size}
 

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated
 
-import anyio
-import anyio.from_thread
-import anyio.to_thread
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 from pydantic import BaseModel
@@ -15,8 +11,9 @@ from pydantic import BaseModel
 from registry.access.checks import require_writer
 from registry.api.deps import PrincipalDep, RegistryDep, SettingsDep
 from registry.api.ranges import parse_range
+from registry.api.uploads import UploadSlots
 from registry.entities import MissingBlobs
-from registry.errors import BadRequest, NotFound, PushTooLarge, UploadTimeout
+from registry.errors import BadRequest, NotFound, PushTooLarge
 from registry.services.blobs import missing_for, require_readable, upload_as
 from storage import check_digest
 
@@ -46,40 +43,6 @@ def head_blob(digest: str, reg: RegistryDep, principal: PrincipalDep) -> Respons
     return Response(headers={"Content-Length": str(info.size), "Accept-Ranges": "bytes"})
 
 
-class _BodyReader:
-    """A blocking read(n) over the request body, fed from the event loop to a worker thread.
-    A body that sends nothing for `idle_timeout_s` is refused with UploadTimeout."""
-
-    def __init__(self, chunks: AsyncIterator[bytes], idle_timeout_s: float) -> None:
-        self._chunks = chunks
-        self._buf = bytearray()
-        self._done = False
-        self._idle_timeout_s = idle_timeout_s
-
-    async def _next(self) -> bytes | None:
-        try:
-            with anyio.fail_after(self._idle_timeout_s):
-                return await self._chunks.__anext__()
-        except StopAsyncIteration:
-            return None
-        except TimeoutError as err:
-            raise UploadTimeout(
-                f"the upload sent nothing for {self._idle_timeout_s:g} s; it was discarded"
-            ) from err
-
-    def read(self, n: int = -1) -> bytes:
-        while not self._done and (n < 0 or len(self._buf) < n):
-            chunk = anyio.from_thread.run(self._next)
-            if chunk is None:
-                self._done = True
-            else:
-                self._buf += chunk
-        n = len(self._buf) if n < 0 else n
-        out = bytes(self._buf[:n])
-        del self._buf[:n]
-        return out
-
-
 @router.put("/{digest}", status_code=201)
 async def put_blob(
     digest: str,
@@ -90,8 +53,8 @@ async def put_blob(
 ) -> dict[str, object]:
     """Stream the body into the store; sha256 and length are verified before it becomes visible.
 
-    Uploads run on threads of their own, at most `ADAPTERS_UPLOAD_CONCURRENCY` at once (more wait
-    without holding a thread), so clients that trickle bytes never starve the other routes."""
+    Uploads run on threads of their own, shared fairly between users, with a deadline on the body
+    (registry/api/uploads.py): clients that trickle bytes never starve the other routes or users."""
     check_digest(digest)
     require_writer(principal)  # before a byte of the body is read
     # Read from the request, not declared as a parameter: it is framing (the server has already
@@ -106,10 +69,10 @@ async def put_blob(
             size=content_length,
             limit=settings.max_push_bytes,
         )
-    reader = _BodyReader(request.stream().__aiter__(), settings.upload_idle_timeout_s)
-    limiter = request.app.state.upload_limiter
-    info = await anyio.to_thread.run_sync(
-        upload_as, reg, principal, reader, digest, content_length, limiter=limiter
+    slots: UploadSlots = request.app.state.upload_slots
+    reader = slots.reader(request.stream().__aiter__(), content_length)
+    info = await slots.run(
+        principal.user_id, lambda: upload_as(reg, principal, reader, digest, content_length)
     )
     return {"digest": info.digest, "size": info.size}
 
