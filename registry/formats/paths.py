@@ -1,4 +1,5 @@
-"""Path rules for files in an adapter folder: relative, NFC, no traversal, allowlisted names."""
+"""Path rules for files in an adapter folder: relative, NFC, no traversal (in NFKC form too),
+allowlisted names."""
 
 from __future__ import annotations
 
@@ -53,7 +54,40 @@ def normalize_path(raw: str) -> str:
 
     Safe means: the same file on every client OS. No controls, bidi or zero-width characters;
     no component Windows would read as a drive, stream, device or a name with trailing dots or
-    spaces stripped; nothing git would treat as its own directory."""
+    spaces stripped; nothing git would treat as its own directory. And the same holds for its
+    NFKC form: a tool that applies compatibility normalisation (an NFKC-folding filesystem, a
+    path sanitiser, a search index) must not read `．．` as `..`, `／` as `/` or `ＣＯＮ` as a device."""
+    path = _checked(raw)
+    compat = unicodedata.normalize("NFKC", raw)
+    why = _compat_problem(path, compat) if compat != path else None
+    if why is not None:
+        raise UnsafePath(
+            f"path {raw!r} reads as {compat!r} after compatibility normalisation (NFKC), "
+            f"which is refused: {why}",
+            path=raw,
+        )
+    return path
+
+
+def _compat_problem(path: str, compat: str) -> str | None:
+    """Why `compat`, the NFKC form of the safe `path`, is not safe, or None."""
+    try:
+        _checked(compat)
+    except UnsafePath as err:
+        return err.message
+    if compat.count("/") != path.count("/"):
+        return "a component of it would become a folder"
+    return None
+
+
+def path_key(path: str) -> str:
+    """The key two paths of one push may not share: equal for names that differ only in case or
+    compatibility form (`README.md`, `readme.md`, `ＲＥＡＤＭＥ.md`), which some filesystems fold."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", path).casefold())
+
+
+def _checked(raw: str) -> str:
+    """The NFC form of `raw` if it is a safe path, else UnsafePath."""
     if not raw or len(raw) > 512:
         raise UnsafePath(f"path {raw!r} is empty or longer than 512 characters", path=raw)
     why = text_problem(raw, single_line=True)

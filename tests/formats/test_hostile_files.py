@@ -145,6 +145,68 @@ def test_ordinary_paths_accepted(path: str) -> None:
     assert normalize_path(path) == path
 
 
+# Paths safe as given that NFKC (compatibility normalisation) turns into unsafe ones.
+NFKC_UNSAFE_PATHS = {
+    "fullwidth dots": "\uff0e\uff0e/adapter_config.json",
+    "fullwidth dots inside": "a/\uff0e\uff0e/b.json",
+    "two dot leader": "\u2025/x.json",
+    "one dot leader": "a/\u2024/x.json",
+    "small full stop": "\ufe52\ufe52/x.json",
+    "fullwidth solidus": "..\uff0fx.json",
+    "fullwidth solidus, absolute": "\uff0fetc/x.json",
+    "fullwidth solidus in a name": "a\uff0fb.json",
+    "fullwidth reverse solidus": "a\uff3cb.json",
+    "fullwidth colon stream": "notes.json\uff1ahidden",
+    "fullwidth device": "\uff23\uff2f\uff2e.json",
+    "fullwidth .git": ".\uff47\uff49\uff54/config.json",
+    "ellipsis at the end": "README.md\u2026",
+}
+
+
+@pytest.mark.parametrize("path", list(NFKC_UNSAFE_PATHS.values()), ids=list(NFKC_UNSAFE_PATHS))
+def test_paths_unsafe_after_nfkc_refused(path: str, lora_a: Path, registry: Registry) -> None:
+    """Refused by the client's check and by the server's commit (which stores no version)."""
+    cfg = sha256_file(str(lora_a / "adapter_config.json"))
+    err = refusal(lambda: inspect_folder(lora_a, [FileEntry(path, cfg.size, cfg.digest)]))
+    assert err.code == "unsafe_path", err
+    assert repr(path) in err.message and "NFKC" in err.message
+    files = upload_folder(registry, lora_a)
+    files.append(FileInfo(path=path, size=cfg.size, sha256=cfg.digest))
+    err = refusal(lambda: commit_version(registry, "acme/bad", PushRequest(files=files), "tester"))
+    assert err.code == "unsafe_path"
+    assert count_rows(registry)[:2] == (0, 0)
+
+
+@pytest.mark.parametrize("path", ["\uff0e\uff0e/config.json", "a\uff0fb.json"])
+def test_base_files_unsafe_after_nfkc_refused(path: str, registry: Registry) -> None:
+    from registry.entities import BaseRegistration
+    from registry.services.bases import register_base
+
+    data = BaseRegistration(
+        names=[{"name": "acme/base"}],  # type: ignore[list-item]
+        structure_signature="sha256:" + "1" * 64,
+        modules=[],
+        files=[FileInfo(path=path, size=2, sha256=DIGEST)],
+    )
+    assert refusal(lambda: register_base(registry, data)).code == "unsafe_path"
+
+
+def test_paths_equal_after_case_and_nfkc_folding_are_one_path(lora_a: Path) -> None:
+    (lora_a / "README.md").write_text("# one\n")
+    readme = sha256_file(str(lora_a / "README.md"))
+    err = refusal(lambda: inspect_folder(lora_a, [FileEntry("\uff32EADME.md", readme.size, readme.digest)]))
+    assert err.code == "unsafe_path" and "appears twice" in err.message
+
+
+@pytest.mark.parametrize(
+    "path", ["\uff4e\uff4f\uff54\uff45\uff53.md", "\u65e5\u672c\uff08\u30e1\u30e2\uff09.md", "ﬁnal.md"]
+)
+def test_compatibility_characters_that_stay_safe_are_accepted(path: str) -> None:
+    """Fullwidth letters and brackets (ordinary in Japanese names) and ligatures are not refused
+    for themselves: only what their NFKC form would make unsafe is."""
+    assert normalize_path(path) == path
+
+
 # ---------------------------------------------------------------- pickles without magic bytes
 class RunsCode:
     def __reduce__(self) -> tuple[object, tuple[str]]:

@@ -160,6 +160,32 @@ def _commit(http: httpx.Client, repo: str, lines: list[dict[str, Any]]) -> httpx
     )
 
 
+@pytest.mark.parametrize("bad", ["\uff0e\uff0e/escape.json", "a\uff0fb.json", "\uff23\uff2f\uff2e.json"])
+def test_commit_refuses_paths_unsafe_after_nfkc(
+    bad: str, server: ServerThread, registry: Registry, lora_a: Path
+) -> None:
+    """A Hub commit naming a path whose NFKC form is unsafe (`．．` reads `..`) is refused with
+    its code and stores nothing; the same commit without it is a version."""
+    http = httpx.Client(base_url=server.url, timeout=30, headers=server.auth)
+
+    def inline(path: str, data: bytes) -> dict[str, Any]:
+        content = base64.b64encode(data).decode()
+        return {"key": "file", "value": {"path": path, "encoding": "base64", "content": content}}
+
+    lines = [
+        {"key": "header", "value": {"summary": "adapter"}},
+        inline("adapter_config.json", (lora_a / "adapter_config.json").read_bytes()),
+        inline("adapter_model.safetensors", (lora_a / "adapter_model.safetensors").read_bytes()),
+    ]
+    answer = _commit(http, REPO, [*lines, inline(bad, b"{}")])
+    assert answer.status_code == 422, answer.text
+    assert "unsafe_path" in answer.headers["x-error-message"]
+    assert "NFKC" in answer.headers["x-error-message"]
+    assert versions(registry, REPO) == []
+    assert _commit(http, REPO, lines).status_code == 200
+    assert [v.version for v in versions(registry, REPO)] == [1]
+
+
 @pytest.fixture
 def small_chunks(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[ServerThread, Registry]]:
     """SQLite and file blobs, with parts of 4 KiB so that a small adapter goes up in several."""
