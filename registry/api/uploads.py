@@ -89,8 +89,13 @@ class UploadSlots:
         self._per_user = min(settings.upload_slots_per_user, settings.upload_concurrency)
         self._users: dict[object, tuple[anyio.Semaphore, int]] = {}
         """user -> (their semaphore, how many of their uploads hold or wait for it)."""
+        self._reading: dict[object, int] = {}
         self.threads = anyio.CapacityLimiter(settings.upload_concurrency)
         """Never waited on: a caller holds one of `_total`'s slots before it takes a thread."""
+
+    def reading(self, user: object) -> int:
+        """How many of `user`'s bodies are being read now."""
+        return self._reading.get(user, 0)
 
     def reader(self, chunks: AsyncIterator[bytes], size: int) -> BodyReader:
         s = self._settings
@@ -119,7 +124,13 @@ class UploadSlots:
                     "retry later",
                     retry_after=max(1, round(wait)),
                 ) from None
-            return await anyio.to_thread.run_sync(func, limiter=self.threads)
+            self._reading[user] = self._reading.get(user, 0) + 1
+            try:
+                return await anyio.to_thread.run_sync(func, limiter=self.threads)
+            finally:
+                self._reading[user] -= 1
+                if not self._reading[user]:
+                    del self._reading[user]
         finally:
             for semaphore in reversed(held):
                 semaphore.release()

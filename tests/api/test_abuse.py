@@ -1,0 +1,384 @@
+"""What the second adversarial probe (issue 21) did to the upload paths, one test per class, over
+real HTTP and raw sockets against a real uvicorn: one writer holding every upload slot, bodies that
+trickle, racing proofs of one new blob, LFS batches that asked for millions of signed URLs, a part
+URL outliving its token, and headers of 100k empty LoRA modules. Each runs through `/v1` and the
+Hub protocol's LFS routes, which share the mechanism."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import socket
+import struct
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from registry.access import accounts
+from registry.api import create_app
+from registry.bounds import ADAPTER_TENSORS_MAX, LFS_BATCH_OBJECTS, LFS_BATCH_PARTS
+from registry.config import Settings
+from registry.services.context import Registry
+from tests.conftest import ServerThread, db_url_for, make_settings
+
+REPO = "acme/tricky"
+
+
+def _serve(settings: Settings) -> Iterator[tuple[ServerThread, Registry]]:
+    reg = Registry.from_settings(settings, migrate=True)
+    with ServerThread(create_app(settings, reg)) as srv:
+        yield srv, reg
+    reg.close()
+
+
+def _settings(request: pytest.FixtureRequest, tmp_path: Path, db: str = "sqlite", **update: Any) -> Settings:
+    settings = make_settings(tmp_path, db_url_for(db, tmp_path, request), "file", request)
+    return settings.model_copy(update={"max_push_bytes": 1024**2, **update})
+
+
+@pytest.fixture
+def slots(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[ServerThread, Registry]]:
+    """Four upload slots, two a user, a queue wait of 1 s; bodies may idle for 30 s."""
+    yield from _serve(
+        _settings(
+            request,
+            tmp_path,
+            upload_concurrency=4,
+            upload_slots_per_user=2,
+            upload_queue_timeout_s=1.0,
+            upload_idle_timeout_s=30.0,
+        )
+    )
+
+
+def _writer(reg: Registry, name: str, namespace: str) -> tuple[int, str]:
+    """A user with write on `namespace`: their id and a token."""
+    user = accounts.add_user(reg, name)
+    accounts.grant(reg, name, namespace, "write")
+    secret, _ = accounts.create_token(reg, name)
+    return user.id, secret
+
+
+def _client(srv: ServerThread, token: str | None = None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=srv.url, timeout=30, headers=headers)
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _holding_body(srv: ServerThread, target: str, length: int, token: str | None = None) -> socket.socket:
+    """A PUT whose body sends one byte of `length` and then nothing: it holds an upload slot."""
+    sock = socket.create_connection(("127.0.0.1", srv.port))
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    sock.sendall(
+        f"PUT {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Length: {length}\r\n\r\nx".encode()
+    )
+    return sock
+
+
+def _wait_reading(srv: ServerThread, user_id: int, count: int) -> None:
+    slots = srv.app.state.upload_slots  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 20
+    while slots.reading(user_id) < count:
+        assert time.monotonic() < deadline, f"{count} bodies of user {user_id} were never read"
+        time.sleep(0.02)
+
+
+def _lfs_href(http: httpx.Client, repo: str, data: bytes, transfers: tuple[str, ...] = ("basic",)) -> Any:
+    answer = http.post(
+        f"/{repo}.git/info/lfs/objects/batch",
+        json={
+            "operation": "upload",
+            "transfers": list(transfers),
+            "objects": [{"oid": hashlib.sha256(data).hexdigest(), "size": len(data)}],
+        },
+    )
+    assert answer.status_code == 200, answer.text
+    return answer.json()["objects"][0]["actions"]["upload"]
+
+
+# ---------------------------------------------------------------- slots
+def test_one_writer_cannot_hold_every_upload_slot(slots: tuple[ServerThread, Registry]) -> None:
+    """Alice's two trickling bodies hold her share: her next upload (a /v1 PUT or a Hub LFS PUT)
+    waits its queue time and is answered 503 uploads_busy with Retry-After, nothing stored; Bob,
+    on the same server meanwhile, uploads through both routes at once."""
+    srv, reg = slots
+    alice_id, alice = _writer(reg, "alice", "acme")
+    _, bob = _writer(reg, "bob", "bobs")
+    held = [
+        _holding_body(srv, f"/v1/blobs/{_digest(os.urandom(100))}", 100, alice),
+        _holding_body(srv, f"/v1/blobs/{_digest(os.urandom(100))}", 100, alice),
+    ]
+    try:
+        _wait_reading(srv, alice_id, 2)
+        data = os.urandom(100)
+        busy = _client(srv, alice).put(f"/v1/blobs/{_digest(data)}", content=data)
+        assert busy.status_code == 503, busy.text
+        assert busy.json()["code"] == "uploads_busy" and busy.headers["retry-after"] == "1"
+        upload = _lfs_href(_client(srv, alice), REPO, data)
+        hub_busy = _client(srv).put(upload["href"].removeprefix(srv.url), content=data)
+        assert hub_busy.status_code == 503 and hub_busy.headers["x-error-code"] == "UploadsBusy"
+        assert hub_busy.headers["retry-after"] == "1"
+        assert reg.store.stat(_digest(data)) is None
+
+        # Bob is not queued behind Alice: both of his routes are served while hers are held.
+        mine = os.urandom(100)
+        assert _client(srv, bob).put(f"/v1/blobs/{_digest(mine)}", content=mine).status_code == 201
+        theirs = os.urandom(100)
+        upload = _lfs_href(_client(srv, bob), "bobs/x", theirs)
+        assert _client(srv).put(upload["href"].removeprefix(srv.url), content=theirs).status_code == 200
+        assert reg.store.stat(_digest(mine)) is not None and reg.store.stat(_digest(theirs)) is not None
+        assert srv.app.state.upload_slots.reading(alice_id) == 2  # type: ignore[attr-defined]
+    finally:
+        for sock in held:
+            sock.close()
+
+
+@pytest.fixture
+def slow_bodies(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[ServerThread, Registry]]:
+    """A body may idle 1 s and must arrive at 1000 bytes/s: 1000 bytes within 2 s."""
+    yield from _serve(_settings(request, tmp_path, upload_idle_timeout_s=1.0, upload_min_bytes_per_s=1000))
+
+
+def _answer_of(sock: socket.socket, drip_every_s: float) -> bytes:
+    """Send one byte at a time, never idle for long, until the server answers (or 30 s pass)."""
+    sock.settimeout(drip_every_s)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            got = sock.recv(65536)
+        except TimeoutError:
+            sock.sendall(b"x")
+            continue
+        sock.settimeout(10)
+        while b"\r\n\r\n" not in got or len(got.partition(b"\r\n\r\n")[2]) < _length(got):
+            got += sock.recv(65536)
+        return got
+    raise AssertionError("a body that trickled was never answered")
+
+
+def _length(response: bytes) -> int:
+    for line in response.partition(b"\r\n\r\n")[0].split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.lower() == b"content-length":
+            return int(value)
+    return 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("route", ["v1", "hub"])
+def test_a_body_that_trickles_is_cut_at_its_deadline(
+    slow_bodies: tuple[ServerThread, Registry], route: str
+) -> None:
+    """One byte every 0.25 s never trips the 1 s idle timeout, but 1000 bytes may take 2 s: the
+    upload is refused 408 upload_timeout, saying it was too slow, and nothing is stored."""
+    srv, reg = slow_bodies
+    _, alice = _writer(reg, "alice", "acme")
+    data = os.urandom(1000)
+    if route == "v1":
+        sock = _holding_body(srv, f"/v1/blobs/{_digest(data)}", len(data), alice)
+    else:
+        href = _lfs_href(_client(srv, alice), REPO, data)["href"]
+        sock = _holding_body(srv, href.removeprefix(srv.url), len(data))
+    with sock:
+        head = _answer_of(sock, 0.25).decode("latin-1")
+    assert head.startswith("HTTP/1.1 408"), head
+    assert "too slow" in head and "upload_timeout" in head
+    assert reg.store.stat(_digest(data)) is None
+
+
+# ---------------------------------------------------------------- proofs
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_one_user_uploading_one_new_blob_twice_at_once_both_succeed(
+    request: pytest.FixtureRequest, tmp_path: Path, db: str
+) -> None:
+    """Sixteen PUTs of one new blob by one user at once (two pushes sharing a README) all succeed
+    and record one proof; the probe saw 13 of 80 end in 409 on the proof's primary key."""
+    for srv, reg in _serve(_settings(request, tmp_path, db)):
+        alice_id, alice = _writer(reg, "alice", "acme")
+        for round_ in range(3):
+            data = f"# shared README {round_}\n".encode() * 50
+            assert _racing_puts(srv, alice, data) == [201] * 16
+            assert _proofs(reg, _digest(data)) == [alice_id]
+
+
+def _racing_puts(srv: ServerThread, token: str, data: bytes) -> list[int]:
+    def put(_: int) -> int:
+        return _client(srv, token).put(f"/v1/blobs/{_digest(data)}", content=data).status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        return list(pool.map(put, range(16)))
+
+
+def _proofs(reg: Registry, digest: str) -> list[int]:
+    from sqlalchemy import select
+
+    from registry.db import models as m
+    from registry.db.engine import unit_of_work
+
+    with unit_of_work(reg.sessions) as session:
+        return list(session.scalars(select(m.BlobUpload.user_id).where(m.BlobUpload.digest == digest)))
+
+
+# ---------------------------------------------------------------- LFS batch
+@pytest.fixture
+def small_parts(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[ServerThread, Registry]]:
+    """Parts of 4 KiB: an object of 64 KiB would take 16."""
+    yield from _serve(_settings(request, tmp_path, hub_multipart_chunk_bytes=4096))
+
+
+def test_an_lfs_batch_answer_is_bounded_whatever_it_asks(small_parts: tuple[ServerThread, Registry]) -> None:
+    """More objects than a batch may hold are refused before any is looked up; the most a batch
+    may hold, every one needing parts, gets an answer of at most LFS_BATCH_PARTS part URLs (larger
+    parts instead), one signature per upload, and the parts it names still make the blob."""
+    srv, reg = small_parts
+    _, alice = _writer(reg, "alice", "acme")
+    http = _client(srv, alice)
+    url = f"/{REPO}.git/info/lfs/objects/batch"
+
+    def objects(n: int, size: int) -> list[dict[str, Any]]:
+        return [{"oid": hashlib.sha256(str(i).encode()).hexdigest(), "size": size} for i in range(n)]
+
+    too_many = http.post(
+        url,
+        json={
+            "operation": "upload",
+            "transfers": ["multipart"],
+            "objects": objects(LFS_BATCH_OBJECTS + 1, 1),
+        },
+    )
+    assert too_many.status_code == 400 and too_many.headers["x-error-code"] == "BadRequest"
+    assert str(LFS_BATCH_OBJECTS) in too_many.headers["x-error-message"]
+
+    data = os.urandom(64 * 1024)
+    asked = objects(LFS_BATCH_OBJECTS, len(data))
+    asked[0] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    answer = http.post(
+        url, json={"operation": "upload", "transfers": ["multipart", "basic"], "objects": asked}
+    )
+    assert answer.status_code == 200
+    assert len(answer.content) < 2 * 1024**2
+    planned = answer.json()["objects"]
+    headers = [o["actions"]["upload"]["header"] for o in planned]
+    assert sum(len(h) - 1 for h in headers) <= LFS_BATCH_PARTS
+    for h in headers:
+        chunk = int(h["chunk_size"])
+        assert chunk >= 4096 and chunk * (len(h) - 1) >= len(data)
+        assert len({parse_qs(urlsplit(u).query)["sig"][0] for k, u in h.items() if k != "chunk_size"}) == 1
+
+    # The first object goes up in its (larger) parts and is completed.
+    upload, anon = planned[0]["actions"]["upload"], _client(srv)
+    chunk = int(upload["header"].pop("chunk_size"))
+    etags = []
+    for number, href in sorted(upload["header"].items(), key=lambda kv: int(kv[0])):
+        n = int(number)
+        part = anon.put(href.removeprefix(srv.url), content=data[(n - 1) * chunk : n * chunk])
+        assert part.status_code == 200, part.text
+        etags.append({"partNumber": n, "etag": part.headers["etag"]})
+    done = anon.post(upload["href"].removeprefix(srv.url), json={"oid": asked[0]["oid"], "parts": etags})
+    assert done.status_code == 200, done.text
+    assert reg.store.stat(_digest(data)) is not None
+
+
+def test_a_revoked_tokens_multipart_upload_stops_at_its_next_part(
+    small_parts: tuple[ServerThread, Registry],
+) -> None:
+    srv, reg = small_parts
+    accounts.add_user(reg, "alice")
+    accounts.grant(reg, "alice", "acme", "write")
+    secret, info = accounts.create_token(reg, "alice")
+    data = os.urandom(3 * 4096)
+    upload = _lfs_href(_client(srv, secret), REPO, data, ("multipart",))
+    hrefs = [upload["header"][str(n)].removeprefix(srv.url) for n in (1, 2, 3)]
+    anon = _client(srv)
+    assert anon.put(hrefs[0], content=data[:4096]).status_code == 200
+    accounts.revoke_token(reg, info.id)
+    refused = anon.put(hrefs[1], content=data[4096:8192])
+    assert refused.status_code == 401 and refused.headers["x-error-code"] == "Unauthenticated"
+    staged = list((srv.app.state.settings.home / "hub-uploads").rglob("*.part"))  # type: ignore[attr-defined]
+    assert [p.name for p in staged] == ["00001.part"]
+
+
+# ---------------------------------------------------------------- headers
+LORA_CONFIG = {
+    "peft_type": "LORA",
+    "task_type": "CAUSAL_LM",
+    "r": 8,
+    "lora_alpha": 16,
+    "target_modules": ["q_proj"],
+    "base_model_name_or_path": "tiny",
+}
+
+
+def _empty_lora(modules: int, with_data: bool = False) -> bytes:
+    """A safetensors file of `modules` LoRA modules whose factors hold no element ([8, 0], [0, 8])."""
+    header: dict[str, Any] = {}
+    for i in range(modules):
+        prefix = f"base_model.model.layers.{i}.q_proj"
+        header[f"{prefix}.lora_A.weight"] = {"dtype": "F32", "shape": [8, 0], "data_offsets": [0, 0]}
+        header[f"{prefix}.lora_B.weight"] = {"dtype": "F32", "shape": [0, 8], "data_offsets": [0, 0]}
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def _push(http: httpx.Client, repo: str, files: dict[str, bytes]) -> httpx.Response:
+    listed = []
+    for path, data in files.items():
+        assert http.put(f"/v1/blobs/{_digest(data)}", content=data).status_code == 201
+        listed.append({"path": path, "size": len(data), "sha256": _digest(data)})
+    return http.post(f"/v1/repos/{repo}/versions", json={"files": listed})
+
+
+def _hub_commit(http: httpx.Client, repo: str, files: dict[str, bytes]) -> httpx.Response:
+    lines = [{"key": "header", "value": {"summary": "probe"}}] + [
+        {"key": "file", "value": {"path": p, "content": base64.b64encode(d).decode(), "encoding": "base64"}}
+        for p, d in files.items()
+    ]
+    body = "\n".join(json.dumps(line) for line in lines)
+    return http.post(
+        f"/api/models/{repo}/commit/main", content=body, headers={"content-type": "application/x-ndjson"}
+    )
+
+
+@pytest.fixture
+def headers_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[ServerThread, Registry]]:
+    yield from _serve(_settings(request, tmp_path, max_push_bytes=64 * 1024**2))
+
+
+def test_adapter_headers_hold_bounded_non_empty_modules(
+    headers_server: tuple[ServerThread, Registry],
+) -> None:
+    """A LoRA module with an empty factor is refused (weights_mismatch), as is a header of more
+    tensors than an adapter may hold (invalid_safetensors), through /v1 and a Hub commit; nothing
+    is stored either way."""
+    srv, reg = headers_server
+    _, alice = _writer(reg, "alice", "acme")
+    http = _client(srv, alice)
+    config = json.dumps(LORA_CONFIG).encode()
+
+    empty = {"adapter_config.json": config, "adapter_model.safetensors": _empty_lora(2)}
+    refused = _push(http, REPO, empty)
+    assert refused.status_code == 422 and refused.json()["code"] == "weights_mismatch", refused.text
+    assert "empty factor" in refused.json()["detail"]
+    hub = _hub_commit(http, REPO, empty)
+    assert hub.status_code == 422 and "empty factor" in hub.headers["x-error-message"]
+
+    wide = {
+        "adapter_config.json": config,
+        "adapter_model.safetensors": _empty_lora(ADAPTER_TENSORS_MAX // 2 + 1),
+    }
+    refused = _push(http, REPO, wide)
+    assert refused.status_code == 422 and refused.json()["code"] == "invalid_safetensors", refused.text
+    assert f"at most {ADAPTER_TENSORS_MAX}" in refused.json()["detail"]
+    assert http.get("/v1/versions").json()["items"] == []
