@@ -12,6 +12,7 @@ Every function takes the acting principal (`OPERATOR` when the caller holds the 
 from __future__ import annotations
 
 import logging
+import unicodedata
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
@@ -46,14 +47,63 @@ def _aware(moment: datetime | None) -> datetime | None:
 
 
 def check_user_name(name: str) -> str:
+    """Refuse names that cannot be stored or printed safely, and names that pass for another:
+    not in NFKC form (`ａlice`, `ｍ𝐚llory`), or mixing scripts a reader confuses (`аlice` with a
+    Cyrillic а). A name written wholly in one script (`алиса`, `名前`) is accepted."""
     bounds.check_text(name, "user name", USER_NAME_LEN)
     if not name or name != name.strip() or any(c.isspace() for c in name) or "/" in name:
         raise BadRequest(
             f"user name {name!r}: no spaces or '/', 1 to {USER_NAME_LEN} characters", field="name"
         )
-    if name in RESERVED_NAMES:
+    if name_key(name) in RESERVED_NAMES:
         raise BadRequest(f"user name {name!r} is reserved", field="name")
+    unassigned = next((c for c in name if unicodedata.category(c) == "Cn"), None)
+    if unassigned is not None:
+        raise BadRequest(
+            f"user name {name!r} contains the unassigned code point U+{ord(unassigned):04X}", field="name"
+        )
+    compat = unicodedata.normalize("NFKC", name)
+    if compat != name:
+        raise BadRequest(
+            f"user name {name!r} is not in NFKC form (it reads as {compat!r}); use {compat!r}",
+            field="name",
+        )
+    scripts = _scripts(name)
+    if len(scripts) > 1 and not any(scripts <= group for group in _SCRIPT_GROUPS):
+        raise BadRequest(
+            f"user name {name!r} mixes the scripts {' and '.join(sorted(s.title() for s in scripts))}, "
+            "so it can pass for another name; write it in one script",
+            field="name",
+        )
     return name
+
+
+def name_key(name: str) -> str:
+    """Equal for user names a reader cannot tell apart by case or compatibility form."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+
+
+# Scripts that one name may combine (Unicode TS #39, "highly restrictive"): Latin with the scripts
+# Japanese, Chinese and Korean are written in together. Any other mix is refused.
+_SCRIPT_GROUPS = (
+    frozenset({"LATIN", "HAN", "HIRAGANA", "KATAKANA"}),
+    frozenset({"LATIN", "HAN", "BOPOMOFO"}),
+    frozenset({"LATIN", "HAN", "HANGUL"}),
+)
+_SCRIPT_OF_PREFIX = {"CJK": "HAN", "IDEOGRAPHIC": "HAN", "KATAKANA-HIRAGANA": "KATAKANA"}
+
+
+def _scripts(name: str) -> set[str]:
+    """The scripts of the letters of `name`, read from their Unicode names (`CYRILLIC SMALL LETTER
+    A`); digits, punctuation, symbols, combining marks and modifier letters belong to none."""
+    out: set[str] = set()
+    for ch in name:
+        if not unicodedata.category(ch).startswith("L"):
+            continue
+        prefix = unicodedata.name(ch, "").split(" ", 1)[0]
+        if prefix and prefix != "MODIFIER":
+            out.add(_SCRIPT_OF_PREFIX.get(prefix, prefix))
+    return out
 
 
 def check_namespace(namespace: str) -> str:
@@ -103,6 +153,10 @@ def add_user(reg: Registry, name: str, admin: bool = False, *, principal: Princi
     with unit_of_work(reg.sessions) as session:
         if session.scalars(select(m.User.id).where(m.User.name == name)).first() is not None:
             raise Conflict(f"user {name!r} already exists")
+        key = name_key(name)
+        like = next((n for n in session.scalars(select(m.User.name)) if name_key(n) == key), None)
+        if like is not None:
+            raise Conflict(f"user {name!r} is the existing user {like!r} but for case or compatibility forms")
         row = m.User(name=name, admin=admin, created_at=now())
         session.add(row)
         session.flush()

@@ -83,6 +83,47 @@ def test_non_ascii_user_round_trips_through_a_server(
     assert served.json("show", "acme/y")["pushed_by"] == "名前%20"
 
 
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("\u0430lice", "Cyrillic and Latin"),  # a Cyrillic а
+        ("\u03b1lice", "Greek and Latin"),
+        ("b\u043eb", "Cyrillic and Latin"),
+        ("\uff41lice", "NFKC"),  # fullwidth a
+        ("\U0001d41alice", "NFKC"),  # mathematical bold a
+        ("\uff2f\uff30\uff25\uff32\uff21\uff34\uff2f\uff32", "reserved"),
+        ("Operator", "reserved"),
+    ],
+)
+def test_confusable_user_names_refused_through_the_server(
+    served_registry: tuple[Cli, Registry], name: str, why: str
+) -> None:
+    served, reg = served_registry
+    bad = served("user", "add", name, ok=False)
+    assert bad.exit_code == 1
+    one_error_line(bad.stderr, "bad_request")
+    assert why in bad.stderr
+    assert name not in {u.name for u in accounts.list_users(reg)}
+
+
+def test_user_names_unique_up_to_case_and_compatibility_forms(served_registry: tuple[Cli, Registry]) -> None:
+    """One script per name, whichever (Latin with the scripts CJK text mixes with it): accepted.
+    A name that differs from an existing one only by case or compatibility form: a conflict."""
+    served, reg = served_registry
+    for name in (
+        "alice",
+        "\u0430\u043b\u0438\u0441\u0430",
+        "\u540d\u524d",
+        "tanaka\u7530\u4e2d",
+        "jos\u00e9",
+    ):
+        assert served.json("user", "add", name)["name"] == name
+    for name in ("Alice", "ALICE", "\u0410\u043b\u0438\u0441\u0430", "Jos\u00e9"):
+        bad = served("user", "add", name, ok=False)
+        one_error_line(bad.stderr, "conflict")
+    assert len(accounts.list_users(reg)) == 6  # bob (the server's admin) and the five
+
+
 def test_invalid_user_is_one_error_line(served: Cli, lora_a: Path) -> None:
     served.env["ADAPTERS_USER"] = "evil\u202eresu"
     bad = served("push", str(lora_a), "acme/x", ok=False)
