@@ -21,6 +21,8 @@ def render_report(report: SyncReport) -> None:
     if report.error:
         err_console.print(f"[red]error[/red] ({report.error})", highlight=False)
         return
+    for skip in report.skipped:
+        err_console.print(f"[yellow]skipped[/yellow] {skip.ref}: {skip.reason}", highlight=False)
     for e in report.changed:
         short = (e.digest or e.previous or "")[:19]
         what = "removed" if e.action == "removed" else f"{e.action} -> {e.repo}:{e.version}"
@@ -48,7 +50,8 @@ def render_report(report: SyncReport) -> None:
     type=click.Choice(["ref", "flat"]),
     default="ref",
     show_default=True,
-    help="ref: DIR/ns/name@alias (the name vLLM's filesystem resolver is asked for); flat: DIR/ns--name@alias.",
+    help="ref: DIR/ns/name@alias (the name vLLM's filesystem resolver is asked for); flat: DIR/ns--name@alias "
+    "(DIR/ns+name@alias where the namespace holds '--').",
 )
 @click.option(
     "--base-model-name",
@@ -93,7 +96,7 @@ def sync(
     def on_report(report: SyncReport) -> None:
         if as_json:  # one JSON document per pass (JSON lines)
             click.echo(report.model_dump_json())
-        elif report.changed or report.pruned or report.error:
+        elif report.changed or report.pruned or report.skipped or report.error:
             render_report(report)
 
     watch_loop(client, folder, spec, interval, on_report, passes=passes)

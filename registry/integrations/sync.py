@@ -11,6 +11,13 @@ Layout of DIR:
     acme--legal@production -> .versions/<hex>      layout "flat": one level, for tools that want it
     .adapters-sync.json         which names this tool manages, and what each points at
 
+The flat name of `ns/name@alias` is `ns--name@alias`, and `ns+name@alias` when the namespace itself
+holds `--`: `ab/cd--ef` is `ab--cd--ef`, `ab--cd/ef` is `ab--cd+ef`. No namespace, name or alias
+holds `+` or `@`, and a namespace without `--` ends before the first `--` (a name cannot begin with
+`-`), so no two references share a folder. Every name of a pass is computed and checked before
+anything is written: names two references would share (none with these layouts) are skipped and
+reported in `skipped`, the others are synced.
+
 A name is a symlink. Moving it is one rename(2) of a new symlink over the old one, so a reader sees
 the old version or the new one, never a mix or nothing; the old version's folder stays complete
 until a later pass finds no name pointing at it (it survives the pass that moved the name, so a
@@ -37,7 +44,7 @@ from pydantic import BaseModel
 from registry.client.interface import RegistryClient
 from registry.client.transfer import write_files
 from registry.entities import VersionInfo
-from registry.errors import Conflict, NotFound, OutputExists, RegistryError
+from registry.errors import NotFound, OutputExists, RegistryError
 from registry.refs import check_alias, parse_repo
 from storage import StorageError
 
@@ -63,9 +70,19 @@ class SyncEntry(BaseModel):
     """The digest the name pointed at before it moved (or was removed)."""
 
 
+class SyncSkip(BaseModel):
+    """A reference the pass left alone, and why (its folder is kept as it was, if any)."""
+
+    name: str
+    ref: str
+    reason: str
+
+
 class SyncReport(BaseModel):
     dir: str
     entries: list[SyncEntry]
+    skipped: list[SyncSkip] = []
+    """References not synced this pass (two references that would share one folder)."""
     pruned: list[str] = []
     """Version folders deleted because no name has pointed at them since the previous pass."""
     error: str | None = None
@@ -95,9 +112,43 @@ class SyncSpec:
             check_alias(alias)
 
 
+FLAT_SEPARATOR = "--"
+FLAT_ESCAPED_SEPARATOR = "+"
+"""Between namespace and name in the flat layout when the namespace holds `--` (no name holds `+`)."""
+
+
 def folder_name(ref: str, layout: Layout) -> str:
-    """`acme/legal@production` as a path under DIR: itself (layout ref) or `acme--legal@production`."""
-    return ref if layout == "ref" else ref.replace("/", "--", 1)
+    """`acme/legal@production` as a path under DIR: itself (layout ref) or `acme--legal@production`
+    (layout flat; `ab--cd+ef` for `ab--cd/ef`, whose namespace holds the separator). One-to-one."""
+    if layout == "ref":
+        return ref
+    namespace, rest = ref.split("/", 1)
+    sep = FLAT_ESCAPED_SEPARATOR if FLAT_SEPARATOR in namespace else FLAT_SEPARATOR
+    return f"{namespace}{sep}{rest}"
+
+
+def plan_names(
+    found: list[tuple[str, str]], name_of: Callable[[str], str]
+) -> tuple[dict[str, tuple[str, str]], list[SyncSkip]]:
+    """Every (repo, ref)'s folder name (`name_of(ref)`), computed before anything is written:
+    name -> (repo, ref) for the names one reference has, and a skip for each reference of a name
+    several share (none with `folder_name`, which is one-to-one: a check that keeps a pass going
+    should a mapping ever fold two references together)."""
+    by_name: dict[str, list[tuple[str, str]]] = {}
+    for repo, ref in dict.fromkeys(found):  # a repository listed twice (paging while it changes)
+        by_name.setdefault(name_of(ref), []).append((repo, ref))
+    names = {name: refs[0] for name, refs in by_name.items() if len(refs) == 1}
+    skipped = [
+        SyncSkip(
+            name=name,
+            ref=ref,
+            reason=f"{' and '.join(r for _, r in refs)} map to the same folder {name}; use --layout ref",
+        )
+        for name, refs in sorted(by_name.items())
+        if len(refs) > 1
+        for _, ref in refs
+    ]
+    return names, skipped
 
 
 def targets(client: RegistryClient, spec: SyncSpec) -> list[tuple[str, str]]:
@@ -225,7 +276,9 @@ def _load_state(root: Path) -> dict[str, Any]:
 def sync_once(client: RegistryClient, root: Path, spec: SyncSpec) -> SyncReport:
     """One pass: resolve every followed name, write versions not yet in DIR, swap the names that
     moved, remove names that no longer resolve, prune version folders no name has used since the
-    previous pass."""
+    previous pass. Every name is planned and checked first: a name two references would share is
+    skipped (reported, its folder left as it was), and a path under DIR that is not a link this
+    tool made stops the pass (OutputExists) before any name moves."""
     root = root.expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
     versions_dir = root / VERSIONS
@@ -234,11 +287,15 @@ def sync_once(client: RegistryClient, root: Path, spec: SyncSpec) -> SyncReport:
         names: dict[str, dict[str, Any]] = state["names"]
         before = {n["key"] for n in names.values()}
         entries: list[SyncEntry] = []
-        current: set[str] = set()
-        for repo, ref in targets(client, spec):
-            name = folder_name(ref, spec.layout)
-            if name in current:
-                raise Conflict(f"two references map to the folder {name}; use --layout ref", ref=ref)
+        planned, skipped = plan_names(targets(client, spec), lambda ref: folder_name(ref, spec.layout))
+        for name in planned:
+            link = root / name
+            if link.exists() and not link.is_symlink():  # before any name moves
+                raise OutputExists(
+                    f"{link} exists and is not a link this tool made; move it away", path=str(link)
+                )
+        current = {s.name for s in skipped}  # a shared name: left as it was, neither moved nor removed
+        for name, (repo, ref) in planned.items():
             try:
                 info = client.resolve(ref)
             except NotFound:  # the alias went away between the listing and now
@@ -286,7 +343,7 @@ def sync_once(client: RegistryClient, root: Path, spec: SyncSpec) -> SyncReport:
             )
         pruned = _prune(versions_dir, keep={n["key"] for n in names.values()} | before)
         _write_atomic(root / STATE, json.dumps({"names": names}, indent=2, sort_keys=True))
-    return SyncReport(dir=str(root), entries=entries, pruned=pruned)
+    return SyncReport(dir=str(root), entries=entries, skipped=skipped, pruned=pruned)
 
 
 def _prune(versions_dir: Path, keep: set[str]) -> list[str]:

@@ -171,3 +171,81 @@ def test_cli_sync_flat_layout_base_name_and_watch_json(
 
     bad = CliRunner().invoke(cli, ["sync", str(out), "--repo", "NOT A REPO"], env=env)
     assert bad.exit_code == 2
+
+
+# ---------------------------------------------------------------- the flat layout's names
+def test_flat_layout_keeps_dashed_namespaces_and_names_apart(client: HttpClient, tmp_path: Path) -> None:
+    """`ab/cd--ef` and `ab--cd/ef` once mapped to one folder: the pass linked one and failed, and
+    under --watch no alias of any repository moved again. Each now has its own folder, and both
+    follow their alias moves pass after pass."""
+    hashes = {}
+    for i, repo in enumerate(("ab/cd--ef", "ab--cd/ef")):
+        for v in (1, 2):
+            hashes[repo, v] = write_lora(tmp_path / f"{i}-{v}", seed=10 * i + v)
+            push_folder(client, tmp_path / f"{i}-{v}", repo, aliases=["production"] if v == 1 else [])
+    out = tmp_path / "flat"
+    reports = []
+
+    def between(_: float) -> None:
+        for repo in ("ab/cd--ef", "ab--cd/ef"):
+            client.set_alias(f"{repo}:2", "production")
+
+    spec = SyncSpec(aliases=("production",), layout="flat")
+    assert watch(client, out, spec, 0, reports.append, passes=2, sleep=between) == 2
+    assert [r.error for r in reports] == [None, None] and [r.skipped for r in reports] == [[], []]
+    assert [sorted((e.name, e.ref, e.version, e.action) for e in r.entries) for r in reports] == [
+        [
+            ("ab--cd+ef@production", "ab--cd/ef@production", 1, "created"),
+            ("ab--cd--ef@production", "ab/cd--ef@production", 1, "created"),
+        ],
+        [
+            ("ab--cd+ef@production", "ab--cd/ef@production", 2, "moved"),
+            ("ab--cd--ef@production", "ab/cd--ef@production", 2, "moved"),
+        ],
+    ]
+    assert folder_hashes(out / "ab--cd--ef@production") == hashes["ab/cd--ef", 2]
+    assert folder_hashes(out / "ab--cd+ef@production") == hashes["ab--cd/ef", 2]
+    # Latest and every alias, one level: refs without '--' in their namespace keep their names.
+    push_folder(client, tmp_path / "0-1", "acme/legal", aliases=["production"])
+    every = sync_once(client, out, SyncSpec(layout="flat"))
+    assert sorted(e.name for e in every.entries if e.action != "removed") == [
+        "ab--cd+ef",
+        "ab--cd+ef@production",
+        "ab--cd--ef",
+        "ab--cd--ef@production",
+        "acme--legal",
+        "acme--legal@production",
+    ]
+
+
+def test_flat_names_are_one_to_one() -> None:
+    """Every namespace/name/alias over a small alphabet rich in '-': no two references share a
+    folder name."""
+    import itertools
+    import re
+
+    from registry.refs import NAME_PART
+
+    words = ["".join(w) for n in range(1, 5) for w in itertools.product("a-", repeat=n)]
+    parts = [w for w in words if re.fullmatch(NAME_PART, w)]
+    refs = [f"{ns}/{name}{tail}" for ns in parts for name in parts for tail in ("", "@a", "@a-")]
+    names = {sync_mod.folder_name(ref, "flat") for ref in refs}
+    assert len(names) == len(refs)
+    assert sync_mod.folder_name("acme/legal@production", "flat") == "acme--legal@production"
+
+
+def test_shared_names_are_skipped_and_reported_the_rest_planned() -> None:
+    """Should a mapping fold two references into one name (today's flat names did), those two are
+    skipped and reported before anything is linked, and the rest of the pass is planned."""
+    found = [("ab/cd--ef", "ab/cd--ef"), ("ab--cd/ef", "ab--cd/ef"), ("acme/legal", "acme/legal")]
+    found.append(found[-1])  # listed twice: one reference, not a clash
+
+    def old_flat(ref: str) -> str:
+        return ref.replace("/", "--", 1)
+
+    planned, skipped = sync_mod.plan_names(found, old_flat)
+    assert planned == {"acme--legal": ("acme/legal", "acme/legal")}
+    assert [(s.name, s.ref) for s in skipped] == [("ab--cd--ef", "ab/cd--ef"), ("ab--cd--ef", "ab--cd/ef")]
+    assert all("ab/cd--ef and ab--cd/ef map to the same folder ab--cd--ef" in s.reason for s in skipped)
+    planned, skipped = sync_mod.plan_names(found, lambda ref: sync_mod.folder_name(ref, "flat"))
+    assert sorted(planned) == ["ab--cd+ef", "ab--cd--ef", "acme--legal"] and skipped == []
