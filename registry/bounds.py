@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -63,6 +64,10 @@ few thousand (every linear layer of a 70B model with DoRA: 1,680; every expert o
 MoE: about 72k would not fit, and such adapters target stacked expert parameters instead). The
 header cap alone allowed a million, and the probe's 100k became 100k rows in one commit."""
 
+ADAPTER_HEADER_BYTES = 16 * 1024**2
+"""The cap on an adapter's safetensors header, checked before it is read: room for
+ADAPTER_TENSORS_MAX entries of 256 bytes (a real entry, name and all, takes 100 to 150)."""
+
 MAX_JSON_DEPTH = 32
 """PEFT configs nest 3 levels, merge lineage 4, transformers configs 4: 32 leaves room and stays far
 below the recursion limits of every serializer between the database and a client."""
@@ -75,6 +80,11 @@ _BIDI = {0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
 _ZERO_WIDTH = {0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF}
 _INVISIBLE = frozenset(_BIDI | _ZERO_WIDTH)
 
+_SUSPECT_TEXT = re.compile(r"[\x00\ud800-\udfff]")
+_SUSPECT_LINE = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\ud800-\udfff" + "".join(rf"\u{o:04x}" for o in sorted(_INVISIBLE)) + "]"
+)
+
 Raise = Callable[[str], NoReturn]
 
 
@@ -86,7 +96,13 @@ def text_problem(value: str, single_line: bool) -> str | None:
     """Why `value` cannot be stored as text, or None. Always refused: NUL (PostgreSQL text cannot
     hold it) and lone surrogates (not encodable as UTF-8). Single-line values (names, labels) also
     refuse every control, bidi and zero-width character."""
-    for ch in value:
+    # A regex finds the first suspect character in C: most text has none, and the loop below
+    # (which says what is wrong) ran over every character of every string of a header (2.4 s of a
+    # 65k-tensor push's 13 s under the profiler).
+    found = (_SUSPECT_LINE if single_line else _SUSPECT_TEXT).search(value)
+    if found is None:
+        return None
+    for ch in value[found.start() :]:
         o = ord(ch)
         if o == 0:
             return "contains a NUL character"

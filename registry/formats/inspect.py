@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from registry.bounds import ADAPTER_TENSORS_MAX, loads_strict
+from registry.bounds import ADAPTER_HEADER_BYTES, ADAPTER_TENSORS_MAX, loads_strict
 from registry.errors import (
     InvalidAdapter,
     MissingAdapterConfig,
@@ -138,5 +138,5 @@ def read_json_bytes(entry: FileEntry, read: ReadRange, max_json_bytes: int) -> b
 
 
 def read_header(entry: FileEntry, read: ReadRange, max_header_bytes: int) -> SafetensorsHeader:
-    n = header_length(entry.path, read(entry, 0, 8), entry.size, max_header_bytes)
+    n = header_length(entry.path, read(entry, 0, 8), entry.size, min(max_header_bytes, ADAPTER_HEADER_BYTES))
     return parse_header(entry.path, read(entry, 8, n), entry.size, ADAPTER_TENSORS_MAX)

@@ -99,21 +99,21 @@ def parse_header(path: str, raw: bytes, file_size: int, max_tensors: int | None 
         doc = loads_strict(raw, f"{path} header", InvalidSafetensors)
     except InvalidSafetensors as err:
         raise InvalidSafetensors(err.message, path=path) from err
+    if not isinstance(doc, dict):
+        raise InvalidSafetensors(f"{path}: header is not a JSON object", path=path)
+    if max_tensors is not None and len(doc) > max_tensors + ("__metadata__" in doc):
+        raise InvalidSafetensors(
+            f"{path}: {len(doc)} tensors; an adapter may hold at most {max_tensors}", path=path
+        )
     try:
         json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except InvalidSafetensors as err:
         raise InvalidSafetensors(f"{path}: {err.message}", path=path) from err
-    if not isinstance(doc, dict):
-        raise InvalidSafetensors(f"{path}: header is not a JSON object", path=path)
     metadata = doc.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
     ):
         raise InvalidSafetensors(f"{path}: __metadata__ must map strings to strings", path=path)
-    if max_tensors is not None and len(doc) > max_tensors:
-        raise InvalidSafetensors(
-            f"{path}: {len(doc)} tensors; an adapter may hold at most {max_tensors}", path=path
-        )
     tensors: dict[str, TensorInfo] = {}
     for name, entry in doc.items():
         tensors[name] = _tensor(path, name, entry)

@@ -24,7 +24,7 @@ import pytest
 
 from registry.access import accounts
 from registry.api import create_app
-from registry.bounds import ADAPTER_TENSORS_MAX, LFS_BATCH_OBJECTS, LFS_BATCH_PARTS
+from registry.bounds import ADAPTER_HEADER_BYTES, ADAPTER_TENSORS_MAX, LFS_BATCH_OBJECTS, LFS_BATCH_PARTS
 from registry.config import Settings
 from registry.services.context import Registry
 from tests.conftest import ServerThread, db_url_for, make_settings
@@ -381,4 +381,16 @@ def test_adapter_headers_hold_bounded_non_empty_modules(
     refused = _push(http, REPO, wide)
     assert refused.status_code == 422 and refused.json()["code"] == "invalid_safetensors", refused.text
     assert f"at most {ADAPTER_TENSORS_MAX}" in refused.json()["detail"]
+
+    # A header longer than any adapter needs is refused from its length, before it is parsed.
+    padded = b"{}" + b" " * (ADAPTER_HEADER_BYTES - 1)
+    long = {
+        "adapter_config.json": config,
+        "adapter_model.safetensors": struct.pack("<Q", len(padded)) + padded,
+    }
+    refused = _push(http, REPO, long)
+    assert (
+        refused.status_code == 422
+        and f"exceeds the cap of {ADAPTER_HEADER_BYTES}" in refused.json()["detail"]
+    )
     assert http.get("/v1/versions").json()["items"] == []
