@@ -26,6 +26,7 @@ def serve(app: App, host: str, port: int, no_worker: bool, as_json: bool) -> Non
     OpenAPI docs at /docs."""
     import uvicorn
 
+    from registry.access.addresses import uvicorn_options
     from registry.api import create_app
     from registry.errors import BadRequest
     from registry.services.context import Registry
@@ -53,6 +54,7 @@ def serve(app: App, host: str, port: int, no_worker: bool, as_json: bool) -> Non
         port=port,
         log_level="info",
         log_config=access_log_config(),
+        **uvicorn_options(settings),  # X-Forwarded-* only from ADAPTERS_TRUSTED_PROXIES
     )
 
 

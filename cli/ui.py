@@ -80,6 +80,7 @@ def ui(app: App, host: str, port: int, no_browser: bool, no_worker: bool, as_jso
 
     from cli.server import access_log_config
     from registry.access.accounts import check_user_name
+    from registry.access.addresses import uvicorn_options
     from registry.api import create_app
     from registry.services.context import Registry
 
@@ -104,6 +105,7 @@ def ui(app: App, host: str, port: int, no_browser: bool, no_worker: bool, as_jso
         port=port,
         log_level="warning",
         log_config=access_log_config(),
+        **uvicorn_options(settings),  # X-Forwarded-* only from ADAPTERS_TRUSTED_PROXIES
     )
 
 

@@ -265,6 +265,10 @@ def blob_backend(request: pytest.FixtureRequest) -> str:
 
 def make_settings(tmp_path: Path, db: str, backend: str, request: pytest.FixtureRequest) -> Settings:
     env: dict[str, object] = {"home": tmp_path / "home", "database_url": db, "user": "tester"}
+    # Every request of the suite comes from one source, 127.0.0.1, and the authorization tests
+    # present expired and revoked tokens on purpose: the throttle has tests of its own
+    # (tests/api/test_security_events.py), which set their limits.
+    env["auth_failure_limit"] = 100_000
     if backend == "s3":
         env.update(
             blob_url=f"s3://{request.getfixturevalue('s3_bucket')}/adapters",
@@ -317,10 +321,13 @@ def quick_uvicorn() -> None:
 class ServerThread:
     """uvicorn serving `app` in a thread. A server always authenticates: on entry an admin user
     (`admin`) and a token for it are made through the services, as the operator would; tests send
-    `token` (`auth` is its header)."""
+    `token` (`auth` is its header). uvicorn runs with the proxy settings `adapters serve` gives it;
+    `options` override any of uvicorn's (as another way of serving the app would)."""
 
-    def __init__(self, app: object, admin: str = "tester") -> None:
+    def __init__(self, app: object, admin: str = "tester", **options: object) -> None:
         import uvicorn
+
+        from registry.access.addresses import uvicorn_options
 
         quick_uvicorn()
         self.app = app
@@ -329,8 +336,9 @@ class ServerThread:
         self.auth: dict[str, str] = {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        config = {**uvicorn_options(app.state.settings), **options}  # type: ignore[attr-defined]
         self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", **config)  # type: ignore[arg-type]
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from registry import __version__, ui
-from registry.api import problems
+from registry.api import problems, security
 from registry.api.guard import RequestGuard
 from registry.api.hub import router as hub_router
 from registry.api.routes import access, aliases, bases, blobs, evals, health, jobs, lifecycle, versions
@@ -18,6 +18,7 @@ from registry.api.uploads import UploadSlots
 from registry.config import Settings
 from registry.services.context import Registry
 from registry.services.hub_lfs import PartStore
+from registry.services.security import SecurityMonitor
 
 log = logging.getLogger("registry.api")
 
@@ -47,6 +48,7 @@ def create_app(
     settings = settings or Settings()
     owned = registry is None
     reg = registry or Registry.from_settings(settings)
+    monitor = SecurityMonitor.from_settings(settings)  # failed authentications, denied writes
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -74,7 +76,8 @@ def create_app(
             from registry.worker import Worker, WorkerSettings, WorkerThread
 
             thread = WorkerThread(Worker(reg, WorkerSettings.from_settings(settings))).start()
-        yield
+        async with security.flushing(reg, monitor):
+            yield
         if thread is not None:
             thread.stop()
         if owned:
@@ -90,6 +93,7 @@ def create_app(
     app.state.settings = settings
     app.state.registry = reg
     problems.install(app)
+    security.install(app, monitor, settings)
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_request_bytes)
     for module in (health, access, blobs, versions, aliases, bases, jobs, lifecycle):
         app.include_router(module.router)

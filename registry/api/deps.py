@@ -9,12 +9,13 @@ from urllib.parse import unquote
 from fastapi import Depends, Request
 
 from registry.access import tokens
-from registry.access.accounts import authenticate
+from registry.access.addresses import source_of
 from registry.access.principal import Principal
 from registry.bounds import LABEL_LEN, check_text
 from registry.config import Settings
 from registry.errors import BadRequest, Unauthenticated, ValidationFailed
 from registry.services.context import Registry
+from registry.services.security import SecurityMonitor
 
 
 def get_registry(request: Request) -> Registry:
@@ -34,17 +35,28 @@ def get_principal(request: Request) -> Principal:
     even where an anonymous caller could read: the caller meant to be someone. The secret is never
     logged or echoed.
 
+    A source that failed too many authentications lately is answered 429 (`auth_throttled`)
+    before its credential is looked at; every failure is counted (`registry.services.security`).
+    The address is the peer's, or a trusted proxy's X-Forwarded-For (`registry.access.addresses`).
+
     X-Adapters-User is still read and checked (a malformed one is a 400) but never trusted: on a
     server the name comes from the token. It is a display hint of embedded and operator modes only.
     """
     display_hint(request)
-    address = request.client.host if request.client is not None else None
+    address = source_of(request.scope, get_settings(request))
     credential = tokens.parse_bearer(request.headers.get("authorization"))
+    monitor: SecurityMonitor = request.app.state.security
     if credential is None:
-        return replace(Principal.anonymous(), address=address)
-    if not credential:
+        principal = replace(Principal.anonymous(), address=address)
+    elif not credential:
+        monitor.check(address)
+        monitor.auth_failed(address, "bearer")
         raise Unauthenticated("Authorization must be 'Bearer <token>'")
-    return replace(authenticate(get_registry(request), credential), address=address)
+    else:
+        found = monitor.authenticate(get_registry(request), address, credential, "bearer")
+        principal = replace(found, address=address)
+    request.state.principal = principal  # who a refused write is counted against
+    return principal
 
 
 def display_hint(request: Request) -> str | None:

@@ -112,7 +112,7 @@ def error_page(request: Request, err: RegistryError) -> HTMLResponse:
     if err.status >= 500:
         log.warning("ui request %s: %s", request.url.path, err)
     title = "Not found" if isinstance(err, NotFound) else err.code.replace("_", " ").capitalize()
-    return page(
+    response = page(
         request,
         "error.html",
         status=err.status,
@@ -120,6 +120,9 @@ def error_page(request: Request, err: RegistryError) -> HTMLResponse:
         message=str(err),
         needs_login=isinstance(err, Unauthenticated),
     )
+    if "Retry-After" in err.headers:  # a throttled source (429 auth_throttled)
+        response.headers["Retry-After"] = err.headers["Retry-After"]
+    return response
 
 
 class PageRoute(APIRoute):
@@ -142,6 +145,7 @@ class PageRoute(APIRoute):
                 response = error_page(request, BadRequest(f"invalid input: {detail}"))
             session.secure_headers(response)
             session.remember_nonce(request, response)
+            session.forget_stale_login(request, response)
             return response
 
         return run

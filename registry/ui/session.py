@@ -21,12 +21,13 @@ from urllib.parse import parse_qs, urlsplit
 from fastapi import Depends, Request, Response
 
 from registry.access import tokens
-from registry.access.accounts import authenticate
+from registry.access.addresses import source_of
 from registry.access.principal import Principal
 from registry.config import Settings
-from registry.errors import BadRequest, Forbidden, PayloadTooLarge, Unauthenticated
+from registry.errors import AuthThrottled, BadRequest, Forbidden, PayloadTooLarge, Unauthenticated
 from registry.services.context import Registry
 from registry.services.hub_lfs import load_secret
+from registry.services.security import SecurityMonitor
 
 TOKEN_COOKIE = "adreg_ui_token"
 NONCE_COOKIE = "adreg_ui_csrf"
@@ -45,29 +46,47 @@ def secret_of(request: Request) -> bytes:
     return key
 
 
+def _source(request: Request) -> str | None:
+    return source_of(request.scope, request.app.state.settings)
+
+
+def _monitor(request: Request) -> SecurityMonitor:
+    return request.app.state.security  # type: ignore[no-any-return]
+
+
 def principal_of(request: Request) -> Principal:
     """The caller: the user of the cookie's token, or anonymous. A token that no longer
     authenticates (revoked, expired) is anonymous here, and the page offers the login form again
-    (`request.state.stale_login` tells the layout)."""
-    address = request.client.host if request.client is not None else None
+    (`request.state.stale_login` tells the layout; `forget_stale_login` drops the cookie, so a
+    page that polls does not count as a guesser). A throttled source gets AuthThrottled, and the
+    error page it renders shows it anonymous."""
+    address = _source(request)
     secret = request.cookies.get(TOKEN_COOKIE)
     request.state.stale_login = False
+    anonymous = replace(Principal.anonymous(), address=address)
     if not secret:
-        return replace(Principal.anonymous(), address=address)
+        return anonymous
     try:
-        principal = authenticate(request.app.state.registry, secret)
+        principal = _monitor(request).authenticate(request.app.state.registry, address, secret, "cookie")
     except Unauthenticated:
         request.state.stale_login = True
-        return replace(Principal.anonymous(), address=address)
+        return anonymous
+    except AuthThrottled:
+        request.state.principal = anonymous
+        raise
     return replace(principal, address=address)
 
 
 def login(request: Request, registry: Registry, secret: str) -> Principal:
-    """Check a token typed into the login form (raises Unauthenticated, naming no secret)."""
+    """Check a token typed into the login form (raises Unauthenticated, naming no secret, and
+    AuthThrottled while the source is throttled)."""
     secret = secret.strip()
+    address, monitor = _source(request), _monitor(request)
     if not tokens.is_well_formed(secret):
+        monitor.check(address)
+        monitor.auth_failed(address, "login")
         raise Unauthenticated("that is not a registry token (adreg_...)")
-    return authenticate(registry, secret)
+    return monitor.authenticate(registry, address, secret, "login")
 
 
 def _secure(request: Request) -> bool:
@@ -84,6 +103,15 @@ def clear_token_cookie(request: Request, response: Response) -> None:
     response.delete_cookie(
         TOKEN_COOKIE, httponly=True, samesite="strict", secure=_secure(request), path="/ui"
     )
+
+
+def forget_stale_login(request: Request, response: Response) -> None:
+    """Drop a cookie whose token no longer authenticates (unless the answer sets a new one): it
+    counted as one failed authentication, and the jobs page polls every second."""
+    if getattr(request.state, "stale_login", False) and not any(
+        c.startswith(f"{TOKEN_COOKIE}=") for c in response.headers.getlist("set-cookie")
+    ):
+        clear_token_cookie(request, response)
 
 
 def csrf_token(request: Request) -> str:
@@ -160,6 +188,13 @@ async def checked_form(request: Request) -> dict[str, str]:
 CheckedForm = Annotated[dict[str, str], Depends(checked_form)]
 
 
+FRAMING_HEADERS = {
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+}
+"""What every page the server renders carries, the UI's and the API docs' (registry/api/security.py):
+never inside another site's frame, never sniffed into another type."""
 SECURITY_HEADERS = {
     # No inline script or style: the only script is static/jobs.js, the only style static/ui.css;
     # SVG is drawn with presentation attributes, which CSP does not count as inline style.
@@ -167,9 +202,7 @@ SECURITY_HEADERS = {
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
         "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
-    "x-frame-options": "DENY",
-    "x-content-type-options": "nosniff",
-    "referrer-policy": "same-origin",
+    **FRAMING_HEADERS,
     "cache-control": "no-store",
 }
 
