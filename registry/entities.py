@@ -159,7 +159,7 @@ class VersionInfo(VersionSummary):
 
 
 class PushRequest(BaseModel):
-    files: list[FileInfo] = Field(min_length=1, max_length=10_000)
+    files: list[FileInfo] = Field(min_length=1, max_length=bounds.MAX_VERSION_FILES)
     base: Name | None = None
     base_revision: Revision | None = None
     task: Label | None = None

@@ -37,6 +37,12 @@ def lock_for_gc(session: Session) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": GC_LOCK_KEY})
 
 
+def share_gc_lock(session: Session) -> None:
+    """Shared: commits do not exclude each other, only a gc run (taken again, a no-op)."""
+    if _postgres(session):
+        session.execute(text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": GC_LOCK_KEY})
+
+
 def being_swept(session: Session, digests: Iterable[str]) -> set[str]:
     """The digests a gc run is deleting right now: present in the store, but not for long."""
     wanted = sorted(set(digests))
@@ -55,8 +61,7 @@ def guard_blobs(session: Session, store: BlobStore, files: Iterable[tuple[str, s
     entries = list(files)
     if not entries:
         return
-    if _postgres(session):
-        session.execute(text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": GC_LOCK_KEY})
+    share_gc_lock(session)
     digests = sorted({d for _, d, _ in entries})
     sweeping = being_swept(session, digests)
     for path, digest, size in entries:

@@ -1,5 +1,5 @@
-"""The Hugging Face Hub protocol's write path: create_repo, preupload and commit, translated onto
-the push path. A Hub commit applies its added and deleted files to the parent version's file set
+"""The Hugging Face Hub protocol's write path: create_repo, delete_repo, preupload and commit,
+translated onto the push path. A Hub commit applies its added and deleted files to the parent version's file set
 and ends in `versions.commit_version`, the same function `adapters push` ends in: every push
 check, one transaction. Every write first passes `hub.check_write` (write on the repository's
 namespace), and the commit records the principal's user as who pushed. Its LFS files must be blobs
@@ -18,19 +18,30 @@ from sqlalchemy.orm import Session
 
 from registry.access.checks import blobs_unusable
 from registry.access.principal import Principal
+from registry.bounds import MAX_VERSION_FILES
 from registry.db import models as m
 from registry.db.engine import unit_of_work
-from registry.entities import FileInfo, PushRequest, PushResult
-from registry.errors import BlobMissing, Conflict, EntryNotFound, ValidationFailed
+from registry.entities import DeleteResult, FileInfo, PushRequest, PushResult
+from registry.errors import (
+    BlobMissing,
+    Conflict,
+    EntryNotFound,
+    NotFound,
+    PushTooLarge,
+    RepoNotFound,
+    ValidationFailed,
+)
 from registry.formats.inspect import inspect_files
 from registry.formats.manifest import FileEntry
 from registry.refs import RepoName
+from registry.services import audit
 from registry.services.blobs import read_listed, read_range, upload_as
 from registry.services.context import Registry
 from registry.services.hub import EMPTY_COMMIT, MAIN, check_write, commit_id
+from registry.services.lifecycle import delete_repository
 from registry.services.names import refuse_base_name
 from registry.services.timeutil import now
-from registry.services.versions import commit_version
+from registry.services.versions import commit_on_latest, commit_version
 
 INLINE_MAX_BYTES = 1024**2
 TRAINER_SIDE_FILES = frozenset({"training_args.bin"})
@@ -39,9 +50,6 @@ arguments, pickled with torch.save. preupload answers `shouldIgnore` for them, s
 through without them (a commit that lists one anyway is refused as a pickle, like any other)."""
 """Files up to this size whose first bytes hold no NUL come inline in the commit (base64), as the
 Hub's "regular" files do; others go through the LFS batch API."""
-RACE_RETRIES = 3
-"""A commit without `parentCommit` whose parent moved while it was checked is rebuilt on the new
-parent this many times before it answers 409."""
 
 
 class _ParentMoved(Conflict):
@@ -92,7 +100,8 @@ def _is_main(revision: str) -> bool:
 
 def create_repo(reg: Registry, repo_id: str, writer: Principal) -> bool:
     """Record an adapter repository with no version yet (what `HfApi.create_repo` expects to find
-    afterwards); /v1 lists it from its first version on. Returns False when it already exists.
+    afterwards), audited as `repo.create`; /v1 lists it (latest_version 0) and deletes it like any
+    other. Returns False when it already exists.
 
     Raises:
         NameTaken: a base model holds the name.
@@ -105,7 +114,22 @@ def create_repo(reg: Registry, repo_id: str, writer: Principal) -> bool:
         session.add(
             m.Repository(namespace=repo.namespace, name=repo.name, created_at=now(), latest_version=0)
         )
+        audit.record(session, writer, "repo.create", str(repo), repo=str(repo))
         return True
+
+
+def delete_repo(reg: Registry, repo_id: str, writer: Principal) -> DeleteResult:
+    """`HfApi.delete_repo`: /v1's repository delete (`lifecycle.delete_repository`), a missing
+    repository answered as the Hub's clients expect.
+
+    Raises:
+        RepoNotFound: no such repository (or none the writer may read).
+    """
+    repo = check_write(reg, writer, repo_id)
+    try:
+        return delete_repository(reg, repo, principal=writer)
+    except NotFound as err:
+        raise RepoNotFound(f"repository {repo_id!r} not found", repo=repo_id) from err
 
 
 def _repository(session: Session, repo: RepoName) -> m.Repository | None:
@@ -176,12 +200,19 @@ def commit(
     reg: Registry, repo_id: str, revision: str, hub_commit: HubCommit, writer: Principal
 ) -> CommitDone:
     """Apply a Hub commit to the latest version's files and record the result as a new version
-    through `commit_version`. Files are checked before any inline one is stored.
+    through `commit_version`. Files are counted, then checked, before any inline one is stored.
+
+    A commit without `parentCommit` applies to whatever is latest when it is recorded. It is first
+    checked outside any lock; if another commit lands meanwhile, it is applied again to the new
+    latest and checked and recorded under the repository's lock (`commit_on_latest`): concurrent
+    parentless commits are serialised, not refused (four CLI pushers to one repository lost 14 of
+    24 commits to 409 when three rebuilds were all it tried, and huggingface_hub does not retry).
 
     Raises:
-        Conflict: `parentCommit` is not the latest version (or the latest moved during the commit).
+        Conflict: `parentCommit` is not the latest version (or stopped being it during the commit).
         EntryNotFound: a deleted file is not in the parent.
         BlobMissing: an LFS file was not uploaded (or is a blob the writer may not use).
+        PushTooLarge: the resulting version would hold more than MAX_VERSION_FILES files.
         InvalidAdapter (and subclasses): a push check refused the files.
     """
     repo = check_write(reg, writer, repo_id)
@@ -190,58 +221,72 @@ def commit(
         path: FileEntry(path, len(data), "sha256:" + hashlib.sha256(data).hexdigest())
         for path, data in hub_commit.inline.items()
     }
-    for attempt in range(RACE_RETRIES):
-        with unit_of_work(reg.sessions) as session:
-            parent_number, parent_commit, files = _parent_files(session, repo)
-            following = _next_number(session, repo)
-        if hub_commit.parent is not None and hub_commit.parent != parent_commit:
-            raise Conflict(
-                f"parentCommit {hub_commit.parent[:40]} is not the latest commit of {repo} "
-                f"({parent_commit}); pull and commit again",
-                repo=str(repo),
-            )
-        _apply(files, hub_commit, inline, reg, repo_id, parent_commit, writer)
-        entries = sorted(files.values(), key=lambda f: f.path)
-        # Validate before writing: the inline files are read from memory, the rest from the store.
-        inspect_files(entries, lambda e, s, n: _read(reg, hub_commit.inline, inline, e, s, n), reg.limits)
-        request = _push_request(entries, hub_commit.message)  # the message too, before any write
-        for path, entry in inline.items():
-            if files.get(path) == entry:
-                data = hub_commit.inline[path]
-                # The commit carries the bytes: proof of possession, recorded like any upload.
-                upload_as(reg, writer, io.BytesIO(data), entry.sha256, entry.size)
+    with unit_of_work(reg.sessions) as session:
+        following = _next_number(session, repo)
+        parent_commit, files, unusable = _parent(session, repo, hub_commit, writer)
+    _apply(files, hub_commit, inline, unusable, reg, repo, parent_commit)
+    entries = sorted(files.values(), key=lambda f: f.path)
+    # Validate before writing: the inline files are read from memory, the rest from the store.
+    inspect_files(entries, lambda e, s, n: _read(reg, hub_commit.inline, inline, e, s, n), reg.limits)
+    request = _push_request(entries, hub_commit.message)  # the message too, before any write
+    for path, entry in inline.items():  # every one is in the result: additions follow deletions
+        # The commit carries the bytes: proof of possession, recorded like any upload.
+        upload_as(reg, writer, io.BytesIO(hub_commit.inline[path]), entry.sha256, entry.size)
 
-        def same_parent(session: Session, result: PushResult, expected: int = following) -> None:
-            if result.created and result.version != expected:
-                raise _ParentMoved(f"{repo} moved on during the commit; commit again", repo=str(repo))
+    def same_parent(session: Session, result: PushResult) -> None:
+        if result.created and result.version != following:
+            raise _ParentMoved(f"{repo} moved on during the commit; commit again", repo=str(repo))
 
-        try:
-            result = commit_version(
-                reg, str(repo), request, writer.name, on_commit=same_parent, principal=writer
-            )
-        except _ParentMoved:
-            if hub_commit.parent is not None or attempt == RACE_RETRIES - 1:
-                raise
-            continue
-        return CommitDone(str(repo), commit_id(result.digest), result.version, result.created)
-    raise AssertionError("unreachable")  # pragma: no cover
+    def on_latest(session: Session) -> PushRequest:
+        parent_commit, files, unusable = _parent(session, repo, hub_commit, writer)
+        _apply(files, hub_commit, inline, unusable, reg, repo, parent_commit)
+        return _push_request(sorted(files.values(), key=lambda f: f.path), hub_commit.message)
+
+    try:
+        result = commit_version(reg, str(repo), request, writer.name, on_commit=same_parent, principal=writer)
+    except _ParentMoved:
+        if hub_commit.parent is not None:
+            raise
+        result = commit_on_latest(reg, str(repo), on_latest, writer.name, principal=writer)
+    return CommitDone(str(repo), commit_id(result.digest), result.version, result.created)
+
+
+def _parent(
+    session: Session, repo: RepoName, hub_commit: HubCommit, writer: Principal
+) -> tuple[str, dict[str, FileEntry], set[str]]:
+    """The latest version's commit id and files, once it is the commit's `parentCommit` (if it
+    names one), and which of the commit's LFS objects the writer may not use.
+
+    Raises:
+        Conflict: `parentCommit` is not the latest version.
+    """
+    _, parent_commit, files = _parent_files(session, repo)
+    if hub_commit.parent is not None and hub_commit.parent != parent_commit:
+        raise Conflict(
+            f"parentCommit {hub_commit.parent[:40]} is not the latest commit of {repo} "
+            f"({parent_commit}); pull and commit again",
+            repo=str(repo),
+        )
+    unusable = set(blobs_unusable(session, writer, [d for d, _ in hub_commit.lfs.values()]))
+    return parent_commit, files, unusable
 
 
 def _apply(
     files: dict[str, FileEntry],
     hub_commit: HubCommit,
     inline: dict[str, FileEntry],
+    unusable: set[str],
     reg: Registry,
-    repo_id: str,
+    repo: RepoName,
     parent_commit: str,
-    writer: Principal,
 ) -> None:
-    """Deletions first, then additions, as the Hub applies them. An LFS object the writer may not
-    use is answered as one not uploaded (before any of its bytes are read): no digest oracle."""
+    """Deletions first, then additions, as the Hub applies them; then the count. An LFS object
+    the writer may not use (`unusable`) is answered as one not uploaded (before any of its bytes
+    are read): no digest oracle."""
     for path in hub_commit.deleted_files:
         if files.pop(path, None) is None:
             raise EntryNotFound(
-                f"A file with this name doesn't exist: {path!r} is not in {repo_id}@{parent_commit}",
+                f"A file with this name doesn't exist: {path!r} is not in {repo}@{parent_commit}",
                 path=path,
                 commit=parent_commit,
             )
@@ -250,15 +295,19 @@ def _apply(
         gone = [p for p in files if p.startswith(prefix)]
         if not gone:
             raise EntryNotFound(
-                f"A file with this name doesn't exist: no folder {folder!r} in {repo_id}@{parent_commit}",
+                f"A file with this name doesn't exist: no folder {folder!r} in {repo}@{parent_commit}",
                 path=folder,
                 commit=parent_commit,
             )
         for p in gone:
             del files[p]
     files.update(inline)
-    with unit_of_work(reg.sessions) as session:
-        unusable = set(blobs_unusable(session, writer, [d for d, _ in hub_commit.lfs.values()]))
+    total = len(files.keys() | hub_commit.lfs.keys())
+    if total > MAX_VERSION_FILES:  # before any LFS object is looked at
+        raise PushTooLarge(
+            f"the commit would make {repo} hold {total} files; a version holds at most {MAX_VERSION_FILES}",
+            limit=MAX_VERSION_FILES,
+        )
     for path, (digest, size) in hub_commit.lfs.items():
         held = None if digest in unusable else reg.store.stat(digest)
         if held is None or (size is not None and held.size != size):

@@ -4,6 +4,8 @@ A version row is really deleted (its files, evals, modules, 4-bit checks and ali
 by ON DELETE CASCADE); its blobs stay until `gc` finds nothing lists them. The repository keeps
 `version_counter`, so a deleted number is never given again, and `latest_version` becomes the
 highest number left (0: the repository reads as absent, its row kept as the counter's tombstone).
+A repository that never had a version (the Hub's `create_repo` makes one) has nothing to keep:
+deleting it removes its row, and the name is free again.
 Lineage that names a deleted version keeps its digest; reads mark it `deleted`
 (versions.lineage_view).
 """
@@ -63,12 +65,11 @@ def delete_version(
 
 def delete_repository(reg: Registry, repo: RepoName, *, principal: Principal = OPERATOR) -> DeleteResult:
     """Delete every version and alias of `repo`. Its numbers are not given again if it is pushed
-    to later (the row stays, holding the counter, and reads as absent)."""
+    to later (the row stays, holding the counter, and reads as absent). An empty repository (one
+    that never had a version) goes entirely."""
     with unit_of_work(reg.sessions) as session:
         require_writer_of(session, principal, repo)
-        repository = _lock(session, repo)
-        if repository.latest_version == 0:
-            raise repo_not_found(repo)
+        repository = _lock(session, repo, empty=True)
         rows = session.execute(
             select(m.Version.number, m.Version.digest)
             .where(m.Version.repository_id == repository.id)
@@ -81,8 +82,11 @@ def delete_repository(reg: Registry, repo: RepoName, *, principal: Principal = O
         )
         session.execute(delete(m.Alias).where(m.Alias.repository_id == repository.id))
         session.execute(delete(m.Version).where(m.Version.repository_id == repository.id))
-        repository.version_counter = max(repository.version_counter, repository.latest_version)
-        repository.latest_version = 0
+        if repository.version_counter == repository.latest_version == 0:
+            session.delete(repository)  # never had a version: no number to keep
+        else:
+            repository.version_counter = max(repository.version_counter, repository.latest_version)
+            repository.latest_version = 0
         numbers = [n for n, _ in rows]
         audit.record(
             session,
@@ -101,14 +105,15 @@ def delete_repository(reg: Registry, repo: RepoName, *, principal: Principal = O
         )
 
 
-def _lock(session: Session, repo: RepoName) -> m.Repository:
-    """The repository row, locked as a push locks it (numbers are handed out under this lock)."""
+def _lock(session: Session, repo: RepoName, *, empty: bool = False) -> m.Repository:
+    """The repository row, locked as a push locks it (numbers are handed out under this lock).
+    One with no version is absent, unless `empty` and it never had one (made by create_repo)."""
     row = session.scalars(
         select(m.Repository)
         .where(m.Repository.namespace == repo.namespace, m.Repository.name == repo.name)
         .with_for_update()
     ).one_or_none()
-    if row is None or row.latest_version == 0:
+    if row is None or (row.latest_version == 0 and not (empty and row.version_counter == 0)):
         raise repo_not_found(repo)
     return row
 

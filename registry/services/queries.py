@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import defer, selectinload
 
 from registry.access.checks import readable
@@ -75,8 +75,11 @@ def list_repos(
     reg: Registry, limit: int = 50, cursor: str | None = None, *, principal: Principal = OPERATOR
 ) -> Page[RepoInfo]:
     limit = _check_limit(limit)
+    # Listed: a repository with a version, or one that never had any (the Hub's create_repo made
+    # it, latest_version 0); one whose versions were all deleted is a tombstone, not listed.
     q = select(m.Repository).where(
-        m.Repository.latest_version > 0, readable(principal, m.Repository.namespace)
+        or_(m.Repository.latest_version > 0, m.Repository.version_counter == 0),
+        readable(principal, m.Repository.namespace),
     )
     after = _cursor(cursor)
     if after is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
@@ -30,7 +30,7 @@ from registry.refs import Ref, RepoName, check_alias, parse_ref, parse_repo
 from registry.services import audit
 from registry.services.aliases import point_alias
 from registry.services.base_link import BaseLink, link_and_check, shape_key
-from registry.services.blob_guard import guard_blobs
+from registry.services.blob_guard import guard_blobs, share_gc_lock
 from registry.services.blobs import read_listed
 from registry.services.context import Registry
 from registry.services.evaluations import record_scores
@@ -65,10 +65,61 @@ def commit_version(
     """
     repo = parse_repo(repo_text)
     aliases = [check_alias(a) for a in req.aliases]
-    files = [FileEntry(f.path, f.size, f.sha256) for f in req.files]
     with unit_of_work(reg.sessions) as session:
         require_writer_of(session, principal, repo)
-        unusable = set(blobs_unusable(session, principal, [f.sha256 for f in files]))
+        unusable = set(blobs_unusable(session, principal, [f.sha256 for f in req.files]))
+    checked = _check(reg, req, aliases, unusable)
+    with unit_of_work(reg.sessions) as session:
+        guard_blobs(session, reg.store, [(f.path, f.sha256, f.size) for f in checked.files])
+        return _record(session, repo, checked, pushed_by, on_commit, principal)
+
+
+def commit_on_latest(
+    reg: Registry,
+    repo_text: str,
+    build: Callable[[Session], PushRequest],
+    pushed_by: str,
+    *,
+    principal: Principal,
+) -> PushResult:
+    """Record a version made from whatever version is latest: lock the repository, then `build`
+    the request (reading the latest in the session it is given), check and record it, all in one
+    transaction. Such commits to one repository are serialised by its lock (on SQLite, by the
+    single writer), so each applies to the one before it and none is refused for a race.
+
+    The checks read blobs under the lock, which `commit_version` avoids: this is for a commit that
+    must apply to the latest and already lost the optimistic race once (a Hub commit without
+    `parentCommit`), not a first try. Nothing is written on refusal.
+    """
+    repo = parse_repo(repo_text)
+    with unit_of_work(reg.sessions) as session:
+        require_writer_of(session, principal, repo)
+        # gc's lock before the repository's, the order commit_version takes them in: a commit
+        # waiting for this repository must not hold what a waiting gc run blocks us on.
+        share_gc_lock(session)
+        _lock_repository(session, repo)
+        req = build(session)
+        aliases = [check_alias(a) for a in req.aliases]
+        unusable = set(blobs_unusable(session, principal, [f.sha256 for f in req.files]))
+        checked = _check(reg, req, aliases, unusable)
+        guard_blobs(session, reg.store, [(f.path, f.sha256, f.size) for f in checked.files])
+        return _record(session, repo, checked, pushed_by, None, principal)
+
+
+class _Checked(NamedTuple):
+    """A push request whose stored files passed every push check."""
+
+    req: PushRequest
+    files: list[FileEntry]
+    aliases: list[str]
+    facts: AdapterFacts
+    digest: str
+
+
+def _check(reg: Registry, req: PushRequest, aliases: list[str], unusable: set[str]) -> _Checked:
+    """Every listed blob stored with its size and usable by the pusher, then every push check on
+    the stored bytes (the server is the authority)."""
+    files = [FileEntry(f.path, f.size, f.sha256) for f in req.files]
     for f in files:
         info = reg.store.stat(f.sha256)
         if info is None or info.size != f.size or f.sha256 in unusable:
@@ -78,48 +129,57 @@ def commit_version(
                 digest=f.sha256,
             )
     facts = inspect_files(files, lambda e, s, n: read_listed(reg.store, e.path, e.sha256, s, n), reg.limits)
-    digest = manifest_digest(files)
-    with unit_of_work(reg.sessions) as session:
-        guard_blobs(session, reg.store, [(f.path, f.sha256, f.size) for f in files])
-        link = link_and_check(
-            session, facts, req.base or facts.config.base_model_name_or_path, req.force, principal
-        )
-        repository = _lock_repository(session, repo)
-        latest = _latest(session, repository)
-        if latest is not None and latest.digest == digest:
-            for alias in aliases:
-                point_alias(session, repository, latest, alias)
-            session.flush()
-            result = _result(
-                session,
-                principal,
-                latest,
-                created=False,
-                detail=f"content equals {repo}:{latest.number}; no new version created",
-            )
-        else:
-            # Numbers come from the counter, never from the latest that exists: a deleted
-            # version's number is never given again.
-            repository.version_counter = max(repository.version_counter, repository.latest_version) + 1
-            repository.latest_version = repository.version_counter
-            version = _new_version(session, repository, digest, files, facts, req, pushed_by, link, principal)
-            for alias in aliases:
-                point_alias(session, repository, version, alias)
-            session.flush()
-            result = _result(
-                session, principal, version, created=True, detail=f"created {repo}:{version.number}"
-            )
-        audit.record(
+    return _Checked(req, files, aliases, facts, manifest_digest(files))
+
+
+def _record(
+    session: Session,
+    repo: RepoName,
+    checked: _Checked,
+    pushed_by: str,
+    on_commit: OnCommit | None,
+    principal: Principal,
+) -> PushResult:
+    """Inside the commit's transaction (its blobs guarded against gc): link the base, lock the
+    repository, and record a new version, or none when the content equals the latest."""
+    req, files, aliases, facts, digest = checked
+    link = link_and_check(
+        session, facts, req.base or facts.config.base_model_name_or_path, req.force, principal
+    )
+    repository = _lock_repository(session, repo)
+    latest = _latest(session, repository)
+    if latest is not None and latest.digest == digest:
+        for alias in aliases:
+            point_alias(session, repository, latest, alias)
+        session.flush()
+        result = _result(
             session,
             principal,
-            "push",
-            f"{repo}:{result.version}",
-            {"digest": result.digest, "created": result.created, "aliases": aliases},
-            repo=str(repo),
+            latest,
+            created=False,
+            detail=f"content equals {repo}:{latest.number}; no new version created",
         )
-        if on_commit is not None:
-            on_commit(session, result)
-        return result
+    else:
+        # Numbers come from the counter, never from the latest that exists: a deleted
+        # version's number is never given again.
+        repository.version_counter = max(repository.version_counter, repository.latest_version) + 1
+        repository.latest_version = repository.version_counter
+        version = _new_version(session, repository, digest, files, facts, req, pushed_by, link, principal)
+        for alias in aliases:
+            point_alias(session, repository, version, alias)
+        session.flush()
+        result = _result(session, principal, version, created=True, detail=f"created {repo}:{version.number}")
+    audit.record(
+        session,
+        principal,
+        "push",
+        f"{repo}:{result.version}",
+        {"digest": result.digest, "created": result.created, "aliases": aliases},
+        repo=str(repo),
+    )
+    if on_commit is not None:
+        on_commit(session, result)
+    return result
 
 
 def _lock_repository(session: Session, repo: RepoName) -> m.Repository:
