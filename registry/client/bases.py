@@ -10,7 +10,7 @@ from typing import Any
 from registry.client.interface import RegistryClient, TransferProgress
 from registry.client.transfer import upload_missing
 from registry.entities import BaseInfo, BaseNameInfo, BaseRegistration, FileInfo, ModuleInfo
-from registry.errors import BadRequest
+from registry.errors import BadRequest, Forbidden, NotFound
 from registry.formats.folder import hash_folder
 from registry.formats.model_folder import (
     ModelFacts,
@@ -119,8 +119,28 @@ def _meta_shapes(cfg: dict[str, Any]) -> dict[str, tuple[str, tuple[int, ...]]]:
 def resolve_push_base(
     client: RegistryClient, base: str | None, progress: TransferProgress | None
 ) -> str | None:
-    """`push --base PATH`: fingerprint the folder on the fly, register it, and link by fingerprint."""
+    """`push --base PATH` (and `fit PATH`): fingerprint the folder on the fly and link by
+    fingerprint, to a base of these weights the caller may read (the server prefers its own);
+    when there is none, a global admin registers one without a name, anyone else is told how to
+    register it under a name of theirs.
+
+    Raises:
+        Forbidden: no base the caller may read has these weights, and it may not register
+            nameless bases (the same answer whoever else registered them).
+    """
     if base is None or not Path(base).is_dir():
         return base
     facts = fingerprint_folder(Path(base), progress)
-    return client.register_base(registration(facts, [], None)).fingerprint
+    if facts.fingerprint is not None:
+        try:
+            return client.get_base(facts.fingerprint).fingerprint
+        except NotFound:
+            pass
+    try:
+        return client.register_base(registration(facts, [], None)).fingerprint
+    except Forbidden as err:
+        raise Forbidden(
+            f"no base you may read has the weights in {base}: register them under a name of yours "
+            f"first: adapters base add {base} --name <namespace>/<name>",
+            action="write",
+        ) from err

@@ -172,11 +172,15 @@ class BaseModel(Base):
     """A base model known by the content of its weights (fingerprint) and its structure."""
 
     __tablename__ = "base_models"
-    __table_args__ = (Index("ix_base_models_structure", "structure_signature"),)
+    __table_args__ = (
+        Index("ix_base_models_structure", "structure_signature"),
+        Index("ix_base_models_fingerprint", "fingerprint"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    fingerprint: Mapped[str | None] = mapped_column(String(71), unique=True)
-    """None for a base registered from config.json alone (structure only)."""
+    fingerprint: Mapped[str | None] = mapped_column(String(71))
+    """None for a base registered from config.json alone (structure only). Not unique: a fact about
+    bytes that no namespace owns; each may register the same weights under its own names."""
     structure_signature: Mapped[str] = mapped_column(String(71))
     architectures: Mapped[list[str]] = mapped_column(JSON)
     model_type: Mapped[str | None] = mapped_column(String(64))

@@ -7,7 +7,6 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from registry.access.checks import base_readable
 from registry.access.principal import Principal
 from registry.db import models as m
 from registry.formats.compatibility import (
@@ -43,15 +42,15 @@ def link_and_check(
     session: Session, facts: AdapterFacts, base_text: str | None, force: bool, principal: Principal
 ) -> BaseLink:
     """Find the base named by --base (name or fingerprint) or by adapter_config, then check the fit.
-    A base `principal` may not read is unknown to it, exactly as one that does not exist.
+    A base `principal` may not read is unknown to it, exactly as one that does not exist; a
+    fingerprint several bases share links to the pusher's own (a name it may write), else to one
+    it may read.
 
     Raises:
         FitRefused subclass (its code names the first problem; all problems listed) unless `force`.
     """
     modules = adapter_modules(facts.config, facts.tensors)
-    base = find_base(session, base_text) if base_text else None
-    if base is not None and not base_readable(session, principal, base.id):
-        base = None
+    base = find_base(session, base_text, principal) if base_text else None
     if base is None:
         return BaseLink(None, modules)
     view = base_view(session, base, reader=principal)

@@ -28,7 +28,6 @@ from registry.errors import (
     BaseNameTaken,
     BlobMissing,
     Forbidden,
-    NotFound,
     Unauthenticated,
     UnsafePath,
 )
@@ -51,14 +50,16 @@ def register_base(
     *,
     principal: Principal = OPERATOR,
 ) -> BaseInfo:
-    """Record a base (or add names to the one with the same fingerprint). Idempotent.
-    `on_commit` runs inside the same transaction (a worker's fenced job completion).
+    """Record a base, or add names to one `principal` may change that has the same fingerprint.
+    Idempotent. `on_commit` runs inside the same transaction (a worker's fenced job completion).
 
     Each name needs `principal` to write its namespace (`ns/x`), or to be a global admin (an
-    un-namespaced name); a registration without names (a nameless base), a global admin. When
-    the base already exists (same fingerprint), `principal` must also write every name it
-    already has before anything of it changes (names, manifest, lineage); one it may not read
-    is answered as not found. Uploaded files must be blobs it may read or uploaded itself."""
+    un-namespaced name); a registration without names (a nameless base), a global admin. A
+    fingerprint is a fact about bytes that no namespace owns: weights another namespace
+    registered are registered again as a base of the caller's own, and the answer tells nothing
+    of the other (`_existing`). Changing a base (a name again, with files or lineage) needs write
+    on every name it already has. Uploaded files must be blobs `principal` may read or uploaded
+    itself: storing the same bytes grants read on no other base that lists them."""
     with unit_of_work(reg.sessions) as session:
         for n in data.names:
             require_on_base_name(session, principal, "write", n.name)
@@ -75,16 +76,7 @@ def register_base(
         raise BadRequest(f"fingerprint {data.fingerprint!r} is not sha256:<hex>")
     with unit_of_work(reg.sessions) as session:
         guard_blobs(session, reg.store, [(f.path, f.sha256, f.size) for f in data.files or []])
-        row = None
-        if data.fingerprint is not None:
-            row = session.scalars(
-                select(m.BaseModel).where(m.BaseModel.fingerprint == data.fingerprint)
-            ).one_or_none()
-        if row is None:
-            for n in data.names:  # a structure-only base registered again under its name: update it
-                named = _by_name(session, n.name)
-                if named is not None and named.fingerprint is None and data.fingerprint is None:
-                    row = named
+        row = _existing(session, data, principal)
         fresh = row is None
         if row is None:
             row = _insert(session, data)
@@ -135,18 +127,58 @@ def _require_global_admin(p: Principal) -> None:
     raise Forbidden(f"{p.name} may not register a base without a name: give it one", action="write")
 
 
+def _existing(session: Session, data: BaseRegistration, p: Principal) -> m.BaseModel | None:
+    """The base a registration adds to, or None for a new one: the base one of its names already
+    names when that base has the same fingerprint (registered again; a structure-only base under
+    its name), else the first base with this fingerprint that `p` may change. Weights registered
+    by others (another namespace's base, one `p` may only read) stay theirs: `p` gets a base of
+    its own, and never learns whether they exist."""
+    for n in data.names:
+        named = _by_name(session, n.name)
+        if named is not None and named.fingerprint == data.fingerprint:
+            return named
+    if data.fingerprint is None:
+        return None
+    same = session.scalars(
+        select(m.BaseModel).where(m.BaseModel.fingerprint == data.fingerprint).order_by(m.BaseModel.id)
+    ).all()
+    return next((row for row in same if _may_change(session, p, row)), None)
+
+
+def _base_names(session: Session, base_id: int) -> list[str]:
+    return list(
+        session.scalars(
+            select(m.BaseName.name).where(m.BaseName.base_model_id == base_id).order_by(m.BaseName.name)
+        )
+    )
+
+
+def _may_change(session: Session, p: Principal, row: m.BaseModel) -> bool:
+    """Whether `p` may write every name the base has (a nameless base: a global admin)."""
+    names = _base_names(session, row.id)
+    if not names:
+        return global_admin(p, "write")
+    return all(may(p, "write", base_name_res(session, n)) for n in names)
+
+
 def _require_writer_of_base(session: Session, p: Principal, row: m.BaseModel, text: str) -> None:
     """Changing an existing base (adding a name, its files, its lineage) needs write on every
-    name it already has (a nameless one: global admin); one `p` may not read is not found."""
+    name it already has (a nameless one: global admin). `text` names it as the caller did; a
+    name of it in a namespace `p` may not read is not told."""
     if p.is_operator:
         return
     if not base_readable(session, p, row.id):
         raise base_not_found(text)
-    names = session.scalars(select(m.BaseName.name).where(m.BaseName.base_model_id == row.id)).all()
+    names = _base_names(session, row.id)
     if not names:
         _require_global_admin(p)
     for name in names:
-        require_on_base_name(session, p, "write", name)
+        res = base_name_res(session, name)
+        if may(p, "write", res):
+            continue
+        if may(p, "read", res):
+            require_on_base_name(session, p, "write", name)  # Forbidden, naming it
+        raise Forbidden(f"{p.name} may not change base {text!r}", action="write")
 
 
 def _namespace_of(names: list[str]) -> str | None:
@@ -187,18 +219,38 @@ def _by_name(session: Session, name: str) -> m.BaseModel | None:
     ).one_or_none()
 
 
-def find_base(session: Session, text: str) -> m.BaseModel | None:
-    """A base by fingerprint (sha256:...) or by one of its names; None when unknown."""
+def find_base(session: Session, text: str, reader: Principal | None = None) -> m.BaseModel | None:
+    """A base by fingerprint (sha256:...) or by one of its names; None when unknown.
+
+    With `reader`, only a base it may read (else None, as for an unknown one). Several bases may
+    share a fingerprint (each namespace registers the weights under its own names): the reader's
+    own (one with a name it may write) comes first, then any it may read; without `reader`, the
+    first registered."""
     bounds.check_text(text, "base", 4096)
-    if text.startswith("sha256:"):
-        return session.scalars(select(m.BaseModel).where(m.BaseModel.fingerprint == text)).one_or_none()
-    return _by_name(session, text)
+    if not text.startswith("sha256:"):
+        row = _by_name(session, text)
+        if row is None or reader is None or base_readable(session, reader, row.id):
+            return row
+        return None
+    same = session.scalars(
+        select(m.BaseModel).where(m.BaseModel.fingerprint == text).order_by(m.BaseModel.id)
+    ).all()
+    if reader is None or global_admin(reader, "read"):
+        return same[0] if same else None
+    readable = [row for row in same if base_readable(session, reader, row.id)]
+    own = (row for row in readable if _writes_a_name(session, reader, row))
+    return next(own, readable[0] if readable else None)
 
 
-def resolve_base(session: Session, text: str) -> m.BaseModel:
-    row = find_base(session, text)
+def _writes_a_name(session: Session, p: Principal, row: m.BaseModel) -> bool:
+    return any(may(p, "write", base_name_res(session, n)) for n in _base_names(session, row.id))
+
+
+def resolve_base(session: Session, text: str, reader: Principal | None = None) -> m.BaseModel:
+    """As `find_base`; NotFound when there is none (for `reader`: none it may read)."""
+    row = find_base(session, text, reader)
     if row is None:
-        raise NotFound(f"no registered base model {text!r}; register it with `adapters base add`", base=text)
+        raise base_not_found(text)
     return row
 
 
@@ -261,9 +313,7 @@ def base_info(
 def get_base(reg: Registry, text: str, *, principal: Principal = OPERATOR) -> BaseInfo:
     """A base by name or fingerprint; NotFound when unknown or not readable by `principal`."""
     with unit_of_work(reg.sessions) as session:
-        row = resolve_base(session, text)
-        if not base_readable(session, principal, row.id):
-            raise base_not_found(text)
+        row = resolve_base(session, text, principal)
         return base_info(session, row, with_files=True, reader=principal)
 
 
@@ -279,9 +329,7 @@ def list_bases(reg: Registry, *, principal: Principal = OPERATOR) -> list[BaseIn
 def get_base_layout(reg: Registry, text: str, *, principal: Principal = OPERATOR) -> BaseLayout:
     """A base with its config.json and module table (the planner's input); NotFound as get_base."""
     with unit_of_work(reg.sessions) as session:
-        row = resolve_base(session, text)
-        if not base_readable(session, principal, row.id):
-            raise base_not_found(text)
+        row = resolve_base(session, text, principal)
         rows = session.scalars(
             select(m.BaseModule).where(m.BaseModule.base_model_id == row.id).order_by(m.BaseModule.name)
         ).all()

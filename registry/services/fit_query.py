@@ -1,8 +1,9 @@
 """The fit query: which adapters fit this base? Answered from indexed columns, not adapter files.
 
-Tier exact: trained on these weights (linked to this base). Tier compatible: linked to another base
-with the same structure signature, or unlinked with every recorded module present in this base with
-matching in/out features.
+Tier exact: trained on these weights (linked to this base, or to another base of the same
+fingerprint: namespaces register the same weights each under its own names). Tier compatible: linked
+to another base with the same structure signature, or unlinked with every recorded module present in
+this base with matching in/out features. Either way only versions the caller may read.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
-from registry.access.checks import base_readable, readable
+from registry.access.checks import readable
 from registry.access.policy import readable_namespaces
 from registry.access.principal import OPERATOR, Principal
 from registry.db import models as m
@@ -37,7 +38,6 @@ from registry.entities import FitItem, FitQuery, FitRejection, FitResult
 from registry.services.base_link import base_shape_keys
 from registry.services.bases import base_info, base_view, readable_base_names, resolve_base
 from registry.services.context import Registry
-from registry.services.permissions import base_not_found
 from registry.services.qlora import QLORA_OK_VERDICTS, parse_variant
 
 EXPLAIN_LIMIT = 50
@@ -46,12 +46,18 @@ EXPLAIN_LIMIT = 50
 def _parts(tier: str, dialect: str) -> list[Select[int, str]]:
     """The versions that fit, as index-driven parts (no scan of all versions), each selecting
     (id, tier) from `versions` so that filters apply inside each part. Everything that varies is
-    a bind parameter: base_id, structure, shape_keys."""
+    a bind parameter: base_id, fingerprint ('' for a structure-only base: matches none), structure,
+    shape_keys."""
+    same_weights = select(m.BaseModel.id).where(
+        (m.BaseModel.id == bindparam("base_id")) | (m.BaseModel.fingerprint == bindparam("fingerprint"))
+    )
     exact = select(m.Version.id, literal("exact").label("tier")).where(
-        m.Version.base_model_id == bindparam("base_id")
+        m.Version.base_model_id.in_(same_weights)
     )
     same_structure = select(m.BaseModel.id).where(
-        m.BaseModel.structure_signature == bindparam("structure"), m.BaseModel.id != bindparam("base_id")
+        m.BaseModel.structure_signature == bindparam("structure"),
+        m.BaseModel.id != bindparam("base_id"),
+        m.BaseModel.fingerprint.is_(None) | (m.BaseModel.fingerprint != bindparam("fingerprint")),
     )
     linked = select(m.Version.id, literal("compatible").label("tier")).where(
         m.Version.base_model_id.in_(same_structure)
@@ -220,6 +226,7 @@ _STATEMENTS: dict[Shape, Select[Any]] = {}
 def _params(q: FitQuery, base: m.BaseModel, keys: list[str]) -> dict[str, Any]:
     params: dict[str, Any] = {
         "base_id": base.id,
+        "fingerprint": base.fingerprint or "",
         "structure": base.structure_signature,
         "shape_keys": keys,
         "limit": q.limit,
@@ -255,9 +262,7 @@ def fit(reg: Registry, q: FitQuery, *, principal: Principal = OPERATOR) -> FitRe
     """The versions that fit `q.base`, among those `principal` may read (a base it may not read is
     answered as unknown)."""
     with read_only(reg.sessions) as session:
-        base = resolve_base(session, q.base)
-        if not base_readable(session, principal, base.id):
-            raise base_not_found(q.base)
+        base = resolve_base(session, q.base, principal)
         keys, module_count = _shape_keys(reg, session, base.id)
         names = readable_namespaces(principal)
         shape = Shape.of(q, session.get_bind().dialect.name, restricted=names is not None)
@@ -330,7 +335,7 @@ def _explain(
         .where(not_(fits), visible)
         .order_by(m.Version.id.desc())
         .limit(EXPLAIN_LIMIT),
-        {k: params[k] for k in ("base_id", "structure", "shape_keys")},
+        {k: params[k] for k in ("base_id", "fingerprint", "structure", "shape_keys")},
     ).all()
     out = []
     for r in rows:
@@ -392,6 +397,7 @@ def fitting_params(
     keys, _ = _shape_keys(reg, session, base.id)
     params: dict[str, Any] = {
         "base_id": base.id,
+        "fingerprint": base.fingerprint or "",
         "structure": base.structure_signature,
         "shape_keys": keys,
         "task": task,

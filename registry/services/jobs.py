@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from registry.access.checks import base_readable, require
+from registry.access.checks import require
 from registry.access.policy import BaseNameRes, JobRes, global_admin, may
 from registry.access.principal import OPERATOR, Principal
 from registry.db import models as m
@@ -168,8 +168,9 @@ def check_job_access(session: Session, principal: Principal, params: object) -> 
     elif isinstance(params, ExportParams | Check4bitParams):
         ref = parse_ref(params.ref)
         require_reader_of(session, principal, ref.repo, params.ref)
-        base = find_base(session, params.base)
-        if base is not None and not base_readable(session, principal, base.id):
+        # Known (to anyone) but to none the submitter may read: unknown to it. Several bases may
+        # share a fingerprint; one it may read is the one the job gets.
+        if find_base(session, params.base) is not None and find_base(session, params.base, principal) is None:
             raise base_not_found(params.base)
         if isinstance(params, Check4bitParams):
             require_writer_of(session, principal, ref.repo)

@@ -144,8 +144,8 @@ def _root(g: _Graph, target: str) -> Item:
             node = g.version(v)
             assert node is not None
             return node, v
-    base = find_base(g.session, target)
-    if base is None or not (g.reader.is_operator or base_readable(g.session, g.reader, base.id)):
+    base = find_base(g.session, target, g.reader)
+    if base is None:
         raise NotFound(f"{target!r} is neither a version nor a registered base you may read", ref=target)
     node = g.base(base)
     assert node is not None
@@ -227,7 +227,8 @@ def _parents(g: _Graph, node_id: str, row: m.Version | m.BaseModel) -> list[Item
                     out.append((found[0], found[1]))
         fp = lineage.get("base_fingerprint")
         if isinstance(fp, str):
-            base = g.session.scalars(select(m.BaseModel).where(m.BaseModel.fingerprint == fp)).first()
+            # A base of these weights the reader may read, else one it is shown as hidden.
+            base = find_base(g.session, fp, g.reader) or find_base(g.session, fp)
             if base is None:
                 g.edge(
                     g.deleted(fp, lineage.get("base") if isinstance(lineage.get("base"), str) else None),

@@ -96,8 +96,9 @@ def _claim_holds(session: Session, lineage: dict[str, Any], edge: dict[str, Any]
     """Whether the parent an edge names exists and `pusher` may read it."""
     key = edge["parent_key"]
     if edge["kind"] == "export" and key == lineage.get("base_fingerprint"):
-        base_id = session.scalar(select(m.BaseModel.id).where(m.BaseModel.fingerprint == key))
-        return base_id is not None and base_readable(session, pusher, base_id)
+        # Several bases may share the fingerprint (one per namespace that registered the weights).
+        same = session.scalars(select(m.BaseModel.id).where(m.BaseModel.fingerprint == key))
+        return any(base_readable(session, pusher, base_id) for base_id in same)
     v, r = m.Version, m.Repository
     q = select(v.id).join(r, r.id == v.repository_id).where(v.digest == key)
     ref = None

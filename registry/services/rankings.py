@@ -11,7 +11,6 @@ from typing import Any
 from sqlalchemy import ColumnElement, Integer, Select, and_, bindparam, case, distinct, func, select, true
 from sqlalchemy.orm import Session
 
-from registry.access.checks import base_readable
 from registry.access.principal import OPERATOR, Principal
 from registry.db import models as m
 from registry.db.engine import read_only
@@ -27,7 +26,6 @@ from registry.services.bases import resolve_base
 from registry.services.comparison import MAX_COMPARE, MIN_COMPARE, compare
 from registry.services.context import Registry
 from registry.services.fit_query import fitting_params, fitting_subquery
-from registry.services.permissions import base_not_found
 
 DOMINATES_CAP = 20
 """Refs listed per front point; `dominated_count` counts them all."""
@@ -38,9 +36,7 @@ MAX_POINTS = 5000
 def _base_params(
     reg: Registry, session: Session, q: LeaderboardQuery | ParetoQuery, peft_type: str | None, p: Principal
 ) -> tuple[bool, dict[str, Any]]:
-    base = resolve_base(session, q.base)
-    if not base_readable(session, p, base.id):
-        raise base_not_found(q.base)
+    base = resolve_base(session, q.base, p)
     restricted, params = fitting_params(reg, session, base, task=q.task, peft_type=peft_type, principal=p)
     params.update(rank_metric=q.metric, rank_dataset=q.dataset, rank_split=q.split)
     return restricted, params
@@ -343,9 +339,7 @@ def common_metrics(
         NotFound: the base is unknown or `principal` may not read it.
     """
     with read_only(reg.sessions) as session:
-        row = resolve_base(session, base)
-        if not base_readable(session, principal, row.id):
-            raise base_not_found(base)
+        row = resolve_base(session, base, principal)
         restricted, params = fitting_params(reg, session, row, task=task, peft_type=None, principal=principal)
         stmt = _metrics_statement(session.get_bind().dialect.name, restricted, bool(task))
         rows = session.connection().execute(stmt, params).all()
