@@ -17,6 +17,8 @@ Scenarios:
 - commit:  one Hub commit of 150,000 inline files (the probe's: 8.6 s, +380 MB never given back);
 - header:  a push of the widest adapter header accepted (ADAPTER_TENSORS_MAX tensors), and one of
            100,000 empty modules (the probe's: 50 s in the commit transaction);
+- body:    an anonymous /v1 push whose JSON body is 64 MiB of zeros (parsed on the event loop
+           before issue 21: 1.7 s for 60 MB);
 - trickle: 16 uploads from Mallory sending one byte every 5 s, while Alice PUTs 100 bytes and a Hub
            LFS object (the probe's: Alice waited 35 s).
 Traffic goes to 127.0.0.1 only, bounded in count and time.
@@ -182,6 +184,19 @@ def hub_commit(http: httpx.Client, files: int) -> Run:
     )
 
 
+def zeros_body(url: str) -> Run:
+    """An anonymous push of ADAPTERS_MAX_REQUEST_BYTES (64 MiB) of JSON: a 30M-element array."""
+    body = b'{"files":[],"lineage":[' + b"0," * (32 * MIB - 16) + b"0]}"
+    return lambda: answer(
+        httpx.post(
+            f"{url}/v1/repos/evil/x/versions",
+            content=body,
+            headers={"content-type": "application/json"},
+            timeout=600,
+        )
+    )
+
+
 def trickle(url: str, port: int, mallory: str, alice: str) -> str:
     """16 of Mallory's uploads at one byte every 5 s while Alice uploads through /v1 and the Hub."""
     socks = []
@@ -250,7 +265,7 @@ def answer(resp: httpx.Response) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--database-url", help="default: SQLite in a temporary ADAPTERS_HOME")
-    ap.add_argument("--only", default="batch,commit,header,trickle")
+    ap.add_argument("--only", default="batch,commit,header,body,trickle")
     args = ap.parse_args()
     wanted = set(args.only.split(","))
     home = Path(tempfile.mkdtemp(prefix="abuse-"))
@@ -295,6 +310,7 @@ def main() -> None:
                 "push, 100,000 empty modules",
                 lambda: push(http, "evil/empty", lora_file(100_000, True)),
             ),
+            ("body", "anonymous 64 MiB JSON body", lambda: zeros_body(url)),
             ("trickle", "16 trickling uploads", lambda: lambda: trickle(url, port, mallory, alice)),
         ]
         for key, name, prepare in scenarios:

@@ -332,6 +332,24 @@ def _empty_lora(modules: int, with_data: bool = False) -> bytes:
     return struct.pack("<Q", len(raw)) + raw
 
 
+def _lora(modules: int) -> bytes:
+    """A safetensors file of `modules` rank-8 q_proj LoRA modules of width 4 (zeros)."""
+    header: dict[str, Any] = {}
+    offset = 0
+    for i in range(modules):
+        prefix = f"base_model.model.layers.{i}.q_proj"
+        for kind, shape in (("lora_A", [8, 4]), ("lora_B", [4, 8])):
+            header[f"{prefix}.{kind}.weight"] = {
+                "dtype": "F32",
+                "shape": shape,
+                "data_offsets": [offset, offset + 128],
+            }
+            offset += 128
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw + bytes(offset)
+
+
 def _push(http: httpx.Client, repo: str, files: dict[str, bytes]) -> httpx.Response:
     listed = []
     for path, data in files.items():
@@ -394,3 +412,52 @@ def test_adapter_headers_hold_bounded_non_empty_modules(
         and f"exceeds the cap of {ADAPTER_HEADER_BYTES}" in refused.json()["detail"]
     )
     assert http.get("/v1/versions").json()["items"] == []
+
+
+# ---------------------------------------------------------------- bodies off the event loop
+def test_every_v1_route_parses_its_json_body_off_the_event_loop(
+    headers_server: tuple[ServerThread, Registry],
+) -> None:
+    """FastAPI parses a JSON body on the event loop before any dependency runs, so anyone could
+    hold every request with one large body (60 MB of zeros: 1.7 s). Every /v1 route is an ApiRoute,
+    whose requests parse large bodies on a thread; one such body is parsed and validated as before:
+    a 2 MB push of many files commits, and 16 MB of zeros sent anonymously is a validation error."""
+    from fastapi.routing import APIRoute
+
+    from registry.api.bodies import INLINE_PARSE_BYTES, ApiRoute
+
+    srv, reg = headers_server
+    routes = [r for r in _routes(srv.app.routes) if isinstance(r, APIRoute) and r.path.startswith("/v1")]  # type: ignore[attr-defined]
+    assert routes and all(isinstance(r, ApiRoute) for r in routes), [
+        r.path for r in routes if not isinstance(r, ApiRoute)
+    ]
+
+    _, alice = _writer(reg, "alice", "acme")
+    http = _client(srv, alice)
+    files = {"adapter_config.json": json.dumps(LORA_CONFIG).encode(), "adapter_model.safetensors": _lora(2)}
+    files |= {f"docs/{'page-' * 20}{i}.md": f"# page {i}\n".encode() for i in range(800)}
+    for data in files.values():
+        assert http.put(f"/v1/blobs/{_digest(data)}", content=data).status_code == 201
+    listed = [{"path": p, "size": len(d), "sha256": _digest(d)} for p, d in files.items()]
+    body = json.dumps({"files": listed}).encode()
+    assert len(body) > INLINE_PARSE_BYTES
+    pushed = http.post(
+        f"/v1/repos/{REPO}/versions", content=body, headers={"content-type": "application/json"}
+    )
+    assert pushed.status_code == 201, pushed.text
+    assert len(pushed.json()["info"]["files"]) == len(files)
+
+    zeros = b'{"files":[],"lineage":[' + b"0," * (8 * 1024**2 - 1) + b"0]}"
+    refused = _client(srv).post(
+        f"/v1/repos/{REPO}/versions", content=zeros, headers={"content-type": "application/json"}
+    )
+    assert refused.status_code == 422 and refused.json()["code"] == "validation_error", refused.text
+
+
+def _routes(routes: list[Any]) -> list[Any]:
+    """Every route, those of included routers too (FastAPI includes routers as they are)."""
+    out = []
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        out += _routes(included.routes) if included is not None else [route]
+    return out

@@ -16,11 +16,12 @@ from pydantic import BaseModel, Field
 from registry.access import accounts
 from registry.access.entities import GrantInfo, NamespaceInfo, TokenInfo, UserInfo, WhoAmI
 from registry.access.principal import Role
+from registry.api.bodies import ApiRoute
 from registry.api.deps import PrincipalDep, RegistryDep
 from registry.bounds import INT32_MAX, LABEL_LEN
 from registry.errors import BadRequest, Unauthenticated
 
-router = APIRouter(prefix="/v1", tags=["access"])
+router = APIRouter(prefix="/v1", tags=["access"], route_class=ApiRoute)
 TokenId = Annotated[int, Path(ge=1, le=INT32_MAX)]
 MAX_TOKEN_LIFETIME_S = 100 * 365 * 86400
 MAX_TOKEN_NAMESPACES = 256

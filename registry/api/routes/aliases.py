@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from registry.api.bodies import ApiRoute
 from registry.api.deps import PrincipalDep, RegistryDep
 from registry.bounds import INT32_MAX
 from registry.entities import AliasInfo
@@ -12,7 +13,7 @@ from registry.errors import BadRequest
 from registry.refs import Ref, parse_ref, parse_repo
 from registry.services import aliases
 
-router = APIRouter(prefix="/v1/repos/{namespace}/{name}/aliases", tags=["aliases"])
+router = APIRouter(prefix="/v1/repos/{namespace}/{name}/aliases", tags=["aliases"], route_class=ApiRoute)
 
 
 class AliasTarget(BaseModel):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from registry.api.bodies import ApiRoute
 from registry.api.deps import PrincipalDep, RegistryDep
 from registry.entities import BaseInfo, BaseLayout, BaseRegistration, FitQuery, FitResult
 from registry.services import bases
 from registry.services.fit_query import fit as find_fits
 
-router = APIRouter(prefix="/v1", tags=["bases"])
+router = APIRouter(prefix="/v1", tags=["bases"], route_class=ApiRoute)
 
 
 @router.post("/bases", status_code=201)

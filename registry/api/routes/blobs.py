@@ -9,6 +9,7 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 from pydantic import BaseModel
 
 from registry.access.checks import require_writer
+from registry.api.bodies import ApiRoute
 from registry.api.deps import PrincipalDep, RegistryDep, SettingsDep
 from registry.api.ranges import parse_range
 from registry.api.uploads import UploadSlots
@@ -17,7 +18,7 @@ from registry.errors import BadRequest, NotFound, PushTooLarge
 from registry.services.blobs import missing_for, require_readable, upload_as
 from storage import check_digest
 
-router = APIRouter(prefix="/v1/blobs", tags=["blobs"])
+router = APIRouter(prefix="/v1/blobs", tags=["blobs"], route_class=ApiRoute)
 
 
 class DigestList(BaseModel):

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
+from registry.api.bodies import ApiRoute
 from registry.api.deps import PrincipalDep, RegistryDep
 from registry.bounds import INT32_MAX
 from registry.entities import (
@@ -24,9 +25,9 @@ from registry.entities import (
 from registry.refs import Ref, parse_ref, parse_repo
 from registry.services import evaluations, lineage, rankings
 
-evals_router = APIRouter(prefix="/v1", tags=["evaluations"])
-rankings_router = APIRouter(prefix="/v1", tags=["rankings"])
-lineage_router = APIRouter(prefix="/v1", tags=["lineage"])
+evals_router = APIRouter(prefix="/v1", tags=["evaluations"], route_class=ApiRoute)
+rankings_router = APIRouter(prefix="/v1", tags=["rankings"], route_class=ApiRoute)
+lineage_router = APIRouter(prefix="/v1", tags=["lineage"], route_class=ApiRoute)
 routers = (evals_router, rankings_router, lineage_router)
 
 Number = Annotated[int, Path(ge=1, le=INT32_MAX)]

@@ -8,12 +8,13 @@ from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import text
 
+from registry.api.bodies import ApiRoute
 from registry.api.deps import RegistryDep
 from registry.db.engine import current_revision
 from registry.db.revisions import head_revision
 from registry.errors import ServerUnavailable
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=ApiRoute)
 log = logging.getLogger("registry.api")
 
 

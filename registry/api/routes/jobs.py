@@ -6,13 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
+from registry.api.bodies import ApiRoute
 from registry.api.deps import PrincipalDep, RegistryDep
 from registry.bounds import INT32_MAX
 from registry.errors import BadRequest
 from registry.jobspec import JobInfo, JobRequest, JobStatus
 from registry.services import jobs
 
-router = APIRouter(prefix="/v1", tags=["jobs"])
+router = APIRouter(prefix="/v1", tags=["jobs"], route_class=ApiRoute)
 JobId = Annotated[int, Path(ge=1, le=INT32_MAX)]
 
 

@@ -8,13 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
+from registry.api.bodies import ApiRoute
 from registry.api.deps import PrincipalDep, RegistryDep
 from registry.bounds import INT32_MAX
 from registry.entities import AuditEventInfo, AuditFilter, DeleteResult, GcReport, Page
 from registry.refs import Ref, parse_repo
 from registry.services import audit, gc, lifecycle
 
-router = APIRouter(prefix="/v1", tags=["lifecycle"])
+router = APIRouter(prefix="/v1", tags=["lifecycle"], route_class=ApiRoute)
 
 
 @router.delete("/repos/{namespace}/{name}/versions/{number}")

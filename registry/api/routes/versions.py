@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
+from registry.api.bodies import ApiRoute
 from registry.api.deps import PrincipalDep, RegistryDep
 from registry.bounds import INT32_MAX
 from registry.entities import (
@@ -22,7 +23,7 @@ from registry.entities import (
 from registry.refs import Ref, parse_ref, parse_repo
 from registry.services import queries, versions
 
-router = APIRouter(prefix="/v1", tags=["versions"])
+router = APIRouter(prefix="/v1", tags=["versions"], route_class=ApiRoute)
 
 
 @router.post("/repos/{namespace}/{name}/versions", status_code=201)
