@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 
 from registry.access.checks import require_writer
 from registry.access.principal import Principal
+from registry.api.bodies import INLINE_PARSE_BYTES
 from registry.api.deps import PrincipalDep, RegistryDep, SettingsDep
 from registry.api.hub.common import RepoIdDep, hub_route
 from registry.api.hub.errors import HubRoute, hub_error_response
@@ -69,14 +70,9 @@ def read_json(raw: bytes, where: str) -> Any:
     return loads_strict(raw, where, BadRequest, storable=False)
 
 
-SMALL_BODY = 64 * 1024
-"""Bodies up to this size are parsed on the event loop; larger ones (a preupload of thousands of
-files) on a thread."""
-
-
 async def _json(request: Request) -> dict[str, Any]:
     raw = await request.body()
-    if len(raw) <= SMALL_BODY:
+    if len(raw) <= INLINE_PARSE_BYTES:  # the rule of /v1's bodies (registry/api/bodies.py)
         body = read_json(raw, "the body")
     else:
         body = await anyio.to_thread.run_sync(read_json, raw, "the body")
