@@ -136,9 +136,11 @@ def _incoming_id(scope: Scope) -> str | None:
 def _is_blob_upload(scope: Scope) -> bool:
     # Blob bodies are capped by ADAPTERS_MAX_PUSH_BYTES in their route, before they are read
     # (the Hub protocol's one-time LFS upload URLs too: registry/api/hub/write.py).
-    return scope.get("method") == "PUT" and str(scope.get("path", "")).startswith(
-        ("/v1/blobs/", "/api/lfs-upload/")
-    )
+    # Xet's xorbs too: capped by formats/xet.py MAX_XORB_BYTES in their route (registry/api/hub/xet).
+    path = str(scope.get("path", ""))
+    if scope.get("method") == "POST" and path.startswith("/api/xet-cas/v1/xorbs/"):
+        return True
+    return scope.get("method") == "PUT" and path.startswith(("/v1/blobs/", "/api/lfs-upload/"))
 
 
 def _framing_problem(scope: Scope, max_body_bytes: int) -> RegistryError | None:

@@ -1,6 +1,6 @@
 """The Hub protocol's write path: `create_repo`, `preupload`, the LFS batch API (basic and
 multipart transfers to one-time upload URLs) and `commit`, as huggingface_hub calls them with
-HF_HUB_DISABLE_XET=1. A thin translation onto `registry.services.hub_write` / `hub_lfs`.
+HF_HUB_DISABLE_XET=1 (Xet uploads: registry/api/hub/xet). A thin translation onto `registry.services.hub_write` / `hub_lfs`.
 
 Every call but the uploads to signed URLs acts as the caller's token (HF_TOKEN, sent as Bearer) and
 needs write on the repository's namespace. The upload URLs carry no credentials (the client sends
@@ -34,11 +34,10 @@ from registry.errors import (
     RegistryError,
     UploadUrlRefused,
     ValidationFailed,
-    XetNotSupported,
 )
 from registry.services import hub, hub_lfs, hub_write
 from registry.services.context import Registry
-from registry.services.hub_lfs import XET_HINT, PartStore, Signer, Uploader
+from registry.services.hub_lfs import PartStore, Signer, Uploader
 from storage.base import Readable
 
 T = TypeVar("T")
@@ -47,7 +46,6 @@ UPLOAD_PREFIX = "/api/lfs-upload"
 """Where one-time upload URLs point (PUT bodies there are capped by ADAPTERS_MAX_PUSH_BYTES, not
 the request cap: registry/api/guard.py)."""
 LFS_JSON = "application/vnd.git-lfs+json"
-XET_HINT_PATH = "/api/xet-is-not-supported/set-HF_HUB_DISABLE_XET=1-to-upload"
 
 
 def _signer(request: Request, settings: Settings) -> Signer:
@@ -147,21 +145,6 @@ async def preupload(
         ],
         "commitOid": None,
     }
-
-
-@hub_route(router, "/xet-write-token/{revision:path}", prefix="/api/models")
-@hub_route(router, "/xet-read-token/{revision:path}", prefix="/api/models")
-def xet_token(revision: str, repo: RepoIdDep) -> Response:
-    """hf_xet asks for a Xet token first when HF_HUB_DISABLE_XET is not set (huggingface_hub 2.x
-    asks the server nothing before choosing Xet). hf_xet shows neither X-Error-Message nor the body
-    of an error, only the URL that failed: so the answer is a redirect to a URL that says what to do,
-    which then fails with the message for clients that do read it."""
-    return Response(status_code=307, headers={"Location": XET_HINT_PATH})
-
-
-@router.get(XET_HINT_PATH, include_in_schema=False)
-def xet_hint() -> None:
-    raise XetNotSupported(XET_HINT)
 
 
 @hub_route(router, ".git/info/lfs/objects/batch", methods=("POST",))

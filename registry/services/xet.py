@@ -1,0 +1,273 @@
+"""The server side of Xet uploads (huggingface_hub 2.x with hf_xet, the default install): CAS
+tokens, verified xorbs, and shards whose files become the registry's usual sha256 blobs, so that
+the commit that follows (`hub_write.commit`, lfsFile entries named by sha256) runs unchanged.
+
+- A CAS token is an HMAC (the server's key, as the LFS upload URLs) over who asked (user and token
+  ids), the repository, the scope (read or write) and its expiry. Each CAS call acts as that user
+  with today's rights narrowed as their token (`Uploader.principal`), and a write call needs write
+  on the token's repository again: a revoked token or a lost grant stops the next call.
+- A xorb is accepted only when its chunks, decompressed and hashed, rebuild the hash it is
+  uploaded under (and its footer lists the same chunks). Xorbs are kept, content-addressed, in
+  `$ADAPTERS_HOME/xet/xorbs` (beside the blob store; several replicas need a shared home).
+- A shard's files are checked against the xorbs they name (each term's verification hash over the
+  stored chunk hashes, its length, the file's Xet hash over all its chunks); each file is then
+  rebuilt from the xorbs, its sha256 checked against the shard's metadata, and stored through
+  `blobs.upload_as`, which records the uploader's proof of possession. The chunk hashes a term's
+  verification hash is computed from are never disclosed by the registry (no xorb is served), so
+  a valid term is proof that the client holds those chunks, Xet's own rule for deduplicated ranges.
+- The global dedupe query answers 404 (nothing to dedupe against): the client still dedupes within
+  an upload and against its local cache of what it uploaded before; a chunk index that answers
+  only with xorbs of versions the caller may read is left for later, as is reclaiming xorbs in gc.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import secrets
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from registry.access.principal import Principal
+from registry.errors import BadRequest, Forbidden, PushTooLarge, Unauthenticated
+from registry.formats import xet as fmt
+from registry.services import hub
+from registry.services.blobs import missing_for, upload_as
+from registry.services.context import Registry
+from registry.services.hub_lfs import Signer, Uploader
+
+TOKEN_TTL_S = 900
+"""A CAS token lives 15 minutes; hf_xet asks the token route again before it expires."""
+SCOPES = ("read", "write")
+
+
+@dataclass(frozen=True)
+class CasToken:
+    uploader: Uploader
+    repo: str
+    scope: str
+    expires: int
+
+
+class CasTokens:
+    """Issues and checks CAS tokens: `xet.<base64url JSON claims>.<HMAC-SHA256 hex>`."""
+
+    def __init__(self, key: bytes, ttl_s: int = TOKEN_TTL_S) -> None:
+        self._signer = Signer(key + b"\nxet-cas", ttl_s)
+
+    def issue(self, principal: Principal, repo: str, scope: str) -> tuple[str, int]:
+        who = Uploader.of(principal)
+        exp = self._signer.expiry()
+        claims = {"u": who.fields[0], "t": who.fields[1], "r": repo, "s": scope, "e": exp}
+        body = base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode()).decode()
+        return f"xet.{body}.{self._signer.sign(exp, body)}", exp
+
+    def check(self, token: str, scope: str) -> CasToken:
+        """The claims of a token this server issued, unexpired, with at least `scope`.
+
+        Raises:
+            Unauthenticated: not a token of this server, or expired (hf_xet then asks for a new one).
+            Forbidden: a read token used to write.
+        """
+        try:
+            prefix, body, sig = token.split(".")
+            claims = json.loads(base64.urlsafe_b64decode(body.encode()))
+            exp = int(claims["e"])
+            ok = prefix == "xet" and secrets.compare_digest(self._signer.sign(exp, body), sig)
+            who = Uploader(
+                int(claims["u"]) if claims["u"] else None, int(claims["t"]) if claims["t"] else None
+            )
+            repo, granted = str(claims["r"]), str(claims["s"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise Unauthenticated("not a CAS token this registry issued") from err
+        if not ok:
+            raise Unauthenticated("not a CAS token this registry issued")
+        if exp < time.time():
+            raise Unauthenticated("the CAS token has expired; ask the xet token route for a new one")
+        if scope == "write" and granted != "write":
+            raise Forbidden("a read CAS token cannot upload; ask for a xet-write-token", action="write")
+        return CasToken(who, repo, granted, exp)
+
+
+def issue(
+    reg: Registry, tokens: CasTokens, principal: Principal, repo_id: str, scope: str
+) -> tuple[str, int]:
+    """A CAS token for `repo_id`, once `principal` may write it (write scope) or read it (read).
+
+    Raises:
+        Unauthenticated, Forbidden, RepoNotFound: as the Hub's write (or read) path.
+    """
+    if scope == "write":
+        hub.check_write(reg, principal, repo_id)
+    else:
+        hub.list_refs(reg, repo_id, principal)
+    return tokens.issue(principal, repo_id, scope)
+
+
+def writer(reg: Registry, token: CasToken) -> Principal:
+    """The principal a write token acts as, with write on its repository checked today."""
+    principal = token.uploader.principal(reg)
+    hub.check_write(reg, principal, token.repo)
+    return principal
+
+
+class XorbStore:
+    """Verified xorbs, one file each under `root/<2 hex>/<hash hex>`, written atomically."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, xorb: bytes) -> Path:
+        name = fmt.to_hex(xorb)
+        return self.root / name[:2] / name
+
+    def has(self, xorb: bytes) -> bool:
+        return self.path(xorb).is_file()
+
+    def read(self, xorb: bytes) -> bytes:
+        try:
+            return self.path(xorb).read_bytes()
+        except FileNotFoundError as err:
+            raise BadRequest(f"xorb {fmt.to_hex(xorb)} was not uploaded: upload it before the shard") from err
+
+    def put(self, hash_hex: str, data: bytes) -> bool:
+        """Verify and keep a xorb; False when it was held already (not an error).
+
+        Raises:
+            BadRequest: malformed, or its chunks do not hash to `hash_hex`.
+        """
+        try:
+            expected = fmt.from_hex(hash_hex)
+            if self.has(expected):
+                return False
+            parsed = fmt.parse_xorb(data, expected)
+        except fmt.XetFormatError as err:
+            raise BadRequest(f"xorb refused: {err}") from err
+        final = self.path(expected)
+        # The index first: a xorb file present means its index is.
+        _write_atomically(final.with_suffix(".idx"), fmt.pack_index(parsed))
+        _write_atomically(final, data)
+        return True
+
+    def index(self, xorb: bytes) -> fmt.Xorb:
+        """The chunk list of a stored xorb (from the index written when it was verified)."""
+        if not self.has(xorb):
+            self.read(xorb)  # raises: not uploaded
+        return fmt.unpack_index(xorb, self.path(xorb).with_suffix(".idx").read_bytes())
+
+
+def _write_atomically(final: Path, data: bytes) -> None:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".upload-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+class _Index:
+    """Stored xorbs' chunk lists, read once per shard."""
+
+    def __init__(self, store: XorbStore) -> None:
+        self.store = store
+        self._index: dict[bytes, fmt.Xorb] = {}
+        self._last: tuple[bytes, bytes] | None = None
+
+    def xorb(self, xorb: bytes) -> fmt.Xorb:
+        if xorb not in self._index:
+            self._index[xorb] = self.store.index(xorb)
+        return self._index[xorb]
+
+    def data(self, xorb: bytes) -> bytes:
+        if self._last is None or self._last[0] != xorb:
+            self._last = (xorb, self.store.read(xorb))
+        return self._last[1]
+
+
+def put_shard(
+    reg: Registry, store: XorbStore, principal: Principal, data: bytes, max_bytes: int, tmp: Path
+) -> int:
+    """Check a shard against the stored xorbs and store each of its files as a sha256 blob (as
+    `principal`, whose proof is recorded). Nothing is stored unless every file checks out.
+
+    Returns:
+        1 (the spec's SyncPerformed).
+    Raises:
+        BadRequest: malformed, a xorb not uploaded, a term or file hash that does not match, a
+            file without its sha256 (the commit names files by it).
+        PushTooLarge: a file over ADAPTERS_MAX_PUSH_BYTES.
+    """
+    try:
+        shard = fmt.parse_shard(data)
+    except fmt.XetFormatError as err:
+        raise BadRequest(f"shard refused: {err}") from err
+    index = _Index(store)
+    for cas in shard.xorbs:
+        held = index.xorb(cas.xorb)
+        if [(h, s) for h, _, s in cas.chunks] != held.chunks:
+            raise BadRequest(f"shard refused: xorb {fmt.to_hex(cas.xorb)} holds other chunks than it lists")
+    for f in shard.files:
+        _check_file(index, f, max_bytes)
+    for f in shard.files:
+        assert f.sha256 is not None  # _check_file
+        digest = "sha256:" + fmt.to_hex(f.sha256)  # stored as a Xet hash: its string form is the hex
+        if not missing_for(reg, principal, [digest]):
+            continue  # held, and the uploader may use it already
+        _materialise(reg, index, principal, f, digest, tmp)
+    return 1
+
+
+def _check_file(index: _Index, f: fmt.FileInfo, max_bytes: int) -> None:
+    name = fmt.to_hex(f.hash)
+    if f.sha256 is None:
+        raise BadRequest(f"shard refused: file {name} carries no sha256 (a commit names files by it)")
+    if f.size > max_bytes:
+        raise PushTooLarge(
+            f"a file of {f.size} bytes; the limit is {max_bytes} (ADAPTERS_MAX_PUSH_BYTES)",
+            size=f.size,
+            limit=max_bytes,
+        )
+    chunks: list[tuple[bytes, int]] = []
+    for t in f.terms:
+        if t.verification is None:
+            raise BadRequest(f"shard refused: file {name} has no verification entries")
+        held = index.xorb(t.xorb)
+        if t.end > len(held.chunks):
+            raise BadRequest(f"shard refused: file {name} names chunks past the end of a xorb")
+        part = held.chunks[t.start : t.end]
+        if fmt.verification_hash([h for h, _ in part]) != t.verification or sum(s for _, s in part) != t.size:
+            raise BadRequest(f"shard refused: file {name}: a term does not match the chunks it names")
+        chunks.extend(part)
+    if fmt.file_hash(chunks) != f.hash:
+        raise BadRequest(f"shard refused: file {name} is not the hash of its chunks")
+
+
+def _materialise(
+    reg: Registry, index: _Index, principal: Principal, f: fmt.FileInfo, digest: str, tmp: Path
+) -> None:
+    """Rebuild the file from its xorbs into a temporary file, check its sha256, store it."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=tmp, prefix="file-")
+    h = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for t in f.terms:
+                held = index.xorb(t.xorb)
+                data = index.data(t.xorb)
+                for _, raw in fmt.iter_chunks(data, held.offsets[t.start], held.offsets[t.end]):
+                    h.update(raw)
+                    out.write(raw)
+        if h.hexdigest() != digest.split(":", 1)[1]:
+            raise BadRequest(f"shard refused: file {fmt.to_hex(f.hash)} does not have the sha256 it names")
+        with open(name, "rb") as src:
+            upload_as(reg, principal, src, digest, f.size)
+    finally:
+        Path(name).unlink(missing_ok=True)
