@@ -45,6 +45,28 @@ if TYPE_CHECKING:
 @click.option(
     "--force", is_flag=True, help="Push even if the adapter does not fit its known base (recorded)."
 )
+@click.option(
+    "--include",
+    multiple=True,
+    metavar="GLOB",
+    help="Take files matching GLOB (gitignore syntax) even where a skip rule matches; repeatable.",
+)
+@click.option(
+    "--exclude",
+    multiple=True,
+    metavar="GLOB",
+    help="Skip files matching GLOB (gitignore syntax); repeatable.",
+)
+@click.option(
+    "--ignore-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Skip what this gitignore-syntax file lists (default: FOLDER/.adaptersignore when present).",
+)
+@click.option(
+    "--all-checkpoints",
+    is_flag=True,
+    help="Push each FOLDER/checkpoint-N as a version, in step order (aliases and --eval go to the last).",
+)
 @json_option
 @with_client
 def push(
@@ -57,17 +79,24 @@ def push(
     aliases: tuple[str, ...],
     message: str | None,
     force: bool,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    ignore_file: Path | None,
+    all_checkpoints: bool,
     as_json: bool,
 ) -> None:
-    """Validate FOLDER (a PEFT adapter) and push it as a new version of REPO (namespace/name)."""
+    """Validate FOLDER (a PEFT adapter, a Trainer output_dir or one of its checkpoint-N folders) and
+    push it as a new version of REPO (namespace/name).
+
+    Training artefacts (training_args.bin, optimizer and scheduler states, checkpoint-*/, runs/,
+    wandb/, .git) are skipped and listed; trainer_state.json's evaluations and facts are recorded.
+    """
     from registry.client.bases import resolve_push_base
-    from registry.client.transfer import push_folder
+    from registry.client.transfer import push_checkpoints, push_folder
+    from registry.formats.selection import Rules
 
     progress = RichProgress(not as_json)
-    result = push_folder(
-        client,
-        folder,
-        repo,
+    options: dict[str, Any] = dict(
         base=resolve_push_base(client, base, progress),
         force=force,
         task=task,
@@ -75,8 +104,12 @@ def push(
         aliases=list(aliases),
         message=message,
         progress=progress,
+        rules=Rules(include=include, exclude=exclude, ignore_file=ignore_file),
     )
-    emit(result, as_json, render.pushed)
+    if all_checkpoints:
+        emit(push_checkpoints(client, folder, repo, **options), as_json, render.pushed_all)
+    else:
+        emit(push_folder(client, folder, repo, **options), as_json, render.pushed)
 
 
 @click.command(name="pull")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from cli.output import console, err_console, human_bytes, say
@@ -36,6 +37,39 @@ def rows(items: list[tuple[str, Any]], width: int) -> None:
 def pushed(result: PushResult) -> None:
     mark = "[green]pushed[/green]" if result.created else "[yellow]unchanged[/yellow]"
     say(f"{mark} {result.repo}:{result.version} {result.digest}  ({result.detail})")
+    for s in result.skipped:
+        count = f", {s.files} files" if s.path.endswith("/") else ""
+        say(f"  skipped {escape(s.path)}  ({escape(s.reason)}{count})")
+    for path, source in result.borrowed.items():
+        say(f"  {escape(path)} taken from {escape(source)}")
+    if result.created and result.info.training:
+        say(f"  training: {training_line(result.info.training)}")
+
+
+def pushed_all(results: list[PushResult]) -> None:
+    """`push --all-checkpoints`: one block per checkpoint, in step order."""
+    for result in results:
+        pushed(result)
+
+
+def training_line(facts: dict[str, Any]) -> str:
+    """The training facts of a version in one line (formats/training.py's keys)."""
+    names = {
+        "global_step": "step",
+        "epoch": "epoch",
+        "best_metric": "best metric",
+        "best_model_checkpoint": "best checkpoint",
+        "learning_rate": "lr",
+        "train_batch_size": "batch",
+        "per_device_train_batch_size": "batch/device",
+        "reported_scores": "eval records",
+    }
+    parts = [
+        f"{label} {facts[key]:g}" if isinstance(facts[key], float) else f"{label} {facts[key]}"
+        for key, label in names.items()
+        if key in facts
+    ]
+    return escape(", ".join(parts) or "-")
 
 
 def pulled(doc: dict[str, Any]) -> None:
@@ -82,6 +116,8 @@ def version(v: VersionInfo) -> None:
     for e in v.evals:
         where = f" ({e.dataset}{':' + e.split if e.split else ''})" if e.dataset else ""
         lines.append(("eval", f"{e.metric} = {e.value}{where}"))
+    if v.training:
+        lines.append(("training", training_line(v.training)))
     if v.lineage:
         lin = v.lineage
         lines.append(("derived", f"{lin.get('kind')} by {lin.get('method')} {lin.get('parameters', {})}"))

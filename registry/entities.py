@@ -156,6 +156,9 @@ class VersionInfo(VersionSummary):
     lineage: dict[str, Any] | None = None
     fit_override: dict[str, Any] | None = None
     qlora_checks: list[QloraCheckSummary] = Field(default_factory=list)
+    training: dict[str, Any] | None = None
+    """What the pushed files said about the training run (trainer_state.json, training_args.json,
+    the card's model-index; formats/training.py): global_step, epoch, best_metric, ..."""
 
 
 class PushRequest(BaseModel):
@@ -172,6 +175,14 @@ class PushRequest(BaseModel):
     """Record the version even if the fit check against its known base refuses it."""
 
 
+class SkippedPath(BaseModel):
+    """A file or folder a push left out, and why (formats/selection.py)."""
+
+    path: str
+    reason: str
+    files: int = 1
+
+
 class PushResult(BaseModel):
     created: bool
     """False when the content equals the latest version: no new version was made."""
@@ -180,6 +191,10 @@ class PushResult(BaseModel):
     digest: str
     detail: str
     info: VersionInfo
+    skipped: list[SkippedPath] = Field(default_factory=list)
+    """What the client left out of the pushed folder (formats/selection.py); set by the client."""
+    borrowed: dict[str, str] = Field(default_factory=dict)
+    """A version path read from another file of the folder (the newest checkpoint's trainer_state.json)."""
 
 
 class RepoInfo(BaseModel):

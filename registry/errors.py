@@ -296,6 +296,9 @@ class InvalidAdapter(RegistryError, ValueError):
     path: str | None = None
     field: str | None = None
     peft_type: str | None = None
+    problems: list[dict[str, Any]] | None = None
+    """Where a push had several file-level refusals: each as {code, path, message}; the error's
+    own code and path are the first's (formats/inspect.py)."""
 
 
 class MissingAdapterConfig(InvalidAdapter):

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from registry.client.interface import RegistryClient, TransferProgress
     from registry.entities import EvalScoreIn, PushResult, VersionInfo
     from registry.formats.manifest import FileEntry
+    from registry.formats.selection import Rules
     from storage import BlobStore
 
 # The entities (pydantic) and the push-side format checks are imported where push needs them:
@@ -164,16 +165,21 @@ def push_folder(
     lineage: dict[str, Any] | None = None,
     force: bool = False,
     progress: TransferProgress | None = None,
+    rules: Rules | None = None,
 ) -> PushResult:
-    """Validate locally, upload only the blobs the registry lacks, then commit the manifest."""
-    from registry.entities import FileInfo, PushRequest
-    from registry.formats.folder import hash_folder, list_folder, local_reader
+    """Select the folder's files (formats/selection.py: training artefacts skipped, `rules` to
+    change that), validate them locally, upload only the blobs the registry lacks, then commit the
+    manifest. The result lists what was skipped."""
+    from registry.entities import FileInfo, PushRequest, SkippedPath
+    from registry.formats.folder import hash_folder, local_reader
     from registry.formats.inspect import inspect_files
+    from registry.formats.selection import select_folder
 
     parse_repo(repo)
     for a in aliases or []:
         check_alias(a)
-    files = list_folder(folder)
+    selection = select_folder(folder, rules)
+    files = selection.files
     total = sum(p.stat().st_size for _, p in files)
     if progress:
         progress.start("hashing", total)
@@ -192,7 +198,56 @@ def push_folder(
         force=force,
     )
     upload_missing(client, entries, dict(files), progress)
-    return client.commit(repo, request)
+    result = client.commit(repo, request)
+    return result.model_copy(
+        update={
+            "skipped": [SkippedPath(path=s.path, reason=s.reason, files=s.files) for s in selection.skipped],
+            "borrowed": selection.borrowed,
+        }
+    )
+
+
+def push_checkpoints(
+    client: RegistryClient,
+    folder: Path,
+    repo: str,
+    *,
+    aliases: list[str] | None = None,
+    evals: list[EvalScoreIn] | None = None,
+    message: str | None = None,
+    **options: Any,
+) -> list[PushResult]:
+    """Push each `checkpoint-N` folder of a Trainer output_dir as a version of `repo`, in step
+    order, its step in the version's message (and in its training facts, from its
+    trainer_state.json). Aliases and --eval scores go to the last checkpoint only. `options` are
+    `push_folder`'s.
+
+    Raises:
+        BadRequest: `folder` holds no checkpoint-N folder.
+    """
+    from registry.formats.selection import checkpoint_folders
+
+    found = checkpoint_folders(folder)
+    if not found:
+        raise BadRequest(
+            f"{folder} holds no checkpoint-N folder; push it without --all-checkpoints", path=str(folder)
+        )
+    results = []
+    for i, (step, checkpoint) in enumerate(found):
+        last = i == len(found) - 1
+        text = f"{checkpoint.name} (step {step})"
+        results.append(
+            push_folder(
+                client,
+                checkpoint,
+                repo,
+                aliases=aliases if last else None,
+                evals=evals if last else None,
+                message=f"{message}\n\n{text}" if message else text,
+                **options,
+            )
+        )
+    return results
 
 
 def pull(

@@ -61,48 +61,62 @@ class AdapterFacts:
 
 
 def inspect_files(files: list[FileEntry], read: ReadRange, limits: Limits) -> AdapterFacts:
-    """Run every push check, cheapest first; raise the InvalidAdapter subclass of the first refusal."""
+    """Run every push check, cheapest first. The file-level refusals (names, allowlist, pickles,
+    JSON that does not parse, a missing config or weights file) are collected and raised together
+    (`refuse_all`); the checks that need the config and weights then raise the first they find."""
+    problems: list[InvalidAdapter] = []
     seen: set[str] = set()
+    named: list[FileEntry] = []
     for entry in files:
-        normal = normalize_path(entry.path)
-        if normal != entry.path:
-            raise UnsafePath(f"path {entry.path!r} is not in NFC form", path=entry.path)
-        key = path_key(normal)
-        if key in seen:
-            raise UnsafePath(
-                f"path {entry.path!r} appears twice (ignoring case and compatibility forms)", path=entry.path
-            )
-        seen.add(key)
-        check_allowed(normal)
+        try:
+            normal = normalize_path(entry.path)
+            if normal != entry.path:
+                raise UnsafePath(f"path {entry.path!r} is not in NFC form", path=entry.path)
+            key = path_key(normal)
+            if key in seen:
+                raise UnsafePath(
+                    f"path {entry.path!r} appears twice (ignoring case and compatibility forms)",
+                    path=entry.path,
+                )
+            seen.add(key)
+            check_allowed(normal)
+        except InvalidAdapter as err:
+            problems.append(err)
+        else:
+            named.append(entry)
     total = sum(f.size for f in files)
-    if total > limits.max_total_bytes:
-        raise PushTooLarge(
-            f"adapter is {total} bytes; the limit is {limits.max_total_bytes} (ADAPTERS_MAX_PUSH_BYTES)",
-            size=total,
-            limit=limits.max_total_bytes,
+    if total > limits.max_total_bytes:  # refused before any file is read
+        problems.append(
+            PushTooLarge(
+                f"adapter is {total} bytes; the limit is {limits.max_total_bytes} (ADAPTERS_MAX_PUSH_BYTES)",
+                size=total,
+                limit=limits.max_total_bytes,
+            )
         )
-    for entry in files:
-        check_not_pickle(entry.path, read(entry, 0, 8) if entry.size else b"")
-        if not entry.path.endswith(".safetensors"):
-            check_no_pickle_stream(entry, read)
+        refuse_all(problems)
+    for entry in named:  # a file refused by its name is not read
+        try:
+            check_file_content(entry, read, limits)
+        except InvalidAdapter as err:
+            problems.append(err)
     by_path = {f.path: f for f in files}
-    cfg_entry = by_path.get(CONFIG_NAME)
-    if cfg_entry is None:
-        raise MissingAdapterConfig(f"no {CONFIG_NAME} at the top of the adapter folder")
+    if CONFIG_NAME not in by_path:
+        problems.append(MissingAdapterConfig(f"no {CONFIG_NAME} at the top of the adapter folder"))
+    if WEIGHTS_NAME not in by_path:
+        problems.append(
+            MissingWeights(
+                f"no {WEIGHTS_NAME}; save the adapter with `save_pretrained(dir)` "
+                "(safetensors is PEFT's default)"
+            )
+        )
+    refuse_all(problems)
+    cfg_entry = by_path[CONFIG_NAME]
     config = parse_config(CONFIG_NAME, read_json_bytes(cfg_entry, read, limits.max_json_bytes))
-    for entry in files:
-        if entry.path.endswith(".json") and entry.path != CONFIG_NAME:
-            raw = read_json_bytes(entry, read, max(limits.max_json_bytes, MAX_JSON_FILE_BYTES))
-            loads_strict(raw, entry.path, InvalidAdapter, max_depth=64, storable=False)
     headers = {
         f.path: read_header(f, read, limits.max_header_bytes)
         for f in files
         if f.path.endswith(".safetensors")
     }
-    if WEIGHTS_NAME not in headers:
-        raise MissingWeights(
-            f"no {WEIGHTS_NAME}; save the adapter with `save_pretrained(dir)` (safetensors is PEFT's default)"
-        )
     weights = headers[WEIGHTS_NAME]
     modules = check_lora_tensors(WEIGHTS_NAME, config, weights.tensors)
     return AdapterFacts(
@@ -113,6 +127,36 @@ def inspect_files(files: list[FileEntry], read: ReadRange, limits: Limits) -> Ad
         tensor_count=len(weights.tensors),
         lora_modules=modules,
         tensors=weights.tensors,
+    )
+
+
+def check_file_content(entry: FileEntry, read: ReadRange, limits: Limits) -> None:
+    """The checks of one file's bytes: no pickle (by magic or by stream), JSON metadata parses."""
+    check_not_pickle(entry.path, read(entry, 0, 8) if entry.size else b"")
+    if not entry.path.endswith(".safetensors"):
+        check_no_pickle_stream(entry, read)
+    if entry.path.endswith(".json") and entry.path != CONFIG_NAME:
+        raw = read_json_bytes(entry, read, max(limits.max_json_bytes, MAX_JSON_FILE_BYTES))
+        loads_strict(raw, entry.path, InvalidAdapter, max_depth=64, storable=False)
+
+
+def refuse_all(problems: list[InvalidAdapter]) -> None:
+    """Raise nothing, the one refusal, or every refusal in one error: the first one's class (so
+    its code), path and fields, the message listing them all, `problems` holding each."""
+    if not problems:
+        return
+    if len(problems) == 1:
+        raise problems[0]
+    first = problems[0]
+    lines = "; ".join(f"[{p.code}] {p.message}" for p in problems)
+    raise type(first)(
+        f"{len(problems)} problems, all refused: {lines}",
+        **{
+            **first.fields,
+            "problems": [
+                {"code": p.code, "path": p.fields.get("path"), "message": p.message} for p in problems
+            ],
+        },
     )
 
 

@@ -208,3 +208,26 @@ def _refuse_code_hooks(doc: dict[str, Any], path: str) -> None:
             path=path,
             field="megatron_core",
         )
+
+
+SET_VALUED_FIELDS = (
+    "target_modules",
+    "exclude_modules",
+    "modules_to_save",
+    "feedforward_modules",
+    "target_parameters",
+)
+"""Config fields PEFT reads as sets (LoraConfig/IA3Config turn the lists into `set()`;
+modules_to_save is matched by membership): `save_pretrained` writes them in set order, which
+differs between runs of the same training."""
+
+
+def canonical_config(raw: dict[str, Any]) -> dict[str, Any]:
+    """`raw` with each set-valued list sorted and without repeats: two configs PEFT reads alike
+    compare equal."""
+    out = dict(raw)
+    for name in SET_VALUED_FIELDS:
+        value = out.get(name)
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            out[name] = sorted(set(value))
+    return out

@@ -33,6 +33,7 @@ from registry.errors import (
 )
 from registry.formats.inspect import inspect_files
 from registry.formats.manifest import FileEntry
+from registry.formats.selection import is_training_artefact
 from registry.refs import RepoName
 from registry.services import audit
 from registry.services.blobs import read_listed, read_range, upload_as
@@ -44,12 +45,12 @@ from registry.services.timeutil import now
 from registry.services.versions import commit_on_latest, commit_version
 
 INLINE_MAX_BYTES = 1024**2
-TRAINER_SIDE_FILES = frozenset({"training_args.bin"})
-"""What `Trainer.push_to_hub` uploads beside the model that the registry never stores: its training
-arguments, pickled with torch.save. preupload answers `shouldIgnore` for them, so the push goes
-through without them (a commit that lists one anyway is refused as a pickle, like any other)."""
 """Files up to this size whose first bytes hold no NUL come inline in the commit (base64), as the
 Hub's "regular" files do; others go through the LFS batch API."""
+# What `Trainer.push_to_hub` uploads beside the model that the registry never stores (its pickled
+# training arguments, checkpoint folders, logs) is answered `shouldIgnore` by preupload, by the rule
+# `adapters push` skips them with (formats/selection.py): the push goes through without them. A
+# commit that lists one anyway is checked like any other file (a pickle is refused).
 
 
 class _ParentMoved(Conflict):
@@ -179,7 +180,7 @@ def upload_modes(
             else:
                 data = read_range(reg.store, held.sha256, 0, size) if size else b""
                 oid = _git_blob_id(data)
-        out.append(UploadMode(path, mode, oid, ignore=path in TRAINER_SIDE_FILES))
+        out.append(UploadMode(path, mode, oid, ignore=is_training_artefact(path)))
     return out
 
 

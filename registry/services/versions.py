@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from pydantic import ValidationError
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -26,6 +27,8 @@ from registry.entities import (
 from registry.errors import BlobMissing, RegistryError
 from registry.formats.inspect import AdapterFacts, inspect_files
 from registry.formats.manifest import FileEntry, manifest_digest
+from registry.formats.peft_config import canonical_config
+from registry.formats.training import TrainingRecord, read_training
 from registry.refs import Ref, RepoName, check_alias, parse_ref, parse_repo
 from registry.services import audit
 from registry.services.aliases import point_alias
@@ -114,6 +117,7 @@ class _Checked(NamedTuple):
     aliases: list[str]
     facts: AdapterFacts
     digest: str
+    training: TrainingRecord
 
 
 def _check(reg: Registry, req: PushRequest, aliases: list[str], unusable: set[str]) -> _Checked:
@@ -128,8 +132,12 @@ def _check(reg: Registry, req: PushRequest, aliases: list[str], unusable: set[st
                 path=f.path,
                 digest=f.sha256,
             )
-    facts = inspect_files(files, lambda e, s, n: read_listed(reg.store, e.path, e.sha256, s, n), reg.limits)
-    return _Checked(req, files, aliases, facts, manifest_digest(files))
+
+    def read(e: FileEntry, start: int, n: int) -> bytes:
+        return read_listed(reg.store, e.path, e.sha256, start, n)
+
+    facts = inspect_files(files, read, reg.limits)
+    return _Checked(req, files, aliases, facts, manifest_digest(files), read_training(files, read))
 
 
 def _record(
@@ -142,13 +150,14 @@ def _record(
 ) -> PushResult:
     """Inside the commit's transaction (its blobs guarded against gc): link the base, lock the
     repository, and record a new version, or none when the content equals the latest."""
-    req, files, aliases, facts, digest = checked
+    req, files, aliases, facts, digest, training = checked
     link = link_and_check(
         session, facts, req.base or facts.config.base_model_name_or_path, req.force, principal
     )
     repository = _lock_repository(session, repo)
     latest = _latest(session, repository)
-    if latest is not None and latest.digest == digest:
+    same = None if latest is None else _same_content(latest, digest, files, facts)
+    if latest is not None and same is not None:
         for alias in aliases:
             point_alias(session, repository, latest, alias)
         session.flush()
@@ -157,14 +166,16 @@ def _record(
             principal,
             latest,
             created=False,
-            detail=f"content equals {repo}:{latest.number}; no new version created",
+            detail=same.format(ref=f"{repo}:{latest.number}") + "; no new version created",
         )
     else:
         # Numbers come from the counter, never from the latest that exists: a deleted
         # version's number is never given again.
         repository.version_counter = max(repository.version_counter, repository.latest_version) + 1
         repository.latest_version = repository.version_counter
-        version = _new_version(session, repository, digest, files, facts, req, pushed_by, link, principal)
+        version = _new_version(
+            session, repository, digest, files, facts, req, pushed_by, link, principal, training
+        )
         for alias in aliases:
             point_alias(session, repository, version, alias)
         session.flush()
@@ -180,6 +191,28 @@ def _record(
     if on_commit is not None:
         on_commit(session, result)
     return result
+
+
+def _same_content(latest: m.Version, digest: str, files: list[FileEntry], facts: AdapterFacts) -> str | None:
+    """How a push equals the latest version (the detail, with `{ref}`), or None when it does not: the
+    same files, or the same files but an adapter_config.json that differs only in the order of what
+    PEFT reads as sets (`save_pretrained` writes target_modules in set order: re-saving the same
+    adapter made a new version of it)."""
+    if latest.digest == digest:
+        return "content equals {ref}"
+    config = "adapter_config.json"
+    theirs = {(f.path, f.digest) for f in latest.files if f.path != config}
+    ours = {(f.path, f.sha256) for f in files if f.path != config}
+    if theirs != ours or len(latest.files) != len(files):
+        return None
+    ours_cfg, theirs_cfg = canonical_config(facts.config.raw), canonical_config(latest.config)
+    if ours_cfg != theirs_cfg:
+        return None
+    moved = sorted(k for k in ours_cfg if facts.config.raw.get(k) != latest.config.get(k))
+    return (
+        "same weights and files as {ref}; adapter_config.json differs only in the order of "
+        f"{', '.join(moved)} (sets to PEFT)"
+    )
 
 
 def _lock_repository(session: Session, repo: RepoName) -> m.Repository:
@@ -223,6 +256,7 @@ def _new_version(
     pushed_by: str,
     link: BaseLink,
     principal: Principal,
+    training: TrainingRecord,
 ) -> m.Version:
     cfg = facts.config
     # The pushed lineage is a claim: only parents the pusher may read become indexed edges.
@@ -232,7 +266,10 @@ def _new_version(
         repository_id=repository.id,
         number=repository.latest_version,
         digest=digest,
-        manifest={"files": [vars(f) for f in sorted(files, key=lambda f: f.path)]},
+        manifest={
+            "files": [vars(f) for f in sorted(files, key=lambda f: f.path)],
+            **({"training": training.facts} if training.facts else {}),
+        },
         peft_type=cfg.peft_type,
         task_type=cfg.task_type,
         config=cfg.raw,
@@ -277,7 +314,17 @@ def _new_version(
         insert(m.VersionFile),
         [{"version_id": version.id, "path": f.path, "size": f.size, "digest": f.sha256} for f in files],
     )
-    # Push-time scores open the same append-only history `adapters eval add` extends.
+    # Push-time scores open the same append-only history `adapters eval add` extends: what the
+    # files report first (the card's, then the Trainer's in step order), the pusher's --eval last,
+    # so that an explicit score is the current one.
+    for reported in training.scores:
+        try:
+            score = EvalScoreIn(
+                metric=reported.metric, value=reported.value, dataset=reported.dataset, split=reported.split
+            )
+        except ValidationError:
+            continue  # a name the history cannot hold (a key with ':' ...): the file keeps it
+        record_scores(session, version.id, [score], pushed_by, reported.note, at=version.created_at)
     record_scores(session, version.id, req.evals, pushed_by, None, at=version.created_at)
     record_edges(session, lineage, child_version_id=version.id, edges=edges)
     return version
@@ -324,6 +371,7 @@ def version_info(session: Session, v: m.Version, *, reader: Principal = OPERATOR
         lineage=lineage_view(session, v.lineage, reader),
         fit_override=v.fit_override,
         qlora_checks=qlora_summaries(session, v.id),
+        training=(v.manifest or {}).get("training"),
     )
 
 

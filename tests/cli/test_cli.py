@@ -67,7 +67,7 @@ def test_errors_exit_1_with_one_line(adapters: Cli, lora_a: Path) -> None:
     result = adapters("show", "acme/missing", ok=False)
     assert result.exit_code == 1
     assert result.stderr.strip().count("\n") == 0 and "not_found" in result.stderr
-    (lora_a / "training_args.bin").write_bytes(b"\x80\x04K\x01.")
+    (lora_a / "adapter_model.bin").write_bytes(b"\x80\x04K\x01.")  # training_args.bin is skipped
     bad = adapters("push", str(lora_a), "acme/x", "--json", ok=False)
     assert bad.exit_code == 1
     assert json.loads(bad.stdout)["error"]["code"] == "pickle_refused"

@@ -107,7 +107,8 @@ CASES: dict[str, tuple[str, Mutation]] = {
     ),
     "trust_remote_code": ("unsafe_config", edit_config(tokenizer_kwargs={"trust_remote_code": True})),
     "megatron import": ("unsafe_config", edit_config(megatron_config={}, megatron_core="evil.core")),
-    "pickle by extension": ("pickle_refused", add_file("training_args.bin", pickle.dumps({"lr": 1}))),
+    # (training_args.bin is a training artefact the client skips: tests/formats/test_selection.py)
+    "pickle by extension": ("pickle_refused", add_file("adapter_model.bin", pickle.dumps({"lr": 1}))),
     "pickle by magic": ("pickle_refused", add_file("notes.json", pickle.dumps({"x": 1}, protocol=4))),
     "zip as safetensors": ("pickle_refused", add_file("adapter_model.safetensors", zip_bytes())),
     "no weights": ("missing_weights", remove("adapter_model.safetensors")),
