@@ -12,6 +12,9 @@ from cli.app import App, pass_app
 from cli.output import emit, emit_json, err_console, json_option, say
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from registry.config import Settings
     from registry.services.context import Registry
 
 
@@ -24,9 +27,6 @@ if TYPE_CHECKING:
 def serve(app: App, host: str, port: int, no_worker: bool, as_json: bool) -> None:
     """Run the REST API (migrating the database first) with one job worker thread beside it.
     OpenAPI docs at /docs."""
-    import uvicorn
-
-    from registry.access.addresses import uvicorn_options
     from registry.api import create_app
     from registry.errors import BadRequest
     from registry.services.context import Registry
@@ -48,13 +48,31 @@ def serve(app: App, host: str, port: int, no_worker: bool, as_json: bool) -> Non
     if users is False:
         _first_admin_howto(settings.effective_database_url)
     worker = app.jobs_here and not no_worker
+    run_server(create_app(settings, reg, worker=worker), settings, host, port, "info")
+
+
+def run_server(api: FastAPI, settings: Settings, host: str, port: int, log_level: str) -> None:
+    """uvicorn serving `api` as `serve` and `ui` do: X-Forwarded-* only from
+    ADAPTERS_TRUSTED_PROXIES, query strings kept out of the access log, and the heap built so far
+    frozen. What start-up built (FastAPI, SQLAlchemy, pydantic: most of the heap) lives as long as
+    the server; out of the collector's sight, a full collection set off by one request's many
+    objects no longer walks it while every request waits on the GIL (issue 21: the worst pause of
+    a 65k-tensor push, 246 ms -> 102 ms in-process; /healthz p99 during it 178 ms -> 79 ms)."""
+    import gc
+
+    import uvicorn
+
+    from registry.access.addresses import uvicorn_options
+
+    gc.collect()
+    gc.freeze()
     uvicorn.run(
-        create_app(settings, reg, worker=worker),
+        api,
         host=host,
         port=port,
-        log_level="info",
+        log_level=log_level,
         log_config=access_log_config(),
-        **uvicorn_options(settings),  # X-Forwarded-* only from ADAPTERS_TRUSTED_PROXIES
+        **uvicorn_options(settings),
     )
 
 

@@ -76,11 +76,8 @@ def ui(app: App, host: str, port: int, no_browser: bool, no_worker: bool, as_jso
             webbrowser.open(url)
         return
 
-    import uvicorn
-
-    from cli.server import access_log_config
+    from cli.server import run_server
     from registry.access.accounts import check_user_name
-    from registry.access.addresses import uvicorn_options
     from registry.api import create_app
     from registry.services.context import Registry
 
@@ -99,13 +96,8 @@ def ui(app: App, host: str, port: int, no_browser: bool, no_worker: bool, as_jso
             say("log in with your token (`adapters token create --user NAME` makes one)")
     if not no_browser:
         _open_when_up(host, port, f"{url}/login")
-    uvicorn.run(
-        create_app(settings, reg, worker=app.jobs_here and not no_worker),
-        host=host,
-        port=port,
-        log_level="warning",
-        log_config=access_log_config(),
-        **uvicorn_options(settings),  # X-Forwarded-* only from ADAPTERS_TRUSTED_PROXIES
+    run_server(
+        create_app(settings, reg, worker=app.jobs_here and not no_worker), settings, host, port, "warning"
     )
 
 

@@ -47,12 +47,26 @@ MAX_VERSION_FILES = 10_000
 preupload's question). Counted before any file is read: a Hub commit of 150k inline files was
 refused only after all were decoded and checked (8.6 s, +380 MB)."""
 
+JSON_BODY_BYTES = 16 * 1024**2
+"""The largest JSON body a /v1 route takes: a push of 10,000 files is 1.5 MB, a base's module table
+for a 256-expert MoE about 5 MB (Hub commits, which carry files inline, are read line by line)."""
+JSON_BODY_VALUES = 1_000_000
+"""The most values (commas) in a /v1 JSON body: that 256-expert module table holds about 200k."""
+
 NAME_LEN = 256
 """base_model_name, base names and module names (String(256))."""
 REVISION_LEN = 128
 LABEL_LEN = 128
 """task, metric, user names (String(128))."""
 MESSAGE_LEN = 10_000
+
+CARD_BYTES = 64 * 1024
+"""How much of a README is read for its YAML front matter (the Hub's `cardData`): real model cards'
+front matter is a few hundred bytes to a few KiB; one that does not close within this is ignored."""
+CARD_NODES = 10_000
+"""The most values a model card's front matter may hold once YAML aliases are expanded: a few
+hundred bytes of aliases name 2**30 values (the "billion laughs"), which yaml.safe_load shares but
+a JSON answer would spell out."""
 
 MAX_HEADER_BYTES = 100 * 1024**2
 """Cap on a safetensors header, the one the safetensors library applies (ADAPTERS_MAX_HEADER_BYTES
@@ -197,17 +211,23 @@ def loads_strict(
     error: type[RegistryError],
     max_depth: int = MAX_JSON_DEPTH,
     storable: bool = True,
+    object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] | None = None,
 ) -> Any:
     """Parse `raw` as strict UTF-8 JSON (no NaN/Infinity, nesting capped, and when `storable`, as
     for what goes into the database: no lone surrogates, no NUL in strings) or raise `error`
     naming `where`. Used for adapter_config.json, safetensors headers, and (not `storable`: they
-    stay blobs, and real tokenizers hold odd tokens) every other JSON file of an adapter."""
+    stay blobs, and real tokenizers hold odd tokens) every other JSON file of an adapter.
+    `object_pairs_hook` builds each object (a RegistryError it raises goes through as it is)."""
 
     def fail(message: str) -> NoReturn:
         raise error(message, path=where)
 
     try:
-        doc = json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
+        doc = json.loads(
+            raw.decode("utf-8"), parse_constant=_no_constants, object_pairs_hook=object_pairs_hook
+        )
+    except RegistryError:
+        raise
     except RecursionError:
         fail(f"{where}: nested deeper than {max_depth} levels")
     except (UnicodeDecodeError, ValueError) as err:  # JSONDecodeError is a ValueError

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from registry.api.problems import render_problem
+from registry.bounds import JSON_BODY_BYTES
 from registry.errors import (
     BadRequest,
     InternalError,
@@ -106,7 +107,9 @@ class RequestGuard:
             await _answer(framing, request_id, send_with_id)
             return
         if not _is_blob_upload(scope):
-            receive = _capped(receive, self.max_body_bytes)
+            receive = _capped(
+                receive, _body_cap(scope, self.max_body_bytes), _cap_name(scope, self.max_body_bytes)
+            )
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as err:
@@ -153,16 +156,26 @@ def _framing_problem(scope: Scope, max_body_bytes: int) -> RegistryError | None:
     if "\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b""):
         return BadRequest("the request target contains a NUL character")
     declared = headers.get(b"content-length", b"")
-    if (
-        not _is_blob_upload(scope)
-        and declared.isdigit()
-        and (len(declared) > 19 or int(declared) > max_body_bytes)
-    ):
-        return PayloadTooLarge(f"request body over {max_body_bytes} bytes (ADAPTERS_MAX_REQUEST_BYTES)")
+    cap = _body_cap(scope, max_body_bytes)
+    if not _is_blob_upload(scope) and declared.isdigit() and (len(declared) > 19 or int(declared) > cap):
+        return PayloadTooLarge(f"request body over {cap} bytes{_cap_name(scope, max_body_bytes)}")
     return None
 
 
-def _capped(receive: Receive, max_body_bytes: int) -> Receive:
+def _body_cap(scope: Scope, max_body_bytes: int) -> int:
+    """/v1 bodies are JSON, capped before a byte is read at what any /v1 route needs (receiving a
+    64 MiB body alone held the event loop for 100 ms); Hub commits carry files inline and take up
+    to ADAPTERS_MAX_REQUEST_BYTES."""
+    if str(scope.get("path", "")).startswith("/v1/"):
+        return min(max_body_bytes, JSON_BODY_BYTES)
+    return max_body_bytes
+
+
+def _cap_name(scope: Scope, max_body_bytes: int) -> str:
+    return "" if _body_cap(scope, max_body_bytes) < max_body_bytes else " (ADAPTERS_MAX_REQUEST_BYTES)"
+
+
+def _capped(receive: Receive, max_body_bytes: int, cap_name: str) -> Receive:
     """A body sent without Content-Length (chunked) is counted as it arrives."""
     seen = 0
 
@@ -173,9 +186,7 @@ def _capped(receive: Receive, max_body_bytes: int) -> Receive:
             seen += len(message.get("body", b""))
             if seen > max_body_bytes:
                 # An HTTPException: FastAPI re-raises those from a body read (others become 400).
-                raise HTTPException(
-                    413, f"request body over {max_body_bytes} bytes (ADAPTERS_MAX_REQUEST_BYTES)"
-                )
+                raise HTTPException(413, f"request body over {max_body_bytes} bytes{cap_name}")
         return message
 
     return wrapped

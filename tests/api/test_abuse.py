@@ -420,13 +420,15 @@ def test_every_v1_route_parses_its_json_body_off_the_event_loop(
 ) -> None:
     """FastAPI parses a JSON body on the event loop before any dependency runs, so anyone could
     hold every request with one large body (60 MB of zeros: 1.7 s). Every /v1 route is an ApiRoute,
-    whose requests parse large bodies on a thread; one such body is parsed and validated as before:
-    a 2 MB push of many files commits, and 16 MB of zeros sent anonymously is a validation error."""
+    whose requests refuse a body larger than any route needs before parsing it and parse large ones
+    on a thread: a push of 800 files commits as before."""
     from fastapi.routing import APIRoute
 
     from registry.api.bodies import INLINE_PARSE_BYTES, ApiRoute
 
     srv, reg = headers_server
+    from registry.bounds import JSON_BODY_BYTES, JSON_BODY_VALUES
+
     routes = [r for r in _routes(srv.app.routes) if isinstance(r, APIRoute) and r.path.startswith("/v1")]  # type: ignore[attr-defined]
     assert routes and all(isinstance(r, ApiRoute) for r in routes), [
         r.path for r in routes if not isinstance(r, ApiRoute)
@@ -447,8 +449,19 @@ def test_every_v1_route_parses_its_json_body_off_the_event_loop(
     assert pushed.status_code == 201, pushed.text
     assert len(pushed.json()["info"]["files"]) == len(files)
 
-    zeros = b'{"files":[],"lineage":[' + b"0," * (8 * 1024**2 - 1) + b"0]}"
-    refused = _client(srv).post(
+    # Larger than any route needs, in bytes or in values: refused before it is parsed.
+    anon = _client(srv)
+    for body in (
+        b'{"files":[],"message":"' + b"x" * JSON_BODY_BYTES + b'"}',
+        b'{"files":[],"lineage":[' + b"0," * JSON_BODY_VALUES + b"0]}",
+    ):
+        refused = anon.post(
+            f"/v1/repos/{REPO}/versions", content=body, headers={"content-type": "application/json"}
+        )
+        assert refused.status_code == 413 and refused.json()["code"] == "payload_too_large", refused.text
+    # Within both, parsed (on a thread) and answered on its content.
+    zeros = b'{"files":[],"lineage":[' + b"0," * (JSON_BODY_VALUES - 10) + b"0]}"
+    refused = anon.post(
         f"/v1/repos/{REPO}/versions", content=zeros, headers={"content-type": "application/json"}
     )
     assert refused.status_code == 422 and refused.json()["code"] == "validation_error", refused.text
