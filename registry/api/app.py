@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from registry import __version__, ui
 from registry.api import problems, security
 from registry.api.guard import RequestGuard
+from registry.api.hub import discovery
 from registry.api.hub import router as hub_router
 from registry.api.routes import access, aliases, bases, blobs, evals, health, jobs, lifecycle, versions
 from registry.api.uploads import UploadSlots
@@ -19,6 +20,7 @@ from registry.config import Settings
 from registry.services.context import Registry
 from registry.services.hub_lfs import PartStore
 from registry.services.security import SecurityMonitor
+from registry.startup import load_secret_key, refuse_example_credentials
 
 log = logging.getLogger("registry.api")
 
@@ -46,6 +48,8 @@ def create_app(
     """Build the API. The database schema must be current (`adapters db upgrade`; `serve` runs it).
     With `worker`, one job worker runs in a thread beside the server while it is up."""
     settings = settings or Settings()
+    refuse_example_credentials(settings)  # before anything connects (registry/startup.py)
+    secret_key = load_secret_key(settings)  # read once: every signature this server makes uses it
     owned = registry is None
     reg = registry or Registry.from_settings(settings)
     monitor = SecurityMonitor.from_settings(settings)  # failed authentications, denied writes
@@ -76,7 +80,7 @@ def create_app(
             from registry.worker import Worker, WorkerSettings, WorkerThread
 
             thread = WorkerThread(Worker(reg, WorkerSettings.from_settings(settings))).start()
-        async with security.flushing(reg, monitor):
+        async with security.flushing(reg, monitor), discovery.counting_downloads(reg):
             yield
         if thread is not None:
             thread.stop()
@@ -92,6 +96,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.registry = reg
+    app.state.secret_key = secret_key
     problems.install(app)
     security.install(app, monitor, settings)
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_request_bytes)

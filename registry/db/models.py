@@ -9,6 +9,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
@@ -400,3 +401,26 @@ class AuditEvent(Base):
     """The namespace the change happened in (its admins read the event), if any."""
     repo: Mapped[str | None] = mapped_column(String(129), nullable=True)
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+
+
+# ---------------------------------------------------------------- Hub downloads (0010)
+class HubDownloads(Base):
+    """Downloads of one Hub repository, an adapter repository or a base's name (exactly one is
+    set), added in batches by the servers (services/downloads.py). A row goes with its repository
+    or name, so a name used again starts from 0."""
+
+    __tablename__ = "hub_downloads"
+    __table_args__ = (
+        UniqueConstraint("repository_id", name="uq_hub_downloads_repository_id"),
+        UniqueConstraint("base_name", name="uq_hub_downloads_base_name"),
+        CheckConstraint("(repository_id IS NULL) <> (base_name IS NULL)", name="ck_hub_downloads_one_key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repository_id: Mapped[int | None] = mapped_column(
+        ForeignKey("repositories.id", ondelete="CASCADE"), nullable=True
+    )
+    base_name: Mapped[str | None] = mapped_column(
+        ForeignKey("base_names.name", ondelete="CASCADE"), nullable=True
+    )
+    downloads: Mapped[int] = mapped_column(BigInteger, default=0)

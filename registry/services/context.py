@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from registry.config import Settings
 from registry.db.engine import make_engine, session_factory, upgrade_if_needed
 from registry.formats.inspect import Limits
+from registry.services.downloads import DownloadCounter
 from storage import BlobStore, open_store
 
 
@@ -24,6 +25,8 @@ class Registry:
     limits: Limits
     cache: dict[Any, Any] = field(default_factory=dict)
     """Facts that never change once written (a base's module keys), kept per process."""
+    downloads: DownloadCounter = field(default_factory=DownloadCounter)
+    """Hub downloads counted by this process and not yet written (services/downloads.py)."""
 
     @classmethod
     def from_settings(cls, settings: Settings, migrate: bool = False) -> Registry:

@@ -31,6 +31,7 @@ from registry.errors import EntryNotFound, NotFound, RepoNotFound, RevisionNotFo
 from registry.formats.manifest import entries_from_json, manifest_digest
 from registry.refs import NAME_PART, Ref, RepoName, parse_repo
 from registry.services.context import Registry
+from registry.services.downloads import DownloadKey
 from registry.services.lookup import resolve_row
 from registry.services.permissions import require_writer_of
 
@@ -103,6 +104,18 @@ class HubRevision:
     version: int | None = None
     private: bool = True
     """Whether an anonymous caller may not read it (the Hub's `private`)."""
+    repository_id: int | None = None
+    """The adapter repository's row (None for a base)."""
+
+    @property
+    def download_key(self) -> DownloadKey | None:
+        """Where a download of this revision is counted: its adapter repository, or the base's
+        name (an empty repository has nothing to download)."""
+        if self.kind == "model":
+            return ("base", self.repo_id)
+        if self.repository_id is not None and self.version is not None:
+            return ("repo", self.repository_id)
+        return None
 
     def file(self, path: str) -> HubFile:
         """Raises EntryNotFound (carrying the commit id) when the revision has no such file."""
@@ -228,13 +241,18 @@ def resolve_revision(reg: Registry, repo_id: str, revision: str, reader: Princip
         RevisionNotFound: the repository exists but has no such revision.
     """
     with unit_of_work(reg.sessions) as session:
-        target = _open(session, repo_id, reader)
-        if target.repository is not None:
-            rev = _adapter_revision(session, repo_id, target.repository, revision)
-        else:
-            assert target.base is not None
-            rev = _model_revision(session, repo_id, target.base, revision)
-        return replace(rev, private=_is_private(session, target))
+        return revision_in(session, repo_id, revision, reader)
+
+
+def revision_in(session: Session, repo_id: str, revision: str, reader: Principal) -> HubRevision:
+    """`resolve_revision` inside the caller's unit of work (the discovery calls read more there)."""
+    target = _open(session, repo_id, reader)
+    if target.repository is not None:
+        rev = _adapter_revision(session, repo_id, target.repository, revision)
+    else:
+        assert target.base is not None
+        rev = _model_revision(session, repo_id, target.base, revision)
+    return replace(rev, private=_is_private(session, target))
 
 
 def list_refs(reg: Registry, repo_id: str, reader: Principal) -> HubRefs:
@@ -299,18 +317,7 @@ def _adapter_revision(session: Session, repo_id: str, repository: m.Repository, 
     except NotFound as err:
         raise _not_found(repo_id, revision) from err
     base = v.base_model_name
-    tags = ["peft", "safetensors", v.peft_type.lower()]
-    card: dict[str, Any] = {"library_name": "peft"}
-    if base:
-        tags += [f"base_model:{base}", f"base_model:adapter:{base}"]
-        card["base_model"] = base
-    if v.task:
-        tags.append(v.task)
-    pipeline = PIPELINE_TAGS.get(v.task_type or "")
-    if pipeline:
-        card["pipeline_tag"] = pipeline
-    card["tags"] = list(tags)
-    peft_config = {"base_model_name_or_path": base, "task_type": v.task_type, "peft_type": v.peft_type}
+    tags, card, pipeline = adapter_metadata(v.peft_type, v.task_type, v.task, base)
     return HubRevision(
         repo_id=repo_id,
         kind="adapter",
@@ -323,9 +330,37 @@ def _adapter_revision(session: Session, repo_id: str, repository: m.Repository, 
         tags=tags,
         card_data=card,
         pipeline_tag=pipeline,
-        config={"peft": peft_config},
+        config=adapter_config(v.peft_type, v.task_type, base),
         version=v.number,
+        repository_id=repository.id,
     )
+
+
+def adapter_metadata(
+    peft_type: str, task_type: str | None, task: str | None, base: str | None
+) -> tuple[list[str], dict[str, Any], str | None]:
+    """An adapter version's Hub tags, derived card data and pipeline tag (what a model card
+    would say), from the columns a listing reads too."""
+    tags = ["peft", "safetensors", peft_type.lower()]
+    card: dict[str, Any] = {"library_name": "peft"}
+    if base:
+        tags += [f"base_model:{base}", f"base_model:adapter:{base}"]
+        card["base_model"] = base
+    if task:
+        tags.append(task)
+    pipeline = PIPELINE_TAGS.get(task_type or "")
+    if pipeline:
+        card["pipeline_tag"] = pipeline
+    card["tags"] = list(tags)
+    return tags, card, pipeline
+
+
+def adapter_config(peft_type: str, task_type: str | None, base: str | None) -> dict[str, Any]:
+    return {"peft": {"base_model_name_or_path": base, "task_type": task_type, "peft_type": peft_type}}
+
+
+EMPTY_TAGS = ["peft"]
+"""The tags of a repository `create_repo` made that has no version yet."""
 
 
 def _empty_revision(repo_id: str, repository: m.Repository, revision: str) -> HubRevision:
@@ -341,12 +376,13 @@ def _empty_revision(repo_id: str, repository: m.Repository, revision: str) -> Hu
         last_modified=repository.created_at,
         files=[],
         library_name="peft",
-        tags=["peft"],
-        card_data={"library_name": "peft", "tags": ["peft"]},
+        tags=list(EMPTY_TAGS),
+        card_data={"library_name": "peft", "tags": list(EMPTY_TAGS)},
+        repository_id=repository.id,
     )
 
 
-def _base_files(base: m.BaseModel) -> list[HubFile]:
+def base_files(base: m.BaseModel) -> list[HubFile]:
     assert base.manifest is not None
     return sorted(
         (
@@ -357,23 +393,42 @@ def _base_files(base: m.BaseModel) -> list[HubFile]:
     )
 
 
-def _base_digest(base: m.BaseModel) -> str:
+def base_digest(base: m.BaseModel) -> str:
     assert base.manifest is not None
     return manifest_digest(entries_from_json(base.manifest["files"]))
 
 
 def _base_commit(base: m.BaseModel) -> str:
-    return commit_id(_base_digest(base))
+    return commit_id(base_digest(base))
 
 
 def _model_revision(session: Session, repo_id: str, base: m.BaseModel, revision: str) -> HubRevision:
-    digest = _base_digest(base)
+    digest = base_digest(base)
     name = session.get(m.BaseName, repo_id)
     accepted = {MAIN, f"refs/heads/{MAIN}", commit_id(digest)}
     if name is not None and name.revision:
         accepted.add(name.revision)
     if revision not in accepted:
         raise _not_found(repo_id, revision)
+    tags, card, pipeline = model_metadata(base)
+    return HubRevision(
+        repo_id=repo_id,
+        kind="model",
+        commit=commit_id(digest),
+        digest=digest,
+        created_at=base.created_at,
+        last_modified=base.created_at,
+        files=base_files(base),
+        library_name="transformers",
+        tags=tags,
+        card_data=card,
+        pipeline_tag=pipeline,
+        config={"architectures": base.architectures, "model_type": base.model_type},
+    )
+
+
+def model_metadata(base: m.BaseModel) -> tuple[list[str], dict[str, Any], str | None]:
+    """An uploaded base's (or exported model's) Hub tags, derived card data and pipeline tag."""
     tags = ["transformers", "safetensors"]
     if base.model_type:
         tags.append(base.model_type)
@@ -383,22 +438,8 @@ def _model_revision(session: Session, repo_id: str, base: m.BaseModel, revision:
         card["base_model"] = parent
         tags.append(f"base_model:merge:{parent}")
     card["tags"] = list(tags)
-    return HubRevision(
-        repo_id=repo_id,
-        kind="model",
-        commit=commit_id(digest),
-        digest=digest,
-        created_at=base.created_at,
-        last_modified=base.created_at,
-        files=_base_files(base),
-        library_name="transformers",
-        tags=tags,
-        card_data=card,
-        pipeline_tag="text-generation"
-        if any(a.endswith("ForCausalLM") for a in base.architectures)
-        else None,
-        config={"architectures": base.architectures, "model_type": base.model_type},
-    )
+    pipeline = "text-generation" if any(a.endswith("ForCausalLM") for a in base.architectures) else None
+    return tags, card, pipeline
 
 
 def tree(rev: HubRevision, path: str, recursive: bool) -> list[TreeEntry]:
@@ -419,19 +460,19 @@ def tree(rev: HubRevision, path: str, recursive: bool) -> list[TreeEntry]:
         if recursive:
             for depth in range(1, len(parts)):
                 folder = prefix + "/".join(parts[:depth])
-                entries.setdefault(folder, _folder(rev.commit, folder))
+                entries.setdefault(folder, folder_entry(rev.commit, folder))
             entries[f.path] = TreeEntry("file", f.path, f, f.git_oid)
         elif len(parts) == 1:
             entries[f.path] = TreeEntry("file", f.path, f, f.git_oid)
         else:
             folder = prefix + parts[0]
-            entries.setdefault(folder, _folder(rev.commit, folder))
+            entries.setdefault(folder, folder_entry(rev.commit, folder))
     if path and not entries:
         raise EntryNotFound(f"{rev.repo_id}@{rev.commit} has no path {path!r}", path=path, commit=rev.commit)
     return [entries[k] for k in sorted(entries)]
 
 
-def _folder(commit: str, path: str) -> TreeEntry:
+def folder_entry(commit: str, path: str) -> TreeEntry:
     oid = hashlib.sha1(f"tree {commit} {path}".encode(), usedforsecurity=False).hexdigest()
     return TreeEntry("directory", path, None, oid)
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from registry.api.hub import files, models, write, xet
+from registry.api.hub import discovery, files, models, write, xet
 from registry.api.hub.common import bare_router
 
 router = APIRouter(tags=["hub"])
 router.include_router(models.router)
 router.include_router(files.router)
+router.include_router(discovery.router)
 router.include_router(write.router)
 router.include_router(xet.router)
 router.include_router(bare_router)  # every bare-name form after every `ns/name` form

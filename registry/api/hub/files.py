@@ -14,7 +14,7 @@ from registry.api.deps import PrincipalDep, RegistryDep, SettingsDep
 from registry.api.hub.common import RepoIdDep, hub_route, revision_and_path
 from registry.api.hub.errors import HubRoute
 from registry.api.ranges import parse_range
-from registry.services import hub
+from registry.services import hub, hub_discovery
 
 router = APIRouter(route_class=HubRoute)
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -36,6 +36,7 @@ def resolve_file(
     revision, path = revision_and_path(request, "resolve")
     rev = hub.resolve_revision(reg, repo, revision, principal)
     f = rev.file(path)
+    hub_discovery.count_download(reg, rev, path, request.method)  # a dict increment, no I/O
     headers = {
         "X-Repo-Commit": rev.commit,
         "X-Linked-Etag": f'"{f.sha256}"',

@@ -13,7 +13,7 @@ from registry.api.deps import PrincipalDep, RegistryDep
 from registry.api.hub.common import RepoIdDep, hub_route, iso, raw_segments, revision_and_path
 from registry.api.hub.errors import HubRoute
 from registry.errors import BadRequest, NotFound, RepoNotFound, RevisionNotFound, Unauthenticated
-from registry.services import hub
+from registry.services import hub, hub_discovery
 from registry.services.hub import MAIN, HubFile, HubRef, HubRevision, TreeEntry
 
 router = APIRouter(route_class=HubRoute)
@@ -27,7 +27,7 @@ TREE_PAGE = 1000
 def model_info(repo: RepoIdDep, reg: RegistryDep, principal: PrincipalDep) -> dict[str, Any]:
     """`HfApi.model_info`: the repository at `main`. Query parameters (expand, blobs,
     securityStatus) are accepted and ignored: everything is always there."""
-    return _info(hub.resolve_revision(reg, repo, MAIN, principal))
+    return _info(*hub_discovery.with_discovery(reg, hub.resolve_revision(reg, repo, MAIN, principal)))
 
 
 @hub_route(router, "/revision/{revision:path}", prefix="/api/models")
@@ -35,7 +35,7 @@ def model_info_at(
     revision: str, repo: RepoIdDep, reg: RegistryDep, principal: PrincipalDep
 ) -> dict[str, Any]:
     """The revision is the rest of the path: `refs%2Fheads%2Fmain` arrives decoded, slashes and all."""
-    return _info(hub.resolve_revision(reg, repo, revision, principal))
+    return _info(*hub_discovery.with_discovery(reg, hub.resolve_revision(reg, repo, revision, principal)))
 
 
 @hub_route(router, "/tree/{revision}/{path:path}", prefix="/api/models")
@@ -61,7 +61,7 @@ def tree(
     if more:
         url = request.url.include_query_params(cursor=_encode_cursor(page[-1].path))
         response.headers["Link"] = f'<{url}>; rel="next"'
-    return [_tree_entry(e) for e in page]
+    return [tree_entry(e) for e in page]
 
 
 @hub_route(router, "/refs", prefix="/api/models")
@@ -102,7 +102,7 @@ def whoami(principal: PrincipalDep) -> dict[str, Any]:
     }
 
 
-_REVISION_MARKERS = frozenset({"revision", "tree", "resolve", "preupload", "commit", "paths-info"})
+_REVISION_MARKERS = frozenset({"revision", "tree", "resolve", "preupload", "commit", "commits", "paths-info"})
 
 
 @fallback_router.api_route("/api/models/{rest:path}", methods=["GET", "HEAD"], include_in_schema=False)
@@ -128,7 +128,7 @@ def unknown_model_path(request: Request, reg: RegistryDep, principal: PrincipalD
     raise RepoNotFound(f"repository {repo[:200]!r} not found", repo=repo[:200])
 
 
-def _info(rev: HubRevision) -> dict[str, Any]:
+def _info(rev: HubRevision, downloads: int) -> dict[str, Any]:
     namespace = rev.repo_id.split("/")[0] if "/" in rev.repo_id else None
     info: dict[str, Any] = {
         "_id": rev.commit,
@@ -141,7 +141,8 @@ def _info(rev: HubRevision) -> dict[str, Any]:
         "private": rev.private,
         "gated": False,
         "disabled": False,
-        "downloads": 0,
+        "downloads": downloads,
+        "downloadsAllTime": downloads,
         "likes": 0,
         "library_name": rev.library_name,
         "tags": rev.tags,
@@ -166,7 +167,7 @@ def _sibling(f: HubFile) -> dict[str, Any]:
     return {"rfilename": f.path, "size": f.size, "blobId": f.git_oid, "lfs": lfs}
 
 
-def _tree_entry(e: TreeEntry) -> dict[str, Any]:
+def tree_entry(e: TreeEntry) -> dict[str, Any]:
     if e.file is None:
         return {"type": "directory", "path": e.path, "oid": e.oid, "size": 0}
     lfs = _lfs(e.file)
