@@ -360,9 +360,8 @@ def _with_card(reg: Registry, c: ListedModel) -> ListedModel:
     card = model_card.read_card(reg, c.readme) if c.readme is not None else None
     if not card:
         return c
-    own = model_card.card_tags({"tags": card.get("tags")})
-    data = {**c.card_data, **card, "tags": list(dict.fromkeys([*c.card_data.get("tags", []), *own]))}
-    return replace(c, card_data=data, tags=model_card.merged_tags(c.tags, card))
+    card_data, tags = model_card.merge(c.card_data, c.tags, card)
+    return replace(c, card_data=card_data, tags=tags)
 
 
 # ---------------------------------------------------------------- model_info's extras

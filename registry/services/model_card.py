@@ -189,13 +189,19 @@ def merged_tags(tags: list[str], card: dict[str, Any] | None) -> list[str]:
 
 
 def with_card(reg: Registry, rev: HubRevision) -> HubRevision:
-    """`rev` with its README's card: `cardData` is the derived card updated by the README's front
-    matter (its `tags` joined to the derived ones), and the card's tags join the repository's."""
+    """`rev` with its README's card (`merge`)."""
     readme = next((f for f in rev.files if f.path == README), None)
     card = read_card(reg, readme) if readme is not None else None
     if not card:
         return rev
-    data = {**rev.card_data, **card}
+    card_data, tags = merge(rev.card_data, rev.tags, card)
+    return replace(rev, card_data=card_data, tags=tags)
+
+
+def merge(derived: dict[str, Any], tags: list[str], card: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The card data and tags of a repository with a README card: `cardData` is the derived card
+    updated by the front matter (its `tags` joined to the derived ones), and the card's tags
+    (`card_tags`) join the repository's."""
     own = [t for t in _strings(card.get("tags")) if len(t) <= LABEL_LEN][:CARD_TAGS]
-    data["tags"] = list(dict.fromkeys([*rev.card_data.get("tags", []), *own]))
-    return replace(rev, card_data=data, tags=merged_tags(rev.tags, card))
+    data = {**derived, **card, "tags": list(dict.fromkeys([*derived.get("tags", []), *own]))}
+    return data, merged_tags(tags, card)
