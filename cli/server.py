@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from registry.services.context import Registry
 
 
+SWITCH_INTERVAL_S = 0.0005
+"""The server's GIL switch interval (run_server says why)."""
+
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
@@ -57,8 +61,13 @@ def run_server(api: FastAPI, settings: Settings, host: str, port: int, log_level
     frozen. What start-up built (FastAPI, SQLAlchemy, pydantic: most of the heap) lives as long as
     the server; out of the collector's sight, a full collection set off by one request's many
     objects no longer walks it while every request waits on the GIL (issue 21: the worst pause of
-    a 65k-tensor push, 246 ms -> 102 ms in-process; /healthz p99 during it 178 ms -> 79 ms)."""
+    a 65k-tensor push, 246 ms -> 102 ms in-process; /healthz p99 during it 178 ms -> 79 ms).
+    A thread busy with Python (a header's checks, an LFS batch answer) hands the GIL back to the
+    event loop after the switch interval, and the loop needs it back after every socket call: at
+    CPython's 5 ms, /healthz waited 150-300 ms p99 during that push, at 0.5 ms 69-73 ms
+    (bench/abuse.py, interleaved runs)."""
     import gc
+    import sys
 
     import uvicorn
 
@@ -66,6 +75,7 @@ def run_server(api: FastAPI, settings: Settings, host: str, port: int, log_level
 
     gc.collect()
     gc.freeze()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     uvicorn.run(
         api,
         host=host,
