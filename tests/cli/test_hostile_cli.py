@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,6 +21,7 @@ from registry.access import accounts
 from registry.api import create_app
 from registry.api.deps import display_hint, get_principal
 from registry.client.transfer import write_files
+from registry.config import Settings
 from registry.entities import FileInfo
 from registry.errors import BadRequest, UnsafePath
 from registry.services.context import Registry
@@ -149,11 +153,17 @@ def test_invalid_user_header_is_a_400_problem(served: Cli) -> None:
         assert resp.json()["code"] == "bad_request"
 
 
+@functools.cache
+def _app() -> Any:
+    """A server app (its settings and security monitor are what get_principal reads), never started."""
+    return create_app(Settings(home=Path(tempfile.mkdtemp(prefix="hint-"))))
+
+
 def hint_of(header: bytes | None) -> str | None:
     """The display hint X-Adapters-User decodes to (the name of embedded and operator modes; on a
     server the principal is the token's user, anonymous without one)."""
     headers = [] if header is None else [(b"x-adapters-user", header)]
-    request = Request({"type": "http", "headers": headers})
+    request = Request({"type": "http", "headers": headers, "app": _app(), "client": ("127.0.0.1", 1)})
     assert get_principal(request).is_anonymous  # the header is never trusted as who calls
     return display_hint(request)
 
