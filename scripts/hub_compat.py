@@ -55,6 +55,12 @@ def snap():
     d = hf.snapshot_download("acme/legal")
     return {p: sha(os.path.join(d, p)) for p in expect["files"]} == {p: h["v2"] for p, h in expect["files"].items()}
 check("snapshot_download", snap)
+check("list_models", lambda: [m.id for m in api.list_models(author="acme", search="legal", cardData=True)]
+      == ["acme/legal"])
+check("list_repo_commits", lambda: [c.commit_id for c in api.list_repo_commits("acme/legal")]
+      == [expect["v2"], expect["v1"]])
+check("get_paths_info", lambda: [e.path for e in api.get_paths_info("acme/legal", ["adapter_config.json", "nope"],
+                                                                    revision="production")] == ["adapter_config.json"])
 check("error:repo", lambda: raises(E.RepositoryNotFoundError, lambda: api.model_info("acme/nothing")))
 check("error:revision", lambda: raises(E.RevisionNotFoundError, lambda: hf.hf_hub_download("acme/legal", "adapter_config.json", revision="staging")))
 check("error:entry", lambda: raises(E.EntryNotFoundError, lambda: hf.hf_hub_download("acme/legal", "missing.json")))
