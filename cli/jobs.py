@@ -87,6 +87,7 @@ def worker(app: App, device: str, once: bool, name: str | None, as_json: bool) -
     """Run jobs from the registry's database (many workers may share one PostgreSQL and blob store)."""
     from registry.errors import BadRequest
     from registry.services.context import Registry
+    from registry.startup import refuse_example_credentials
     from registry.worker import Worker
     from registry.worker.settings import WorkerSettings
 
@@ -101,6 +102,7 @@ def worker(app: App, device: str, once: bool, name: str | None, as_json: bool) -
 
         if not torch.cuda.is_available():
             raise BadRequest("--device cuda: torch sees no CUDA device")
+    refuse_example_credentials(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     reg = Registry.from_settings(settings, migrate=True)
     w = Worker(reg, WorkerSettings.from_settings(settings, device=device, name=name))

@@ -34,10 +34,12 @@ def serve(app: App, host: str, port: int, no_worker: bool, as_json: bool) -> Non
     from registry.api import create_app
     from registry.errors import BadRequest
     from registry.services.context import Registry
+    from registry.startup import refuse_example_credentials
 
     settings = app.settings
     if settings.url:
         raise BadRequest("ADAPTERS_URL is set: `serve` runs a server, it does not talk to one; unset it")
+    refuse_example_credentials(settings)  # before the migrations touch anything
     reg = Registry.from_settings(settings, migrate=True)
     users = _has_users(reg)
     if as_json:  # where it serves, before uvicorn's log lines

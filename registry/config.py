@@ -129,9 +129,15 @@ class Settings(BaseModel):
     """Scratch space of workers (downloaded bases, export shards); default $ADAPTERS_HOME/work."""
 
     # ---- Hugging Face Hub write path (registry/api/hub/write.py)
-    secret_key: str | None = None
-    """Signs the one-time LFS upload URLs the Hub protocol hands out. Unset: a random key is made
-    once and kept in $ADAPTERS_HOME/secret_key (servers sharing a database must share it: set it)."""
+    secret_key: SecretStr | None = None
+    """Signs the Hub's one-time LFS upload URLs, Xet CAS tokens and the UI's CSRF tokens
+    (registry/startup.py reads it once per server). Unset, and no `secret_key_file`: a random key
+    is made once and kept in $ADAPTERS_HOME/secret_key (replicas must share it: set one of these)."""
+    secret_key_file: Path | None = None
+    """A file holding the secret key (a Docker secret: /run/secrets/NAME); not with `secret_key`."""
+    allow_example_credentials: bool = False
+    """A local trial (docker-compose.trial.yml): start even with the compose files' example
+    passwords. Otherwise a server or worker that is given one refuses to start."""
     hub_upload_url_ttl_s: int = Field(default=3600, ge=1)
     """How long an LFS upload URL stays valid."""
     hub_multipart_chunk_bytes: int = Field(default=64 * 1024**2, ge=1024)

@@ -561,3 +561,20 @@ class AliasInUse(Conflict):
 
 class GcRunning(Conflict):
     code = "gc_running"
+
+
+# Deployment: what a server refuses to start with (registry/startup.py).
+class BadConfiguration(RegistryError, ValueError):
+    """A setting a server cannot start with; `setting` names it (ADAPTERS_...)."""
+
+    code = "bad_configuration"
+    status = 500
+    title = "Server misconfigured"
+    setting: str | None = None
+
+
+class ExampleCredentials(BadConfiguration):
+    """The example credentials the compose files ship, outside a declared local trial."""
+
+    code = "example_credentials"
+    settings: list[str] | None = None

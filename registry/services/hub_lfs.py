@@ -30,7 +30,6 @@ from registry.access.accounts import job_principal
 from registry.access.checks import require_writer
 from registry.access.principal import Principal
 from registry.bounds import LFS_BATCH_OBJECTS, LFS_BATCH_PARTS
-from registry.config import Settings
 from registry.db.engine import unit_of_work
 from registry.errors import BadRequest, PushTooLarge, SizeMismatch, UploadUrlRefused, XetNotSupported
 from registry.services.blobs import missing_for, record_upload, upload_as
@@ -45,28 +44,6 @@ XET_HINT = (
     "set HF_HUB_DISABLE_XET=1 in the client's environment"
 )
 MAX_PARTS = 10_000
-
-
-def load_secret(settings: Settings) -> bytes:
-    """ADAPTERS_SECRET_KEY, or a random key made once and kept in $ADAPTERS_HOME/secret_key (0600)."""
-    if settings.secret_key:
-        return settings.secret_key.encode()
-    path = settings.home / "secret_key"
-    try:
-        return path.read_bytes().strip()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(32).encode()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first: use theirs
-        return path.read_bytes().strip()
-    with os.fdopen(fd, "wb") as f:
-        f.write(key)
-        f.flush()
-        os.fsync(f.fileno())
-    return key
 
 
 @dataclass(frozen=True)

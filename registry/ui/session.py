@@ -4,7 +4,7 @@ The principal is resolved as the API resolves it (`accounts.authenticate`), from
 HttpOnly, SameSite=Strict cookie instead of the Authorization header: script on a page never reads
 it, and a cross-site request never carries it. Every POST also needs a synchronizer token: a random
 nonce in its own cookie, and in the form the HMAC of that nonce under the server's secret key
-(`ADAPTERS_SECRET_KEY`, or the one `hub_lfs.load_secret` keeps in $ADAPTERS_HOME). A forged form
+(`app.state.secret_key`, settled once at start-up by `registry.startup`). A forged form
 can neither read the cookie nor compute the HMAC; a request whose Origin names another site is
 refused before that.
 """
@@ -23,10 +23,8 @@ from fastapi import Depends, Request, Response
 from registry.access import tokens
 from registry.access.addresses import source_of
 from registry.access.principal import Principal
-from registry.config import Settings
 from registry.errors import AuthThrottled, BadRequest, Forbidden, PayloadTooLarge, Unauthenticated
 from registry.services.context import Registry
-from registry.services.hub_lfs import load_secret
 from registry.services.security import SecurityMonitor
 
 TOKEN_COOKIE = "adreg_ui_token"
@@ -37,12 +35,8 @@ _CSRF_LABEL = b"adapters-ui-csrf\x00"
 
 
 def secret_of(request: Request) -> bytes:
-    """The server's secret key, read once per app."""
-    state = request.app.state
-    key: bytes | None = getattr(state, "ui_secret", None)
-    if key is None:
-        settings: Settings = state.settings
-        key = state.ui_secret = load_secret(settings)
+    """The server's secret key, which the app factory read once (registry.startup)."""
+    key: bytes = request.app.state.secret_key
     return key
 
 

@@ -21,7 +21,8 @@ from registry.api import create_app
 from registry.entities import VersionFilter
 from registry.services import queries
 from registry.services.context import Registry
-from registry.services.hub_lfs import Signer, load_secret
+from registry.services.hub_lfs import Signer
+from registry.startup import load_secret_key
 from tests.conftest import ServerThread, db_url_for, make_settings
 from tests.hub.clients import run_client
 
@@ -230,7 +231,7 @@ def test_raw_protocol_urls_multipart_and_unsafe_paths(
     assert bare.put(path.replace("sig=", "sig=0"), content=weights).status_code == 403
     wrong = path.replace(f"/{len(weights)}?", f"/{len(weights) - 1}?")
     assert bare.put(wrong, content=weights[:-1]).status_code == 403
-    secret = Signer(load_secret(reg_settings(server)), 60)
+    secret = Signer(load_secret_key(reg_settings(server)), 60)
     past = int(time.time()) - 10
     expired = (
         f"/api/lfs-upload/{oid}/{len(weights)}?expires={past}&user={who[0]}&token={who[1]}"

@@ -52,7 +52,7 @@ def _signer(request: Request, settings: Settings) -> Signer:
     state = request.app.state
     signer = getattr(state, "hub_signer", None)
     if signer is None:
-        signer = state.hub_signer = Signer(hub_lfs.load_secret(settings), settings.hub_upload_url_ttl_s)
+        signer = state.hub_signer = Signer(state.secret_key, settings.hub_upload_url_ttl_s)
     return signer  # type: ignore[no-any-return]
 
 

@@ -19,7 +19,7 @@ from registry.api.uploads import UploadSlots
 from registry.config import Settings
 from registry.errors import BadRequest, NotFound, PayloadTooLarge, Unauthenticated
 from registry.formats import xet as fmt
-from registry.services import hub_lfs, xet
+from registry.services import xet
 from registry.services.context import Registry
 
 router = APIRouter(route_class=HubRoute)
@@ -30,7 +30,7 @@ def _tokens(request: Request, settings: Settings) -> xet.CasTokens:
     state = request.app.state
     tokens = getattr(state, "xet_tokens", None)
     if tokens is None:
-        tokens = state.xet_tokens = xet.CasTokens(hub_lfs.load_secret(settings))
+        tokens = state.xet_tokens = xet.CasTokens(state.secret_key)
     return tokens  # type: ignore[no-any-return]
 
 
