@@ -316,6 +316,19 @@ def check_raw_http(http: httpx.Client, seeded: dict[str, str]) -> dict[str, Any]
     assert refs.status_code == 200 and refs.json()[0]["lfs"]["size"] == len(CARD)
     bad = http.post("/api/models/acme/legal/paths-info/main", json={"paths": [1]})
     assert bad.status_code == 400 and bad.headers["x-error-code"]
+    # Odd requests are answered 4xx the Hub's way, never 5xx.
+    for method, path, body in [
+        ("POST", "/api/models/acme/legal/paths-info/main", b"\xff\xfe=\x00"),
+        ("POST", "/api/models/acme/legal/paths-info/" + "a" * 300, b"paths=README.md"),
+        ("POST", "/api/models/acme/nothing/paths-info/main", b"paths=README.md"),
+        ("GET", "/api/models/acme/legal/commits/%E2%80%AEprod", b""),
+        ("GET", "/api/models/acme/legal/commits/" + "9" * 30, b""),
+        ("GET", "/api/models/acme/legal/commits", b""),
+    ]:
+        answer = http.request(
+            method, path, content=body, headers={"content-type": "application/x-www-form-urlencoded"}
+        )
+        assert 400 <= answer.status_code < 500 and answer.headers.get("x-error-code"), (method, path)
     commits = http.get("/api/models/acme/legal/commits/main", params={"limit": 1})
     assert [c["id"] for c in commits.json()] == [seeded["v2"]]
     older = http.get(commits.links["next"]["url"])
