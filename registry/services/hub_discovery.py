@@ -452,55 +452,43 @@ def paths_info(rev: HubRevision, paths: list[str]) -> list[TreeEntry]:
 def last_commits(reg: Registry, rev: HubRevision, entries: list[TreeEntry]) -> dict[str, HubCommit]:
     """For each entry, the commit that last changed it up to `rev` (paths-info's `expand`): the
     oldest version from which on, through `rev`'s, the file (a folder: everything below it) held
-    the same bytes. One query for the files' history of the versions up to `rev`."""
+    the same bytes. Three queries whatever the number of paths: the versions up to `rev`, their
+    files (only the paths asked for when all are files), the commits found."""
     if not entries:
         return {}
     if rev.kind == "model" or rev.version is None or rev.repository_id is None:
         only = HubCommit(rev.commit, "", "", [], rev.last_modified)
         return {e.path: only for e in entries}
     v, vf = m.Version, m.VersionFile
-    wanted_files = [e.path for e in entries if e.type == "file"]
-    q = (
-        select(v.number, vf.path, vf.digest)
-        .join(vf, vf.version_id == v.id)
-        .where(v.repository_id == rev.repository_id, v.number <= rev.version)
-    )
-    if all(e.type == "file" for e in entries) and len(wanted_files) <= 500:
-        q = q.where(vf.path.in_(wanted_files))
+    upto = (v.repository_id == rev.repository_id, v.number <= rev.version)
+    q = select(v.number, vf.path, vf.digest).join(vf, vf.version_id == v.id).where(*upto)
+    if all(e.type == "file" for e in entries) and len(entries) <= 500:
+        q = q.where(vf.path.in_([e.path for e in entries]))
     with read_only(reg.sessions) as session:
-        history: dict[int, dict[str, str]] = {}
+        numbers = sorted(session.scalars(select(v.number).where(*upto)), reverse=True)
+        held: dict[int, dict[str, str]] = {n: {} for n in numbers}
         for number, path, digest in session.execute(q):
-            history.setdefault(number, {})[path] = digest
-        numbers = [
-            n
-            for (n,) in session.execute(
-                select(v.number).where(v.repository_id == rev.repository_id, v.number <= rev.version)
-            )
-        ]
-        numbers.sort(reverse=True)
+            held[number][path] = digest
         since: dict[str, int] = {}
         for e in entries:
-            prefix = f"{e.path}/"
-
-            def state(n: int, e: TreeEntry = e, prefix: str = prefix) -> frozenset[tuple[str, str]]:
-                held = history.get(n, {})
-                if e.type == "file":
-                    return frozenset({(e.path, held[e.path])} if e.path in held else ())
-                return frozenset((p, d) for p, d in held.items() if p.startswith(prefix))
-
-            now = state(numbers[0])
-            first = numbers[0]
+            now, first = _state(held[numbers[0]], e), numbers[0]
             for n in numbers[1:]:
-                if state(n) != now:
+                if _state(held[n], e) != now:
                     break
                 first = n
             since[e.path] = first
-        rows = {
-            n: _commit(n, digest, message, who, at)
-            for n, digest, message, who, at in session.execute(
-                select(v.number, v.digest, v.message, v.pushed_by, v.created_at).where(
-                    v.repository_id == rev.repository_id, v.number.in_(sorted(set(since.values())))
-                )
+        found = session.execute(
+            select(v.number, v.digest, v.message, v.pushed_by, v.created_at).where(
+                v.repository_id == rev.repository_id, v.number.in_(sorted(set(since.values())))
             )
-        }
-    return {path: rows[n] for path, n in since.items()}
+        )
+        commits = {n: _commit(n, digest, message, who, at) for n, digest, message, who, at in found}
+    return {path: commits[n] for path, n in since.items()}
+
+
+def _state(files: dict[str, str], entry: TreeEntry) -> frozenset[tuple[str, str]]:
+    """What a version held at `entry`: the file's (path, digest), or a folder's every one below it."""
+    if entry.type == "file":
+        return frozenset({(entry.path, files[entry.path])} if entry.path in files else ())
+    prefix = f"{entry.path}/"
+    return frozenset((p, d) for p, d in files.items() if p.startswith(prefix))
