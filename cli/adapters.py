@@ -12,6 +12,17 @@ from cli.app import App, pass_app, with_client
 from cli.output import RichProgress, emit, json_option, jsonable
 from cli.params import ALIAS, EVAL, REF, REPO
 
+trust_key_option = click.option(
+    "--trust-key",
+    "trust_key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    multiple=True,
+    envvar="ADAPTERS_TRUSTED_KEYS",
+    help="A public key (PEM) or certificate whose signatures you trust; repeatable. Also "
+    "ADAPTERS_TRUSTED_KEYS (paths separated by the OS path separator) and the *.pub/*.pem files "
+    "in $XDG_CONFIG_HOME/adapter-registry/trusted_keys/.",
+)
+
 if TYPE_CHECKING:
     from registry.client import RegistryClient
     from registry.entities import EvalScoreIn
@@ -67,6 +78,12 @@ if TYPE_CHECKING:
     is_flag=True,
     help="Push each FOLDER/checkpoint-N as a version, in step order (aliases and --eval go to the last).",
 )
+@click.option(
+    "--signer-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The public key (PEM) that signed FOLDER/model.sig: the server then checks the signature "
+    "itself, not only the signer's fingerprint and the files it lists.",
+)
 @json_option
 @with_client
 def push(
@@ -83,6 +100,7 @@ def push(
     exclude: tuple[str, ...],
     ignore_file: Path | None,
     all_checkpoints: bool,
+    signer_key: Path | None,
     as_json: bool,
 ) -> None:
     """Validate FOLDER (a PEFT adapter, a Trainer output_dir or one of its checkpoint-N folders) and
@@ -90,6 +108,8 @@ def push(
 
     Training artefacts (training_args.bin, optimizer and scheduler states, checkpoint-*/, runs/,
     wandb/, .git) are skipped and listed; trainer_state.json's evaluations and facts are recorded.
+    A model-signing signature (FOLDER/model.sig) must list exactly the pushed files; its signer is
+    recorded.
     """
     from registry.client.bases import resolve_push_base
     from registry.client.transfer import push_checkpoints, push_folder
@@ -105,6 +125,7 @@ def push(
         message=message,
         progress=progress,
         rules=Rules(include=include, exclude=exclude, ignore_file=ignore_file),
+        signer_key=signer_key.read_text() if signer_key else None,
     )
     if all_checkpoints:
         emit(push_checkpoints(client, folder, repo, **options), as_json, render.pushed_all)
@@ -123,14 +144,45 @@ def push(
     help="Write into a non-empty folder: the adapter's files replace those of the same name, "
     "every other file is kept.",
 )
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Refuse the version unless its model.sig is by a trusted key and lists exactly its files.",
+)
+@trust_key_option
 @json_option
 @pass_app
-def pull_cmd(app: App, ref: str, output: Path | None, force: bool, as_json: bool) -> None:
+def pull_cmd(
+    app: App,
+    ref: str,
+    output: Path | None,
+    force: bool,
+    verify: bool,
+    trust_key: tuple[Path, ...],
+    as_json: bool,
+) -> None:
     """Download REF (ns/name, ns/name:3, ns/name@alias, ns/name@sha256:...) into a folder.
 
     Every file is verified before it is written; nothing the registry did not write is deleted.
+    With --verify, the signature is checked against keys trusted here before a file is written.
     """
     progress = RichProgress(not as_json)
+    if verify:
+        from registry.client.verify import pull_verified, trusted_keys
+
+        keys = trusted_keys(trust_key, app.settings.config_dir)
+        info, out, verified = pull_verified(app.client, ref, output, keys, force=force, progress=progress)
+        signed = {"signer": verified.signer.describe(), "fingerprint": verified.signer.fingerprint}
+        verified_doc = {
+            "repo": info.repo,
+            "version": info.version,
+            "digest": info.digest,
+            "path": str(out),
+            "files": jsonable(info.files),
+            "verified": signed,
+        }
+        emit(verified_doc, as_json, render.pulled)
+        return
     doc = _quick_pull(app, ref, output, force, progress)
     if doc is None:
         from registry.client.transfer import pull
@@ -238,6 +290,25 @@ def _embedded_sqlite(app: App) -> Path | None:
     return None if settings.url else settings.sqlite_file
 
 
+@click.command(name="verify")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@trust_key_option
+@json_option
+@pass_app
+def verify_cmd(app: App, folder: Path, trust_key: tuple[Path, ...], as_json: bool) -> None:
+    """Check FOLDER/model.sig: signed by a trusted key, listing exactly the folder's files."""
+    from registry.client.verify import trusted_keys, verify_folder
+
+    verified = verify_folder(folder, trusted_keys(trust_key, app.settings.config_dir))
+    doc = {
+        "path": str(folder),
+        "signer": verified.signer.describe(),
+        "fingerprint": verified.signer.fingerprint,
+        "identity": verified.signer.identity,
+    }
+    emit(doc, as_json, render.verified)
+
+
 @click.command()
 @click.argument("ref", type=REF)
 @json_option
@@ -247,4 +318,4 @@ def show(client: RegistryClient, ref: str, as_json: bool) -> None:
     emit(client.resolve(ref), as_json, render.version)
 
 
-COMMANDS = [push, pull_cmd, list_cmd, show]
+COMMANDS = [push, pull_cmd, list_cmd, show, verify_cmd]

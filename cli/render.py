@@ -73,8 +73,15 @@ def training_line(facts: dict[str, Any]) -> str:
 
 
 def pulled(doc: dict[str, Any]) -> None:
-    """`adapters pull`'s JSON document (repo, version, digest, path, files)."""
+    """`adapters pull`'s JSON document (repo, version, digest, path, files; verified)."""
     say(f"[green]pulled[/green] {doc['repo']}:{doc['version']} {doc['digest']} -> {doc['path']}")
+    if doc.get("verified"):
+        say(f"  signature verified: {escape(doc['verified']['signer'])}")
+
+
+def verified(doc: dict[str, Any]) -> None:
+    """`adapters verify`'s JSON document."""
+    say(f"[green]verified[/green] {escape(doc['path'])}: signed by {escape(doc['signer'])}")
 
 
 def version_table(page: dict[str, Any]) -> None:
@@ -118,6 +125,14 @@ def version(v: VersionInfo) -> None:
         lines.append(("eval", f"{e.metric} = {e.value}{where}"))
     if v.training:
         lines.append(("training", training_line(v.training)))
+    for sig in v.signatures:
+        who = f"certificate {sig.identity} ({sig.fingerprint})" if sig.identity else f"key {sig.fingerprint}"
+        how = (
+            "signature checked by the server"
+            if sig.checked
+            else "key not given: files and fingerprint checked"
+        )
+        lines.append(("signed", escape(f"{who}  [{sig.path}; {how}]")))
     if v.lineage:
         lin = v.lineage
         lines.append(("derived", f"{lin.get('kind')} by {lin.get('method')} {lin.get('parameters', {})}"))

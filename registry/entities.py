@@ -147,6 +147,21 @@ class VersionSummary(BaseModel):
     """Made by a merge (its lineage is in `show`)."""
 
 
+class SignatureInfo(BaseModel):
+    """A model-signing signature among a version's files (formats/signing.py): who signed, and
+    whether the server checked the signature itself (a key bundle names its key only by
+    fingerprint: checked when the key came with the push)."""
+
+    path: str
+    kind: str
+    """Either `key` or `certificate`."""
+    fingerprint: str
+    """sha256:<hex> of the signer's public key (PEM), model-signing's key hint."""
+    identity: str | None = None
+    """A certificate's SAN e-mail/URI or subject."""
+    checked: bool = False
+
+
 class VersionInfo(VersionSummary):
     """One version whole: the summary plus its message, config, files, lineage and checks."""
 
@@ -159,6 +174,8 @@ class VersionInfo(VersionSummary):
     training: dict[str, Any] | None = None
     """What the pushed files said about the training run (trainer_state.json, training_args.json,
     the card's model-index; formats/training.py): global_step, epoch, best_metric, ..."""
+    signatures: list[SignatureInfo] = Field(default_factory=list)
+    """model-signing signatures checked against the files when the version was pushed."""
 
 
 class PushRequest(BaseModel):
@@ -173,6 +190,9 @@ class PushRequest(BaseModel):
     """Set by the merge engine: how this version was derived from others."""
     force: bool = False
     """Record the version even if the fit check against its known base refuses it."""
+    signer_key: str | None = Field(default=None, max_length=16384)
+    """PEM public key (or certificate) that signed the folder's model.sig: with it the server
+    checks a key signature too, not only its fingerprint and files."""
 
 
 class SkippedPath(BaseModel):

@@ -345,6 +345,31 @@ class FileNotAllowed(InvalidAdapter):
     code = "file_not_allowed"
 
 
+class InvalidSignature(InvalidAdapter):
+    """A model-signing signature (model.sig) that is not a well-formed bundle, or whose DSSE
+    signature does not verify with the key or certificate it names (formats/signing.py)."""
+
+    code = "invalid_signature"
+    signer: str | None = None
+
+
+class SignatureMismatch(InvalidSignature):
+    """A signature whose statement does not list exactly the files with their sha256 digests:
+    `missing` (signed, not there), `unsigned` (there, not signed), `changed` (other digest)."""
+
+    code = "signature_mismatch"
+    missing: list[str] | None = None
+    unsigned: list[str] | None = None
+    changed: list[str] | None = None
+
+
+class UntrustedSignature(InvalidSignature):
+    """A verification the caller asked for (pull --verify, verify DIR) that found no signature,
+    or one by a key or identity the caller does not trust."""
+
+    code = "untrusted_signature"
+
+
 class PushTooLarge(InvalidAdapter):
     code = "push_too_large"
     status = 413

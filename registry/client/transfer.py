@@ -166,10 +166,12 @@ def push_folder(
     force: bool = False,
     progress: TransferProgress | None = None,
     rules: Rules | None = None,
+    signer_key: str | None = None,
 ) -> PushResult:
     """Select the folder's files (formats/selection.py: training artefacts skipped, `rules` to
     change that), validate them locally, upload only the blobs the registry lacks, then commit the
-    manifest. The result lists what was skipped."""
+    manifest. The result lists what was skipped. A model.sig among the files is checked here as the
+    server will check it (with `signer_key`, the PEM key that signed it, if given)."""
     from registry.entities import FileInfo, PushRequest, SkippedPath
     from registry.formats.folder import hash_folder, local_reader
     from registry.formats.inspect import inspect_files
@@ -187,6 +189,7 @@ def push_folder(
     if progress:
         progress.finish()
     inspect_files(entries, local_reader(files), CLIENT_LIMITS)
+    _check_signature_locally(entries, dict(files), signer_key)
     request = PushRequest(  # built (and so validated) before a byte is uploaded
         files=[FileInfo(path=e.path, size=e.size, sha256=e.sha256) for e in entries],
         base=base,
@@ -196,6 +199,7 @@ def push_folder(
         message=message,
         lineage=lineage,
         force=force,
+        signer_key=signer_key,
     )
     upload_missing(client, entries, dict(files), progress)
     result = client.commit(repo, request)
@@ -205,6 +209,16 @@ def push_folder(
             "borrowed": selection.borrowed,
         }
     )
+
+
+def _check_signature_locally(
+    entries: list[FileEntry], paths: dict[str, Path], signer_key: str | None
+) -> None:
+    """A signature that does not match the files is refused before a byte is uploaded."""
+    from registry.formats.signing import SIGNATURE_NAME, check_pushed
+
+    if SIGNATURE_NAME in paths:
+        check_pushed(paths[SIGNATURE_NAME].read_bytes(), entries, signer_key)
 
 
 def push_checkpoints(

@@ -30,6 +30,8 @@ ALLOWED_PATTERNS = (
     "*.jinja",
     "*.tiktoken",
 )
+SIGNATURE_NAME = "model.sig"
+"""model-signing's signature file, accepted at the top of a folder only."""
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz")
 CONVERT_HINT = (
     "pickle files can run arbitrary code when loaded and are never accepted; convert with "
@@ -128,6 +130,8 @@ def _check_component(raw: str, part: str) -> None:
 
 def check_allowed(path: str) -> None:
     """Refuse pickles by extension and anything outside the allowlist."""
+    if path == SIGNATURE_NAME:
+        return  # a model-signing signature, checked against the files (formats/signing.py)
     name = path.rsplit("/", 1)[-1]
     if name.lower().endswith(PICKLE_SUFFIXES):
         raise PickleRefused(f"{path}: {CONVERT_HINT}", path=path)

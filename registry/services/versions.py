@@ -21,6 +21,7 @@ from registry.entities import (
     FileInfo,
     PushRequest,
     PushResult,
+    SignatureInfo,
     VersionInfo,
     VersionSummary,
 )
@@ -28,6 +29,7 @@ from registry.errors import BlobMissing, RegistryError
 from registry.formats.inspect import AdapterFacts, inspect_files
 from registry.formats.manifest import FileEntry, manifest_digest
 from registry.formats.peft_config import canonical_config
+from registry.formats.signing import SIGNATURE_NAME, Verified, check_pushed
 from registry.formats.training import TrainingRecord, read_training
 from registry.refs import Ref, RepoName, check_alias, parse_ref, parse_repo
 from registry.services import audit
@@ -118,6 +120,7 @@ class _Checked(NamedTuple):
     facts: AdapterFacts
     digest: str
     training: TrainingRecord
+    signature: Verified | None
 
 
 def _check(reg: Registry, req: PushRequest, aliases: list[str], unusable: set[str]) -> _Checked:
@@ -137,7 +140,19 @@ def _check(reg: Registry, req: PushRequest, aliases: list[str], unusable: set[st
         return read_listed(reg.store, e.path, e.sha256, start, n)
 
     facts = inspect_files(files, read, reg.limits)
-    return _Checked(req, files, aliases, facts, manifest_digest(files), read_training(files, read))
+    signed = _check_signature(req, files, read)
+    return _Checked(req, files, aliases, facts, manifest_digest(files), read_training(files, read), signed)
+
+
+def _check_signature(
+    req: PushRequest, files: list[FileEntry], read: Callable[[FileEntry, int, int], bytes]
+) -> Verified | None:
+    """A model.sig among the files must be well formed, verify (with its certificate, or the key
+    sent with the push) and list exactly the other files with their digests."""
+    sig = next((f for f in files if f.path == SIGNATURE_NAME), None)
+    if sig is None:
+        return None
+    return check_pushed(read(sig, 0, sig.size), files, req.signer_key)
 
 
 def _record(
@@ -150,7 +165,7 @@ def _record(
 ) -> PushResult:
     """Inside the commit's transaction (its blobs guarded against gc): link the base, lock the
     repository, and record a new version, or none when the content equals the latest."""
-    req, files, aliases, facts, digest, training = checked
+    req, files, aliases, facts, digest, training, signature = checked
     link = link_and_check(
         session, facts, req.base or facts.config.base_model_name_or_path, req.force, principal
     )
@@ -174,7 +189,7 @@ def _record(
         repository.version_counter = max(repository.version_counter, repository.latest_version) + 1
         repository.latest_version = repository.version_counter
         version = _new_version(
-            session, repository, digest, files, facts, req, pushed_by, link, principal, training
+            session, repository, digest, files, facts, req, pushed_by, link, principal, training, signature
         )
         for alias in aliases:
             point_alias(session, repository, version, alias)
@@ -257,6 +272,7 @@ def _new_version(
     link: BaseLink,
     principal: Principal,
     training: TrainingRecord,
+    signature: Verified | None = None,
 ) -> m.Version:
     cfg = facts.config
     # The pushed lineage is a claim: only parents the pusher may read become indexed edges.
@@ -269,6 +285,7 @@ def _new_version(
         manifest={
             "files": [vars(f) for f in sorted(files, key=lambda f: f.path)],
             **({"training": training.facts} if training.facts else {}),
+            **({"signatures": [_signature_doc(signature)]} if signature else {}),
         },
         peft_type=cfg.peft_type,
         task_type=cfg.task_type,
@@ -330,6 +347,18 @@ def _new_version(
     return version
 
 
+def _signature_doc(signed: Verified) -> dict[str, Any]:
+    """What a version records of its model.sig (in its manifest document: no column of its own)."""
+    s = signed.signer
+    return {
+        "path": SIGNATURE_NAME,
+        "kind": s.kind,
+        "fingerprint": s.fingerprint,
+        "identity": s.identity,
+        "checked": signed.signature_checked,
+    }
+
+
 def record_blobs(session: Session, files: list[FileEntry]) -> None:
     """Insert the blob rows that do not exist yet. Pushes to different repositories often share
     a new file (a README, a tokenizer): a read-then-insert lost that race with a duplicate key
@@ -372,6 +401,7 @@ def version_info(session: Session, v: m.Version, *, reader: Principal = OPERATOR
         fit_override=v.fit_override,
         qlora_checks=qlora_summaries(session, v.id),
         training=(v.manifest or {}).get("training"),
+        signatures=[SignatureInfo(**doc) for doc in (v.manifest or {}).get("signatures", [])],
     )
 
 

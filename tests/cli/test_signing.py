@@ -1,0 +1,245 @@
+"""Signed versions (issue 27) with the real OpenSSF `model-signing` package: a folder it signs pushes
+as it is and its signer is recorded; a signature that does not match the files is refused with its
+own code and nothing is stored; `pull --verify` and `verify DIR` check against keys trusted here,
+so a server that swaps a blob and its digest together is caught; a pulled folder passes
+`model_signing verify`."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import Result
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from registry.formats.signing import key_fingerprint
+from tests.cli.conftest import Cli, open_cli
+from tests.storage.test_pull_one_write import write_adapter
+
+model_signing = pytest.importorskip("model_signing")
+
+
+def make_key(folder: Path, name: str) -> tuple[Path, Path]:
+    """A P-256 key pair as PEM files (what `openssl ecparam -genkey` writes)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    private, public = folder / f"{name}.pem", folder / f"{name}.pub"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return private, public
+
+
+def beside() -> object:
+    """What model-signing's CLI hashes with when the signature lies in the folder: it ignored."""
+    return model_signing.hashing.Config().set_ignored_paths(paths=["model.sig"])
+
+
+def sign(folder: Path, private: Path) -> Path:
+    """`model_signing sign key FOLDER --private_key KEY --signature FOLDER/model.sig`."""
+    model_signing.signing.Config().use_elliptic_key_signer(private_key=private).set_hashing_config(
+        beside()
+    ).sign(folder, folder / "model.sig")
+    return folder / "model.sig"
+
+
+def fingerprint(public: Path) -> str:
+    key = serialization.load_pem_public_key(public.read_bytes())
+    assert isinstance(key, ec.EllipticCurvePublicKey)
+    return key_fingerprint(key)
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> dict[str, tuple[Path, Path]]:
+    return {name: make_key(tmp_path, name) for name in ("alice", "mallory")}
+
+
+@pytest.fixture
+def signed(tmp_path: Path, keys: dict[str, tuple[Path, Path]]) -> Path:
+    folder = write_adapter(tmp_path / "signed", n=64)
+    (folder / "README.md").write_text("# a signed adapter\n")
+    sign(folder, keys["alice"][0])
+    return folder
+
+
+def error_code(result: Result) -> str:
+    return str(json.loads(result.stdout)["error"]["code"])
+
+
+def message(result: Result) -> str:
+    return str(json.loads(result.stdout)["error"]["message"])
+
+
+@pytest.mark.parametrize("mode", ["embedded", "postgresql-file"])
+def test_signed_folder_pushes_and_records_signer(
+    mode: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    signed: Path,
+    keys: dict[str, tuple[Path, Path]],
+) -> None:
+    private, public = keys["alice"]
+    with open_cli(mode, request, tmp_path) as adapters:
+        pushed = adapters.json("push", str(signed), "acme/signed")
+        assert "model.sig" in [f["path"] for f in pushed["info"]["files"]]
+        [sig] = pushed["info"]["signatures"]
+        assert sig["fingerprint"] == fingerprint(public) and sig["kind"] == "key"
+        assert sig["checked"] is False  # a key bundle names its key only by fingerprint
+        checked = adapters.json("push", str(signed), "acme/checked", "--signer-key", str(public))
+        assert checked["info"]["signatures"][0]["checked"] is True
+        shown = adapters("show", "acme/checked")
+        assert fingerprint(public) in shown.stdout and "signature checked by the server" in shown.stdout
+        # the wrong key sent with the push is refused, nothing stored
+        wrong = adapters(
+            "push", str(signed), "acme/wrong", "--signer-key", str(keys["mallory"][1]), "--json", ok=False
+        )
+        assert wrong.exit_code == 1 and error_code(wrong) == "invalid_signature"
+        assert adapters("show", "acme/wrong", ok=False).exit_code == 1
+
+        out = tmp_path / "pulled"
+        got = adapters.json("pull", "acme/signed", "-o", str(out), "--verify", "--trust-key", str(public))
+        assert got["verified"]["fingerprint"] == fingerprint(public)
+        # what the registry serves, the reference implementation accepts
+        model_signing.verifying.Config().use_elliptic_key_verifier(public_key=public).set_hashing_config(
+            beside()
+        ).verify(out, out / "model.sig")
+        assert adapters.json("verify", str(out), "--trust-key", str(public))["fingerprint"] == fingerprint(
+            public
+        )
+        untrusted = adapters(
+            "pull", "acme/signed", "-o", str(tmp_path / "no"), "--verify",
+            "--trust-key", str(keys["mallory"][1]), "--json", ok=False,
+        )  # fmt: skip
+        assert error_code(untrusted) == "untrusted_signature" and not (tmp_path / "no").exists()
+
+
+def test_tampered_file_refused(embedded: Cli, signed: Path, tmp_path: Path) -> None:
+    (signed / "README.md").write_text("# changed after signing\n")
+    bad = embedded("push", str(signed), "acme/x", "--json", ok=False)
+    assert bad.exit_code == 1 and error_code(bad) == "signature_mismatch"
+    assert "changed: README.md" in message(bad)
+    assert embedded.json("list")["items"] == []
+
+
+def test_tampered_signature_refused(embedded: Cli, signed: Path, keys: dict[str, tuple[Path, Path]]) -> None:
+    public = keys["alice"][1]
+    bundle = json.loads((signed / "model.sig").read_text())
+    envelope = bundle["dsseEnvelope"]
+    raw = bytearray(base64.b64decode(envelope["signatures"][0]["sig"]))
+    raw[-1] ^= 1
+    envelope["signatures"][0]["sig"] = base64.b64encode(bytes(raw)).decode()
+    (signed / "model.sig").write_text(json.dumps(bundle))
+    bad = embedded("push", str(signed), "acme/x", "--signer-key", str(public), "--json", ok=False)
+    assert error_code(bad) == "invalid_signature"
+    # a statement rewritten to match edited files, the signature left as it was
+    sign(signed, keys["alice"][0])
+    bundle = json.loads((signed / "model.sig").read_text())
+    (signed / "README.md").write_text("# swapped\n")
+    statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
+    new_digest = hashlib.sha256(b"# swapped\n").hexdigest()
+    root = hashlib.sha256()
+    for res in statement["predicate"]["resources"]:
+        if res["name"] == "README.md":
+            res["digest"] = new_digest
+        root.update(bytes.fromhex(res["digest"]))
+    statement["subject"][0]["digest"]["sha256"] = root.hexdigest()
+    bundle["dsseEnvelope"]["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
+    (signed / "model.sig").write_text(json.dumps(bundle))
+    bad = embedded("push", str(signed), "acme/x", "--signer-key", str(public), "--json", ok=False)
+    assert error_code(bad) == "invalid_signature"
+    assert embedded.json("list")["items"] == []
+    # without the key the push is taken, but a client that trusts the key refuses it
+    embedded("push", str(signed), "acme/x")
+    bad = embedded("verify", str(signed), "--trust-key", str(public), "--json", ok=False)
+    assert error_code(bad) == "invalid_signature"
+
+
+def test_signature_over_other_files_refused(
+    embedded: Cli, signed: Path, keys: dict[str, tuple[Path, Path]]
+) -> None:
+    (signed / "notes.md").write_text("added after signing\n")
+    bad = embedded("push", str(signed), "acme/x", "--json", ok=False)
+    assert error_code(bad) == "signature_mismatch"
+    assert "not signed: notes.md" in message(bad)
+    (signed / "notes.md").unlink()
+    (signed / "extra.md").write_text("signed, then removed\n")
+    sign(signed, keys["alice"][0])
+    (signed / "extra.md").unlink()
+    bad = embedded("push", str(signed), "acme/x", "--json", ok=False)
+    assert "signed but absent: extra.md" in message(bad)
+    assert embedded.json("list")["items"] == []
+
+
+def test_server_refuses_mismatch_it_is_sent(
+    request: pytest.FixtureRequest, tmp_path: Path, signed: Path
+) -> None:
+    """The server checks on its own: a client that skips the local check gets the same refusal."""
+    from registry.client.transfer import upload_missing
+    from registry.entities import FileInfo, PushRequest
+    from registry.errors import SignatureMismatch
+    from registry.formats.folder import hash_folder, list_folder
+
+    (signed / "README.md").write_text("# changed after signing\n")
+    with open_cli("sqlite-file", request, tmp_path) as adapters:
+        from registry.client import open_client
+        from registry.config import Settings
+
+        client = open_client(Settings(url=adapters.env["ADAPTERS_URL"], token=adapters.env["ADAPTERS_TOKEN"]))
+        files = list_folder(signed)
+        entries = hash_folder(files)
+        upload_missing(client, entries, dict(files), None)
+        req = PushRequest(files=[FileInfo(path=e.path, size=e.size, sha256=e.sha256) for e in entries])
+        with pytest.raises(SignatureMismatch) as err:
+            client.commit("acme/x", req)
+        assert err.value.changed == ["README.md"]
+        assert adapters.json("list")["items"] == []
+
+
+def test_pull_verify_catches_swapped_blob_and_digest(
+    embedded: Cli, signed: Path, tmp_path: Path, keys: dict[str, tuple[Path, Path]]
+) -> None:
+    """A server that controls its database and its store swaps a file's bytes and its digest
+    together: every per-file check passes, the signature does not."""
+    public = keys["alice"][1]
+    embedded("push", str(signed), "acme/signed")
+    home = Path(embedded.env["ADAPTERS_HOME"])
+    evil = b"# nothing to see here\n"
+    digest = "sha256:" + hashlib.sha256(evil).hexdigest()
+    blob = next((home / "blobs").rglob(hashlib.sha256((signed / "README.md").read_bytes()).hexdigest()))
+    target = blob.parent.parent / digest[7:9] / digest[7:]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(evil)
+    with sqlite3.connect(home / "registry.db") as db:
+        db.execute(
+            "INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, '2020-01-01')", (digest, len(evil))
+        )
+        db.execute(
+            "UPDATE version_files SET digest = ?, size = ? WHERE path = 'README.md'", (digest, len(evil))
+        )
+    out = tmp_path / "verified"
+    bad = embedded(
+        "pull", "acme/signed", "-o", str(out), "--verify", "--trust-key", str(public), "--json", ok=False
+    )
+    assert error_code(bad) == "signature_mismatch" and not out.exists()
+    assert "changed: README.md" in message(bad)
+    plain = tmp_path / "plain"  # without --verify the lie goes through: each file matches its digest
+    embedded("pull", "acme/signed", "-o", str(plain))
+    assert (plain / "README.md").read_bytes() == evil
+    bad = embedded("verify", str(plain), "--trust-key", str(public), "--json", ok=False)
+    assert error_code(bad) == "signature_mismatch"
+
+
+def test_verify_needs_a_trusted_key(embedded: Cli, signed: Path) -> None:
+    bad = embedded("verify", str(signed), "--json", ok=False)
+    assert bad.exit_code == 1 and error_code(bad) == "bad_request"
