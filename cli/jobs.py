@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import logging.config
 import signal
 import threading
 from types import FrameType
@@ -81,11 +82,29 @@ def jobs_cancel(client: RegistryClient, job_id: int, as_json: bool) -> None:
 )
 @click.option("--once", is_flag=True, help="Run the jobs queued now, then exit.")
 @click.option("--name", help="Worker name recorded in job leases (default host:pid:random).")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics (0: a free port, printed).",
+)
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address of --metrics-port.")
 @json_option
 @pass_app
-def worker(app: App, device: str, once: bool, name: str | None, as_json: bool) -> None:
+def worker(
+    app: App,
+    device: str,
+    once: bool,
+    name: str | None,
+    metrics_port: int | None,
+    metrics_host: str,
+    as_json: bool,
+) -> None:
     """Run jobs from the registry's database (many workers may share one PostgreSQL and blob store)."""
     from registry.errors import BadRequest
+    from registry.observability.http import MetricsServer
+    from registry.observability.logs import logging_config
+    from registry.observability.metrics import JobQueueCollector, process_metrics
     from registry.services.context import Registry
     from registry.startup import refuse_example_credentials
     from registry.worker import Worker
@@ -103,9 +122,17 @@ def worker(app: App, device: str, once: bool, name: str | None, as_json: bool) -
         if not torch.cuda.is_available():
             raise BadRequest("--device cuda: torch sees no CUDA device")
     refuse_example_credentials(settings)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.config.dictConfig(logging_config(settings.log_format))
     reg = Registry.from_settings(settings, migrate=True)
     w = Worker(reg, WorkerSettings.from_settings(settings, device=device, name=name))
+    exporter = None
+    if metrics_port is not None:
+        token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+        collectors = [JobQueueCollector(reg)]
+        exporter = MetricsServer(
+            metrics_host, metrics_port, process_metrics().install(), collectors, token
+        ).start()
+        err_console.print(f"worker {w.name}: metrics at http://{metrics_host}:{exporter.port}/metrics")
     stop = threading.Event()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -122,6 +149,8 @@ def worker(app: App, device: str, once: bool, name: str | None, as_json: bool) -
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if exporter is not None:
+            exporter.stop()
         reg.close()
     emit({"worker": w.name, "jobs_run": ran}, as_json, lambda _: say(f"worker {w.name} ran {ran} job(s)"))
 

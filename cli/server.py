@@ -73,19 +73,26 @@ def run_server(api: FastAPI, settings: Settings, host: str, port: int, log_level
 
     import uvicorn
 
+    from cli.draining import AFTER_DRAIN_S, DrainingServer
     from registry.access.addresses import uvicorn_options
+    from registry.observability.logs import logging_config
 
     gc.collect()
     gc.freeze()
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-    uvicorn.run(
+    json_logs = settings.log_format == "json"
+    config = uvicorn.Config(
         api,
         host=host,
         port=port,
         log_level=log_level,
-        log_config=access_log_config(),
+        # json: one object a line, and registry.api.observe's request record replaces the access line
+        log_config=logging_config("json", log_level, uvicorn=True) if json_logs else access_log_config(),
+        access_log=not json_logs,
+        timeout_graceful_shutdown=AFTER_DRAIN_S,
         **uvicorn_options(settings),
     )
+    DrainingServer(config, getattr(api.state, "drain", None)).run()
 
 
 class StripQuery(logging.Filter):
@@ -100,12 +107,18 @@ class StripQuery(logging.Filter):
 
 
 def access_log_config() -> dict[str, Any]:
-    """uvicorn's logging configuration with StripQuery on the access log."""
+    """uvicorn's logging configuration with StripQuery on the access log and secrets masked on
+    both of its handlers (registry.observability.logs.redact)."""
     from uvicorn.config import LOGGING_CONFIG
+
+    from registry.observability.logs import RedactingFilter
 
     config = copy.deepcopy(LOGGING_CONFIG)
     config.setdefault("filters", {})["strip_query"] = {"()": StripQuery}
+    config["filters"]["redact"] = {"()": RedactingFilter}
     config["loggers"]["uvicorn.access"]["filters"] = ["strip_query"]
+    for handler in config["handlers"].values():
+        handler["filters"] = ["redact"]
     return config
 
 

@@ -7,7 +7,7 @@ import ipaddress
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -153,6 +153,17 @@ class Settings(BaseModel):
     auth_failure_window_s: float = Field(default=60.0, gt=0, le=86400)
     """The window of `auth_failure_limit`, how long a source then stays throttled, and the period
     over which security events are counted into one audit row per source."""
+
+    # ---- what an operator watches (registry/observability, registry/api/observe.py)
+    log_format: Literal["text", "json"] = "text"
+    """`json`: servers and workers log one JSON object per line (request id, user, route template,
+    status, duration, bytes); secrets redacted in both formats."""
+    metrics_token: SecretStr | None = None
+    """When set, /metrics (a server's, a worker's --metrics-port) answers only `Authorization:
+    Bearer <this>`. Unset: open (the page holds counts by route template, never names)."""
+    shutdown_deadline_s: float = Field(default=30.0, ge=0, le=86400)
+    """After SIGTERM a server answers /readyz 503 and refuses new requests, and stops once its
+    requests in flight (uploads) have ended or this many seconds have passed."""
 
     @field_validator("trusted_proxies")
     @classmethod

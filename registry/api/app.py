@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from registry import __version__, ui
-from registry.api import problems, security
+from registry.api import observe, problems, security
 from registry.api.guard import RequestGuard
 from registry.api.hub import discovery
 from registry.api.hub import router as hub_router
@@ -100,6 +100,7 @@ def create_app(
     problems.install(app)
     security.install(app, monitor, settings)
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_request_bytes)
+    observe.install(app, settings, reg)  # outermost: metrics, the JSON access record, the drain
     for module in (health, access, blobs, versions, aliases, bases, jobs, lifecycle):
         app.include_router(module.router)
     for router in evals.routers:

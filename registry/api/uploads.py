@@ -97,6 +97,17 @@ class UploadSlots:
         """How many of `user`'s bodies are being read now."""
         return self._reading.get(user, 0)
 
+    @property
+    def capacity(self) -> int:
+        """Bodies read at once (`upload_concurrency`)."""
+        return self._settings.upload_concurrency
+
+    def usage(self) -> tuple[int, int]:
+        """(bodies being read now, uploads waiting for a slot), for the metrics page. Read from
+        the scrape's thread: each list() copies a dict in one C call, never mid-change."""
+        reading = sum(list(self._reading.values()))
+        return reading, sum(count for _, count in list(self._users.values())) - reading
+
     def reader(self, chunks: AsyncIterator[bytes], size: int) -> BodyReader:
         s = self._settings
         return BodyReader(

@@ -35,6 +35,7 @@ from registry.errors import (
     from_storage_error,
     store_errors,
 )
+from registry.observability import events
 from registry.services import audit
 from registry.services.blob_guard import lock_for_gc
 from registry.services.context import Registry
@@ -64,6 +65,19 @@ def collect_garbage(
         raise Forbidden("gc: global admins only", action="admin")
     if not grace_s >= 0:
         raise BadRequest("the grace period must be a non-negative number of seconds", field="grace_s")
+    try:
+        report = _collect(reg, dry_run, grace_s, principal)
+    except GcRunning:
+        events.sink().gc_run("refused", 0, 0)
+        raise
+    except Exception:
+        events.sink().gc_run("failed", 0, 0)
+        raise
+    events.sink().gc_run("dry_run" if dry_run else "ok", report.blobs_reclaimed, report.bytes_reclaimed)
+    return report
+
+
+def _collect(reg: Registry, dry_run: bool, grace_s: float, principal: Principal) -> GcReport:
     started = now()
     cutoff = started - timedelta(seconds=grace_s)
     try:

@@ -38,6 +38,7 @@ from registry.access.principal import Principal
 from registry.config import Settings
 from registry.db.engine import unit_of_work
 from registry.errors import AuthThrottled, Unauthenticated
+from registry.observability import events
 from registry.services import audit
 from registry.services.context import Registry
 from registry.services.timeutil import now
@@ -131,6 +132,7 @@ class SecurityMonitor:
                 return
             tally = self._tally(AUTH_FAILED, key, "anonymous", None, t)
             tally.counts["throttled"] += 1
+        events.sink().auth_throttled()
         raise AuthThrottled(
             f"too many failed authentications from this address: retry in {math.ceil(wait)} s "
             "with a valid token (ADAPTERS_TOKEN, `adapters login`)",
@@ -154,6 +156,7 @@ class SecurityMonitor:
 
     def auth_failed(self, source: str | None, via: Via) -> None:
         """Count a credential from `source` that did not authenticate."""
+        events.sink().auth_failed(via)
         key = source_key(source)
         with self._lock:
             t = self._clock()
@@ -174,6 +177,7 @@ class SecurityMonitor:
         """Count a write from `source` by `principal` (None: unknown) answered `status`."""
         actor = principal.name if principal is not None else "anonymous"
         user_id = principal.user_id if principal is not None else None
+        events.sink().write_denied()
         with self._lock:
             tally = self._tally(WRITE_DENIED, source_key(source), actor, user_id, self._clock())
             tally.count += 1

@@ -8,10 +8,12 @@ import os
 import shutil
 import socket
 import threading
+import time
 import uuid
 
 from registry.errors import BadRequest, JobCancelled, LeaseLost, RegistryError, ServerUnavailable
 from registry.jobspec import JobInfo
+from registry.observability import events
 from registry.services import jobs
 from registry.services.context import Registry
 from registry.worker.context import JobContext
@@ -81,6 +83,7 @@ class Worker:
         log.info("worker %s runs job %s (%s, attempt %s)", self.name, claim.job_id, claim.type, claim.attempt)
         ctx = JobContext(self.reg, self.settings, claim, self.cache)
         beat = Heartbeat(self.reg, ctx, self.lease_s)
+        started, lost = time.monotonic(), False
         beat.start()
         try:
             try:
@@ -89,6 +92,7 @@ class Worker:
                 beat.stop()
                 shutil.rmtree(ctx.scratch_path, ignore_errors=True)
         except LeaseLost:
+            lost = True
             log.warning("job %s was taken over; this worker's run is void", claim.job_id)
         except JobCancelled as err:
             jobs.finish_failed(self.reg, claim, err.code, err.message, retry=False)
@@ -99,7 +103,9 @@ class Worker:
         except Exception as err:
             log.exception("job %s crashed", claim.job_id)
             jobs.finish_failed(self.reg, claim, "job_failed", f"{type(err).__name__}: {err}", retry=True)
-        return jobs.get(self.reg, claim.job_id)
+        info = jobs.get(self.reg, claim.job_id)
+        _count(claim.type, info.status, lost, time.monotonic() - started)
+        return info
 
     def run(self, stop: threading.Event, once: bool = False) -> int:
         """Run jobs until `stop` is set (or, with `once`, until the queue is empty). Returns how
@@ -120,6 +126,23 @@ class Worker:
                 break
             stop.wait(self.poll_s)
         return ran
+
+
+def _count(job_type: str, status: str, lost: bool, seconds: float) -> None:
+    """One run's outcome for the metrics: how the job stands after it (queued again: retried)."""
+    sink = events.sink()
+    if lost:
+        sink.lease_lost(job_type)
+        sink.job_finished(job_type, "lease_lost", seconds)
+    else:
+        sink.job_finished(job_type, _OUTCOMES.get(status, "retried"), seconds)
+
+
+_OUTCOMES: dict[str, events.JobOutcome] = {
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
 
 
 class WorkerThread:
