@@ -243,3 +243,105 @@ def test_pull_verify_catches_swapped_blob_and_digest(
 def test_verify_needs_a_trusted_key(embedded: Cli, signed: Path) -> None:
     bad = embedded("verify", str(signed), "--json", ok=False)
     assert bad.exit_code == 1 and error_code(bad) == "bad_request"
+
+
+def test_hub_upload_of_signed_folder(
+    request: pytest.FixtureRequest, tmp_path: Path, signed: Path, keys: dict[str, tuple[Path, Path]]
+) -> None:
+    """huggingface_hub's upload_folder ends in the same commit: a signed folder is taken and its
+    signer recorded, a tampered one refused with the code in X-Error-Code, and a snapshot_download
+    passes `model_signing verify`."""
+    from tests.hub.clients import run_client
+
+    public = keys["alice"][1]
+    tampered = tmp_path / "tampered"
+    tampered.mkdir()
+    for p in signed.iterdir():
+        (tampered / p.name).write_bytes(p.read_bytes())
+    (tampered / "README.md").write_text("# changed after signing\n")
+    with open_cli("sqlite-file", request, tmp_path) as adapters:
+        got = run_client(
+            adapters.env["ADAPTERS_URL"],
+            tmp_path / "hf",
+            f"""
+            api = hf.HfApi()
+            res = {{}}
+            api.upload_folder(repo_id="acme/signed", folder_path="{signed}", repo_type="model")
+            res["snapshot"] = hf.snapshot_download("acme/signed", local_dir="{tmp_path / "snap"}")
+            try:
+                api.upload_folder(repo_id="acme/tampered", folder_path="{tampered}")
+                res["tampered"] = None
+            except hf_errors.HfHubHTTPError as err:
+                res["tampered"] = [err.response.status_code, err.response.headers.get("x-error-code"),
+                                   err.response.headers.get("x-error-message")]
+            out(res)
+            """,
+            HF_TOKEN=adapters.env["ADAPTERS_TOKEN"],
+        )
+        status, code, text = got["tampered"]  # the Hub's CamelCase code; the registry's leads the message
+        assert (status, code) == (422, "SignatureMismatch") and "signature_mismatch" in text
+        assert adapters("show", "acme/tampered", ok=False).exit_code == 1
+        [sig] = adapters.json("show", "acme/signed")["signatures"]
+        assert sig["fingerprint"] == fingerprint(public)
+    snap = Path(got["snapshot"])  # local_dir keeps huggingface_hub's own .cache/ beside the files:
+    ignored = ["model.sig", ".cache"]  # `model_signing verify ... --ignore-paths .cache`
+    model_signing.verifying.Config().use_elliptic_key_verifier(public_key=public).set_hashing_config(
+        model_signing.hashing.Config().set_ignored_paths(paths=ignored)
+    ).verify(snap, snap / "model.sig")
+
+
+def make_certificate(folder: Path) -> tuple[Path, Path, Path]:
+    """A CA and a code-signing leaf for ml@acme.example (P-256): key, leaf, CA as PEM files."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "acme test CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+        .public_key(ca_key.public_key()).serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "acme ml team")]))
+        .issuer_name(ca_name).public_key(leaf_key.public_key()).serial_number(2)
+        .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.RFC822Name("ml@acme.example")]), critical=False)
+        .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    paths = folder / "leaf.key", folder / "leaf.pem", folder / "ca.pem"
+    paths[0].write_bytes(
+        leaf_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    return paths
+
+
+def test_certificate_signed_folder(embedded: Cli, tmp_path: Path) -> None:
+    """`model_signing sign certificate`: the server checks the signature with the certificate the
+    bundle carries and records its identity; a client trusting the certificate verifies the pull."""
+    key, leaf, ca = make_certificate(tmp_path)
+    folder = write_adapter(tmp_path / "cert-signed", n=64)
+    model_signing.signing.Config().use_certificate_signer(
+        private_key=key, signing_certificate=leaf, certificate_chain=[ca]
+    ).set_hashing_config(beside()).sign(folder, folder / "model.sig")
+    [sig] = embedded.json("push", str(folder), "acme/cert")["info"]["signatures"]
+    assert (sig["kind"], sig["identity"], sig["checked"]) == ("certificate", "ml@acme.example", True)
+    assert "certificate ml@acme.example" in embedded("show", "acme/cert").stdout
+    out = tmp_path / "pulled"
+    embedded("pull", "acme/cert", "-o", str(out), "--verify", "--trust-key", str(leaf))
+    model_signing.verifying.Config().use_certificate_verifier(certificate_chain=[ca]).set_hashing_config(
+        beside()
+    ).verify(out, out / "model.sig")
