@@ -296,3 +296,114 @@ def test_redaction() -> None:
     for secret in (token, "deadbeef", "hunter2", "X-Amz-Signature=abc", "token=t"):
         assert secret not in out, out
     assert "/api/lfs-upload/abc/12 " in out and "https://s3.example/bucket/key" in out and "@db:5432" in out
+
+
+def add_job(reg: Registry, job_type: str, status: str, age_s: float, **params: object) -> int:
+    """A job row as a submission leaves it (parameters unchecked: what a worker finds is tested)."""
+    from datetime import UTC, datetime, timedelta
+
+    from registry.db import models as m
+    from registry.db.engine import unit_of_work
+
+    with unit_of_work(reg.sessions) as session:
+        job = m.Job(
+            type=job_type,
+            params=params,
+            status=status,
+            max_attempts=1,
+            created_by="tester",
+            created_at=datetime.now(UTC) - timedelta(seconds=age_s),
+        )
+        session.add(job)
+        session.flush()
+        return job.id
+
+
+def test_job_queue_gauges_come_from_one_grouped_query(home: tuple[Settings, str]) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from registry.observability.metrics import JobQueueCollector, Metrics
+
+    settings, _ = home
+    reg = Registry.from_settings(settings)
+    try:
+        for age in (100, 5):
+            add_job(reg, "export", "queued", age)
+        add_job(reg, "merge", "running", 1)
+        add_job(reg, "check-4bit", "succeeded", 1000)
+        page = Metrics().exposition([JobQueueCollector(reg)]).decode()
+    finally:
+        reg.close()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(page)
+        for s in family.samples
+    }
+    assert samples["adapters_jobs", (("status", "queued"), ("type", "export"))] == 2
+    assert samples["adapters_jobs", (("status", "running"), ("type", "merge"))] == 1
+    assert samples["adapters_jobs", (("status", "queued"), ("type", "check-4bit"))] == 0
+    assert 100 <= samples["adapters_jobs_oldest_queued_age_seconds", (("type", "export"),)] < 200
+    assert samples["adapters_jobs_oldest_queued_age_seconds", (("type", "merge"),)] == 0
+
+
+def test_worker_metrics_port(home: tuple[Settings, str], tmp_path: Path) -> None:
+    """`adapters worker --metrics-port`: a job that fails is counted with its type and outcome,
+    and the page passes promtool."""
+    settings, _ = home
+    reg = Registry.from_settings(settings)
+    try:
+        job_id = add_job(reg, "merge", "queued", 1, bogus=True)
+    finally:
+        reg.close()
+    port = free_port()
+    env = {
+        **os.environ,
+        "ADAPTERS_HOME": str(settings.home),
+        "ADAPTERS_DATABASE_URL": settings.effective_database_url,
+        "ADAPTERS_BLOB_URL": settings.effective_blob_url,
+        "ADAPTERS_WORKER_POLL_S": "0.1",
+        "ADAPTERS_LOG_FORMAT": "json",
+        "ADAPTERS_URL": "",
+    }
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "worker", "--device", "cpu", "--metrics-port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        text = ""
+        while 'outcome="failed",type="merge"} 1.0' not in text:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        assert 'adapters_job_duration_seconds_count{outcome="failed",type="merge"} 1.0' in text
+        assert 'adapters_jobs{status="queued",type="merge"}' in text
+        assert httpx.get(f"http://127.0.0.1:{port}/other", timeout=5).status_code == 404
+        check = subprocess.run(
+            [promtool(), "check", "metrics"],
+            input=text.encode(),
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    reg = Registry.from_settings(settings)
+    try:
+        from registry.services import jobs
+
+        assert jobs.get(reg, job_id).status == "failed"
+    finally:
+        reg.close()
+    lines = [line for line in log.read_text().splitlines() if line.startswith("{")]
+    assert any(json.loads(line)["logger"] == "registry.worker" for line in lines)
