@@ -22,6 +22,7 @@ from registry.errors import (
     store_errors,
 )
 from registry.formats.inspect import Limits
+from registry.observability import events
 from registry.refs import check_alias, parse_repo
 from storage.base import DigestMismatch as StoreDigestMismatch
 from storage.base import SizeMismatch as StoreSizeMismatch
@@ -286,12 +287,23 @@ def fetch_missing(
     calls this (a worker) then uses the entries in place, without copying them out (see
     `_cached_right`)."""
     todo = [f for f in files if not _cached_right(client, f)]
+    _count_cache(client, len(files), len(todo))
     if progress and todo:
         progress.start("downloading", sum(f.size for f in todo))
     for f in todo:
         client.fetch_blob(f.sha256, f.size, progress)
     if progress and todo:
         progress.finish()
+
+
+def _count_cache(client: BlobSource, lookups: int, misses: int) -> None:
+    """The local blob cache's hits and misses, for a worker's /metrics (counted nowhere else), where
+    the cache is one: not on a file store, which is its own cache."""
+    if client.cache_is_store:
+        return
+    sink = events.sink()
+    sink.cache("blob", "hit", lookups - misses)
+    sink.cache("blob", "miss", misses)
 
 
 def _cached_right(client: BlobSource, f: ManifestFile) -> bool:
@@ -370,6 +382,7 @@ def _stage(
     per byte, where downloading into the cache and copying out wrote and hashed everything twice
     (bench/push_pull.py). A blob the cache holds is copied out of it, hashed as it is copied."""
     todo = {f.sha256: f.size for f in files if client.cache.stat(f.sha256) is None}
+    _count_cache(client, len({f.sha256 for f in files}), len(todo))
     if progress and todo:
         progress.start("downloading", sum(todo.values()))
     for f in files:

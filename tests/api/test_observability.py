@@ -5,6 +5,7 @@ in any of them, and the drain after SIGTERM (/readyz 503 while an upload in flig
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -407,3 +408,35 @@ def test_worker_metrics_port(home: tuple[Settings, str], tmp_path: Path) -> None
         reg.close()
     lines = [line for line in log.read_text().splitlines() if line.startswith("{")]
     assert any(json.loads(line)["logger"] == "registry.worker" for line in lines)
+
+
+def test_blob_cache_lookups_are_counted(tmp_path: Path) -> None:
+    """A worker's blob cache in front of a remote store: what it holds is a hit, the rest a miss."""
+    from dataclasses import dataclass
+
+    from registry.client.transfer import StoreBlobs, fetch_missing
+    from registry.observability import events
+    from registry.observability.metrics import Metrics
+    from storage.local import LocalBlobStore
+
+    @dataclass
+    class File:
+        path: str
+        size: int
+        sha256: str
+
+    store, cache = LocalBlobStore(tmp_path / "store"), LocalBlobStore(tmp_path / "cache")
+    blobs = [os.urandom(1000 + n) for n in range(3)]
+    files = [File(f"f{n}", len(b), "sha256:" + hashlib.sha256(b).hexdigest()) for n, b in enumerate(blobs)]
+    for f, b in zip(files, blobs, strict=True):
+        store.put(io.BytesIO(b), f.sha256, f.size)
+    cache.put(io.BytesIO(blobs[0]), files[0].sha256, files[0].size)
+    metrics, before = Metrics(), events.sink()
+    metrics.install()
+    try:
+        fetch_missing(StoreBlobs(store, cache), files, None)
+        fetch_missing(StoreBlobs(store, cache), files, None)  # now all held
+    finally:
+        events.install(before)
+    assert metrics.cache_lookups.labels("blob", "hit")._value.get() == 1 + 3
+    assert metrics.cache_lookups.labels("blob", "miss")._value.get() == 2
