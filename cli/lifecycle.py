@@ -1,7 +1,9 @@
-"""`adapters rm`, `adapters gc`, `adapters audit`: deleting, garbage collection, the audit log."""
+"""`adapters rm`, `adapters gc`, `adapters fsck`, `adapters audit`: deleting, garbage collection,
+the database checked against the blob store, the audit log."""
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -13,7 +15,7 @@ from cli.params import GRACE, REF, SINCE
 
 if TYPE_CHECKING:
     from registry.client import RegistryClient
-    from registry.entities import AuditEventInfo, DeleteResult, GcReport, Page
+    from registry.entities import AuditEventInfo, DeleteResult, FsckReport, GcReport, Page
 
 
 @click.command(name="rm")
@@ -73,6 +75,47 @@ def _gc_report(r: GcReport) -> None:
         say(f"[yellow]{r.errors} blobs could not be deleted; the next gc tries again[/]")
 
 
+@click.command(name="fsck")
+@click.option("--verify", is_flag=True, help="Also hash every listed blob (reads the whole store).")
+@json_option
+@with_client
+def fsck(client: RegistryClient, verify: bool, as_json: bool) -> None:
+    """Check the database against the blob store (global admins only; changes nothing): versions
+    whose blobs are missing, of another size or (--verify) other bytes, and blobs nothing lists.
+    Exits 1 when it finds either."""
+    report = client.check_store(verify)
+    emit(report, as_json, _fsck_report)
+    if not report.clean:
+        sys.exit(1)
+
+
+def _fsck_report(r: FsckReport) -> None:
+    checked = "sizes and bytes" if r.verified else "sizes"
+    say(
+        f"{r.versions_checked} versions, {r.blobs_listed} listed blobs, {r.blobs_scanned} stored "
+        f"blobs ({checked} checked)"
+    )
+    for p in r.problems:
+        size = f", stored {human_bytes(p.stored_size)}" if p.stored_size is not None else ""
+        say(f"[red]{p.problem}[/red] {p.digest[:19]}… ({human_bytes(p.size)}{size})")
+        for where in [*p.versions, *p.bases]:
+            say(f"  listed by {where}")
+    if r.versions_affected:
+        say(
+            f"{len(r.versions_affected)} versions affected: restore their blobs from a backup of the "
+            "store, or `adapters rm` them"
+        )
+    if r.unlisted:
+        recent = sum(1 for s in r.unlisted if s.recent)
+        say(
+            f"[yellow]{len(r.unlisted)} blobs nothing lists[/yellow] ({human_bytes(r.bytes_unlisted)}"
+            f"{f'; {recent} written within the grace period' if recent else ''}): `adapters gc` "
+            "reclaims them"
+        )
+    if r.clean:
+        say("[green]clean[/green]: every listed blob is stored, every stored blob is listed")
+
+
 @click.command(name="audit")
 @click.option("--repo", default=None, help="Only changes to this repository (ns/name).")
 @click.option("--user", default=None, help="Only changes made by this user.")
@@ -123,4 +166,4 @@ def _audit_table(page: Page[AuditEventInfo]) -> None:
         say(f"more: --cursor {page.next_cursor}")
 
 
-COMMANDS = [rm, gc, audit]
+COMMANDS = [rm, gc, fsck, audit]

@@ -390,6 +390,51 @@ class GcReport(BaseModel):
     """Blobs the store failed to delete (kept, retried by the next run)."""
 
 
+class FsckProblem(BaseModel):
+    """A blob the database lists that the store does not hold as listed."""
+
+    digest: str
+    size: int
+    """The size the database lists."""
+    problem: str
+    """`missing`, `size_mismatch` (`stored_size` differs) or `corrupt` (its bytes hash otherwise:
+    `fsck --verify`)."""
+    stored_size: int | None = None
+    versions: list[str] = []
+    """`ns/name:N path` of each version file that lists it."""
+    bases: list[str] = []
+    """`base NAME path` (or the fingerprint when unnamed) of each base file that lists it."""
+
+
+class FsckStray(BaseModel):
+    """A blob the store holds that no version or base lists."""
+
+    digest: str
+    size: int
+    modified: datetime
+    recent: bool
+    """Written within gc's grace period: perhaps a push or job not yet committed."""
+
+
+class FsckReport(BaseModel):
+    """The database against the blob store (`adapters fsck`): what one lists and the other lacks."""
+
+    clean: bool
+    """No problem and no stray blob."""
+    verified: bool
+    """Every listed blob's bytes were hashed (`--verify`), not only its size compared."""
+    versions_checked: int
+    blobs_listed: int
+    """Distinct digests that versions and bases list."""
+    blobs_scanned: int
+    """Blobs the store holds."""
+    problems: list[FsckProblem]
+    versions_affected: list[str]
+    """`ns/name:N` of every version with a problem blob: what to restore or delete."""
+    unlisted: list[FsckStray]
+    bytes_unlisted: int
+
+
 class AuditEventInfo(BaseModel):
     id: int
     at: datetime

@@ -28,6 +28,7 @@ from registry.entities import (
     EvalInput,
     FitQuery,
     FitResult,
+    FsckReport,
     GcReport,
     Leaderboard,
     LeaderboardQuery,
@@ -424,6 +425,12 @@ class HttpClient:
         # A sweep of a large store takes a while: no read timeout.
         resp = self._request("POST", "/v1/gc", json=body, timeout=httpx.Timeout(None, connect=10.0))
         return GcReport.model_validate(resp.json())
+
+    def check_store(self, verify: bool = False) -> FsckReport:
+        params = {"verify": "true"} if verify else None
+        # A store's listing (and, verifying, every blob's bytes) takes a while: no read timeout.
+        resp = self._request("GET", "/v1/fsck", params=params, timeout=httpx.Timeout(None, connect=10.0))
+        return FsckReport.model_validate(resp.json())
 
     def audit_events(
         self, flt: AuditFilter, limit: int = 100, cursor: str | None = None

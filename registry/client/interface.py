@@ -20,6 +20,7 @@ from registry.entities import (
     EvalInput,
     FitQuery,
     FitResult,
+    FsckReport,
     GcReport,
     Leaderboard,
     LeaderboardQuery,
@@ -154,6 +155,10 @@ class RegistryClient(Protocol):
 
     def collect_garbage(self, dry_run: bool = False, grace_s: float | None = None) -> GcReport:
         """Mark and sweep the blob store (`grace_s` None: the registry's default)."""
+        ...
+
+    def check_store(self, verify: bool = False) -> FsckReport:
+        """The database against the blob store (`verify`: hash every listed blob); changes nothing."""
         ...
 
     def audit_events(

@@ -25,6 +25,7 @@ from registry.entities import (
     EvalInput,
     FitQuery,
     FitResult,
+    FsckReport,
     GcReport,
     Leaderboard,
     LeaderboardQuery,
@@ -207,6 +208,11 @@ class LocalClient:
 
         grace = gc.DEFAULT_GRACE_S if grace_s is None else grace_s
         return gc.collect_garbage(self.registry, dry_run=dry_run, grace_s=grace, principal=self.principal)
+
+    def check_store(self, verify: bool = False) -> FsckReport:
+        from registry.services import fsck
+
+        return fsck.check_store(self.registry, verify=verify, principal=self.principal)
 
     def audit_events(
         self, flt: AuditFilter, limit: int = 100, cursor: str | None = None

@@ -11,9 +11,9 @@ from pydantic import BaseModel, Field
 from registry.api.bodies import ApiRoute
 from registry.api.deps import PrincipalDep, RegistryDep
 from registry.bounds import INT32_MAX
-from registry.entities import AuditEventInfo, AuditFilter, DeleteResult, GcReport, Page
+from registry.entities import AuditEventInfo, AuditFilter, DeleteResult, FsckReport, GcReport, Page
 from registry.refs import Ref, parse_repo
-from registry.services import audit, gc, lifecycle
+from registry.services import audit, fsck, gc, lifecycle
 
 router = APIRouter(prefix="/v1", tags=["lifecycle"], route_class=ApiRoute)
 
@@ -47,6 +47,13 @@ class GcRequest(BaseModel):
 def collect_garbage(body: GcRequest, reg: RegistryDep, principal: PrincipalDep) -> GcReport:
     """Mark and sweep the blob store (global admins only)."""
     return gc.collect_garbage(reg, dry_run=body.dry_run, grace_s=body.grace_s, principal=principal)
+
+
+@router.get("/fsck")
+def check_store(reg: RegistryDep, principal: PrincipalDep, verify: bool = False) -> FsckReport:
+    """The database against the blob store: listed blobs missing (or of another size; with
+    `verify`, other bytes) and stored blobs nothing lists (global admins only). Changes nothing."""
+    return fsck.check_store(reg, verify=verify, principal=principal)
 
 
 @router.get("/audit")
