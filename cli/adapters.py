@@ -25,6 +25,7 @@ trust_key_option = click.option(
 
 if TYPE_CHECKING:
     from registry.client import RegistryClient
+    from registry.client.bases import PushBase
     from registry.entities import EvalScoreIn
 
 
@@ -111,13 +112,13 @@ def push(
     A model-signing signature (FOLDER/model.sig) must list exactly the pushed files; its signer is
     recorded.
     """
-    from registry.client.bases import resolve_push_base
     from registry.client.transfer import push_checkpoints, push_folder
     from registry.formats.selection import Rules
 
     progress = RichProgress(not as_json)
+    chosen = _push_base(client, base, folder, progress)
     options: dict[str, Any] = dict(
-        base=resolve_push_base(client, base, progress),
+        base=chosen.value,
         force=force,
         task=task,
         evals=list(evals),
@@ -127,10 +128,23 @@ def push(
         rules=Rules(include=include, exclude=exclude, ignore_file=ignore_file),
         signer_key=signer_key.read_text() if signer_key else None,
     )
+    note = {"base_note": chosen.note}
     if all_checkpoints:
-        emit(push_checkpoints(client, folder, repo, **options), as_json, render.pushed_all)
+        results = push_checkpoints(client, folder, repo, **options)
+        emit([r.model_copy(update=note) for r in results], as_json, render.pushed_all)
     else:
-        emit(push_folder(client, folder, repo, **options), as_json, render.pushed)
+        emit(push_folder(client, folder, repo, **options).model_copy(update=note), as_json, render.pushed)
+
+
+def _push_base(client: RegistryClient, base: str | None, folder: Path, progress: RichProgress) -> PushBase:
+    """registry.client.bases.push_base; a --base that names nothing known is a usage error."""
+    from registry.client.bases import push_base
+    from registry.errors import UnknownBase
+
+    try:
+        return push_base(client, base, folder, progress)
+    except UnknownBase as err:
+        raise click.BadParameter(str(err), param_hint="--base") from err
 
 
 @click.command(name="pull")

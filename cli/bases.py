@@ -134,7 +134,7 @@ def fit(
     from registry.client.bases import resolve_push_base
     from registry.entities import FitQuery
 
-    if Path(base_ref).is_dir():
+    if Path(base_ref).expanduser().is_dir():  # a registered base of that name wins (choose_base)
         base_ref = resolve_push_base(client, base_ref, RichProgress(not as_json)) or base_ref
     query = FitQuery(
         base=base_ref,

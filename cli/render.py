@@ -42,6 +42,8 @@ def pushed(result: PushResult) -> None:
         say(f"  skipped {escape(s.path)}  ({escape(s.reason)}{count})")
     for path, source in result.borrowed.items():
         say(f"  {escape(path)} taken from {escape(source)}")
+    if result.base_note:
+        say(f"  base: {escape(result.base_note)}")
     if result.created and result.info.training:
         say(f"  training: {training_line(result.info.training)}")
 

@@ -37,18 +37,14 @@ def run_job(app: App, job_type: JobType, params: dict[str, Any], no_wait: bool, 
 
 
 def base_params(client: RegistryClient, base: str, progress: RichProgress) -> dict[str, Any]:
-    """A model folder stays where it is when the registry runs in this process (its workers read
-    this disk); a server's workers cannot, so the folder is uploaded and named by fingerprint."""
-    from registry.client.bases import add_base_folder
+    """registry.client.bases.job_base_params where BASE may be a folder (a registered base of that
+    name wins over a folder in the current directory); anything else goes as it is, for the job to
+    refuse (not_found, base_not_uploaded)."""
+    from registry.client.bases import job_base_params
 
-    folder = Path(base)
-    if not folder.is_dir():
+    if not Path(base).expanduser().is_dir():
         return {"base": base}
-    if client.in_process:
-        return {"base": str(folder.resolve()), "base_path": str(folder.resolve())}
-    info = add_base_folder(client, folder, names=[], upload=True, progress=progress)
-    assert info.fingerprint is not None
-    return {"base": info.fingerprint}
+    return job_base_params(client, base, progress)
 
 
 @click.command()

@@ -215,6 +215,9 @@ class PushResult(BaseModel):
     """What the client left out of the pushed folder (formats/selection.py); set by the client."""
     borrowed: dict[str, str] = Field(default_factory=dict)
     """A version path read from another file of the folder (the newest checkpoint's trainer_state.json)."""
+    base_note: str | None = None
+    """Which base the client linked and how (a registered name, a folder by fingerprint), or why the
+    version is not linked and how to link it (registry.client.bases.push_base); set by the client."""
 
 
 class RepoInfo(BaseModel):

@@ -85,6 +85,15 @@ class NotFound(RegistryError, LookupError):
     job: str | None = None
 
 
+class UnknownBase(NotFound):
+    """A base named by the caller (push --base, fit, export, check-4bit) that no registered base
+    the caller may read has as a name or fingerprint, and that is no model folder either: a typo
+    is refused, never recorded. `suggestions`: close names the caller may read."""
+
+    code = "unknown_base"
+    suggestions: list[str] | None = None
+
+
 class InvalidReference(RegistryError, ValueError):
     code = "invalid_reference"
     status = 400

@@ -35,6 +35,7 @@ def test_push_list_show_pull_alias(adapters: Cli, adapters_dir: Path, tmp_path: 
     assert pushed["digest"].startswith("sha256:")
     same = adapters.json("push", str(adapters_dir / "lora_a"), "acme/legal")
     assert same["created"] is False and same["version"] == 1
+    adapters("base", "add", "--config", str(adapters_dir / "base" / "config.json"), "--name", "tiny-llama")
     second = adapters.json("push", str(adapters_dir / "lora_b"), "acme/legal", "--base", "tiny-llama")
     assert second["version"] == 2
 

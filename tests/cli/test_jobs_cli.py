@@ -9,6 +9,7 @@ from tests.cli.conftest import Cli
 
 
 def test_no_wait_then_a_worker_then_watch_show_and_cancel(embedded: Cli, adapters_dir: Path) -> None:
+    embedded("base", "add", "--config", str(adapters_dir / "base" / "config.json"), "--name", "tiny-llama")
     embedded("push", str(adapters_dir / "lora_a"), "acme/legal", "--base", "tiny-llama")
     embedded("push", str(adapters_dir / "lora_b"), "acme/medical", "--base", "tiny-llama")
     queued = embedded.json("merge", "acme/legal=0.5", "acme/medical=0.5", "--into", "acme/mix", "--no-wait")

@@ -22,6 +22,7 @@ def test_merge_records_lineage_and_loads_in_peft(adapters: Cli, adapters_dir: Pa
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    adapters("base", "add", "--config", str(adapters_dir / "base" / "config.json"), "--name", "tiny-llama")
     a = adapters.json("push", str(adapters_dir / "lora_a"), "acme/legal", "--base", "tiny-llama")
     b = adapters.json("push", str(adapters_dir / "lora_b"), "acme/medical", "--base", "tiny-llama")
     merged = adapters.json(
@@ -68,6 +69,8 @@ def test_merge_refusals(adapters: Cli, adapters_dir: Path, tmp_path: Path) -> No
 
     from tests.adapters_factory import tiny_llama, train_lora
 
+    for name in ("tiny-llama", "another-base"):  # a base must be registered to be named
+        adapters("base", "add", "--config", str(adapters_dir / "base" / "config.json"), "--name", name)
     adapters("push", str(adapters_dir / "lora_a"), "acme/legal", "--base", "tiny-llama")
     adapters("push", str(adapters_dir / "lora_b"), "acme/other", "--base", "another-base")
     adapters("push", str(adapters_dir / "lora_dora"), "acme/dora", "--base", "tiny-llama")

@@ -48,7 +48,7 @@ def test_evals_rankings_and_lineage(adapters: Cli, adapters_dir: Path, wide_lora
     d = adapters.json(
         "push", str(adapters_dir / "lora_dora"), "acme/dora", *push[:2], "--eval", "accuracy=0.8@mmlu:test"
     )
-    adapters("push", str(wide_lora), "acme/wide", "--base", "wide-llama", "--eval", "accuracy=0.99@mmlu:test")
+    adapters("push", str(wide_lora), "acme/wide", "--eval", "accuracy=0.99@mmlu:test")  # no base registered
 
     # eval add / evals: append-only, the newest current, who and when.
     added = adapters.json(
