@@ -149,9 +149,12 @@ def handle_errors(f: Callable[P, R]) -> Callable[P, R]:
 
 def error_line(err: Exception) -> tuple[str, str] | None:
     """(code, message) of an error the CLI reports in one line; None for a bug (a traceback)."""
-    from registry.errors import RegistryError  # only on failure: start-up does not pay for them
+    from registry.errors import RegistryError, Unauthenticated  # only on failure: start-up does not pay
     from storage import StorageError
 
+    if isinstance(err, Unauthenticated):  # the server speaks HTTP; a CLI user needs the command
+        message = str(err).removesuffix(": pass Authorization: Bearer <token>")
+        return err.code, f"{message}; log in with `adapters login` or set ADAPTERS_TOKEN"
     if isinstance(err, RegistryError | StorageError):
         return getattr(err, "code", "error"), str(err)
     if isinstance(err, OSError):
