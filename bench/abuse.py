@@ -48,6 +48,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serve import start_serve  # noqa: E402
 
+from registry.access.principal import OPERATOR
 from registry.bounds import ADAPTER_TENSORS_MAX, LFS_BATCH_OBJECTS  # noqa: E402
 
 MIB = 1024 * 1024
@@ -273,16 +274,16 @@ def main() -> None:
     env.pop("ADAPTERS_URL", None)
     if args.database_url:
         env["ADAPTERS_DATABASE_URL"] = args.database_url
-    from registry.access import accounts
     from registry.config import Settings
+    from registry.services import accounts
     from registry.services.context import Registry
 
     reg = Registry.from_settings(Settings(home=home, database_url=args.database_url), migrate=True)
     for user, namespace in (("mallory", "evil"), ("alice", "acme")):
-        accounts.add_user(reg, user)
-        accounts.grant(reg, user, namespace, "write")
-    mallory = accounts.create_token(reg, "mallory")[0]
-    alice = accounts.create_token(reg, "alice")[0]
+        accounts.add_user(reg, user, principal=OPERATOR)
+        accounts.grant(reg, user, namespace, "write", principal=OPERATOR)
+    mallory = accounts.create_token(reg, "mallory", principal=OPERATOR)[0]
+    alice = accounts.create_token(reg, "alice", principal=OPERATOR)[0]
     reg.close()
     server, url = start_serve(env)
     port = int(url.rsplit(":", 1)[1])

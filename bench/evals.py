@@ -29,6 +29,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, insert, text
 
+from registry.access.principal import OPERATOR
 from registry.config import Settings
 from registry.db import models as m
 from registry.entities import LeaderboardQuery, ParetoQuery
@@ -293,11 +294,13 @@ def _run(reg: Registry, settings: Settings, args: argparse.Namespace, rng: rando
     ]
 
     def board(i: int) -> Any:
-        return leaderboard(reg, LeaderboardQuery(base=bases[i], **kinds[i % len(kinds)]))
+        return leaderboard(reg, LeaderboardQuery(base=bases[i], **kinds[i % len(kinds)]), principal=OPERATOR)
 
     def front(i: int) -> Any:
         kw = {k: v for k, v in kinds[i % len(kinds)].items()}
-        return pareto(reg, ParetoQuery(base=bases[i], cost=("params", "bytes", "rank")[i % 3], **kw))
+        return pareto(
+            reg, ParetoQuery(base=bases[i], cost=("params", "bytes", "rank")[i % 3], **kw), principal=OPERATOR
+        )
 
     anchor_sql = text(
         "SELECT version_id, value FROM eval_scores WHERE metric = :metric AND current "
@@ -307,7 +310,7 @@ def _run(reg: Registry, settings: Settings, args: argparse.Namespace, rng: rando
     def front_only(i: int) -> Any:
         kw = {k: v for k, v in kinds[i % len(kinds)].items()}
         q = ParetoQuery(base=bases[i], cost=("params", "bytes", "rank")[i % 3], front_only=True, **kw)
-        return pareto(reg, q)
+        return pareto(reg, q, principal=OPERATOR)
 
     def top(i: int) -> Any:
         with reg.engine.connect() as conn:
@@ -360,14 +363,14 @@ def _http(
     import httpx
     import uvicorn
 
-    from registry.access import accounts
     from registry.api import create_app
+    from registry.services import accounts
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    accounts.add_user(reg, "bench", admin=True)
-    token, _ = accounts.create_token(reg, "bench")
+    accounts.add_user(reg, "bench", admin=True, principal=OPERATOR)
+    token, _ = accounts.create_token(reg, "bench", principal=OPERATOR)
     server = uvicorn.Server(uvicorn.Config(create_app(settings, reg), port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -40,6 +40,7 @@ if str(ROOT) not in sys.path:
 
 from bench.push_pull import write_adapter  # noqa: E402
 from bench.serve import peak_rss_mib  # noqa: E402
+from registry.access.principal import OPERATOR  # noqa: E402
 
 
 def write_small_adapter(folder: Path, seed: int) -> dict[str, str]:
@@ -86,10 +87,10 @@ class Served:
 def seeded_server(home: Path, pushes: list[tuple[str, Path, list[str]]]) -> Iterator[Served]:
     """Push (embedded, as the operator) into `home`, add an admin with a token, then run
     `adapters serve --no-worker` on a free loopback port; stopped (and waited for) on exit."""
-    from registry.access.accounts import add_user, create_token
     from registry.client.local import LocalClient
     from registry.client.transfer import push_folder
     from registry.config import Settings
+    from registry.services.accounts import add_user, create_token
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("ADAPTERS_")}
     env["ADAPTERS_HOME"] = str(home)
@@ -99,8 +100,8 @@ def seeded_server(home: Path, pushes: list[tuple[str, Path, list[str]]]) -> Iter
             push_folder(client, folder, repo, aliases=aliases).digest.removeprefix("sha256:")[:40]
             for repo, folder, aliases in pushes
         ]
-        add_user(client.registry, "bench", admin=True)
-        token, _ = create_token(client.registry, "bench")
+        add_user(client.registry, "bench", admin=True, principal=OPERATOR)
+        token, _ = create_token(client.registry, "bench", principal=OPERATOR)
     finally:
         client.close()
     with socket.socket() as s:

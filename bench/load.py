@@ -141,16 +141,16 @@ def main() -> None:
     env.pop("ADAPTERS_URL", None)
 
     # The operator (direct database access) makes the token, as on a fresh server.
-    from registry.access import accounts
+    from registry.access.principal import OPERATOR
     from registry.config import Settings
     from registry.entities import BaseRegistration, ModuleInfo
-    from registry.services import bases
+    from registry.services import accounts, bases
     from registry.services.context import Registry
 
     reg = Registry.from_settings(Settings(home=home, database_url=db_url), migrate=True)
-    accounts.add_user(reg, "bench", admin=True)
-    token, _ = accounts.create_token(reg, "bench", name="load")
-    accounts.set_namespace_visibility(reg, "load", public=True)
+    accounts.add_user(reg, "bench", admin=True, principal=OPERATOR)
+    token, _ = accounts.create_token(reg, "bench", name="load", principal=OPERATOR)
+    accounts.set_namespace_visibility(reg, "load", public=True, principal=OPERATOR)
     raw = (home / "adapter" / "adapter_model.safetensors").read_bytes()
     header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
     shape = next(v for k, v in header.items() if k.endswith("lora_A.weight"))["shape"]  # [r, in]
@@ -161,6 +161,7 @@ def main() -> None:
             structure_signature="sha256:" + "0" * 64,
             modules=[ModuleInfo(name=MODULE, kind="linear", in_features=shape[1], out_features=shape[1])],
         ),
+        principal=OPERATOR,
     )
     reg.close()
 

@@ -24,6 +24,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serve import start_serve  # noqa: E402
 
+from registry.access.principal import OPERATOR
+
 BASE = "bench/llama-512"
 N_ADAPTERS = 4
 BATCH = 8
@@ -79,11 +81,11 @@ def main() -> None:
 
     import torch
 
-    from registry.access import accounts
     from registry.client.bases import add_base_folder
     from registry.client.http import HttpClient
     from registry.client.transfer import push_folder
     from registry.config import Settings
+    from registry.services import accounts
     from registry.services.context import Registry
     from registry.serving import AdapterServer
 
@@ -94,8 +96,8 @@ def main() -> None:
     for k in ("ADAPTERS_URL", "ADAPTERS_DATABASE_URL", "ADAPTERS_BLOB_URL"):
         env.pop(k, None)
     reg = Registry.from_settings(Settings(home=home / "registry"), migrate=True)
-    accounts.add_user(reg, "bench", admin=True)
-    token, _ = accounts.create_token(reg, "bench", name="serving")
+    accounts.add_user(reg, "bench", admin=True, principal=OPERATOR)
+    token, _ = accounts.create_token(reg, "bench", name="serving", principal=OPERATOR)
     reg.close()
     server, url = start_serve(env)
     try:

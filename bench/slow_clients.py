@@ -30,6 +30,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serve import ROOT, start_serve  # noqa: E402
 
+from registry.access.principal import OPERATOR
+
 TIMEOUT_S = 10.0
 
 
@@ -69,13 +71,13 @@ def main() -> None:
     if args.checkout:  # an older server: no accounts (its schema may predate them)
         env["PYTHONPATH"] = str(args.checkout.resolve())
     else:  # the operator makes a token, as on a fresh server
-        from registry.access import accounts
         from registry.config import Settings
+        from registry.services import accounts
         from registry.services.context import Registry
 
         reg = Registry.from_settings(Settings(home=home), migrate=True)
-        accounts.add_user(reg, "bench", admin=True)
-        headers["Authorization"] = "Bearer " + accounts.create_token(reg, "bench")[0]
+        accounts.add_user(reg, "bench", admin=True, principal=OPERATOR)
+        headers["Authorization"] = "Bearer " + accounts.create_token(reg, "bench", principal=OPERATOR)[0]
         reg.close()
     server, url = start_serve(env, args.checkout.resolve() if args.checkout else ROOT)
     port = int(url.rsplit(":", 1)[1])

@@ -123,7 +123,7 @@ def access_log_config() -> dict[str, Any]:
 
 
 def _has_users(reg: Registry) -> bool | None:
-    from registry.access.accounts import has_users
+    from registry.services.accounts import has_users
 
     try:
         return has_users(reg)

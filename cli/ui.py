@@ -45,14 +45,17 @@ def _local_login(reg: Registry, name: str) -> str | None:
     exist and none has this name: then the person logs in with their own token."""
     from datetime import timedelta
 
-    from registry.access import accounts
+    from registry.access.principal import OPERATOR
+    from registry.services import accounts
 
-    users = {u.name for u in accounts.list_users(reg)}
+    users = {u.name for u in accounts.list_users(reg, principal=OPERATOR)}
     if name not in users:
         if users:
             return None
-        accounts.add_user(reg, name, admin=True)
-    secret, _ = accounts.create_token(reg, name, expires_in=timedelta(hours=LOGIN_TTL_H), name="adapters ui")
+        accounts.add_user(reg, name, admin=True, principal=OPERATOR)
+    secret, _ = accounts.create_token(
+        reg, name, expires_in=timedelta(hours=LOGIN_TTL_H), name="adapters ui", principal=OPERATOR
+    )
     return secret
 
 
@@ -77,8 +80,8 @@ def ui(app: App, host: str, port: int, no_browser: bool, no_worker: bool, as_jso
         return
 
     from cli.server import run_server
-    from registry.access.accounts import check_user_name
     from registry.api import create_app
+    from registry.services.accounts import check_user_name
     from registry.services.context import Registry
 
     reg = Registry.from_settings(settings, migrate=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from registry.access.principal import OPERATOR
 from registry.config import Settings
 from registry.services.context import Registry
 
@@ -343,12 +344,12 @@ class ServerThread:
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> ServerThread:
-        from registry.access import accounts
+        from registry.services import accounts
 
         reg = self.app.state.registry  # type: ignore[attr-defined]
-        if self.admin not in {u.name for u in accounts.list_users(reg)}:
-            accounts.add_user(reg, self.admin, admin=True)
-        self.token, _ = accounts.create_token(reg, self.admin, name="tests")
+        if self.admin not in {u.name for u in accounts.list_users(reg, principal=OPERATOR)}:
+            accounts.add_user(reg, self.admin, admin=True, principal=OPERATOR)
+        self.token, _ = accounts.create_token(reg, self.admin, name="tests", principal=OPERATOR)
         self.auth = {"Authorization": f"Bearer {self.token}"}
         self.thread.start()
         deadline = time.monotonic() + 20

@@ -1,4 +1,4 @@
-"""The Principal: who a request (or a job) acts as. Built by `accounts.authenticate` from a token,
+"""The Principal: who a request (or a job) acts as. Built by `authentication.authenticate` from a token,
 by `Principal.operator` for whoever holds the database, or `Principal.anonymous()`."""
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ log = logging.getLogger("registry.api")
 
 def _first_admin_hint(reg: Registry) -> None:
     """A server always authenticates: with no user yet, say how the operator makes the first admin."""
-    from registry.access.accounts import has_users
+    from registry.services.accounts import has_users
 
     try:
         if has_users(reg):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from registry.access import accounts
+from registry.access import authentication
 from registry.access.entities import GrantInfo, NamespaceInfo, TokenInfo, UserInfo, WhoAmI
 from registry.access.principal import Principal
 from registry.client.interface import TransferProgress
@@ -45,7 +45,7 @@ from registry.entities import (
 from registry.errors import BadRequest
 from registry.jobspec import JobInfo, JobRequest
 from registry.refs import parse_ref, parse_repo
-from registry.services import aliases, bases, blobs, fit_query, jobs, queries, versions
+from registry.services import accounts, aliases, bases, blobs, fit_query, jobs, queries, versions
 from registry.services.context import Registry
 from storage import BlobStore
 from storage.local import local_cache
@@ -144,7 +144,7 @@ class LocalClient:
 
     # ---- access: users, grants, tokens, namespace visibility (as this client's principal)
     def whoami(self) -> WhoAmI:
-        return accounts.whoami(self.principal)
+        return authentication.whoami(self.principal)
 
     def add_user(self, name: str, admin: bool = False) -> UserInfo:
         return accounts.add_user(self.registry, name, admin, principal=self.principal)

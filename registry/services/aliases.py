@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from registry.access.principal import OPERATOR, Principal
+from registry.access.principal import Principal
 from registry.db import models as m
 from registry.db.engine import unit_of_work
 from registry.entities import AliasInfo
@@ -30,7 +30,7 @@ def point_alias(session: Session, repository: m.Repository, version: m.Version, 
         row.updated_at = now()
 
 
-def set_alias(reg: Registry, ref: Ref, alias: str, *, principal: Principal = OPERATOR) -> AliasInfo:
+def set_alias(reg: Registry, ref: Ref, alias: str, *, principal: Principal) -> AliasInfo:
     check_alias(alias)
     with unit_of_work(reg.sessions) as session:
         require_writer_of(session, principal, ref.repo)
@@ -47,7 +47,7 @@ def set_alias(reg: Registry, ref: Ref, alias: str, *, principal: Principal = OPE
         return AliasInfo(repo=str(ref.repo), alias=alias, version=version.number, digest=version.digest)
 
 
-def delete_alias(reg: Registry, repo: RepoName, alias: str, *, principal: Principal = OPERATOR) -> AliasInfo:
+def delete_alias(reg: Registry, repo: RepoName, alias: str, *, principal: Principal) -> AliasInfo:
     with unit_of_work(reg.sessions) as session:
         require_writer_of(session, principal, repo)
         row = session.execute(

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from registry.access.policy import global_admin, role_in
-from registry.access.principal import OPERATOR, Principal
+from registry.access.principal import Principal
 from registry.db import models as m
 from registry.db.engine import read_only
 from registry.entities import AuditEventInfo, AuditFilter, Page
@@ -79,7 +79,7 @@ def list_events(
     limit: int = 100,
     cursor: str | None = None,
     *,
-    principal: Principal = OPERATOR,
+    principal: Principal,
 ) -> Page[AuditEventInfo]:
     """Newest first, `limit` per page; `cursor` is the last id of the previous page."""
     allowed = _administered(principal)

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from registry import bounds
 from registry.access.checks import base_name_res, base_readable, blobs_unusable
 from registry.access.policy import global_admin, may
-from registry.access.principal import OPERATOR, Principal
+from registry.access.principal import Principal
 from registry.db import models as m
 from registry.db.engine import unit_of_work
 from registry.entities import (
@@ -48,7 +48,7 @@ def register_base(
     data: BaseRegistration,
     on_commit: Callable[[Session, BaseInfo], None] | None = None,
     *,
-    principal: Principal = OPERATOR,
+    principal: Principal,
 ) -> BaseInfo:
     """Record a base, or add names to one `principal` may change that has the same fingerprint.
     Idempotent. `on_commit` runs inside the same transaction (a worker's fenced job completion).
@@ -219,7 +219,7 @@ def _by_name(session: Session, name: str) -> m.BaseModel | None:
     ).one_or_none()
 
 
-def find_base(session: Session, text: str, reader: Principal | None = None) -> m.BaseModel | None:
+def find_base(session: Session, text: str, reader: Principal | None) -> m.BaseModel | None:
     """A base by fingerprint (sha256:...) or by one of its names; None when unknown.
 
     With `reader`, only a base it may read (else None, as for an unknown one). Several bases may
@@ -246,7 +246,7 @@ def _writes_a_name(session: Session, p: Principal, row: m.BaseModel) -> bool:
     return any(may(p, "write", base_name_res(session, n)) for n in _base_names(session, row.id))
 
 
-def resolve_base(session: Session, text: str, reader: Principal | None = None) -> m.BaseModel:
+def resolve_base(session: Session, text: str, reader: Principal | None) -> m.BaseModel:
     """As `find_base`; NotFound when there is none (for `reader`: none it may read)."""
     row = find_base(session, text, reader)
     if row is None:
@@ -261,7 +261,7 @@ def readable_base_names(session: Session, reader: Principal, names: Iterable[str
     return [n for n in names if may(reader, "read", base_name_res(session, n))]
 
 
-def base_view(session: Session, row: m.BaseModel, *, reader: Principal = OPERATOR) -> BaseView:
+def base_view(session: Session, row: m.BaseModel, *, reader: Principal) -> BaseView:
     """The base's module table; labelled with its first name `reader` may read."""
     modules = session.scalars(select(m.BaseModule).where(m.BaseModule.base_model_id == row.id)).all()
     names = session.scalars(
@@ -281,7 +281,7 @@ def base_info(
     with_files: bool = False,
     module_count: int | None = None,
     *,
-    reader: Principal = OPERATOR,
+    reader: Principal,
 ) -> BaseInfo:
     """The base as an entity, with the names `reader` may read; pass `module_count` when the
     caller already loaded the module table."""
@@ -310,14 +310,14 @@ def base_info(
     )
 
 
-def get_base(reg: Registry, text: str, *, principal: Principal = OPERATOR) -> BaseInfo:
+def get_base(reg: Registry, text: str, *, principal: Principal) -> BaseInfo:
     """A base by name or fingerprint; NotFound when unknown or not readable by `principal`."""
     with unit_of_work(reg.sessions) as session:
         row = resolve_base(session, text, principal)
         return base_info(session, row, with_files=True, reader=principal)
 
 
-def list_bases(reg: Registry, *, principal: Principal = OPERATOR) -> list[BaseInfo]:
+def list_bases(reg: Registry, *, principal: Principal) -> list[BaseInfo]:
     """The bases `principal` may read (bases are few: filtered here, not in SQL)."""
     with unit_of_work(reg.sessions) as session:
         rows = session.scalars(select(m.BaseModel).order_by(m.BaseModel.id)).all()
@@ -326,7 +326,7 @@ def list_bases(reg: Registry, *, principal: Principal = OPERATOR) -> list[BaseIn
         ]
 
 
-def get_base_layout(reg: Registry, text: str, *, principal: Principal = OPERATOR) -> BaseLayout:
+def get_base_layout(reg: Registry, text: str, *, principal: Principal) -> BaseLayout:
     """A base with its config.json and module table (the planner's input); NotFound as get_base."""
     with unit_of_work(reg.sessions) as session:
         row = resolve_base(session, text, principal)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from registry.access.principal import OPERATOR, Principal
+from registry.access.principal import Principal
 from registry.db import models as m
 from registry.db.engine import read_only
 from registry.entities import ComparedVersion, Comparison
@@ -34,7 +34,7 @@ COMPARED_COLUMNS = (
 )
 
 
-def compare(reg: Registry, refs: list[Ref], *, principal: Principal = OPERATOR) -> Comparison:
+def compare(reg: Registry, refs: list[Ref], *, principal: Principal) -> Comparison:
     """The versions side by side: config fields (the ones that differ listed), parameter counts,
     and every current score."""
     if not MIN_COMPARE <= len(refs) <= MAX_COMPARE:

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from registry.access.principal import OPERATOR, Principal
+from registry.access.principal import Principal
 from registry.db import models as m
 from registry.db.engine import unit_of_work
 from registry.entities import EvalAdd, EvalHistory, EvalInput, EvalRecord, EvalScoreIn
@@ -36,7 +36,7 @@ def add_scores(
     scores: list[EvalInput],
     note: str | None = None,
     *,
-    principal: Principal = OPERATOR,
+    principal: Principal,
 ) -> EvalHistory:
     """Record `scores` on the version `ref` names (write permission on its repository). Each score
     supersedes the current one of its (metric, dataset, split); nothing is ever overwritten.
@@ -112,9 +112,7 @@ def record_scores(
     session.flush()
 
 
-def history(
-    reg: Registry, ref: Ref, limit: int = HISTORY_LIMIT, *, principal: Principal = OPERATOR
-) -> EvalHistory:
+def history(reg: Registry, ref: Ref, limit: int = HISTORY_LIMIT, *, principal: Principal) -> EvalHistory:
     """The newest `limit` scores recorded on the version `ref` names (newest first), how many there
     are in all, and every current one.
 

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from registry.access.checks import readable
 from registry.access.policy import readable_namespaces
-from registry.access.principal import OPERATOR, Principal
+from registry.access.principal import Principal
 from registry.db import models as m
 from registry.db.engine import read_only
 from registry.entities import FitItem, FitQuery, FitRejection, FitResult
@@ -258,7 +258,7 @@ def _shape_keys(reg: Registry, session: Session, base_id: int) -> tuple[list[str
     return cached  # type: ignore[no-any-return]
 
 
-def fit(reg: Registry, q: FitQuery, *, principal: Principal = OPERATOR) -> FitResult:
+def fit(reg: Registry, q: FitQuery, *, principal: Principal) -> FitResult:
     """The versions that fit `q.base`, among those `principal` may read (a base it may not read is
     answered as unknown)."""
     with read_only(reg.sessions) as session:
@@ -293,7 +293,9 @@ def fit(reg: Registry, q: FitQuery, *, principal: Principal = OPERATOR) -> FitRe
                     *[_not_forced(p).with_only_columns(m.Version.id) for p in _parts(q.tier, shape.dialect)]
                 )
             )
-            rejected = _explain(session, base, fits, params, readable(principal, m.Repository.namespace))
+            rejected = _explain(
+                session, base, fits, params, readable(principal, m.Repository.namespace), principal
+            )
         info = base_info(session, base, module_count=module_count, reader=principal)
         return FitResult(base=info, items=items, rejected=rejected)
 
@@ -319,10 +321,10 @@ def _base_labels(session: Session, reader: Principal, base_ids: set[int]) -> dic
 
 
 def _explain(
-    session: Session, base: m.BaseModel, fits, params: dict[str, Any], visible
+    session: Session, base: m.BaseModel, fits, params: dict[str, Any], visible, reader: Principal
 ) -> list[FitRejection]:  # type: ignore[no-untyped-def]
     """Why the newest versions outside the answer do not fit (module by module)."""
-    view = base_view(session, base)
+    view = base_view(session, base, reader=reader)
     rows = session.execute(
         select(
             m.Version.id,

@@ -23,7 +23,7 @@ from sqlalchemy import delete, exists, select
 from sqlalchemy.orm import Session
 
 from registry.access.policy import global_admin
-from registry.access.principal import OPERATOR, Principal
+from registry.access.principal import Principal
 from registry.db import models as m
 from registry.db.engine import unit_of_work
 from registry.entities import GcReport
@@ -55,7 +55,7 @@ def collect_garbage(
     *,
     dry_run: bool = False,
     grace_s: float = DEFAULT_GRACE_S,
-    principal: Principal = OPERATOR,
+    principal: Principal,
 ) -> GcReport:
     """Delete the blobs nothing lists and nothing wrote within `grace_s` seconds (a dry run only
     reports them). Global admins and the operator only."""

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from registry.access.accounts import job_principal
+from registry.access.authentication import job_principal
 from registry.access.checks import require_writer
 from registry.access.principal import Principal
 from registry.bounds import LFS_BATCH_OBJECTS, LFS_BATCH_PARTS

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from registry.access.checks import require
 from registry.access.policy import BaseNameRes, JobRes, global_admin, may
-from registry.access.principal import OPERATOR, Principal
+from registry.access.principal import Principal
 from registry.db import models as m
 from registry.db.engine import unit_of_work
 from registry.errors import (
@@ -71,7 +71,7 @@ class Claim:
     token_id: int | None = None
 
 
-def submit(reg: Registry, req: JobRequest, user: str, *, principal: Principal = OPERATOR) -> JobInfo:
+def submit(reg: Registry, req: JobRequest, user: str, *, principal: Principal) -> JobInfo:
     """Queue a job for `principal`, who must be allowed to read its inputs and write its output
     (checked again when the job publishes: it runs with the submitter's rights)."""
     params = parse_params(req.type, req.params)  # refuse malformed parameters now, not on a worker
@@ -170,7 +170,10 @@ def check_job_access(session: Session, principal: Principal, params: object) -> 
         require_reader_of(session, principal, ref.repo, params.ref)
         # Known (to anyone) but to none the submitter may read: unknown to it. Several bases may
         # share a fingerprint; one it may read is the one the job gets.
-        if find_base(session, params.base) is not None and find_base(session, params.base, principal) is None:
+        if (
+            find_base(session, params.base, None) is not None
+            and find_base(session, params.base, principal) is None
+        ):
             raise base_not_found(params.base)
         if isinstance(params, Check4bitParams):
             require_writer_of(session, principal, ref.repo)
@@ -184,7 +187,7 @@ def _job_not_found(job_id: int) -> NotFound:
     return NotFound(f"no job {job_id}", job=job_id)
 
 
-def get(reg: Registry, job_id: int, *, principal: Principal = OPERATOR) -> JobInfo:
+def get(reg: Registry, job_id: int, *, principal: Principal) -> JobInfo:
     """A job, for its submitter or an admin (anyone else: NotFound, as for no such job)."""
     if principal.is_anonymous:
         raise Unauthenticated("jobs need a token")
@@ -195,7 +198,7 @@ def get(reg: Registry, job_id: int, *, principal: Principal = OPERATOR) -> JobIn
 
 
 def list_jobs(
-    reg: Registry, status: str | None = None, limit: int = 50, *, principal: Principal = OPERATOR
+    reg: Registry, status: str | None = None, limit: int = 50, *, principal: Principal
 ) -> list[JobInfo]:
     """Newest first: every job for an admin, else the principal's own (through a token narrowed
     to namespaces, those of its jobs within them)."""
@@ -222,7 +225,7 @@ def list_jobs(
         return out[:limit]
 
 
-def cancel(reg: Registry, job_id: int, *, principal: Principal = OPERATOR) -> JobInfo:
+def cancel(reg: Registry, job_id: int, *, principal: Principal) -> JobInfo:
     """A queued job is cancelled at once; a running one is asked to stop (its worker sees it at the
     next heartbeat, stops, and marks it cancelled; if that worker is dead, the next claim does).
     An anonymous caller is refused before the job is looked up: no existence oracle."""

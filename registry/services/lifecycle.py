@@ -15,7 +15,7 @@ from __future__ import annotations
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from registry.access.principal import OPERATOR, Principal
+from registry.access.principal import Principal
 from registry.db import models as m
 from registry.db.engine import unit_of_work
 from registry.entities import DeleteResult
@@ -27,9 +27,7 @@ from registry.services.lookup import resolve_row
 from registry.services.permissions import repo_not_found, require_writer_of
 
 
-def delete_version(
-    reg: Registry, ref: Ref, force: bool = False, *, principal: Principal = OPERATOR
-) -> DeleteResult:
+def delete_version(reg: Registry, ref: Ref, force: bool = False, *, principal: Principal) -> DeleteResult:
     """Delete the version `ref` names. Refused (AliasInUse, 409) while an alias points at it,
     unless `force`, which removes those aliases too."""
     with unit_of_work(reg.sessions) as session:
@@ -63,7 +61,7 @@ def delete_version(
         return DeleteResult(repo=str(ref.repo), versions=[number], digests=[digest], aliases_removed=names)
 
 
-def delete_repository(reg: Registry, repo: RepoName, *, principal: Principal = OPERATOR) -> DeleteResult:
+def delete_repository(reg: Registry, repo: RepoName, *, principal: Principal) -> DeleteResult:
     """Delete every version and alias of `repo`. Its numbers are not given again if it is pushed
     to later (the row stays, holding the counter, and reads as absent). An empty repository (one
     that never had a version) goes entirely."""

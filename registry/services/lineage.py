@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from registry.access.checks import base_readable, namespace_res, readable
 from registry.access.policy import may
-from registry.access.principal import OPERATOR, Principal
+from registry.access.principal import Principal
 from registry.db import models as m
 from registry.db.engine import read_only
 from registry.entities import LineageEdge, LineageGraph, LineageNode
@@ -107,7 +107,7 @@ class _Graph:
             self.edges.append(LineageEdge(source=source, target=target, kind=kind, **extra))
 
 
-def graph(reg: Registry, target: str, *, principal: Principal = OPERATOR, depth: int = 8) -> LineageGraph:
+def graph(reg: Registry, target: str, *, principal: Principal, depth: int = 8) -> LineageGraph:
     """The lineage around `target`: a version reference, or a base name or fingerprint.
 
     Raises:
@@ -228,7 +228,7 @@ def _parents(g: _Graph, node_id: str, row: m.Version | m.BaseModel) -> list[Item
         fp = lineage.get("base_fingerprint")
         if isinstance(fp, str):
             # A base of these weights the reader may read, else one it is shown as hidden.
-            base = find_base(g.session, fp, g.reader) or find_base(g.session, fp)
+            base = find_base(g.session, fp, g.reader) or find_base(g.session, fp, None)
             if base is None:
                 g.edge(
                     g.deleted(fp, lineage.get("base") if isinstance(lineage.get("base"), str) else None),

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from registry.access.principal import OPERATOR, Principal
+from registry.access.principal import Principal
 from registry.db import models as m
 from registry.db.engine import unit_of_work
 from registry.entities import QLORA_VARIANT_PATTERN, QloraCheckSummary, qlora_variant_label
@@ -46,7 +46,7 @@ def record_verdict(
     job_id: int | None,
     on_commit: Callable[[Session, None], None] | None = None,
     *,
-    principal: Principal = OPERATOR,
+    principal: Principal,
 ) -> None:
     """Store the answer for (version at `ref`, base) in one unit of work; `on_commit` runs inside
     the same transaction (a worker's fenced job completion), as for a version or a derived base."""

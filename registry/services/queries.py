@@ -6,7 +6,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import defer, selectinload
 
 from registry.access.checks import readable
-from registry.access.principal import OPERATOR, Principal
+from registry.access.principal import Principal
 from registry.bounds import PAGE_MAX, row_cursor
 from registry.db import models as m
 from registry.db.engine import unit_of_work
@@ -40,7 +40,7 @@ def list_versions(
     limit: int = 50,
     cursor: str | None = None,
     *,
-    principal: Principal = OPERATOR,
+    principal: Principal,
 ) -> Page[VersionSummary]:
     """Newest first, as summaries (`resolve` gives a version whole). Filters: repository, task,
     peft_type, base model name; latest_only per repo. Only namespaces `principal` may read."""
@@ -72,7 +72,7 @@ def list_versions(
 
 
 def list_repos(
-    reg: Registry, limit: int = 50, cursor: str | None = None, *, principal: Principal = OPERATOR
+    reg: Registry, limit: int = 50, cursor: str | None = None, *, principal: Principal
 ) -> Page[RepoInfo]:
     limit = _check_limit(limit)
     # Listed: a repository with a version, or one that never had any (the Hub's create_repo made

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Integer, Select, and_, bindparam, case, distinct, func, select, true
 from sqlalchemy.orm import Session
 
-from registry.access.principal import OPERATOR, Principal
+from registry.access.principal import Principal
 from registry.db import models as m
 from registry.db.engine import read_only
 from registry.entities import (
@@ -138,7 +138,7 @@ def _leaderboard_statement(dialect: str, restricted: bool, q: LeaderboardQuery) 
     return stmt
 
 
-def leaderboard(reg: Registry, q: LeaderboardQuery, *, principal: Principal = OPERATOR) -> Leaderboard:
+def leaderboard(reg: Registry, q: LeaderboardQuery, *, principal: Principal) -> Leaderboard:
     """The adapters that fit `q.base`, one row per repository (its best current score on the
     metric: over every dataset and split unless `q.dataset` / `q.split` narrow it), best first.
 
@@ -243,7 +243,7 @@ def _pareto_statement(dialect: str, restricted: bool, q: ParetoQuery) -> Select[
     return stmt
 
 
-def pareto(reg: Registry, q: ParetoQuery, *, principal: Principal = OPERATOR) -> ParetoResult:
+def pareto(reg: Registry, q: ParetoQuery, *, principal: Principal) -> ParetoResult:
     """Every fitting version with a current score on the metric (its best over datasets and splits
     unless `q.dataset` / `q.split` narrow it), against a cost; the front (no other is at most as costly and at least as good, one of
     them strictly) flagged, each front point with the versions it dominates.
@@ -328,7 +328,7 @@ def _dominance(points: list[dict[str, Any]], goods: list[float], front: list[int
 
 
 def common_metrics(
-    reg: Registry, base: str, task: str | None = None, *, principal: Principal = OPERATOR
+    reg: Registry, base: str, task: str | None = None, *, principal: Principal
 ) -> list[MetricCount]:
     """The metrics of the current scores on the versions that fit `base` (the leaderboard's
     candidates: every tier, readable by `principal`, of `task` when given), each with how many

@@ -16,7 +16,7 @@ credential, before the credential is looked at; other sources are not affected.
 
 The counts live in this process: replicas behind one address count each on their own, and a
 restart forgets them (a shared count is a later step). No secret is kept or logged here:
-`authenticate` hands it to `accounts.authenticate` and keeps only where the request came from and
+`authenticate` hands it to `authentication.authenticate` and keeps only where the request came from and
 which surface refused it.
 """
 
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from registry.access import accounts
+from registry.access import authentication
 from registry.access.principal import Principal
 from registry.config import Settings
 from registry.db.engine import unit_of_work
@@ -149,7 +149,7 @@ class SecurityMonitor:
         """
         self.check(source)
         try:
-            return accounts.authenticate(reg, secret)
+            return authentication.authenticate(reg, secret)
         except Unauthenticated:
             self.auth_failed(source, via)
             raise

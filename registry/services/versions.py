@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from registry.access.checks import blobs_unusable, namespace_res, readable
 from registry.access.policy import may, readable_namespaces
-from registry.access.principal import OPERATOR, Principal
+from registry.access.principal import Principal
 from registry.db import models as m
 from registry.db.engine import insert_ignoring_duplicates, unit_of_work
 from registry.entities import (
@@ -56,7 +56,7 @@ def commit_version(
     pushed_by: str,
     on_commit: OnCommit | None = None,
     *,
-    principal: Principal = OPERATOR,
+    principal: Principal,
 ) -> PushResult:
     """Validate the pushed files from the stored blobs, then record a new version atomically.
 
@@ -379,7 +379,7 @@ def _result(
     )
 
 
-def resolve(reg: Registry, ref: Ref, *, principal: Principal = OPERATOR) -> VersionInfo:
+def resolve(reg: Registry, ref: Ref, *, principal: Principal) -> VersionInfo:
     """The version `ref` names. Raises NotFound when it does not exist or `principal` may not read it."""
     with unit_of_work(reg.sessions) as session:
         require_reader_of(session, principal, ref.repo, str(ref))
@@ -391,7 +391,7 @@ def version_summary(session: Session, v: m.Version) -> VersionSummary:
     return VersionSummary(**_summary_fields(session, v))
 
 
-def version_info(session: Session, v: m.Version, *, reader: Principal = OPERATOR) -> VersionInfo:
+def version_info(session: Session, v: m.Version, *, reader: Principal) -> VersionInfo:
     return VersionInfo(
         **_summary_fields(session, v),
         message=v.message,
@@ -406,7 +406,7 @@ def version_info(session: Session, v: m.Version, *, reader: Principal = OPERATOR
 
 
 def lineage_view(
-    session: Session, lineage: dict[str, Any] | None, reader: Principal = OPERATOR
+    session: Session, lineage: dict[str, Any] | None, reader: Principal
 ) -> dict[str, Any] | None:
     """The recorded lineage, each parent that no longer exists (deleted since) marked
     `"deleted": true`; its digest stays as recorded. Computed when read: lineage is immutable.

@@ -1,6 +1,6 @@
 """Who a UI request acts as, and the CSRF check of every form that changes something.
 
-The principal is resolved as the API resolves it (`accounts.authenticate`), from a token kept in an
+The principal is resolved as the API resolves it (`authentication.authenticate`), from a token kept in an
 HttpOnly, SameSite=Strict cookie instead of the Authorization header: script on a page never reads
 it, and a cross-site request never carries it. Every POST also needs a synchronizer token: a random
 nonce in its own cookie, and in the form the HMAC of that nonce under the server's secret key

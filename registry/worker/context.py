@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from registry.access.accounts import job_principal
+from registry.access.authentication import job_principal
 from registry.access.principal import Principal
 from registry.client.local import LocalClient
 from registry.db.engine import unit_of_work

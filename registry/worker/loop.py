@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 
+from registry.access.principal import OPERATOR
 from registry.errors import BadRequest, JobCancelled, LeaseLost, RegistryError, ServerUnavailable
 from registry.jobspec import JobInfo
 from registry.observability import events
@@ -103,7 +104,7 @@ class Worker:
         except Exception as err:
             log.exception("job %s crashed", claim.job_id)
             jobs.finish_failed(self.reg, claim, "job_failed", f"{type(err).__name__}: {err}", retry=True)
-        info = jobs.get(self.reg, claim.job_id)
+        info = jobs.get(self.reg, claim.job_id, principal=OPERATOR)  # the worker acts for the system
         _count(claim.type, info.status, lost, time.monotonic() - started)
         return info
 

@@ -19,12 +19,14 @@ import pytest
 from safetensors.numpy import save_file
 from sqlalchemy import update
 
-from registry.access import accounts
+from registry.access import authentication
+from registry.access.principal import OPERATOR
 from registry.api import create_app
 from registry.client.http import HttpClient
 from registry.client.transfer import push_folder
 from registry.db import models as m
 from registry.db.engine import unit_of_work
+from registry.services import accounts
 from registry.services.context import Registry
 from registry.services.timeutil import now
 from tests.conftest import ServerThread, db_url_for, make_settings
@@ -124,18 +126,20 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
 
 
 def _populate(reg: Registry, srv: ServerThread, tmp_path: Path) -> World:
-    accounts.add_user(reg, "wendy")
-    accounts.add_user(reg, "otto")
-    accounts.grant(reg, "wendy", "acme", "write")
-    accounts.grant(reg, "otto", "other", "write")
-    accounts.set_namespace_visibility(reg, "pub", True)
+    accounts.add_user(reg, "wendy", principal=OPERATOR)
+    accounts.add_user(reg, "otto", principal=OPERATOR)
+    accounts.grant(reg, "wendy", "acme", "write", principal=OPERATOR)
+    accounts.grant(reg, "otto", "other", "write", principal=OPERATOR)
+    accounts.set_namespace_visibility(reg, "pub", True, principal=OPERATOR)
     toks = {"admin": srv.token}
-    toks["writer"], _ = accounts.create_token(reg, "wendy")
-    toks["read_only"], _ = accounts.create_token(reg, "wendy", read_only=True)
-    toks["other_writer"], _ = accounts.create_token(reg, "otto")
-    toks["expired"], expired = accounts.create_token(reg, "wendy", expires_in=timedelta(hours=1))
-    toks["revoked"], revoked = accounts.create_token(reg, "wendy")
-    accounts.revoke_token(reg, revoked.id)
+    toks["writer"], _ = accounts.create_token(reg, "wendy", principal=OPERATOR)
+    toks["read_only"], _ = accounts.create_token(reg, "wendy", read_only=True, principal=OPERATOR)
+    toks["other_writer"], _ = accounts.create_token(reg, "otto", principal=OPERATOR)
+    toks["expired"], expired = accounts.create_token(
+        reg, "wendy", expires_in=timedelta(hours=1), principal=OPERATOR
+    )
+    toks["revoked"], revoked = accounts.create_token(reg, "wendy", principal=OPERATOR)
+    accounts.revoke_token(reg, revoked.id, principal=OPERATOR)
     with unit_of_work(reg.sessions) as session:
         session.execute(
             update(m.Token).where(m.Token.id == expired.id).values(expires_at=now() - timedelta(1))
@@ -148,7 +152,7 @@ def _populate(reg: Registry, srv: ServerThread, tmp_path: Path) -> World:
     blob = next(f.sha256 for f in admin.resolve("acme/x:1").files if f.path.endswith(".safetensors"))
     world = World(srv.url, toks, blob, httpx.Client(base_url=srv.url, timeout=30, headers=srv.auth), 0)
     world.reg = reg
-    world.spare_token = accounts.create_token(reg, "wendy", name="spare")[1].id
+    world.spare_token = accounts.create_token(reg, "wendy", name="spare", principal=OPERATOR)[1].id
     world.digest = admin.resolve("acme/x:1").digest
     for body in (
         base_body(["acme/base"], ACME_FP),
@@ -555,11 +559,11 @@ def test_a_job_principal_carries_its_token_expiry(world: World) -> None:
     short = world.admin.post("/v1/tokens", json={"user": "wendy", "expires_in_s": 3600}).json()
     reg = world.reg
     assert reg is not None
-    wendy = next(u.id for u in accounts.list_users(reg) if u.name == "wendy")
+    wendy = next(u.id for u in accounts.list_users(reg, principal=OPERATOR) if u.name == "wendy")
     with unit_of_work(reg.sessions) as session:
-        p = accounts.job_principal(session, wendy, short["id"], "wendy")
+        p = authentication.job_principal(session, wendy, short["id"], "wendy")
     assert p.expires_at == datetime.fromisoformat(short["expires_at"]).astimezone(UTC)
-    assert accounts.authenticate(reg, short["token"]).expires_at == p.expires_at
+    assert authentication.authenticate(reg, short["token"]).expires_at == p.expires_at
 
 
 def test_cancelling_as_anonymous_tells_nothing(world: World) -> None:

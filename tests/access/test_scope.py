@@ -15,10 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
-from registry.access import accounts
+from registry.access.principal import OPERATOR
 from registry.api import create_app
 from registry.client.http import HttpClient
 from registry.client.transfer import push_folder
+from registry.services import accounts
 from registry.services.context import Registry
 from tests.access.test_matrix import base_body, tiny_adapter
 from tests.conftest import ServerThread, db_url_for, make_settings
@@ -58,18 +59,20 @@ def scoped(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Scoped]:
 
 
 def _populate(reg: Registry, srv: ServerThread, tmp_path: Path) -> Scoped:
-    accounts.add_user(reg, "wendy")
-    accounts.add_user(reg, "otto")
-    accounts.grant(reg, "wendy", "acme", "write")
-    accounts.grant(reg, "wendy", "other", "write")
-    accounts.grant(reg, "otto", "other", "write")
-    accounts.set_namespace_visibility(reg, "pub", True)
+    accounts.add_user(reg, "wendy", principal=OPERATOR)
+    accounts.add_user(reg, "otto", principal=OPERATOR)
+    accounts.grant(reg, "wendy", "acme", "write", principal=OPERATOR)
+    accounts.grant(reg, "wendy", "other", "write", principal=OPERATOR)
+    accounts.grant(reg, "otto", "other", "write", principal=OPERATOR)
+    accounts.set_namespace_visibility(reg, "pub", True, principal=OPERATOR)
     tokens: dict[str, str] = {}
     ids: dict[str, int] = {}
     for key, scope in SCOPES.items():
-        tokens[key], info = accounts.create_token(reg, "wendy", namespaces=scope, name=key)
+        tokens[key], info = accounts.create_token(
+            reg, "wendy", namespaces=scope, name=key, principal=OPERATOR
+        )
         ids[key] = info.id
-    tokens["otto"], _ = accounts.create_token(reg, "otto")
+    tokens["otto"], _ = accounts.create_token(reg, "otto", principal=OPERATOR)
     admin = HttpClient(srv.url, "root", tmp_path / "cache", token=srv.token)
     push_folder(admin, tiny_adapter(tmp_path / "a", 1), "acme/x", aliases=["prod"])
     push_folder(admin, tiny_adapter(tmp_path / "p", 2), "pub/y")

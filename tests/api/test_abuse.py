@@ -22,10 +22,11 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from registry.access import accounts
+from registry.access.principal import OPERATOR
 from registry.api import create_app
 from registry.bounds import ADAPTER_HEADER_BYTES, ADAPTER_TENSORS_MAX, LFS_BATCH_OBJECTS, LFS_BATCH_PARTS
 from registry.config import Settings
+from registry.services import accounts
 from registry.services.context import Registry
 from tests.conftest import ServerThread, db_url_for, make_settings
 
@@ -61,9 +62,9 @@ def slots(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Serv
 
 def _writer(reg: Registry, name: str, namespace: str) -> tuple[int, str]:
     """A user with write on `namespace`: their id and a token."""
-    user = accounts.add_user(reg, name)
-    accounts.grant(reg, name, namespace, "write")
-    secret, _ = accounts.create_token(reg, name)
+    user = accounts.add_user(reg, name, principal=OPERATOR)
+    accounts.grant(reg, name, namespace, "write", principal=OPERATOR)
+    secret, _ = accounts.create_token(reg, name, principal=OPERATOR)
     return user.id, secret
 
 
@@ -294,15 +295,15 @@ def test_a_revoked_tokens_multipart_upload_stops_at_its_next_part(
     small_parts: tuple[ServerThread, Registry],
 ) -> None:
     srv, reg = small_parts
-    accounts.add_user(reg, "alice")
-    accounts.grant(reg, "alice", "acme", "write")
-    secret, info = accounts.create_token(reg, "alice")
+    accounts.add_user(reg, "alice", principal=OPERATOR)
+    accounts.grant(reg, "alice", "acme", "write", principal=OPERATOR)
+    secret, info = accounts.create_token(reg, "alice", principal=OPERATOR)
     data = os.urandom(3 * 4096)
     upload = _lfs_href(_client(srv, secret), REPO, data, ("multipart",))
     hrefs = [upload["header"][str(n)].removeprefix(srv.url) for n in (1, 2, 3)]
     anon = _client(srv)
     assert anon.put(hrefs[0], content=data[:4096]).status_code == 200
-    accounts.revoke_token(reg, info.id)
+    accounts.revoke_token(reg, info.id, principal=OPERATOR)
     refused = anon.put(hrefs[1], content=data[4096:8192])
     assert refused.status_code == 401 and refused.headers["x-error-code"] == "Unauthenticated"
     staged = list((srv.app.state.settings.home / "hub-uploads").rglob("*.part"))  # type: ignore[attr-defined]

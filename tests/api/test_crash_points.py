@@ -20,10 +20,11 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from registry.access import accounts
+from registry.access.principal import OPERATOR
 from registry.client.http import HttpClient
 from registry.client.transfer import pull, push_folder
 from registry.config import Settings
+from registry.services import accounts
 from registry.services.context import Registry
 from tests.conftest import PG_ADMIN_URL, free_port, make_settings
 
@@ -80,8 +81,8 @@ class ServeProcess:
 def served(tmp_path: Path, pg_url: str, request: pytest.FixtureRequest) -> Iterator[tuple[ServeProcess, str]]:
     settings = make_settings(tmp_path, pg_url, "file", request)
     reg = Registry.from_settings(settings, migrate=True)
-    accounts.add_user(reg, "tester", admin=True)
-    token, _ = accounts.create_token(reg, "tester")
+    accounts.add_user(reg, "tester", admin=True, principal=OPERATOR)
+    token, _ = accounts.create_token(reg, "tester", principal=OPERATOR)
     reg.close()
     server = ServeProcess(settings).start()
     yield server, token

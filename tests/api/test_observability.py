@@ -21,9 +21,10 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from registry.access import accounts
+from registry.access.principal import OPERATOR
 from registry.config import Settings
 from registry.observability.logs import redact
+from registry.services import accounts
 from registry.services.context import Registry
 from tests.conftest import db_url_for, free_port, make_settings
 
@@ -99,8 +100,8 @@ def home(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Setti
     settings = make_settings(tmp_path / "server", db_url_for("sqlite", tmp_path, request), "file", request)
     reg = Registry.from_settings(settings, migrate=True)
     try:
-        accounts.add_user(reg, "tester", admin=True)
-        token, _ = accounts.create_token(reg, "tester", name="tests")
+        accounts.add_user(reg, "tester", admin=True, principal=OPERATOR)
+        token, _ = accounts.create_token(reg, "tester", name="tests", principal=OPERATOR)
     finally:
         reg.close()
     yield settings, token
@@ -403,7 +404,7 @@ def test_worker_metrics_port(home: tuple[Settings, str], tmp_path: Path) -> None
     try:
         from registry.services import jobs
 
-        assert jobs.get(reg, job_id).status == "failed"
+        assert jobs.get(reg, job_id, principal=OPERATOR).status == "failed"
     finally:
         reg.close()
     lines = [line for line in log.read_text().splitlines() if line.startswith("{")]

@@ -13,9 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
-from registry.access import accounts
+from registry.access.principal import OPERATOR
 from registry.api import create_app
 from registry.config import Settings
+from registry.services import accounts
 from registry.services.context import Registry
 from tests.conftest import ServerThread, db_url_for, make_settings
 
@@ -144,8 +145,8 @@ def test_a_token_guesser_is_throttled_and_recorded(strict: Settings) -> None:
 
 
 def test_denied_writes_are_recorded_per_source_and_principal(base: Settings, reg: Registry) -> None:
-    accounts.add_user(reg, "mallory")
-    token, _ = accounts.create_token(reg, "mallory")
+    accounts.add_user(reg, "mallory", principal=OPERATOR)
+    token, _ = accounts.create_token(reg, "mallory", principal=OPERATOR)
     with serve(base, reg) as srv:
         with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
             for name in ("eve", "trent"):  # only global admins add users
@@ -189,9 +190,9 @@ def test_ui_logins_count_and_are_throttled(base: Settings, reg: Registry) -> Non
 def test_a_stale_ui_cookie_counts_once(base: Settings, reg: Registry) -> None:
     """A page that polls with a revoked token's cookie is not a guesser: the cookie is dropped."""
     settings = Settings(**{**base.model_dump(), "auth_failure_limit": 2})
-    accounts.add_user(reg, "sam")
-    token, info = accounts.create_token(reg, "sam")
-    accounts.revoke_token(reg, info.id)
+    accounts.add_user(reg, "sam", principal=OPERATOR)
+    token, info = accounts.create_token(reg, "sam", principal=OPERATOR)
+    accounts.revoke_token(reg, info.id, principal=OPERATOR)
     with serve(settings, reg) as srv, httpx.Client(base_url=srv.url, timeout=30) as http:
         http.cookies.set("adreg_ui_token", token, domain="127.0.0.1", path="/ui")  # as a login set it
         first = http.get("/ui")

@@ -17,7 +17,8 @@ from alembic import command
 from peft import LoraConfig
 from sqlalchemy import text
 
-from registry.access import accounts
+from registry.access import authentication
+from registry.access.principal import OPERATOR
 from registry.api import create_app
 from registry.client.bases import add_base_folder
 from registry.client.http import HttpClient
@@ -25,7 +26,7 @@ from registry.client.local import LocalClient
 from registry.client.transfer import push_folder
 from registry.db.engine import alembic_config, make_engine
 from registry.entities import BaseRegistration, FitQuery
-from registry.services import bases
+from registry.services import accounts, bases
 from registry.services.context import Registry
 from tests.access.test_matrix import base_body, tiny_adapter
 from tests.adapters_factory import save_peft, sized_llama
@@ -78,12 +79,12 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Site]:
     reg = Registry.from_settings(settings, migrate=True)
     try:
         with ServerThread(create_app(settings, reg), admin="root") as srv:
-            accounts.set_namespace_visibility(reg, "pub", True)
+            accounts.set_namespace_visibility(reg, "pub", True, principal=OPERATOR)
             tokens = {"root": srv.token}
             for user, namespace in WRITERS.items():
-                accounts.add_user(reg, user)
-                accounts.grant(reg, user, namespace, "write")
-                tokens[user], _ = accounts.create_token(reg, user)
+                accounts.add_user(reg, user, principal=OPERATOR)
+                accounts.grant(reg, user, namespace, "write", principal=OPERATOR)
+                tokens[user], _ = accounts.create_token(reg, user, principal=OPERATOR)
             yield Site(srv.url, reg, tokens, tmp_path)
     finally:
         reg.close()
@@ -213,9 +214,9 @@ def test_0009_keeps_every_reference_to_a_base_and_goes_back_to_one_base_per_fing
     reg = Registry.from_settings(make_settings(tmp_path, url, "file", request), migrate=True)
     shared = "sha256:" + "e" * 64
     for user in ("a", "b"):  # each namespace's writer registers the weights under its own name
-        accounts.add_user(reg, user)
-        accounts.grant(reg, user, user, "write")
-        writer = accounts.authenticate(reg, accounts.create_token(reg, user)[0])
+        accounts.add_user(reg, user, principal=OPERATOR)
+        accounts.grant(reg, user, user, "write", principal=OPERATOR)
+        writer = authentication.authenticate(reg, accounts.create_token(reg, user, principal=OPERATOR)[0])
         body = BaseRegistration.model_validate(base_body([f"{user}/base"], shared))
         bases.register_base(reg, body, principal=writer)
     client = LocalClient(reg, "tester", reg.store)

@@ -17,13 +17,14 @@ import httpx
 import pytest
 from starlette.requests import Request
 
-from registry.access import accounts
+from registry.access.principal import OPERATOR
 from registry.api import create_app
 from registry.api.deps import display_hint, get_principal
 from registry.client.transfer import write_files
 from registry.config import Settings
 from registry.entities import FileInfo
 from registry.errors import BadRequest, UnsafePath
+from registry.services import accounts
 from registry.services.context import Registry
 from tests.cli.conftest import Cli, open_cli
 from tests.conftest import ServerThread, db_url_for, make_settings
@@ -73,15 +74,15 @@ def test_non_ascii_user_round_trips_through_a_server(
     """On a server, who pushed is the token's user (ADAPTERS_USER is only a display hint there)."""
     served, reg = served_registry
     for name in ("josé", "名前%20"):
-        accounts.add_user(reg, name)
-        accounts.grant(reg, name, "acme", "write")
-    served.env["ADAPTERS_TOKEN"], _ = accounts.create_token(reg, "josé")
+        accounts.add_user(reg, name, principal=OPERATOR)
+        accounts.grant(reg, name, "acme", "write", principal=OPERATOR)
+    served.env["ADAPTERS_TOKEN"], _ = accounts.create_token(reg, "josé", principal=OPERATOR)
     served.env["ADAPTERS_USER"] = "josé"
     pushed = served.json("push", str(lora_a), "acme/x")
     assert pushed["created"] is True
     assert served.json("show", "acme/x")["pushed_by"] == "josé"
     assert "by josé" in served("show", "acme/x").stdout
-    served.env["ADAPTERS_TOKEN"], _ = accounts.create_token(reg, "名前%20")
+    served.env["ADAPTERS_TOKEN"], _ = accounts.create_token(reg, "名前%20", principal=OPERATOR)
     served.env["ADAPTERS_USER"] = "someone-else"  # not trusted: the name comes from the token
     served.json("push", str(lora_a), "acme/y")
     assert served.json("show", "acme/y")["pushed_by"] == "名前%20"
@@ -107,7 +108,7 @@ def test_confusable_user_names_refused_through_the_server(
     assert bad.exit_code == 1
     one_error_line(bad.stderr, "bad_request")
     assert why in bad.stderr
-    assert name not in {u.name for u in accounts.list_users(reg)}
+    assert name not in {u.name for u in accounts.list_users(reg, principal=OPERATOR)}
 
 
 def test_user_names_unique_up_to_case_and_compatibility_forms(served_registry: tuple[Cli, Registry]) -> None:
@@ -125,7 +126,7 @@ def test_user_names_unique_up_to_case_and_compatibility_forms(served_registry: t
     for name in ("Alice", "ALICE", "\u0410\u043b\u0438\u0441\u0430", "Jos\u00e9"):
         bad = served("user", "add", name, ok=False)
         one_error_line(bad.stderr, "conflict")
-    assert len(accounts.list_users(reg)) == 6  # bob (the server's admin) and the five
+    assert len(accounts.list_users(reg, principal=OPERATOR)) == 6  # bob (the server's admin) and the five
 
 
 def test_invalid_user_is_one_error_line(served: Cli, lora_a: Path) -> None:

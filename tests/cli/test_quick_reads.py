@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from registry.access.principal import OPERATOR
 from registry.client.bases import add_base_folder, resolve_push_base
 from registry.client.local import LocalClient
 from registry.client.transfer import parse_eval, pull, push_folder
@@ -71,7 +72,7 @@ def populated(
 
 
 def full(reg: Registry, limit: int = 50, cursor: str | None = None, **flt: Any) -> str:
-    page = queries.list_versions(reg, VersionFilter(**flt), limit, cursor)
+    page = queries.list_versions(reg, VersionFilter(**flt), limit, cursor, principal=OPERATOR)
     return json.dumps(page.model_dump(mode="json"), indent=2)
 
 
@@ -250,7 +251,7 @@ def test_cli_list_goes_the_full_way_where_it_must(populated: tuple[Path, Registr
 
 # ---------------------------------------------------------------- pull
 def full_resolve(reg: Registry, ref: str) -> dict[str, Any]:
-    info = versions.resolve(reg, parse_ref(ref))
+    info = versions.resolve(reg, parse_ref(ref), principal=OPERATOR)
     files = [f.model_dump(mode="json") for f in info.files]
     return {
         "repo": info.repo,
@@ -341,7 +342,7 @@ def test_cli_quick_pull_of_a_corrupt_or_missing_blob(adapters_dir: Path, tmp_pat
     reg = Registry.from_settings(settings, migrate=True)
     try:
         pushed = push_folder(LocalClient(reg, "tester", reg.store), adapters_dir / "lora_a", "acme/a")
-        files = versions.resolve(reg, parse_ref("acme/a")).files
+        files = versions.resolve(reg, parse_ref("acme/a"), principal=OPERATOR).files
     finally:
         reg.close()
     weights = next(f for f in files if f.path.endswith(".safetensors"))

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from registry.access import accounts
-from registry.access.principal import Principal
+from registry.access import authentication
+from registry.access.principal import OPERATOR, Principal
 from registry.config import Settings
+from registry.services import accounts
 from registry.services.context import Registry
 from tests.conftest import db_url_for, make_settings
 
@@ -29,11 +30,11 @@ def reg(ev_settings: Settings) -> Iterator[Registry]:
 
 def user(reg: Registry, name: str, grants: dict[str, str], read_only: bool = False) -> Principal:
     """A user with `grants` (namespace -> role), as their token authenticates them."""
-    accounts.add_user(reg, name)
+    accounts.add_user(reg, name, principal=OPERATOR)
     for namespace, role in grants.items():
-        accounts.grant(reg, name, namespace, role)
-    secret, _ = accounts.create_token(reg, name, read_only=read_only)
-    return accounts.authenticate(reg, secret)
+        accounts.grant(reg, name, namespace, role, principal=OPERATOR)
+    secret, _ = accounts.create_token(reg, name, read_only=read_only, principal=OPERATOR)
+    return authentication.authenticate(reg, secret)
 
 
 from tests.cli.conftest import embedded  # noqa: E402,F401  (the CLI fixture, for open_cli)

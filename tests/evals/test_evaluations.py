@@ -10,6 +10,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
+from registry.access.principal import OPERATOR
 from registry.client.local import LocalClient
 from registry.client.transfer import parse_eval, push_folder
 from registry.config import Settings
@@ -35,7 +36,7 @@ def test_history_is_append_only_with_who_and_when(
         client, adapters_dir / "lora_a", "acme/legal", evals=[parse_eval("accuracy=0.80@mmlu:test")]
     )
     ref = parse_ref("acme/legal:1")
-    first = evaluations.history(reg, ref)
+    first = evaluations.history(reg, ref, principal=OPERATOR)
     assert [(r.metric, r.value, r.dataset, r.split, r.recorded_by) for r in first.records] == [
         ("accuracy", 0.80, "mmlu", "test", "pusher")
     ]
@@ -64,8 +65,8 @@ def test_history_is_append_only_with_who_and_when(
     }
     # A later push of other content starts its own history.
     push_folder(client, adapters_dir / "lora_b", "acme/legal")
-    assert evaluations.history(reg, parse_ref("acme/legal")).records == []
-    assert len(evaluations.history(reg, ref).records) == 3
+    assert evaluations.history(reg, parse_ref("acme/legal"), principal=OPERATOR).records == []
+    assert len(evaluations.history(reg, ref, principal=OPERATOR).records) == 3
 
 
 def test_refusals_store_nothing(client: LocalClient, reg: Registry, adapters_dir: Path) -> None:
@@ -83,12 +84,14 @@ def test_refusals_store_nothing(client: LocalClient, reg: Registry, adapters_dir
     with pytest.raises(ValidationError):
         EvalInput(metric="accuracy", value=0.5, dataset="mm\x00lu")
     with pytest.raises(ValidationFailed):
-        evaluations.add_scores(reg, ref, [])
+        evaluations.add_scores(reg, ref, [], principal=OPERATOR)
     with pytest.raises(ValidationFailed):
-        evaluations.add_scores(reg, ref, [parse_eval("acc=0.5@d"), parse_eval("acc=0.6@d")])
+        evaluations.add_scores(
+            reg, ref, [parse_eval("acc=0.5@d"), parse_eval("acc=0.6@d")], principal=OPERATOR
+        )
     with pytest.raises(NotFound):
-        evaluations.add_scores(reg, parse_ref("acme/legal:9"), [parse_eval("acc=0.5")])
-    assert evaluations.history(reg, ref).records == []
+        evaluations.add_scores(reg, parse_ref("acme/legal:9"), [parse_eval("acc=0.5")], principal=OPERATOR)
+    assert evaluations.history(reg, ref, principal=OPERATOR).records == []
 
 
 def test_permissions(client: LocalClient, reg: Registry, adapters_dir: Path) -> None:
@@ -109,9 +112,9 @@ def test_permissions(client: LocalClient, reg: Registry, adapters_dir: Path) -> 
 
 
 def test_over_http(reg: Registry, ev_settings: Settings, tmp_path: Path, adapters_dir: Path) -> None:
-    from registry.access import accounts
     from registry.api import create_app
     from registry.client.http import HttpClient
+    from registry.services import accounts
 
     with ServerThread(create_app(ev_settings, reg)) as srv:
         http = HttpClient(srv.url, srv.admin, tmp_path / "http-cache", token=srv.token)
@@ -122,11 +125,11 @@ def test_over_http(reg: Registry, ev_settings: Settings, tmp_path: Path, adapter
         by_number = httpx.get(f"{srv.url}/v1/repos/acme/legal/versions/1/evals", headers=srv.auth)
         assert by_number.status_code == 200 and by_number.json() == h.model_dump(mode="json")
 
-        accounts.add_user(reg, "rita")
-        accounts.grant(reg, "rita", "acme", "write")
-        ro, _ = accounts.create_token(reg, "rita", read_only=True)
-        accounts.add_user(reg, "olga")
-        other, _ = accounts.create_token(reg, "olga")
+        accounts.add_user(reg, "rita", principal=OPERATOR)
+        accounts.grant(reg, "rita", "acme", "write", principal=OPERATOR)
+        ro, _ = accounts.create_token(reg, "rita", read_only=True, principal=OPERATOR)
+        accounts.add_user(reg, "olga", principal=OPERATOR)
+        other, _ = accounts.create_token(reg, "olga", principal=OPERATOR)
         body = {"scores": [{"metric": "acc", "value": 0.5}]}
         url = f"{srv.url}/v1/evals"
         refused = httpx.post(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from registry.access.principal import OPERATOR
 from registry.client.local import LocalClient
 from registry.client.transfer import push_folder
 from registry.errors import NotFound
@@ -68,7 +69,7 @@ def test_unreadable_parents_are_opaque(reg: Registry, tmp_path: Path, adapters_d
         ("version:acme/y:1", 0.5),
     }
     # The operator sees it all; the secret version's descendants are not shown to the reader.
-    full = lineage.graph(reg, "secret/x")
+    full = lineage.graph(reg, "secret/x", principal=OPERATOR)
     assert "version:acme/mix:1" in {n.id for n in full.nodes}
     with pytest.raises(NotFound):
         lineage.graph(reg, "secret/x", principal=reader)
@@ -99,14 +100,16 @@ def test_depth_cuts_and_says_so(reg: Registry, tmp_path: Path, adapters_dir: Pat
             "parents": [{"ref": "acme/b:1", "digest": b.digest, "weight": 2}],
         },
     )
-    whole = lineage.graph(reg, "acme/c")
+    whole = lineage.graph(reg, "acme/c", principal=OPERATOR)
     assert {n.id for n in whole.nodes} == {"version:acme/a:1", "version:acme/b:1", "version:acme/c:1"}
     assert not whole.truncated
-    cut = lineage.graph(reg, "acme/c", depth=1)
+    cut = lineage.graph(reg, "acme/c", depth=1, principal=OPERATOR)
     assert {n.id for n in cut.nodes} == {"version:acme/b:1", "version:acme/c:1"} and cut.truncated
-    down = lineage.graph(reg, "acme/a", depth=1)
+    down = lineage.graph(reg, "acme/a", depth=1, principal=OPERATOR)
     assert {n.id for n in down.nodes} == {"version:acme/a:1", "version:acme/b:1"} and down.truncated
-    assert {(e.source, e.target, e.weight) for e in lineage.graph(reg, "acme/a").edges} == {
+    assert {
+        (e.source, e.target, e.weight) for e in lineage.graph(reg, "acme/a", principal=OPERATOR).edges
+    } == {
         ("version:acme/a:1", "version:acme/b:1", 1.0),
         ("version:acme/b:1", "version:acme/c:1", 2.0),
     }

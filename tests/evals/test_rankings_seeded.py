@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from bench.evals import seed
+from registry.access.principal import OPERATOR
 from registry.db import models as m
 from registry.entities import FitQuery, LeaderboardQuery, ParetoQuery
 from registry.services import rankings
@@ -25,7 +26,7 @@ def seeded(reg: Registry) -> Registry:
 
 def fitting_refs(reg: Registry, base: str) -> dict[str, str]:
     """ref -> tier, from the fit query (the tier rule the rankings must reuse)."""
-    return {it.ref: it.tier for it in fit(reg, FitQuery(base=base, limit=500)).items}
+    return {it.ref: it.tier for it in fit(reg, FitQuery(base=base, limit=500), principal=OPERATOR).items}
 
 
 def current(reg: Registry, metric: str, dataset: str | None) -> dict[str, list[float]]:
@@ -91,7 +92,9 @@ def test_pareto_front_equals_brute_force(
         turned = {ref: (c, -s if lower else s) for ref, (c, s) in expected.items()}
         front = brute_front(turned)
         got = rankings.pareto(
-            seeded, ParetoQuery(base=base, metric=metric, dataset=dataset, cost=cost, lower_is_better=lower)
+            seeded,
+            ParetoQuery(base=base, metric=metric, dataset=dataset, cost=cost, lower_is_better=lower),
+            principal=OPERATOR,
         )
         assert got.total == len(expected) and len(got.points) == len(expected)
         assert {p.ref: (p.cost, p.score) for p in got.points} == expected
@@ -129,7 +132,9 @@ def test_leaderboard_one_best_row_per_repository(
             best[repo] = v
     expected = sorted(best.values(), reverse=not lower)[:10]
     board = rankings.leaderboard(
-        seeded, LeaderboardQuery(base=base, metric=metric, dataset=dataset, lower_is_better=lower, limit=10)
+        seeded,
+        LeaderboardQuery(base=base, metric=metric, dataset=dataset, lower_is_better=lower, limit=10),
+        principal=OPERATOR,
     )
     assert [r.score for r in board.rows] == expected
     assert len({r.repo for r in board.rows}) == len(board.rows)
@@ -140,30 +145,36 @@ def test_leaderboard_one_best_row_per_repository(
         assert dataset is None or row.dataset == dataset
     # Filters narrow the same ranking: a task keeps only its rows.
     task_rows = rankings.leaderboard(
-        seeded, LeaderboardQuery(base=base, metric=metric, task="task-3", lower_is_better=lower)
+        seeded,
+        LeaderboardQuery(base=base, metric=metric, task="task-3", lower_is_better=lower),
+        principal=OPERATOR,
     ).rows
     assert all(r.task == "task-3" for r in task_rows)
 
 
 def test_rankings_show_only_what_the_caller_may_read(seeded: Registry) -> None:
-    from registry.access import accounts
     from registry.errors import NotFound
+    from registry.services import accounts
     from tests.evals.conftest import user
 
     board = LeaderboardQuery(base="org/base-5", metric="accuracy")
     front = ParetoQuery(base="org/base-5", metric="accuracy", dataset="mmlu")
-    everything = rankings.leaderboard(seeded, board).rows
+    everything = rankings.leaderboard(seeded, board, principal=OPERATOR).rows
     assert everything
     base_only = user(seeded, "bea", {"org": "read"})  # reads the base, not the adapters
     assert rankings.leaderboard(seeded, board, principal=base_only).rows == []
     assert rankings.pareto(seeded, front, principal=base_only).points == []
     both = user(seeded, "cai", {"org": "read", "acme": "read"})
     assert rankings.leaderboard(seeded, board, principal=both).rows == everything
-    assert rankings.pareto(seeded, front, principal=both) == rankings.pareto(seeded, front)
+    assert rankings.pareto(seeded, front, principal=both) == rankings.pareto(
+        seeded, front, principal=OPERATOR
+    )
     adapters_only = user(seeded, "dan", {"acme": "read"})  # the base's name is in a namespace it cannot read
     with pytest.raises(NotFound):
         rankings.leaderboard(seeded, board, principal=adapters_only)
     with pytest.raises(NotFound):
         rankings.pareto(seeded, front, principal=adapters_only)
-    accounts.set_namespace_visibility(seeded, "acme", True)  # public adapters: readable by all
+    accounts.set_namespace_visibility(
+        seeded, "acme", True, principal=OPERATOR
+    )  # public adapters: readable by all
     assert rankings.leaderboard(seeded, board, principal=base_only).rows == everything

@@ -13,6 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from cli.plan import evidence
+from registry.access.principal import OPERATOR
 from registry.client.bases import add_base_folder
 from registry.client.local import LocalClient
 from registry.client.transfer import parse_eval, push_folder
@@ -42,19 +43,21 @@ def test_history_lists_the_newest_and_counts_all(
     push_folder(client, adapters_dir / "lora_a", "acme/legal", evals=[parse_eval("acc=0.1@mmlu:test")])
     ref = parse_ref("acme/legal")
     for i in range(2, 7):
-        evaluations.add_scores(reg, ref, [parse_eval(f"acc=0.{i}@mmlu:test"), parse_eval(f"f1=0.{i}")])
-    whole = evaluations.history(reg, ref)
+        evaluations.add_scores(
+            reg, ref, [parse_eval(f"acc=0.{i}@mmlu:test"), parse_eval(f"f1=0.{i}")], principal=OPERATOR
+        )
+    whole = evaluations.history(reg, ref, principal=OPERATOR)
     assert whole.total == 11 and len(whole.records) == 11
-    page = evaluations.history(reg, ref, 3)
+    page = evaluations.history(reg, ref, 3, principal=OPERATOR)
     assert page.total == 11
     assert page.records == whole.records[:3]
     assert [(r.metric, r.value) for r in page.records] == [("f1", 0.6), ("acc", 0.6), ("f1", 0.5)]
     # The current scores are complete whatever the limit.
     assert {(c.metric, c.value) for c in page.current} == {("acc", 0.6), ("f1", 0.6)}
-    assert evaluations.history(reg, ref, 1).current == whole.current
+    assert evaluations.history(reg, ref, 1, principal=OPERATOR).current == whole.current
     for bad in (0, 1001):
         with pytest.raises(BadRequest):
-            evaluations.history(reg, ref, bad)
+            evaluations.history(reg, ref, bad, principal=OPERATOR)
     assert client.eval_history("acme/legal", 2).records == page.records[:2]
 
 
@@ -117,7 +120,7 @@ def test_dataset_and_split_names(
             body = {"scores": [{"metric": "acc", "value": 0.5, **score}]}
             resp = httpx.post(f"{srv.url}/v1/evals", params={"ref": "acme/legal"}, json=body, headers=auth)
             assert resp.status_code == 422, resp.text
-    assert evaluations.history(reg, parse_ref("acme/legal")).total == 0
+    assert evaluations.history(reg, parse_ref("acme/legal"), principal=OPERATOR).total == 0
 
 
 # ---------------------------------------------------------------- 3. 0007 stands alone
@@ -142,11 +145,11 @@ def test_a_key_twice_is_refused_at_push_and_at_eval_add(
     with pytest.raises(ValidationError):
         push_folder(client, adapters_dir / "lora_a", "acme/legal", evals=twice)
     with pytest.raises(NotFound):
-        versions.resolve(reg, parse_ref("acme/legal"))
+        versions.resolve(reg, parse_ref("acme/legal"), principal=OPERATOR)
     push_folder(client, adapters_dir / "lora_a", "acme/legal", evals=[twice[0], parse_eval("acc=0.6@d:t")])
     with pytest.raises(ValidationFailed, match="given twice"):
-        evaluations.add_scores(reg, parse_ref("acme/legal"), twice)
-    assert evaluations.history(reg, parse_ref("acme/legal")).total == 2
+        evaluations.add_scores(reg, parse_ref("acme/legal"), twice, principal=OPERATOR)
+    assert evaluations.history(reg, parse_ref("acme/legal"), principal=OPERATOR).total == 2
 
 
 # ---------------------------------------------------------------- 5, 6, 8: rankings
@@ -182,10 +185,13 @@ def ranked(client: LocalClient, adapters_dir: Path) -> LocalClient:
 
 
 def test_common_metrics_most_common_first(ranked: LocalClient, reg: Registry) -> None:
-    counts = [(c.metric, c.versions) for c in rankings.common_metrics(reg, "tiny-llama")]
+    counts = [(c.metric, c.versions) for c in rankings.common_metrics(reg, "tiny-llama", principal=OPERATOR)]
     assert counts == [("f1", 2), ("acc", 2)] or counts == [("acc", 2), ("f1", 2)]
     assert counts == sorted(counts, key=lambda c: (-c[1], c[0]))  # ties by name: acc first
-    assert [(c.metric, c.versions) for c in rankings.common_metrics(reg, "tiny-llama", "legal")] == [
+    assert [
+        (c.metric, c.versions)
+        for c in rankings.common_metrics(reg, "tiny-llama", "legal", principal=OPERATOR)
+    ] == [
         ("acc", 2),
         ("f1", 1),
     ]
@@ -193,7 +199,7 @@ def test_common_metrics_most_common_first(ranked: LocalClient, reg: Registry) ->
     outsider = user(reg, "olga", {"other": "write"})
     assert rankings.common_metrics(reg, "tiny-llama", principal=outsider) == []  # no readable version
     with pytest.raises(NotFound):
-        rankings.common_metrics(reg, "no-such-base")
+        rankings.common_metrics(reg, "no-such-base", principal=OPERATOR)
     # The plan's evidence and the UI take the first as the default metric.
     metric, rows = evidence(ranked, "tiny-llama", "legal", None)
     assert metric == "acc" and {r.ref for r in rows} == {"acme/a:1", "acme/b:1"}
@@ -202,24 +208,31 @@ def test_common_metrics_most_common_first(ranked: LocalClient, reg: Registry) ->
 def test_split_narrows_rankings(ranked: LocalClient, reg: Registry) -> None:
     def board(split: str | None) -> list[tuple[str, float, str | None]]:
         q = LeaderboardQuery(base="tiny-llama", metric="acc", dataset="mmlu", split=split)
-        return [(r.repo, r.score, r.split) for r in rankings.leaderboard(reg, q).rows]
+        return [(r.repo, r.score, r.split) for r in rankings.leaderboard(reg, q, principal=OPERATOR).rows]
 
     # Without a split each repository's best over splits counts: a on test, b on val.
     assert board(None) == [("acme/a", 0.9, "test"), ("acme/b", 0.8, "val")]
     assert board("val") == [("acme/b", 0.8, "val"), ("acme/a", 0.1, "val")]
     assert board("test") == [("acme/a", 0.9, "test"), ("acme/b", 0.2, "test")]
-    front = rankings.pareto(reg, ParetoQuery(base="tiny-llama", metric="acc", dataset="mmlu", split="val"))
+    front = rankings.pareto(
+        reg, ParetoQuery(base="tiny-llama", metric="acc", dataset="mmlu", split="val"), principal=OPERATOR
+    )
     assert front.split == "val" and {(p.repo, p.score) for p in front.points} == {
         ("acme/a", 0.1),
         ("acme/b", 0.8),
     }
     assert (
-        rankings.leaderboard(reg, LeaderboardQuery(base="tiny-llama", metric="acc", split="none")).rows == []
+        rankings.leaderboard(
+            reg, LeaderboardQuery(base="tiny-llama", metric="acc", split="none"), principal=OPERATOR
+        ).rows
+        == []
     )
 
 
 def test_dora_rows_are_dora_evidence(ranked: LocalClient, reg: Registry) -> None:
-    rows = rankings.leaderboard(reg, LeaderboardQuery(base="tiny-llama", metric="f1")).rows
+    rows = rankings.leaderboard(
+        reg, LeaderboardQuery(base="tiny-llama", metric="f1"), principal=OPERATOR
+    ).rows
     assert {(r.repo, r.use_dora) for r in rows} == {("acme/a", False), ("acme/dora", True)}
     metric, ev = evidence(ranked, "tiny-llama", None, "f1")
     assert metric == "f1" and {(e.ref, e.method) for e in ev} == {
@@ -256,7 +269,7 @@ def test_compare_needs_two(
 ) -> None:
     push_folder(client, adapters_dir / "lora_a", "acme/a")
     with pytest.raises(BadRequest, match="between 2 and"):
-        rankings.compare(reg, [parse_ref("acme/a")])
+        rankings.compare(reg, [parse_ref("acme/a")], principal=OPERATOR)
     from registry.api import create_app
 
     with ServerThread(create_app(ev_settings, reg)) as srv:
@@ -304,11 +317,11 @@ def test_pushed_lineage_claims_are_checked(reg: Registry, tmp_path: Path, adapte
     assert sorted(doc["unverified"]) == sorted([victim.digest, "sha256:" + "0" * 64])
     assert [p.get("unverified", False) for p in doc["parents"]] == [True, False, True]
     # The victim's descendants do not list the pusher; the readable parent's do.
-    below = lineage.graph(reg, "secret/x")
+    below = lineage.graph(reg, "secret/x", principal=OPERATOR)
     assert "version:evil/fake:1" not in {n.id for n in below.nodes}
-    assert "version:evil/fake:1" in {n.id for n in lineage.graph(reg, "evil/ok").nodes}
+    assert "version:evil/fake:1" in {n.id for n in lineage.graph(reg, "evil/ok", principal=OPERATOR).nodes}
     # Upward the claim is shown as unverified.
-    up = lineage.graph(reg, "evil/fake")
+    up = lineage.graph(reg, "evil/fake", principal=OPERATOR)
     assert {e.source: e.unverified for e in up.edges if e.kind == "merge"}["version:secret/x:1"] is True
     assert {e.source: e.unverified for e in up.edges if e.kind == "merge"}["version:evil/ok:1"] is False
 
@@ -318,7 +331,7 @@ def test_pushed_lineage_claims_are_checked(reg: Registry, tmp_path: Path, adapte
     real = {"kind": "merge", "parents": [{"ref": "secret/x:1", "digest": victim.digest, "weight": 1.0}]}
     made = push_folder(honest, adapters_dir / "lora_b", "evil/real", lineage=real)
     assert made.info.lineage is not None and "unverified" not in made.info.lineage
-    assert "version:evil/real:1" in {n.id for n in lineage.graph(reg, "secret/x").nodes}
+    assert "version:evil/real:1" in {n.id for n in lineage.graph(reg, "secret/x", principal=OPERATOR).nodes}
 
 
 def test_export_claims_on_a_version_are_checked(reg: Registry, tmp_path: Path, adapters_dir: Path) -> None:
@@ -333,8 +346,12 @@ def test_export_claims_on_a_version_are_checked(reg: Registry, tmp_path: Path, a
     pushed = push_folder(evil, adapters_dir / "lora_b", "evil/fake", lineage=claim)
     assert pushed.info.lineage is not None
     assert sorted(pushed.info.lineage["unverified"]) == sorted([victim.digest, fingerprint])
-    assert "version:evil/fake:1" not in {n.id for n in lineage.graph(reg, "secret/x").nodes}
-    assert "version:evil/fake:1" not in {n.id for n in lineage.graph(reg, "secret/base").nodes}
+    assert "version:evil/fake:1" not in {
+        n.id for n in lineage.graph(reg, "secret/x", principal=OPERATOR).nodes
+    }
+    assert "version:evil/fake:1" not in {
+        n.id for n in lineage.graph(reg, "secret/base", principal=OPERATOR).nodes
+    }
 
 
 def test_ui_version_page_shows_the_newest_with_the_total(
@@ -346,7 +363,7 @@ def test_ui_version_page_shows_the_newest_with_the_total(
     client = LocalClient(reg, "pusher", LocalBlobStore(tmp_path / "cache"))
     push_folder(client, adapters_dir / "lora_a", "acme/legal")
     scores = [parse_eval(f"m{i:03d}=0.5") for i in range(evaluations.HISTORY_LIMIT + 1)]
-    evaluations.add_scores(reg, parse_ref("acme/legal"), scores)
+    evaluations.add_scores(reg, parse_ref("acme/legal"), scores, principal=OPERATOR)
     with ServerThread(create_app(ev_settings, reg)) as srv:
         html = httpx.get(f"{srv.url}/ui/r/acme/legal/1", cookies={TOKEN_COOKIE: srv.token}).text
     history = html.split('id="evals-history"', 1)[1].split("</table>", 1)[0]
@@ -370,4 +387,4 @@ def test_a_registered_base_claims_lineage_only_of_what_it_may_read(
     data.lineage = {"kind": "export", "adapter_digest": victim.digest, "adapter_ref": "secret/x:1"}
     made = evil.register_base(data)
     assert made.lineage is not None and made.lineage["unverified"] == [victim.digest]
-    assert not any(n.kind == "base" for n in lineage.graph(reg, "secret/x").nodes)
+    assert not any(n.kind == "base" for n in lineage.graph(reg, "secret/x", principal=OPERATOR).nodes)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from registry.access.principal import OPERATOR
 from registry.entities import FileInfo, PushRequest
 from registry.errors import InvalidAdapter, InvalidReference
 from registry.formats.folder import hash_folder, list_folder, local_reader
@@ -120,7 +121,9 @@ def test_server_refuses_unsafe_paths_and_stores_no_version(
     files = upload_folder(registry, lora_a)
     cfg = next(f for f in files if f.path == "adapter_config.json")
     files.append(FileInfo(path=path, size=cfg.size, sha256=cfg.sha256))
-    err = refusal(lambda: commit_version(registry, "acme/bad", PushRequest(files=files), "tester"))
+    err = refusal(
+        lambda: commit_version(registry, "acme/bad", PushRequest(files=files), "tester", principal=OPERATOR)
+    )
     assert err.code == "unsafe_path"
     assert count_rows(registry)[:2] == (0, 0)
 
@@ -172,7 +175,9 @@ def test_paths_unsafe_after_nfkc_refused(path: str, lora_a: Path, registry: Regi
     assert repr(path) in err.message and "NFKC" in err.message
     files = upload_folder(registry, lora_a)
     files.append(FileInfo(path=path, size=cfg.size, sha256=cfg.digest))
-    err = refusal(lambda: commit_version(registry, "acme/bad", PushRequest(files=files), "tester"))
+    err = refusal(
+        lambda: commit_version(registry, "acme/bad", PushRequest(files=files), "tester", principal=OPERATOR)
+    )
     assert err.code == "unsafe_path"
     assert count_rows(registry)[:2] == (0, 0)
 
@@ -188,7 +193,7 @@ def test_base_files_unsafe_after_nfkc_refused(path: str, registry: Registry) -> 
         modules=[],
         files=[FileInfo(path=path, size=2, sha256=DIGEST)],
     )
-    assert refusal(lambda: register_base(registry, data)).code == "unsafe_path"
+    assert refusal(lambda: register_base(registry, data, principal=OPERATOR)).code == "unsafe_path"
 
 
 def test_paths_equal_after_case_and_nfkc_folding_are_one_path(lora_a: Path) -> None:
@@ -245,7 +250,9 @@ def test_pickles_refused_by_client_and_server_storing_nothing(
     assert refusal(lambda: push_folder(client, lora_a, "acme/bad")).code == "pickle_refused"
     assert count_rows(registry) == (0, 0, 0)
     files = upload_folder(registry, lora_a)
-    err = refusal(lambda: commit_version(registry, "acme/bad", PushRequest(files=files), "tester"))
+    err = refusal(
+        lambda: commit_version(registry, "acme/bad", PushRequest(files=files), "tester", principal=OPERATOR)
+    )
     assert err.code == "pickle_refused"
     assert count_rows(registry)[:2] == (0, 0)
 
@@ -336,7 +343,9 @@ def test_json_file_over_the_cap_is_too_large(lora_a: Path) -> None:
 def test_server_refuses_a_deep_json_file_storing_no_version(lora_a: Path, registry: Registry) -> None:
     (lora_a / "special_tokens_map.json").write_bytes(b"[" * 100_000 + b"]" * 100_000)
     files = upload_folder(registry, lora_a)
-    err = refusal(lambda: commit_version(registry, "acme/bad", PushRequest(files=files), "tester"))
+    err = refusal(
+        lambda: commit_version(registry, "acme/bad", PushRequest(files=files), "tester", principal=OPERATOR)
+    )
     assert err.code == "invalid_adapter"
     assert count_rows(registry)[:2] == (0, 0)
 

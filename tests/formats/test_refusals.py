@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from registry.access.principal import OPERATOR
 from registry.db import models as m
 from registry.db.engine import unit_of_work
 from registry.entities import FileInfo, PushRequest
@@ -202,7 +203,7 @@ def test_server_refuses_from_stored_blobs(case: str, lora_a: Path, registry: Reg
     mutate(lora_a)
     files = upload_folder(registry, lora_a)
     with pytest.raises(InvalidAdapter) as info:
-        commit_version(registry, "acme/bad", PushRequest(files=files), "tester")
+        commit_version(registry, "acme/bad", PushRequest(files=files), "tester", principal=OPERATOR)
     assert info.value.code == code
     assert count_rows(registry) == (0, 0, 0)
 
@@ -231,7 +232,7 @@ def test_unsafe_paths_refused(path: str, lora_a: Path, registry: Registry) -> No
     cfg = next(f for f in files if f.path == "adapter_config.json")
     files.append(FileInfo(path=path, size=cfg.size, sha256=cfg.sha256))
     with pytest.raises(InvalidAdapter) as info:
-        commit_version(registry, "acme/bad", PushRequest(files=files), "tester")
+        commit_version(registry, "acme/bad", PushRequest(files=files), "tester", principal=OPERATOR)
     assert info.value.code == "unsafe_path"
     assert count_rows(registry) == (0, 0, 0)
 
@@ -256,7 +257,7 @@ def test_total_size_cap(lora_a: Path, registry: Registry) -> None:
         max_total_bytes=1000, max_header_bytes=1 << 20, max_json_bytes=1 << 20
     )
     with pytest.raises(InvalidAdapter) as info:
-        commit_version(registry, "acme/bad", PushRequest(files=files), "tester")
+        commit_version(registry, "acme/bad", PushRequest(files=files), "tester", principal=OPERATOR)
     assert info.value.code == "push_too_large" and info.value.status == 413
     assert count_rows(registry) == (0, 0, 0)
 
@@ -265,6 +266,6 @@ def test_listed_blob_must_be_present(lora_a: Path, registry: Registry) -> None:
     files = upload_folder(registry, lora_a)
     files.append(FileInfo(path="extra.json", size=3, sha256="sha256:" + "0" * 64))
     with pytest.raises(BlobMissing) as info:
-        commit_version(registry, "acme/bad", PushRequest(files=files), "tester")
+        commit_version(registry, "acme/bad", PushRequest(files=files), "tester", principal=OPERATOR)
     assert info.value.code == "blob_missing" and info.value.path == "extra.json"
     assert count_rows(registry) == (0, 0, 0)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from registry.access.principal import OPERATOR
 from registry.client.local import LocalClient
 from registry.client.transfer import push_checkpoints, push_folder
 from registry.errors import FileNotAllowed, InvalidAdapter, PickleRefused
@@ -138,7 +139,7 @@ def test_trainer_folder_pushes_skipping_artefacts(
     assert training is not None
     assert training["global_step"] == 20 and training["best_model_checkpoint"] == "checkpoint-10"
     assert training["learning_rate"] == 0.001 and training["train_batch_size"] == 2
-    evals = history(registry, parse_ref("acme/run:1"))
+    evals = history(registry, parse_ref("acme/run:1"), principal=OPERATOR)
     loss = [(r.value, r.note) for r in reversed(evals.records) if r.metric == "loss"]
     assert loss == [(0.9, "trainer_state.json, step 10"), (0.7, "trainer_state.json, step 20")]
     assert {r.metric for r in evals.current} == {"loss", "accuracy"}  # runtime is not a score
@@ -208,7 +209,7 @@ def test_model_index_becomes_eval_records(client: LocalClient, lora_a: Path, reg
     push_folder(client, lora_a, "acme/card")
     current = {
         (r.metric, r.dataset, r.split): (r.value, r.note)
-        for r in history(registry, parse_ref("acme/card:1")).current
+        for r in history(registry, parse_ref("acme/card:1"), principal=OPERATOR).current
     }
     note = "reported by the model card (README.md model-index)"
     assert current == {

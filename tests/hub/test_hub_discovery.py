@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import delete, select
 
-from registry.access import accounts
+from registry.access.principal import OPERATOR
 from registry.api import create_app
 from registry.client.bases import add_base_folder
 from registry.client.http import HttpClient
@@ -21,6 +21,7 @@ from registry.client.transfer import push_folder
 from registry.config import Settings
 from registry.db import models as m
 from registry.db.engine import unit_of_work
+from registry.services import accounts
 from registry.services.context import Registry
 from registry.services.downloads import DownloadCounter
 from tests.access.test_matrix import tiny_adapter
@@ -80,10 +81,10 @@ def seed(url: str, reg: Registry, token: str, tmp_path: Path, base_folder: Path)
     push_folder(client, tiny_adapter(tmp_path / "summ", 2), "acme/summ", task="summarize")
     push_folder(client, tiny_adapter(tmp_path / "hidden", 3), "secret/hidden")
     push_folder(client, tiny_adapter(tmp_path / "open", 4), "pub/open")
-    accounts.set_namespace_visibility(reg, "pub", True)
-    accounts.add_user(reg, "bob")
-    accounts.grant(reg, "bob", "acme", "read")
-    bob, _ = accounts.create_token(reg, "bob", name="bob")
+    accounts.set_namespace_visibility(reg, "pub", True, principal=OPERATOR)
+    accounts.add_user(reg, "bob", principal=OPERATOR)
+    accounts.grant(reg, "bob", "acme", "read", principal=OPERATOR)
+    bob, _ = accounts.create_token(reg, "bob", name="bob", principal=OPERATOR)
     return {
         "v1": first.digest.removeprefix("sha256:")[:40],
         "v2": second.digest.removeprefix("sha256:")[:40],

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from registry.access.principal import OPERATOR
 from registry.api import create_app
 from registry.client.bases import add_base_folder
 from registry.client.http import HttpClient
@@ -114,14 +115,14 @@ def test_adapter_repositories_and_bases_never_share_a_name(
     from registry.client.local import LocalClient
     from storage.local import LocalBlobStore
 
-    bases.register_base(registry, _structure_only("acme/base"))
+    bases.register_base(registry, _structure_only("acme/base"), principal=OPERATOR)
     client = LocalClient(registry, user="alice", cache=LocalBlobStore(tmp_path / "cache"))
     with pytest.raises(NameTaken) as refused:
         push_folder(client, lora_a, "acme/base")
     assert refused.value.code == "name_taken" and refused.value.status == 409
-    assert queries.list_repos(registry, 50, None).items == []  # nothing stored
+    assert queries.list_repos(registry, 50, None, principal=OPERATOR).items == []  # nothing stored
 
     push_folder(client, lora_a, "acme/legal")
     with pytest.raises(NameTaken):
-        bases.register_base(registry, _structure_only("acme/legal"))
-    assert [n.name for b in bases.list_bases(registry) for n in b.names] == ["acme/base"]
+        bases.register_base(registry, _structure_only("acme/legal"), principal=OPERATOR)
+    assert [n.name for b in bases.list_bases(registry, principal=OPERATOR) for n in b.names] == ["acme/base"]

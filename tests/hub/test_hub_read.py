@@ -12,10 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from registry.access import accounts
+from registry.access.principal import OPERATOR
 from registry.api import create_app
 from registry.client.http import HttpClient
 from registry.client.transfer import push_folder
+from registry.services import accounts
 from registry.services.context import Registry
 from tests.conftest import ServerThread, db_url_for, make_settings
 from tests.hub.clients import run_client
@@ -41,7 +42,7 @@ def push_two_versions(url: str, folder: Path, tmp_path: Path, token: str) -> dic
 def test_huggingface_hub_reads_the_registry(server: ServerThread, lora_a: Path, tmp_path: Path) -> None:
     commits = push_two_versions(server.url, lora_a, tmp_path, server.token)
     expected = {p.relative_to(lora_a).as_posix(): sha256_hex(p) for p in lora_a.rglob("*") if p.is_file()}
-    accounts.grant(server.app.state.registry, "tester", "acme", "write")  # type: ignore[attr-defined]
+    accounts.grant(server.app.state.registry, "tester", "acme", "write", principal=OPERATOR)  # type: ignore[attr-defined]
     got = run_client(
         server.url,
         tmp_path / "hf",

@@ -13,10 +13,9 @@ from typing import Any
 
 import httpx
 
-from registry.access import accounts
-from registry.access.principal import Principal
+from registry.access.principal import OPERATOR, Principal
 from registry.refs import parse_repo
-from registry.services import hub_write, lifecycle
+from registry.services import accounts, hub_write, lifecycle
 from tests.conftest import ServerThread
 from tests.hub.test_hub_read import push_two_versions
 
@@ -99,10 +98,10 @@ def test_revisions_with_a_slash_on_every_route(server: ServerThread, lora_a: Pat
 
 def test_whoami_lists_the_namespaces_granted(server: ServerThread) -> None:
     reg = server.app.state.registry  # type: ignore[attr-defined]
-    accounts.add_user(reg, "bob")
-    accounts.grant(reg, "bob", "zeta", "read")
-    accounts.grant(reg, "bob", "acme", "write")
-    token, _ = accounts.create_token(reg, "bob", name="bob")
+    accounts.add_user(reg, "bob", principal=OPERATOR)
+    accounts.grant(reg, "bob", "zeta", "read", principal=OPERATOR)
+    accounts.grant(reg, "bob", "acme", "write", principal=OPERATOR)
+    token, _ = accounts.create_token(reg, "bob", name="bob", principal=OPERATOR)
     me = httpx.get(f"{server.url}/api/whoami-v2", headers={"Authorization": f"Bearer {token}"}, timeout=30)
     assert me.status_code == 200, me.text
     assert me.json()["name"] == "bob"
@@ -116,7 +115,7 @@ def test_a_repository_whose_versions_were_deleted_is_not_found(
     push_two_versions(server.url, lora_a, tmp_path, server.token)
     http = httpx.Client(base_url=server.url, timeout=30, headers=server.auth)
     assert hub_write.create_repo(reg, "acme/empty", Principal.operator("tester"))
-    lifecycle.delete_repository(reg, parse_repo("acme/legal"))
+    lifecycle.delete_repository(reg, parse_repo("acme/legal"), principal=OPERATOR)
 
     assert http.get("/v1/resolve", params={"ref": "acme/legal"}).status_code == 404
     for path in (

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from registry.access.principal import OPERATOR
 from registry.api import create_app
 from registry.entities import VersionFilter
 from registry.services import queries
@@ -45,14 +46,20 @@ def make_public(reg: Registry, *namespaces: str) -> None:
 
 
 def versions(reg: Registry, repo: str) -> list[Any]:
-    return sorted(queries.list_versions(reg, VersionFilter(repo=repo)).items, key=lambda v: v.version)
+    return sorted(
+        queries.list_versions(reg, VersionFilter(repo=repo), principal=OPERATOR).items,
+        key=lambda v: v.version,
+    )
 
 
 def files_of(reg: Registry, repo: str, number: int) -> dict[str, str]:
     from registry.refs import Ref, parse_repo
     from registry.services.versions import resolve
 
-    return {f.path: f.sha256 for f in resolve(reg, Ref(parse_repo(repo), version=number)).files}
+    return {
+        f.path: f.sha256
+        for f in resolve(reg, Ref(parse_repo(repo), version=number), principal=OPERATOR).files
+    }
 
 
 def test_upload_folder_file_delete_and_refusals(
@@ -151,7 +158,7 @@ def registry_message(reg: Registry, repo: str, number: int) -> str | None:
     from registry.refs import Ref, parse_repo
     from registry.services.versions import resolve
 
-    return resolve(reg, Ref(parse_repo(repo), version=number)).message
+    return resolve(reg, Ref(parse_repo(repo), version=number), principal=OPERATOR).message
 
 
 def _commit(http: httpx.Client, repo: str, lines: list[dict[str, Any]]) -> httpx.Response:
@@ -455,20 +462,20 @@ def test_trainer_push_to_hub(hub_server: tuple[ServerThread, Registry], tmp_path
 # ---------------------------------------------------------------- access control
 def _user(reg: Registry, name: str, grants: dict[str, str], read_only: bool = False) -> dict[str, str]:
     """A user with these grants, and the Authorization header of a new token of theirs."""
-    from registry.access import accounts
+    from registry.services import accounts
 
-    if name not in {u.name for u in accounts.list_users(reg)}:
-        accounts.add_user(reg, name)
+    if name not in {u.name for u in accounts.list_users(reg, principal=OPERATOR)}:
+        accounts.add_user(reg, name, principal=OPERATOR)
     for namespace, role in grants.items():
-        accounts.grant(reg, name, namespace, role)
-    secret, _ = accounts.create_token(reg, name, read_only=read_only)
+        accounts.grant(reg, name, namespace, role, principal=OPERATOR)
+    secret, _ = accounts.create_token(reg, name, read_only=read_only, principal=OPERATOR)
     return {"Authorization": f"Bearer {secret}"}
 
 
 def _user_id(reg: Registry, name: str) -> int:
-    from registry.access import accounts
+    from registry.services import accounts
 
-    return next(u.id for u in accounts.list_users(reg) if u.name == name)
+    return next(u.id for u in accounts.list_users(reg, principal=OPERATOR) if u.name == name)
 
 
 def _proofs(reg: Registry, digest: str) -> set[int]:
@@ -629,14 +636,14 @@ def test_upload_urls_carry_who_asked_and_held_blobs_need_proof(
     assert [v.pushed_by for v in versions(reg, "evil/x")] == ["mallory"]
 
     # A URL issued through a token revoked since uploads nothing.
-    from registry.access import accounts
+    from registry.services import accounts
 
-    secret, info = accounts.create_token(reg, "alice")
+    secret, info = accounts.create_token(reg, "alice", principal=OPERATOR)
     other = _perturbed(weights)
     oid2 = hashlib.sha256(other).hexdigest()
     late = httpx.Client(base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {secret}"})
     href = _batch(late, REPO, oid2, len(other)).json()["objects"][0]["actions"]["upload"]["href"]
-    accounts.revoke_token(reg, info.id)
+    accounts.revoke_token(reg, info.id, principal=OPERATOR)
     revoked = anon.put(href.removeprefix(server.url), content=other)
     assert revoked.status_code == 401 and revoked.headers["x-error-code"] == "Unauthenticated"
     assert reg.store.stat(f"sha256:{oid2}") is None

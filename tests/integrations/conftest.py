@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from registry.access.accounts import add_user, create_token
+from registry.access.principal import OPERATOR
 from registry.api import create_app
 from registry.client.http import HttpClient
+from registry.services.accounts import add_user, create_token
 from registry.services.context import Registry
 from tests.conftest import ServerThread, db_url_for, make_settings
 
@@ -51,8 +52,8 @@ def write_lora(folder: Path, seed: int, base: str = BASE, n: int = 64, r: int = 
 def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerThread]:
     settings = make_settings(tmp_path / "server", db_url_for("sqlite", tmp_path, request), "file", request)
     reg = Registry.from_settings(settings, migrate=True)
-    add_user(reg, "alice", admin=True)
-    secret, _ = create_token(reg, "alice")
+    add_user(reg, "alice", admin=True, principal=OPERATOR)
+    secret, _ = create_token(reg, "alice", principal=OPERATOR)
     try:
         with ServerThread(create_app(settings, reg)) as srv:
             srv.token = secret  # type: ignore[attr-defined]

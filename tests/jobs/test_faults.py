@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from registry.access.principal import OPERATOR
 from registry.client.local import LocalClient
 from registry.client.transfer import push_folder
 from registry.config import Settings
@@ -127,7 +128,7 @@ def spawn(settings: Settings, tmp_path: Path) -> Iterator[Callable[[str], Worker
 def wait_for(reg: Registry, job_id: int, pred: Callable[[JobInfo], bool], timeout: float = 180) -> JobInfo:
     deadline = time.monotonic() + timeout
     while True:
-        job = jobs.get(reg, job_id)
+        job = jobs.get(reg, job_id, principal=OPERATOR)
         if pred(job):
             return job
         assert time.monotonic() < deadline, f"timed out; job is {job}"
@@ -177,7 +178,9 @@ def test_kill_9_mid_job_reruns_on_another_worker_and_publishes_once(
     wait_for(reg, job_id, mid_job)
     a.signal(signal.SIGKILL)
     a.proc.wait()
-    assert jobs.get(reg, job_id).status == "running"  # nobody knows yet: the lease has to lapse
+    assert (
+        jobs.get(reg, job_id, principal=OPERATOR).status == "running"
+    )  # nobody knows yet: the lease has to lapse
     assert isinstance(reg.store, LocalBlobStore)
     assert_no_partial_blobs(reg.store)
     spawn("B")
@@ -211,7 +214,7 @@ def test_a_stopped_worker_whose_lease_lapsed_cannot_publish(
     while "taken over" not in a.log.read_text(errors="replace"):
         assert time.monotonic() < deadline, a.log.read_text(errors="replace")
         time.sleep(0.1)
-    after = jobs.get(reg, job_id)
+    after = jobs.get(reg, job_id, principal=OPERATOR)
     assert (after.status, after.fence, after.result) == ("succeeded", 2, done.result)
     with reg.sessions() as s:
         repo = s.scalars(select(m.Repository).where(m.Repository.name == "mix")).one()
@@ -226,7 +229,7 @@ def test_cancelling_a_running_job_stops_it(
     thread = WorkerThread(Worker(reg, WorkerSettings.from_settings(settings, device="cpu"))).start()
     try:
         wait_for(reg, job_id, mid_job)
-        asked = jobs.cancel(reg, job_id)
+        asked = jobs.cancel(reg, job_id, principal=OPERATOR)
         assert asked.cancel_requested and asked.status == "running"
         done = wait_for(reg, job_id, lambda j: j.done, timeout=60)
         assert done.status == "cancelled" and done.progress < 1.0
@@ -264,7 +267,7 @@ def test_bad_parameters_fail_the_job_once_with_a_clear_code(
     def run(job_type: str, params: dict[str, object]) -> JobInfo:
         job = client.submit_job(JobRequest(type=job_type, params=params))  # type: ignore[arg-type]
         Worker(reg, WorkerSettings.from_settings(settings, device="cpu")).run(threading.Event(), once=True)
-        return jobs.get(reg, job.id)
+        return jobs.get(reg, job.id, principal=OPERATOR)
 
     missing = run("merge", {"inputs": [{"ref": "acme/nope", "weight": 1}], "into": "acme/out"})
     non_lora = run(

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from registry.access.principal import OPERATOR
 from registry.errors import BadRequest, JobCancelled, JobFinished, LeaseLost, NotFound
 from registry.jobspec import JobRequest
 from registry.services import jobs
@@ -16,7 +17,9 @@ MERGE = {"inputs": [{"ref": "acme/a", "weight": 1.0}], "into": "acme/out"}
 
 
 def submit(reg: Registry, max_attempts: int = 3) -> int:
-    return jobs.submit(reg, JobRequest(type="merge", params=MERGE, max_attempts=max_attempts), "tester").id
+    return jobs.submit(
+        reg, JobRequest(type="merge", params=MERGE, max_attempts=max_attempts), "tester", principal=OPERATOR
+    ).id
 
 
 def test_concurrent_workers_claim_each_job_exactly_once(job_registry: Registry) -> None:
@@ -35,7 +38,7 @@ def test_concurrent_workers_claim_each_job_exactly_once(job_registry: Registry) 
     for t in threads:
         t.join()
     assert sorted(claimed) == sorted(ids)  # every job once, none twice
-    assert {j.status for j in jobs.list_jobs(job_registry, limit=100)} == {"running"}
+    assert {j.status for j in jobs.list_jobs(job_registry, limit=100, principal=OPERATOR)} == {"running"}
 
 
 def test_a_lapsed_lease_is_taken_over_and_the_old_claim_is_fenced_off(job_registry: Registry) -> None:
@@ -54,7 +57,7 @@ def test_a_lapsed_lease_is_taken_over_and_the_old_claim_is_fenced_off(job_regist
     assert jobs.finish_failed(job_registry, first, "boom", "stale failure", retry=True) is None
     with job_registry.sessions.begin() as session:  # how publication marks it: worker/publish.py
         jobs.succeed(session, second, {"ref": "acme/out:1"})
-    done = jobs.get(job_registry, job_id)
+    done = jobs.get(job_registry, job_id, principal=OPERATOR)
     assert (done.status, done.result, done.fence, done.attempts) == ("succeeded", {"ref": "acme/out:1"}, 2, 2)
 
 
@@ -64,7 +67,7 @@ def test_a_job_whose_workers_keep_dying_fails_after_max_attempts(job_registry: R
         assert jobs.claim(job_registry, "dies", lease_s=0.1) is not None
         time.sleep(0.25)
     assert jobs.claim(job_registry, "next", lease_s=30) is None
-    info = jobs.get(job_registry, job_id)
+    info = jobs.get(job_registry, job_id, principal=OPERATOR)
     assert info.status == "failed" and info.error is not None and info.error["code"] == "worker_lost"
     assert info.attempts == 2
 
@@ -92,18 +95,18 @@ def test_failures_retry_while_attempts_remain_unless_final(job_registry: Registr
     assert c3 is not None and c3.job_id == c3_id
     bad = jobs.finish_failed(job_registry, c3, "not_found", "no acme/a", retry=False)
     assert bad is not None and bad.status == "failed" and bad.attempts == 1
-    assert jobs.get(job_registry, job_id).status == "failed"
+    assert jobs.get(job_registry, job_id, principal=OPERATOR).status == "failed"
 
 
 def test_cancel_queued_running_and_finished_jobs(job_registry: Registry) -> None:
     queued = submit(job_registry)
-    assert jobs.cancel(job_registry, queued).status == "cancelled"
+    assert jobs.cancel(job_registry, queued, principal=OPERATOR).status == "cancelled"
     assert jobs.claim(job_registry, "w", 30) is None  # a cancelled job is never claimed
 
     running = submit(job_registry)
     c = jobs.claim(job_registry, "w", 30)
     assert c is not None
-    asked = jobs.cancel(job_registry, running)
+    asked = jobs.cancel(job_registry, running, principal=OPERATOR)
     assert asked.status == "running" and asked.cancel_requested
     assert jobs.heartbeat(job_registry, c, 30, 0.3, "working") is True  # the worker learns of it
     with pytest.raises(JobCancelled):  # and cannot publish any more
@@ -112,27 +115,34 @@ def test_cancel_queued_running_and_finished_jobs(job_registry: Registry) -> None
     ended = jobs.finish_failed(job_registry, c, "job_cancelled", "stopped", retry=False)
     assert ended is not None and ended.status == "cancelled"
     with pytest.raises(JobFinished):
-        jobs.cancel(job_registry, running)
+        jobs.cancel(job_registry, running, principal=OPERATOR)
     with pytest.raises(NotFound):
-        jobs.cancel(job_registry, 10_000)
+        jobs.cancel(job_registry, 10_000, principal=OPERATOR)
 
 
 def test_a_running_job_cancelled_after_its_worker_died_ends_cancelled(job_registry: Registry) -> None:
     job_id = submit(job_registry)
     assert jobs.claim(job_registry, "dies", lease_s=0.1) is not None
-    jobs.cancel(job_registry, job_id)
+    jobs.cancel(job_registry, job_id, principal=OPERATOR)
     time.sleep(0.25)
     assert jobs.claim(job_registry, "next", 30) is None
-    assert jobs.get(job_registry, job_id).status == "cancelled"
+    assert jobs.get(job_registry, job_id, principal=OPERATOR).status == "cancelled"
 
 
 def test_malformed_jobs_are_refused_at_submit(job_registry: Registry) -> None:
     with pytest.raises(BadRequest, match="inputs"):
-        jobs.submit(job_registry, JobRequest(type="merge", params={"into": "acme/x"}), "t")
+        jobs.submit(
+            job_registry, JobRequest(type="merge", params={"into": "acme/x"}), "t", principal=OPERATOR
+        )
     with pytest.raises(BadRequest, match="density"):
-        jobs.submit(job_registry, JobRequest(type="merge", params={**MERGE, "density": 3}), "t")
+        jobs.submit(
+            job_registry, JobRequest(type="merge", params={**MERGE, "density": 3}), "t", principal=OPERATOR
+        )
     with pytest.raises(BadRequest, match="dtype"):
         jobs.submit(
-            job_registry, JobRequest(type="export", params={"ref": "a/b", "base": "x", "dtype": "int3"}), "t"
+            job_registry,
+            JobRequest(type="export", params={"ref": "a/b", "base": "x", "dtype": "int3"}),
+            "t",
+            principal=OPERATOR,
         )
-    assert jobs.list_jobs(job_registry) == []
+    assert jobs.list_jobs(job_registry, principal=OPERATOR) == []

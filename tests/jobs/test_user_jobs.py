@@ -7,10 +7,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from registry.access import accounts
+from registry.access.principal import OPERATOR
 from registry.client.http import HttpClient
 from registry.client.transfer import push_folder
 from registry.jobspec import JobRequest
+from registry.services import accounts
 from registry.worker import Worker, WorkerSettings, WorkerThread
 from tests.conftest import ServerThread
 
@@ -19,9 +20,9 @@ def test_a_non_admin_users_merge_job_publishes(
     server: ServerThread, adapters_dir: Path, tmp_path: Path
 ) -> None:
     reg = server.app.state.registry  # type: ignore[attr-defined]
-    accounts.add_user(reg, "bob")
-    accounts.grant(reg, "bob", "acme", "write")
-    token, _ = accounts.create_token(reg, "bob", name="bob")
+    accounts.add_user(reg, "bob", principal=OPERATOR)
+    accounts.grant(reg, "bob", "acme", "write", principal=OPERATOR)
+    token, _ = accounts.create_token(reg, "bob", name="bob", principal=OPERATOR)
     bob = HttpClient(server.url, user="bob", cache_dir=tmp_path / "cache", token=token)
     push_folder(bob, adapters_dir / "lora_a", "acme/legal", base="tiny-llama")
     push_folder(bob, adapters_dir / "lora_b", "acme/medical", base="tiny-llama")

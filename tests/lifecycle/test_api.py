@@ -15,12 +15,12 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import cli
-from registry.access import accounts
+from registry.access.principal import OPERATOR
 from registry.api import create_app
 from registry.client.http import HttpClient
 from registry.client.transfer import push_folder
 from registry.entities import BaseRegistration
-from registry.services import bases
+from registry.services import accounts, bases
 from registry.services.context import Registry
 from tests.access.test_matrix import tiny_adapter
 from tests.conftest import ServerThread, db_url_for, make_settings
@@ -57,10 +57,10 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Site]:
     try:
         with ServerThread(create_app(settings, reg), admin="root") as srv:
             for name in ("wendy", "otto", "ada"):
-                accounts.add_user(reg, name)
-            accounts.grant(reg, "wendy", "acme", "write")
-            accounts.grant(reg, "otto", "other", "write")
-            accounts.grant(reg, "ada", "acme", "admin")
+                accounts.add_user(reg, name, principal=OPERATOR)
+            accounts.grant(reg, "wendy", "acme", "write", principal=OPERATOR)
+            accounts.grant(reg, "otto", "other", "write", principal=OPERATOR)
+            accounts.grant(reg, "ada", "acme", "admin", principal=OPERATOR)
             toks = {"admin": srv.token}
             for who, user, ro in (
                 ("writer", "wendy", False),
@@ -68,7 +68,7 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Site]:
                 ("other", "otto", False),
                 ("ns_admin", "ada", False),
             ):
-                toks[who], _ = accounts.create_token(reg, user, read_only=ro)
+                toks[who], _ = accounts.create_token(reg, user, read_only=ro, principal=OPERATOR)
             site = Site(srv.url, reg, toks, tmp_path)
             writer = site.client("writer")
             push_folder(writer, tiny_adapter(tmp_path / "a", 1), "acme/x", aliases=["prod"])
@@ -125,9 +125,12 @@ def test_every_change_is_audited_with_who_when_and_where(site: Site) -> None:
     bases.register_base(
         site.reg,
         BaseRegistration(names=[{"name": "acme/base"}], structure_signature="sha256:" + "1" * 64, modules=[]),  # type: ignore[list-item]
+        principal=OPERATOR,
     )
-    accounts.revoke_token(site.reg, accounts.list_tokens(site.reg, "otto")[0].id)
-    accounts.set_namespace_visibility(site.reg, "acme", True)
+    accounts.revoke_token(
+        site.reg, accounts.list_tokens(site.reg, "otto", principal=OPERATOR)[0].id, principal=OPERATOR
+    )
+    accounts.set_namespace_visibility(site.reg, "acme", True, principal=OPERATOR)
 
     page = admin.get("/v1/audit", params={"limit": 500}).json()
     events = page["items"]

@@ -16,10 +16,10 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import cli
-from registry.access import accounts
+from registry.access.principal import OPERATOR
 from registry.client.local import LocalClient
 from registry.entities import BaseRegistration, FileInfo
-from registry.services import fsck
+from registry.services import accounts, fsck
 from registry.services.context import Registry
 from storage import BlobStore
 from storage.local import LocalBlobStore
@@ -111,9 +111,9 @@ def test_fsck_verify_hashes_the_bytes(client: LocalClient, registry: Registry, t
 def test_fsck_over_http_is_for_global_admins(
     server: ServerThread, registry: Registry, tmp_path: Path
 ) -> None:
-    accounts.add_user(registry, "wendy")
-    accounts.grant(registry, "wendy", "acme", "admin")
-    wendy, _ = accounts.create_token(registry, "wendy")
+    accounts.add_user(registry, "wendy", principal=OPERATOR)
+    accounts.grant(registry, "wendy", "acme", "admin", principal=OPERATOR)
+    wendy, _ = accounts.create_token(registry, "wendy", principal=OPERATOR)
     local = LocalClient(registry, "tester", LocalBlobStore(tmp_path / "cache"))
     x = push(local, tmp_path, "acme/x", 1)
     with httpx.Client(base_url=server.url, timeout=30) as http:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from registry.access.principal import OPERATOR
 from registry.client.local import LocalClient
 from registry.client.transfer import pull
 from registry.db import models as m
@@ -77,9 +78,10 @@ def test_gc_reclaims_orphans_and_keeps_what_is_listed(
         registry,
         JobRequest(type="merge", params={"inputs": [{"ref": "acme/x:1", "weight": 1.0}], "into": "acme/m"}),
         "tester",
+        principal=OPERATOR,
     )
     job_blob = put(store, b"half a merge")
-    jobs.cancel(registry, job.id)
+    jobs.cancel(registry, job.id, principal=OPERATOR)
 
     orphans = {bad, gone_blob, job_blob}
     before = stored(store)
@@ -162,7 +164,7 @@ def test_pushes_racing_gc_never_commit_a_deleted_blob(
     def collector() -> None:
         while time.monotonic() < stop:
             try:
-                reclaimed[0] += gc.collect_garbage(reg, grace_s=0).blobs_reclaimed
+                reclaimed[0] += gc.collect_garbage(reg, grace_s=0, principal=OPERATOR).blobs_reclaimed
             except BaseException as err:  # noqa: BLE001
                 errors.append(err)
                 return

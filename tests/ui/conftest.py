@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from registry.access.principal import OPERATOR
 from registry.config import Settings
 from registry.services.context import Registry
 from tests.cli.conftest import Cli
@@ -65,12 +66,11 @@ def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 def site(tmp_path_factory: pytest.TempPathFactory, adapters_dir: Path, database: str) -> Iterator[Site]:
     """Adapters pushed, scored, merged and checked through the CLI as the operator (the server's
     database, no server in between), then served with no job worker (queued jobs stay queued)."""
-    from registry.access import accounts
     from registry.api import create_app
     from registry.entities import EvalInput
     from registry.jobspec import JobRequest
     from registry.refs import parse_ref
-    from registry.services import evaluations, jobs, qlora
+    from registry.services import accounts, evaluations, jobs, qlora
 
     root = tmp_path_factory.mktemp("ui")
     db = database
@@ -109,13 +109,17 @@ def site(tmp_path_factory: pytest.TempPathFactory, adapters_dir: Path, database:
     )
     digests["acme/mix"] = merged["digest"]
     evaluations.add_scores(
-        reg, parse_ref("acme/legal:1"), [EvalInput(metric="accuracy", value=0.73, dataset="lex")]
+        reg,
+        parse_ref("acme/legal:1"),
+        [EvalInput(metric="accuracy", value=0.73, dataset="lex")],
+        principal=OPERATOR,
     )
     evaluations.add_scores(
         reg,
         parse_ref("acme/mix:1"),
         [EvalInput(metric="accuracy", value=0.78, dataset="lex")],
         note="after merge",
+        principal=OPERATOR,
     )
     qlora.record_verdict(
         reg,
@@ -123,14 +127,15 @@ def site(tmp_path_factory: pytest.TempPathFactory, adapters_dir: Path, database:
         base["id"],
         {"verdict": "warn", "reasons": ["drift 3% on q_proj"]},
         None,
+        principal=OPERATOR,
     )
-    accounts.set_namespace_visibility(reg, "acme", True)  # secret/ stays private
+    accounts.set_namespace_visibility(reg, "acme", True, principal=OPERATOR)  # secret/ stays private
     # Two merges for the jobs page: one a test moves forward, one it cancels through the form.
     req = JobRequest(
         type="merge", params={"inputs": [{"ref": "acme/legal", "weight": 1.0}], "into": "acme/q"}
     )
-    queued = jobs.submit(reg, req, "tester").id
-    to_cancel = jobs.submit(reg, req, "tester").id
+    queued = jobs.submit(reg, req, "tester", principal=OPERATOR).id
+    to_cancel = jobs.submit(reg, req, "tester", principal=OPERATOR).id
     with ServerThread(create_app(settings, reg, worker=False)) as srv:
         yield Site(srv.url, srv.token, reg, digests, base["fingerprint"], queued, to_cancel)
     reg.close()

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from registry.access.principal import ANONYMOUS
+from registry.access.principal import ANONYMOUS, OPERATOR
 from registry.refs import parse_ref
 from registry.services import jobs, lineage, versions
 from tests.ui.conftest import HOSTILE_MESSAGE, HOSTILE_TASK, Site, log_in, shot, shot_between
@@ -94,7 +94,7 @@ def test_version_page_shows_config_files_evals_fits_and_lineage(page: Any, site:
     assert page.url.endswith("/ui/r/acme/mix/1")
     expect(page.locator("#version-title")).to_contain_text("acme/mix")
     expect(page.locator("#config")).to_contain_text('"peft_type": "LORA"')
-    stored = versions.resolve(site.reg, parse_ref("acme/mix:1"))
+    stored = versions.resolve(site.reg, parse_ref("acme/mix:1"), principal=OPERATOR)
     shown = page.locator("#files tbody tr").evaluate_all(
         "rs => rs.map(r => [r.cells[0].textContent, r.cells[2].textContent])"
     )
@@ -245,7 +245,7 @@ def test_forms_without_the_right_csrf_token_are_refused(site: Site) -> None:
         assert http.post("/ui/logout", data={}).status_code == 403
         assert http.post(f"/ui/jobs/{site.queued_job}/cancel", data={"csrf_token": "nope"}).status_code == 403
         assert http.get("/ui/jobs").status_code == 200  # still logged in
-        assert jobs.get(site.reg, site.queued_job).status in ("queued", "running")
+        assert jobs.get(site.reg, site.queued_job, principal=OPERATOR).status in ("queued", "running")
 
 
 def test_pages_carry_csp_and_frame_headers(site: Site) -> None:
@@ -270,12 +270,12 @@ def test_pages_carry_csp_and_frame_headers(site: Site) -> None:
 
 
 def test_a_revoked_tokens_cookie_browses_anonymously(site: Site) -> None:
-    from registry.access import accounts
+    from registry.services import accounts
 
-    secret, info = accounts.create_token(site.reg, "tester", name="to revoke")
+    secret, info = accounts.create_token(site.reg, "tester", name="to revoke", principal=OPERATOR)
     cookies = {"adreg_ui_token": secret}
     with httpx.Client(base_url=site.url, cookies=cookies) as http:
         assert http.get("/ui/r/secret/hidden/1").status_code == 200
-        accounts.revoke_token(site.reg, info.id)
+        accounts.revoke_token(site.reg, info.id, principal=OPERATOR)
         page = http.get("/ui/r/secret/hidden/1")
         assert page.status_code == 404 and "no longer works" in page.text

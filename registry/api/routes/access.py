@@ -1,7 +1,7 @@
 """Users, grants, tokens and namespace visibility (`adapters user|grant|token|namespace`), and who
 the caller is (`adapters whoami`; `adapters login` checks a token with it).
 
-Thin: each route calls one function of registry.access.accounts with the request's principal; every
+Thin: each route calls one function of registry.services.accounts with the request's principal; every
 permission check is there. A new token's secret is in the answer to its creation only
 (`Cache-Control: no-store`), never logged, never stored but as its hash."""
 
@@ -13,13 +13,14 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, Field
 
-from registry.access import accounts
+from registry.access import authentication
 from registry.access.entities import GrantInfo, NamespaceInfo, TokenInfo, UserInfo, WhoAmI
 from registry.access.principal import Role
 from registry.api.bodies import ApiRoute
 from registry.api.deps import PrincipalDep, RegistryDep
 from registry.bounds import INT32_MAX, LABEL_LEN
 from registry.errors import BadRequest, Unauthenticated
+from registry.services import accounts
 
 router = APIRouter(prefix="/v1", tags=["access"], route_class=ApiRoute)
 TokenId = Annotated[int, Path(ge=1, le=INT32_MAX)]
@@ -63,7 +64,7 @@ def whoami(principal: PrincipalDep) -> WhoAmI:
     """The token's user, their grants, and how the token narrows them. 401 without a token."""
     if principal.is_anonymous:
         raise Unauthenticated("whoami needs a token")
-    return accounts.whoami(principal)
+    return authentication.whoami(principal)
 
 
 @router.post("/users", status_code=201)
