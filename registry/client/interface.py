@@ -110,7 +110,7 @@ class RegistryClient(Protocol):
 
     def cancel_job(self, job_id: int) -> JobInfo: ...
 
-    # ---- access: users, grants, tokens, namespace visibility (registry.access.accounts)
+    # ---- access: users, grants, tokens, namespace visibility (registry.services.accounts)
     def whoami(self) -> WhoAmI:
         """Who the calls act as (the operator with direct database access; over HTTP the token's user)."""
         ...

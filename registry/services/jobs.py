@@ -22,6 +22,7 @@ from registry.access.principal import Principal
 from registry.db import models as m
 from registry.db.engine import unit_of_work
 from registry.errors import (
+    BadRequest,
     Forbidden,
     JobCancelled,
     JobFinished,
@@ -73,7 +74,15 @@ class Claim:
 
 def submit(reg: Registry, req: JobRequest, user: str, *, principal: Principal) -> JobInfo:
     """Queue a job for `principal`, who must be allowed to read its inputs and write its output
-    (checked again when the job publishes: it runs with the submitter's rights)."""
+    (checked again when the job publishes: it runs with the submitter's rights). A `base_path`
+    names a folder on the caller's machine: only the operator (embedded mode, whose worker runs on
+    that machine) may pass one; a server's workers must not read it."""
+    if "base_path" in req.params and not principal.is_operator:
+        raise BadRequest(
+            "base_path is for embedded mode only; upload the base (`adapters base add PATH --upload`) "
+            "and pass its name or fingerprint as base",
+            field="params.base_path",
+        )
     params = parse_params(req.type, req.params)  # refuse malformed parameters now, not on a worker
     with unit_of_work(reg.sessions) as session:
         check_job_access(session, principal, params)

@@ -5,6 +5,7 @@
   the operator.
 - `registry.access` imports nothing from the floors above it (the services, the API, the
   clients...), eagerly or lazily: no package cycle between access and services.
+- Rules live in the services, so every surface gets them (not only the route that knew).
 """
 
 from __future__ import annotations
@@ -20,6 +21,13 @@ import pytest
 import registry
 import registry.access
 import registry.services
+from registry.access.authentication import authenticate
+from registry.access.principal import OPERATOR, Principal
+from registry.errors import BadRequest
+from registry.jobspec import JobRequest
+from registry.services import accounts, jobs
+from registry.services.context import Registry
+from tests.conftest import db_url_for, make_settings
 
 CALLER_PARAMS = frozenset({"principal", "caller", "reader"})
 ROOT = Path(registry.__file__).parent
@@ -106,3 +114,24 @@ def test_no_package_cycle_through_access() -> None:
 
     assert "access" not in reach("access")
     assert "access" in reach("services")  # the services stand on access, not the other way
+
+
+def test_only_the_operator_names_a_path_on_its_machine(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """`base_path` (a folder on the caller's machine) is refused by the service for every caller
+    but the operator, whatever the surface: a server's workers must not read it."""
+    reg = Registry.from_settings(
+        make_settings(tmp_path, db_url_for("sqlite", tmp_path, request), "file", request)
+    )
+    try:
+        accounts.add_user(reg, "root", admin=True, principal=OPERATOR)
+        secret, _ = accounts.create_token(reg, "root", principal=OPERATOR)
+        admin: Principal = authenticate(reg, secret)
+        local = JobRequest(type="export", params={"ref": "acme/a", "base": "/etc", "base_path": "/etc"})
+        with pytest.raises(BadRequest) as refused:
+            jobs.submit(reg, local, admin.name, principal=admin)
+        assert refused.value.code == "bad_request" and "embedded mode only" in str(refused.value)
+        assert jobs.list_jobs(reg, principal=OPERATOR) == []  # nothing was queued
+    finally:
+        reg.close()

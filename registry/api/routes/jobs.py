@@ -9,7 +9,6 @@ from fastapi import APIRouter, Path, Query
 from registry.api.bodies import ApiRoute
 from registry.api.deps import PrincipalDep, RegistryDep
 from registry.bounds import INT32_MAX
-from registry.errors import BadRequest
 from registry.jobspec import JobInfo, JobRequest, JobStatus
 from registry.services import jobs
 
@@ -20,13 +19,6 @@ JobId = Annotated[int, Path(ge=1, le=INT32_MAX)]
 @router.post("/jobs", status_code=202)
 def submit_job(body: JobRequest, reg: RegistryDep, principal: PrincipalDep) -> JobInfo:
     """Queue a job; a worker takes it, with the submitter's rights. Follow it with GET /v1/jobs/{id}."""
-    if "base_path" in body.params:
-        # A path names a folder on the caller's machine: a server's workers must not read it.
-        raise BadRequest(
-            "base_path is for embedded mode only; upload the base (`adapters base add PATH --upload`) "
-            "and pass its name or fingerprint as base",
-            field="params.base_path",
-        )
     return jobs.submit(reg, body, principal.name, principal=principal)
 
 
