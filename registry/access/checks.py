@@ -1,7 +1,10 @@
 """The policy applied inside a service's unit of work: look up the facts a rule needs (namespace
 visibility, which versions and bases list a blob), ask `policy.may`, and refuse the way the API
 answers: may not read -> the resource's own NotFound (as if it did not exist); may read but not do
-this -> Forbidden; an anonymous caller asked to do more than read -> Unauthenticated."""
+this -> Forbidden; an anonymous caller asked to do more than read -> Unauthenticated.
+
+The one way a service asks "may P do A?": these checks, in the words of the resources they guard
+(a repository, a base, a blob, a job); the rules themselves are `policy`'s."""
 
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ from registry.access.policy import (
 )
 from registry.access.principal import Action, Principal
 from registry.db import models as m
-from registry.errors import Forbidden, RegistryError, Unauthenticated
+from registry.errors import Forbidden, NotFound, RegistryError, Unauthenticated
+from registry.refs import RepoName
 
 
 def is_public(session: Session, namespace: str) -> bool:
@@ -67,6 +71,27 @@ def require_base_name(
     if p.is_operator:
         return
     require(p, action, base_name_res(session, name), not_found)
+
+
+def repo_not_found(repo: RepoName, ref: str | None = None) -> NotFound:
+    """The answer for a repository that does not exist, or that the caller may not read."""
+    return NotFound(f"repository {repo} does not exist", ref=ref or str(repo))
+
+
+def require_reader_of(session: Session, principal: Principal, repo: RepoName, ref: str | None = None) -> None:
+    require_namespace(session, principal, "read", repo.namespace, lambda: repo_not_found(repo, ref))
+
+
+def require_writer_of(session: Session, principal: Principal, repo: RepoName) -> None:
+    require_namespace(session, principal, "write", repo.namespace, lambda: repo_not_found(repo))
+
+
+def base_not_found(name: str) -> NotFound:
+    return NotFound(f"no registered base model {name!r}; register it with `adapters base add`", base=name)
+
+
+def require_on_base_name(session: Session, principal: Principal, action: Action, name: str) -> None:
+    require_base_name(session, principal, action, name, lambda: base_not_found(name))
 
 
 def require_writer(p: Principal) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from registry.access.checks import require_writer_of
 from registry.access.principal import Principal
 from registry.db import models as m
 from registry.db.engine import unit_of_work
@@ -14,7 +15,6 @@ from registry.refs import Ref, RepoName, check_alias
 from registry.services import audit
 from registry.services.context import Registry
 from registry.services.lookup import resolve_row
-from registry.services.permissions import require_writer_of
 from registry.services.timeutil import now
 
 

@@ -9,7 +9,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from registry import bounds
-from registry.access.checks import base_name_res, base_readable, blobs_unusable
+from registry.access.checks import (
+    base_name_res,
+    base_not_found,
+    base_readable,
+    blobs_unusable,
+    require_on_base_name,
+)
 from registry.access.policy import global_admin, may
 from registry.access.principal import Principal
 from registry.db import models as m
@@ -38,7 +44,6 @@ from registry.services.blob_guard import guard_blobs
 from registry.services.context import Registry
 from registry.services.lineage_edges import checked_lineage, record_edges
 from registry.services.names import refuse_repository_name
-from registry.services.permissions import base_not_found, require_on_base_name
 from registry.services.timeutil import now
 from storage.base import DIGEST_RE
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from registry.access.checks import require_reader_of
 from registry.access.principal import Principal
 from registry.db import models as m
 from registry.db.engine import read_only
@@ -14,7 +15,6 @@ from registry.refs import Ref
 from registry.services.context import Registry
 from registry.services.evaluations import current_scores
 from registry.services.lookup import resolve_row
-from registry.services.permissions import require_reader_of
 
 MIN_COMPARE = 2
 """Comparing one version with itself says nothing: `compare REF REF...`."""

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from registry.access.checks import require_reader_of, require_writer_of
 from registry.access.principal import Principal
 from registry.db import models as m
 from registry.db.engine import unit_of_work
@@ -19,7 +20,6 @@ from registry.refs import Ref
 from registry.services import audit
 from registry.services.context import Registry
 from registry.services.lookup import resolve_row
-from registry.services.permissions import require_reader_of, require_writer_of
 from registry.services.timeutil import now
 
 EvalKey = tuple[str, str | None, str | None]

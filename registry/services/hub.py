@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from registry.access.checks import base_readable, is_public
+from registry.access.checks import base_readable, is_public, require_writer_of
 from registry.access.policy import NamespaceRes, may
 from registry.access.principal import Principal
 from registry.db import models as m
@@ -33,7 +33,6 @@ from registry.refs import NAME_PART, Ref, RepoName, parse_repo
 from registry.services.context import Registry
 from registry.services.downloads import DownloadKey
 from registry.services.lookup import resolve_row
-from registry.services.permissions import require_writer_of
 
 COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 _NUMBER_RE = re.compile(r"[1-9][0-9]{0,8}")

@@ -16,7 +16,13 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from registry.access.checks import require
+from registry.access.checks import (
+    base_not_found,
+    require,
+    require_on_base_name,
+    require_reader_of,
+    require_writer_of,
+)
 from registry.access.policy import BaseNameRes, JobRes, global_admin, may
 from registry.access.principal import Principal
 from registry.db import models as m
@@ -45,12 +51,6 @@ from registry.refs import parse_ref, parse_repo
 from registry.services import audit
 from registry.services.bases import find_base
 from registry.services.context import Registry
-from registry.services.permissions import (
-    base_not_found,
-    require_on_base_name,
-    require_reader_of,
-    require_writer_of,
-)
 from registry.services.timeutil import now
 
 SCAN_BATCH = 200

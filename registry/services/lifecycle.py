@@ -15,6 +15,7 @@ from __future__ import annotations
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from registry.access.checks import repo_not_found, require_writer_of
 from registry.access.principal import Principal
 from registry.db import models as m
 from registry.db.engine import unit_of_work
@@ -24,7 +25,6 @@ from registry.refs import Ref, RepoName
 from registry.services import audit
 from registry.services.context import Registry
 from registry.services.lookup import resolve_row
-from registry.services.permissions import repo_not_found, require_writer_of
 
 
 def delete_version(reg: Registry, ref: Ref, force: bool = False, *, principal: Principal) -> DeleteResult:

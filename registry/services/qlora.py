@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from registry.access.checks import require_writer_of
 from registry.access.principal import Principal
 from registry.db import models as m
 from registry.db.engine import unit_of_work
@@ -17,7 +18,6 @@ from registry.errors import BadRequest
 from registry.refs import Ref
 from registry.services.context import Registry
 from registry.services.lookup import resolve_row
-from registry.services.permissions import require_writer_of
 from registry.services.timeutil import now
 
 QLORA_OK_VERDICTS = ("pass", "warn")

@@ -10,7 +10,13 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from registry.access.checks import blobs_unusable, namespace_res, readable
+from registry.access.checks import (
+    blobs_unusable,
+    namespace_res,
+    readable,
+    require_reader_of,
+    require_writer_of,
+)
 from registry.access.policy import may, readable_namespaces
 from registry.access.principal import Principal
 from registry.db import models as m
@@ -42,7 +48,6 @@ from registry.services.evaluations import record_scores
 from registry.services.lineage_edges import checked_lineage, record_edges
 from registry.services.lookup import resolve_row
 from registry.services.names import refuse_base_name
-from registry.services.permissions import require_reader_of, require_writer_of
 from registry.services.qlora import qlora_summaries
 from registry.services.timeutil import now
 
