@@ -65,8 +65,8 @@ def create_app(
             if removed:
                 log.warning("removed %d stale partial uploads from the blob store", removed)
         try:  # parts of Hub multipart uploads a killed server or client never completed
-            removed = PartStore(settings.home / "hub-uploads").remove_stale(settings.stale_upload_s)
-        except Exception as err:  # an unreadable disk must not stop the server either
+            removed = PartStore.of(reg.store).remove_stale(settings.stale_upload_s)
+        except Exception as err:  # a store down must not stop the server either
             log.warning("could not look for stale Hub upload parts: %s", type(err).__name__)
         else:
             if removed:

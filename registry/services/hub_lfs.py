@@ -16,27 +16,33 @@ holds is "nothing to upload" only for a principal that may use it (`blobs.missin
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
-import os
 import secrets
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from registry.access.authentication import job_principal
 from registry.access.checks import require_writer
 from registry.access.principal import Principal
 from registry.bounds import LFS_BATCH_OBJECTS, LFS_BATCH_PARTS
 from registry.db.engine import unit_of_work
-from registry.errors import BadRequest, PushTooLarge, SizeMismatch, UploadUrlRefused, XetNotSupported
+from registry.errors import (
+    BadRequest,
+    PushTooLarge,
+    UploadUrlRefused,
+    XetNotSupported,
+    from_storage_error,
+    store_errors,
+)
 from registry.services.blobs import missing_for, record_upload, upload_as
 from registry.services.context import Registry
 from registry.services.hub import check_write
-from storage import BlobInfo, check_digest
+from storage import BlobInfo, BlobStore, check_digest
 from storage.base import Readable
+from storage.staging import Staging, check_id, staging_for
 
 TRANSFERS = ("basic", "multipart")
 XET_HINT = (
@@ -227,47 +233,41 @@ def put_object(reg: Registry, uploader: Principal, stream: Readable, oid: str, s
     return held
 
 
+def new_upload_id() -> str:
+    """The id of a new multipart upload: its folder (or key prefix) in the staging area."""
+    return secrets.token_urlsafe(16)
+
+
 class PartStore:
-    """Parts of multipart uploads, staged as files under `root/<upload id>/` until the completion
-    call streams them, in order and verified, into the blob store. Parts live on the disk of the
-    server that received them (several replicas need sticky sessions, or a chunk size larger than
-    their objects)."""
+    """Parts of multipart uploads, staged in the blob store (`storage.staging`, area
+    `hub-parts`) until the completion call streams them, in order and verified, into a blob.
+    Every replica shares the store: parts sent to different replicas meet at the completion,
+    which any replica may take, and the stale sweep of any replica reclaims an upload a killed
+    replica (or a client that gave up) left behind."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    AREA = "hub-parts"
 
-    def _dir(self, upload_id: str) -> Path:
-        if not upload_id or not all(c.isalnum() or c in "-_" for c in upload_id):
-            raise BadRequest("invalid upload id")
-        return self.root / upload_id
+    def __init__(self, staging: Staging) -> None:
+        self.staging = staging
+
+    @classmethod
+    def of(cls, store: BlobStore) -> PartStore:
+        return cls(staging_for(store, cls.AREA))
+
+    @staticmethod
+    def _id(upload_id: str) -> str:
+        try:
+            return check_id(upload_id)
+        except ValueError as err:
+            raise BadRequest("invalid upload id") from err
 
     def put_part(self, upload_id: str, number: int, stream: Readable, length: int) -> str:
-        """Store part `number` (atomically; a retried part replaces the first); its ETag is its sha256."""
-        folder = self._dir(upload_id)
-        folder.mkdir(parents=True, exist_ok=True)
-        final = folder / f"{number:05d}.part"
-        tmp = folder / f".{number:05d}.{secrets.token_hex(4)}.tmp"
-        h = hashlib.sha256()
-        written = 0
+        """Store part `number` (a retried part replaces the first, whole); its ETag is its sha256."""
+        upload = self._id(upload_id)
         try:
-            with open(tmp, "wb") as f:
-                while True:
-                    chunk = stream.read(1024**2)
-                    if not chunk:
-                        break
-                    written += len(chunk)
-                    if written > length:
-                        break
-                    h.update(chunk)
-                    f.write(chunk)
-                f.flush()
-                os.fsync(f.fileno())
-            if written != length:
-                raise SizeMismatch(f"part {number}: expected {length} bytes", expected=length, actual=written)
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return h.hexdigest()
+            return self.staging.put_part(upload, number, stream, length)
+        except store_errors() as err:
+            raise from_storage_error(err) from err
 
     def complete(
         self,
@@ -280,63 +280,77 @@ class PartStore:
         chunk_bytes: int,
     ) -> BlobInfo:
         """Stream the parts, in order, into the store as one blob verified against `oid`, as
-        `uploader` (its proof recorded, as `put_object`); the staged parts are removed whatever the
-        outcome."""
-        folder = self._dir(upload_id)
+        `uploader` (its proof recorded, as `put_object`); each part is hashed on the way against
+        its ETag. The staged parts are removed whatever the outcome."""
+        upload = self._id(upload_id)
         try:
-            paths = [folder / f"{n:05d}.part" for n in range(1, len(etags) + 1)]
-            for n, (path, etag) in enumerate(zip(paths, etags, strict=True), start=1):
-                if not path.exists():
+            try:
+                stored = self.staging.part_sizes(upload)
+            except store_errors() as err:
+                raise from_storage_error(err) from err
+            for n in range(1, len(etags) + 1):
+                if n not in stored:
                     raise BadRequest(f"part {n} was not uploaded")
-                if etag.strip('"') != _sha256_file(path):
-                    raise BadRequest(f"part {n}: its ETag does not match the uploaded part")
-            return put_object(reg, uploader, _Chained(paths), oid, size)
+                if stored[n] != part_length(size, chunk_bytes, n):
+                    raise BadRequest(
+                        f"part {n} has {stored[n]} bytes; it must have {part_length(size, chunk_bytes, n)}"
+                    )
+            reader = _PartsReader(self.staging, upload, [e.strip('"') for e in etags])
+            return put_object(reg, uploader, reader, oid, size)
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            with contextlib.suppress(*store_errors()):
+                self.staging.discard(upload)  # what a failure leaves, the stale sweep takes
 
     def remove_stale(self, older_than_s: float) -> int:
         """Drop the parts of multipart uploads nobody completed (untouched for `older_than_s`);
         returns how many uploads' parts were removed."""
-        if not self.root.is_dir():
-            return 0
-        cutoff = time.time() - older_than_s
-        removed = 0
-        for folder in self.root.iterdir():
+        return self.staging.remove_stale(older_than_s)
+
+
+class _PartsReader:
+    """read(n) over the staged parts in turn, each hashed as it passes and refused (BadRequest,
+    raised inside the store's put, which then stores nothing) when it is not its ETag's."""
+
+    def __init__(self, staging: Staging, upload: str, etags: list[str]) -> None:
+        self._staging = staging
+        self._upload = upload
+        self._etags = etags
+        self._number = 0
+        self._chunks: Iterator[bytes] = iter(())
+        self._hash = hashlib.sha256()
+        self._buf = b""
+
+    def _next_chunk(self) -> bytes | None:
+        while True:
+            chunk = next(self._chunks, None)
+            if chunk is not None:
+                self._hash.update(chunk)
+                return chunk
+            if self._number:  # the part just read to its end
+                if self._hash.hexdigest() != self._etags[self._number - 1]:
+                    raise BadRequest(f"part {self._number}: its ETag does not match the uploaded part")
+            if self._number == len(self._etags):
+                return None
+            self._number += 1
+            self._hash = hashlib.sha256()
             try:
-                if folder.stat().st_mtime < cutoff:
-                    shutil.rmtree(folder, ignore_errors=True)
-                    removed += 1
-            except FileNotFoundError:
-                continue
-        return removed
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1024**2), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-class _Chained:
-    """read(n) over several files in turn."""
-
-    def __init__(self, paths: list[Path]) -> None:
-        self._files: Iterator[Path] = iter(paths)
-        self._current = None if not paths else open(next(self._files), "rb")  # noqa: SIM115
+                self._chunks = self._staging.open_part(self._upload, self._number)
+            except store_errors() as err:
+                raise from_storage_error(err) from err
 
     def read(self, n: int = -1) -> bytes:
-        out = b""
-        while self._current is not None and (n < 0 or len(out) < n):
-            chunk = self._current.read(-1 if n < 0 else n - len(out))
-            if chunk:
-                out += chunk
-                continue
-            self._current.close()
-            nxt = next(self._files, None)
-            self._current = None if nxt is None else open(nxt, "rb")  # noqa: SIM115
-        return out
+        out = bytearray(self._buf)
+        while n < 0 or len(out) < n:
+            chunk = self._next_chunk()
+            if chunk is None:
+                break
+            out += chunk
+        if n >= 0 and len(out) > n:
+            self._buf = bytes(out[n:])
+            del out[n:]
+        else:
+            self._buf = b""
+        return bytes(out)
 
 
 def part_length(size: int, chunk_bytes: int, number: int) -> int:

@@ -28,6 +28,7 @@ from registry.bounds import ADAPTER_HEADER_BYTES, ADAPTER_TENSORS_MAX, LFS_BATCH
 from registry.config import Settings
 from registry.services import accounts
 from registry.services.context import Registry
+from registry.services.hub_lfs import PartStore
 from tests.conftest import ServerThread, db_url_for, make_settings
 
 REPO = "acme/tricky"
@@ -306,8 +307,9 @@ def test_a_revoked_tokens_multipart_upload_stops_at_its_next_part(
     accounts.revoke_token(reg, info.id, principal=OPERATOR)
     refused = anon.put(hrefs[1], content=data[4096:8192])
     assert refused.status_code == 401 and refused.headers["x-error-code"] == "Unauthenticated"
-    staged = list((srv.app.state.settings.home / "hub-uploads").rglob("*.part"))  # type: ignore[attr-defined]
-    assert [p.name for p in staged] == ["00001.part"]
+    staging = PartStore.of(reg.store).staging
+    [upload_id] = staging.uploads()
+    assert staging.part_sizes(upload_id) == {1: 4096}
 
 
 # ---------------------------------------------------------------- headers

@@ -4,6 +4,7 @@ against a real uvicorn on PostgreSQL (where the probe ran) and SQLite, with real
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import socket
@@ -22,6 +23,8 @@ from registry.client.http import HttpClient
 from registry.client.transfer import pull, push_folder
 from registry.config import Settings
 from registry.services.context import Registry
+from registry.services.hub_lfs import PartStore
+from storage.staging import LocalStaging
 from tests.conftest import PG_ADMIN_URL, ServerThread, make_settings
 
 PROBLEM = "application/problem+json"
@@ -404,15 +407,15 @@ def test_stale_hub_upload_parts_are_removed_at_start(tmp_path: Path, request: py
     """Parts of Hub multipart uploads a killed client or server never completed: gone at start-up,
     not only at another upload's completion; an upload still moving is left alone."""
     settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'r.db'}", "file", request)
-    parts = settings.home / "hub-uploads"
-    for upload in ("dead", "live"):
-        (parts / upload).mkdir(parents=True)
-        (parts / upload / "00001.part").write_bytes(b"x" * 1000)
-    old = time.time() - 2 * settings.stale_upload_s
-    os.utime(parts / "dead", (old, old))
     reg = Registry.from_settings(settings, migrate=True)
+    staging = PartStore.of(reg.store).staging
+    for upload in ("dead", "live"):
+        staging.put_part(upload, 1, io.BytesIO(b"x" * 1000), 1000)
+    assert isinstance(staging, LocalStaging)  # the file store: parts in a folder under the blob root
+    old = time.time() - 2 * settings.stale_upload_s
+    os.utime(staging.root / "dead", (old, old))
     with ServerThread(create_app(settings, reg)):
-        assert sorted(p.name for p in parts.iterdir()) == ["live"]
+        assert staging.uploads() == ["live"]
     reg.close()
 
 

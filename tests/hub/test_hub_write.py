@@ -22,7 +22,7 @@ from registry.api import create_app
 from registry.entities import VersionFilter
 from registry.services import queries
 from registry.services.context import Registry
-from registry.services.hub_lfs import Signer
+from registry.services.hub_lfs import PartStore, Signer
 from registry.startup import load_secret_key
 from tests.conftest import ServerThread, db_url_for, make_settings
 from tests.hub.clients import run_client
@@ -334,7 +334,7 @@ def test_raw_protocol_urls_multipart_and_unsafe_paths(
     big_digest = "sha256:" + hashlib.sha256(big).hexdigest()
     assert files_of(reg, REPO, 2)["adapter_model.safetensors"] == big_digest
     assert b"".join(reg.store.open(big_digest)) == big
-    assert not any((reg_settings(server).home / "hub-uploads").glob("*/*"))  # parts cleaned up
+    assert PartStore.of(reg.store).staging.uploads() == []  # parts cleaned up from the store
 
 
 def reg_settings(server: ServerThread) -> Any:

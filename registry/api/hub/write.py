@@ -56,8 +56,9 @@ def _signer(request: Request, settings: Settings) -> Signer:
     return signer  # type: ignore[no-any-return]
 
 
-def _parts(settings: Settings) -> PartStore:
-    return PartStore(settings.home / "hub-uploads")
+def _parts(reg: Registry) -> PartStore:
+    """Staged in the blob store every replica shares: a part may reach any replica."""
+    return PartStore.of(reg.store)
 
 
 def read_json(raw: bytes, where: str) -> Any:
@@ -211,7 +212,7 @@ def _batch_answer(
             )
         elif o.action == "multipart":
             exp = signer.expiry()
-            upload_id = hub_lfs.secrets.token_urlsafe(16)
+            upload_id = hub_lfs.new_upload_id()
             upload = f"{base}{UPLOAD_PREFIX}/{o.oid}/{o.size}/{upload_id}/{o.chunk}"
             signed = (exp, o.oid, str(o.size), *who.fields, upload_id, str(o.chunk))
             query = f"?expires={exp}&{who.query}&sig={signer.sign(*signed, 'parts')}"
@@ -294,7 +295,7 @@ async def lfs_put_part(
     length = hub_lfs.part_length(size, chunk, number)
     if _declared_length(request) != length:
         raise ValidationFailed(f"part {number} must be {length} bytes", field="Content-Length")
-    parts = _parts(settings)
+    parts = _parts(reg)
 
     def put(reader: Readable) -> str:
         require_writer(who.principal(reg))  # before a byte of the part is stored
@@ -335,7 +336,7 @@ async def lfs_complete(
     expected = -(-size // chunk)
     if [n for n, _ in ordered] != list(range(1, expected + 1)):
         raise BadRequest(f"the completion must list parts 1..{expected}", field="parts")
-    parts = _parts(settings)
+    parts = _parts(reg)
     await anyio.to_thread.run_sync(parts.remove_stale, settings.stale_upload_s)
     slots: UploadSlots = request.app.state.upload_slots
     info = await slots.run(
