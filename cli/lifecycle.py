@@ -71,6 +71,8 @@ def _gc_report(r: GcReport) -> None:
         f"{verb} {r.blobs_reclaimed} blobs, {human_bytes(r.bytes_reclaimed)} "
         f"(scanned {r.blobs_scanned}, kept {r.blobs_kept})"
     )
+    if r.xorbs_reclaimed:
+        say(f"{verb} {r.xorbs_reclaimed} Xet xorbs, {human_bytes(r.xorb_bytes_reclaimed)}")
     if r.errors:
         say(f"[yellow]{r.errors} blobs could not be deleted; the next gc tries again[/]")
 

@@ -391,6 +391,9 @@ class GcReport(BaseModel):
     """The digests reclaimed (or that would be, on a dry run)."""
     errors: int = 0
     """Blobs the store failed to delete (kept, retried by the next run)."""
+    xorbs_reclaimed: int = 0
+    """Xet xorbs no kept file names (their own prefix of the store; services/xet_store.py)."""
+    xorb_bytes_reclaimed: int = 0
 
 
 class FsckProblem(BaseModel):

@@ -157,6 +157,12 @@ class BlobStore(Protocol):
         """Raise if the store cannot be reached (readiness probe)."""
         ...
 
+    def under(self, prefix: str) -> BlobStore:
+        """The same kind of store under a separate key prefix (a folder of the local root, a key
+        prefix in the bucket), for bytes that another layer keeps apart from the blobs, such as
+        Xet's xorbs: its blobs are not this store's (`iter_blobs` lists neither in the other)."""
+        ...
+
 
 class HashingReader:
     """Wraps a binary stream, hashing and counting what is read through it."""

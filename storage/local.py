@@ -168,6 +168,9 @@ class LocalBlobStore:
                 continue  # finished or removed by another process meanwhile
         return removed
 
+    def under(self, prefix: str) -> LocalBlobStore:
+        return LocalBlobStore(self.root / _prefix(prefix))
+
     def check(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         if not os.access(self.root, os.W_OK):
@@ -201,6 +204,14 @@ def _read_range(f: BufferedReader, start: int, end: int | None) -> Iterator[byte
             if remaining is not None:
                 remaining -= len(chunk)
             yield chunk
+
+
+def _prefix(prefix: str) -> str:
+    """A prefix of plain names that is neither `sha256` nor `tmp` (this store's own folders)."""
+    parts = prefix.strip("/").split("/")
+    if not all(p and p not in (".", "..") for p in parts) or parts[0] in ("sha256", "tmp"):
+        raise ValueError(f"{prefix!r} is not a separate key prefix")
+    return "/".join(parts)
 
 
 def _scan(path: Path) -> list[os.DirEntry[str]]:

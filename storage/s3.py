@@ -234,6 +234,12 @@ class S3BlobStore:
             # (the SDK drops NextUploadIdMarker: the page's last entry is the marker)
             key_marker, upload_id_marker = listing.uploads[-1].object_name, listing.uploads[-1].upload_id
 
+    def under(self, prefix: str) -> S3BlobStore:
+        parts = prefix.strip("/").split("/")
+        if not all(p and p not in (".", "..") for p in parts) or parts[0] in ("sha256", "tmp"):
+            raise ValueError(f"{prefix!r} is not a separate key prefix")
+        return S3BlobStore(self.client, self.bucket, self._key(*parts), self.part_size)
+
     def check(self) -> None:
         if not self.client.bucket_exists(self.bucket):
             raise BlobNotFound(f"bucket {self.bucket}")

@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -424,3 +425,41 @@ class HubDownloads(Base):
         ForeignKey("base_names.name", ondelete="CASCADE"), nullable=True
     )
     downloads: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+# ---------------------------------------------------------------- Xet (0011)
+class XetXorb(Base):
+    """A verified xorb, kept in the blob store's `xet/` prefix under `digest` (services/xet_store.py)."""
+
+    __tablename__ = "xet_xorbs"
+
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(71))
+    size: Mapped[int] = mapped_column(BigInteger)
+    chunks: Mapped[bytes] = mapped_column(LargeBinary)
+    """formats.xet.pack_index: each chunk's hash, length and offset."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    """Last uploaded, named by a shard or offered by a dedupe answer: gc's grace runs from here."""
+
+
+class XetFile(Base):
+    """A file a shard rebuilt into blob `digest`: its terms (xorb hash, first and end chunk)."""
+
+    __tablename__ = "xet_files"
+
+    digest: Mapped[str] = mapped_column(String(71), primary_key=True)
+    hash: Mapped[str] = mapped_column(String(64))
+    terms: Mapped[list[Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class XetChunk(Base):
+    """The global dedupe index: an eligible chunk (a file's first, or hash % 1024 == 0) of a file."""
+
+    __tablename__ = "xet_chunks"
+
+    chunk: Mapped[str] = mapped_column(String(64), primary_key=True)
+    digest: Mapped[str] = mapped_column(
+        ForeignKey("xet_files.digest", ondelete="CASCADE"), primary_key=True, index=True
+    )

@@ -361,3 +361,90 @@ def parse_shard(data: bytes) -> Shard:
             chunks.append((e[:32], offset, size))
         shard.xorbs.append(CasInfo(head[:32], chunks, unpacked, on_disk))
     return shard
+
+
+# ---------------------------------------------------------------- dedupe answers
+SHARD_FOOTER_BYTES = 200
+
+
+@dataclass(frozen=True)
+class Offer:
+    """A stored xorb offered to a client for deduplication, with the chunks it may match."""
+
+    xorb: Xorb
+    serialized_bytes: int
+    shown: frozenset[int]
+    """The chunk indices the answer lists under their keyed hash; the others get a random value
+    that matches nothing (chunks of files the asker may not read)."""
+
+
+def keyed_hash(h: bytes, key: bytes) -> bytes:
+    """xet-core's `MerkleHash::hmac`: the chunk hash, BLAKE3-keyed with the answer's key."""
+    return blake3.blake3(h, key=key).digest()
+
+
+def _u64_words(h: bytes) -> tuple[int, int, int, int]:
+    return struct.unpack("<4Q", h)  # type: ignore[return-value]
+
+
+def dedupe_shard(offers: list[Offer], key: bytes, created: int, expiry: int, filler: bytes) -> bytes:
+    """The global dedupe query's answer: a full shard (header, an empty file section, a CAS
+    section, the lookup tables and the 200-byte footer) as xet-core's `export_as_keyed_shard`
+    writes it, since the client keeps it as a shard file and searches its chunk lookup table.
+    Chunk hashes are keyed with `key` (the footer carries it): a client finds a chunk only by
+    keying a hash it computed from bytes it holds. `filler` (32 random bytes per unshown chunk,
+    concatenated) stands in for the chunks the answer does not offer.
+    """
+    out = bytearray(SHARD_TAG + struct.pack("<QQ", 2, SHARD_FOOTER_BYTES))
+    file_info_offset = len(out)
+    out += BOOKEND + bytes(16)
+    xorb_info_offset = len(out)
+    xorb_lookup: list[tuple[int, int]] = []
+    chunk_lookup: list[tuple[int, int, int]] = []
+    index = stored_on_disk = stored = 0
+    fill = 0
+    for offer in sorted(offers, key=lambda o: _u64_words(o.xorb.hash)):
+        x = offer.xorb
+        xorb_lookup.append((_u64_words(x.hash)[0], index))
+        out += x.hash + struct.pack("<IIII", 0, len(x.chunks), x.size, offer.serialized_bytes)
+        start = 0
+        for i, (h, size) in enumerate(x.chunks):
+            if i in offer.shown:
+                listed = keyed_hash(h, key)
+                chunk_lookup.append((_u64_words(listed)[0], index, i))
+            else:
+                listed = filler[fill : fill + HASH_LEN]
+                fill += HASH_LEN
+            out += listed + struct.pack("<IIII", start, size, 0, 0)
+            start += size
+        index += 1 + len(x.chunks)
+        stored_on_disk += offer.serialized_bytes
+        stored += x.size
+    out += BOOKEND + bytes(16)
+    file_lookup_offset = xorb_lookup_offset = len(out)
+    for trunc, at in xorb_lookup:
+        out += struct.pack("<QI", trunc, at)
+    chunk_lookup_offset = len(out)
+    for trunc, at, i in sorted(chunk_lookup):
+        out += struct.pack("<QII", trunc, at, i)
+    footer_offset = len(out)
+    out += struct.pack(
+        "<9Q",
+        1,
+        file_info_offset,
+        xorb_info_offset,
+        file_lookup_offset,
+        0,
+        xorb_lookup_offset,
+        len(xorb_lookup),
+        chunk_lookup_offset,
+        len(chunk_lookup),
+    )
+    out += key + struct.pack("<2Q", created, expiry) + bytes(48)
+    out += struct.pack("<4Q", stored_on_disk, 0, stored, footer_offset)
+    return bytes(out)
+
+
+def filler_needed(offers: list[Offer]) -> int:
+    """How many random bytes `dedupe_shard` needs for the chunks it does not show."""
+    return HASH_LEN * sum(len(o.xorb.chunks) - len(o.shown) for o in offers)

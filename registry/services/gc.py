@@ -36,7 +36,7 @@ from registry.errors import (
     store_errors,
 )
 from registry.observability import events
-from registry.services import audit
+from registry.services import audit, xet_store
 from registry.services.blob_guard import lock_for_gc
 from registry.services.context import Registry
 from registry.services.timeutil import now
@@ -67,6 +67,7 @@ def collect_garbage(
         raise BadRequest("the grace period must be a non-negative number of seconds", field="grace_s")
     try:
         report = _collect(reg, dry_run, grace_s, principal)
+        report = _collect_xet(reg, report, dry_run, grace_s)
     except GcRunning:
         events.sink().gc_run("refused", 0, 0)
         raise
@@ -154,6 +155,15 @@ def _report(
         digests=reclaimed,
         errors=errors,
     )
+
+
+def _collect_xet(reg: Registry, report: GcReport, dry_run: bool, grace_s: float) -> GcReport:
+    """Then Xet's xorbs (services/xet_store.py): those no file kept by the same marks names."""
+    cutoff = now() - timedelta(seconds=grace_s)
+    with unit_of_work(reg.sessions) as session:
+        keep = _marked(session) | _recent(session, cutoff)
+    swept = xet_store.reclaim(reg, keep, cutoff, dry_run)
+    return report.model_copy(update={"xorbs_reclaimed": swept.xorbs, "xorb_bytes_reclaimed": swept.bytes})
 
 
 def _marked(session: Session) -> set[str]:

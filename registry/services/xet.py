@@ -7,17 +7,16 @@ the commit that follows (`hub_write.commit`, lfsFile entries named by sha256) ru
   with today's rights narrowed as their token (`Uploader.principal`), and a write call needs write
   on the token's repository again: a revoked token or a lost grant stops the next call.
 - A xorb is accepted only when its chunks, decompressed and hashed, rebuild the hash it is
-  uploaded under (and its footer lists the same chunks). Xorbs are kept, content-addressed, in
-  `$ADAPTERS_HOME/xet/xorbs` (beside the blob store; several replicas need a shared home).
+  uploaded under (and its footer lists the same chunks). Xorbs are kept in the blob store, under
+  its own `xet/` prefix, so replicas sharing the store share them (services/xet_store.py).
 - A shard's files are checked against the xorbs they name (each term's verification hash over the
   stored chunk hashes, its length, the file's Xet hash over all its chunks); each file is then
   rebuilt from the xorbs, its sha256 checked against the shard's metadata, and stored through
-  `blobs.upload_as`, which records the uploader's proof of possession. The chunk hashes a term's
-  verification hash is computed from are never disclosed by the registry (no xorb is served), so
-  a valid term is proof that the client holds those chunks, Xet's own rule for deduplicated ranges.
-- The global dedupe query answers 404 (nothing to dedupe against): the client still dedupes within
-  an upload and against its local cache of what it uploaded before; a chunk index that answers
-  only with xorbs of versions the caller may read is left for later, as is reclaiming xorbs in gc.
+  `blobs.upload_as`, which records the uploader's proof of possession. Raw chunk hashes are never
+  disclosed by the registry (no xorb is served; dedupe answers list keyed hashes only), so a valid
+  term is proof that the client holds those chunks, Xet's own rule for deduplicated ranges.
+- The global dedupe query answers with the xorbs of files the caller may use, across versions and
+  repositories (`xet_store.dedupe_answer`); gc reclaims xorbs no kept file names (`xet_store.reclaim`).
 """
 
 from __future__ import annotations
@@ -39,6 +38,7 @@ from registry.services import hub
 from registry.services.blobs import missing_for, upload_as
 from registry.services.context import Registry
 from registry.services.hub_lfs import Signer, Uploader
+from registry.services.xet_store import XorbStore, dedupe_answer, record_file
 
 TOKEN_TTL_S = 900
 """A CAS token lives 15 minutes; hf_xet asks the token route again before it expires."""
@@ -108,6 +108,11 @@ def issue(
     return tokens.issue(principal, repo_id, scope)
 
 
+def dedupe(reg: Registry, token: CasToken, chunk_hex: str) -> bytes | None:
+    """The dedupe query's answer for the token's user as of today (None: 404)."""
+    return dedupe_answer(reg, token.uploader.principal(reg), chunk_hex)
+
+
 def writer(reg: Registry, token: CasToken) -> Principal:
     """The principal a write token acts as, with write on its repository checked today."""
     principal = token.uploader.principal(reg)
@@ -115,88 +120,10 @@ def writer(reg: Registry, token: CasToken) -> Principal:
     return principal
 
 
-class XorbStore:
-    """Verified xorbs, one file each under `root/<2 hex>/<hash hex>`, written atomically."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def path(self, xorb: bytes) -> Path:
-        name = fmt.to_hex(xorb)
-        return self.root / name[:2] / name
-
-    def has(self, xorb: bytes) -> bool:
-        return self.path(xorb).is_file()
-
-    def read(self, xorb: bytes) -> bytes:
-        try:
-            return self.path(xorb).read_bytes()
-        except FileNotFoundError as err:
-            raise BadRequest(f"xorb {fmt.to_hex(xorb)} was not uploaded: upload it before the shard") from err
-
-    def put(self, hash_hex: str, data: bytes) -> bool:
-        """Verify and keep a xorb; False when it was held already (not an error).
-
-        Raises:
-            BadRequest: malformed, or its chunks do not hash to `hash_hex`.
-        """
-        try:
-            expected = fmt.from_hex(hash_hex)
-            if self.has(expected):
-                return False
-            parsed = fmt.parse_xorb(data, expected)
-        except fmt.XetFormatError as err:
-            raise BadRequest(f"xorb refused: {err}") from err
-        final = self.path(expected)
-        # The index first: a xorb file present means its index is.
-        _write_atomically(final.with_suffix(".idx"), fmt.pack_index(parsed))
-        _write_atomically(final, data)
-        return True
-
-    def index(self, xorb: bytes) -> fmt.Xorb:
-        """The chunk list of a stored xorb (from the index written when it was verified)."""
-        if not self.has(xorb):
-            self.read(xorb)  # raises: not uploaded
-        return fmt.unpack_index(xorb, self.path(xorb).with_suffix(".idx").read_bytes())
-
-
-def _write_atomically(final: Path, data: bytes) -> None:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".upload-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-class _Index:
-    """Stored xorbs' chunk lists, read once per shard."""
-
-    def __init__(self, store: XorbStore) -> None:
-        self.store = store
-        self._index: dict[bytes, fmt.Xorb] = {}
-        self._last: tuple[bytes, bytes] | None = None
-
-    def xorb(self, xorb: bytes) -> fmt.Xorb:
-        if xorb not in self._index:
-            self._index[xorb] = self.store.index(xorb)
-        return self._index[xorb]
-
-    def data(self, xorb: bytes) -> bytes:
-        if self._last is None or self._last[0] != xorb:
-            self._last = (xorb, self.store.read(xorb))
-        return self._last[1]
-
-
-def put_shard(
-    reg: Registry, store: XorbStore, principal: Principal, data: bytes, max_bytes: int, tmp: Path
-) -> int:
+def put_shard(reg: Registry, principal: Principal, data: bytes, max_bytes: int, tmp: Path) -> int:
     """Check a shard against the stored xorbs and store each of its files as a sha256 blob (as
-    `principal`, whose proof is recorded). Nothing is stored unless every file checks out.
+    `principal`, whose proof is recorded), remembering how each was rebuilt for the dedupe query.
+    Nothing is stored unless every file checks out.
 
     Returns:
         1 (the spec's SyncPerformed).
@@ -209,23 +136,27 @@ def put_shard(
         shard = fmt.parse_shard(data)
     except fmt.XetFormatError as err:
         raise BadRequest(f"shard refused: {err}") from err
-    index = _Index(store)
+    store = XorbStore(reg)
+    named = {c.xorb for c in shard.xorbs} | {t.xorb for f in shard.files for t in f.terms}
+    held = store.held(named)
     for cas in shard.xorbs:
-        held = index.xorb(cas.xorb)
-        if [(h, s) for h, _, s in cas.chunks] != held.chunks:
+        if [(h, s) for h, _, s in cas.chunks] != held[cas.xorb][0].chunks:
             raise BadRequest(f"shard refused: xorb {fmt.to_hex(cas.xorb)} holds other chunks than it lists")
-    for f in shard.files:
-        _check_file(index, f, max_bytes)
-    for f in shard.files:
+    checked = [(f, _check_file(held, f, max_bytes)) for f in shard.files]
+    for f, chunks in checked:
         assert f.sha256 is not None  # _check_file
         digest = "sha256:" + fmt.to_hex(f.sha256)  # stored as a Xet hash: its string form is the hex
-        if not missing_for(reg, principal, [digest]):
-            continue  # held, and the uploader may use it already
-        _materialise(reg, index, principal, f, digest, tmp)
+        if missing_for(reg, principal, [digest]):
+            _materialise(reg, store, held, principal, f, digest, tmp)
+        record_file(reg, digest, f, chunks)
     return 1
 
 
-def _check_file(index: _Index, f: fmt.FileInfo, max_bytes: int) -> None:
+Held = dict[bytes, tuple[fmt.Xorb, str]]
+
+
+def _check_file(held: Held, f: fmt.FileInfo, max_bytes: int) -> list[tuple[bytes, int]]:
+    """The file's chunks, once its terms and hash check out against the stored xorbs."""
     name = fmt.to_hex(f.hash)
     if f.sha256 is None:
         raise BadRequest(f"shard refused: file {name} carries no sha256 (a commit names files by it)")
@@ -239,30 +170,32 @@ def _check_file(index: _Index, f: fmt.FileInfo, max_bytes: int) -> None:
     for t in f.terms:
         if t.verification is None:
             raise BadRequest(f"shard refused: file {name} has no verification entries")
-        held = index.xorb(t.xorb)
-        if t.end > len(held.chunks):
+        xorb = held[t.xorb][0]
+        if t.end > len(xorb.chunks):
             raise BadRequest(f"shard refused: file {name} names chunks past the end of a xorb")
-        part = held.chunks[t.start : t.end]
+        part = xorb.chunks[t.start : t.end]
         if fmt.verification_hash([h for h, _ in part]) != t.verification or sum(s for _, s in part) != t.size:
             raise BadRequest(f"shard refused: file {name}: a term does not match the chunks it names")
         chunks.extend(part)
     if fmt.file_hash(chunks) != f.hash:
         raise BadRequest(f"shard refused: file {name} is not the hash of its chunks")
+    return chunks
 
 
 def _materialise(
-    reg: Registry, index: _Index, principal: Principal, f: fmt.FileInfo, digest: str, tmp: Path
+    reg: Registry, store: XorbStore, held: Held, principal: Principal, f: fmt.FileInfo, digest: str, tmp: Path
 ) -> None:
-    """Rebuild the file from its xorbs into a temporary file, check its sha256, store it."""
+    """Rebuild the file from its xorbs (each term's byte range read from the store) into a
+    temporary file, check its sha256, store it."""
     tmp.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=tmp, prefix="file-")
     h = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as out:
             for t in f.terms:
-                held = index.xorb(t.xorb)
-                data = index.data(t.xorb)
-                for _, raw in fmt.iter_chunks(data, held.offsets[t.start], held.offsets[t.end]):
+                xorb, object_digest = held[t.xorb]
+                data = store.read(object_digest, xorb.offsets[t.start], xorb.offsets[t.end])
+                for _, raw in fmt.iter_chunks(data, 0, len(data)):
                     h.update(raw)
                     out.write(raw)
         if h.hexdigest() != digest.split(":", 1)[1]:

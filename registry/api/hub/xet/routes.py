@@ -21,9 +21,13 @@ from registry.errors import BadRequest, NotFound, PayloadTooLarge, Unauthenticat
 from registry.formats import xet as fmt
 from registry.services import xet
 from registry.services.context import Registry
+from registry.services.xet_store import XorbStore
 
 router = APIRouter(route_class=HubRoute)
 CAS_PREFIX = "/api/xet-cas"
+DEDUPE_PREFIXES = ("default-merkledb", "default")
+"""The spec names the dedupe query's prefix default-merkledb; hf_xet 1.x sends `default` (its
+`data.default_prefix`, xet-core remote_client.rs `query_dedup_api`)."""
 
 
 def _tokens(request: Request, settings: Settings) -> xet.CasTokens:
@@ -32,10 +36,6 @@ def _tokens(request: Request, settings: Settings) -> xet.CasTokens:
     if tokens is None:
         tokens = state.xet_tokens = xet.CasTokens(state.secret_key)
     return tokens  # type: ignore[no-any-return]
-
-
-def _xorbs(settings: Settings) -> xet.XorbStore:
-    return xet.XorbStore(settings.home / "xet" / "xorbs")
 
 
 def _token_answer(request: Request, token: str, exp: int) -> Response:
@@ -101,17 +101,22 @@ async def _body(request: Request, reg: Registry, token: xet.CasToken, size: int)
 
 
 @router.get(CAS_PREFIX + "/v1/chunks/{prefix}/{chunk}", include_in_schema=False)
-def dedupe_query(request: Request, prefix: str, chunk: str, settings: SettingsDep) -> Response:
-    """The global dedupe query: nothing to deduplicate against yet (404, which the spec lets the
-    client read as "not tracked"); the client still dedupes within an upload and locally."""
-    _cas_token(request, settings, "read")
-    if prefix != "default-merkledb":
-        raise BadRequest("the dedupe query's prefix is default-merkledb")
+async def dedupe_query(
+    request: Request, prefix: str, chunk: str, reg: RegistryDep, settings: SettingsDep
+) -> Response:
+    """The global dedupe query: a shard of the xorbs of files the token's user may read (or
+    uploaded) that hold the chunk, their chunk hashes keyed; 404 when there are none."""
+    token = _cas_token(request, settings, "read")
+    if prefix not in DEDUPE_PREFIXES:
+        raise BadRequest("the dedupe query's prefix is default-merkledb (or default)")
     try:
         fmt.from_hex(chunk)
     except fmt.XetFormatError as err:
         raise BadRequest(str(err)) from err
-    raise NotFound(f"chunk {chunk[:64]} is not tracked for deduplication")
+    answer = await anyio.to_thread.run_sync(xet.dedupe, reg, token, chunk)
+    if answer is None:
+        raise NotFound(f"chunk {chunk} is not tracked for deduplication")
+    return Response(answer, media_type="application/octet-stream")
 
 
 @router.post(CAS_PREFIX + "/v1/xorbs/{prefix}/{xorb}", include_in_schema=False)
@@ -124,7 +129,7 @@ async def upload_xorb(
         raise BadRequest("the xorb prefix is default")
     size = _length(request, fmt.MAX_XORB_BYTES, "xorb")
     data, _ = await _body(request, reg, token, size)
-    inserted = await anyio.to_thread.run_sync(_xorbs(settings).put, xorb, data)
+    inserted = await anyio.to_thread.run_sync(XorbStore(reg).put, xorb, data)
     return {"was_inserted": inserted}
 
 
@@ -135,8 +140,8 @@ async def upload_shard(request: Request, reg: RegistryDep, settings: SettingsDep
     token = _cas_token(request, settings, "write")
     size = _length(request, fmt.MAX_SHARD_BYTES, "shard")
     data, principal = await _body(request, reg, token, size)
-    store, tmp = _xorbs(settings), settings.home / "xet" / "tmp"
+    tmp = settings.home / "xet" / "tmp"  # files being rebuilt: this replica's scratch only
     result = await anyio.to_thread.run_sync(
-        lambda: xet.put_shard(reg, store, principal, data, settings.max_push_bytes, tmp)
+        lambda: xet.put_shard(reg, principal, data, settings.max_push_bytes, tmp)
     )
     return {"result": result}
