@@ -82,10 +82,10 @@ def authenticate(reg: Database, secret: str) -> Principal:
     row, now_ = rows[0], datetime.now(UTC)
     if row.revoked_at is not None:
         raise Unauthenticated(f"token {row.prefix}... was revoked")
-    expires = _aware(row.expires_at)
+    expires = row.expires_at
     if expires is not None and expires <= now_:
         raise Unauthenticated(f"token {row.prefix}... expired")
-    last = _aware(row.last_used_at)
+    last = row.last_used_at
     if last is None or now_ - last > LAST_USED_GRANULARITY:
         with unit_of_work(reg.sessions) as session:
             session.execute(update(m.Token).where(m.Token.id == row.id).values(last_used_at=now_))
@@ -121,7 +121,7 @@ def job_principal(session: Session, user_id: int | None, token_id: int | None, n
         token_id=token_id,
         read_only=bool(token and token.read_only),
         namespaces=frozenset(token.namespaces) if token and token.namespaces is not None else None,
-        expires_at=_aware(token.expires_at) if token is not None else None,
+        expires_at=token.expires_at if token is not None else None,
     )
 
 
@@ -135,9 +135,3 @@ def whoami(principal: Principal) -> WhoAmI:
         read_only=principal.read_only,
         namespaces=sorted(principal.namespaces) if principal.namespaces is not None else None,
     )
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is not None and moment.tzinfo is None:  # SQLite gives back naive UTC datetimes
-        return moment.replace(tzinfo=UTC)
-    return moment

@@ -10,7 +10,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
-    DateTime,
     Float,
     ForeignKey,
     Index,
@@ -22,6 +21,8 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from registry.db.types import UTCDateTime
 
 
 class Base(DeclarativeBase):
@@ -35,7 +36,7 @@ class Repository(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     namespace: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     latest_version: Mapped[int] = mapped_column(Integer, default=0)
     """Highest version number that exists (0: none, the repository reads as absent)."""
     version_counter: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -47,7 +48,7 @@ class Blob(Base):
 
     digest: Mapped[str] = mapped_column(String(71), primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Version(Base):
@@ -82,7 +83,7 @@ class Version(Base):
     task: Mapped[str | None] = mapped_column(String(128))
     message: Mapped[str | None] = mapped_column(Text)
     pushed_by: Mapped[str] = mapped_column(String(128))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     lineage: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     base_model_id: Mapped[int | None] = mapped_column(ForeignKey("base_models.id"), nullable=True, index=True)
     """The registered base it was trained on (by fingerprint or name), if known."""
@@ -131,7 +132,7 @@ class EvalScore(Base):
     dataset: Mapped[str | None] = mapped_column(String(256))
     split: Mapped[str | None] = mapped_column(String(64))
     recorded_by: Mapped[str] = mapped_column(String(128))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
     current: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
 
@@ -167,7 +168,7 @@ class Alias(Base):
     repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(64))
     version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class BaseModel(Base):
@@ -198,7 +199,7 @@ class BaseModel(Base):
     """Files in the blob store when uploaded (path, size, sha256), else None."""
     lineage: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     """For a derived model (an adapter merged into a base by export): base fingerprint, adapter digest."""
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class BaseName(Base):
@@ -268,7 +269,7 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer)
     lease_owner: Mapped[str | None] = mapped_column(String(128))
-    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     fence: Mapped[int] = mapped_column(Integer, default=0)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
@@ -278,9 +279,9 @@ class Job(Base):
     """The submitting user; None when the operator (embedded mode, direct database access) did."""
     token_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     """The token it was submitted with: its narrowing still applies when the job publishes."""
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class QloraCheck(Base):
@@ -301,7 +302,7 @@ class QloraCheck(Base):
     verdict: Mapped[str] = mapped_column(String(8))
     report: Mapped[dict[str, Any]] = mapped_column(JSON)
     job_id: Mapped[int | None] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 # ---------------------------------------------------------------- access control (0005)
@@ -312,7 +313,7 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     admin: Mapped[bool] = mapped_column(Boolean, default=False)
     """A global admin may do everything, everywhere."""
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Token(Base):
@@ -330,10 +331,10 @@ class Token(Base):
     read_only: Mapped[bool] = mapped_column(Boolean, default=False)
     namespaces: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     """None: every namespace the user may reach; else only these."""
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Grant(Base):
@@ -344,7 +345,7 @@ class Grant(Base):
     namespace: Mapped[str] = mapped_column(String(64), primary_key=True)
     role: Mapped[str] = mapped_column(String(8))
     """read, write or admin (each includes the ones before it)."""
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Namespace(Base):
@@ -354,7 +355,7 @@ class Namespace(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     public: Mapped[bool] = mapped_column(Boolean, default=False)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class BlobUpload(Base):
@@ -365,7 +366,7 @@ class BlobUpload(Base):
 
     digest: Mapped[str] = mapped_column(String(71), primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 # ---------------------------------------------------------------- lifecycle (0006)
@@ -377,7 +378,7 @@ class GcSweep(Base):
 
     digest: Mapped[str] = mapped_column(String(71), primary_key=True)
     run_id: Mapped[str] = mapped_column(String(32), index=True)
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class AuditEvent(Base):
@@ -391,7 +392,7 @@ class AuditEvent(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     actor: Mapped[str] = mapped_column(String(128))
     user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     token_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -438,8 +439,8 @@ class XetXorb(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     chunks: Mapped[bytes] = mapped_column(LargeBinary)
     """formats.xet.pack_index: each chunk's hash, length and offset."""
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime] = mapped_column(UTCDateTime)
     """Last uploaded, named by a shard or offered by a dedupe answer: gc's grace runs from here."""
 
 
@@ -451,7 +452,7 @@ class XetFile(Base):
     digest: Mapped[str] = mapped_column(String(71), primary_key=True)
     hash: Mapped[str] = mapped_column(String(64))
     terms: Mapped[list[Any]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class XetChunk(Base):

@@ -296,7 +296,6 @@ class JobQueueCollector(Collector):
             label = job_type_label(job_type)
             counts[label, status] += n
             if status == "queued" and first is not None:
-                first = first if first.tzinfo else first.replace(tzinfo=UTC)  # SQLite drops the zone
                 oldest[label] = min(first, oldest.get(label, first))
         depth = GaugeMetricFamily(
             "adapters_jobs",

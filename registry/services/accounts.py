@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import unicodedata
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -38,12 +38,6 @@ from registry.services.timeutil import now
 log = logging.getLogger(__name__)
 USER_NAME_LEN = 64
 RESERVED_NAMES = frozenset({"anonymous", "operator"})
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is not None and moment.tzinfo is None:  # SQLite gives back naive UTC datetimes
-        return moment.replace(tzinfo=UTC)
-    return moment
 
 
 def check_user_name(name: str) -> str:
@@ -239,10 +233,10 @@ def _token_info(row: m.Token, user: str) -> TokenInfo:
         prefix=row.prefix,
         read_only=row.read_only,
         namespaces=row.namespaces,
-        expires_at=_aware(row.expires_at),
-        revoked_at=_aware(row.revoked_at),
-        last_used_at=_aware(row.last_used_at),
-        created_at=_aware(row.created_at) or row.created_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+        last_used_at=row.last_used_at,
+        created_at=row.created_at,
     )
 
 
@@ -301,7 +295,7 @@ def create_token(
 def _capped_expiry(principal: Principal, expires_in: timedelta | None) -> datetime | None:
     """The new token's expiry: as asked, but never past the expiry of the token used."""
     wanted = now() + expires_in if expires_in is not None else None
-    cap = _aware(principal.expires_at)
+    cap = principal.expires_at
     if cap is None:
         return wanted
     return cap if wanted is None else min(wanted, cap)

@@ -7,7 +7,6 @@ namespaces, the events of those namespaces; anyone else is refused (401 anonymou
 
 from __future__ import annotations
 
-from datetime import UTC
 from typing import Any
 
 from sqlalchemy import select
@@ -92,8 +91,7 @@ def list_events(
     if flt.user is not None:
         q = q.where(m.AuditEvent.actor == flt.user)
     if flt.since is not None:
-        since = flt.since if flt.since.tzinfo is not None else flt.since.replace(tzinfo=UTC)
-        q = q.where(m.AuditEvent.at >= since)
+        q = q.where(m.AuditEvent.at >= flt.since)  # naive: UTC (registry.db.types.UTCDateTime)
     if cursor is not None:
         if not cursor.isdigit() or len(cursor) > 18:
             raise BadRequest(f"invalid cursor {cursor!r}", field="cursor")
@@ -105,10 +103,9 @@ def list_events(
 
 
 def _info(row: m.AuditEvent) -> AuditEventInfo:
-    at = row.at if row.at.tzinfo is not None else row.at.replace(tzinfo=UTC)
     return AuditEventInfo(
         id=row.id,
-        at=at,
+        at=row.at,
         actor=row.actor,
         user_id=row.user_id,
         token_id=row.token_id,

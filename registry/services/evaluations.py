@@ -4,7 +4,7 @@ with who and when; the latest per (metric, dataset, split) is the current one.""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 
 from pydantic import ValidationError
 from sqlalchemy import func, select, update
@@ -154,8 +154,7 @@ def _record(r: m.EvalScore) -> EvalRecord:
         dataset=r.dataset,
         split=r.split,
         recorded_by=r.recorded_by,
-        # SQLite gives back naive datetimes; the registry writes UTC.
-        created_at=r.created_at if r.created_at.tzinfo else r.created_at.replace(tzinfo=UTC),
+        created_at=r.created_at,
         note=r.note,
     )
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, exists, select
 from sqlalchemy.orm import Session
@@ -90,7 +90,7 @@ def _collect(reg: Registry, dry_run: bool, grace_s: float, principal: Principal)
         lock_for_gc(session)
         sweeping = session.execute(select(m.GcSweep.digest, m.GcSweep.started_at)).all()
         stale_before = started - timedelta(seconds=STALE_SWEEP_S)
-        if any(_aware(at) > stale_before for _, at in sweeping):
+        if any(at > stale_before for _, at in sweeping):
             raise GcRunning("another gc is deleting blobs; try again when it has finished")
         keep = _marked(session) | _recent(session, cutoff)
         sizes = {b.digest: b.size for b in listing}
@@ -181,12 +181,6 @@ def _recent(session: Session, cutoff: datetime) -> set[str]:
     uploads = session.scalars(select(m.BlobUpload.digest).where(m.BlobUpload.created_at >= cutoff))
     rows = session.scalars(select(m.Blob.digest).where(m.Blob.created_at >= cutoff))
     return set(uploads) | set(rows)
-
-
-def _aware(moment: datetime) -> datetime:
-    if moment.tzinfo is None:  # SQLite gives back naive UTC datetimes
-        return moment.replace(tzinfo=UTC)
-    return moment
 
 
 def _chunks(items: Iterable[str]) -> Iterator[list[str]]:

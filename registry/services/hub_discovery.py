@@ -19,7 +19,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select
@@ -223,8 +223,8 @@ def _adapter_candidates(
                 repo_id=f"{ns}/{name}",
                 kind="adapter",
                 commit=commit,
-                created_at=_aware(created),
-                last_modified=_aware(modified),
+                created_at=created,
+                last_modified=modified,
                 private=ns not in public,
                 library_name="peft",
                 tags=tags,
@@ -272,8 +272,8 @@ def _base_candidates(
                 repo_id=name,
                 kind="model",
                 commit=hub.commit_id(hub.base_digest(base)),
-                created_at=_aware(base.created_at),
-                last_modified=_aware(base.created_at),
+                created_at=base.created_at,
+                last_modified=base.created_at,
                 private=private,
                 library_name="transformers",
                 tags=tags,
@@ -286,10 +286,6 @@ def _base_candidates(
             )
         )
     return found
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _matches(reg: Registry, c: ListedModel, query: ModelQuery) -> bool:
@@ -422,7 +418,7 @@ def _commit(number: int, digest: str, message: str | None, who: str, at: datetim
         title.strip() or f"version {number}",
         rest.strip(),
         [who] if who else [],
-        _aware(at),
+        at,
     )
 
 

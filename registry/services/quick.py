@@ -272,10 +272,10 @@ class _StepAside(Exception):
 
 def _iso(stored: str) -> str:
     """A DateTime column as SQLAlchemy's SQLite dialect stores it (`2026-11-29 06:04:08.288081`,
-    no zone), written as pydantic writes the naive datetime it reads back. Text with a zone (the
-    ORM never writes one; a hand-made row might) would come back aware and be written with a `Z`:
-    the full path answers for it."""
+    no zone, UTC), written as pydantic writes the aware UTC datetime the full path reads back
+    (registry.db.types.UTCDateTime): `2026-11-29T06:04:08.288081Z`. Text with a zone (the ORM
+    never writes one; a hand-made row might): the full path answers for it."""
     parsed = datetime.fromisoformat(stored)
     if parsed.tzinfo is not None:
         raise _StepAside(stored)
-    return parsed.isoformat()
+    return parsed.isoformat() + "Z"

@@ -67,8 +67,7 @@ def revision_and_path(request: Request, marker: str, prefix: str = "") -> tuple[
 
 
 def iso(moment: datetime) -> str:
-    """2024-01-02T03:04:05.000Z: what the Hub sends and huggingface_hub parses."""
-    if moment.tzinfo is None:  # SQLite gives back naive datetimes; the registry writes UTC
-        moment = moment.replace(tzinfo=UTC)
+    """2024-01-02T03:04:05.000Z: what the Hub sends and huggingface_hub parses (`moment` is aware:
+    every DateTime column reads back in UTC, registry.db.types.UTCDateTime)."""
     moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
