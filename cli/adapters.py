@@ -9,7 +9,7 @@ import click
 
 from cli import render
 from cli.app import App, pass_app, with_client
-from cli.output import RichProgress, emit, json_option, jsonable
+from cli.output import RichProgress, emit, err_console, json_option, jsonable
 from cli.params import ALIAS, EVAL, REF, REPO
 
 trust_key_option = click.option(
@@ -283,6 +283,13 @@ def list_cmd(
         from registry.entities import VersionFilter
 
         doc = jsonable(app.client.list_versions(VersionFilter(**query), limit, cursor))
+    if app.settings.url and not app.settings.api_token():
+        # On stderr, so that --json's document stays the listing alone.
+        err_console.print(
+            "note: not logged in: only public namespaces are listed; "
+            "log in with `adapters login` or set ADAPTERS_TOKEN to see yours",
+            highlight=False,
+        )
     emit(doc, as_json, render.version_table)
 
 

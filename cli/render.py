@@ -3,6 +3,7 @@ takes what the command's `--json` document is made of; none calls the registry."
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -232,7 +233,37 @@ def fit(result: FitResult, sort_metric: str | None) -> None:
         )
     console.print(table)
     for rej in result.rejected or []:
-        say(f"[red]does not fit[/red] {rej.ref}: " + "; ".join(rej.reasons))
+        for line in misfit_lines(rej.ref, rej.reasons):
+            say(line)
+
+
+MISFIT_SHOWN = 3
+
+
+def misfit_lines(ref: str, reasons: list[str]) -> list[str]:
+    """One misfit, readable at any size: up to MISFIT_SHOWN reasons on one line; more as a headline
+    that counts them by kind and by module name (q_proj x32), the first few, and where the rest are."""
+    head = f"[red]does not fit[/red] {ref}"
+    if len(reasons) <= MISFIT_SHOWN:
+        return [f"{head}: " + "; ".join(reasons)]
+    kinds: Counter[str] = Counter()
+    leaves: Counter[str] = Counter()
+    for reason in reasons:
+        module, sep, rest = reason.removeprefix("module ").partition(" ")
+        if not (reason.startswith("module ") and sep):
+            kinds["other"] += 1
+            continue
+        kinds["not in the base" if rest == "is not in the base" else "other shapes"] += 1
+        leaves[module.rsplit(".", 1)[-1]] += 1
+    counted = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
+    by_name = ", ".join(f"{leaf} x{n}" for leaf, n in leaves.most_common(8))
+    more = len(leaves) - 8
+    lines = [f"{head}: {len(reasons)} modules differ ({counted})"]
+    if by_name:
+        lines.append(f"  modules: {by_name}" + (f" and {more} more names" if more > 0 else ""))
+    lines += [f"  {reason}" for reason in reasons[:MISFIT_SHOWN]]
+    lines.append(f"  ... and {len(reasons) - MISFIT_SHOWN} more (--json lists every one)")
+    return lines
 
 
 # ---------------------------------------------------------------- jobs

@@ -48,7 +48,10 @@ def refuse(p: Principal, action: Action, res: Resource, not_found: Callable[[], 
         raise Unauthenticated(f"{action} needs a token: pass Authorization: Bearer <token>")
     if action != "read" and may(p, "read", res):
         where = getattr(res, "name", None)
-        raise Forbidden(f"{p.name} may not {action} {where or 'this'}", namespace=where, action=action)
+        what = {NamespaceRes: "namespace ", BaseNameRes: "base name "}.get(type(res), "")
+        raise Forbidden(
+            f"you ({p.name}) may not {action} {what}{where or 'this'}", namespace=where, action=action
+        )
     raise not_found()
 
 
@@ -82,8 +85,17 @@ def require_reader_of(session: Session, principal: Principal, repo: RepoName, re
     require_namespace(session, principal, "read", repo.namespace, lambda: repo_not_found(repo, ref))
 
 
+def write_not_found(repo: RepoName) -> NotFound:
+    """The answer to a write in a namespace the caller may not read: the same whether the namespace
+    (or the repository) exists or not, so it says what is true in both cases."""
+    return NotFound(
+        f"you may not write namespace {repo.namespace} (repository {repo}), or it does not exist",
+        ref=str(repo),
+    )
+
+
 def require_writer_of(session: Session, principal: Principal, repo: RepoName) -> None:
-    require_namespace(session, principal, "write", repo.namespace, lambda: repo_not_found(repo))
+    require_namespace(session, principal, "write", repo.namespace, lambda: write_not_found(repo))
 
 
 def base_not_found(name: str) -> NotFound:

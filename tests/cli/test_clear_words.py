@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,3 +23,114 @@ def test_no_token_names_the_login_command(server: Cli, adapters_dir: Path, tmp_p
     assert refused.exit_code == 1
     assert "adapters login" in refused.stderr and "ADAPTERS_TOKEN" in refused.stderr
     assert "Authorization" not in refused.stderr
+
+
+def _as(server: Cli, tmp_path: Path, who: str, token: str) -> Cli:
+    return Cli({**server.env, "ADAPTERS_TOKEN": token, "XDG_CONFIG_HOME": str(tmp_path / f"{who}-config")})
+
+
+def test_a_push_where_you_may_not_write_names_the_namespace(
+    server: Cli, adapters_dir: Path, tmp_path: Path
+) -> None:
+    """May read, not write: 'you may not write namespace X'. May not even read (a private
+    namespace, or one that does not exist): the same not-found answer for both, no existence leak,
+    still saying what is true of both."""
+    server("user", "add", "carol")
+    server("grant", "carol", "carol", "write")
+    server("grant", "carol", "team", "read")
+    server("push", str(adapters_dir / "lora_a"), "secret/x")  # bob's private namespace, now exists
+    carol = _as(server, tmp_path, "carol", server.json("token", "create", "--user", "carol")["token"])
+
+    readable = carol("push", str(adapters_dir / "lora_a"), "team/legal", ok=False)
+    assert readable.exit_code == 1
+    assert "error (forbidden): you (carol) may not write namespace team" in readable.stderr
+    assert "does not exist" not in readable.stderr
+
+    private = carol("push", str(adapters_dir / "lora_a"), "secret/x", ok=False)
+    ghost = carol("push", str(adapters_dir / "lora_a"), "ghost/x", ok=False)
+    assert private.exit_code == ghost.exit_code == 1
+    assert "you may not write namespace secret" in private.stderr
+    assert private.stderr.replace("secret", "ghost") == ghost.stderr  # no existence leak
+    assert "(not_found)" in ghost.stderr
+    assert server.json("list", "--all-versions")["items"][0]["repo"] == "secret/x"
+    assert len(server.json("list", "--all-versions")["items"]) == 1  # nothing stored
+
+
+def test_an_anonymous_list_says_it_shows_public_namespaces_only(
+    server: Cli, adapters_dir: Path, tmp_path: Path
+) -> None:
+    server("push", str(adapters_dir / "lora_a"), "pub/x")
+    server("namespace", "set", "pub", "--public")
+    anonymous = _as(server, tmp_path, "anonymous", "")
+    listed = anonymous("list", "--json")
+    assert [v["repo"] for v in json.loads(listed.stdout)["items"]] == ["pub/x"]  # --json: data only
+    assert "only public namespaces" in listed.stderr and "adapters login" in listed.stderr
+    assert "only public namespaces" in anonymous("list").stderr
+    assert "public namespaces" not in server("list").stderr  # with a token: no note
+
+
+LLAMA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def _llama_config(folder: Path, hidden: int, layers: int) -> Path:
+    folder.mkdir(parents=True)
+    config = {
+        "model_type": "llama",
+        "architectures": ["LlamaForCausalLM"],
+        "hidden_size": hidden,
+        "intermediate_size": 2 * hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 4,
+        "vocab_size": 128,
+        "max_position_embeddings": 64,
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder / "config.json"
+
+
+def _lora_files(folder: Path, hidden: int, layers: int) -> Path:
+    """A LoRA adapter on every linear layer of a `layers`-layer Llama of width `hidden`, written as
+    files (no training: the registry reads shapes)."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    inter = 2 * hidden
+    shapes = {"gate_proj": (hidden, inter), "up_proj": (hidden, inter), "down_proj": (inter, hidden)}
+    tensors = {}
+    for i in range(layers):
+        for leaf in LLAMA_MODULES:
+            part = "mlp" if leaf in shapes else "self_attn"
+            fan_in, fan_out = shapes.get(leaf, (hidden, hidden))
+            key = f"base_model.model.model.layers.{i}.{part}.{leaf}"
+            tensors[f"{key}.lora_A.weight"] = np.zeros((1, fan_in), dtype=np.float32)
+            tensors[f"{key}.lora_B.weight"] = np.zeros((fan_out, 1), dtype=np.float32)
+    folder.mkdir(parents=True)
+    save_file(tensors, str(folder / "adapter_model.safetensors"))
+    config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "r": 1,
+        "lora_alpha": 2,
+        "target_modules": list(LLAMA_MODULES),
+        "base_model_name_or_path": "elsewhere/llama-wide",
+    }
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_fit_explain_summarises_a_misfit_of_224_modules(embedded: Cli, tmp_path: Path) -> None:
+    embedded("base", "add", "--config", str(_llama_config(tmp_path / "narrow", 32, 32)), "--name", "narrow")
+    embedded("push", str(_lora_files(tmp_path / "wide", 64, 32)), "acme/wide")
+    out = embedded("fit", "narrow", "--explain").stdout
+    lines = [line for line in out.splitlines() if line.strip()]
+    misfit = [i for i, line in enumerate(lines) if "does not fit acme/wide:1" in line]
+    assert len(misfit) == 1, out
+    first = misfit[0]
+    assert "224 modules differ (224 other shapes)" in lines[first]
+    assert "q_proj x32" in lines[first + 1] and "down_proj x32" in lines[first + 1]
+    assert all(" expects " in line and ", base has " in line for line in lines[first + 2 : first + 5])
+    assert "221 more (--json lists every one)" in lines[first + 5]
+    assert len(lines) - first == 6  # the misfit in six lines, not 224 reasons on one
+    rejected = embedded.json("fit", "narrow", "--explain")["rejected"]
+    assert len(rejected[0]["reasons"]) == 224  # the document keeps every reason
