@@ -1,6 +1,6 @@
 """The Hugging Face Hub endpoint under load: one big download, then a cold fleet.
 
-    python bench/hub.py [--size-mib 1024] [--clients 64]
+    python bench/hub.py [--size-mib 1024] [--clients 64] [--xet-mib 512] [--only-xet]
 
 1. `snapshot_download` (huggingface_hub, HF_ENDPOINT at the server) of a SIZE MiB adapter, next to
    `cp FILE DST && sha256sum DST` of the same file in the same run on the same disk (the anchor;
@@ -9,6 +9,12 @@
    `snapshot_download` of a small adapter at once: HTTP requests per second (the server's access
    log), p50/p99 latency of one whole snapshot_download, errors (client failures + non-2xx/3xx).
    Goal: zero errors.
+3. Xet deduplication (`--xet-mib`, default 512): `upload_folder` through hf_xet (the default
+   install) of an adapter of that size, timed next to `cp` of the file; then 1% of its tensor
+   bytes changed in 16 places and uploaded again from an empty client cache (HF_HOME, hence
+   HF_XET_CACHE, removed between the uploads, so what deduplicates is the server's answer). The
+   bytes are the server's own count on the CAS routes (adapters_http_request_body_bytes).
+   Goal: the second upload sends <= 10% of the first's bytes. `--only-xet` runs this part alone.
 Peak server RSS (VmHWM of the `adapters serve` process, read before it stops): goal < 300 MB.
 
 The server is `adapters serve --no-worker` (SQLite + file store in a temp ADAPTERS_HOME), a
@@ -218,6 +224,85 @@ def run_fleet(srv: Served, repo: str, clients: int, work: Path) -> dict[str, flo
     }
 
 
+def cas_bytes(url: str) -> int:
+    """Request body bytes the server counted on its Xet CAS routes (xorbs, shards, queries)."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    page = httpx.get(f"{url}/metrics").text
+    return int(
+        sum(
+            s.value
+            for family in text_string_to_metric_families(page)
+            if family.name == "adapters_http_request_body_bytes"
+            for s in family.samples
+            if s.name.endswith("_total") and s.labels.get("route", "").startswith("/api/xet-cas")
+        )
+    )
+
+
+XET_UPLOAD = (
+    "import sys,time,huggingface_hub as hf;api=hf.HfApi();api.create_repo(sys.argv[2],exist_ok=True);"
+    "t=time.perf_counter();api.upload_folder(repo_id=sys.argv[2],folder_path=sys.argv[1]);"
+    "print(time.perf_counter()-t)"
+)
+
+
+def change_one_percent(path: Path, places: int = 16) -> int:
+    """Overwrite 1% of the tensor bytes (after the safetensors header) in `places` random runs."""
+    import random
+    import struct
+
+    size = path.stat().st_size
+    with path.open("r+b") as f:
+        start = 8 + struct.unpack("<Q", f.read(8))[0]
+        data = size - start
+        run, stride = data // 100 // places, data // places
+        rng = random.Random(0)
+        for i in range(places):
+            f.seek(start + i * stride + rng.randrange(0, stride - run))
+            f.write(os.urandom(run))
+    return run * places
+
+
+def xet_dedupe(work: Path, size_mib: int) -> None:
+    """Part 3: two Xet uploads of a big adapter, the second with 1% changed, from empty caches."""
+    src = write_adapter(work / "xet", size_mib)
+    with seeded_server(work / "xet-home", []) as srv:
+        size_mb = src.stat().st_size / 1e6
+        cp_t = timed(["cp", str(src), str(work / "copy")])
+        (work / "copy").unlink()
+        env = {
+            k: v for k, v in hf_env(srv.url, srv.token, work / "hf-xet").items() if k != "HF_HUB_DISABLE_XET"
+        }
+        sent, took = [], []
+        for step in ("first", "second"):
+            if step == "second":
+                changed = change_one_percent(src)
+            shutil.rmtree(work / "hf-xet", ignore_errors=True)  # an empty client cache each time
+            before = cas_bytes(srv.url)
+            out = subprocess.run(
+                [sys.executable, "-c", XET_UPLOAD, str(src.parent), "bench/xet"],
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            took.append(float(out.split()[-1]))
+            sent.append(cas_bytes(srv.url) - before)
+        rss = srv.peak_rss_mib()
+    print(
+        f"xet: {size_mb:.0f} MB adapter, {changed / 1e6:.1f} MB changed in 16 places; {os.cpu_count()} CPUs"
+    )
+    print(f"{'step':<34}{'s':>7}{'MB/s':>8}{'cp MB/s':>9}{'ratio':>7}{'CAS MB in':>11}")
+    for name, t, b in zip(
+        ("upload_folder (xet, 1st)", "upload_folder (xet, 1% changed)"), took, sent, strict=True
+    ):
+        print(f"{name:<34}{t:>7.1f}{size_mb / t:>8.0f}{size_mb / cp_t:>9.0f}{cp_t / t:>7.2f}{b / 1e6:>11.1f}")
+    print(f"second upload sent {sent[1] / sent[0]:.3f} of the first's bytes (goal <= 0.10)")
+    print(f"peak server RSS: {rss:.0f} MiB")
+
+
 def timed(cmd: list[str]) -> float:
     t = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -228,9 +313,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--clients", type=int, default=64)
+    ap.add_argument("--xet-mib", type=int, default=512)
+    ap.add_argument("--only-xet", action="store_true")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-hub-", dir=os.environ.get("BENCH_DIR")))
     try:
+        if args.only_xet:
+            xet_dedupe(work, args.xet_mib)
+            return
         src = write_adapter(work / "big", args.size_mib)
         write_small_adapter(work / "small", seed=1)
         pushes = [("bench/big", work / "big", []), ("bench/small", work / "small", [])]
@@ -264,6 +354,7 @@ def main() -> None:
             f"p99 {fleet['p99_s']:.2f} s, errors {fleet['errors']}"
         )
         print(f"peak server RSS: {rss:.0f} MiB (goal < 300 MB)")
+        xet_dedupe(work, args.xet_mib)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -580,7 +580,7 @@ class UploadUrlRefused(RegistryError):
 
 
 class XetNotSupported(BadRequest):
-    """A Hub client that would upload over Xet: the registry speaks the LFS transfers only."""
+    """An LFS batch that offers only Xet: Xet goes through the xet token route and CAS instead."""
 
     code = "xet_not_supported"
 

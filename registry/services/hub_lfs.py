@@ -46,8 +46,9 @@ from storage.staging import Staging, check_id, staging_for
 
 TRANSFERS = ("basic", "multipart")
 XET_HINT = (
-    "this registry speaks the Git LFS transfers (basic, multipart), not Xet: "
-    "set HF_HUB_DISABLE_XET=1 in the client's environment"
+    "this LFS batch speaks the Git LFS transfers (basic, multipart); Xet uploads go through "
+    "/api/models/{repo}/xet-write-token/{revision} and the CAS it names, which huggingface_hub with "
+    "hf_xet (its default install) uses by itself: upload with huggingface_hub, or offer basic"
 )
 MAX_PARTS = 10_000
 

@@ -217,12 +217,13 @@ def test_raw_protocol_urls_multipart_and_unsafe_paths(
     oid = hashlib.sha256(weights).hexdigest()
     assert len(weights) > 4096
 
-    # Only Xet offered: refused, saying what to set.
+    # Only Xet offered to the LFS batch: refused, naming the Xet token route instead.
     xet = http.post(
         f"/{REPO}.git/info/lfs/objects/batch",
         json={"operation": "upload", "transfers": ["xet"], "objects": [{"oid": oid, "size": len(weights)}]},
     )
-    assert xet.status_code == 400 and "HF_HUB_DISABLE_XET=1" in xet.headers["x-error-message"]
+    assert xet.status_code == 400 and "xet-write-token" in xet.headers["x-error-message"]
+    assert "HF_HUB_DISABLE_XET" not in xet.headers["x-error-message"]
 
     batch = http.post(
         f"/{REPO}.git/info/lfs/objects/batch",
