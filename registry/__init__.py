@@ -1,6 +1,6 @@
 """adapter-registry: a self-hosted registry for LoRA/PEFT adapters.
 
-The Python API (registry.client.facade) is loaded on first use (PEP 562): importing any submodule
+The Python API (registry.facade) is loaded on first use (PEP 562): importing any submodule
 imports this package first, and the server and the CLI's start-up must not pay for it.
 
     >>> import registry
@@ -13,14 +13,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from registry.client.facade import AdapterRegistry, connect
+    from registry.facade import AdapterRegistry, connect
 
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
     if name in ("AdapterRegistry", "connect"):
-        from registry.client import facade
+        from registry import facade
 
         return getattr(facade, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

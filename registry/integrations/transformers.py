@@ -23,7 +23,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 if TYPE_CHECKING:
-    from registry.client.facade import AdapterRegistry
+    from registry.facade import AdapterRegistry
     from registry.entities import PushResult
 
 
@@ -108,7 +108,7 @@ class RegistryCallback(TrainerCallback):
     # ---- pushing
     def _registry(self) -> AdapterRegistry:
         if self.registry is None:
-            from registry.client.facade import connect
+            from registry.facade import connect
 
             self.registry = connect()
         return self.registry

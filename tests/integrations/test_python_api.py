@@ -10,8 +10,8 @@ import pytest
 
 import registry
 from registry.api import create_app
-from registry.client.facade import AdapterRegistry
 from registry.errors import UnknownBase
+from registry.facade import AdapterRegistry
 from registry.services.context import Registry
 from tests.conftest import ServerThread, db_url_for, make_settings
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import registry
-from registry.client.facade import AdapterRegistry
+from registry.facade import AdapterRegistry
 from registry.integrations.transformers import RegistryCallback
 from tests.cli.test_trainer_push import RandomTokens
 
