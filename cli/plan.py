@@ -90,7 +90,7 @@ def plan(
     """Plan a fine-tune of BASE before it runs: trainable parameters and GPU memory by part, from
     the base's registered config alone (`adapters base add --config` is enough)."""
     from cli import render_plan
-    from registry.planning import Hints, Layout, PlanOptions, make_plan, recommend
+    from registry.planning import Hints, Layout, PlanOptions, plan_or_adjust, recommend
 
     if gpu_memory is not None and gpu_memory <= 0:
         raise click.BadParameter("must be more than zero", param_hint="--gpu-memory")
@@ -112,7 +112,7 @@ def plan(
     )
     layout = Layout.of(client.get_base_layout(base_ref))
     if method is not None:
-        one: Plan = make_plan(layout, options)
+        one: Plan = plan_or_adjust(layout, options)
         emit(one, as_json, lambda p: render_plan.plan(base_ref, p))
         return
     metric, rows = evidence(client, base_ref, task, metric, lower_is_better)

@@ -52,6 +52,12 @@ def plan(base: str, p: Plan) -> None:
         say(f"{verdict} in {_gb(o.gpu_memory)} ({_gb(p.headroom)} headroom)")
     for note in p.notes:
         say(f"note: {note}")
+    if p.adjusted is not None:
+        a = p.adjusted
+        say(f"[bold]fits with[/] {', '.join(a.changes)}: {_gb(a.total)} ({_gb(a.headroom)} to spare)")
+        say(f"  plan it: adapters plan --base {base} {' '.join(a.flags)} --gpu-memory {_gb(o.gpu_memory)}")
+    elif p.fits is False:
+        say("no change of checkpointing, optimizer, batch or sequence length fits: use a larger GPU")
 
 
 def recommendation(base: str, r: Recommendation, o: PlanOptions) -> None:
@@ -61,11 +67,22 @@ def recommendation(base: str, r: Recommendation, o: PlanOptions) -> None:
         trainable = "-" if row.trainable_params is None else f"{row.trainable_params:,}"
         table.add_row(str(row.rank), row.method, trainable, _gb(row.total), fits, row.reason)
     console.print(table)
-    if r.recommended:
+    a = r.adjusted
+    if a is not None:
+        say(f"[bold]recommended: {r.recommended}[/] on {base} with {', '.join(a.changes)}")
+        say(f"  plan it: adapters plan --base {base} {' '.join(a.flags)} --gpu-memory {_gb(o.gpu_memory)}")
+    elif r.recommended:
         say(f"[bold]recommended: {r.recommended}[/] on {base}")
     else:
-        say("[bold]nothing recommended[/]")
+        say(
+            "[bold]nothing recommended[/]: no method fits under any change of checkpointing, optimizer, batch or sequence length"
+        )
     for reason in r.reasons:
         say(f"  because {reason}")
     for line in r.recipe:
         say(f"  {line}")
+    others = r.adjustments[1:4]
+    if others:
+        say("also fits:")
+        for other in others:
+            say(f"  {' '.join(other.flags)} ({_gb(other.total)})")

@@ -3,19 +3,23 @@ registered base, and a method that fits. Pure arithmetic over the base's archite
 module table (no database, no torch); the CLI (`adapters plan`) feeds it what the client returns."""
 
 from registry.planning.layout import Layout
-from registry.planning.plan import METHOD_NAMES, Plan, PlanOptions, make_plan
+from registry.planning.plan import METHOD_NAMES, Adjustment, Plan, PlanOptions, make_plan
 from registry.planning.recommend import Evidence, Hints, Recommendation, recommend
+from registry.planning.search import adjustments, plan_or_adjust
 from registry.planning.units import human
 
 __all__ = [
     "METHOD_NAMES",
+    "Adjustment",
     "Evidence",
     "Hints",
     "Layout",
     "Plan",
     "PlanOptions",
     "Recommendation",
+    "adjustments",
     "human",
     "make_plan",
+    "plan_or_adjust",
     "recommend",
 ]

@@ -12,7 +12,7 @@ from registry.planning.optimizer import optimizer_bytes
 from registry.planning.trainable import METHODS as METHOD_NAMES
 from registry.planning.trainable import trainable
 
-__all__ = ["METHOD_NAMES", "MemoryParts", "Plan", "PlanOptions", "make_plan"]
+__all__ = ["METHOD_NAMES", "Adjustment", "MemoryParts", "Plan", "PlanOptions", "make_plan"]
 from registry.planning.weights import base_weight_bytes, dtype_bytes
 
 Method = Literal["lora", "qlora", "dora", "ia3", "prefix", "prompt", "full"]
@@ -69,6 +69,19 @@ class ActivationDetail(BaseModel):
     formula: str
 
 
+class Adjustment(BaseModel):
+    """A configuration that fits where the one asked for does not (registry.planning.search)."""
+
+    method: Method
+    changes: list[str]
+    """What changed, in words: "gradient checkpointing on", "batch 8 -> 2 (accumulate 4 steps ...)"."""
+    flags: list[str]
+    """The `adapters plan` flags that plan it (and name the settings to train with)."""
+    cost: int
+    total: int
+    headroom: int
+
+
 class Plan(BaseModel):
     method: Method
     options: PlanOptions
@@ -85,6 +98,8 @@ class Plan(BaseModel):
     """Against options.gpu_memory; None when not given."""
     headroom: int | None
     notes: list[str] = Field(default_factory=list)
+    adjusted: Adjustment | None = None
+    """When it does not fit: the cheapest change of settings under which it does (None: none)."""
 
 
 def make_plan(layout: Layout, options: PlanOptions) -> Plan:

@@ -13,7 +13,8 @@ from pydantic import BaseModel, Field
 
 from registry.errors import BadRequest
 from registry.planning.layout import Layout
-from registry.planning.plan import Method, Plan, PlanOptions, make_plan
+from registry.planning.plan import Adjustment, Method, Plan, PlanOptions, make_plan
+from registry.planning.search import adjustments
 from registry.planning.units import human
 
 # Without evidence, among methods that fit. LoRA matches full fine-tuning on GLUE and GPT-3
@@ -77,6 +78,11 @@ class Recommendation(BaseModel):
     recipe: list[str] = Field(default_factory=list)
     """What each applicable rule of the recipe says, and whether the recommendation agrees."""
     plans: list[Plan]
+    adjusted: Adjustment | None = None
+    """When no method fits as asked: the recommended method's cheapest change of settings that
+    fits (then `recommended` is that method, under those settings)."""
+    adjustments: list[Adjustment] = Field(default_factory=list)
+    """Every method that fits under some change of settings, the recommended one first."""
 
 
 def _evidence(rows: list[Evidence], lower_is_better: bool) -> dict[str, MethodEvidence]:
@@ -155,15 +161,42 @@ def recommend(
         )
     top = ranking[0] if ranking and ranking[0].fits is not False and ranking[0].total is not None else None
     reasons = _reasons(top, ranking, plans, metric, options)
+    found: list[Adjustment] = []
+    if top is None and options.gpu_memory is not None:
+        # Nothing fits as asked: the cheapest change of settings, methods ranked as always among
+        # the equally cheap (evidence first, then the prior).
+        def adjusted_key(a: Adjustment) -> tuple[int, int, float, int]:
+            ev = by_method.get(a.method)
+            if ev is not None:
+                return (a.cost, 0, ev.best if lower_is_better else -ev.best, PRIOR.index(a.method))
+            return (a.cost, 1, 0.0, _prior_index(a.method, hints))
+
+        found = sorted(adjustments(layout, options, list(plans)).values(), key=adjusted_key)
+        if found:
+            reasons += _adjusted_reasons(found[0], by_method.get(found[0].method), metric)
+    chosen = top.method if top else (found[0].method if found else None)
     return Recommendation(
-        recommended=top.method if top else None,
+        recommended=chosen,
         reasons=reasons,
         metric=metric,
         lower_is_better=lower_is_better,
         ranking=ranking,
-        recipe=_recipe(layout, options, hints, top.method if top else None, plans),
+        recipe=_recipe(layout, options, hints, chosen, plans),
         plans=list(plans.values()),
+        adjusted=found[0] if found else None,
+        adjustments=found,
     )
+
+
+def _adjusted_reasons(a: Adjustment, ev: MethodEvidence | None, metric: str | None) -> list[str]:
+    out = [
+        f"{a.method} fits with {', '.join(a.changes)}: needs {human(a.total)} ({human(a.headroom)} to spare)",
+        "the cheapest change that fits: checkpointing and the 8-bit paged optimizer cost compute, "
+        "not quality; a smaller batch costs throughput; shorter sequences cost most",
+    ]
+    if ev is not None:
+        out.append(f"registry evidence on {metric}: {a.method} adapters reach {ev.best:g} ({ev.ref})")
+    return out
 
 
 def _prior_index(method: Method, hints: Hints) -> int:
@@ -194,9 +227,7 @@ def _reasons(
     if top is None:
         smallest = min((r for r in ranking if r.total is not None), key=lambda r: r.total or 0, default=None)
         tip = f" (the smallest, {smallest.method}, needs {human(smallest.total or 0)})" if smallest else ""
-        return [
-            f"no method fits {human(o.gpu_memory or 0)}{tip}: add --gradient-checkpointing, lower --batch/--seq-len, or use a larger GPU"
-        ]
+        return [f"no method fits {human(o.gpu_memory or 0)} as asked{tip}"]
     plan = plans[top.method]
     out = []
     if o.gpu_memory is not None:
@@ -232,12 +263,14 @@ def _recipe(
         out.append(f"recipe: {rule} -> {says}: " + ("agrees" if agree else f"differs: {why_not}"))
 
     big = layout.arch.param_count > 30e9
-    if big and o.gpu_memory is not None and o.gpu_memory < 48e9:
+    if big and o.gpu_memory is not None and o.gpu_memory <= 48 * 2**30:  # 48 GB or GiB
         q = plans.get("qlora")
         why = (
-            "QLoRA does not fit either" if q is not None and not q.fits else f"{chosen} fits and ranks higher"
+            "QLoRA does not fit either"
+            if q is not None and not q.fits and chosen is None
+            else f"{chosen} fits and ranks higher"
         )
-        verdict(">30B on <48 GB", "qlora", why)
+        verdict(">30B on <=48 GB", "qlora", why)
     if hints.latency_critical:
         verdict(
             "latency critical",

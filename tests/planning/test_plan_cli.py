@@ -14,7 +14,7 @@ from registry.planning import Layout
 from registry.planning.trainable import trainable
 from tests.adapters_factory import save_base, save_peft, tiny_llama
 from tests.cli.conftest import Cli, open_cli
-from tests.planning.models import build, with_method, write_config
+from tests.planning.models import FIXTURES, build, with_method, write_config
 
 
 @pytest.fixture
@@ -125,3 +125,22 @@ def test_plan_over_http_equals_embedded(
     assert over_http == embedded
     assert embedded["trainable_params"] == trainable(layouts["bert"], "ia3").params
     assert json.dumps(embedded)  # one JSON document
+
+
+def test_plan_recommends_the_change_that_fits_70b_on_48gb(cli: Cli) -> None:
+    """The issue's case: 70B on 48 GB answered "nothing recommended"; now QLoRA with gradient
+    checkpointing, with the flags that plan it, and that command says it fits."""
+    cli("base", "add", "--config", str(FIXTURES / "llama-2-70b.json"), "--name", "meta/llama-2-70b")
+    doc = cli.json("plan", "--base", "meta/llama-2-70b", "--gpu-memory", "48GB")
+    assert doc["recommended"] == "qlora"
+    assert doc["adjusted"]["flags"] == ["--method qlora", "--gradient-checkpointing"]
+    text = cli("plan", "--base", "meta/llama-2-70b", "--gpu-memory", "48GB").stdout
+    assert "recommended: qlora on meta/llama-2-70b with gradient checkpointing on" in text
+    command = "adapters plan --base meta/llama-2-70b --method qlora --gradient-checkpointing --gpu-memory"
+    assert command in text and "nothing recommended" not in text
+    planned = cli.json(*command.split()[1:], "48GB")
+    assert planned["fits"] is True and planned["adjusted"] is None
+    # One method asked for that does not fit: the same search, for that method.
+    lora = cli("plan", "--base", "meta/llama-2-70b", "--method", "qlora", "--gpu-memory", "48GB").stdout
+    assert "does not fit" in lora and "fits with gradient checkpointing on" in lora
+    assert "plan it: adapters plan --base meta/llama-2-70b --method qlora --gradient-checkpointing" in lora
