@@ -3,14 +3,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint pytest bench hub-compat clean
+.PHONY: install demo test test-fast docs lint pytest bench hub-compat cluster clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# CPU torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[tensors,test]'
+	$(PY) -m pip install -q -e '.[tensors,test,docs]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -32,8 +32,17 @@ test: lint pytest
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" -k "not postgresql" -q
 
+# The documentation site into site/, warnings as errors (tests/docs builds it too, so `make test` does).
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
+
 bench: $(STAMP)
 	$(PY) bench/push_pull.py
+
+# Two replicas and two workers behind nginx on PostgreSQL and a moto S3 (tests/cluster/harness.py),
+# until Ctrl-C; it prints ADAPTERS_URL and an admin token. Needs nginx (apt-get install -y nginx).
+cluster: $(STAMP)
+	$(PY) -m tests.cluster.harness $(CLUSTER_ARGS)
 
 # The Hub read checks with huggingface_hub 2.x (this venv) and 0.36 (requests-based, own venv).
 hub-compat: $(STAMP)
