@@ -16,16 +16,19 @@ from storage import S3Options
 
 
 def _default_home() -> Path:
+    """`$XDG_DATA_HOME/adapter-registry` (`~/.local/share/adapter-registry`)"""
     xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(xdg) / "adapter-registry"
 
 
 def _default_config_dir() -> Path:
+    """`$XDG_CONFIG_HOME/adapter-registry` (`~/.config/adapter-registry`)"""
     xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(xdg) / "adapter-registry"
 
 
 def _default_user() -> str:
+    """the login name (`anonymous` when there is none)"""
     try:
         return getpass.getuser()
     except (KeyError, OSError):
@@ -78,10 +81,16 @@ class Settings(BaseModel):
     blob_url: str | None = None
     """file:///dir or s3://bucket[/prefix]; default file://$ADAPTERS_HOME/blobs."""
     s3_endpoint: str | None = None
+    """`host:port` of MinIO / S3 (an `s3://` blob URL needs it)."""
     s3_access_key: str | None = None
+    """S3 access key."""
     s3_secret_key: str | None = None
+    """S3 secret key (a server or worker refuses the compose files' example one, see
+    `allow_example_credentials`)."""
     s3_region: str | None = None
+    """S3 region (`us-east-1` for MinIO)."""
     s3_secure: bool = True
+    """TLS to the S3 endpoint."""
     s3_part_bytes: int = Field(default=32 * 1024**2, ge=5 * 1024**2, le=5 * 1024**3)
     """Multipart part size of S3 uploads (storage/s3.py says why 32 MiB), given to one upload per
     process at a time; uploads running meanwhile (a server's `upload_concurrency`) use S3's minimum,
@@ -101,9 +110,12 @@ class Settings(BaseModel):
     user: str = Field(default_factory=_default_user)
     """Recorded as who pushed (sent as X-Adapters-User to a server)."""
     max_push_bytes: int = 20 * 1024**3
+    """Total size cap of one version (413 push_too_large); a blob upload whose Content-Length is
+    over it is refused before its body is read."""
     max_header_bytes: int = MAX_HEADER_BYTES
     """Cap on a safetensors header (the same cap the safetensors library applies)."""
     max_json_bytes: int = 16 * 1024**2
+    """Cap on adapter_config.json (and any other JSON file of a push)."""
     max_request_bytes: int = Field(default=64 * 1024**2, ge=1024)
     """Cap on any request body but a blob upload (JSON bodies: a commit, a base's module table)."""
     upload_concurrency: int = Field(default=16, ge=1, le=1024)
@@ -146,7 +158,9 @@ class Settings(BaseModel):
     # ---- who is calling (registry/access/addresses.py), guessers (registry/services/security.py)
     trusted_proxies: str = ""
     """Comma-separated addresses or CIDR networks of the reverse proxies in front of the server:
-    X-Forwarded-For and X-Forwarded-Proto are believed only from these peers. Empty: from none."""
+    X-Forwarded-For and X-Forwarded-Proto are believed only from these peers; the caller is the last
+    forwarded hop that is not a listed proxy. Empty: from none, loopback included (uvicorn's own
+    default; `adapters serve` and `adapters ui` run uvicorn with this list)."""
     auth_failure_limit: int = Field(default=20, ge=1)
     """Failed authentications one source may make within `auth_failure_window_s`: after that, its
     requests that carry a credential are answered 429 auth_throttled for one window, unchecked."""
