@@ -4,17 +4,16 @@ API's own pages (/docs, /redoc, /openapi.json)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from functools import partial
 
-import anyio
 from fastapi import FastAPI
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from registry.access.addresses import source_of
 from registry.access.principal import Principal
+from registry.api.background import every
 from registry.config import Settings
 from registry.services.context import Registry
 from registry.services.security import SecurityMonitor
@@ -38,22 +37,13 @@ def install(app: FastAPI, monitor: SecurityMonitor, settings: Settings) -> None:
     app.add_middleware(DeniedWrites, monitor=monitor, settings=settings)
 
 
-@asynccontextmanager
-async def flushing(reg: Registry, monitor: SecurityMonitor) -> AsyncIterator[None]:
+def flushing(reg: Registry, monitor: SecurityMonitor) -> AbstractAsyncContextManager[None]:
     """While the server runs, write the counts whose window ended; when it stops, the rest."""
-
-    async def flush_due() -> None:
-        while True:
-            await anyio.sleep(min(monitor.window_s, FLUSH_TICK_S))
-            await anyio.to_thread.run_sync(monitor.flush, reg)
-
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(flush_due)
-        try:
-            yield
-        finally:
-            tasks.cancel_scope.cancel()
-    await anyio.to_thread.run_sync(partial(monitor.flush, reg, everything=True))
+    return every(
+        min(monitor.window_s, FLUSH_TICK_S),
+        partial(monitor.flush, reg),
+        partial(monitor.flush, reg, everything=True),
+    )
 
 
 class DeniedWrites:

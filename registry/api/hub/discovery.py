@@ -5,8 +5,8 @@ pages follow `Link: <...>; rel="next"` as the Hub's do."""
 from __future__ import annotations
 
 import html
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -14,6 +14,7 @@ import anyio
 import anyio.to_thread
 from fastapi import APIRouter, Request, Response
 
+from registry.api.background import every
 from registry.api.deps import PrincipalDep, RegistryDep
 from registry.api.hub.common import RepoIdDep, hub_route, iso, raw_segments
 from registry.api.hub.errors import HubRoute
@@ -215,20 +216,8 @@ def _paths_body(raw: bytes, content_type: str) -> tuple[list[str], bool]:
     return paths, expand
 
 
-@asynccontextmanager
-async def counting_downloads(reg: Registry) -> AsyncIterator[None]:
+def counting_downloads(reg: Registry) -> AbstractAsyncContextManager[None]:
     """While the server runs, add the downloads it counted to the database every FLUSH_S
     seconds; when it stops, the rest (services/downloads.py)."""
-
-    async def flush_due() -> None:
-        while True:
-            await anyio.sleep(FLUSH_S)
-            await anyio.to_thread.run_sync(reg.downloads.flush, reg.sessions)
-
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(flush_due)
-        try:
-            yield
-        finally:
-            tasks.cancel_scope.cancel()
-    await anyio.to_thread.run_sync(reg.downloads.flush, reg.sessions)
+    flush = partial(reg.downloads.flush, reg.sessions)
+    return every(FLUSH_S, flush, flush)
