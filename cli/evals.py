@@ -93,9 +93,15 @@ def leaderboard(
     limit: int,
     as_json: bool,
 ) -> None:
-    """The adapters that fit BASE, one row per repository (its best version), ranked by METRIC."""
-    from registry.entities import LeaderboardQuery
+    """The adapters that fit BASE, one row per repository (its best version), ranked by METRIC
+    (on one dataset: give --dataset when the scores were taken on several)."""
+    from registry.entities import LeaderboardQuery, ParetoQuery
 
+    if dataset is None:  # the candidates' datasets: the Pareto answer lists them
+        probe = ParetoQuery(
+            base=base, metric=metric, split=split, task=task, lower_is_better=lower_is_better, front_only=True
+        )
+        _one_dataset(client.pareto(probe).datasets, metric)
     q = LeaderboardQuery(
         base=base,
         metric=metric,
@@ -140,7 +146,22 @@ def pareto(
         lower_is_better=lower_is_better,
         front_only=not all_points,
     )
-    emit(client.pareto(q), as_json, _pareto)
+    result = client.pareto(q)
+    if dataset is None:
+        _one_dataset(result.datasets, metric)
+    emit(result, as_json, _pareto)
+
+
+def _one_dataset(datasets: list[str | None], metric: str) -> None:
+    """Scores on different datasets are never ranked against each other: ask for one."""
+    if len(datasets) <= 1:
+        return
+    named = ", ".join(d or "(none recorded)" for d in datasets)
+    pick = next(d for d in datasets if d is not None)
+    raise click.UsageError(
+        f"{metric} was scored on {len(datasets)} datasets ({named}), which are not ranked against "
+        f"each other: give one, e.g. --dataset {pick}"
+    )
 
 
 @click.command()
@@ -226,15 +247,24 @@ def _leaderboard(b: Leaderboard) -> None:
 def _pareto(p: ParetoResult) -> None:
     from rich.table import Table
 
+    every = any(not pt.on_front for pt in p.points)  # --all-points: the others too, marked
+    on = f" on {p.dataset}" if p.dataset else (f" on {p.datasets[0]}" if p.datasets and p.datasets[0] else "")
     table = Table(
-        "ref", p.cost, p.metric, "dominates", title=f"Pareto front on {p.base} ({p.front_size} of {p.total})"
+        "ref",
+        p.cost,
+        p.metric,
+        *(["front"] if every else []),
+        "dominates",
+        title=f"Pareto front on {p.base}{on} ({p.front_size} of {p.total})",
     )
     for pt in p.points:
-        if pt.on_front:
-            extra = pt.dominated_count - 3
-            listed = ", ".join(pt.dominates[:3]) + (f" (+{extra} more)" if extra > 0 else "")
-            table.add_row(pt.ref, f"{pt.cost:,}", f"{pt.score:g}", listed or "-")
+        extra = pt.dominated_count - 3
+        listed = ", ".join(pt.dominates[:3]) + (f" (+{extra} more)" if extra > 0 else "")
+        mark = ["yes" if pt.on_front else ""] if every else []
+        table.add_row(pt.ref, f"{pt.cost:,}", f"{pt.score:g}", *mark, listed or "-")
     console.print(table)
+    if len(p.points) < p.total:
+        say(f"[dim]{len(p.points)} of {p.total} points (--all-points lists the others)[/dim]")
 
 
 def _comparison(c: Comparison) -> None:

@@ -14,6 +14,7 @@ from cli import (
     jobs,
     lifecycle,
     plan,
+    quiet,
     server,
     serving,
     sync,
@@ -30,9 +31,17 @@ from cli.app import App
     is_flag=True,
     help="Embedded mode: do not run jobs in this process; leave them to `adapters worker`.",
 )
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Show the libraries' warnings and logs (transformers, PEFT, bitsandbytes); also ADAPTERS_DEBUG=1.",
+)
 @click.pass_context
-def cli(ctx: click.Context, no_worker: bool) -> None:
+def cli(ctx: click.Context, no_worker: bool, verbose: bool) -> None:
     """A registry for LoRA/PEFT adapters. Embedded (SQLite + local blobs) unless ADAPTERS_URL is set."""
+    if not quiet.wanted(verbose):
+        ctx.call_on_close(quiet.quiet_libraries())
     app = ctx.obj = App(jobs_here=not no_worker)
     ctx.call_on_close(app.close)
 

@@ -591,6 +591,9 @@ class ParetoResult(BaseModel):
     it the best-scoring others; `total` counts all)."""
     total: int
     front_size: int
+    datasets: list[str | None] = Field(default_factory=list)
+    """The datasets the candidates' scores were taken on (None: no dataset recorded); without
+    `dataset`, more than one means the best over datasets would rank incomparable scores."""
 
 
 class ComparedVersion(BaseModel):

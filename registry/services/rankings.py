@@ -255,6 +255,7 @@ def pareto(reg: Registry, q: ParetoQuery, *, principal: Principal) -> ParetoResu
         restricted, params = _base_params(reg, session, q, None, principal)
         stmt = _pareto_statement(session.get_bind().dialect.name, restricted, q)
         rows = session.connection().execute(stmt, params).all()
+        datasets = [q.dataset] if q.dataset is not None else _datasets(session, q, [r.id for r in rows])
     sign = -1.0 if q.lower_is_better else 1.0
     # Plain dicts, validated once as a whole answer: a ParetoPoint(...) per row cost more than the
     # query at a thousand points.
@@ -291,8 +292,22 @@ def pareto(reg: Registry, q: ParetoQuery, *, principal: Principal) -> ParetoResu
             "points": shown,
             "total": len(points),
             "front_size": len(front),
+            "datasets": datasets,
         }
     )
+
+
+def _datasets(session: Session, q: ParetoQuery, version_ids: list[int]) -> list[str | None]:
+    """The datasets the candidates' current scores on the metric were taken on (None: scores
+    recorded without one): more than one, and a best over datasets ranks incomparable scores."""
+    s = m.EvalScore
+    found: set[str | None] = set()
+    for i in range(0, len(version_ids), 900):  # under SQLite's bound-parameter limit
+        cond = and_(s.metric == q.metric, s.current, s.version_id.in_(version_ids[i : i + 900]))
+        if q.split is not None:
+            cond = and_(cond, s.split == q.split)
+        found.update(session.scalars(select(s.dataset).distinct().where(cond)))
+    return sorted(found, key=lambda d: (d is None, d or ""))
 
 
 def _dominance(points: list[dict[str, Any]], goods: list[float], front: list[int]) -> None:

@@ -134,3 +134,73 @@ def test_fit_explain_summarises_a_misfit_of_224_modules(embedded: Cli, tmp_path:
     assert len(lines) - first == 6  # the misfit in six lines, not 224 reasons on one
     rejected = embedded.json("fit", "narrow", "--explain")["rejected"]
     assert len(rejected[0]["reasons"]) == 224  # the document keeps every reason
+
+
+def test_rankings_never_mix_datasets_and_all_points_show_in_the_table(
+    embedded: Cli, adapters_dir: Path
+) -> None:
+    embedded("base", "add", str(adapters_dir / "base"), "--name", "tiny-llama")
+    for folder, repo, evals in (
+        ("lora_a", "acme/a", ["acc=0.9@mmlu:test", "acc=0.2@arc:test"]),
+        ("lora_b", "acme/b", ["acc=0.3@mmlu:test", "acc=0.8@arc:test"]),
+        ("lora_dora", "acme/c", ["acc=0.1@mmlu:test"]),
+    ):
+        embedded(
+            "push", str(adapters_dir / folder), repo, "--base", "tiny-llama", *[f"--eval={e}" for e in evals]
+        )
+    ranking = ("--base", "tiny-llama", "--metric", "acc")
+    for command in ("leaderboard", "pareto"):
+        asked = embedded(command, *ranking, ok=False)
+        assert asked.exit_code == 2, asked.output
+        assert "acc was scored on 2 datasets (arc, mmlu)" in asked.output and "--dataset arc" in asked.output
+        assert embedded(command, *ranking, "--json", ok=False).exit_code == 2
+    board = embedded.json("leaderboard", *ranking, "--dataset", "arc")
+    assert [(r["repo"], r["score"], r["dataset"]) for r in board["rows"]] == [
+        ("acme/b", 0.8, "arc"),
+        ("acme/a", 0.2, "arc"),
+    ]
+    # --all-points: the table lists every point, the front marked (it listed the front only).
+    doc = embedded.json("pareto", *ranking, "--dataset", "mmlu", "--all-points")
+    assert doc["total"] == 3 and doc["datasets"] == ["mmlu"]
+    off = [p["ref"] for p in doc["points"] if not p["on_front"]]
+    assert off
+    text = embedded("pareto", *ranking, "--dataset", "mmlu", "--all-points").stdout
+    assert all(p["ref"] in text for p in doc["points"]) and "front" in text
+    front_only = embedded("pareto", *ranking, "--dataset", "mmlu").stdout
+    shown = doc["total"] - len(off)
+    assert f"{shown} of 3 points (--all-points lists the others)" in front_only
+
+
+def test_library_noise_is_kept_off_stderr_unless_asked(qlora_dir: Path, tmp_path: Path) -> None:
+    """The real `adapters` process (libraries imported fresh, stderr as a user sees it): check-4bit
+    without -v prints no bitsandbytes kernels message, no FutureWarning, no PEFT warning; with -v
+    (or ADAPTERS_DEBUG=1) they are there; an error is always printed."""
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "ADAPTERS_HOME": str(tmp_path / "home"),
+        "ADAPTERS_URL": "",
+        "ADAPTERS_DATABASE_URL": "",
+        "ADAPTERS_BLOB_URL": "",
+        "ADAPTERS_DEBUG": "",
+        "PYTHONWARNINGS": "",
+    }
+    exe = str(Path(sys.executable).parent / "adapters")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([exe, *args], env=env, capture_output=True, text=True, timeout=300, check=False)
+
+    base = str(qlora_dir / "base")
+    assert run("push", str(qlora_dir / "lora"), "acme/legal", "--base", base).returncode == 0
+    quiet = run("check-4bit", "acme/legal", "--base", base, "--probe", "2")
+    assert quiet.returncode == 0, quiet.stderr
+    loud = run("-v", "check-4bit", "acme/legal", "--base", base, "--probe", "2")
+    assert loud.returncode == 0, loud.stderr
+    noise = ("kernels-community", "Warning", "warnings.warn")
+    assert not [n for n in noise if n in quiet.stderr], quiet.stderr
+    assert [n for n in noise if n in loud.stderr], loud.stderr  # the libraries do speak
+    failed = run("check-4bit", "acme/missing", "--base", base)
+    assert failed.returncode == 1 and "error (not_found)" in failed.stderr
