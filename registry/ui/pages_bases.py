@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse
 from registry.entities import FitItem, FitQuery, LeaderboardQuery, ParetoQuery
 from registry.services import bases, rankings
 from registry.services.fit_query import fit
-from registry.ui import svg
+from registry.ui import plot
 from registry.ui.render import PageRoute, RegistryDep, UiPrincipal, page
 
 router = APIRouter(prefix="/ui", route_class=PageRoute, include_in_schema=False)
@@ -64,7 +64,7 @@ def base_page(
             ),
             principal=principal,
         )
-        scatter = svg.scatter(front.points, cost, chosen) if front.points else None
+        scatter = plot.scatter(front.points, cost, chosen) if front.points else None
     if chosen and chosen not in metrics:
         metrics.append(chosen)
     return page(

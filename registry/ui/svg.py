@@ -1,15 +1,24 @@
-"""Geometry for the two drawings, computed on the server: the lineage graph (layered left to right)
-and the score-against-cost scatter with its Pareto front. Pure arithmetic over the services'
-entities; the templates turn these shapes into SVG elements (autoescaped, so a label is text)."""
+"""The lineage graph's layout, computed on the server: a layered drawing (parents left of what was
+made from them) in the manner of Sugiyama's method, where each edge label owns a slot no line and
+no other label enters. Pure arithmetic over the services' entities; drawings.html turns these
+shapes into SVG elements (autoescaped, so a label is text). The scatter lives in ui/plot.py."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
+from itertools import pairwise
 
-from registry.entities import LineageGraph, ParetoPoint
+from registry.entities import LineageEdge, LineageGraph
 
-NODE_W, NODE_H, GAP_X, GAP_Y, PAD = 190, 40, 150, 22, 12
+NODE_W, NODE_H, NODE_GAP, PAD = 190, 40, 22, 12
+WAYPOINT_H, WAYPOINT_GAP = 6, 8
+"""An edge that skips a column passes it through a waypoint: a thin slot stacked with the nodes."""
+FAN = 36
+"""The slanted run between a column and a gap's lane: every bend happens here, where no label is."""
+CHAR_W, LABEL_H, LABEL_GAP, TRACK_GAP = 6.2, 14, 6, 8
+"""Labels are 10 px system-ui text: Chromium measured 4.6-5.4 px a character on the labels merges
+make ("merge w=0.7 cat err=1e-09" is 124 px); 6.2 leaves room for a wider fallback font."""
+SWEEPS = 4
 
 
 @dataclass
@@ -26,23 +35,39 @@ class Box:
 
 
 @dataclass
+class LabelBox:
+    """An edge label's slot: the text sits inside, left-aligned, its baseline `baseline`."""
+
+    text: str
+    x: float
+    y: float
+    w: float
+    h: float
+
+    @property
+    def baseline(self) -> float:
+        return self.y + self.h - 3
+
+    def overlaps(self, other: LabelBox) -> bool:
+        return not (
+            self.x + self.w <= other.x
+            or other.x + other.w <= self.x
+            or self.y + self.h <= other.y
+            or other.y + other.h <= self.y
+        )
+
+
+@dataclass
 class Arrow:
-    x1: float
-    y1: float
-    x2: float
-    y2: float
+    points: list[tuple[float, float]]
     kind: str
     label: str
+    """The edge's description (its hover title); drawn in `label_box` when it has one."""
+    label_box: LabelBox | None = None
 
     @property
-    def label_x(self) -> float:
-        """Labels sit on the first half of the line: where edges into one node converge, the
-        second half is crowded."""
-        return self.x1 + (self.x2 - self.x1) * 0.45
-
-    @property
-    def label_y(self) -> float:
-        return self.y1 + (self.y2 - self.y1) * 0.45 - 5
+    def path(self) -> str:
+        return " ".join(f"{x:g},{y:g}" for x, y in self.points)
 
 
 @dataclass
@@ -74,163 +99,181 @@ def _layers(graph: LineageGraph) -> dict[str, int]:
     return layer
 
 
-def _edge_label(kind: str, weight: float | None, method: str | None, error: float | None) -> str:
-    parts = [kind]
-    if weight is not None:
-        parts.append(f"w={weight:g}")
-    if method:
-        parts.append(method)
-    if error is not None:
-        parts.append(f"err={error:.2g}")
+def edge_label(e: LineageEdge) -> str:
+    parts = [e.kind]
+    if e.weight is not None:
+        parts.append(f"w={e.weight:g}")
+    if e.method:
+        parts.append(e.method)
+    if e.error is not None:
+        parts.append(f"err={e.error:.2g}")
     return " ".join(parts)
 
 
+def _drawn_label(e: LineageEdge) -> str | None:
+    """What is written on the edge: nothing on `trained_on` (dashed, said by the legend)."""
+    return None if e.kind == "trained_on" else _short(edge_label(e), 40)
+
+
+@dataclass
+class _Track:
+    """An edge's horizontal run through one gap's lane."""
+
+    edge: int
+    gap: int
+    y_in: float = 0.0
+    y_out: float = 0.0
+    y: float = 0.0
+    label: str | None = None
+
+
+def _order(columns: list[list[str]], links: list[tuple[str, str]]) -> None:
+    """Order each column by the mean position of its neighbours (barycenter sweeps, down and up):
+    fewer crossings, children beside their parent."""
+    preds: dict[str, list[str]] = {}
+    succs: dict[str, list[str]] = {}
+    for a, b in links:
+        succs.setdefault(a, []).append(b)
+        preds.setdefault(b, []).append(a)
+    for sweep in range(SWEEPS):
+        down = sweep % 2 == 0
+        cols = range(1, len(columns)) if down else range(len(columns) - 2, -1, -1)
+        for c in cols:
+            ref = columns[c - 1] if down else columns[c + 1]
+            where = {item: i for i, item in enumerate(ref)}
+            near = preds if down else succs
+            keyed = []
+            for i, item in enumerate(columns[c]):
+                at = [where[n] for n in near.get(item, []) if n in where]
+                keyed.append((sum(at) / len(at) if at else float(i), i, item))
+            columns[c][:] = [item for _, _, item in sorted(keyed)]
+
+
 def lineage(graph: LineageGraph) -> Drawing:
-    """Columns by depth, parents left of what was made from them; the root outlined."""
+    """Columns by depth; each edge runs through a lane in every gap it crosses, at its own height,
+    and its label sits just above its run in the first of them: labels never touch one another,
+    a line, or a node. The root is outlined."""
     layer = _layers(graph)
-    columns: dict[int, list[str]] = {}
+    ncols = max(layer.values(), default=0) + 1
+    columns: list[list[str]] = [[] for _ in range(ncols)]
     for n in graph.nodes:
-        columns.setdefault(layer[n.id], []).append(n.id)
-    rows = max((len(c) for c in columns.values()), default=1)
-    width = PAD * 2 + len(columns) * NODE_W + max(len(columns) - 1, 0) * GAP_X
-    height = PAD * 2 + rows * NODE_H + (rows - 1) * GAP_Y
-    where: dict[str, Box] = {}
-    for n in graph.nodes:
-        col = layer[n.id]
-        row = columns[col].index(n.id)
-        offset = (height - PAD * 2 - (len(columns[col]) * (NODE_H + GAP_Y) - GAP_Y)) / 2
-        where[n.id] = Box(
+        columns[layer[n.id]].append(n.id)
+    edges = [e for e in graph.edges if e.source in layer and e.target in layer]
+    # An edge that skips columns gets a waypoint in each; the chain of links orders the columns.
+    chains: list[list[str]] = []
+    links: list[tuple[str, str]] = []
+    for i, e in enumerate(edges):
+        chain = [e.source]
+        for c in range(layer[e.source] + 1, layer[e.target]):
+            columns[c].append(f"~{i}:{c}")
+            chain.append(f"~{i}:{c}")
+        chain.append(e.target)
+        chains.append(chain)
+        if layer[e.target] > layer[e.source]:
+            links.extend(pairwise(chain))
+    _order(columns, links)
+
+    # Heights: stack each column, then centre it on the tallest.
+    def height_of(item: str) -> float:
+        return WAYPOINT_H if item.startswith("~") else NODE_H
+
+    top: dict[str, float] = {}
+    stacks = []
+    for col in columns:
+        y, spans = 0.0, []
+        for item in col:
+            top[item] = y
+            spans.append(y)
+            y += height_of(item) + (WAYPOINT_GAP if item.startswith("~") else NODE_GAP)
+        stacks.append(max(y - NODE_GAP, 0.0))
+    tallest = max(stacks, default=0.0)
+    for col, h in zip(columns, stacks, strict=True):
+        for item in col:
+            top[item] += (tallest - h) / 2
+
+    def mid(item: str) -> float:
+        return top[item] + height_of(item) / 2
+
+    # Tracks: one per edge and gap crossed, placed near the middle of their ends, in order.
+    tracks: list[list[_Track]] = [[] for _ in range(max(ncols - 1, 0))]
+    by_edge: dict[int, list[_Track]] = {}
+    for i, e in enumerate(edges):
+        chain = chains[i]
+        if layer[e.target] <= layer[e.source]:
+            continue  # a cycle's back edge: drawn straight, without a lane
+        for k, c in enumerate(range(layer[e.source], layer[e.target])):
+            t = _Track(i, c, y_in=mid(chain[k]), y_out=mid(chain[k + 1]))
+            t.label = _drawn_label(e) if k == 0 else None
+            tracks[c].append(t)
+            by_edge.setdefault(i, []).append(t)
+    lane_w = []
+    for lane in tracks:
+        lane.sort(key=lambda t: ((t.y_in + t.y_out) / 2, t.y_in, t.y_out, t.edge))
+        y = float("-inf")
+        for t in lane:
+            step = LABEL_H + LABEL_GAP if t.label else TRACK_GAP
+            t.y = max((t.y_in + t.y_out) / 2, y + step)
+            y = t.y
+        if lane:  # the greedy pass only pushes down: centre the lane on what it wanted
+            shift = sum((t.y_in + t.y_out) / 2 - t.y for t in lane) / len(lane)
+            for t in lane:
+                t.y += shift
+        lane_w.append(max([len(t.label) * CHAR_W for t in lane if t.label] + [24.0]))
+
+    col_x = [float(PAD)]
+    for c in range(ncols - 1):
+        col_x.append(col_x[c] + NODE_W + 2 * FAN + lane_w[c])
+
+    arrows: list[Arrow] = []
+    for i, e in enumerate(edges):
+        src_x, dst_x = col_x[layer[e.source]], col_x[layer[e.target]]
+        if i not in by_edge:
+            arrows.append(
+                Arrow([(src_x + NODE_W, mid(e.source)), (dst_x, mid(e.target))], e.kind, edge_label(e))
+            )
+            continue
+        points = [(src_x + NODE_W, mid(e.source))]
+        box = None
+        for k, t in enumerate(by_edge[i]):
+            x0 = col_x[t.gap] + NODE_W + FAN
+            points += [(x0, t.y), (x0 + lane_w[t.gap], t.y)]
+            if t.label:
+                w = len(t.label) * CHAR_W
+                box = LabelBox(t.label, x0 + (lane_w[t.gap] - w) / 2, t.y - LABEL_H - 1, w, LABEL_H)
+            waypoint = chains[i][k + 1]
+            if waypoint.startswith("~"):
+                cx = col_x[t.gap + 1]
+                points += [(cx, mid(waypoint)), (cx + NODE_W, mid(waypoint))]
+        points.append((dst_x, mid(e.target)))
+        arrows.append(Arrow(points, e.kind, edge_label(e), box))
+
+    boxes = [
+        Box(
             id=n.id,
             label=_short(n.label),
             kind=n.kind,
-            x=PAD + col * (NODE_W + GAP_X),
-            y=PAD + offset + row * (NODE_H + GAP_Y),
+            x=col_x[layer[n.id]],
+            y=top[n.id],
             w=NODE_W,
             h=NODE_H,
             ref=n.ref if n.kind == "version" else None,
             root=n.id == graph.root,
         )
-    arrows = []
-    for e in graph.edges:
-        a, b = where.get(e.source), where.get(e.target)
-        if a is None or b is None:
-            continue
-        arrows.append(
-            Arrow(
-                x1=a.x + a.w,
-                y1=a.y + a.h / 2,
-                x2=b.x,
-                y2=b.y + b.h / 2,
-                kind=e.kind,
-                label=_edge_label(e.kind, e.weight, e.method, e.error),
-            )
-        )
-    return Drawing(width=width, height=height, boxes=list(where.values()), arrows=arrows)
-
-
-# ---------------------------------------------------------------- scatter
-SC_W, SC_H, SC_LEFT, SC_BOTTOM, SC_TOP, SC_RIGHT = 640, 360, 70, 44, 16, 20
-
-
-@dataclass
-class Dot:
-    x: float
-    y: float
-    ref: str
-    score: float
-    cost: int
-    on_front: bool
-    title: str
-
-
-@dataclass
-class Tick:
-    at: float
-    label: str
-
-
-@dataclass
-class Scatter:
-    width: int
-    height: int
-    left: int
-    top: int
-    right: int
-    bottom: int
-    dots: list[Dot]
-    front: str
-    """The front as SVG polyline points, by cost."""
-    x_ticks: list[Tick]
-    y_ticks: list[Tick]
-    log_x: bool
-    x_label: str
-    y_label: str
-
-
-def _fmt(v: float) -> str:
-    if abs(v) >= 1e6:
-        return f"{v / 1e6:.3g}M"
-    if abs(v) >= 1e3:
-        return f"{v / 1e3:.3g}k"
-    return f"{v:.3g}"
-
-
-def scatter(points: list[ParetoPoint], cost_name: str, metric: str) -> Scatter:
-    """Cost on x (log scale when it spans more than 20x: LoRA ranks double from one sweep point to
-    the next), score on y; front points are marked and joined by a line."""
-    costs = [max(p.cost, 0) for p in points] or [1]
-    scores = [p.score for p in points] or [0.0]
-    lo_c, hi_c = min(costs), max(costs)
-    log_x = lo_c > 0 and hi_c / lo_c > 20
-
-    def fx(c: float) -> float:
-        """A 5% margin on each side: no point sits on an axis."""
-        if log_x:
-            lo, hi = math.log10(lo_c), math.log10(hi_c)
-            t = (math.log10(max(c, lo_c)) - lo) / (hi - lo)
-        else:
-            t = (c - lo_c) / (hi_c - lo_c) if hi_c > lo_c else 0.5
-        return SC_LEFT + (0.05 + 0.9 * t) * (SC_W - SC_LEFT - SC_RIGHT)
-
-    lo_s, hi_s = min(scores), max(scores)
-    pad = (hi_s - lo_s) * 0.08 or (abs(hi_s) * 0.05 or 1.0)
-    lo_s, hi_s = lo_s - pad, hi_s + pad
-
-    def fy(s: float) -> float:
-        return SC_TOP + (1 - (s - lo_s) / (hi_s - lo_s)) * (SC_H - SC_TOP - SC_BOTTOM)
-
-    dots = [
-        Dot(
-            x=round(fx(p.cost), 2),
-            y=round(fy(p.score), 2),
-            ref=p.ref,
-            score=p.score,
-            cost=p.cost,
-            on_front=p.on_front,
-            title=f"{p.ref}: {metric} {p.score:.4g}, {cost_name} {p.cost:,}"
-            + (" (Pareto front)" if p.on_front else ""),
-        )
-        for p in points
+        for n in graph.nodes
     ]
-    front = sorted((d for d in dots if d.on_front), key=lambda d: (d.cost, d.x))
-    if log_x:
-        lo, hi = math.floor(math.log10(lo_c)), math.ceil(math.log10(hi_c))
-        x_vals = [10.0**k for k in range(lo, hi + 1) if lo_c <= 10.0**k <= hi_c] or [lo_c, hi_c]
-    else:
-        x_vals = [lo_c + (hi_c - lo_c) * i / 4 for i in range(5)] if hi_c > lo_c else [lo_c]
-    y_vals = [lo_s + (hi_s - lo_s) * i / 4 for i in range(5)]
-    return Scatter(
-        width=SC_W,
-        height=SC_H,
-        left=SC_LEFT,
-        top=SC_TOP,
-        right=SC_W - SC_RIGHT,
-        bottom=SC_H - SC_BOTTOM,
-        dots=dots,
-        front=" ".join(f"{d.x},{d.y}" for d in front),
-        x_ticks=[Tick(round(fx(v), 2), _fmt(v)) for v in x_vals],
-        y_ticks=[Tick(round(fy(v), 2), _fmt(v)) for v in y_vals],
-        log_x=log_x,
-        x_label=f"cost: {cost_name}" + (" (log scale)" if log_x else ""),
-        y_label=metric,
+    # Everything placed: move it below the top margin, and size the drawing to hold it.
+    ys = [b.y for b in boxes] + [y for a in arrows for _, y in a.points]
+    ys += [a.label_box.y for a in arrows if a.label_box]
+    lift = PAD - min(ys, default=PAD)
+    for b in boxes:
+        b.y = round(b.y + lift, 2)
+    for a in arrows:
+        a.points = [(round(x, 2), round(y + lift, 2)) for x, y in a.points]
+        if a.label_box:
+            a.label_box.y = round(a.label_box.y + lift, 2)
+            a.label_box.x = round(a.label_box.x, 2)
+    bottom = [b.y + b.h for b in boxes] + [y for a in arrows for _, y in a.points]
+    width = col_x[-1] + NODE_W + PAD if graph.nodes else 2 * PAD
+    return Drawing(
+        width=round(width, 2), height=round(max(bottom, default=0) + PAD, 2), boxes=boxes, arrows=arrows
     )
