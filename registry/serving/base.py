@@ -22,6 +22,17 @@ class ServedBase:
     view: BaseView
 
 
+def tokenizer_folder(
+    client: RegistryClient, source: str | Path, work_dir: Path, progress: TransferProgress | None = None
+) -> Path:
+    """Where to take a tokenizer from: a local folder as it is (a tokenizer needs no weights beside
+    it), or a registered base, pulled as `open_base` pulls one."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    return open_base(client, source, work_dir, progress).folder
+
+
 def open_base(
     client: RegistryClient, base: str | Path, work_dir: Path, progress: TransferProgress | None = None
 ) -> ServedBase:

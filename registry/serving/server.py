@@ -29,7 +29,7 @@ from registry.client.interface import RegistryClient, TransferProgress
 from registry.client.transfer import write_files
 from registry.entities import VersionInfo
 from registry.errors import BadRequest, ServingFull
-from registry.serving.base import ServedBase, open_base
+from registry.serving.base import ServedBase, open_base, tokenizer_folder
 from registry.serving.fit import check_runnable, check_servable
 from registry.serving.lru import AdapterLru, Entry, ServingStats
 from registry.serving.resolve import RefResolver
@@ -69,6 +69,8 @@ class AdapterServer:
             resolved again; 0 resolves it on every call.
         work_dir: where a registered base is pulled (once per fingerprint); default a temporary
             folder removed by close().
+        tokenizer: a folder or a registered base to take the tokenizer from, for a base that holds
+            none (default: the base's own).
     """
 
     room_wait_s = 30.0
@@ -87,6 +89,7 @@ class AdapterServer:
         alias_ttl_s: float = 30,
         work_dir: Path | None = None,
         progress: TransferProgress | None = None,
+        tokenizer: str | Path | None = None,
     ) -> None:
         from registry.tensors.multi_lora import check_placement
 
@@ -108,7 +111,10 @@ class AdapterServer:
             self.base: ServedBase = open_base(client, base, self.work_dir, progress)
             from registry.tensors.multi_lora import MultiLoraModel
 
-            self._model: MultiLoraModel = MultiLoraModel(self.base.folder, device, dtype)
+            # A tokenizer from elsewhere (a folder, or a registered base, pulled as a base is) for
+            # a base folder that holds none.
+            tok = None if tokenizer is None else tokenizer_folder(client, tokenizer, self.work_dir, progress)
+            self._model: MultiLoraModel = MultiLoraModel(self.base.folder, device, dtype, tok)
             pins = [pinned] if isinstance(pinned, str) else list(pinned)
             self._pinned = frozenset(pins)
             for ref in pins:

@@ -44,11 +44,23 @@ class Generated:
     """The new tokens decoded; None when the base folder has no tokenizer."""
 
 
+def has_tokenizer(folder: Path) -> bool:
+    return any((folder / n).is_file() for n in _TOKENIZER_FILES)
+
+
 class MultiLoraModel:
     """A causal LM loaded once from `folder`, and the PEFT wrapper that holds its adapters (None
     while no adapter is loaded: PEFT cannot delete its last adapter, so that one is unloaded)."""
 
-    def __init__(self, folder: Path, device: str = "cpu", dtype: str | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        device: str = "cpu",
+        dtype: str | None = None,
+        tokenizer_folder: Path | None = None,
+    ) -> None:
+        """`tokenizer_folder`: where the tokenizer is, for a base folder that holds none (default:
+        the base folder's, when it has one)."""
         from transformers import AutoModelForCausalLM
 
         torch_dtype = _torch_dtype(dtype)
@@ -58,10 +70,13 @@ class MultiLoraModel:
         self.base: Any = model.to(device).eval()
         self.peft: Any = None
         self.tokenizer: PreTrainedTokenizerBase | None = None
-        if any((folder / n).is_file() for n in _TOKENIZER_FILES):
+        source = tokenizer_folder or folder
+        if tokenizer_folder is not None and not has_tokenizer(tokenizer_folder):
+            raise BadRequest(f"{tokenizer_folder} holds no tokenizer ({', '.join(_TOKENIZER_FILES)})")
+        if has_tokenizer(source):
             from transformers import AutoTokenizer
 
-            tok = AutoTokenizer.from_pretrained(folder)
+            tok = AutoTokenizer.from_pretrained(source)
             tok.padding_side = "left"  # decoder-only generation continues from the right edge
             if tok.pad_token is None:
                 tok.pad_token = tok.eos_token
@@ -160,7 +175,8 @@ class MultiLoraModel:
             if self.tokenizer is None:
                 raise BadRequest(
                     "this base has no tokenizer (no tokenizer.json, tokenizer_config.json, "
-                    "tokenizer.model or vocab.json in its folder): pass token ids instead of text",
+                    "tokenizer.model or vocab.json in its folder): pass token ids instead of text, or a "
+                    "tokenizer from elsewhere (adapters generate --token-ids / --tokenizer)",
                     field="prompts",
                 )
             enc = self.tokenizer(list(prompts), return_tensors="pt", padding=True)

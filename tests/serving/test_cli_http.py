@@ -155,3 +155,40 @@ def test_generate_command_refusals(tmp_path: Path, models: Path) -> None:
     assert one_error(plain.output).startswith("error (bad_request): this base has no tokenizer")
     doc = cli("generate", "acme/c", "Hi", "--base", str(bare), "--json", ok=False)
     assert doc.exit_code == 1 and '"code": "bad_request"' in doc.stdout
+
+
+def test_generate_on_a_base_without_a_tokenizer(tmp_path: Path, models: Path) -> None:
+    """A base folder with no tokenizer generates from token ids (no text back), or with a tokenizer
+    from another folder or a registered base: the same tokens as its own tokenizer gives."""
+    cli = cli_home(tmp_path)
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "generation_config.json", "model.safetensors"):
+        (bare / name).write_bytes((models / "base" / name).read_bytes())
+    cli.json("base", "add", str(models / "base"), "--name", BASE, "--upload")
+    cli.json("push", str(models / "c"), "acme/c", "--base", BASE)
+    want = cli.json("generate", "acme/c", "Hello", "--base", BASE, "--max-new-tokens", "4")
+    for source in (str(models / "base"), BASE):
+        got = cli.json(
+            "generate", "acme/c", "Hello", "--base", str(bare), "--tokenizer", source, "--max-new-tokens", "4"
+        )
+        assert got["token_ids"] == want["token_ids"] and got["text"] == want["text"], source
+    from transformers import AutoTokenizer
+
+    prompt = AutoTokenizer.from_pretrained(models / "base")("Hello")["input_ids"]
+    ids = cli.json(
+        "generate",
+        "acme/c",
+        ",".join(map(str, prompt)),
+        "--base",
+        str(bare),
+        "--token-ids",
+        "--max-new-tokens",
+        "4",
+    )
+    assert ids["token_ids"] == want["token_ids"] and ids["text"] is None
+    bad = cli("generate", "acme/c", "one two", "--base", str(bare), "--token-ids", ok=False)
+    assert bad.exit_code == 2 and "integers" in bad.output
+    empty = cli("generate", "acme/c", "Hi", "--base", str(bare), "--tokenizer", str(bare), ok=False)
+    assert empty.exit_code == 1 and one_error(empty.output).startswith("error (bad_request):")
+    assert "holds no tokenizer" in empty.output
