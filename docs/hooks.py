@@ -101,7 +101,7 @@ def settings_table() -> str:
         raise ValueError(f"registry/config.py: Settings fields without a docstring: {', '.join(missing)}")
     rows = ["| variable | type | default | meaning |", "|---|---|---|---|"]
     for name, field in Settings.model_fields.items():
-        kind = ast.unparse(annotations[name]).replace("|", "\\|")
+        kind = ast.unparse(annotations[name]).replace(" | ", " or ")
         limits = _constraints(name, field)
         meaning = docs[name].replace("|", "\\|") + (f" ({limits})" if limits else "")
         variable = f"`{(ENV_PREFIX + name).upper()}`"

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+def docs_site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
     from mkdocs.commands.build import build
     from mkdocs.config import load_config
 
@@ -31,17 +31,17 @@ def text(site_dir: Path, page: str) -> str:
     return html.unescape((site_dir / page / "index.html").read_text(encoding="utf-8"))
 
 
-def test_the_site_builds_strict_and_fast(site: tuple[Path, float]) -> None:
-    site_dir, took = site
+def test_the_site_builds_strict_and_fast(docs_site: tuple[Path, float]) -> None:
+    site_dir, took = docs_site
     assert took < 30, f"the docs build took {took:.1f} s"
     assert (site_dir / "index.html").exists() and (site_dir / "how-to" / "merge" / "index.html").exists()
     assert "fonts.googleapis.com" not in (site_dir / "index.html").read_text(encoding="utf-8")
 
 
-def test_configuration_reference_lists_every_setting(site: tuple[Path, float]) -> None:
+def test_configuration_reference_lists_every_setting(docs_site: tuple[Path, float]) -> None:
     from registry.config import Settings
 
-    page = text(site[0], "reference/configuration")
+    page = text(docs_site[0], "reference/configuration")
     missing = [
         f"ADAPTERS_{name.upper()}" for name in Settings.model_fields if f"ADAPTERS_{name.upper()}" not in page
     ]
@@ -49,8 +49,8 @@ def test_configuration_reference_lists_every_setting(site: tuple[Path, float]) -
     assert "<!-- generated" not in page
 
 
-def test_every_variable_the_code_reads_is_documented(site: tuple[Path, float]) -> None:
-    page = text(site[0], "reference/configuration")
+def test_every_variable_the_code_reads_is_documented(docs_site: tuple[Path, float]) -> None:
+    page = text(docs_site[0], "reference/configuration")
     read = set()
     for folder in ("registry", "cli", "storage"):
         for path in (ROOT / folder).rglob("*.py"):
@@ -58,10 +58,10 @@ def test_every_variable_the_code_reads_is_documented(site: tuple[Path, float]) -
     assert read and not {v for v in read if v not in page}
 
 
-def test_cli_reference_lists_every_command(site: tuple[Path, float]) -> None:
+def test_cli_reference_lists_every_command(docs_site: tuple[Path, float]) -> None:
     from cli.main import cli
 
-    page = text(site[0], "reference/cli")
+    page = text(docs_site[0], "reference/cli")
     ctx = click.Context(cli)
     names = []
     for name in cli.list_commands(ctx):
@@ -72,11 +72,11 @@ def test_cli_reference_lists_every_command(site: tuple[Path, float]) -> None:
     assert len(names) > 30 and not [n for n in names if n not in page]
 
 
-def test_rest_reference_lists_every_operation(site: tuple[Path, float]) -> None:
+def test_rest_reference_lists_every_operation(docs_site: tuple[Path, float]) -> None:
     import json
 
-    document = json.loads((site[0] / "reference" / "openapi.json").read_text(encoding="utf-8"))
-    page = text(site[0], "reference/rest-api")
+    document = json.loads((docs_site[0] / "reference" / "openapi.json").read_text(encoding="utf-8"))
+    page = text(docs_site[0], "reference/rest-api")
     missing = [
         f"{method.upper()} {path}"
         for path, item in document["paths"].items()
