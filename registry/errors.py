@@ -537,9 +537,23 @@ def from_storage_error(err: Exception) -> RegistryError:
         return NotFound(str(err), digest=err.digest)
     if isinstance(err, storage.InvalidDigest):
         return InvalidDigest(str(err), digest=err.digest)
+    if _store_unreachable(err):  # the endpoint is down or cut off: retry, as for the database
+        log.warning("blob store unreachable: %s", err)
+        return ServerUnavailable("the blob store is unavailable; retry shortly")
     store_code = str(getattr(err, "code", None) or type(err).__name__)
     log.warning("blob store error: %s", err)
     return StorageFailed(f"the blob store failed ({store_code})", store_code=store_code)
+
+
+def _store_unreachable(err: Exception) -> bool:
+    """A connection to the S3 endpoint refused, reset or timed out (urllib3's retries spent)."""
+    try:
+        from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError, TimeoutError
+    except ImportError:  # pragma: no cover - minio depends on urllib3
+        return False
+    return isinstance(
+        err, MaxRetryError | NewConnectionError | ProtocolError | TimeoutError | ConnectionError
+    )
 
 
 # The Hugging Face Hub protocol's three "not found" answers (registry/api/hub maps them onto the

@@ -28,12 +28,18 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+from sqlalchemy.engine import make_url
+
+from tests.cluster.proxy import CuttableProxy
 
 PG_ADMIN_URL = os.environ.get("ADAPTERS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 ADMIN = "admin"
 S3_KEY = "cluster"
 """moto takes any credentials; these are not the compose files' example passwords."""
 START_TIMEOUT_S = 60.0
+JOB_LEASE_S = 4
+"""Short, so a job whose worker was killed is taken over within seconds (workers beat every
+lease/4 s)."""
 WORKER_MAIN = (
     "import logging, sys; from cli.main import main; "
     "logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s %(message)s'); sys.exit(main())"
@@ -119,7 +125,10 @@ class Cluster:
         workers: int = 2,
         workdir: Path | None = None,
         settings: dict[str, str] | None = None,
+        cuttable: bool = False,
     ) -> None:
+        """`cuttable`: replicas and workers reach PostgreSQL and S3 through a CuttableProxy each
+        (`db_proxy`, `s3_proxy`), so a test can take either away and give it back."""
         if not Path(NGINX).exists():
             raise RuntimeError(NGINX_HINT)
         self.replica_count = replicas
@@ -138,18 +147,32 @@ class Cluster:
         self.nginx: Proc | None = None
         self.replicas: list[Proc] = []
         self.workers: list[Proc] = []
+        self.cuttable = cuttable
+        self.db_proxy: CuttableProxy | None = None
+        self.s3_proxy: CuttableProxy | None = None
 
     # ------------------------------------------------------------ configuration
     @property
     def s3_endpoint(self) -> str:
+        """The S3 endpoint as the cluster's processes reach it (through the proxy if cuttable)."""
+        if self.s3_proxy is not None:
+            return f"127.0.0.1:{self.s3_proxy.port}"
         assert self.s3 is not None and self.s3.port is not None
         return f"127.0.0.1:{self.s3.port}"
+
+    @property
+    def served_database_url(self) -> str:
+        """The database URL the cluster's processes use (through the proxy if cuttable)."""
+        if self.db_proxy is None:
+            return self.database_url
+        url = make_url(self.database_url)
+        return url.set(host="127.0.0.1", port=self.db_proxy.port).render_as_string(hide_password=False)
 
     def env(self, home: Path | None = None, **more: str) -> dict[str, str]:
         """The settings every replica and worker shares (and a home of its own)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("ADAPTERS_")}
         env.update(
-            ADAPTERS_DATABASE_URL=self.database_url,
+            ADAPTERS_DATABASE_URL=self.served_database_url,
             ADAPTERS_BLOB_URL=f"s3://{self.bucket}/adapters",
             ADAPTERS_S3_ENDPOINT=self.s3_endpoint,
             ADAPTERS_S3_ACCESS_KEY=S3_KEY,
@@ -159,7 +182,7 @@ class Cluster:
             ADAPTERS_SECRET_KEY=self.secret_key,
             ADAPTERS_TRUSTED_PROXIES="127.0.0.1",
             ADAPTERS_WORKER_POLL_S="0.2",
-            ADAPTERS_JOB_LEASE_S="10",
+            ADAPTERS_JOB_LEASE_S=str(JOB_LEASE_S),
         )
         env.update({f"ADAPTERS_{k.upper()}": v for k, v in self.extra.items()})
         if home is not None:
@@ -191,6 +214,11 @@ class Cluster:
 
     def start(self) -> None:
         self._start_s3()
+        if self.cuttable:
+            assert self.s3 is not None and self.s3.port is not None
+            pg = make_url(self.database_url)
+            self.db_proxy = CuttableProxy(pg.host or "127.0.0.1", pg.port or 5432).start()
+            self.s3_proxy = CuttableProxy("127.0.0.1", self.s3.port).start()
         self._make_database()
         self._make_admin()
         for i in range(self.replica_count):
@@ -344,6 +372,9 @@ http {{
                 p.stop(signal.SIGQUIT if p is self.nginx else signal.SIGTERM)
         if self.s3 is not None:
             self.s3.stop()
+        for proxy in (self.db_proxy, self.s3_proxy):
+            if proxy is not None:
+                proxy.close()
         with contextlib.suppress(Exception):
             from sqlalchemy import create_engine, text
 
