@@ -129,12 +129,75 @@ def namespace() -> None:
 
 @namespace.command(name="set")
 @click.argument("name", metavar="NS", type=NAMESPACE)
-@click.option("--public/--private", required=True, help="Public: anyone reads it, anonymous callers too.")
+@click.option("--public/--private", default=None, help="Public: anyone reads it, anonymous callers too.")
+@click.option(
+    "--require-signature/--no-require-signature",
+    default=None,
+    help="Refuse pushes, Hub commits and alias moves without a signature by a trusted key.",
+)
+@click.option(
+    "--trust-key",
+    "trust_keys",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A public key (PEM) or certificate whose signatures satisfy the policy; repeatable.",
+)
+@click.option(
+    "--revoke-key",
+    "revoke_keys",
+    multiple=True,
+    help="A trusted key to revoke (its .pub file or sha256: fingerprint); from then on its "
+    "signatures satisfy no policy. Repeatable.",
+)
+@click.option(
+    "--signed-aliases",
+    "signed_aliases",
+    help="Comma-separated aliases that may point only at signed versions (e.g. production); '' for none.",
+)
 @json_option
 @with_client
-def namespace_set(client: RegistryClient, name: str, public: bool, as_json: bool) -> None:
-    """Make NS public or private (admins of NS only)."""
-    emit(client.set_namespace_visibility(name, public), as_json, render.namespace_set)
+def namespace_set(
+    client: RegistryClient,
+    name: str,
+    public: bool | None,
+    require_signature: bool | None,
+    trust_keys: tuple[Path, ...],
+    revoke_keys: tuple[str, ...],
+    signed_aliases: str | None,
+    as_json: bool,
+) -> None:
+    """Make NS public or private, and set its signing policy (admins of NS only)."""
+    from registry.entities import PolicyChange
+
+    policy_given = require_signature is not None or trust_keys or revoke_keys or signed_aliases is not None
+    if public is None and not policy_given:
+        raise click.UsageError(
+            "give --public/--private or a signing policy option (--require-signature, ...)"
+        )
+    if public is not None and not policy_given:
+        emit(client.set_namespace_visibility(name, public), as_json, render.namespace_set)
+        return
+    if public is not None:
+        client.set_namespace_visibility(name, public)
+    revoke = [Path(r).read_text() if Path(r).is_file() else r for r in revoke_keys]
+    change = PolicyChange(
+        require_signature=require_signature,
+        signed_aliases=[a for a in signed_aliases.split(",") if a.strip()]
+        if signed_aliases is not None
+        else None,
+        trust_keys=[p.read_text() for p in trust_keys],
+        revoke_keys=revoke,
+    )
+    emit(client.set_namespace_policy(name, change), as_json, render.policy)
+
+
+@namespace.command(name="show")
+@click.argument("name", metavar="NS", type=NAMESPACE)
+@json_option
+@with_client
+def namespace_show(client: RegistryClient, name: str, as_json: bool) -> None:
+    """NS's signing policy: trusted keys (revoked ones with their date), what must be signed."""
+    emit(client.get_namespace_policy(name), as_json, render.policy)
 
 
 @namespace.command(name="list")

@@ -312,15 +312,45 @@ def _embedded_sqlite(app: App) -> Path | None:
 
 
 @click.command(name="verify")
-@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("folder", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--provenance",
+    "provenance_ref",
+    type=REF,
+    help="Instead of a folder: check REF's provenance statement (made by a merge or export job), "
+    "signed by a trusted worker key (`adapters worker key`) and about exactly REF's files.",
+)
 @trust_key_option
 @json_option
 @pass_app
-def verify_cmd(app: App, folder: Path, trust_key: tuple[Path, ...], as_json: bool) -> None:
+def verify_cmd(
+    app: App, folder: Path | None, provenance_ref: str | None, trust_key: tuple[Path, ...], as_json: bool
+) -> None:
     """Check FOLDER/model.sig: signed by a trusted key, listing exactly the folder's files."""
     from registry.client.verify import trusted_keys, verify_folder
 
-    verified = verify_folder(folder, trusted_keys(trust_key, app.settings.config_dir))
+    if (folder is None) == (provenance_ref is None):
+        raise click.UsageError("give a FOLDER or --provenance REF (one of them)")
+    keys = trusted_keys(trust_key, app.settings.config_dir)
+    if provenance_ref is not None:
+        from registry.client.signing import verify_provenance
+
+        info, predicate, fingerprint = verify_provenance(app.client, provenance_ref, keys)
+        build = predicate.get("buildDefinition", {})
+        doc: dict[str, Any] = {
+            "ref": f"{info.repo}:{info.version}",
+            "digest": info.digest,
+            "fingerprint": fingerprint,
+            "build_type": build.get("buildType"),
+            "job": build.get("internalParameters"),
+            "parameters": build.get("externalParameters"),
+            "inputs": build.get("resolvedDependencies"),
+            "builder": predicate.get("runDetails", {}).get("builder"),
+        }
+        emit(doc, as_json, render.provenance)
+        return
+    assert folder is not None
+    verified = verify_folder(folder, keys)
     doc = {
         "path": str(folder),
         "signer": verified.signer.describe(),
@@ -328,6 +358,31 @@ def verify_cmd(app: App, folder: Path, trust_key: tuple[Path, ...], as_json: boo
         "identity": verified.signer.identity,
     }
     emit(doc, as_json, render.verified)
+
+
+@click.command(name="sign")
+@click.argument("ref", type=REF)
+@click.option(
+    "--key",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Your private key (PEM, P-256/384/521, unencrypted); it never leaves this machine.",
+)
+@click.option(
+    "--certificate",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The key's certificate (PEM): the signature then names its identity.",
+)
+@json_option
+@with_client
+def sign_cmd(client: RegistryClient, ref: str, key: Path, certificate: Path | None, as_json: bool) -> None:
+    """Sign a version already in the registry (model-signing format, over its files). Its digest
+    does not change; the signature is attached, listed by `show` and pulled as model.sig."""
+    from registry.client.signing import sign_stored
+
+    info, sig = sign_stored(client, ref, key, certificate)
+    doc = {**jsonable(sig), "ref": f"{info.repo}:{info.version}", "digest": info.digest}
+    emit({**doc, "signature_digest": sig.digest}, as_json, render.signed)
 
 
 @click.command()
@@ -339,4 +394,4 @@ def show(client: RegistryClient, ref: str, as_json: bool) -> None:
     emit(client.resolve(ref), as_json, render.version)
 
 
-COMMANDS = [push, pull_cmd, list_cmd, show, verify_cmd]
+COMMANDS = [push, pull_cmd, list_cmd, show, verify_cmd, sign_cmd]

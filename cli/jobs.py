@@ -72,7 +72,7 @@ def jobs_cancel(client: RegistryClient, job_id: int, as_json: bool) -> None:
     emit(client.cancel_job(job_id), as_json, render.job_cancelled)
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option(
     "--device",
     type=click.Choice(["auto", "cpu", "cuda"]),
@@ -101,6 +101,8 @@ def worker(
     as_json: bool,
 ) -> None:
     """Run jobs from the registry's database (many workers may share one PostgreSQL and blob store)."""
+    if click.get_current_context().invoked_subcommand is not None:
+        return
     from registry.errors import BadRequest
     from registry.observability.http import MetricsServer
     from registry.observability.logs import logging_config
@@ -156,3 +158,20 @@ def worker(
 
 
 COMMANDS = [jobs, worker]
+
+
+@worker.command(name="key")
+@json_option
+@pass_app
+def worker_key_cmd(app: App, as_json: bool) -> None:
+    """The public key with which this home's workers sign provenance (ADAPTERS_WORKER_SIGNING_KEY[_FILE],
+    else made once in $ADAPTERS_HOME): give it to consumers as `adapters verify --provenance REF --trust-key`."""
+    from registry.formats.signing import key_fingerprint
+    from registry.worker.provenance import public_pem, worker_key
+
+    key = worker_key(app.settings)
+    doc = {"fingerprint": key_fingerprint(key.public_key()), "public_key": public_pem(key)}
+    if as_json:
+        emit(doc, True, lambda d: None)
+    else:
+        click.echo(doc["public_key"], nl=False)

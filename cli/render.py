@@ -82,6 +82,33 @@ def pulled(doc: dict[str, Any]) -> None:
         say(f"  signature verified: {escape(doc['verified']['signer'])}")
 
 
+def signed(doc: dict[str, Any]) -> None:
+    """`adapters sign`'s JSON document."""
+    who = doc.get("identity") or doc["fingerprint"]
+    say(f"[green]signed[/green] {doc['ref']} by {escape(who)}; its digest is unchanged ({doc['digest']})")
+
+
+def provenance(doc: dict[str, Any]) -> None:
+    """`adapters verify --provenance`'s JSON document."""
+    say(
+        f"[green]verified provenance[/green] of {doc['ref']} ({doc['digest']}), signed by {doc['fingerprint']}"
+    )
+    say(f"  made by {doc['build_type']} {doc.get('job') or ''}")
+    for dep in doc.get("inputs") or []:
+        say(f"  from {escape(str(dep.get('name')))} sha256:{dep.get('digest', {}).get('sha256')}")
+
+
+def policy(doc: Any) -> None:
+    """A namespace's signing policy."""
+    say(
+        f"{doc.namespace}: signatures {'required' if doc.require_signature else 'not required'}"
+        + (f"; signed-only aliases: {', '.join(doc.signed_aliases)}" if doc.signed_aliases else "")
+    )
+    for k in doc.trusted_keys:
+        state = f"[red]revoked {k.revoked_at:%Y-%m-%d %H:%M}[/red]" if k.revoked_at else "trusted"
+        say(f"  {k.fingerprint}  {state} (added by {escape(k.added_by)})")
+
+
 def verified(doc: dict[str, Any]) -> None:
     """`adapters verify`'s JSON document."""
     say(f"[green]verified[/green] {escape(doc['path'])}: signed by {escape(doc['signer'])}")
@@ -135,7 +162,12 @@ def version(v: VersionInfo) -> None:
             if sig.checked
             else "key not given: files and fingerprint checked"
         )
-        lines.append(("signed", escape(f"{who}  [{sig.path}; {how}]")))
+        if sig.attached:
+            how = f"attached by {sig.created_by}" + (f", job {sig.job_id}" if sig.job_id else "")
+        if sig.revoked:
+            how += "; KEY REVOKED: satisfies no policy"
+        label = "provenance" if sig.purpose == "provenance" else "signed"
+        lines.append((label, escape(f"{who}  [{sig.path}; {how}]")))
     if v.lineage:
         lin = v.lineage
         lines.append(("derived", f"{lin.get('kind')} by {lin.get('method')} {lin.get('parameters', {})}"))

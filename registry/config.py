@@ -139,6 +139,12 @@ class Settings(BaseModel):
     """How often an idle worker looks for a job."""
     work_dir: Path | None = None
     """Scratch space of workers (downloaded bases, export shards); default $ADAPTERS_HOME/work."""
+    worker_signing_key: SecretStr | None = None
+    """PEM private key (P-256/384/521) with which workers sign the provenance of what they make
+    (merges, exports; issue 27). Unset, and no `worker_signing_key_file`: a key is made once and
+    kept in $ADAPTERS_HOME/worker-signing-key.pem; `adapters worker key` prints its public key."""
+    worker_signing_key_file: Path | None = None
+    """A file holding the workers' signing key (a Docker secret); not with `worker_signing_key`."""
 
     # ---- Hugging Face Hub write path (registry/api/hub/write.py)
     secret_key: SecretStr | None = None

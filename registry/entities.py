@@ -160,6 +160,60 @@ class SignatureInfo(BaseModel):
     identity: str | None = None
     """A certificate's SAN e-mail/URI or subject."""
     checked: bool = False
+    attached: bool = False
+    """Attached after the push (`adapters sign`, or a worker): not among the version's files, so
+    its digest is unchanged; served as model.sig beside them when the version has none of its own."""
+    purpose: str = "signature"
+    """`signature` (model-signing, over the files) or `provenance` (a worker's in-toto statement)."""
+    digest: str | None = None
+    """The bundle's blob (attached ones): fetch it as any blob."""
+    size: int | None = None
+    created_by: str | None = None
+    job_id: int | None = None
+    """The job whose worker signed a provenance statement."""
+    revoked: bool = False
+    """Signed by a key the namespace's policy has revoked: it satisfies no policy any more."""
+
+
+class TrustedKeyInfo(BaseModel):
+    fingerprint: str
+    public_key: str
+    added_by: str
+    added_at: datetime
+    revoked_at: datetime | None = None
+    """From then on its signatures satisfy no policy (the versions they signed say so)."""
+
+
+class NamespacePolicy(BaseModel):
+    """A namespace's signing policy: who is trusted, and what must be signed (issue 27)."""
+
+    namespace: str
+    require_signature: bool = False
+    """Every push, Hub commit and alias move needs a signature by a trusted, unrevoked key."""
+    signed_aliases: list[str] = Field(default_factory=list)
+    """Aliases that may point only at versions signed by a trusted key."""
+    trusted_keys: list[TrustedKeyInfo] = Field(default_factory=list)
+
+
+class PolicyChange(BaseModel):
+    """`adapters namespace set NS --require-signature --trust-key K.pub --revoke-key ...`: each
+    field left None keeps what is set."""
+
+    require_signature: bool | None = None
+    signed_aliases: list[str] | None = Field(default=None, max_length=64)
+    trust_keys: list[str] = Field(default_factory=list, max_length=64)
+    """PEM public keys (or certificates) to trust."""
+    revoke_keys: list[str] = Field(default_factory=list, max_length=64)
+    """Fingerprints (sha256:<hex>) or PEM public keys to revoke."""
+
+
+class SignRequest(BaseModel):
+    """`adapters sign`: a model-signing bundle over a stored version's files."""
+
+    bundle: str = Field(max_length=16 * 1024**2)
+    """The bundle (model.sig) as JSON text."""
+    signer_key: str | None = Field(default=None, max_length=16384)
+    """The PEM public key that signed it: with it the server checks the signature too."""
 
 
 class VersionInfo(VersionSummary):

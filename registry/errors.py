@@ -379,6 +379,16 @@ class UntrustedSignature(InvalidSignature):
     code = "untrusted_signature"
 
 
+class SignatureRequired(UntrustedSignature):
+    """A namespace's signing policy refused a push, Hub commit or alias move: no signature by one
+    of its trusted (unrevoked) keys (`adapters namespace set NS --require-signature`)."""
+
+    code = "signature_required"
+    status = 403
+    namespace: str | None = None
+    alias: str | None = None
+
+
 class PushTooLarge(InvalidAdapter):
     code = "push_too_large"
     status = 413

@@ -149,6 +149,17 @@ def blob_readable(session: Session, p: Principal, digest: str) -> bool:
     )
     if version_lists_it is not None:
         return True
+    attached_to = session.execute(  # a bundle attached to a version (readable with it) or a base
+        select(m.VersionSignature.version_id, m.VersionSignature.base_id, m.Repository.namespace)
+        .outerjoin(m.Version, m.Version.id == m.VersionSignature.version_id)
+        .outerjoin(m.Repository, m.Repository.id == m.Version.repository_id)
+        .where(m.VersionSignature.digest == digest)
+    ).all()
+    for version_id, base_id, namespace in attached_to:
+        if version_id is not None and may(p, "read", namespace_res(session, namespace)):
+            return True
+        if base_id is not None and base_readable(session, p, base_id):
+            return True
     # Bases list their files in a JSON manifest (few rows: only uploaded bases have one).
     for base_id, manifest in session.execute(
         select(m.BaseModel.id, m.BaseModel.manifest).where(m.BaseModel.manifest.is_not(None))

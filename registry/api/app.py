@@ -14,7 +14,18 @@ from registry.api import observe, problems, security
 from registry.api.guard import RequestGuard
 from registry.api.hub import discovery
 from registry.api.hub import router as hub_router
-from registry.api.routes import access, aliases, bases, blobs, evals, health, jobs, lifecycle, versions
+from registry.api.routes import (
+    access,
+    aliases,
+    bases,
+    blobs,
+    evals,
+    health,
+    jobs,
+    lifecycle,
+    signatures,
+    versions,
+)
 from registry.api.uploads import UploadSlots
 from registry.config import Settings
 from registry.services.context import Registry
@@ -101,7 +112,7 @@ def create_app(
     security.install(app, monitor, settings)
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_request_bytes)
     observe.install(app, settings, reg)  # outermost: metrics, the JSON access record, the drain
-    for module in (health, access, blobs, versions, aliases, bases, jobs, lifecycle):
+    for module in (health, access, blobs, versions, aliases, bases, jobs, lifecycle, signatures):
         app.include_router(module.router)
     for router in evals.routers:
         app.include_router(router)

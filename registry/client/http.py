@@ -35,12 +35,16 @@ from registry.entities import (
     LineageGraph,
     MetricCount,
     MetricsQuery,
+    NamespacePolicy,
     Page,
     ParetoQuery,
     ParetoResult,
+    PolicyChange,
     PushRequest,
     PushResult,
     RepoInfo,
+    SignatureInfo,
+    SignRequest,
     VersionFilter,
     VersionInfo,
     VersionSummary,
@@ -399,6 +403,25 @@ class HttpClient:
 
     def list_namespaces(self) -> list[NamespaceInfo]:
         return [NamespaceInfo.model_validate(n) for n in self._request("GET", "/v1/namespaces").json()]
+
+    def sign_version(self, ref: str, request: SignRequest) -> SignatureInfo:
+        info = self.resolve(ref)  # any reference, then the number it names
+        r = parse_repo(info.repo)
+        resp = self._request(
+            "POST",
+            f"/v1/repos/{r.namespace}/{r.name}/versions/{info.version}/signatures",
+            json=request.model_dump(mode="json"),
+        )
+        return SignatureInfo.model_validate(resp.json())
+
+    def get_namespace_policy(self, namespace: str) -> NamespacePolicy:
+        url = f"/v1/namespaces/{quote(namespace, safe='')}/policy"
+        return NamespacePolicy.model_validate(self._request("GET", url).json())
+
+    def set_namespace_policy(self, namespace: str, change: PolicyChange) -> NamespacePolicy:
+        url = f"/v1/namespaces/{quote(namespace, safe='')}/policy"
+        resp = self._request("PUT", url, json=change.model_dump(mode="json"))
+        return NamespacePolicy.model_validate(resp.json())
 
     # ---- end access
 

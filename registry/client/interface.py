@@ -26,12 +26,16 @@ from registry.entities import (
     LeaderboardQuery,
     LineageGraph,
     MetricCount,
+    NamespacePolicy,
     Page,
     ParetoQuery,
     ParetoResult,
+    PolicyChange,
     PushRequest,
     PushResult,
     RepoInfo,
+    SignatureInfo,
+    SignRequest,
     VersionFilter,
     VersionInfo,
     VersionSummary,
@@ -145,6 +149,15 @@ class RegistryClient(Protocol):
     def list_namespaces(self) -> list[NamespaceInfo]: ...
 
     # ---- end access
+
+    # ---- signatures and signing policies (registry.services.signatures)
+    def sign_version(self, ref: str, request: SignRequest) -> SignatureInfo:
+        """Attach a model-signing bundle over the version's files (`ref` names one version)."""
+        ...
+
+    def get_namespace_policy(self, namespace: str) -> NamespacePolicy: ...
+
+    def set_namespace_policy(self, namespace: str, change: PolicyChange) -> NamespacePolicy: ...
 
     # ---- lifecycle: deleting, garbage collection, audit (registry.services.lifecycle, gc, audit)
     def delete_version(self, ref: str, force: bool = False) -> DeleteResult:

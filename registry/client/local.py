@@ -32,12 +32,16 @@ from registry.entities import (
     LineageGraph,
     MetricCount,
     MetricsQuery,
+    NamespacePolicy,
     Page,
     ParetoQuery,
     ParetoResult,
+    PolicyChange,
     PushRequest,
     PushResult,
     RepoInfo,
+    SignatureInfo,
+    SignRequest,
     VersionFilter,
     VersionInfo,
     VersionSummary,
@@ -45,7 +49,17 @@ from registry.entities import (
 from registry.errors import BadRequest
 from registry.jobspec import JobInfo, JobRequest
 from registry.refs import parse_ref, parse_repo
-from registry.services import accounts, aliases, bases, blobs, fit_query, jobs, queries, versions
+from registry.services import (
+    accounts,
+    aliases,
+    bases,
+    blobs,
+    fit_query,
+    jobs,
+    queries,
+    signatures,
+    versions,
+)
 from registry.services.context import Registry
 from storage import BlobStore
 from storage.local import local_cache
@@ -186,6 +200,15 @@ class LocalClient:
 
     def set_namespace_visibility(self, namespace: str, public: bool) -> NamespaceInfo:
         return accounts.set_namespace_visibility(self.registry, namespace, public, principal=self.principal)
+
+    def sign_version(self, ref: str, request: SignRequest) -> SignatureInfo:
+        return signatures.sign_version(self.registry, parse_ref(ref), request, principal=self.principal)
+
+    def get_namespace_policy(self, namespace: str) -> NamespacePolicy:
+        return signatures.get_policy(self.registry, namespace, principal=self.principal)
+
+    def set_namespace_policy(self, namespace: str, change: PolicyChange) -> NamespacePolicy:
+        return signatures.set_policy(self.registry, namespace, change, principal=self.principal)
 
     def list_namespaces(self) -> list[NamespaceInfo]:
         return accounts.list_namespaces(self.registry, principal=self.principal)

@@ -31,7 +31,7 @@ from storage.local import LocalBlobStore
 
 if TYPE_CHECKING:
     from registry.client.interface import RegistryClient, TransferProgress
-    from registry.entities import EvalScoreIn, PushResult, VersionInfo
+    from registry.entities import EvalScoreIn, FileInfo, PushResult, VersionInfo
     from registry.formats.manifest import FileEntry
     from registry.formats.selection import Rules
     from storage import BlobStore
@@ -277,7 +277,23 @@ def pull(
     (see `write_files`); returns the version and the absolute folder written."""
     info = client.resolve(ref)
     out = out or Path.cwd() / info.repo.split("/")[1]
-    return info, write_files(client, info.files, out, force=force, progress=progress)
+    return info, write_files(client, served_files(info), out, force=force, progress=progress)
+
+
+def served_files(info: VersionInfo) -> list[FileInfo]:
+    """The version's files, and its newest attached signature as model.sig when it has none of its
+    own (`adapters sign`): a pulled folder then passes `model_signing verify`."""
+    from registry.entities import FileInfo
+    from registry.formats.signing import SIGNATURE_NAME
+
+    files = list(info.files)
+    if any(f.path == SIGNATURE_NAME for f in files):
+        return files
+    attached = [s for s in info.signatures if s.attached and s.purpose == "signature" and s.digest]
+    if attached:
+        sig = attached[-1]
+        files.append(FileInfo(path=SIGNATURE_NAME, size=sig.size or 0, sha256=sig.digest or ""))
+    return files
 
 
 def fetch_missing(

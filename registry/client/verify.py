@@ -15,7 +15,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from registry.errors import BadRequest, DigestMismatch, SymlinkRefused, UntrustedSignature
+from registry.errors import (
+    BadRequest,
+    DigestMismatch,
+    InvalidSignature,
+    SymlinkRefused,
+    UntrustedSignature,
+)
 from registry.formats.manifest import FileEntry
 from registry.formats.signing import SIGNATURE_NAME, Verified, check_signature, load_public_key
 
@@ -61,28 +67,47 @@ def pull_verified(
     written.
 
     Raises:
-        UntrustedSignature: the version has no model.sig, or a signer not among `keys`.
+        UntrustedSignature: the version has no model.sig (its own or attached), or a signer not
+            among `keys`.
         InvalidSignature, SignatureMismatch: the signature or the listed files were altered.
     """
-    from registry.client.transfer import fetch_missing, write_files
+    from registry.client.transfer import served_files, write_files
 
     info = client.resolve(ref)
-    sig = next((f for f in info.files if f.path == SIGNATURE_NAME), None)
-    if sig is None:
+    files = [FileEntry(f.path, f.size, f.sha256) for f in info.files]
+    bundles = [f for f in files if f.path == SIGNATURE_NAME] + [
+        FileEntry(SIGNATURE_NAME, s.size or 0, s.digest)
+        for s in info.signatures
+        if s.attached and s.purpose == "signature" and s.digest
+    ]
+    if not bundles:
         raise UntrustedSignature(
-            f"{info.repo}:{info.version} has no {SIGNATURE_NAME}; pull it without --verify if you "
-            "trust the server",
+            f"{info.repo}:{info.version} has no {SIGNATURE_NAME} and no attached signature; pull it "
+            "without --verify if you trust the server",
             path=SIGNATURE_NAME,
         )
-    fetch_missing(client, [sig], None)
-    raw = b"".join(client.cache.open(sig.sha256))
-    if "sha256:" + hashlib.sha256(raw).hexdigest() != sig.sha256:
-        raise DigestMismatch(f"{SIGNATURE_NAME} does not hash to {sig.sha256}", path=SIGNATURE_NAME)
-    verified = check_signature(
-        raw, [FileEntry(f.path, f.size, f.sha256) for f in info.files], keys, require_trusted=True
-    )
+    failures: list[InvalidSignature] = []
+    for bundle in bundles:  # its own model.sig first, then those attached (`adapters sign`)
+        try:
+            verified = check_signature(fetch_bundle(client, bundle), files, keys, require_trusted=True)
+            break
+        except InvalidSignature as err:
+            failures.append(err)
+    else:  # a mismatch or a forged signature says more than "signed by someone else"
+        raise min(failures, key=lambda e: isinstance(e, UntrustedSignature))
     out = out or Path.cwd() / info.repo.split("/")[1]
-    return info, write_files(client, info.files, out, force=force, progress=progress), verified
+    return info, write_files(client, served_files(info), out, force=force, progress=progress), verified
+
+
+def fetch_bundle(client: RegistryClient, entry: FileEntry) -> bytes:
+    """A signature or provenance bundle's bytes, by its digest, into the cache and checked."""
+    from registry.client.transfer import fetch_missing
+
+    fetch_missing(client, [entry], None)
+    raw = b"".join(client.cache.open(entry.sha256))
+    if "sha256:" + hashlib.sha256(raw).hexdigest() != entry.sha256:
+        raise DigestMismatch(f"{entry.path} does not hash to {entry.sha256}", path=entry.path)
+    return raw
 
 
 def verify_folder(folder: Path, keys: list[EllipticCurvePublicKey]) -> Verified:

@@ -356,6 +356,53 @@ class Namespace(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     public: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    require_signature: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    """Pushes, Hub commits and alias moves need a signature by one of the namespace's trusted keys."""
+    signed_aliases: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    """Aliases that may point only at versions signed by a trusted key (issue 27)."""
+
+
+class TrustedKey(Base):
+    """A public key a namespace's signing policy trusts; revoked keys stop satisfying it (0012)."""
+
+    __tablename__ = "namespace_trusted_keys"
+
+    namespace: Mapped[str] = mapped_column(String(64), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(71), primary_key=True)
+    public_key: Mapped[str] = mapped_column(Text)
+    added_by: Mapped[str] = mapped_column(String(128))
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class VersionSignature(Base):
+    """A signature attached to a version after its push (purpose `signature`: a model-signing
+    bundle over its files, like an OCI referrer), or a worker's provenance statement about a
+    version or a base it made (purpose `provenance`). The bundle is a blob (0012)."""
+
+    __tablename__ = "version_signatures"
+    __table_args__ = (
+        CheckConstraint("purpose IN ('signature', 'provenance')", name="ck_version_signatures_purpose"),
+        CheckConstraint("(version_id IS NULL) <> (base_id IS NULL)", name="ck_version_signatures_one_subject"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("versions.id", ondelete="CASCADE"), index=True, nullable=True
+    )
+    base_id: Mapped[int | None] = mapped_column(
+        ForeignKey("base_models.id", ondelete="CASCADE"), index=True, nullable=True
+    )
+    purpose: Mapped[str] = mapped_column(String(16))
+    digest: Mapped[str] = mapped_column(ForeignKey("blobs.digest"), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    signer_kind: Mapped[str] = mapped_column(String(16))
+    fingerprint: Mapped[str] = mapped_column(String(71))
+    identity: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    checked: Mapped[bool] = mapped_column(Boolean, default=False)
+    job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class BlobUpload(Base):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -122,12 +123,23 @@ def pae(payload: bytes) -> bytes:
     return b"DSSEv1 %d %s %d %s" % (len(PAYLOAD_TYPE), PAYLOAD_TYPE.encode(), len(payload), payload)
 
 
-def parse_signature(raw: bytes, where: str = SIGNATURE_NAME) -> ParsedSignature:
-    """Read a model-signing bundle without trusting it: shape, statement, root digest.
+@dataclass(frozen=True)
+class Envelope:
+    """A Sigstore bundle's DSSE envelope, read without trusting it: who it names, what it signs."""
+
+    signer: Signer
+    statement: dict[str, Any]
+    payload: bytes
+    signature: bytes
+    certificate: x509.Certificate | None = field(default=None, repr=False)
+
+
+def open_bundle(raw: bytes, where: str = SIGNATURE_NAME) -> Envelope:
+    """The bundle's shape and its in-toto statement (any predicate): what model-signing
+    signatures and the workers' provenance statements share.
 
     Raises:
-        InvalidSignature: not a bundle model-signing writes, or a serialization other than the
-            default (`files`, `sha256`).
+        InvalidSignature: not a Sigstore v0.3 bundle over one in-toto statement.
     """
     if len(raw) > SIGNATURE_MAX_BYTES:
         raise InvalidSignature(f"{where} is larger than {SIGNATURE_MAX_BYTES} bytes", path=where)
@@ -145,8 +157,104 @@ def parse_signature(raw: bytes, where: str = SIGNATURE_NAME) -> ParsedSignature:
     signer, certificate = _signer(
         _obj(bundle.get("verificationMaterial"), f"{where}: verificationMaterial"), where
     )
-    statement = _obj(loads_strict(payload, f"{where}: payload", InvalidSignature, storable=False), where)
-    if statement.get("_type") != STATEMENT_TYPE or statement.get("predicateType") != PREDICATE_TYPE:
+    statement = _obj(
+        loads_strict(payload, f"{where}: payload", InvalidSignature, max_depth=32, storable=False), where
+    )
+    if statement.get("_type") != STATEMENT_TYPE:
+        _bad(where, f"the payload is not an in-toto v1 statement ({statement.get('_type')!r})")
+    return Envelope(signer, statement, payload, signature, certificate)
+
+
+def key_of(
+    envelope: Envelope | ParsedSignature, keys: Iterable[ec.EllipticCurvePublicKey]
+) -> ec.EllipticCurvePublicKey | None:
+    """The key that checks the envelope: whichever of `keys` it names, else its certificate's."""
+    key = {key_fingerprint(k): k for k in keys}.get(envelope.signer.fingerprint)
+    if key is None and envelope.certificate is not None:
+        cert_key = envelope.certificate.public_key()
+        if isinstance(cert_key, ec.EllipticCurvePublicKey) and cert_key.curve.name in _CURVE_HASH:
+            return cert_key
+        raise InvalidSignature("the certificate's key is not a P-256, P-384 or P-521 key")
+    return key
+
+
+def load_private_key(pem: bytes, where: str = "private key") -> ec.EllipticCurvePrivateKey:
+    """A PEM private key (PKCS#8 or SEC1, unencrypted) of a curve model-signing signs with."""
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as err:
+        raise InvalidSignature(f"{where} is not an unencrypted PEM private key: {err}") from err
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name not in _CURVE_HASH:
+        raise InvalidSignature(f"{where}: only P-256, P-384 and P-521 keys sign model-signing bundles")
+    return key
+
+
+def files_statement(files: Iterable[FileEntry], name: str) -> dict[str, Any]:
+    """The statement `model_signing sign` writes for these files (default serialization: files,
+    sha256; the signature file and git files ignored), built from digests alone: a version already
+    stored is signed without reading its bytes."""
+    resources = [
+        {"algorithm": "sha256", "name": f.path, "digest": f.sha256.removeprefix("sha256:")}
+        for f in sorted(files, key=lambda f: f.path)
+        if f.path.split("/", 1)[0] not in DEFAULT_IGNORED
+    ]
+    root = hashlib.sha256(b"".join(bytes.fromhex(r["digest"]) for r in resources)).hexdigest()
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": name, "digest": {"sha256": root}}],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": {
+            "resources": resources,
+            "serialization": {
+                "hash_type": "sha256",
+                "method": "files",
+                "allow_symlinks": False,
+                "ignore_paths": sorted(DEFAULT_IGNORED),
+            },
+        },
+    }
+
+
+def sign_statement(
+    statement: dict[str, Any],
+    key: ec.EllipticCurvePrivateKey,
+    certificate: x509.Certificate | None = None,
+) -> bytes:
+    """A Sigstore v0.3 bundle over `statement` as model-signing's key (or certificate) signer
+    writes it: DSSE, ECDSA over the PAE with the curve's hash, the key named by its hint."""
+    payload = json.dumps(statement, indent=2).encode()
+    sig = key.sign(pae(payload), ec.ECDSA(_CURVE_HASH[key.curve.name]()))
+    if certificate is not None:
+        if key_fingerprint(certificate.public_key()) != key_fingerprint(key.public_key()):  # type: ignore[arg-type]
+            raise InvalidSignature("the certificate is not the private key's")
+        der = certificate.public_bytes(serialization.Encoding.DER)
+        material: dict[str, Any] = {
+            "x509CertificateChain": {"certificates": [{"rawBytes": base64.b64encode(der).decode()}]}
+        }
+    else:
+        material = {"publicKey": {"hint": key_fingerprint(key.public_key()).removeprefix("sha256:")}}
+    bundle = {
+        "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+        "verificationMaterial": {**material, "tlogEntries": []},
+        "dsseEnvelope": {
+            "payload": base64.b64encode(payload).decode(),
+            "payloadType": PAYLOAD_TYPE,
+            "signatures": [{"sig": base64.b64encode(sig).decode(), "keyid": ""}],
+        },
+    }
+    return json.dumps(bundle, indent=2).encode()
+
+
+def parse_signature(raw: bytes, where: str = SIGNATURE_NAME) -> ParsedSignature:
+    """Read a model-signing bundle without trusting it: shape, statement, root digest.
+
+    Raises:
+        InvalidSignature: not a bundle model-signing writes, or a serialization other than the
+            default (`files`, `sha256`).
+    """
+    env = open_bundle(raw, where)
+    statement = env.statement
+    if statement.get("predicateType") != PREDICATE_TYPE:
         _bad(
             where, f"the statement is not a model-signing v1.0 statement ({statement.get('predicateType')!r})"
         )
@@ -185,11 +293,11 @@ def parse_signature(raw: bytes, where: str = SIGNATURE_NAME) -> ParsedSignature:
     subject_digest = _obj(_obj(subjects[0], where).get("digest"), where).get("sha256")
     if subject_digest != root.hexdigest():
         _bad(where, "the subject's digest is not the digest of the listed resources")
-    return ParsedSignature(signer, files, frozenset(ignored), payload, signature, certificate)
+    return ParsedSignature(env.signer, files, frozenset(ignored), env.payload, env.signature, env.certificate)
 
 
 def verify_envelope(
-    parsed: ParsedSignature, key: ec.EllipticCurvePublicKey, where: str = SIGNATURE_NAME
+    parsed: ParsedSignature | Envelope, key: ec.EllipticCurvePublicKey, where: str = SIGNATURE_NAME
 ) -> None:
     """The DSSE signature over the statement, checked with `key`."""
     if key_fingerprint(key) != parsed.signer.fingerprint:

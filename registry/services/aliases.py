@@ -12,7 +12,7 @@ from registry.db.engine import unit_of_work
 from registry.entities import AliasInfo
 from registry.errors import NotFound
 from registry.refs import Ref, RepoName, check_alias
-from registry.services import audit
+from registry.services import audit, signatures
 from registry.services.context import Registry
 from registry.services.lookup import resolve_row
 from registry.services.timeutil import now
@@ -35,6 +35,7 @@ def set_alias(reg: Registry, ref: Ref, alias: str, *, principal: Principal) -> A
     with unit_of_work(reg.sessions) as session:
         require_writer_of(session, principal, ref.repo)
         version = resolve_row(session, ref)
+        signatures.enforce_alias(session, reg.store, version, alias)
         point_alias(session, version.repository, version, alias)
         audit.record(
             session,

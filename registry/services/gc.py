@@ -117,7 +117,9 @@ def _collect(reg: Registry, dry_run: bool, grace_s: float, principal: Principal)
                 session.execute(delete(m.BlobUpload).where(m.BlobUpload.digest.in_(part)))
                 session.execute(
                     delete(m.Blob).where(
-                        m.Blob.digest.in_(part), ~exists().where(m.VersionFile.digest == m.Blob.digest)
+                        m.Blob.digest.in_(part),
+                        ~exists().where(m.VersionFile.digest == m.Blob.digest),
+                        ~exists().where(m.VersionSignature.digest == m.Blob.digest),
                     )
                 )
             report = _report(listing, reclaimed, sizes, dry_run, grace_s, errors)
@@ -167,8 +169,9 @@ def _collect_xet(reg: Registry, report: GcReport, dry_run: bool, grace_s: float)
 
 
 def _marked(session: Session) -> set[str]:
-    """Every digest a version or a base lists."""
+    """Every digest a version or a base lists, and the signatures attached to them."""
     marked = set(session.scalars(select(m.VersionFile.digest).distinct()))
+    marked.update(session.scalars(select(m.VersionSignature.digest).distinct()))  # attached bundles
     for (manifest,) in session.execute(select(m.BaseModel.manifest).where(m.BaseModel.manifest.is_not(None))):
         marked.update(
             f["sha256"] for f in (manifest or {}).get("files", []) if isinstance(f, dict) and "sha256" in f

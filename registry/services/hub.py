@@ -30,6 +30,7 @@ from registry.db.engine import unit_of_work
 from registry.errors import EntryNotFound, NotFound, RepoNotFound, RevisionNotFound
 from registry.formats.manifest import entries_from_json, manifest_digest
 from registry.refs import NAME_PART, Ref, RepoName, parse_repo
+from registry.services import signatures
 from registry.services.context import Registry
 from registry.services.downloads import DownloadKey
 from registry.services.lookup import resolve_row
@@ -324,7 +325,8 @@ def _adapter_revision(session: Session, repo_id: str, repository: m.Repository, 
         digest=v.digest,
         created_at=repository.created_at,
         last_modified=v.created_at,
-        files=[HubFile(f.path, f.size, f.digest.removeprefix("sha256:")) for f in v.files],
+        files=[HubFile(f.path, f.size, f.digest.removeprefix("sha256:")) for f in v.files]
+        + _served(session, v),
         library_name="peft",
         tags=tags,
         card_data=card,
@@ -333,6 +335,13 @@ def _adapter_revision(session: Session, repo_id: str, repository: m.Repository, 
         version=v.number,
         repository_id=repository.id,
     )
+
+
+def _served(session: Session, v: m.Version) -> list[HubFile]:
+    """An attached signature appears as model.sig beside the files (services/signatures.py), so a
+    snapshot_download passes `model_signing verify`; the commit id stays the version's digest."""
+    sig = signatures.served_signature(session, v)
+    return [] if sig is None else [HubFile(sig.path, sig.size, sig.sha256.removeprefix("sha256:"))]
 
 
 def adapter_metadata(

@@ -29,6 +29,7 @@ from urllib.parse import quote
 from registry.bounds import PAGE_MAX, row_cursor
 from registry.db.revisions import head_revision
 from registry.errors import InvalidReference
+from registry.formats.paths import SIGNATURE_NAME
 from registry.refs import parse_ref, parse_repo
 
 _PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/+-]{0,127}")
@@ -156,6 +157,12 @@ def resolve_files(db: Path, ref: str) -> dict[str, Any] | None:
         files = conn.execute(
             "SELECT path, size, digest FROM version_files WHERE version_id = ? ORDER BY path", (row[0],)
         ).fetchall()
+        if all(f[0] != SIGNATURE_NAME for f in files):  # an attached signature, served as model.sig
+            files += conn.execute(
+                "SELECT ?, size, digest FROM version_signatures WHERE version_id = ? "
+                "AND purpose = 'signature' ORDER BY id DESC LIMIT 1",
+                (SIGNATURE_NAME, row[0]),
+            ).fetchall()
     finally:
         conn.close()
     name = f"{parsed.repo.namespace}/{parsed.repo.name}"

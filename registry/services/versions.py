@@ -38,7 +38,7 @@ from registry.formats.peft_config import canonical_config
 from registry.formats.signing import SIGNATURE_NAME, Verified, check_pushed
 from registry.formats.training import TrainingRecord, read_training
 from registry.refs import Ref, RepoName, check_alias, parse_ref, parse_repo
-from registry.services import audit
+from registry.services import audit, signatures
 from registry.services.aliases import point_alias
 from registry.services.base_link import BaseLink, link_and_check, shape_key
 from registry.services.blob_guard import guard_blobs, share_gc_lock
@@ -126,6 +126,8 @@ class _Checked(NamedTuple):
     digest: str
     training: TrainingRecord
     signature: Verified | None
+    bundle: bytes | None
+    """The pushed model.sig's bytes, for the namespace's signing policy (signatures.enforce_push)."""
 
 
 def _check(reg: Registry, req: PushRequest, aliases: list[str], unusable: set[str]) -> _Checked:
@@ -145,19 +147,11 @@ def _check(reg: Registry, req: PushRequest, aliases: list[str], unusable: set[st
         return read_listed(reg.store, e.path, e.sha256, start, n)
 
     facts = inspect_files(files, read, reg.limits)
-    signed = _check_signature(req, files, read)
-    return _Checked(req, files, aliases, facts, manifest_digest(files), read_training(files, read), signed)
-
-
-def _check_signature(
-    req: PushRequest, files: list[FileEntry], read: Callable[[FileEntry, int, int], bytes]
-) -> Verified | None:
-    """A model.sig among the files must be well formed, verify (with its certificate, or the key
-    sent with the push) and list exactly the other files with their digests."""
     sig = next((f for f in files if f.path == SIGNATURE_NAME), None)
-    if sig is None:
-        return None
-    return check_pushed(read(sig, 0, sig.size), files, req.signer_key)
+    bundle = read(sig, 0, sig.size) if sig is not None else None
+    signed = check_pushed(bundle, files, req.signer_key) if bundle is not None else None
+    training = read_training(files, read)
+    return _Checked(req, files, aliases, facts, manifest_digest(files), training, signed, bundle)
 
 
 def _record(
@@ -170,7 +164,8 @@ def _record(
 ) -> PushResult:
     """Inside the commit's transaction (its blobs guarded against gc): link the base, lock the
     repository, and record a new version, or none when the content equals the latest."""
-    req, files, aliases, facts, digest, training, signature = checked
+    req, files, aliases, facts, digest, training, signature, bundle = checked
+    signatures.enforce_push(session, repo.namespace, files, bundle, aliases)
     link = link_and_check(
         session, facts, req.base or facts.config.base_model_name_or_path, req.force, principal
     )
@@ -406,8 +401,19 @@ def version_info(session: Session, v: m.Version, *, reader: Principal) -> Versio
         fit_override=v.fit_override,
         qlora_checks=qlora_summaries(session, v.id),
         training=(v.manifest or {}).get("training"),
-        signatures=[SignatureInfo(**doc) for doc in (v.manifest or {}).get("signatures", [])],
+        signatures=_signatures(session, v),
     )
+
+
+def _signatures(session: Session, v: m.Version) -> list[SignatureInfo]:
+    """Its own model.sig (recorded at push) and the bundles attached since (signatures.py), each
+    marked revoked when the namespace's policy revoked its key."""
+    revoked = signatures.revoked_keys(session, v.repository.namespace)
+    own = [SignatureInfo(**doc) for doc in (v.manifest or {}).get("signatures", [])]
+    for sig in own:
+        sig.revoked = sig.fingerprint in revoked
+    rows = signatures.attached(session, [v.id]).get(v.id, [])
+    return own + [signatures.signature_info(r, revoked=r.fingerprint in revoked) for r in rows]
 
 
 def lineage_view(

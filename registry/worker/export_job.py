@@ -14,6 +14,7 @@ from registry.entities import BaseInfo, FileInfo
 from registry.errors import BadRequest, BaseNotUploaded, ExportRefused
 from registry.jobspec import ExportParams, ExportResult, params_as
 from registry.services import bases
+from registry.worker import provenance
 from registry.worker.context import JobContext, StageProgress
 from registry.worker.publish import Published, publish, store_outputs
 
@@ -112,6 +113,14 @@ def run_export(ctx: JobContext) -> Published[ExportResult]:
         ctx,
         lambda on_commit: bases.register_base(ctx.reg, data, on_commit=on_commit, principal=ctx.principal()),
         lambda b: export_result(b, files),
+        provenance.Inputs(
+            [provenance.dependency("versions", adapter.ref, adapter.digest)]
+            + (
+                [provenance.dependency("bases", p.base or base.fingerprint, base.fingerprint)]
+                if base.fingerprint
+                else []
+            )
+        ),
     )
 
 

@@ -12,6 +12,7 @@ from registry.errors import BaseMismatch, MergeRefused
 from registry.formats.folder import list_folder
 from registry.jobspec import MergeInputSpec, MergeParams, MergeResult, params_as
 from registry.services import versions
+from registry.worker import provenance
 from registry.worker.context import JobContext, StageProgress
 from registry.worker.publish import Published, publish, store_outputs
 
@@ -115,6 +116,14 @@ def run_merge(ctx: JobContext) -> Published[MergeResult]:
             ctx.reg, p.into, request, ctx.user, on_commit=on_commit, principal=ctx.principal()
         ),
         merge_result,
+        provenance.Inputs(
+            [provenance.dependency("versions", info.ref, info.digest) for info in infos]
+            + [
+                provenance.dependency("bases", info.base_model.name or fp, fp)
+                for info in infos
+                if (fp := info.base_fingerprint)
+            ]
+        ),
     )
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from registry.entities import FileInfo
 from registry.jobspec import Check4bitResult, ExportResult, MergeResult
 from registry.services import blobs, jobs
+from registry.worker import provenance
 from registry.worker.context import JobContext, StageProgress
 from storage.base import sha256_file
 
@@ -32,9 +33,15 @@ class Published(Generic[R]):
     result: R
 
 
-def publish(ctx: JobContext, write: Callable[[OnCommit[T]], T], result: Callable[[T], R]) -> Published[R]:
+def publish(
+    ctx: JobContext,
+    write: Callable[[OnCommit[T]], T],
+    result: Callable[[T], R],
+    inputs: provenance.Inputs | None = None,
+) -> Published[R]:
     """Record the job's output with `write` (a service call given the hook as its `on_commit`),
-    and in the same transaction mark the job succeeded with `result(output)`.
+    and in the same transaction mark the job succeeded with `result(output)`; a merge's or an
+    export's output gets its provenance statement from `inputs`, signed with the worker's key.
 
     The hook checks the claim's fence and cancellation on the locked job row (services.jobs.fenced):
     a worker whose lease was taken over, or a cancelled job, raises LeaseLost or JobCancelled
@@ -46,6 +53,11 @@ def publish(ctx: JobContext, write: Callable[[OnCommit[T]], T], result: Callable
     def hook(session: Session, output: T) -> None:
         ctx.check()
         typed = result(output)
+        key = ctx.settings.signing_key
+        if key is not None and inputs is not None and isinstance(typed, MergeResult | ExportResult):
+            c = ctx.claim
+            job = {"id": c.job_id, "type": c.type, "params": c.params, "attempt": c.attempt}
+            provenance.attach(session, ctx.reg.store, key, job, typed, inputs, ctx.settings.name)
         jobs.succeed(session, ctx.claim, typed.model_dump(mode="json"))
         done.append(typed)
 
