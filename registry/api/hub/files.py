@@ -8,12 +8,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
-from fastapi.responses import StreamingResponse
 
+from registry.api.blob_response import blob_response
 from registry.api.deps import PrincipalDep, RegistryDep, SettingsDep
 from registry.api.hub.common import RepoIdDep, hub_route, revision_and_path
 from registry.api.hub.errors import HubRoute
-from registry.api.ranges import parse_range
 from registry.services import hub, hub_discovery
 
 router = APIRouter(route_class=HubRoute)
@@ -52,18 +51,4 @@ def resolve_file(
             return Response(status_code=302, headers={**headers, "Location": url})
     if request.method == "HEAD":
         return Response(headers={**headers, "Content-Length": str(f.size)})
-    wanted = parse_range(range_header, f.size) if range_header is not None else None
-    if wanted is None:  # no Range, or one to ignore: the whole file
-        headers["Content-Length"] = str(f.size)
-        return StreamingResponse(
-            reg.store.open(f.digest), media_type="application/octet-stream", headers=headers
-        )
-    start, end = wanted
-    headers["Content-Range"] = f"bytes {start}-{end - 1}/{f.size}"
-    headers["Content-Length"] = str(end - start)
-    return StreamingResponse(
-        reg.store.open(f.digest, start, end),
-        status_code=206,
-        media_type="application/octet-stream",
-        headers=headers,
-    )
+    return blob_response(reg.store, f.digest, f.size, range_header, headers)

@@ -1,17 +1,17 @@
-"""Blob presence, streamed and verified upload, streamed download with Range."""
+"""Blob presence, streamed and verified upload, download with Range (registry/api/blob_response.py)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
-from fastapi.responses import RedirectResponse, StreamingResponse
+from fastapi.responses import RedirectResponse
 from pydantic import BaseModel
 
 from registry.access.checks import require_writer
+from registry.api.blob_response import blob_response
 from registry.api.bodies import ApiRoute
 from registry.api.deps import PrincipalDep, RegistryDep, SettingsDep
-from registry.api.ranges import parse_range
 from registry.api.uploads import UploadSlots
 from registry.entities import MissingBlobs
 from registry.errors import BadRequest, NotFound, PushTooLarge
@@ -95,18 +95,4 @@ def get_blob(
         if url:
             return RedirectResponse(url, status_code=307)
     headers = {"Accept-Ranges": "bytes", "ETag": f'"{digest}"'}
-    wanted = parse_range(range_header, info.size) if range_header is not None else None
-    if wanted is None:  # no Range, or one to ignore: the whole blob
-        headers["Content-Length"] = str(info.size)
-        return StreamingResponse(
-            reg.store.open(digest), media_type="application/octet-stream", headers=headers
-        )
-    start, end = wanted
-    headers["Content-Range"] = f"bytes {start}-{end - 1}/{info.size}"
-    headers["Content-Length"] = str(end - start)
-    return StreamingResponse(
-        reg.store.open(digest, start, end),
-        status_code=206,
-        media_type="application/octet-stream",
-        headers=headers,
-    )
+    return blob_response(reg.store, digest, info.size, range_header, headers)
