@@ -35,6 +35,9 @@ MAX_CHUNK_BYTES = 128 * 1024
 MAX_XORB_BYTES = 64 * 1024**2 + 1024**2
 """A serialized xorb: the spec's 64 MiB of chunks, plus room for its footer and chunk headers."""
 MAX_SHARD_BYTES = 64 * 1024**2
+MAX_XORB_CHUNKS = 8 * 1024
+"""xet-core's own bound on the chunks of a xorb: without it, 64 MiB of 4-byte chunks made 5.6M
+index entries, a gigabyte of memory, and dedupe answers of hundreds of MB."""
 """A shard body (the spec: a client splits larger uploads into several shards)."""
 SHARD_TAG = b"HFRepoMetaData\x00" + bytes(
     [85, 105, 103, 69, 106, 123, 129, 87, 131, 165, 189, 217, 92, 205, 209, 74, 169]
@@ -201,6 +204,8 @@ def parse_xorb(data: bytes, expected: bytes) -> Xorb:
         if data[pos : pos + 7] == XORB_IDENT:  # a chunk header starts with version 0, never 'X'
             end = pos
             break
+        if len(chunks) == MAX_XORB_CHUNKS:
+            raise XetFormatError(f"a xorb of more than {MAX_XORB_CHUNKS} chunks")
         (off, raw), pos = read_chunk(data, pos, end)
         offsets.append(off)
         chunks.append((chunk_hash(raw), len(raw)))

@@ -318,6 +318,9 @@ def _sort_key(c: ListedModel, query: ModelQuery) -> tuple[float, str]:
     return (value if query.ascending else -value, c.repo_id)
 
 
+MAX_CURSOR_CHARS = 512
+
+
 def _encode_cursor(key: tuple[float, str]) -> str:
     return base64.urlsafe_b64encode(json.dumps(list(key)).encode()).decode().rstrip("=")
 
@@ -325,12 +328,14 @@ def _encode_cursor(key: tuple[float, str]) -> str:
 def _decode_cursor(cursor: str | None) -> tuple[float, str] | None:
     if cursor is None:
         return None
+    if len(cursor) > MAX_CURSOR_CHARS:  # ours are a number and a repository id
+        cursor = "!"  # not base64: refused below like any other cursor not made here
     try:
         raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
         value, repo_id = json.loads(raw)
         if isinstance(value, int | float) and not isinstance(value, bool) and isinstance(repo_id, str):
             return (float(value), repo_id)
-    except (binascii.Error, ValueError, TypeError):
+    except (binascii.Error, ValueError, TypeError, RecursionError):
         pass
     raise BadRequest("invalid cursor: pass the Link header's next URL as it came", field="cursor")
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from registry.access.principal import Principal
+from registry.bounds import MAX_VERSION_FILES
 from registry.errors import BadRequest, Forbidden, PushTooLarge, Unauthenticated
 from registry.formats import xet as fmt
 from registry.services import hub
@@ -43,6 +44,7 @@ from registry.services.xet_store import XorbStore, dedupe_answer, record_file
 TOKEN_TTL_S = 900
 """A CAS token lives 15 minutes; hf_xet asks the token route again before it expires."""
 SCOPES = ("read", "write")
+MAX_TOKEN_CHARS = 2048
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,10 @@ class CasTokens:
         self._signer = Signer(key + b"\nxet-cas", ttl_s)
 
     def issue(self, principal: Principal, repo: str, scope: str) -> tuple[str, int]:
+        if principal.is_anonymous:
+            # Its claims would name no user, which an Uploader reads as the operator's (in-process)
+            # own: CAS tokens are for callers with a token of their own. Downloads stay on HTTP.
+            raise Unauthenticated("Xet needs a token: pass one (HF_TOKEN) to use the Xet protocol")
         who = Uploader.of(principal)
         exp = self._signer.expiry()
         claims = {"u": who.fields[0], "t": who.fields[1], "r": repo, "s": scope, "e": exp}
@@ -73,6 +79,8 @@ class CasTokens:
             Unauthenticated: not a token of this server, or expired (hf_xet then asks for a new one).
             Forbidden: a read token used to write.
         """
+        if len(token) > MAX_TOKEN_CHARS:  # ours are a few hundred characters
+            raise Unauthenticated("not a CAS token this registry issued")
         try:
             prefix, body, sig = token.split(".")
             claims = json.loads(base64.urlsafe_b64decode(body.encode()))
@@ -82,7 +90,7 @@ class CasTokens:
                 int(claims["u"]) if claims["u"] else None, int(claims["t"]) if claims["t"] else None
             )
             repo, granted = str(claims["r"]), str(claims["s"])
-        except (ValueError, KeyError, TypeError) as err:
+        except (ValueError, KeyError, TypeError, RecursionError, OverflowError) as err:
             raise Unauthenticated("not a CAS token this registry issued") from err
         if not ok:
             raise Unauthenticated("not a CAS token this registry issued")
@@ -136,6 +144,19 @@ def put_shard(reg: Registry, principal: Principal, data: bytes, max_bytes: int, 
         shard = fmt.parse_shard(data)
     except fmt.XetFormatError as err:
         raise BadRequest(f"shard refused: {err}") from err
+    # What rebuilding would cost, bounded before any of it is done: a 30 KB shard can name a file
+    # of 20 GiB made of one xorb over and over.
+    if len(shard.files) > MAX_VERSION_FILES:
+        raise BadRequest(
+            f"shard refused: {len(shard.files)} files; a version holds at most {MAX_VERSION_FILES}"
+        )
+    total = sum(f.size for f in shard.files)
+    if total > max_bytes:
+        raise PushTooLarge(
+            f"a shard of files totalling {total} bytes; the limit is {max_bytes} (ADAPTERS_MAX_PUSH_BYTES)",
+            size=total,
+            limit=max_bytes,
+        )
     store = XorbStore(reg)
     named = {c.xorb for c in shard.xorbs} | {t.xorb for f in shard.files for t in f.terms}
     held = store.held(named)
@@ -148,7 +169,9 @@ def put_shard(reg: Registry, principal: Principal, data: bytes, max_bytes: int, 
         digest = "sha256:" + fmt.to_hex(f.sha256)  # stored as a Xet hash: its string form is the hex
         if missing_for(reg, principal, [digest]):
             _materialise(reg, store, held, principal, f, digest, tmp)
-        record_file(reg, digest, f, chunks)
+            # Only a reconstruction rebuilt and sha256-checked here joins the dedupe index: a file
+            # the caller could already use is not rebuilt, and its claimed chunks prove nothing.
+            record_file(reg, digest, f, chunks)
     return 1
 
 

@@ -4,6 +4,7 @@ same commit path as the LFS transfers; a refused upload stores no version."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import pickle
 from collections.abc import Iterator
@@ -18,14 +19,16 @@ from registry.db import models as m
 from registry.db.engine import unit_of_work
 from registry.formats import xet as fmt
 from registry.services.context import Registry
-from tests.conftest import ServerThread, db_url_for, make_settings
+from tests.conftest import ServerThread, db_url_for, make_settings, resource_params
 from tests.hub.clients import run_client
 from tests.hub.test_hub_write import files_of, make_public, registry_message, versions
+
+pytestmark = pytest.mark.server
 
 REPO = "acme/xetted"
 
 
-@pytest.fixture(params=["sqlite-file", "postgresql-s3"])
+@pytest.fixture(params=resource_params("sqlite-file", "postgresql-s3"))
 def xet_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[ServerThread, Registry]]:
     db, backend = str(request.param).split("-")
     settings = make_settings(tmp_path, db_url_for(db, tmp_path, request), backend, request)
@@ -213,3 +216,54 @@ def test_cas_refuses_what_does_not_verify(xet_server: tuple[ServerThread, Regist
             httpx.post(f"{cas}/v1/xorbs/default/{fmt.to_hex(root)}", content=xorb, headers=read).status_code
             == 403
         )
+
+
+def _xorb_of(chunks: list[bytes]) -> tuple[bytes, str]:
+    """A xorb of these chunks (uncompressed, no footer, as hf_xet uploads them) and its hash."""
+    body = b"".join(
+        bytes([0]) + len(c).to_bytes(3, "little") + bytes([0]) + len(c).to_bytes(3, "little") + c
+        for c in chunks
+    )
+    return body, fmt.to_hex(fmt.merkle_root([(fmt.chunk_hash(c), len(c)) for c in chunks]))
+
+
+def test_cas_refuses_what_would_cost_without_bound(xet_server: tuple[ServerThread, Registry]) -> None:
+    """What a review of the Xet routes found (issue 21's standard): an anonymous caller gets no CAS
+    token (its claims would name no user, which reads as the operator); a xorb of more chunks than
+    xet-core makes is refused before it is indexed; a token or a listing cursor built to exhaust the
+    parser is a 401/400, not a 500."""
+    server, reg = xet_server
+    make_public(reg, "acme")
+    auth = {"Authorization": f"Bearer {server.token}"}
+    org, name = REPO.split("/")
+    assert (
+        httpx.post(
+            f"{server.url}/api/repos/create", json={"name": name, "organization": org}, headers=auth
+        ).status_code
+        == 200
+    )
+    anon = httpx.get(f"{server.url}/api/models/{REPO}/xet-read-token/main")
+    assert anon.status_code == 401 and anon.headers["x-error-code"] == "Unauthenticated"
+    token = httpx.get(f"{server.url}/api/models/{REPO}/xet-write-token/main", headers=auth).json()[
+        "accessToken"
+    ]
+    cas = f"{server.url}/api/xet-cas"
+    bearer = {"Authorization": f"Bearer {token}"}
+    many, name = _xorb_of([i.to_bytes(4, "little") for i in range(fmt.MAX_XORB_CHUNKS + 1)])
+    refused = httpx.post(f"{cas}/v1/xorbs/default/{name}", content=many, headers=bearer)
+    assert refused.status_code == 400 and "chunks" in refused.headers["x-error-message"]
+    assert _xorbs(reg) == []
+    enough, name = _xorb_of([i.to_bytes(4, "little") for i in range(fmt.MAX_XORB_CHUNKS)])
+    assert httpx.post(f"{cas}/v1/xorbs/default/{name}", content=enough, headers=bearer).status_code == 200
+
+    deep = base64.urlsafe_b64encode(
+        b"[" * 1400
+    ).decode()  # within the token length cap, past the recursion limit
+    for forged in (f"xet.{deep}.00", "xet." + base64.urlsafe_b64encode(b'{"e":1e999}').decode() + ".00"):
+        answer = httpx.post(
+            f"{cas}/v1/xorbs/default/{name}", content=b"x", headers={"Authorization": f"Bearer {forged}"}
+        )
+        assert answer.status_code == 401, answer.text
+    cursor = base64.urlsafe_b64encode(b"[" * 3000).decode().rstrip("=")
+    listing = httpx.get(f"{server.url}/api/models", params={"cursor": cursor}, headers=auth)
+    assert listing.status_code == 400, listing.text

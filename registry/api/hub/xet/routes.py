@@ -7,6 +7,9 @@ Hub's plain HTTP routes: no Xet headers are sent with files, so the client fetch
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import anyio.to_thread
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -22,6 +25,8 @@ from registry.formats import xet as fmt
 from registry.services import xet
 from registry.services.context import Registry
 from registry.services.xet_store import XorbStore
+
+T = TypeVar("T")
 
 router = APIRouter(route_class=HubRoute)
 CAS_PREFIX = "/api/xet-cas"
@@ -82,8 +87,12 @@ def _length(request: Request, most: int, what: str) -> int:
     return int(declared)
 
 
-async def _body(request: Request, reg: Registry, token: xet.CasToken, size: int) -> tuple[bytes, Principal]:
-    """The body, read in one of the uploader's slots once the token's writer may still write."""
+async def _in_slot(
+    request: Request, reg: Registry, token: xet.CasToken, size: int, work: Callable[[bytes, Principal], T]
+) -> T:
+    """`work(body, writer)` in one of the uploader's upload slots, once the token's writer may
+    still write: the body is read and checked (a xorb's chunks hashed, a shard's files rebuilt)
+    within the user's share of slots, not on the threads every other route shares."""
     principal = await anyio.to_thread.run_sync(xet.writer, reg, token)
     slots: UploadSlots = request.app.state.upload_slots
     reader = slots.reader(request.stream().__aiter__(), size)
@@ -97,7 +106,7 @@ async def _body(request: Request, reg: Registry, token: xet.CasToken, size: int)
             raise BadRequest(f"the body must be the {size} bytes Content-Length declares")
         return b"".join(parts)
 
-    return await slots.run(token.uploader.user_id, read_all), principal
+    return await slots.run(token.uploader.user_id, lambda: work(read_all(), principal))
 
 
 @router.get(CAS_PREFIX + "/v1/chunks/{prefix}/{chunk}", include_in_schema=False)
@@ -128,8 +137,7 @@ async def upload_xorb(
     if prefix != "default":
         raise BadRequest("the xorb prefix is default")
     size = _length(request, fmt.MAX_XORB_BYTES, "xorb")
-    data, _ = await _body(request, reg, token, size)
-    inserted = await anyio.to_thread.run_sync(XorbStore(reg).put, xorb, data)
+    inserted = await _in_slot(request, reg, token, size, lambda data, _: XorbStore(reg).put(xorb, data))
     return {"was_inserted": inserted}
 
 
@@ -139,9 +147,12 @@ async def upload_shard(request: Request, reg: RegistryDep, settings: SettingsDep
     commit that follows names."""
     token = _cas_token(request, settings, "write")
     size = _length(request, fmt.MAX_SHARD_BYTES, "shard")
-    data, principal = await _body(request, reg, token, size)
     tmp = settings.home / "xet" / "tmp"  # files being rebuilt: this replica's scratch only
-    result = await anyio.to_thread.run_sync(
-        lambda: xet.put_shard(reg, principal, data, settings.max_push_bytes, tmp)
+    result = await _in_slot(
+        request,
+        reg,
+        token,
+        size,
+        lambda data, writer: xet.put_shard(reg, writer, data, settings.max_push_bytes, tmp),
     )
     return {"result": result}
