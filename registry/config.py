@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import ipaddress
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -184,6 +185,22 @@ class Settings(BaseModel):
     shutdown_deadline_s: float = Field(default=30.0, ge=0, le=86400)
     """After SIGTERM a server answers /readyz 503 and refuses new requests, and stops once its
     requests in flight (uploads) have ended or this many seconds have passed."""
+
+    # ---- the web UI (registry/ui)
+    ui_image_hosts: str = ""
+    """Comma-separated hosts (`huggingface.co`, `cdn.example.com:8443`) from which a model card
+    rendered in the web UI may load images over https; `*` for any. Empty: none, and a card's remote
+    images are shown as links (a reader's browser fetches nothing elsewhere without the operator's
+    consent). The pages' Content-Security-Policy names the same hosts."""
+
+    @field_validator("ui_image_hosts")
+    @classmethod
+    def _ui_image_hosts(cls, value: str) -> str:
+        hosts = [h.strip().lower() for h in value.split(",") if h.strip()]
+        for host in hosts:
+            if host != "*" and not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?", host):
+                raise ValueError(f"ui image host {host!r} is not a host name (host or host:port)")
+        return ",".join(hosts)
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -24,6 +24,7 @@ import yaml
 
 import storage
 from registry.bounds import CARD_BYTES, CARD_NODES, INT64_MAX, LABEL_LEN, MAX_JSON_DEPTH
+from registry.entities import FileInfo
 from registry.services.context import Registry
 from registry.services.hub import HubFile, HubRevision
 
@@ -205,3 +206,17 @@ def merge(derived: dict[str, Any], tags: list[str], card: dict[str, Any]) -> tup
     own = [t for t in _strings(card.get("tags")) if len(t) <= LABEL_LEN][:CARD_TAGS]
     data = {**derived, **card, "tags": list(dict.fromkeys([*derived.get("tags", []), *own]))}
     return data, merged_tags(tags, card)
+
+
+def readme_text(reg: Registry, files: list[FileInfo], max_bytes: int) -> tuple[str, bool] | None:
+    """A version's README.md as text (its first `max_bytes`, and whether it was cut there), for
+    the web UI's card; None when it has none or the store cannot give it (logged)."""
+    readme = next((f for f in files if f.path == README), None)
+    if readme is None:
+        return None
+    try:
+        raw = b"".join(reg.store.open(readme.sha256, 0, min(readme.size, max_bytes)))
+    except storage.StorageError as err:
+        log.warning("could not read the model card %s: %s", readme.sha256, err)
+        return None
+    return raw.decode("utf-8", errors="replace"), readme.size > max_bytes

@@ -46,6 +46,31 @@ def login(request: Request, form: session.CheckedForm, reg: RegistryDep, princip
     return response
 
 
+@router.get("/login/once")
+def login_once(
+    request: Request,
+    reg: RegistryDep,
+    principal: UiPrincipal,
+    n: Annotated[str, Query(min_length=16, max_length=128)],
+) -> Response:
+    """A one-time login link (`adapters ui`): its token goes into the cookie, the link is spent.
+    A link used twice, expired or unknown shows the login form."""
+    links: session.LoginLinks = request.app.state.login_links
+    secret = links.redeem(n)
+    error = "this login link was used already or has expired: log in with a token"
+    if secret is not None:
+        try:
+            session.login(request, reg, secret)
+        except Unauthenticated as err:
+            error = str(err)
+        else:
+            response = RedirectResponse("/ui", status_code=303)
+            session.set_token_cookie(request, response, secret)
+            session.rotate_nonce(request)
+            return response
+    return page(request, "login.html", status=401, next="/ui", error=error)
+
+
 @router.post("/logout")
 def logout(request: Request, form: session.CheckedForm) -> Response:
     response = RedirectResponse("/ui", status_code=303)

@@ -7,8 +7,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
-from registry.entities import FitItem, FitQuery, LeaderboardQuery, ParetoQuery
-from registry.services import bases, rankings
+from registry.entities import BaseInfo, FitItem, FitQuery, LeaderboardQuery, ParetoQuery
+from registry.errors import RegistryError
+from registry.refs import parse_ref
+from registry.services import bases, rankings, versions
 from registry.services.fit_query import fit
 from registry.ui import plot
 from registry.ui.render import PageRoute, RegistryDep, UiPrincipal, page
@@ -24,11 +26,33 @@ def bases_page(request: Request, reg: RegistryDep, principal: UiPrincipal) -> HT
     return page(request, "bases.html", bases=bases.list_bases(reg, principal=principal))
 
 
-def _tiers(items: list[FitItem]) -> dict[str, list[FitItem]]:
+def _tiers(items: list[FitItem], own: str | None) -> dict[str, list[FitItem]]:
+    """Fits by tier, less `own`: the adapter an exported model was made from (its weights are in
+    the model already; its shapes fit, but loading it again would apply it twice)."""
     out: dict[str, list[FitItem]] = {"exact": [], "compatible": []}
     for item in items:
-        out.setdefault(item.tier, []).append(item)
+        if item.digest != own:
+            out.setdefault(item.tier, []).append(item)
     return out
+
+
+def exported_from(base: BaseInfo) -> dict[str, str | None] | None:
+    """What an exported model was made from (its lineage): the adapter's reference and digest,
+    and the base's name and fingerprint; None for a base that was not exported."""
+    lin = base.lineage or {}
+    if lin.get("kind") != "export":
+        return None
+
+    def text(key: str) -> str | None:
+        value = lin.get(key)
+        return value if isinstance(value, str) else None
+
+    return {
+        "adapter": text("adapter"),
+        "adapter_digest": text("adapter_digest"),
+        "base": text("base"),
+        "base_fingerprint": text("base_fingerprint"),
+    }
 
 
 @router.get("/base", response_class=HTMLResponse)
@@ -44,6 +68,12 @@ def base_page(
 ) -> HTMLResponse:
     """`ref` is a base name or fingerprint; `metric` defaults to the most common one."""
     base = bases.get_base(reg, ref, principal=principal)  # NotFound when unreadable
+    origin = exported_from(base)
+    if origin and origin["adapter"]:
+        try:  # the reference of an adapter this reader may not read is not shown (as in lineage)
+            versions.resolve(reg, parse_ref(origin["adapter"]), principal=principal)
+        except RegistryError:
+            origin["adapter"] = None
     fits = fit(reg, FitQuery(base=ref, limit=FIT_LIMIT), principal=principal)
     # The default metric is the most common one among fitting versions: the rule `adapters plan` uses.
     metrics = [c.metric for c in rankings.common_metrics(reg, ref, principal=principal)]
@@ -72,7 +102,8 @@ def base_page(
         "base.html",
         base=base,
         ref=ref,
-        tiers=_tiers(fits.items),
+        tiers=_tiers(fits.items, origin["adapter_digest"] if origin else None),
+        origin=origin,
         fit_capped=len(fits.items) >= FIT_LIMIT,
         metrics=metrics,
         metric=chosen,

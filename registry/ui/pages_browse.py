@@ -14,11 +14,11 @@ from registry.bounds import INT32_MAX
 from registry.entities import FitQuery, VersionFilter, VersionInfo, VersionSummary
 from registry.errors import NotFound, RegistryError
 from registry.refs import Ref, parse_repo
-from registry.services import bases, evaluations, lineage, queries, versions
+from registry.services import bases, evaluations, lineage, model_card, queries, versions
 from registry.services.context import Registry
 from registry.services.fit_query import fit
-from registry.ui import svg
-from registry.ui.render import PageRoute, RegistryDep, UiPrincipal, page, repo_url
+from registry.ui import card, svg, usage
+from registry.ui.render import PageRoute, RegistryDep, UiPrincipal, image_hosts, page, repo_url
 
 router = APIRouter(prefix="/ui", route_class=PageRoute, include_in_schema=False)
 
@@ -28,6 +28,17 @@ substring is not an indexed service query, so the page caps what it scans and sa
 MAX_BASES_CHECKED = 20
 """The version page asks the fit query of at most this many bases (one query each)."""
 Text = Annotated[str | None, Query(max_length=256)]
+CARD_BYTES = 256 * 1024
+"""The most of a README the version page renders (a card is a few KiB; the rest is cut, and said)."""
+CARD_IMAGES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+}
+"""The files of a version its card may show as images (served with their type). Not SVG: an SVG
+opened as a page could run script in this origin."""
 
 
 def _scan(reg: Registry, flt: VersionFilter, principal: Principal) -> tuple[list[VersionSummary], bool]:
@@ -120,10 +131,17 @@ def version_page(
             base = bases.get_base(reg, info.base_fingerprint, principal=principal)
         except NotFound:
             base = None
+    readme = model_card.readme_text(reg, info.files, CARD_BYTES)
+    card_html = None
+    if readme is not None:
+        card_html = card.render(readme[0], image_hosts(request))
     return page(
         request,
         "version.html",
         v=info,
+        card=card_html,
+        card_cut=readme is not None and readme[1],
+        use=usage.usage(info, str(request.base_url).rstrip("/")),
         config=json.dumps(info.config, indent=2, sort_keys=True),
         history=history,
         metrics=Counter(r.metric for r in history.current),

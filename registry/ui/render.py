@@ -80,6 +80,12 @@ ENV.globals["base_url"] = base_url
 ENV.globals["base_key"] = base_key
 
 
+def image_hosts(request: Request) -> frozenset[str]:
+    """The hosts a model card may load images from (ADAPTERS_UI_IMAGE_HOSTS)."""
+    hosts: str = request.app.state.settings.ui_image_hosts
+    return frozenset(h for h in hosts.split(",") if h)
+
+
 def registry_dep(request: Request) -> Registry:
     return request.app.state.registry  # type: ignore[no-any-return]
 
@@ -143,7 +149,7 @@ class PageRoute(APIRoute):
 
                 detail = "; ".join(str(e.get("msg")) for e in err.errors()[:3])
                 response = error_page(request, BadRequest(f"invalid input: {detail}"))
-            session.secure_headers(response)
+            session.secure_headers(response, image_hosts(request))
             session.remember_nonce(request, response)
             session.forget_stale_login(request, response)
             return response

@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+import time
 from dataclasses import replace
 from typing import Annotated
 from urllib.parse import parse_qs, urlsplit
@@ -201,6 +203,52 @@ SECURITY_HEADERS = {
 }
 
 
-def secure_headers(response: Response) -> None:
+def csp(image_hosts: frozenset[str] = frozenset()) -> str:
+    """The pages' Content-Security-Policy; images also from the hosts the operator allowed model
+    cards to show (ADAPTERS_UI_IMAGE_HOSTS; `*`: any https host)."""
+    policy = SECURITY_HEADERS["content-security-policy"]
+    if not image_hosts:
+        return policy
+    extra = "https:" if "*" in image_hosts else " ".join(f"https://{h}" for h in sorted(image_hosts))
+    return policy.replace("img-src 'self' data:;", f"img-src 'self' data: {extra};")
+
+
+def secure_headers(response: Response, image_hosts: frozenset[str] = frozenset()) -> None:
     for name, value in SECURITY_HEADERS.items():
         response.headers[name] = value
+    response.headers["content-security-policy"] = csp(image_hosts)
+
+
+LOGIN_LINK_TTL_S = 600
+"""How long a one-time login link (`adapters ui`) stays usable: the browser opens it at once."""
+
+
+class LoginLinks:
+    """One-time login links for this process's server (`adapters ui`, which runs the server it
+    opens): a random nonce stands for a token until it is used once or expires. Only the nonce's
+    hash is kept as the key; the link never holds the token itself, so a browser history or a
+    log line that shows it is worth nothing once it was used."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._links: dict[str, tuple[str, float]] = {}
+
+    @staticmethod
+    def _key(nonce: str) -> str:
+        return hashlib.sha256(nonce.encode()).hexdigest()
+
+    def issue(self, secret: str, ttl_s: float = LOGIN_LINK_TTL_S) -> str:
+        nonce = secrets.token_urlsafe(32)
+        with self._lock:
+            now = time.monotonic()
+            self._links = {k: v for k, v in self._links.items() if v[1] > now}
+            self._links[self._key(nonce)] = (secret, now + ttl_s)
+        return nonce
+
+    def redeem(self, nonce: str) -> str | None:
+        """The token a nonce stands for, once; None when unknown, used or expired."""
+        with self._lock:
+            found = self._links.pop(self._key(nonce), None)
+        if found is None or found[1] <= time.monotonic():
+            return None
+        return found[0]

@@ -1,11 +1,10 @@
 """`adapters ui`: the address of a remote server's UI, or a server on the embedded default that the
-local user can log in to with the token it prints."""
+local user logs in to with one click on a one-time link (no token printed), reusing its token."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -58,26 +57,58 @@ def test_ui_serves_the_embedded_registry_and_logs_the_local_user_in(tmp_path: Pa
             lines.append(proc.stdout.readline())
         shown = json.loads(b"".join(lines))
         assert shown["url"] == f"http://127.0.0.1:{port}/ui" and shown["server"] == "embedded"
-        assert shown["user"] == "dana" and shown["token"].startswith("adreg_")
+        assert shown["user"] == "dana" and "token" not in shown  # no token to paste
+        link = shown["login_url"]
+        assert link.startswith(f"http://127.0.0.1:{port}/ui/login/once?n=")
         deadline = time.monotonic() + 30
         with httpx.Client(base_url=shown["url"].removesuffix("/ui")) as http:
             while True:
                 try:
-                    login = http.get("/ui/login")
+                    http.get("/ui/login")
                     break
                 except httpx.TransportError:
                     assert time.monotonic() < deadline and proc.poll() is None, "the UI server did not start"
                     time.sleep(0.1)
             assert http.get("/ui/jobs").status_code == 401  # anonymous
-            csrf = re.search(r'name="csrf_token" value="([0-9a-f]{64})"', login.text)
-            assert csrf is not None
-            answer = http.post("/ui/login", data={"token": shown["token"], "csrf_token": csrf.group(1)})
-            assert answer.status_code == 303
+            answer = http.get(link)  # one click
+            assert answer.status_code == 303 and answer.headers["location"] == "/ui"
             jobs = http.get("/ui/jobs")
             assert jobs.status_code == 200 and 'id="whoami">dana<' in jobs.text
+        with httpx.Client() as other:  # the link is spent: a second browser gets the login form
+            again = other.get(link)
+            assert again.status_code == 401 and "used already" in again.text
+            assert "adreg_ui_token" not in again.cookies
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_ui_reuses_the_token_it_made_while_it_lives(tmp_path: Path) -> None:
+    """A second launch mints no new 12-hour token; a revoked or nearly expired one is replaced."""
+    from datetime import timedelta
+
+    from cli import ui
+    from registry.access.principal import OPERATOR
+    from registry.config import Settings
+    from registry.services import accounts
+    from registry.services.context import Registry
+
+    home = tmp_path / "home"
+    reg = Registry.from_settings(Settings(home=home, database_url="", blob_url=""), migrate=True)
+    try:
+        first = ui._local_login(reg, "dana", home)
+        assert first is not None and ui._local_login(reg, "dana", home) == first
+        assert len(accounts.list_tokens(reg, "dana", principal=OPERATOR)) == 1
+        assert (home / ui.LOGIN_FILE).stat().st_mode & 0o077 == 0  # this user's only
+        made = accounts.list_tokens(reg, "dana", principal=OPERATOR)[0]
+        accounts.revoke_token(reg, made.id, principal=OPERATOR)
+        second = ui._local_login(reg, "dana", home)
+        assert second not in (None, first)
+        short, _ = accounts.create_token(reg, "dana", expires_in=timedelta(minutes=30), principal=OPERATOR)
+        ui._save(home, short, max(t.id for t in accounts.list_tokens(reg, "dana", principal=OPERATOR)))
+        assert ui._local_login(reg, "dana", home) not in (None, short)  # under an hour left: a new one
+    finally:
+        reg.close()
 
 
 def test_the_server_with_its_ui_imports_no_torch() -> None:
