@@ -163,12 +163,13 @@ def _framing_problem(scope: Scope, max_body_bytes: int) -> RegistryError | None:
 
 
 def _body_cap(scope: Scope, max_body_bytes: int) -> int:
-    """/v1 bodies are JSON, capped before a byte is read at what any /v1 route needs (receiving a
-    64 MiB body alone held the event loop for 100 ms); Hub commits carry files inline and take up
-    to ADAPTERS_MAX_REQUEST_BYTES."""
-    if str(scope.get("path", "")).startswith("/v1/"):
-        return min(max_body_bytes, JSON_BODY_BYTES)
-    return max_body_bytes
+    """Bodies are JSON (or a small form), capped before a byte is read at what any route needs
+    (receiving a 64 MiB body alone held the event loop for 100 ms); Hub commits carry files inline,
+    and Xet's xorbs and shards are binary: those take up to ADAPTERS_MAX_REQUEST_BYTES."""
+    path = str(scope.get("path", ""))
+    if path.startswith("/api/xet-cas/") or (path.startswith("/api/") and "/commit/" in path):
+        return max_body_bytes
+    return min(max_body_bytes, JSON_BODY_BYTES)
 
 
 def _cap_name(scope: Scope, max_body_bytes: int) -> str:

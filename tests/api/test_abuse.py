@@ -29,7 +29,9 @@ from registry.config import Settings
 from registry.services import accounts
 from registry.services.context import Registry
 from registry.services.hub_lfs import PartStore
-from tests.conftest import ServerThread, db_url_for, make_settings
+from tests.conftest import ServerThread, db_url_for, make_settings, resource_params
+
+pytestmark = pytest.mark.server
 
 REPO = "acme/tricky"
 
@@ -200,7 +202,7 @@ def test_a_body_that_trickles_is_cut_at_its_deadline(
 
 
 # ---------------------------------------------------------------- proofs
-@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("db", resource_params("sqlite", "postgresql"))
 def test_one_user_uploading_one_new_blob_twice_at_once_both_succeed(
     request: pytest.FixtureRequest, tmp_path: Path, db: str
 ) -> None:
@@ -477,3 +479,35 @@ def _routes(routes: list[Any]) -> list[Any]:
         included = getattr(route, "original_router", None)
         out += _routes(included.routes) if included is not None else [route]
     return out
+
+
+def test_hub_bodies_are_bounded_and_read_after_the_caller_is_known(
+    headers_server: tuple[ServerThread, Registry],
+) -> None:
+    """The Hub's JSON routes take the /v1 bounds (bytes before reading, values before parsing), and
+    paths-info reads its body only once the caller may read the repository: a body nobody may ask
+    about is never parsed (a 32 MB one took 14.7 s before its 400, for anyone)."""
+    from registry.bounds import JSON_BODY_BYTES, JSON_BODY_VALUES
+
+    srv, reg = headers_server
+    anon = _client(srv)
+    junk = b"{" + b"x" * 1000
+    hidden = anon.post(
+        "/api/models/acme/nothing-here/paths-info/main",
+        content=junk,
+        headers={"content-type": "application/json"},
+    )
+    assert hidden.status_code == 404 and hidden.headers["x-error-code"] == "RepoNotFound", hidden.text
+    big = anon.post(
+        "/api/models/acme/nothing-here/paths-info/main",
+        content=b"[" + b"0," * (JSON_BODY_BYTES // 2) + b"0]",
+        headers={"content-type": "application/json"},
+    )
+    assert big.status_code == 413, big.text
+    _, alice = _writer(reg, "alice", "acme")
+    many = _client(srv, alice).post(
+        "/api/repos/create",
+        content=b'{"name":"x","organization":"acme","pad":[' + b"0," * JSON_BODY_VALUES + b"0]}",
+        headers={"content-type": "application/json"},
+    )
+    assert many.status_code == 413 and many.headers["x-error-code"] == "PayloadTooLarge", many.text

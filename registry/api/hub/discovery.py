@@ -15,6 +15,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Request, Response
 
 from registry.api.background import every
+from registry.api.bodies import check_size
 from registry.api.deps import PrincipalDep, RegistryDep
 from registry.api.hub.common import RepoIdDep, hub_route, iso, raw_segments
 from registry.api.hub.errors import HubRoute
@@ -173,10 +174,12 @@ async def paths_info(
     sends it, or a JSON object) at the revision; paths that do not exist are left out. With
     `expand`, each carries the commit that last changed it."""
     revision = _revision(request, "paths-info")
-    paths, expand = _paths_body(await request.body(), request.headers.get("content-type", ""))
+    raw, kind = await request.body(), request.headers.get("content-type", "")
+    check_size(raw)
 
     def answer() -> list[dict[str, Any]]:
-        rev = hub.resolve_revision(reg, repo, revision, principal)
+        rev = hub.resolve_revision(reg, repo, revision, principal)  # who may read, before the body is parsed
+        paths, expand = _paths_body(raw, kind)
         entries = hub_discovery.paths_info(rev, paths)
         found = [tree_entry(e) for e in entries]
         if expand:

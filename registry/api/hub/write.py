@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 
 from registry.access.checks import require_writer
 from registry.access.principal import Principal
-from registry.api.bodies import INLINE_PARSE_BYTES
+from registry.api.bodies import INLINE_PARSE_BYTES, check_size
 from registry.api.deps import PrincipalDep, RegistryDep, SettingsDep
 from registry.api.hub.common import RepoIdDep, hub_route
 from registry.api.hub.errors import HubRoute, hub_error_response
@@ -71,6 +71,7 @@ def read_json(raw: bytes, where: str) -> Any:
 
 async def _json(request: Request) -> dict[str, Any]:
     raw = await request.body()
+    check_size(raw)
     if len(raw) <= INLINE_PARSE_BYTES:  # the rule of /v1's bodies (registry/api/bodies.py)
         body = read_json(raw, "the body")
     else:
