@@ -11,8 +11,8 @@ IPv6 caller's /64, which one host usually holds whole):
 They reach the audit log as one row per (kind, source, actor) and window, the count and the first
 and last time in its details, written when the window ends (and when the server stops): a guesser
 adds a row a minute, not a row a guess. A source that fails `limit` authentications within a window
-is answered 429 `auth_throttled` (Retry-After) for the next window on every request that carries a
-credential, before the credential is looked at; other sources are not affected.
+is answered 429 `auth_throttled` (Retry-After) for the next window on every request whose credential
+does not authenticate; a valid token from that source still works, and other sources are not affected.
 
 The counts live in this process: replicas behind one address count each on their own, and a
 restart forgets them (a shared count is a later step). No secret is kept or logged here:
@@ -140,17 +140,21 @@ class SecurityMonitor:
         )
 
     def authenticate(self, reg: Registry, source: str | None, secret: str, via: Via) -> Principal:
-        """The principal of `secret`, presented by `source` through `via`: refused unchecked while
-        the source is throttled, and counted when it does not authenticate.
+        """The principal of `secret`, presented by `source` through `via`, counted when it does not
+        authenticate. While the source is throttled a secret that does not authenticate is answered
+        429, not 401: the guesser learns nothing more, and a valid token from the same address (a
+        shared NAT, a proxy not listed in ADAPTERS_TRUSTED_PROXIES) still works, so guessing from an
+        address never locks its honest users out. The secrets are 256 bits: the throttle spares the
+        server and the log, it does not stand between a guesser and a token.
 
         Raises:
-            AuthThrottled: the source failed too often lately (the secret was not looked at).
+            AuthThrottled: the secret does not authenticate and the source failed too often lately.
             Unauthenticated: the secret is malformed, unknown, expired or revoked.
         """
-        self.check(source)
         try:
             return authentication.authenticate(reg, secret)
         except Unauthenticated:
+            self.check(source)
             self.auth_failed(source, via)
             raise
 
