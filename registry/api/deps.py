@@ -35,8 +35,9 @@ def get_principal(request: Request) -> Principal:
     even where an anonymous caller could read: the caller meant to be someone. The secret is never
     logged or echoed.
 
-    A source that failed too many authentications lately is answered 429 (`auth_throttled`)
-    before its credential is looked at; every failure is counted (`registry.services.security`).
+    A source that failed too many authentications lately is answered 429 (`auth_throttled`) for
+    each credential that does not authenticate (a valid one still works); every failure is
+    counted (`registry.services.security`).
     The address is the peer's, or a trusted proxy's X-Forwarded-For (`registry.access.addresses`).
 
     X-Adapters-User is still read and checked (a malformed one is a 400) but never trusted: on a
