@@ -31,11 +31,11 @@ from registry.entities import (
     VersionInfo,
     VersionSummary,
 )
-from registry.errors import BlobMissing, RegistryError
+from registry.errors import BlobMissing, InvalidSignature, RegistryError
 from registry.formats.inspect import AdapterFacts, inspect_files
 from registry.formats.manifest import FileEntry, manifest_digest
 from registry.formats.peft_config import canonical_config
-from registry.formats.signing import SIGNATURE_NAME, Verified, check_pushed
+from registry.formats.signing import SIGNATURE_MAX_BYTES, SIGNATURE_NAME, Verified, check_pushed
 from registry.formats.training import TrainingRecord, read_training
 from registry.refs import Ref, RepoName, check_alias, parse_ref, parse_repo
 from registry.services import audit, signatures
@@ -148,6 +148,8 @@ def _check(reg: Registry, req: PushRequest, aliases: list[str], unusable: set[st
 
     facts = inspect_files(files, read, reg.limits)
     sig = next((f for f in files if f.path == SIGNATURE_NAME), None)
+    if sig is not None and sig.size > SIGNATURE_MAX_BYTES:  # before a byte of it is read
+        raise InvalidSignature(f"{sig.path} is larger than {SIGNATURE_MAX_BYTES} bytes", path=sig.path)
     bundle = read(sig, 0, sig.size) if sig is not None else None
     signed = check_pushed(bundle, files, req.signer_key) if bundle is not None else None
     training = read_training(files, read)

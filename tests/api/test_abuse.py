@@ -405,6 +405,18 @@ def test_adapter_headers_hold_bounded_non_empty_modules(
     assert refused.status_code == 422 and refused.json()["code"] == "invalid_safetensors", refused.text
     assert f"at most {ADAPTER_TENSORS_MAX}" in refused.json()["detail"]
 
+    # A model.sig larger than any signature is refused from its size, before it is read.
+    from registry.formats.signing import SIGNATURE_MAX_BYTES
+
+    sig = {
+        "adapter_config.json": config,
+        "adapter_model.safetensors": _lora(1),
+        "model.sig": b" " * (SIGNATURE_MAX_BYTES + 1),
+    }
+    refused = _push(http, REPO, sig)
+    assert refused.status_code == 422 and refused.json()["code"] == "invalid_signature", refused.text
+    assert "larger than" in refused.json()["detail"]
+
     # A header longer than any adapter needs is refused from its length, before it is parsed.
     padded = b"{}" + b" " * (ADAPTER_HEADER_BYTES - 1)
     long = {
