@@ -127,6 +127,23 @@ def _listed(reg: Registry) -> _Listing:
                 if isinstance(f, dict) and "sha256" in f:
                     out.size.setdefault(f["sha256"], int(f.get("size", 0)))
                     out.bases[f["sha256"]].append(f"base {label} {f.get('path', '?')}")
+        # Signatures attached to a version or a base (their bundles are blobs gc keeps too).
+        signatures = session.execute(
+            select(m.VersionSignature.digest, m.VersionSignature.size, m.VersionSignature.purpose)
+            .add_columns(m.Repository.namespace, m.Repository.name, m.Version.number)
+            .add_columns(m.VersionSignature.base_id)
+            .outerjoin(m.Version, m.Version.id == m.VersionSignature.version_id)
+            .outerjoin(m.Repository, m.Repository.id == m.Version.repository_id)
+        )
+        for digest, size, purpose, ns, name, number, base_id in signatures:
+            out.size.setdefault(digest, size)
+            if number is not None:
+                ref = f"{ns}/{name}:{number}"
+                out.versions[digest].append(f"{ref} ({purpose})")
+                out.version_of[digest].add(ref)
+            else:
+                label = min(names[base_id]) if names[base_id] else f"#{base_id}"
+                out.bases[digest].append(f"base {label} ({purpose})")
     return out
 
 
