@@ -36,6 +36,9 @@ from registry.services.context import Registry
 from registry.services.hub import EMPTY_COMMIT, EMPTY_TAGS, HubFile, HubRevision, TreeEntry
 
 LIST_PAGE = 1000
+LIST_PAGE_FILES = 20_000
+"""The most files (siblings) one listing page carries when they are asked for: the page ends
+early, and its Link header names the rest."""
 """Repositories per list_models page (the Hub's own page)."""
 COMMITS_PAGE = 100
 """Commits per list_repo_commits page."""
@@ -124,7 +127,9 @@ def list_models(reg: Registry, query: ModelQuery, reader: Principal) -> ModelPag
     if after is not None:
         found = [c for c in found if _sort_key(c, query) > after]
     page = found[: query.limit]
-    nxt = _encode_cursor(_sort_key(page[-1], query)) if len(found) > query.limit else None
+    if query.files:  # siblings: a page of 1,000 repositories of 10,000 files each would be 10M
+        page = page[: _fitting_files(reg, page)]
+    nxt = _encode_cursor(_sort_key(page[-1], query)) if len(found) > len(page) else None
     if query.files:
         page = _with_files(reg, page)
     if query.cards:
@@ -338,6 +343,27 @@ def _decode_cursor(cursor: str | None) -> tuple[float, str] | None:
     except (binascii.Error, ValueError, TypeError, RecursionError):
         pass
     raise BadRequest("invalid cursor: pass the Link header's next URL as it came", field="cursor")
+
+
+def _fitting_files(reg: Registry, page: list[ListedModel]) -> int:
+    """How many of the page's repositories (at least one) fit LIST_PAGE_FILES files together."""
+    versions = [c.version_id for c in page if c.version_id is not None]
+    counts: dict[int, int] = {}
+    if versions:
+        with read_only(reg.sessions) as session:
+            counts = dict(
+                session.execute(
+                    select(m.VersionFile.version_id, func.count())
+                    .where(m.VersionFile.version_id.in_(versions))
+                    .group_by(m.VersionFile.version_id)
+                ).all()
+            )
+    total = 0
+    for n, c in enumerate(page):
+        total += len(c.base_files) if c.kind == "model" else counts.get(c.version_id or 0, 0)
+        if total > LIST_PAGE_FILES and n > 0:
+            return n
+    return len(page)
 
 
 def _with_files(reg: Registry, page: list[ListedModel]) -> list[ListedModel]:

@@ -523,3 +523,34 @@ def test_hub_bodies_are_bounded_and_read_after_the_caller_is_known(
         headers={"content-type": "application/json"},
     )
     assert many.status_code == 413 and many.headers["x-error-code"] == "PayloadTooLarge", many.text
+
+
+def test_a_listing_with_files_ends_its_page_at_a_bounded_number_of_files(
+    headers_server: tuple[ServerThread, Registry],
+) -> None:
+    """list_models with its siblings: a page stops before it would carry more than LIST_PAGE_FILES
+    files (a page of 1,000 repositories of 10,000 files each was 10M entries), and its Link header
+    names the rest, which holds the repositories left out."""
+    from registry.services.hub_discovery import LIST_PAGE_FILES
+
+    srv, reg = headers_server
+    _, alice = _writer(reg, "alice", "acme")
+    http = _client(srv, alice)
+    files = {"adapter_config.json": json.dumps(LORA_CONFIG).encode(), "adapter_model.safetensors": _lora(1)}
+    page = b"# a page\n"
+    for data in (*files.values(), page):
+        assert http.put(f"/v1/blobs/{_digest(data)}", content=data).status_code == 201
+    per_repo = LIST_PAGE_FILES // 2
+    listed = [{"path": p, "size": len(d), "sha256": _digest(d)} for p, d in files.items()]
+    listed += [
+        {"path": f"docs/{i}.md", "size": len(page), "sha256": _digest(page)} for i in range(per_repo - 2)
+    ]
+    for name in ("a", "b", "c"):
+        assert http.post(f"/v1/repos/acme/{name}/versions", json={"files": listed}).status_code == 201
+    first = http.get("/api/models", params={"author": "acme", "full": "true"})
+    assert first.status_code == 200, first.text
+    assert len(first.json()) == 2
+    assert sum(len(m["siblings"]) for m in first.json()) <= LIST_PAGE_FILES
+    rest = httpx.get(first.links["next"]["url"], headers=http.headers)
+    assert len(rest.json()) == 1 and len(rest.json()[0]["siblings"]) == per_repo
+    assert {m["id"] for m in first.json()} | {m["id"] for m in rest.json()} == {"acme/a", "acme/b", "acme/c"}
