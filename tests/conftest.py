@@ -1,5 +1,6 @@
 """Fixtures: real SQLite and PostgreSQL databases, real file and S3 (moto server) blob stores,
-a real uvicorn server on a loopback port, and real PEFT adapters trained on tiny models."""
+a real uvicorn server on a loopback port, adapter folders written as files (tests/adapter_files.py)
+and real PEFT adapters trained on tiny models for the numerical tests."""
 
 from __future__ import annotations
 
@@ -18,26 +19,63 @@ from registry.config import Settings
 from registry.services.context import Registry
 
 # ---------------------------------------------------------------- marks
-TRAINS_MODELS = {"adapters_dir", "lora_a", "qlora_dir", "zoo"}
-"""Fixtures that train (or quantize) real models: a test that uses one, directly or through
-another fixture, is `slow`."""
+# Markers by resource (pyproject.toml lists them), declared in three ways: a module's or a
+# test's own mark (`pytestmark = pytest.mark.server` where a module starts servers itself); a
+# parameter's marks (`resource_params` below, for database kinds, blob backends and CLI modes);
+# and this table, for the fixtures that provide a resource: a test whose fixtures include one,
+# directly or through another fixture, carries its marker. pg_url and s3_bucket refuse to run
+# for a test without the marker, so a missing declaration fails instead of slowing the loop.
+RESOURCES: dict[str, str] = {
+    "adapters_dir": "models",
+    "qlora_dir": "models",
+    "zoo": "models",  # tests/tensors/test_merge.py
+    "models": "models",  # tests/serving/conftest.py
+    "pg_admin": "postgres",
+    "s3_endpoint": "s3",
+    "server": "server",
+    "browser": "browser",  # tests/ui/conftest.py
+    "cluster": "server",  # tests/cluster/conftest.py
+    "site": "server",  # tests/ui/conftest.py
+    "served": "server",  # a server (uvicorn, or `adapters serve` in test_crash_points) in five modules
+    "s3_registry": "s3",  # tests/storage/test_pull_one_write.py
+    "presigned_server": "s3",  # tests/hub/test_hub_read.py
+}
+RESOURCE_MARKERS = ("models", "server", "postgres", "s3", "browser")
+"""`slow` is their union: `make test-fast` runs `-m "not slow"`."""
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark `slow` what needs a trained model or a subprocess server, so `make test-fast`
-    (`-m "not slow"`) is the edit-test loop: a fixture that trains, an S3 parameter (the moto
-    server runs in its own process), or a test module that starts processes (imports subprocess
-    or the Hub clients' runner). Tests that wait on purpose (timeouts, races) are marked by hand."""
+    """Add the markers declared in RESOURCES for each test's fixtures, then `slow` to every test
+    that carries a resource marker (declared anywhere)."""
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
-        callspec = getattr(item, "callspec", None)
-        params = callspec.params.values() if callspec is not None else ()
-        s3 = any(isinstance(v, str) and (v == "s3" or v.endswith("-s3")) for v in params)
-        module = getattr(item, "module", None)
-        # Processes: a module that imports subprocess, or runs the Hugging Face clients in one.
-        spawns = module is not None and ("subprocess" in vars(module) or "run_client" in vars(module))
-        if names & TRAINS_MODELS or names & {"s3_endpoint", "s3_bucket"} or s3 or spawns:
+        for fixture in names & RESOURCES.keys():
+            item.add_marker(RESOURCES[fixture])
+        if any(item.get_closest_marker(name) for name in RESOURCE_MARKERS):
             item.add_marker(pytest.mark.slow)
+
+
+def resource_params(*values: str, server: bool = False) -> list[object]:
+    """Parameters naming a database kind (`sqlite`, `postgresql`), a blob backend (`file`, `s3`)
+    or both (`postgresql-s3`), each declared with what it uses: `postgres` for PostgreSQL, `s3`
+    for S3, and `server` for all but `embedded` when `server` is true (the CLI's modes: every mode
+    but `embedded` runs a uvicorn server)."""
+    out: list[object] = []
+    for value in values:
+        parts = value.split("-")
+        marks = [pytest.mark.postgres] if "postgresql" in parts else []
+        marks += [pytest.mark.s3] if "s3" in parts else []
+        marks += [pytest.mark.server] if server and value != "embedded" else []
+        out.append(pytest.param(value, marks=marks))
+    return out
+
+
+def require_marker(request: pytest.FixtureRequest, marker: str, fixture: str) -> None:
+    if request.node.get_closest_marker(marker) is None:
+        pytest.fail(
+            f"{request.node.nodeid} uses {fixture} without the `{marker}` marker: declare it "
+            f"(tests/conftest.py: resource_params, RESOURCES, or pytestmark = pytest.mark.{marker})"
+        )
 
 
 PG_ADMIN_URL = os.environ.get("ADAPTERS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -182,8 +220,9 @@ def pg_pool(pg_admin: object, pg_template: str) -> Iterator[DatabasePool]:
 
 
 @pytest.fixture
-def pg_url(pg_pool: DatabasePool) -> Iterator[str]:
+def pg_url(pg_pool: DatabasePool, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh PostgreSQL database for one test (the schema at head, no rows), dropped afterwards."""
+    require_marker(request, "postgres", "pg_url")
     name = pg_pool.take()
     yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
     pg_pool.give_back(name)
@@ -214,7 +253,7 @@ def db_url_for(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str
     return str(request.getfixturevalue("pg_url"))
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=resource_params("sqlite", "postgresql"))
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return db_url_for(str(request.param), tmp_path, request)
 
@@ -249,9 +288,10 @@ def s3_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture
-def s3_bucket(s3_endpoint: str) -> str:
+def s3_bucket(s3_endpoint: str, request: pytest.FixtureRequest) -> str:
     from minio import Minio
 
+    require_marker(request, "s3", "s3_bucket")
     bucket = f"blobs-{uuid.uuid4().hex[:12]}"
     Minio(s3_endpoint, access_key="test", secret_key="test", secure=False, region="us-east-1").make_bucket(
         bucket
@@ -259,7 +299,7 @@ def s3_bucket(s3_endpoint: str) -> str:
     return bucket
 
 
-@pytest.fixture(params=["file", "s3"])
+@pytest.fixture(params=resource_params("file", "s3"))
 def blob_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -372,7 +412,16 @@ def server(settings: Settings, registry: Registry) -> Iterator[ServerThread]:
         yield srv
 
 
-# ---------------------------------------------------------------- real adapters
+# ---------------------------------------------------------------- adapters
+@pytest.fixture(scope="session")
+def adapter_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folders of `adapters_dir` (base, lora_a, lora_b, lora_dora: the same names, shapes and
+    configs) written as files without torch, for tests of the registry's own logic."""
+    from tests.adapter_files import adapter_set
+
+    return adapter_set(tmp_path_factory.mktemp("adapter-files"))
+
+
 @pytest.fixture(scope="session")
 def adapters_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny Llama and real LoRA adapters trained on it for a few steps (built once per session)."""
@@ -396,11 +445,11 @@ def adapters_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def lora_a(adapters_dir: Path, tmp_path: Path) -> Path:
-    """A private copy of adapter A that a test may modify."""
+def lora_a(adapter_files: Path, tmp_path: Path) -> Path:
+    """A private copy of adapter A (written as files) that a test may modify."""
     import shutil
 
-    return Path(shutil.copytree(adapters_dir / "lora_a", tmp_path / "lora_a"))
+    return Path(shutil.copytree(adapter_files / "lora_a", tmp_path / "lora_a"))
 
 
 @pytest.fixture(scope="session")

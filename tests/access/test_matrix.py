@@ -29,7 +29,9 @@ from registry.db.engine import unit_of_work
 from registry.services import accounts
 from registry.services.context import Registry
 from registry.services.timeutil import now
-from tests.conftest import ServerThread, db_url_for, make_settings
+from tests.conftest import ServerThread, db_url_for, make_settings, resource_params
+
+pytestmark = pytest.mark.server
 
 WHO = ["anonymous", "read_only", "writer", "other_writer", "expired", "revoked", "admin"]
 
@@ -114,7 +116,7 @@ class World:
         )
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=resource_params("sqlite", "postgresql"))
 def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
     settings = make_settings(tmp_path, db_url_for(str(request.param), tmp_path, request), "file", request)
     reg = Registry.from_settings(settings, migrate=True)

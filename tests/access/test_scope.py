@@ -22,7 +22,9 @@ from registry.client.transfer import push_folder
 from registry.services import accounts
 from registry.services.context import Registry
 from tests.access.test_matrix import base_body, tiny_adapter
-from tests.conftest import ServerThread, db_url_for, make_settings
+from tests.conftest import ServerThread, db_url_for, make_settings, resource_params
+
+pytestmark = pytest.mark.server
 
 SCOPES: dict[str, list[str] | None] = {
     "full": None,
@@ -47,7 +49,7 @@ class Scoped:
         return httpx.Client(base_url=self.url, timeout=30, headers=headers)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=resource_params("sqlite", "postgresql"))
 def scoped(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Scoped]:
     settings = make_settings(tmp_path, db_url_for(str(request.param), tmp_path, request), "file", request)
     reg = Registry.from_settings(settings, migrate=True)

@@ -28,7 +28,7 @@ from registry.services import accounts
 from registry.services.context import Registry
 from tests.conftest import PG_ADMIN_URL, free_port, make_settings
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.server, pytest.mark.postgres]
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -25,12 +25,14 @@ from registry.config import Settings
 from registry.services.context import Registry
 from registry.services.hub_lfs import PartStore
 from storage.staging import LocalStaging
-from tests.conftest import PG_ADMIN_URL, ServerThread, make_settings
+from tests.conftest import PG_ADMIN_URL, ServerThread, make_settings, resource_params
+
+pytestmark = pytest.mark.server
 
 PROBLEM = "application/problem+json"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=resource_params("sqlite", "postgresql"))
 def hostile_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     from tests.conftest import db_url_for
 

@@ -28,6 +28,8 @@ from registry.services import accounts
 from registry.services.context import Registry
 from tests.conftest import db_url_for, free_port, make_settings
 
+pytestmark = pytest.mark.server
+
 ROOT = Path(__file__).resolve().parents[2]
 PRIVATE = "hiddenteam/secretproject"
 """A repository nobody may see: its name must reach neither the metrics page nor a log line."""

@@ -15,6 +15,8 @@ from registry.api import create_app
 from registry.services.context import Registry
 from tests.conftest import ServerThread, make_settings
 
+pytestmark = pytest.mark.server
+
 MAX_EXAMPLES = 12
 
 

@@ -29,6 +29,7 @@ def flip_one_element(folder: Path) -> None:
     shard.write_bytes(bytes(raw))
 
 
+@pytest.mark.models
 def test_sharded_and_unsharded_copies_share_a_fingerprint(tmp_path: Path) -> None:
     model = sized_llama()
     model.save_pretrained(tmp_path / "one")
@@ -40,6 +41,7 @@ def test_sharded_and_unsharded_copies_share_a_fingerprint(tmp_path: Path) -> Non
     assert one.param_count == many.param_count == sum(p.numel() for p in model.parameters())
 
 
+@pytest.mark.models
 def test_one_element_changes_the_fingerprint_not_the_structure(tmp_path: Path) -> None:
     sized_llama().save_pretrained(tmp_path / "a")
     shutil.copytree(tmp_path / "a", tmp_path / "b")
@@ -64,6 +66,7 @@ def test_real_minilm(tmp_path: Path) -> None:
     assert facts.fingerprint == inspect_model(MINILM, workers=1).fingerprint  # parallelism changes nothing
 
 
+@pytest.mark.models
 def test_gpt2_conv1d_modules(tmp_path: Path) -> None:
     tiny_gpt2().save_pretrained(tmp_path / "gpt2")
     modules = {m.name: m for m in inspect_model(tmp_path / "gpt2").modules}

@@ -1,6 +1,7 @@
 """Bases in the registry: linking on push, refusals that name module and shapes, fit tiers.
 
-Runs on SQLite and PostgreSQL, with real models and adapters of every PEFT type built by PEFT.
+Runs on SQLite and PostgreSQL, with real models and adapters of every PEFT type built by PEFT, and
+(linking, tiers, fine-tunes, config-only bases) with bases and LoRAs written as files.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from registry.client.transfer import parse_eval, push_folder
 from registry.entities import FitQuery, VersionFilter
 from registry.errors import InvalidAdapter, NotFound
 from registry.services.context import Registry
+from tests.adapter_files import TINY, Gpt2, Llama, gpt2_base, llama_base, lora_folder
 from tests.adapters_factory import save_peft, sized_llama, tiny_gpt2, train_lora
 from tests.bases.test_fingerprint import MINILM, flip_one_element
 from tests.conftest import make_settings
@@ -42,6 +44,26 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sized_llama(vocab=256).save_pretrained(root / "llama-vocab256")
     tiny_gpt2().save_pretrained(root / "gpt2")
     return root
+
+
+WIDE = Llama(hidden=64, intermediate=128)
+"""sized_llama(hidden=64)'s shape."""
+
+
+@pytest.fixture(scope="module")
+def base_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bases of `models` that the tests below use, written as files (tests/adapter_files.py)."""
+    root = tmp_path_factory.mktemp("base-files")
+    llama_base(root / "llama")  # hidden 32, vocab 128
+    llama_base(root / "llama-instruct", seed=1)  # same structure, other weights
+    llama_base(root / "llama64", model=WIDE)
+    gpt2_base(root / "gpt2")
+    return root
+
+
+def file_lora(folder: Path, seed: int = 1, model: Llama = TINY) -> Path:
+    """The LoRA train_lora saves (r 4, alpha 8, q_proj and v_proj), written as files."""
+    return lora_folder(folder, seed=seed, model=model, r=4, lora_alpha=8)
 
 
 @pytest.fixture
@@ -125,12 +147,12 @@ def test_refusals_name_the_module_and_both_shapes(client: LocalClient, models: P
 
 
 def test_linking_by_name_fingerprint_and_adapter_config(
-    client: LocalClient, models: Path, tmp_path: Path
+    client: LocalClient, base_files: Path, tmp_path: Path
 ) -> None:
-    info = add_base_folder(client, models / "llama", ["meta/tiny-llama", "tiny"], revision="main")
-    again = add_base_folder(client, models / "llama", ["tiny-alias"])
+    info = add_base_folder(client, base_files / "llama", ["meta/tiny-llama", "tiny"], revision="main")
+    again = add_base_folder(client, base_files / "llama", ["tiny-alias"])
     assert again.id == info.id and {n.name for n in again.names} == {"meta/tiny-llama", "tiny", "tiny-alias"}
-    lora = train_lora(sized_llama(), tmp_path / "lora")
+    lora = file_lora(tmp_path / "lora")
     cfg = json.loads((lora / "adapter_config.json").read_text())
     cfg["base_model_name_or_path"] = "meta/tiny-llama"  # as when trained on the hub checkpoint
     (lora / "adapter_config.json").write_text(json.dumps(cfg))
@@ -144,16 +166,16 @@ def test_linking_by_name_fingerprint_and_adapter_config(
         client.fit(FitQuery(base="never-registered"))
 
 
-def test_fit_tiers_filters_and_explain(client: LocalClient, models: Path, tmp_path: Path) -> None:
-    add_base_folder(client, models / "llama", ["llama"])
-    add_base_folder(client, models / "llama-instruct", ["llama-instruct"])
-    add_base_folder(client, models / "llama64", ["llama64"])
-    add_base_folder(client, models / "gpt2", ["gpt2"])
-    lora = train_lora(sized_llama(), tmp_path / "lora")
+def test_fit_tiers_filters_and_explain(client: LocalClient, base_files: Path, tmp_path: Path) -> None:
+    add_base_folder(client, base_files / "llama", ["llama"])
+    add_base_folder(client, base_files / "llama-instruct", ["llama-instruct"])
+    add_base_folder(client, base_files / "llama64", ["llama64"])
+    add_base_folder(client, base_files / "gpt2", ["gpt2"])
+    lora = file_lora(tmp_path / "lora")
     push_folder(client, lora, "acme/legal", base="llama", task="legal", evals=[parse_eval("acc=0.7")])
     push_folder(
         client,
-        train_lora(sized_llama(), tmp_path / "l2", seed=5),
+        file_lora(tmp_path / "l2", seed=5),
         "acme/legal2",
         base="llama",
         task="legal",
@@ -161,12 +183,12 @@ def test_fit_tiers_filters_and_explain(client: LocalClient, models: Path, tmp_pa
     )
     push_folder(client, lora, "acme/instruct", base="llama-instruct", task="chat")
     push_folder(client, lora, "acme/unlinked")  # no base: compatible through its module table
-    push_folder(client, train_lora(sized_llama(hidden=64), tmp_path / "big"), "acme/big", base="llama64")
-    gpt = save_peft(
-        tiny_gpt2(), LoraConfig(r=4, target_modules=["c_attn"], fan_in_fan_out=True), tmp_path / "g"
+    push_folder(client, file_lora(model=WIDE, folder=tmp_path / "big"), "acme/big", base="llama64")
+    gpt = lora_folder(
+        tmp_path / "g", model=Gpt2(), task_type=None, r=4, target_modules=["c_attn"], fan_in_fan_out=True
     )
     push_folder(client, gpt, "acme/gpt", base="gpt2")
-    push_folder(client, train_lora(sized_llama(hidden=64), tmp_path / "big2"), "acme/big-unlinked")
+    push_folder(client, file_lora(model=WIDE, folder=tmp_path / "big2"), "acme/big-unlinked")
 
     def refs(**kw: Any) -> list[tuple[str, str]]:
         return [(i.ref, i.tier) for i in client.fit(FitQuery(base="llama", **kw)).items]
@@ -187,22 +209,22 @@ def test_fit_tiers_filters_and_explain(client: LocalClient, models: Path, tmp_pa
 
 
 def test_one_element_finetune_is_compatible_not_exact(
-    client: LocalClient, models: Path, tmp_path: Path
+    client: LocalClient, base_files: Path, tmp_path: Path
 ) -> None:
     import shutil
 
-    shutil.copytree(models / "llama", tmp_path / "tuned")
+    shutil.copytree(base_files / "llama", tmp_path / "tuned")
     flip_one_element(tmp_path / "tuned")
-    a = add_base_folder(client, models / "llama", ["llama"])
+    a = add_base_folder(client, base_files / "llama", ["llama"])
     b = add_base_folder(client, tmp_path / "tuned", ["llama-tuned"])
     assert a.fingerprint != b.fingerprint and a.structure_signature == b.structure_signature
-    push_folder(client, train_lora(sized_llama(), tmp_path / "lora"), "acme/x", base="llama-tuned")
+    push_folder(client, file_lora(tmp_path / "lora"), "acme/x", base="llama-tuned")
     assert [(i.ref, i.tier) for i in client.fit(FitQuery(base="llama")).items] == [("acme/x:1", "compatible")]
 
 
-def test_config_only_base_and_upload(client: LocalClient, models: Path) -> None:
-    structure = add_base_config(client, models / "llama" / "config.json", ["llama-config"])
-    weights = add_base_folder(client, models / "llama", ["llama"], upload=True)
+def test_config_only_base_and_upload(client: LocalClient, base_files: Path) -> None:
+    structure = add_base_config(client, base_files / "llama" / "config.json", ["llama-config"])
+    weights = add_base_folder(client, base_files / "llama", ["llama"], upload=True)
     assert structure.fingerprint is None and structure.structure_signature == weights.structure_signature
     assert structure.module_count == weights.module_count
     shown = client.get_base("llama")

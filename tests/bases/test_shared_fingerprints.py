@@ -31,7 +31,9 @@ from registry.services.context import Registry
 from tests.access.test_matrix import base_body, tiny_adapter
 from tests.adapters_factory import save_peft, sized_llama
 from tests.cli.conftest import Cli
-from tests.conftest import ServerThread, db_url_for, make_settings
+from tests.conftest import ServerThread, db_url_for, make_settings, resource_params
+
+pytestmark = pytest.mark.server
 
 WRITERS = {"alice": "alice", "bob": "bob", "carol": "pub", "dave": "dave"}
 """user -> the one namespace it writes; only `pub` is public."""
@@ -73,7 +75,7 @@ class Site:
         )
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=resource_params("sqlite", "postgresql"))
 def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Site]:
     settings = make_settings(tmp_path, db_url_for(str(request.param), tmp_path, request), "file", request)
     reg = Registry.from_settings(settings, migrate=True)
@@ -204,7 +206,7 @@ def test_a_refused_change_names_no_base_name_the_caller_may_not_read(site: Site)
     assert names(full) == ["corp/hidden", "pub/shared"]
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("kind", resource_params("sqlite", "postgresql"))
 def test_0009_keeps_every_reference_to_a_base_and_goes_back_to_one_base_per_fingerprint(
     kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

@@ -14,9 +14,12 @@ from click.testing import CliRunner, Result
 from cli.main import cli
 from registry.api import create_app
 from registry.services.context import Registry
-from tests.conftest import ServerThread, db_url_for, make_settings
+from tests.conftest import ServerThread, db_url_for, make_settings, resource_params
 
-MODES = ["embedded", "sqlite-file", "sqlite-s3", "postgresql-file", "postgresql-s3"]
+MODES = resource_params(
+    "embedded", "sqlite-file", "sqlite-s3", "postgresql-file", "postgresql-s3", server=True
+)
+"""Where the CLI runs (open_cli): in-process, or against a uvicorn server on each database and store."""
 
 
 class Cli:

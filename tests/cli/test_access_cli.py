@@ -15,7 +15,9 @@ from registry.api import create_app
 from registry.services.context import Registry
 from tests.access.test_matrix import tiny_adapter
 from tests.cli.conftest import Cli
-from tests.conftest import ServerThread, db_url_for, make_settings
+from tests.conftest import ServerThread, db_url_for, make_settings, resource_params
+
+pytestmark = pytest.mark.server
 
 
 def refused(result: Any, code: str) -> None:
@@ -24,7 +26,7 @@ def refused(result: Any, code: str) -> None:
     assert result.stderr.strip().count("\n") == 0
 
 
-@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("db", resource_params("sqlite", "postgresql"))
 def test_operator_makes_the_first_admin_then_a_team_shares_the_server(
     db: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:

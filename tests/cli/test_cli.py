@@ -17,10 +17,10 @@ def adapters(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cli]:
         yield run
 
 
-def test_push_list_show_pull_alias(adapters: Cli, adapters_dir: Path, tmp_path: Path) -> None:
+def test_push_list_show_pull_alias(adapters: Cli, adapter_files: Path, tmp_path: Path) -> None:
     pushed = adapters.json(
         "push",
-        str(adapters_dir / "lora_a"),
+        str(adapter_files / "lora_a"),
         "acme/legal",
         "--task",
         "legal",
@@ -33,10 +33,10 @@ def test_push_list_show_pull_alias(adapters: Cli, adapters_dir: Path, tmp_path: 
     )
     assert (pushed["repo"], pushed["version"], pushed["created"]) == ("acme/legal", 1, True)
     assert pushed["digest"].startswith("sha256:")
-    same = adapters.json("push", str(adapters_dir / "lora_a"), "acme/legal")
+    same = adapters.json("push", str(adapter_files / "lora_a"), "acme/legal")
     assert same["created"] is False and same["version"] == 1
-    adapters("base", "add", "--config", str(adapters_dir / "base" / "config.json"), "--name", "tiny-llama")
-    second = adapters.json("push", str(adapters_dir / "lora_b"), "acme/legal", "--base", "tiny-llama")
+    adapters("base", "add", "--config", str(adapter_files / "base" / "config.json"), "--name", "tiny-llama")
+    second = adapters.json("push", str(adapter_files / "lora_b"), "acme/legal", "--base", "tiny-llama")
     assert second["version"] == 2
 
     shown = adapters.json("show", "acme/legal@staging")
@@ -53,7 +53,7 @@ def test_push_list_show_pull_alias(adapters: Cli, adapters_dir: Path, tmp_path: 
     out = tmp_path / "pulled"
     pulled = adapters.json("pull", "acme/legal@staging", "-o", str(out))
     assert pulled["version"] == 1 and Path(pulled["path"]) == out
-    for f in (adapters_dir / "lora_a").iterdir():
+    for f in (adapter_files / "lora_a").iterdir():
         assert (out / f.name).read_bytes() == f.read_bytes()
 
     moved = adapters.json("alias", "set", "acme/legal:2", "staging")
@@ -98,7 +98,7 @@ def test_pulled_adapter_gives_identical_logits(adapters: Cli, adapters_dir: Path
     assert not torch.allclose(plain, pulled)  # the adapter really changes the output
 
 
-def test_embedded_default_needs_no_setup(tmp_path: Path, adapters_dir: Path) -> None:
+def test_embedded_default_needs_no_setup(tmp_path: Path, adapter_files: Path) -> None:
     """With only XDG_DATA_HOME set, data lands in $XDG_DATA_HOME/adapter-registry."""
     run = Cli(
         {
@@ -110,6 +110,6 @@ def test_embedded_default_needs_no_setup(tmp_path: Path, adapters_dir: Path) -> 
         }
     )
     run.env.pop("ADAPTERS_HOME")
-    run("push", str(adapters_dir / "lora_a"), "acme/legal")
+    run("push", str(adapter_files / "lora_a"), "acme/legal")
     assert (tmp_path / "xdg" / "adapter-registry" / "registry.db").exists()
     assert any((tmp_path / "xdg" / "adapter-registry" / "blobs" / "sha256").iterdir())

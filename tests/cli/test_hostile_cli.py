@@ -27,7 +27,9 @@ from registry.errors import BadRequest, UnsafePath
 from registry.services import accounts
 from registry.services.context import Registry
 from tests.cli.conftest import Cli, open_cli
-from tests.conftest import ServerThread, db_url_for, make_settings
+from tests.conftest import ServerThread, db_url_for, make_settings, resource_params
+
+pytestmark = pytest.mark.server
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,13 +46,13 @@ def one_error_line(stderr: str, code: str) -> None:
 
 
 # ---------------------------------------------------------------- the user header
-@pytest.fixture(params=["sqlite-file", "postgresql-file"])
+@pytest.fixture(params=resource_params("sqlite-file", "postgresql-file", server=True))
 def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cli]:
     with open_cli(str(request.param), request, tmp_path) as run:
         yield run
 
 
-@pytest.fixture(params=["sqlite-file", "postgresql-file"])
+@pytest.fixture(params=resource_params("sqlite-file", "postgresql-file", server=True))
 def served_registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Cli, Registry]]:
     """`served`, with the server's registry (to make users and tokens as the operator would)."""
     db, backend = str(request.param).split("-")

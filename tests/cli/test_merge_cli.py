@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from tests.cli.conftest import Cli, open_cli
+from tests.conftest import resource_params
 
 
-@pytest.fixture(params=["embedded", "postgresql-s3"])
+@pytest.fixture(params=resource_params("embedded", "postgresql-s3", server=True))
 def adapters(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cli]:
     with open_cli(str(request.param), request, tmp_path) as run:
         yield run

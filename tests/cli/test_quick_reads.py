@@ -28,6 +28,8 @@ from registry.services import queries, quick, versions
 from registry.services.context import Registry
 from storage.local import LocalBlobStore
 
+pytestmark = pytest.mark.server
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -19,7 +19,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from registry.formats.signing import key_fingerprint
 from tests.cli.conftest import Cli, open_cli
+from tests.conftest import resource_params
 from tests.storage.test_pull_one_write import write_adapter
+
+pytestmark = pytest.mark.server
 
 model_signing = pytest.importorskip("model_signing")
 
@@ -81,7 +84,7 @@ def message(result: Result) -> str:
     return str(json.loads(result.stdout)["error"]["message"])
 
 
-@pytest.mark.parametrize("mode", ["embedded", "postgresql-file"])
+@pytest.mark.parametrize("mode", resource_params("embedded", "postgresql-file", server=True))
 def test_signed_folder_pushes_and_records_signer(
     mode: str,
     request: pytest.FixtureRequest,

@@ -23,6 +23,8 @@ from registry.db.engine import (
 from registry.db.revisions import revisions_in
 from registry.errors import SchemaNewer
 
+pytestmark = pytest.mark.server
+
 HEAVY = {"alembic", "mako", "pygments", "pydantic", "sqlalchemy", "torch"}
 """Packages `adapters --help` must not load (the database's, the migrations', the entities', the tensors')."""
 

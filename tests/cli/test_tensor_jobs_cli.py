@@ -15,11 +15,12 @@ from transformers import AutoModelForCausalLM
 
 from registry.tensors.qlora import Variant, _verdict
 from tests.cli.conftest import Cli, open_cli
+from tests.conftest import resource_params
 
 IDS = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(3))
 
 
-@pytest.fixture(params=["embedded", "postgresql-s3", "sqlite-file"])
+@pytest.fixture(params=resource_params("embedded", "postgresql-s3", "sqlite-file", server=True))
 def adapters(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cli]:
     with open_cli(str(request.param), request, tmp_path) as run:
         yield run

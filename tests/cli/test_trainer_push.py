@@ -13,7 +13,7 @@ import torch
 
 from tests.cli.conftest import Cli
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.models
 
 
 class RandomTokens(torch.utils.data.Dataset[dict[str, torch.Tensor]]):

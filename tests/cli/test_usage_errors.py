@@ -13,6 +13,8 @@ from click.testing import CliRunner
 from cli.jobs import jobs
 from tests.cli.conftest import Cli
 
+pytestmark = pytest.mark.server
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 

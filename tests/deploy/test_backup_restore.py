@@ -28,6 +28,8 @@ from registry.services.context import Registry
 from tests.access.test_matrix import tiny_adapter
 from tests.conftest import ServerThread, make_settings
 
+pytestmark = pytest.mark.server
+
 VERSIONS = {"acme/legal": [1, 2, 3], "acme/medical": [4], "lab/code": [5, 6]}
 """Repositories and the seeds of their versions, pushed in this order."""
 
@@ -59,6 +61,7 @@ def cli_json(server: ServerThread, home: Path, *args: str) -> tuple[int, dict[st
     return result.exit_code, json.loads(result.stdout)
 
 
+@pytest.mark.s3
 def test_backup_then_restore_onto_a_fresh_server(
     pg_admin: object,
     pg_url: str,

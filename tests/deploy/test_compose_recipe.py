@@ -32,6 +32,8 @@ from tests.deploy import compose
 from tests.deploy.compose import ROOT
 from tests.deploy.test_compose_files import DOT_ENV
 
+pytestmark = pytest.mark.server
+
 RECIPE = [
     "docker compose up -d",
     "docker compose exec -T api adapters user add admin --admin",

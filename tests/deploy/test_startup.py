@@ -51,6 +51,7 @@ def _load(home: str) -> bytes:
     return load_secret_key(Settings(home=Path(home)))
 
 
+@pytest.mark.server  # four spawned processes, as replicas
 def test_replicas_sharing_the_folder_agree(tmp_path: Path) -> None:
     with multiprocessing.get_context("spawn").Pool(4) as pool:
         keys = pool.map(_load, [str(tmp_path / "shared")] * 8)

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.server
+
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 PLANNING_FIXTURES = DOCS.parent / "tests" / "planning" / "fixtures"
 PAGES = [
@@ -46,6 +48,7 @@ PAGES = [
     "how-to/signed-versions.md",
     "how-to/sharing.md",
     "how-to/operate.md",
+    "how-to/operate-cluster.md",
     "how-to/backup.md",
     "how-to/upgrading.md",
     "how-to/web-ui.md",
@@ -104,6 +107,8 @@ def console_script(code: str) -> str:
 
 
 def test_every_block_is_marked() -> None:
+    guides = {f"how-to/{p.name}" for p in (DOCS / "how-to").glob("*.md")}
+    assert not guides - set(PAGES), f"how-to pages missing from PAGES: {sorted(guides - set(PAGES))}"
     unmarked, runs = [], 0
     for page in PAGES:
         for block in blocks(page):

@@ -13,10 +13,10 @@ from registry.access.principal import OPERATOR, Principal
 from registry.config import Settings
 from registry.services import accounts
 from registry.services.context import Registry
-from tests.conftest import db_url_for, make_settings
+from tests.conftest import db_url_for, make_settings, resource_params
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=resource_params("sqlite", "postgresql"))
 def ev_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     return make_settings(tmp_path, db_url_for(str(request.param), tmp_path, request), "file", request)
 

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from tests.cli.conftest import Cli, open_cli
+from tests.conftest import resource_params
 
 
-@pytest.fixture(params=["embedded", "postgresql-file"])
+@pytest.fixture(params=resource_params("embedded", "postgresql-file", server=True))
 def adapters(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cli]:
     with open_cli(str(request.param), request, tmp_path) as run:
         yield run

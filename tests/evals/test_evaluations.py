@@ -23,6 +23,8 @@ from storage.local import LocalBlobStore
 from tests.conftest import ServerThread
 from tests.evals.conftest import user
 
+pytestmark = pytest.mark.server
+
 
 @pytest.fixture
 def client(reg: Registry, tmp_path: Path) -> LocalClient:

@@ -13,7 +13,7 @@ from alembic import command
 from sqlalchemy import create_engine, inspect, text
 
 from registry.db.engine import alembic_config
-from tests.conftest import db_url_for
+from tests.conftest import db_url_for, resource_params
 
 MERGE = {
     "kind": "merge",
@@ -31,7 +31,7 @@ EXPORT = {
 }
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("kind", resource_params("sqlite", "postgresql"))
 def test_0007_fills_history_and_edges(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     url = db_url_for(kind, tmp_path, request)
     engine = create_engine(url)

@@ -28,6 +28,8 @@ from tests.cli.conftest import Cli
 from tests.conftest import ServerThread
 from tests.evals.conftest import user
 
+pytestmark = pytest.mark.server
+
 MIGRATION = Path(__file__).resolve().parents[2] / "migrations" / "versions" / "0007_evaluations.py"
 
 

@@ -25,8 +25,10 @@ from registry.services import accounts
 from registry.services.context import Registry
 from registry.services.downloads import DownloadCounter
 from tests.access.test_matrix import tiny_adapter
-from tests.conftest import ServerThread, db_url_for, make_settings
+from tests.conftest import ServerThread, db_url_for, make_settings, resource_params
 from tests.hub.clients import run_client
+
+pytestmark = pytest.mark.server
 
 CARD = """---
 license: mit
@@ -53,7 +55,7 @@ def base_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=resource_params("sqlite", "postgresql"))
 def settings_db(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     return make_settings(tmp_path, db_url_for(str(request.param), tmp_path, request), "file", request)
 

@@ -19,13 +19,15 @@ from registry.entities import BaseRegistration
 from registry.errors import NameTaken
 from registry.services import bases, queries
 from registry.services.context import Registry
-from tests.conftest import ServerThread, db_url_for, make_settings
+from tests.conftest import ServerThread, db_url_for, make_settings, resource_params
 from tests.hub.clients import run_client
+
+pytestmark = pytest.mark.server
 
 BASE = "acme/tiny-llama"
 
 
-@pytest.fixture(params=["sqlite-file", "postgresql-s3"])
+@pytest.fixture(params=resource_params("sqlite-file", "postgresql-s3"))
 def hub_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerThread]:
     """Model loading is the slow part: two corners of {SQLite, PostgreSQL} x {file, S3}."""
     db, backend = str(request.param).split("-")

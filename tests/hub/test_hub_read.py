@@ -18,8 +18,10 @@ from registry.client.http import HttpClient
 from registry.client.transfer import push_folder
 from registry.services import accounts
 from registry.services.context import Registry
-from tests.conftest import ServerThread, db_url_for, make_settings
+from tests.conftest import ServerThread, db_url_for, make_settings, resource_params
 from tests.hub.clients import run_client
+
+pytestmark = pytest.mark.server
 
 HEX40 = re.compile(r"[0-9a-f]{40}")
 
@@ -263,7 +265,7 @@ def test_hub_http_headers_ranges_errors_and_pages(server: ServerThread, lora_a: 
     )
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=resource_params("sqlite", "postgresql"))
 def presigned_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerThread]:
     db = db_url_for(str(request.param), tmp_path, request)
     settings = make_settings(tmp_path, db, "s3", request).model_copy(update={"s3_presign_downloads": True})

@@ -24,8 +24,10 @@ from registry.services import queries
 from registry.services.context import Registry
 from registry.services.hub_lfs import PartStore, Signer
 from registry.startup import load_secret_key
-from tests.conftest import ServerThread, db_url_for, make_settings
+from tests.conftest import ServerThread, db_url_for, make_settings, resource_params
 from tests.hub.clients import run_client
+
+pytestmark = pytest.mark.server
 
 REPO = "acme/hubbed"
 
@@ -379,7 +381,7 @@ def server_sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Se
     reg.close()
 
 
-@pytest.fixture(params=["sqlite-file", "postgresql-s3"])
+@pytest.fixture(params=resource_params("sqlite-file", "postgresql-s3"))
 def hub_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[ServerThread, Registry]]:
     db, backend = str(request.param).split("-")
     settings = make_settings(tmp_path, db_url_for(db, tmp_path, request), backend, request)

@@ -21,15 +21,17 @@ from cli.main import cli
 from registry.api import create_app
 from registry.bounds import MAX_VERSION_FILES
 from registry.services.context import Registry
-from tests.conftest import ServerThread, db_url_for, make_settings
+from tests.conftest import ServerThread, db_url_for, make_settings, resource_params
 from tests.hub.clients import run_client
 from tests.hub.test_hub_write import _batch, _commit, files_of, make_public, versions
+
+pytestmark = pytest.mark.server
 
 REPO = "acme/hardened"
 DEEP = b"[" * 100_000 + b"]" * 100_000
 
 
-@pytest.fixture(params=["sqlite-file", "postgresql-s3"])
+@pytest.fixture(params=resource_params("sqlite-file", "postgresql-s3"))
 def hub(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[ServerThread, Registry]]:
     db, backend = str(request.param).split("-")
     settings = make_settings(tmp_path, db_url_for(db, tmp_path, request), backend, request)

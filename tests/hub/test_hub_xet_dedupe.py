@@ -30,14 +30,16 @@ from registry.formats import xet as fmt
 from registry.refs import Ref, parse_repo
 from registry.services import accounts, gc, lifecycle, xet_store
 from registry.services.context import Registry
-from tests.conftest import ServerThread, db_url_for, make_settings
+from tests.conftest import ServerThread, db_url_for, make_settings, resource_params
 from tests.hub.clients import run_client
 from tests.hub.test_hub_write import files_of, make_public, versions
+
+pytestmark = pytest.mark.server
 
 MiB = 1024**2
 
 
-@pytest.fixture(params=["sqlite-file", "postgresql-s3"])
+@pytest.fixture(params=resource_params("sqlite-file", "postgresql-s3"))
 def xet_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[ServerThread, Registry]]:
     db, backend = str(request.param).split("-")
     settings = make_settings(tmp_path, db_url_for(db, tmp_path, request), backend, request)

@@ -15,6 +15,8 @@ from registry.facade import AdapterRegistry
 from registry.services.context import Registry
 from tests.conftest import ServerThread, db_url_for, make_settings
 
+pytestmark = pytest.mark.server
+
 
 @pytest.fixture(params=["embedded", "sqlite-server"])
 def reg(

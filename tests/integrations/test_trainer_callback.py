@@ -16,7 +16,7 @@ from registry.facade import AdapterRegistry
 from registry.integrations.transformers import RegistryCallback
 from tests.cli.test_trainer_push import RandomTokens
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.models
 
 
 @pytest.fixture

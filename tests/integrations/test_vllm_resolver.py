@@ -23,6 +23,8 @@ from registry.integrations.vllm import Resolver, resolve_adapter
 from tests.conftest import ServerThread
 from tests.integrations.conftest import BASE, write_lora
 
+pytestmark = pytest.mark.server
+
 ROOT = Path(__file__).resolve().parents[2]
 VLLM_PYTHON = Path(os.environ.get("ADAPTERS_VLLM_PYTHON", ROOT / ".venv-vllm" / "bin" / "python"))
 

@@ -29,6 +29,8 @@ from registry.tensors.synthetic import llama_config, llama_shapes, write_llama, 
 from registry.worker import Worker, WorkerSettings, WorkerThread
 from storage.local import LocalBlobStore
 
+pytestmark = pytest.mark.server
+
 LEASE_S = 1.5
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -23,7 +23,9 @@ from registry.entities import BaseRegistration
 from registry.services import accounts, bases
 from registry.services.context import Registry
 from tests.access.test_matrix import tiny_adapter
-from tests.conftest import ServerThread, db_url_for, make_settings
+from tests.conftest import ServerThread, db_url_for, make_settings, resource_params
+
+pytestmark = pytest.mark.server
 
 
 @dataclass
@@ -50,7 +52,7 @@ class Site:
         return result.exit_code, result.output
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=resource_params("sqlite", "postgresql"))
 def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Site]:
     settings = make_settings(tmp_path, db_url_for(str(request.param), tmp_path, request), "file", request)
     reg = Registry.from_settings(settings, migrate=True)

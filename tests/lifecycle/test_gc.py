@@ -28,7 +28,7 @@ from registry.services import gc, jobs
 from registry.services.context import Registry
 from registry.services.timeutil import now
 from storage import BlobStore
-from tests.conftest import make_settings
+from tests.conftest import make_settings, resource_params
 from tests.lifecycle.conftest import push
 
 
@@ -126,7 +126,7 @@ def test_commit_refused_for_a_blob_being_swept(
     assert refused.value.code == "gc_running" and refused.value.status == 409
 
 
-@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("db", resource_params("sqlite", "postgresql"))
 @pytest.mark.slow  # races for 8 s on purpose
 def test_pushes_racing_gc_never_commit_a_deleted_blob(
     db: str, tmp_path: Path, request: pytest.FixtureRequest

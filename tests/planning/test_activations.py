@@ -21,6 +21,8 @@ from registry.planning.activations import activation_bytes
 from registry.planning.trainable import trainable
 from tests.planning.models import CONFIGS, SavedBytes, build, forward_loss, layers_of, with_method
 
+pytestmark = pytest.mark.models  # runs real models to measure their activations
+
 BATCH, SEQ = 2, 64
 TOLERANCE = 0.25
 METHODS = ["full", "lora", "dora", "ia3", "prefix", "prompt"]

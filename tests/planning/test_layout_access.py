@@ -15,6 +15,8 @@ from registry.services.context import Registry
 from tests.conftest import ServerThread, make_settings
 from tests.planning.models import write_config
 
+pytestmark = pytest.mark.server
+
 
 def test_layout_route_checks_read_access(tmp_path: Path, db_url: str, request: pytest.FixtureRequest) -> None:
     settings = make_settings(tmp_path, db_url, "file", request)

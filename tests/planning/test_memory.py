@@ -17,6 +17,8 @@ from registry.planning.trainable import trainable
 from registry.planning.weights import base_weight_bytes
 from tests.planning.models import CONFIGS, build, forward_loss, is_causal, with_method
 
+pytestmark = pytest.mark.models  # loads real models and steps real optimizers
+
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:

@@ -14,6 +14,7 @@ from registry.planning import Layout
 from registry.planning.trainable import trainable
 from tests.adapters_factory import save_base, save_peft, tiny_llama
 from tests.cli.conftest import Cli, open_cli
+from tests.conftest import resource_params
 from tests.planning.models import FIXTURES, build, with_method, write_config
 
 
@@ -70,6 +71,7 @@ def test_refusals_are_one_line(cli: Cli, tmp_path: Path) -> None:
     assert nothing.exit_code == 1 and "matches no" in nothing.output
 
 
+@pytest.mark.models
 def test_without_a_method_every_method_is_ranked_and_evidence_decides(cli: Cli, tmp_path: Path) -> None:
     base = save_base(tiny_llama(), tmp_path / "base")
     cli("base", "add", "--config", str(base / "config.json"), "--name", "t/llama")
@@ -111,7 +113,7 @@ def test_without_a_method_every_method_is_ranked_and_evidence_decides(cli: Cli, 
     assert "recommended: ia3" in text and "recipe: latency critical -> ia3: agrees" in text
 
 
-@pytest.mark.parametrize("mode", ["sqlite-file", "postgresql-file"])
+@pytest.mark.parametrize("mode", resource_params("sqlite-file", "postgresql-file", server=True))
 def test_plan_over_http_equals_embedded(
     mode: str, cli: Cli, request: pytest.FixtureRequest, tmp_path: Path, layouts: dict[str, Layout]
 ) -> None:

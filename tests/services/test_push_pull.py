@@ -28,10 +28,10 @@ def read_tree(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_push_then_pull_is_byte_identical(client: LocalClient, adapters_dir: Path, tmp_path: Path) -> None:
+def test_push_then_pull_is_byte_identical(client: LocalClient, adapter_files: Path, tmp_path: Path) -> None:
     result = push_folder(
         client,
-        adapters_dir / "lora_a",
+        adapter_files / "lora_a",
         "acme/legal",
         task="legal",
         evals=[parse_eval("accuracy=0.91@lexglue:test")],
@@ -39,7 +39,7 @@ def test_push_then_pull_is_byte_identical(client: LocalClient, adapters_dir: Pat
     )
     assert result.created and result.version == 1 and result.digest.startswith("sha256:")
     info, out = pull(client, "acme/legal", tmp_path / "out")
-    assert read_tree(out) == read_tree(adapters_dir / "lora_a")
+    assert read_tree(out) == read_tree(adapter_files / "lora_a")
     assert info.peft_type == "LORA" and info.r == 4 and info.lora_alpha == 8
     assert info.target_modules == ["q_proj", "v_proj"]
     assert info.task == "legal" and info.pushed_by == "tester" and info.message == "first"
@@ -53,11 +53,11 @@ def test_push_then_pull_is_byte_identical(client: LocalClient, adapters_dir: Pat
     assert info.adapter_bytes == info.trainable_params * 4
 
 
-def test_versions_aliases_and_every_ref_form(client: LocalClient, adapters_dir: Path) -> None:
-    v1 = push_folder(client, adapters_dir / "lora_a", "acme/legal", aliases=["production"])
-    again = push_folder(client, adapters_dir / "lora_a", "acme/legal")
+def test_versions_aliases_and_every_ref_form(client: LocalClient, adapter_files: Path) -> None:
+    v1 = push_folder(client, adapter_files / "lora_a", "acme/legal", aliases=["production"])
+    again = push_folder(client, adapter_files / "lora_a", "acme/legal")
     assert not again.created and again.version == 1 and "no new version" in again.detail
-    v2 = push_folder(client, adapters_dir / "lora_b", "acme/legal", aliases=["staging"])
+    v2 = push_folder(client, adapter_files / "lora_b", "acme/legal", aliases=["staging"])
     assert v2.version == 2 and v2.digest != v1.digest
     assert client.resolve("acme/legal").version == 2
     assert client.resolve("acme/legal:1").digest == v1.digest
@@ -79,15 +79,15 @@ def test_versions_aliases_and_every_ref_form(client: LocalClient, adapters_dir: 
     with pytest.raises(InvalidReference):
         client.set_alias("acme/legal:1", "latest")
     # Reverting to identical older content makes a new version (content differs from the latest).
-    v3 = push_folder(client, adapters_dir / "lora_a", "acme/legal")
+    v3 = push_folder(client, adapter_files / "lora_a", "acme/legal")
     assert v3.created and v3.version == 3 and v3.digest == v1.digest
     assert client.resolve(f"acme/legal@{v1.digest}").version == 3
 
 
-def test_list_filters_and_pagination(client: LocalClient, adapters_dir: Path) -> None:
-    push_folder(client, adapters_dir / "lora_a", "acme/legal", task="legal", base="tiny-llama")
-    push_folder(client, adapters_dir / "lora_b", "acme/medical", task="medical", base="tiny-llama")
-    push_folder(client, adapters_dir / "lora_dora", "acme/medical", task="medical", base="other")
+def test_list_filters_and_pagination(client: LocalClient, adapter_files: Path) -> None:
+    push_folder(client, adapter_files / "lora_a", "acme/legal", task="legal", base="tiny-llama")
+    push_folder(client, adapter_files / "lora_b", "acme/medical", task="medical", base="tiny-llama")
+    push_folder(client, adapter_files / "lora_dora", "acme/medical", task="medical", base="other")
     latest = client.list_versions(VersionFilter(latest_only=True))
     assert [v.ref for v in latest.items] == ["acme/medical:2", "acme/legal:1"]
     assert [v.ref for v in client.list_versions(VersionFilter(task="medical")).items] == [
@@ -112,9 +112,9 @@ def test_list_filters_and_pagination(client: LocalClient, adapters_dir: Path) ->
 
 
 def test_pull_is_atomic_cached_and_refuses_to_clobber(
-    client: LocalClient, adapters_dir: Path, tmp_path: Path
+    client: LocalClient, adapter_files: Path, tmp_path: Path
 ) -> None:
-    push_folder(client, adapters_dir / "lora_a", "acme/legal")
+    push_folder(client, adapter_files / "lora_a", "acme/legal")
     out = tmp_path / "target"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
@@ -123,7 +123,7 @@ def test_pull_is_atomic_cached_and_refuses_to_clobber(
     assert (out / "keep.txt").read_text() == "mine"
     pull(client, "acme/legal", out, force=True)
     # --force replaces the adapter's files and never deletes what the registry did not write.
-    assert read_tree(out) == {**read_tree(adapters_dir / "lora_a"), "keep.txt": b"mine"}
+    assert read_tree(out) == {**read_tree(adapter_files / "lora_a"), "keep.txt": b"mine"}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
     # A second pull finds every blob in the cache: nothing to fetch.
@@ -135,11 +135,11 @@ def test_pull_is_atomic_cached_and_refuses_to_clobber(
 
 
 def test_concurrent_pushes_get_gap_free_numbers(
-    client: LocalClient, adapters_dir: Path, tmp_path: Path
+    client: LocalClient, adapter_files: Path, tmp_path: Path
 ) -> None:
     folders = []
     for i in range(6):
-        d = Path(shutil.copytree(adapters_dir / "lora_a", tmp_path / f"a{i}"))
+        d = Path(shutil.copytree(adapter_files / "lora_a", tmp_path / f"a{i}"))
         (d / "README.md").write_text(f"variant {i}\n")
         folders.append(d)
     errors: list[BaseException] = []

@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import Connection
 
 from registry.db.engine import alembic_config
-from tests.conftest import db_url_for
+from tests.conftest import db_url_for, resource_params
 
 ROW = (
     "INSERT INTO qlora_checks (version_id, base_model_id, {variant}verdict, report, created_at) "
@@ -21,7 +21,7 @@ ROW = (
 )
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("kind", resource_params("sqlite", "postgresql"))
 def test_0008_keys_checks_by_variant_and_goes_back_to_the_default_one(
     kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

@@ -17,7 +17,7 @@ from registry.client.local import LocalClient
 from registry.client.transfer import push_folder
 from registry.services.context import Registry
 from tests.adapters_factory import VOCAB, save_peft, sized_llama, tiny_llama
-from tests.conftest import db_url_for, make_settings
+from tests.conftest import db_url_for, make_settings, resource_params
 
 BASE = "acme/tiny-llama"
 ADAPTERS = {  # name -> LoRA settings; init_lora_weights=False: random non-zero B, so outputs differ
@@ -88,7 +88,7 @@ def embedded(tmp_path: Path, request: pytest.FixtureRequest, models: Path) -> It
     yield from _embedded(tmp_path, "sqlite", request, models)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=resource_params("sqlite", "postgresql"))
 def embedded_any_db(tmp_path: Path, request: pytest.FixtureRequest, models: Path) -> Iterator[Pushed]:
     yield from _embedded(tmp_path, str(request.param), request, models)
 

@@ -21,6 +21,8 @@ from tests.conftest import ServerThread, db_url_for, make_settings
 from tests.serving.conftest import BASE, publish
 from tests.serving.test_server import ATOL, IDS, alone
 
+pytestmark = pytest.mark.server
+
 
 @pytest.fixture
 def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerThread]:

@@ -21,6 +21,8 @@ from storage.local import LocalBlobStore
 from tests.conftest import ServerThread, make_settings
 from tests.storage.test_resume_download import CuttingProxy
 
+pytestmark = pytest.mark.server
+
 WEIGHTS = "adapter_model.safetensors"
 
 

@@ -18,6 +18,8 @@ from registry.errors import DigestMismatch, ServerUnavailable
 from registry.services.context import Registry
 from tests.conftest import ServerThread, free_port, make_settings
 
+pytestmark = pytest.mark.server
+
 SIZE = 3 * 1024 * 1024 + 17
 
 

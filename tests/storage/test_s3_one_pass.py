@@ -20,6 +20,8 @@ from registry.services.context import Registry
 from storage.s3 import MAX_PARTS, MULTIPART_STALE_S, SMALL_PART_SIZE, S3BlobStore, part_size_for
 from tests.conftest import ServerThread, make_settings
 
+pytestmark = pytest.mark.server
+
 MIB = 1024 * 1024
 PART = 5 * MIB
 """S3's smallest part: a 12 MiB blob goes in three parts, the last one refused."""
@@ -179,6 +181,7 @@ def test_the_stale_sweep_keeps_multipart_uploads_for_a_day(older_than_h: float, 
     assert client.aborted == aborted
 
 
+@pytest.mark.s3
 def test_the_server_streams_a_put_to_the_final_key(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """PUT /v1/blobs/{digest} over real HTTP into an S3 store: the same one-pass upload, refused
     without a trace when the body does not hash to the digest."""
@@ -207,6 +210,7 @@ def test_the_server_streams_a_put_to_the_final_key(tmp_path: Path, request: pyte
     assert pending_uploads(store) == []
 
 
+@pytest.mark.s3
 def test_the_server_refuses_a_multipart_put_with_a_wrong_last_byte(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

@@ -16,6 +16,8 @@ from registry.formats.model_folder import inspect_model, weight_files
 from registry.tensors.export import export_merged
 from tests.adapters_factory import VOCAB, save_peft, sized_llama, tiny_gpt2, tiny_llama, train_lora
 
+pytestmark = pytest.mark.models  # compared with PEFT on real models
+
 IDS = torch.randint(0, VOCAB, (2, 10), generator=torch.Generator().manual_seed(7))
 
 

@@ -18,7 +18,7 @@ from transformers import PreTrainedModel
 from registry.tensors.qlora import Variant, check_4bit
 from tests.adapters_factory import VOCAB, save_peft
 
-pytestmark = pytest.mark.slow  # builds and quantizes real models
+pytestmark = pytest.mark.models  # builds and quantizes real models
 
 REL = 1e-5
 DEFAULT = Variant()

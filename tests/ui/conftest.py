@@ -17,7 +17,7 @@ from registry.access.principal import OPERATOR
 from registry.config import Settings
 from registry.services.context import Registry
 from tests.cli.conftest import Cli
-from tests.conftest import ServerThread
+from tests.conftest import ServerThread, resource_params
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "ui"
 HOSTILE_TASK = "<img src=x onerror=window.pwned=1>"
@@ -42,7 +42,7 @@ def _push(run: Cli, folder: Path, repo: str, *args: str) -> Any:
     return run.json("push", str(folder), repo, *args)
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=resource_params("sqlite", "postgresql"))
 def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One database per module and kind (tests/conftest.py's pg_url is per test: too many setups)."""
     if request.param == "sqlite":
