@@ -6,11 +6,13 @@ import importlib.util
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 
 from registry import __version__, ui
 from registry.api import observe, problems, security
+from registry.api.background import every
 from registry.api.guard import RequestGuard
 from registry.api.hub import discovery
 from registry.api.hub import router as hub_router
@@ -34,6 +36,8 @@ from registry.services.security import SecurityMonitor
 from registry.startup import load_secret_key, refuse_example_credentials
 
 log = logging.getLogger("registry.api")
+PART_SWEEP_S = 300.0
+"""How often a server sweeps the parts of Hub multipart uploads nobody completed."""
 
 
 def _first_admin_hint(reg: Registry) -> None:
@@ -91,7 +95,15 @@ def create_app(
             from registry.worker import Worker, WorkerSettings, WorkerThread
 
             thread = WorkerThread(Worker(reg, WorkerSettings.from_settings(settings))).start()
-        async with security.flushing(reg, monitor), discovery.counting_downloads(reg):
+        parts = PartStore.of(reg.store)
+        sweep = partial(parts.remove_stale, settings.stale_upload_s)
+        # Stale Hub upload parts, swept now and then rather than at every completion (each sweep
+        # lists every staged upload: a writer could stage a million; found by review).
+        async with (
+            security.flushing(reg, monitor),
+            discovery.counting_downloads(reg),
+            every(PART_SWEEP_S, sweep, lambda: None),
+        ):
             yield
         if thread is not None:
             thread.stop()

@@ -360,7 +360,7 @@ def _fitting_files(reg: Registry, page: list[ListedModel]) -> int:
             )
     total = 0
     for n, c in enumerate(page):
-        total += len(c.base_files) if c.kind == "model" else counts.get(c.version_id or 0, 0)
+        total += len(c.base_files or ()) if c.kind == "model" else counts.get(c.version_id or 0, 0)
         if total > LIST_PAGE_FILES and n > 0:
             return n
     return len(page)

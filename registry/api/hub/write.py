@@ -338,7 +338,6 @@ async def lfs_complete(
     if [n for n, _ in ordered] != list(range(1, expected + 1)):
         raise BadRequest(f"the completion must list parts 1..{expected}", field="parts")
     parts = _parts(reg)
-    await anyio.to_thread.run_sync(parts.remove_stale, settings.stale_upload_s)
     slots: UploadSlots = request.app.state.upload_slots
     info = await slots.run(
         who.user_id,
