@@ -96,7 +96,18 @@ def jobs_per_minute(work: Path, workers: int, count: int) -> float:
             cli(c, home, "push", str(work / f"m{seed}-{workers}"), name)
         started = time.monotonic()
         submitted = [
-            cli(c, home, "merge", "bench/m1=0.5", "bench/m2=0.5", "--into", f"bench/out{i}", "--no-wait")
+            cli(
+                c,
+                home,
+                "merge",
+                "bench/m1=0.5",
+                "bench/m2=0.5",
+                "--into",
+                f"bench/out{i}",
+                "--method",
+                "linear",
+                "--no-wait",
+            )
             for i in range(count)
         ]
         ids = [str(j.get("id") or j.get("job_id")) for j in submitted]
