@@ -12,9 +12,11 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from registry.access.principal import OPERATOR
+from registry.client.local import LocalClient
 from registry.config import Settings
 from registry.services.context import Registry
 
@@ -335,6 +337,18 @@ def registry(settings: Settings) -> Iterator[Registry]:
     reg.close()
 
 
+@pytest.fixture
+def client(registry: Registry, tmp_path: Path) -> LocalClient:
+    """The embedded client on `registry` as the operator's user `tester` (its cache is the store
+    itself when that is a local folder). Directories with another kind of client override it."""
+    from storage.local import LocalBlobStore
+
+    cache = (
+        registry.store if isinstance(registry.store, LocalBlobStore) else LocalBlobStore(tmp_path / "cache")
+    )
+    return LocalClient(registry, "tester", cache)
+
+
 # ---------------------------------------------------------------- a real server
 def quick_uvicorn() -> None:
     """uvicorn looks at its exit flag every 0.1 s, and when stopping it first waits a fixed 0.1 s
@@ -410,6 +424,13 @@ def server(settings: Settings, registry: Registry) -> Iterator[ServerThread]:
 
     with ServerThread(create_app(settings, registry)) as srv:
         yield srv
+
+
+@pytest.fixture
+def http(server: ServerThread) -> Iterator[httpx.Client]:
+    """An httpx client on `server` with the admin's token (modules needing other headers override it)."""
+    with httpx.Client(base_url=server.url, timeout=30, headers=server.auth) as c:
+        yield c
 
 
 # ---------------------------------------------------------------- adapters

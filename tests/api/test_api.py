@@ -7,18 +7,12 @@ import os
 from pathlib import Path
 
 import httpx
-import pytest
 
 from registry.client.http import HttpClient
 from registry.client.transfer import push_folder
 from tests.conftest import ServerThread
 
 PROBLEM = "application/problem+json"
-
-
-@pytest.fixture
-def http(server: ServerThread) -> httpx.Client:
-    return httpx.Client(base_url=server.url, timeout=30, headers=server.auth)
 
 
 def put_blob(http: httpx.Client, data: bytes, digest: str | None = None) -> httpx.Response:

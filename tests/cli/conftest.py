@@ -16,9 +16,8 @@ from registry.api import create_app
 from registry.services.context import Registry
 from tests.conftest import ServerThread, db_url_for, make_settings, resource_params
 
-MODES = resource_params(
-    "embedded", "sqlite-file", "sqlite-s3", "postgresql-file", "postgresql-s3", server=True
-)
+MODE_NAMES = ("embedded", "sqlite-file", "sqlite-s3", "postgresql-file", "postgresql-s3")
+MODES = resource_params(*MODE_NAMES, server=True)
 """Where the CLI runs (open_cli): in-process, or against a uvicorn server on each database and store."""
 
 
@@ -48,6 +47,19 @@ def embedded(tmp_path: Path) -> Cli:
             "ADAPTERS_BLOB_URL": "",
         }
     )
+
+
+def cli_fixture(*modes: str) -> Any:
+    """The `adapters` fixture of a CLI test module: the CLI in each of `modes` (MODE_NAMES or some
+    of them), opened by open_cli and marked by what each uses. A module says
+    `adapters = cli_fixture("embedded", "postgresql-s3")` instead of writing the fixture again."""
+
+    @pytest.fixture(params=resource_params(*modes, server=True))
+    def adapters(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cli]:
+        with open_cli(str(request.param), request, tmp_path) as run:
+            yield run
+
+    return adapters
 
 
 @contextmanager

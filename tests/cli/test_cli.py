@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import MODES, Cli, open_cli
+from tests.cli.conftest import MODE_NAMES, Cli, cli_fixture
 
-
-@pytest.fixture(params=MODES)
-def adapters(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cli]:
-    with open_cli(str(request.param), request, tmp_path) as run:
-        yield run
+adapters = cli_fixture(*MODE_NAMES)
 
 
 def test_push_list_show_pull_alias(adapters: Cli, adapter_files: Path, tmp_path: Path) -> None:

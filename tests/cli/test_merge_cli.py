@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import torch
 
-from tests.cli.conftest import Cli, open_cli
-from tests.conftest import resource_params
+from tests.cli.conftest import Cli, cli_fixture
 
-
-@pytest.fixture(params=resource_params("embedded", "postgresql-s3", server=True))
-def adapters(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cli]:
-    with open_cli(str(request.param), request, tmp_path) as run:
-        yield run
+adapters = cli_fixture("embedded", "postgresql-s3")
 
 
 def test_merge_records_lineage_and_loads_in_peft(adapters: Cli, adapters_dir: Path, tmp_path: Path) -> None:

@@ -7,19 +7,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import Cli, open_cli
-from tests.conftest import resource_params
+from tests.cli.conftest import Cli, cli_fixture
 
-
-@pytest.fixture(params=resource_params("embedded", "postgresql-file", server=True))
-def adapters(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cli]:
-    with open_cli(str(request.param), request, tmp_path) as run:
-        yield run
+adapters = cli_fixture("embedded", "postgresql-file")
 
 
 def with_base_path(adapter: Path, into: Path, base: str) -> Path:

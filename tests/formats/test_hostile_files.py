@@ -29,7 +29,6 @@ from registry.services.versions import commit_version
 from storage import InvalidDigest, check_digest, sha256_file
 from storage.base import DIGEST_RE
 from tests.formats.test_refusals import count_rows, upload_folder
-from tests.services.test_push_pull import client  # noqa: F401  (fixture)
 
 LIMITS = Limits(max_total_bytes=1 << 30, max_header_bytes=1 << 20, max_json_bytes=1 << 20)
 DIGEST = "sha256:" + "ab" * 32

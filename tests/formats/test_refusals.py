@@ -29,7 +29,6 @@ from registry.services.blobs import upload_blob
 from registry.services.context import Registry
 from registry.services.versions import commit_version
 from storage import sha256_file
-from tests.services.test_push_pull import client  # noqa: F401  (fixture)
 
 Mutation = Callable[[Path], None]
 

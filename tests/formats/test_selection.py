@@ -22,7 +22,6 @@ from registry.refs import parse_ref
 from registry.services.context import Registry
 from registry.services.evaluations import history
 from storage import sha256_file
-from tests.services.test_push_pull import client  # noqa: F401  (fixture)
 
 PICKLE = pickle.dumps({"lr": 1.0})
 

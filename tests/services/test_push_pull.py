@@ -12,16 +12,6 @@ from registry.client.local import LocalClient
 from registry.client.transfer import parse_eval, pull, push_folder
 from registry.entities import VersionFilter
 from registry.errors import BadRequest, InvalidReference, NotFound, OutputExists
-from registry.services.context import Registry
-from storage.local import LocalBlobStore
-
-
-@pytest.fixture
-def client(registry: Registry, tmp_path: Path) -> LocalClient:
-    cache = (
-        registry.store if isinstance(registry.store, LocalBlobStore) else LocalBlobStore(tmp_path / "cache")
-    )
-    return LocalClient(registry, "tester", cache)
 
 
 def read_tree(root: Path) -> dict[str, bytes]:
