@@ -99,14 +99,24 @@ def test_attached_signature_in_snapshot_download(
     with open_cli("sqlite-file", request, tmp_path) as adapters:
         adapters("push", str(unsigned(tmp_path)), "acme/plain")
         adapters("sign", "acme/plain", "--key", str(private))
+        adapters("namespace", "set", "acme", "--require-signature", "--trust-key", str(public))
         got = run_client(
             adapters.env["ADAPTERS_URL"],
             tmp_path / "hf",
             f"""
-            out({{"snapshot": hf.snapshot_download("acme/plain", local_dir="{tmp_path / "snap"}")}})
+            res = {{"snapshot": hf.snapshot_download("acme/plain", local_dir="{tmp_path / "snap"}")}}
+            try:
+                hf.HfApi().upload_folder(repo_id="acme/unsigned", folder_path="{unsigned(tmp_path, "hub")}")
+                res["refused"] = None
+            except hf_errors.HfHubHTTPError as err:
+                res["refused"] = [err.response.status_code, err.response.headers.get("x-error-message")]
+            out(res)
             """,
             HF_TOKEN=adapters.env["ADAPTERS_TOKEN"],
         )
+        status, text = got["refused"]  # a Hub commit is refused by the same policy as a push
+        assert status == 403 and "signature_required" in text
+        assert adapters("show", "acme/unsigned", ok=False).exit_code == 1
     snap = Path(got["snapshot"])
     assert (snap / "model.sig").is_file()
     ms_verify(snap, public, ("model.sig", ".cache"))
