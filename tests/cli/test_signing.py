@@ -103,6 +103,8 @@ def test_signed_folder_pushes_and_records_signer(
         assert checked["info"]["signatures"][0]["checked"] is True
         shown = adapters("show", "acme/checked")
         assert fingerprint(public) in shown.stdout and "signature checked by the server" in shown.stdout
+        # Without the key, the signer is a claim, and show says so.
+        assert "UNVERIFIED signer" in adapters("show", "acme/signed").stdout
         # the wrong key sent with the push is refused, nothing stored
         wrong = adapters(
             "push", str(signed), "acme/wrong", "--signer-key", str(keys["mallory"][1]), "--json", ok=False
