@@ -27,6 +27,7 @@ from registry.entities import NamespacePolicy, PolicyChange, SignatureInfo, Sign
 from registry.errors import BadRequest, InvalidSignature, NotFound, SignatureRequired
 from registry.formats.manifest import FileEntry
 from registry.formats.signing import (
+    SIGNATURE_MAX_BYTES,
     SIGNATURE_NAME,
     Signer,
     check_pushed,
@@ -401,6 +402,9 @@ def enforce_alias(session: Session, store: BlobStore, version: m.Version, alias:
     ]
     why = "it has no signature"
     for b in bundles:
+        if b.size > SIGNATURE_MAX_BYTES:  # not read: no signature is this large
+            why = f"its {SIGNATURE_NAME} is larger than {SIGNATURE_MAX_BYTES} bytes"
+            continue
         try:
             check_signature(
                 read_listed(store, SIGNATURE_NAME, b.sha256, 0, b.size),
