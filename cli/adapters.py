@@ -10,18 +10,7 @@ import click
 from cli import render
 from cli.app import App, pass_app, with_client
 from cli.output import RichProgress, emit, err_console, json_option, jsonable
-from cli.params import ALIAS, EVAL, REF, REPO
-
-trust_key_option = click.option(
-    "--trust-key",
-    "trust_key",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    multiple=True,
-    envvar="ADAPTERS_TRUSTED_KEYS",
-    help="A public key (PEM) or certificate whose signatures you trust; repeatable. Also "
-    "ADAPTERS_TRUSTED_KEYS (paths separated by the OS path separator) and the *.pub/*.pem files "
-    "in $XDG_CONFIG_HOME/adapter-registry/trusted_keys/.",
-)
+from cli.params import ALIAS, EVAL, REF, REPO, trust_key_option
 
 if TYPE_CHECKING:
     from registry.client import RegistryClient

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import click
@@ -163,3 +164,15 @@ GRACE = Parsed("DURATION", _grace)
 """As DURATION, 0 allowed."""
 SINCE = Parsed("DURATION|TIME", _since)
 """1h, 7d (that long ago) or an ISO 8601 time, as an aware datetime."""
+
+
+trust_key_option = click.option(
+    "--trust-key",
+    "trust_key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    multiple=True,
+    envvar="ADAPTERS_TRUSTED_KEYS",
+    help="A public key (PEM) or certificate whose signatures you trust; repeatable. Also "
+    "ADAPTERS_TRUSTED_KEYS (paths separated by the OS path separator) and the *.pub/*.pem files "
+    "in $XDG_CONFIG_HOME/adapter-registry/trusted_keys/.",
+)

@@ -4,13 +4,13 @@ for filesystem loaders (vLLM, LoRAX, SGLang). The logic is registry/integrations
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from cli.app import with_client
+from cli.app import current_app, with_client
 from cli.output import emit, err_console, json_option, say
-from cli.params import ALIAS, REPO
+from cli.params import ALIAS, REPO, trust_key_option
 
 if TYPE_CHECKING:
     from registry.client import RegistryClient
@@ -59,6 +59,13 @@ def render_report(report: SyncReport) -> None:
     help="Write NAME into each synced adapter_config.json's base_model_name_or_path "
     "(vLLM's filesystem resolver requires it to equal the model vLLM serves).",
 )
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Sync only versions whose signature checks against keys trusted here (--trust-key); a "
+    "name whose new version does not stays where it was, and the pass reports it.",
+)
+@trust_key_option
 @click.option("--watch", is_flag=True, help="Keep following alias moves: a pass every --interval seconds.")
 @click.option(
     "--interval",
@@ -79,6 +86,8 @@ def sync(
     aliases: tuple[str, ...],
     layout: str,
     base_model_name: str | None,
+    verify: bool,
+    trust_key: tuple[Path, ...],
     watch: bool,
     interval: float,
     passes: int | None,
@@ -88,7 +97,18 @@ def sync(
     from registry.integrations.sync import SyncSpec, sync_once
     from registry.integrations.sync import watch as watch_loop
 
-    spec = SyncSpec(repos=repos, aliases=aliases, layout=layout, base_model_name=base_model_name)  # type: ignore[arg-type]
+    trusted: tuple[Any, ...] = ()
+    if verify:
+        from registry.client.verify import trusted_keys
+
+        trusted = tuple(trusted_keys(trust_key, current_app().settings.config_dir))
+    spec = SyncSpec(
+        repos=repos,
+        aliases=aliases,
+        layout=layout,  # type: ignore[arg-type]
+        base_model_name=base_model_name,
+        trusted=trusted,
+    )
     if not watch:
         emit(sync_once(client, folder, spec), as_json, render_report)
         return

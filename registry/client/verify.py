@@ -75,6 +75,20 @@ def pull_verified(
     from registry.client.transfer import served_files, write_files
 
     info = client.resolve(ref)
+    verified = check_version(client, info, keys)
+    out = out or Path.cwd() / info.repo.split("/")[1]
+    return info, write_files(client, served_files(info), out, force=force, progress=progress), verified
+
+
+def check_version(client: RegistryClient, info: VersionInfo, keys: list[EllipticCurvePublicKey]) -> Verified:
+    """The version's signature (its own model.sig, else one attached by `adapters sign`), checked
+    against `keys` and the files the server lists, before a byte of those files is fetched: what
+    `pull --verify`, `sync --verify` and the vLLM resolver's ADAPTERS_VLLM_VERIFY rest on.
+
+    Raises:
+        UntrustedSignature: no signature, or a signer not among `keys`.
+        InvalidSignature, SignatureMismatch: the signature or the listed files were altered.
+    """
     files = [FileEntry(f.path, f.size, f.sha256) for f in info.files]
     bundles = [f for f in files if f.path == SIGNATURE_NAME] + [
         FileEntry(SIGNATURE_NAME, s.size or 0, s.digest)
@@ -96,8 +110,7 @@ def pull_verified(
             failures.append(err)
     else:  # a mismatch or a forged signature says more than "signed by someone else"
         raise min(failures, key=lambda e: isinstance(e, UntrustedSignature))
-    out = out or Path.cwd() / info.repo.split("/")[1]
-    return info, write_files(client, served_files(info), out, force=force, progress=progress), verified
+    return verified
 
 
 def fetch_bundle(client: RegistryClient, entry: FileEntry) -> bytes:

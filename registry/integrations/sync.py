@@ -82,7 +82,8 @@ class SyncReport(BaseModel):
     dir: str
     entries: list[SyncEntry]
     skipped: list[SyncSkip] = []
-    """References not synced this pass (two references that would share one folder)."""
+    """References not synced this pass: two references that would share one folder, or (with
+    --verify) a version whose signature does not check against the trusted keys."""
     pruned: list[str] = []
     """Version folders deleted because no name has pointed at them since the previous pass."""
     error: str | None = None
@@ -104,6 +105,9 @@ class SyncSpec:
     base_model_name: str | None = None
     """Written into each synced adapter_config.json's `base_model_name_or_path` (see README:
     vLLM's filesystem resolver loads an adapter only when that field equals the served model)."""
+    trusted: tuple[Any, ...] = ()
+    """Public keys (`registry.client.verify.trusted_keys`): when given, a version is written and
+    named only once its signature checks against one of them (`sync --verify`)."""
 
     def __post_init__(self) -> None:
         for repo in self.repos:
@@ -301,6 +305,11 @@ def sync_once(client: RegistryClient, root: Path, spec: SyncSpec) -> SyncReport:
             except NotFound:  # the alias went away between the listing and now
                 continue
             current.add(name)
+            if spec.trusted:
+                why = _untrusted(client, info, spec.trusted)
+                if why is not None:  # the name stays where it was: a fleet loads only what it trusts
+                    skipped.append(SyncSkip(name=name, ref=ref, reason=why))
+                    continue
             folder = materialize(client, info, versions_dir, spec.base_model_name)
             old = names.get(name)
             link = root / name
@@ -344,6 +353,18 @@ def sync_once(client: RegistryClient, root: Path, spec: SyncSpec) -> SyncReport:
         pruned = _prune(versions_dir, keep={n["key"] for n in names.values()} | before)
         _write_atomic(root / STATE, json.dumps({"names": names}, indent=2, sort_keys=True))
     return SyncReport(dir=str(root), entries=entries, skipped=skipped, pruned=pruned)
+
+
+def _untrusted(client: RegistryClient, info: VersionInfo, trusted: tuple[Any, ...]) -> str | None:
+    """Why `info` may not be synced under `trusted` keys, or None when its signature checks."""
+    from registry.client.verify import check_version
+    from registry.errors import InvalidSignature
+
+    try:
+        check_version(client, info, list(trusted))
+    except InvalidSignature as err:
+        return f"{err.code}: {err.message}"
+    return None
 
 
 def _prune(versions_dir: Path, keep: set[str]) -> list[str]:

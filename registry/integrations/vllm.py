@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from registry.client.interface import RegistryClient
 from registry.entities import BaseInfo, VersionInfo
-from registry.errors import BadRequest, BaseMismatch, InvalidReference, NotFound
+from registry.errors import BadRequest, BaseMismatch, InvalidReference, InvalidSignature, NotFound
 from registry.integrations.sync import materialize
 from registry.refs import parse_ref
 
@@ -107,10 +107,13 @@ def resolve_adapter(
     base_model_name: str,
     lora_name: str,
     served_base: str | None = None,
+    trusted: tuple[Any, ...] = (),
 ) -> Resolved | None:
     """The body of `resolve_lora`, without vLLM: None when `lora_name` is not a registry reference
-    or names nothing; BaseMismatch when it does not fit; else the version, materialised once per
-    digest under `root` (from the client's verified cache, renamed into place whole)."""
+    or names nothing; BaseMismatch when it does not fit; with `trusted` keys, InvalidSignature
+    when its signature does not check against them (before a byte of it is fetched); else the
+    version, materialised once per digest under `root` (from the client's verified cache, renamed
+    into place whole)."""
     try:
         parse_ref(lora_name)
     except InvalidReference:
@@ -120,6 +123,10 @@ def resolve_adapter(
     except NotFound:
         return None
     check_fits(client, info, served_base or base_model_name)
+    if trusted:
+        from registry.client.verify import check_version
+
+        check_version(client, info, list(trusted))
     path = materialize(client, info, root)
     int_id = int(info.digest.removeprefix("sha256:")[:15], 16) or 1
     return Resolved(lora_name=lora_name_for(info), lora_int_id=int_id, path=path, version=info)
@@ -129,8 +136,15 @@ class Resolver:
     """The resolver's state: the client (opened on first use, shared by vLLM's threads under a
     lock), the folder versions are materialised in, and the served base if configured."""
 
-    def __init__(self, settings: Settings, root: Path | None = None, served_base: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        root: Path | None = None,
+        served_base: str | None = None,
+        trusted: tuple[Any, ...] = (),
+    ) -> None:
         self.settings = settings
+        self.trusted = trusted
         self.root = root or settings.effective_cache_dir / "vllm"
         self.served_base = served_base
         self._client: RegistryClient | None = None
@@ -146,8 +160,10 @@ class Resolver:
     def resolve(self, base_model_name: str, lora_name: str) -> Resolved | None:
         with self._lock:
             try:
-                return resolve_adapter(self.client(), self.root, base_model_name, lora_name, self.served_base)
-            except BaseMismatch as err:
+                return resolve_adapter(
+                    self.client(), self.root, base_model_name, lora_name, self.served_base, self.trusted
+                )
+            except (BaseMismatch, InvalidSignature) as err:
                 log.warning("adapter-registry refuses %s: %s", lora_name, err)
                 return None
 
@@ -180,7 +196,9 @@ def register() -> None:
     registry (ADAPTERS_URL, or ADAPTERS_HOME for an embedded one); otherwise do nothing, like
     vLLM's filesystem resolver without VLLM_LORA_RESOLVER_CACHE_DIR. ADAPTERS_VLLM_DIR: where
     versions are materialised (default: the client cache's `vllm/`); ADAPTERS_VLLM_BASE: the served
-    base's registry name or fingerprint (default: the model string vLLM serves)."""
+    base's registry name or fingerprint (default: the model string vLLM serves);
+    ADAPTERS_VLLM_VERIFY=1: serve only versions whose signature checks against the keys trusted
+    here (ADAPTERS_TRUSTED_KEYS, the config folder's trusted_keys/), as `pull --verify` does."""
     if not (os.environ.get("ADAPTERS_URL") or os.environ.get("ADAPTERS_HOME")):
         return
     from vllm.lora.resolver import LoRAResolverRegistry
@@ -188,7 +206,14 @@ def register() -> None:
     from registry.config import Settings
 
     root = os.environ.get("ADAPTERS_VLLM_DIR")
+    settings = Settings()
+    trusted: tuple[Any, ...] = ()
+    if os.environ.get("ADAPTERS_VLLM_VERIFY", "") not in ("", "0"):
+        from registry.client.verify import trusted_keys
+
+        named = os.environ.get("ADAPTERS_TRUSTED_KEYS", "")
+        trusted = tuple(trusted_keys([Path(p) for p in named.split(os.pathsep) if p], settings.config_dir))
     resolver = Resolver(
-        Settings(), Path(root) if root else None, os.environ.get("ADAPTERS_VLLM_BASE") or None
+        settings, Path(root) if root else None, os.environ.get("ADAPTERS_VLLM_BASE") or None, trusted
     )
     LoRAResolverRegistry.register_resolver(RESOLVER_NAME, make_resolver(resolver))

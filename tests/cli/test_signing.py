@@ -350,3 +350,62 @@ def test_certificate_signed_folder(embedded: Cli, tmp_path: Path) -> None:
     model_signing.verifying.Config().use_certificate_verifier(certificate_chain=[ca]).set_hashing_config(
         beside()
     ).verify(out, out / "model.sig")
+
+
+def test_sync_and_the_vllm_resolver_load_only_what_they_trust(
+    embedded: Cli, signed: Path, tmp_path: Path, keys: dict[str, tuple[Path, Path]]
+) -> None:
+    """A serving fleet's trust policy: `sync --verify` writes and names a version only once its
+    signature checks against the keys trusted here; a name whose new version does not (unsigned,
+    or signed by someone else) stays on the version it had, and the pass says why. The vLLM
+    resolver with trusted keys refuses the same versions (None: vLLM answers 404)."""
+    from registry.client import open_client
+    from registry.client.verify import trusted_keys
+    from registry.config import Settings
+    from registry.integrations.vllm import Resolver
+
+    public = keys["alice"][1]
+
+    def variant(name: str, readme: str, signer: str | None) -> Path:
+        """The signed adapter made for the served base 'tiny', with another README, signed by `signer`."""
+        folder = tmp_path / name
+        folder.mkdir()
+        for f in signed.iterdir():
+            if f.name != "model.sig":
+                (folder / f.name).write_bytes(f.read_bytes())
+        config = json.loads((folder / "adapter_config.json").read_text())
+        (folder / "adapter_config.json").write_text(json.dumps(config | {"base_model_name_or_path": "tiny"}))
+        (folder / "README.md").write_text(readme)
+        if signer is not None:
+            sign(folder, keys[signer][0])
+        return folder
+
+    embedded(
+        "push", str(variant("first", "# a signed adapter\n", "alice")), "acme/fleet", "--alias", "production"
+    )
+    fleet = tmp_path / "fleet"
+    sync = ("sync", str(fleet), "--repo", "acme/fleet", "--alias", "production", "--verify")
+    first = embedded.json(*sync, "--trust-key", str(public))
+    assert [e["action"] for e in first["entries"]] == ["created"] and first["skipped"] == []
+    assert (fleet / "acme/fleet@production" / "model.sig").is_file()
+    # production moves to a version signed by mallory, then to an unsigned one: the name stays.
+    embedded("push", str(variant("second", "# changed\n", "mallory")), "acme/fleet", "--alias", "production")
+    moved = embedded.json(*sync, "--trust-key", str(public))
+    assert [e["action"] for e in moved["entries"]] == []
+    [skip] = moved["skipped"]
+    assert skip["name"] == "acme/fleet@production" and skip["reason"].startswith("untrusted_signature")
+    assert (fleet / "acme/fleet@production" / "README.md").read_text() == "# a signed adapter\n"
+    embedded("push", str(variant("third", "# unsigned\n", None)), "acme/fleet", "--alias", "production")
+    [skip] = embedded.json(*sync, "--trust-key", str(public))["skipped"]
+    assert "no model.sig" in skip["reason"]
+    assert embedded("sync", str(fleet), "--verify", "--json", ok=False).exit_code == 1  # nothing trusted
+    # Trusting mallory too, the signed move goes through; the unsigned version never does.
+    both = embedded.json(*sync, "--trust-key", str(public), "--trust-key", str(keys["mallory"][1]))
+    assert both["skipped"][0]["name"] == "acme/fleet@production"
+
+    settings = Settings(home=Path(embedded.env["ADAPTERS_HOME"]))
+    trusting = Resolver(settings, tmp_path / "vllm", "tiny", tuple(trusted_keys([public])))
+    trusting._client = open_client(settings)
+    assert trusting.resolve("tiny", "acme/fleet:1") is not None  # alice's version
+    assert trusting.resolve("tiny", "acme/fleet:2") is None  # mallory's
+    assert trusting.resolve("tiny", "acme/fleet@production") is None  # unsigned
