@@ -383,7 +383,9 @@ class VersionSignature(Base):
     __tablename__ = "version_signatures"
     __table_args__ = (
         CheckConstraint("purpose IN ('signature', 'provenance')", name="ck_version_signatures_purpose"),
-        CheckConstraint("(version_id IS NULL) <> (base_id IS NULL)", name="ck_version_signatures_one_subject"),
+        CheckConstraint(
+            "(version_id IS NULL) <> (base_id IS NULL)", name="ck_version_signatures_one_subject"
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -23,8 +23,8 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 if TYPE_CHECKING:
-    from registry.facade import AdapterRegistry
     from registry.entities import PushResult
+    from registry.facade import AdapterRegistry
 
 
 class RegistryCallback(TrainerCallback):
