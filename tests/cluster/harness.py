@@ -289,11 +289,16 @@ class Cluster:
 
     def _worker(self, i: int) -> Proc:
         name = f"worker{i + 1}"
+        port = free_port()  # its /metrics (`--metrics-port`), for tests/cluster/test_prometheus.py
         p = Proc(
             name,
-            [sys.executable, "-c", WORKER_MAIN, "worker", "--device", "cpu", "--name", name],
+            [
+                *[sys.executable, "-c", WORKER_MAIN, "worker", "--device", "cpu", "--name", name],
+                *["--metrics-port", str(port)],
+            ],
             self.env(self.dir / name),
             self.dir / f"{name}.log",
+            port,
         )
         p.start()
         return p
@@ -444,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         for p in c.replicas:
             print(f"  {p.name}: http://127.0.0.1:{p.port}  log {p.log}")
         for p in c.workers:
-            print(f"  {p.name}: log {p.log}")
+            print(f"  {p.name}: metrics http://127.0.0.1:{p.port}/metrics  log {p.log}")
         print(f"database: {c.database_url}\nstore: s3://{c.bucket}/adapters at {c.s3_endpoint}")
         print(f"\nexport ADAPTERS_URL={c.url} ADAPTERS_TOKEN={c.token}\n\nCtrl-C stops it.", flush=True)
         try:
