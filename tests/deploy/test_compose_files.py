@@ -16,7 +16,12 @@ from registry.startup import refuse_example_credentials
 from tests.deploy import compose
 from tests.deploy.compose import ROOT
 
-FILES = ["docker-compose.yml", "docker-compose.cpu.yml", "docker-compose.trial.yml"]
+FILES = [
+    "docker-compose.yml",
+    "docker-compose.cpu.yml",
+    "docker-compose.trial.yml",
+    "docker-compose.replicas.yml",
+]
 DEPLOYMENTS = [
     ("docker-compose.yml",),
     ("docker-compose.yml", "docker-compose.cpu.yml"),
@@ -25,6 +30,12 @@ DEPLOYMENTS = [
 ]
 DOT_ENV = {"POSTGRES_PASSWORD": "0f3c9a" * 8, "MINIO_ROOT_PASSWORD": "9b1e7d" * 8}
 """What the README's `printf ... > .env` writes (two random hex passwords)."""
+REPLICAS = [
+    ("docker-compose.yml", "docker-compose.replicas.yml"),
+    ("docker-compose.yml", "docker-compose.cpu.yml", "docker-compose.replicas.yml"),
+]
+"""The replica shape (docs/how-to/operate-cluster.md): its .env adds the shared secret key."""
+REPLICAS_ENV = {**DOT_ENV, "ADAPTERS_SECRET_KEY": "5a2c8e" * 8}
 
 
 def test_the_files_are_all_here() -> None:
@@ -40,6 +51,33 @@ def test_each_file_follows_the_compose_spec(name: str) -> None:
 def test_each_documented_deployment_follows_the_compose_spec(files: tuple[str, ...]) -> None:
     for env in ({}, DOT_ENV):
         jsonschema.validate(compose.project(*files, env=env), compose.schema())
+
+
+@pytest.mark.parametrize("files", REPLICAS, ids="+".join)
+def test_the_replica_shape_follows_the_compose_spec(files: tuple[str, ...]) -> None:
+    jsonschema.validate(compose.project(*files, env=REPLICAS_ENV), compose.schema())
+    with pytest.raises(KeyError, match="ADAPTERS_SECRET_KEY"):  # replicas need one shared key
+        compose.project(*files, env=DOT_ENV)
+
+
+@pytest.mark.parametrize("files", REPLICAS, ids="+".join)
+def test_the_replica_shape_publishes_only_the_balancer(files: tuple[str, ...]) -> None:
+    model = compose.project(*files, env=REPLICAS_ENV)
+    services = model["services"]
+    published = {name: s["ports"] for name, s in services.items() if s.get("ports")}
+    assert published == {"lb": ["8000:8000"]}
+    assert _tag_is_pinned(services["lb"]["image"])
+    api = services["api"]
+    assert api["deploy"]["replicas"] == 2 and "volumes" not in api  # no home shared between replicas
+    assert api["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert services["migrate"]["command"] == ["adapters", "db", "upgrade"]
+    key = REPLICAS_ENV["ADAPTERS_SECRET_KEY"]
+    assert compose.environment(api)["ADAPTERS_SECRET_KEY"] == key
+    assert compose.environment(services["worker"])["ADAPTERS_SECRET_KEY"] == key
+    conf = model["configs"]["nginx-conf"]["content"]
+    assert "server api:8000" in conf and "proxy_pass http://registry;" in conf
+    assert "ip_hash" not in conf and "hash " not in conf and "sticky" not in conf  # round-robin
+    assert "$http_host" in conf and "$$" not in conf  # compose's $$ escape became nginx's $
 
 
 def test_the_schema_finds_what_is_wrong() -> None:
