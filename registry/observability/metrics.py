@@ -39,7 +39,17 @@ from registry.jobspec import JobType
 from registry.observability.events import AuthVia, CacheResult, GcOutcome, JobOutcome, install
 
 if TYPE_CHECKING:
-    from registry.services.context import Registry
+    from sqlalchemy import Engine
+
+
+class HasEngine(Protocol):
+    """What the queue collector reads from: the services' Registry, named by its one attribute
+    used here, so that this floor does not import the services (which report through
+    registry.observability.events: the two packages would import each other)."""
+
+    @property
+    def engine(self) -> Engine: ...
+
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ROUTE_UNMATCHED = "unmatched"
@@ -254,7 +264,7 @@ class JobQueueCollector(Collector):
     queue gauges rather than a failed scrape (the other metrics still matter then)."""
 
     def __init__(
-        self, reg: Registry, ttl_s: float = 5.0, clock: Callable[[], float] = time.monotonic
+        self, reg: HasEngine, ttl_s: float = 5.0, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self._reg = reg
         self._ttl_s = ttl_s

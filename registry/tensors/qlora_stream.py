@@ -23,7 +23,7 @@ from torch import nn
 
 from registry.formats.weights import PREFIX
 from registry.tensors.layer_stream import FAMILIES, LayeredModel
-from registry.tensors.qlora import Probed, Variant, module_stats, structure_of, tuner_layers
+from registry.tensors.qlora_probe import Probed, Variant, module_stats, structure_of, tuner_layers
 
 ADAPTER = "default"
 LAYERWISE_TYPES = ("LORA", "IA3")

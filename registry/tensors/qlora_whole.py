@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from registry.tensors.qlora import Probed, Variant, module_stats, structure_of, tuner_layers
+from registry.tensors.qlora_probe import Probed, Variant, module_stats, structure_of, tuner_layers
 
 
 def _log_probs(model: Any, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -282,7 +282,7 @@ def test_the_4bit_layers_are_adapted_by_peft_s_own_bitsandbytes_layers(tmp_path:
     from transformers import AutoModelForCausalLM
 
     from registry.tensors.layer_stream import LayeredModel
-    from registry.tensors.qlora import tuner_layers
+    from registry.tensors.qlora_probe import tuner_layers
     from registry.tensors.qlora_stream import _adapt, _peft_config
 
     base, lora = build(tmp_path, "llama", torch.bfloat16)
