@@ -7,7 +7,6 @@ first admin and its token are made. A token's secret is printed once, by `token 
 
 from __future__ import annotations
 
-import os
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +18,7 @@ from cli import render
 from cli.app import App, pass_app, with_client
 from cli.output import emit, emit_json, json_option, say
 from cli.params import DURATION, NAMESPACE
+from storage.atomic import write_atomic
 
 if TYPE_CHECKING:
     from registry.client import RegistryClient
@@ -267,18 +267,7 @@ def keep_secret(path: Path, secret: str) -> None:
     """Write `secret` to `path` with mode 0600 (its directory 0700), atomically: the file is
     created with those permissions, never widened after the secret is in it."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(secret + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)  # whatever the umask
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, secret + "\n", mode=0o600)
 
 
 COMMANDS = [user, grant, token, namespace, whoami, login]

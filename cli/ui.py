@@ -4,8 +4,6 @@ server ADAPTERS_URL names."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +13,7 @@ import click
 from cli.app import App, pass_app
 from cli.output import emit, emit_json, json_option, say
 from registry.access import tokens
+from storage.atomic import write_atomic
 
 if TYPE_CHECKING:
     from registry.services.context import Registry
@@ -60,16 +59,7 @@ def _saved(home: Path) -> tuple[str, int] | None:
 def _save(home: Path, secret: str, token_id: int) -> None:
     """Written whole (a temp file, fsync, rename), readable by this user only."""
     home.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=home, prefix=f".{LOGIN_FILE}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump({"secret": secret, "id": token_id}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, home / LOGIN_FILE)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomic(home / LOGIN_FILE, json.dumps({"secret": secret, "id": token_id}), mode=0o600)
 
 
 def _local_login(reg: Registry, name: str, home: Path) -> str | None:

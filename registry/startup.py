@@ -11,7 +11,6 @@ key made once in `$ADAPTERS_HOME/secret_key` (0600), which the compose file keep
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from sqlalchemy.exc import ArgumentError
 
 from registry.config import Settings
 from registry.errors import BadConfiguration, ExampleCredentials
+from storage.atomic import write_atomic
 
 MIN_SECRET_BYTES = 16
 """A secret key shorter than this is refused: HMAC keys guessable by brute force sign nothing."""
@@ -74,19 +74,10 @@ def _kept_key(path: Path) -> bytes:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(32).encode()
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)  # fails if another replica made it first: theirs wins
-        except FileExistsError:
-            return path.read_bytes().strip()
-    finally:
-        tmp.unlink(missing_ok=True)
+        write_atomic(path, key, mode=0o600, exclusive=True)
+    except FileExistsError:  # another replica made it first: theirs wins
+        return path.read_bytes().strip()
     return key
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
+from storage.atomic import new_file
+
 CHUNK_SIZE = 1024 * 1024
 DIGEST_RE = re.compile(r"\Asha256:[0-9a-f]{64}\Z")
 """Anchored with \\A and \\Z (`$` also matches before a trailing newline); callers use fullmatch."""
@@ -270,24 +272,17 @@ def write_verified(
     """
     h = hashlib.sha256()  # chunks as they come: no re-buffering (a copy per byte, measured)
     length = 0
-    try:
-        with target.open("xb") as out:
-            for chunk in chunks:
-                length += len(chunk)
-                _check_length(size, length, done=False)
-                h.update(chunk)
-                out.write(chunk)
-                if progress is not None:
-                    progress(len(chunk))
-            out.flush()
-            if durable:
-                os.fsync(out.fileno())
+    with new_file(target, durable=durable) as out:
+        for chunk in chunks:
+            length += len(chunk)
+            _check_length(size, length, done=False)
+            h.update(chunk)
+            out.write(chunk)
+            if progress is not None:
+                progress(len(chunk))
         _check_length(size, length, done=True)
         if "sha256:" + h.hexdigest() != digest:
-            raise DigestMismatch(digest, "sha256:" + h.hexdigest())  # noqa: TRY301 - cleanup below
-    except BaseException:
-        target.unlink(missing_ok=True)
-        raise
+            raise DigestMismatch(digest, "sha256:" + h.hexdigest())
 
 
 def is_local_file(stream: object) -> bool:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from io import BufferedReader
 from pathlib import Path
 
+from storage.atomic import atomic_file, fsync_folder, new_file
 from storage.base import (
     CHUNK_SIZE,
     BlobInfo,
@@ -52,26 +52,19 @@ class LocalBlobStore:
     ) -> BlobInfo:
         final = self.path_for(digest)
         self._tmp.mkdir(parents=True, exist_ok=True)
+        final.parent.mkdir(parents=True, exist_ok=True)
         reader = HashingReader(stream, progress)
-        fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="upload-")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                # A local file (an embedded push) is copied by the kernel, then hashed as written.
-                if not copy_file_verified(stream, out, Path(tmp_name), digest, size, progress):
-                    # Read one byte past the declared size so an over-long stream is caught.
-                    while chunk := reader.read(min(CHUNK_SIZE, size + 1 - reader.length) or 1):
-                        out.write(chunk)
-                        if reader.length > size:
-                            break
-                    reader.verify(digest, size)
-                out.flush()
-                os.fsync(out.fileno())
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp_name, final)
-            _fsync_dir(final.parent)
-        finally:
-            if os.path.exists(tmp_name):
-                os.unlink(tmp_name)
+        # 0600 and `upload-` as mkstemp made them before storage.atomic (`remove_stale_uploads`
+        # sweeps whatever is in tmp/, whatever its name).
+        with atomic_file(final, tmp_dir=self._tmp, prefix="upload-", mode=0o600) as out:
+            # A local file (an embedded push) is copied by the kernel, then hashed as written.
+            if not copy_file_verified(stream, out, Path(out.name), digest, size, progress):
+                # Read one byte past the declared size so an over-long stream is caught.
+                while chunk := reader.read(min(CHUNK_SIZE, size + 1 - reader.length) or 1):
+                    out.write(chunk)
+                    if reader.length > size:
+                        break
+                reader.verify(digest, size)
         return BlobInfo(digest, size)
 
     def adopt(self, path: Path, digest: str, size: int, progress: ProgressCallback | None = None) -> BlobInfo:
@@ -95,7 +88,7 @@ class LocalBlobStore:
                 raise SizeMismatch(size, tmp_name.stat().st_size)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp_name, final)
-            _fsync_dir(final.parent)
+            fsync_folder(final.parent)
         finally:
             tmp_name.unlink(missing_ok=True)
         if progress is not None:
@@ -123,12 +116,8 @@ class LocalBlobStore:
         except FileNotFoundError as err:
             raise BlobNotFound(digest) from err
         with src:
-            try:
-                with target.open("xb") as out:
-                    copied = copy_file_verified(src, out, target, digest, size)
-            except BaseException:
-                target.unlink(missing_ok=True)
-                raise
+            with new_file(target, durable=False) as out:
+                copied = copy_file_verified(src, out, target, digest, size)
             if not copied:
                 target.unlink()
                 write_verified(_read_range(src, 0, None), target, digest, size, durable=False)
@@ -219,11 +208,3 @@ def _scan(path: Path) -> list[os.DirEntry[str]]:
         return list(os.scandir(path))
     except FileNotFoundError:
         return []
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -15,13 +15,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import secrets
 import shutil
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
 
+from storage.atomic import atomic_file
 from storage.base import CHUNK_SIZE, BlobNotFound, BlobStore, Readable, SizeMismatch, UnsupportedScheme
 
 if TYPE_CHECKING:
@@ -113,22 +113,15 @@ class LocalStaging:
         folder = self.root / check_id(upload)
         folder.mkdir(parents=True, exist_ok=True)
         final = folder / _part_name(number)
-        tmp = folder / f".{number:05d}.{secrets.token_hex(4)}.tmp"
         h = hashlib.sha256()
         written = 0
-        try:
-            with open(tmp, "wb") as f:
-                while written < length and (chunk := stream.read(min(CHUNK_SIZE, length - written))):
-                    written += len(chunk)
-                    h.update(chunk)
-                    f.write(chunk)
-                f.flush()
-                os.fsync(f.fileno())
+        with atomic_file(final, prefix=f".{number:05d}.", fsync_dir=False) as f:
+            while written < length and (chunk := stream.read(min(CHUNK_SIZE, length - written))):
+                written += len(chunk)
+                h.update(chunk)
+                f.write(chunk)
             if written != length:
                 raise SizeMismatch(length, written)
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
         return h.hexdigest()
 
     def part_sizes(self, upload: str) -> dict[int, int]:

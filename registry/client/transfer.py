@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import secrets
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from registry.errors import (
 from registry.formats.inspect import Limits
 from registry.observability import events
 from registry.refs import check_alias, parse_repo
+from storage.atomic import folder_into_place, new_folder
 from storage.base import DigestMismatch as StoreDigestMismatch
 from storage.base import SizeMismatch as StoreSizeMismatch
 from storage.base import fetch_into_cache, write_verified
@@ -369,12 +369,8 @@ def write_files(
     paths = [_manifest_path(f.path) for f in files]
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
-        staging = _make_staging(out.parent, f".{out.name}.pull-")
-        try:
+        with folder_into_place(out, f".{out.name}.pull-") as staging:
             _stage(client, files, staging, progress)
-            os.rename(staging, out)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         return out
     if not out.is_dir():
         raise OutputExists(f"{out} exists and is not a folder", path=str(out))
@@ -448,7 +444,7 @@ def _write_in_place(
     """Stage and verify every file inside `out` (same filesystem), then os.replace() each into place,
     creating subfolders as needed. On a failure, the files and folders this call added are removed
     again (an empty folder is left as it was); files it already replaced keep their new content."""
-    staging = _make_staging(out, ".adapters-pull-")
+    staging = new_folder(out, ".adapters-pull-")
     added: list[Path] = []
     made: list[Path] = []
     try:
@@ -475,19 +471,6 @@ def _write_in_place(
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _make_staging(parent: Path, prefix: str) -> Path:
-    """A new hidden folder in `parent`. Unlike mkdtemp (mode 0700) it gets the umask's mode, which
-    a folder renamed into place keeps."""
-    for _ in range(100):
-        path = parent / f"{prefix}{secrets.token_hex(6)}"
-        try:
-            path.mkdir()
-        except FileExistsError:
-            continue
-        return path
-    raise FileExistsError(f"cannot create a staging folder in {parent}")
 
 
 def _staged_path(f: ManifestFile, staging: Path) -> Path:

@@ -31,8 +31,6 @@ import fcntl
 import hashlib
 import json
 import os
-import secrets
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -47,6 +45,7 @@ from registry.entities import VersionInfo
 from registry.errors import NotFound, OutputExists, RegistryError
 from registry.refs import check_alias, parse_repo
 from storage import StorageError
+from storage.atomic import folder_into_place, remove_folder, symlink_atomic, write_atomic
 
 VERSIONS = ".versions"
 STATE = ".adapters-sync.json"
@@ -199,37 +198,18 @@ def materialize(
     if final.is_dir():
         return final
     versions_dir.mkdir(parents=True, exist_ok=True)
-    staging = versions_dir / f".{final.name}.{secrets.token_hex(6)}"
-    try:
+    # keep_theirs: another process that renamed the same version first wrote the same files.
+    with folder_into_place(final, keep_theirs=True) as staging:
         write_files(client, info.files, staging)
         if base_model_name is not None:
             _set_base_model(staging / "adapter_config.json", base_model_name)
-        try:
-            os.rename(staging, final)
-        except OSError:
-            if not final.is_dir():  # another process renamed the same version first: keep theirs
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return final
 
 
 def _set_base_model(config: Path, name: str) -> None:
     doc = json.loads(config.read_text(encoding="utf-8"))
     doc["base_model_name_or_path"] = name
-    _write_atomic(config, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(config, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
 
 
 def point(link: Path, target: Path) -> None:
@@ -238,13 +218,7 @@ def point(link: Path, target: Path) -> None:
     if link.exists() and not link.is_symlink():
         raise OutputExists(f"{link} exists and is not a link this tool made; move it away", path=str(link))
     link.parent.mkdir(parents=True, exist_ok=True)
-    tmp = link.with_name(f".{link.name}.swap-{secrets.token_hex(6)}")
-    os.symlink(os.path.relpath(target, link.parent), tmp)
-    try:
-        os.replace(tmp, link)
-    finally:
-        if tmp.is_symlink():
-            tmp.unlink()
+    symlink_atomic(link, os.path.relpath(target, link.parent))
 
 
 def _unlink_name(root: Path, name: str) -> None:
@@ -351,7 +325,7 @@ def sync_once(client: RegistryClient, root: Path, spec: SyncSpec) -> SyncReport:
                 )
             )
         pruned = _prune(versions_dir, keep={n["key"] for n in names.values()} | before)
-        _write_atomic(root / STATE, json.dumps({"names": names}, indent=2, sort_keys=True))
+        write_atomic(root / STATE, json.dumps({"names": names}, indent=2, sort_keys=True))
     return SyncReport(dir=str(root), entries=entries, skipped=skipped, pruned=pruned)
 
 
@@ -376,10 +350,7 @@ def _prune(versions_dir: Path, keep: set[str]) -> list[str]:
     for path in sorted(versions_dir.iterdir()):
         if path.name.startswith(".") or path.name in keep:
             continue
-        # Rename first, then delete: a half-deleted folder never sits under its version's name.
-        doomed = versions_dir / f".{path.name}.prune-{secrets.token_hex(6)}"
-        os.rename(path, doomed)
-        shutil.rmtree(doomed, ignore_errors=True)
+        remove_folder(path)  # renamed first: a half-deleted folder never sits under its name
         pruned.append(path.name)
     return pruned
 

@@ -11,13 +11,14 @@ home ($ADAPTERS_HOME/worker-signing-key.pem, mode 0600); `adapters worker key` p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import socket
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -39,6 +40,7 @@ from registry.formats.signing import (
 )
 from registry.jobspec import ExportResult, MergeResult
 from registry.services import signatures
+from storage.atomic import write_atomic
 
 KEY_FILE = "worker-signing-key.pem"
 SLSA_PREDICATE = "https://slsa.dev/provenance/v1"
@@ -82,20 +84,9 @@ def _make_key(path: os.PathLike[str]) -> None:
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".worker-key-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)  # a worker beside us that made one first keeps its own
-        except FileExistsError:
-            pass
-    finally:
-        os.unlink(tmp)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with contextlib.suppress(FileExistsError):  # a worker beside us that made one first keeps its own
+        write_atomic(Path(path), pem, mode=0o600, exclusive=True)
 
 
 def public_pem(key: ec.EllipticCurvePrivateKey) -> str:
