@@ -7,7 +7,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from registry.db import models as m
-from registry.errors import NotFound
+from registry.reads import find_version
+from registry.reads.session import SessionDriver
 from registry.refs import Ref
 
 
@@ -17,25 +18,10 @@ def resolve_row(session: Session, ref: Ref) -> m.Version:
     Raises:
         NotFound: the repository or the version does not exist.
     """
-    repository = session.scalars(
-        select(m.Repository).where(
-            m.Repository.namespace == ref.repo.namespace, m.Repository.name == ref.repo.name
-        )
-    ).one_or_none()
-    if repository is None or repository.latest_version == 0:
-        raise NotFound(f"repository {ref.repo} does not exist", ref=str(ref))
-    q = select(m.Version).where(m.Version.repository_id == repository.id)
-    if ref.version is not None:
-        q = q.where(m.Version.number == ref.version)
-    elif ref.digest is not None:
-        q = q.where(m.Version.digest == ref.digest).order_by(m.Version.number.desc()).limit(1)
-    elif ref.alias is not None:
-        q = q.join(m.Alias, m.Alias.version_id == m.Version.id).where(
-            m.Alias.repository_id == repository.id, m.Alias.name == ref.alias
-        )
-    else:
-        q = q.where(m.Version.number == repository.latest_version)
-    row = session.scalars(q.options(selectinload(m.Version.files), selectinload(m.Version.evals))).first()
-    if row is None:
-        raise NotFound(f"{ref} does not exist", ref=str(ref))
+    vid, _, _ = find_version(SessionDriver(session), ref)  # registry.reads: the one resolution
+    row = session.scalars(
+        select(m.Version)
+        .where(m.Version.id == vid)
+        .options(selectinload(m.Version.files), selectinload(m.Version.evals))
+    ).one()
     return row
