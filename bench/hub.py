@@ -24,7 +24,6 @@ subprocess on loopback; the registry is seeded embedded before it starts (push, 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -44,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.lora_file import data_bytes, file_digests, seeded, write_lora  # noqa: E402
 from bench.push_pull import write_adapter  # noqa: E402
 from bench.serve import peak_rss_mib  # noqa: E402
 from registry.access.principal import OPERATOR  # noqa: E402
@@ -51,30 +51,9 @@ from registry.access.principal import OPERATOR  # noqa: E402
 
 def write_small_adapter(folder: Path, seed: int) -> dict[str, str]:
     """A 16 KiB LoRA adapter whose bytes depend on `seed`; {path: sha256 hex}."""
-    import struct
-
     folder.mkdir(parents=True)
-    r, n = 4, 512
-    size = r * n * 4
-    prefix = "base_model.model.model.layers.0.self_attn.q_proj"
-    header = json.dumps(
-        {
-            f"{prefix}.lora_A.weight": {"dtype": "F32", "shape": [r, n], "data_offsets": [0, size]},
-            f"{prefix}.lora_B.weight": {"dtype": "F32", "shape": [n, r], "data_offsets": [size, 2 * size]},
-        }
-    ).encode()
-    header += b" " * (-len(header) % 8)
-    data = (hashlib.sha256(str(seed).encode()).digest() * (2 * size // 32 + 1))[: 2 * size]
-    (folder / "adapter_model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + data)
-    config = {
-        "peft_type": "LORA",
-        "r": r,
-        "lora_alpha": 8,
-        "target_modules": ["q_proj"],
-        "task_type": "CAUSAL_LM",
-    }
-    (folder / "adapter_config.json").write_text(json.dumps(config))
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+    write_lora(folder, r=4, n=512, data=seeded(seed, data_bytes(4, 512)))
+    return file_digests(folder)
 
 
 @dataclass

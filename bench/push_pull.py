@@ -21,11 +21,9 @@ Python + minio import and client; the file anchor's, `cp` and `openssl` of an em
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -33,47 +31,19 @@ import time
 from functools import partial
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as `python bench/push_pull.py`
+    sys.path.insert(0, str(ROOT))
+
+from bench.lora_file import n_for_mib, write_lora  # noqa: E402
+
 MIB = 1024 * 1024
 
 
 def write_adapter(folder: Path, size_mib: int) -> Path:
     """A LoRA adapter whose single q_proj pair totals size_mib MiB, written in 8 MiB chunks."""
     folder.mkdir(parents=True)
-    r = 16
-    n = size_mib * MIB // 4 // 2 // r  # in/out features so that A [r, n] + B [n, r] fill the size
-    a_bytes = r * n * 4
-    prefix = "base_model.model.model.layers.0.self_attn.q_proj"
-    header = json.dumps(
-        {
-            f"{prefix}.lora_A.weight": {"dtype": "F32", "shape": [r, n], "data_offsets": [0, a_bytes]},
-            f"{prefix}.lora_B.weight": {
-                "dtype": "F32",
-                "shape": [n, r],
-                "data_offsets": [a_bytes, 2 * a_bytes],
-            },
-        }
-    ).encode()
-    header += b" " * (-len(header) % 8)
-    path = folder / "adapter_model.safetensors"
-    with path.open("wb") as f:
-        f.write(struct.pack("<Q", len(header)) + header)
-        left = 2 * a_bytes
-        while left:
-            chunk = os.urandom(min(8 * MIB, left))
-            f.write(chunk)
-            left -= len(chunk)
-    (folder / "adapter_config.json").write_text(
-        json.dumps(
-            {
-                "peft_type": "LORA",
-                "r": r,
-                "lora_alpha": 32,
-                "target_modules": ["q_proj"],
-                "task_type": "CAUSAL_LM",
-            }
-        )
-    )
-    return path
+    return write_lora(folder, r=16, n=n_for_mib(size_mib), lora_alpha=32)
 
 
 def peak_rss(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:

@@ -9,8 +9,6 @@ never succeeds is *lost*: the pass condition is that none is."""
 from __future__ import annotations
 
 import hashlib
-import json
-import struct
 import threading
 import time
 from collections import Counter
@@ -20,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.lora_file import data_bytes, file_digests, seeded, write_lora
 from tests.cluster.harness import Cluster
 
 OP_DEADLINE_S = 45.0
@@ -29,28 +28,9 @@ RETRY_PAUSE_S = 0.2
 
 def write_adapter(folder: Path, seed: int) -> dict[str, str]:
     """A 16 KiB LoRA adapter whose bytes depend on `seed` (no torch); {file name: sha256 hex}."""
-    folder.mkdir(parents=True)
-    r, n = 4, 512
-    size = r * n * 4
-    prefix = "base_model.model.model.layers.0.self_attn.q_proj"
-    header = json.dumps(
-        {
-            f"{prefix}.lora_A.weight": {"dtype": "F32", "shape": [r, n], "data_offsets": [0, size]},
-            f"{prefix}.lora_B.weight": {"dtype": "F32", "shape": [n, r], "data_offsets": [size, 2 * size]},
-        }
-    ).encode()
-    header += b" " * (-len(header) % 8)
-    data = (hashlib.sha256(str(seed).encode()).digest() * (2 * size // 32 + 1))[: 2 * size]
-    (folder / "adapter_model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + data)
-    config = {
-        "peft_type": "LORA",
-        "r": r,
-        "lora_alpha": 8,
-        "target_modules": ["q_proj"],
-        "task_type": "CAUSAL_LM",
-    }
-    (folder / "adapter_config.json").write_text(json.dumps(config))
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+    folder.mkdir(parents=True)  # a fresh folder each time: a reused one is a bug of the caller
+    write_lora(folder, r=4, n=512, data=seeded(seed, data_bytes(4, 512)))
+    return file_digests(folder)
 
 
 def error_kind(err: BaseException) -> str:

@@ -6,11 +6,9 @@ store and gc reclaims them under the blobs' rules, and `hf upload` goes through 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 import shutil
-import struct
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,6 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
+from bench.lora_file import data_bytes, lora_head, n_for_mib, write_lora
 from registry.access.principal import OPERATOR
 from registry.api import create_app
 from registry.db import models as m
@@ -78,34 +77,10 @@ def change_bytes(data: bytes, fraction: float, places: int, seed: int) -> bytes:
 def write_adapter(folder: Path, size_mib: int, seed: int) -> tuple[bytes, bytes]:
     """A LoRA adapter (one q_proj pair of random float32 totalling `size_mib` MiB); returns the
     weights file's safetensors header and tensor bytes."""
-    folder.mkdir(parents=True, exist_ok=True)
-    r = 16
-    n = size_mib * MiB // 4 // 2 // r
-    a_bytes = r * n * 4
-    prefix = "base_model.model.model.layers.0.self_attn.q_proj"
-    header = json.dumps(
-        {
-            f"{prefix}.lora_A.weight": {"dtype": "F32", "shape": [r, n], "data_offsets": [0, a_bytes]},
-            f"{prefix}.lora_B.weight": {
-                "dtype": "F32",
-                "shape": [n, r],
-                "data_offsets": [a_bytes, 2 * a_bytes],
-            },
-        }
-    ).encode()
-    header += b" " * (-len(header) % 8)
-    head = struct.pack("<Q", len(header)) + header
-    data = random.Random(seed).randbytes(2 * a_bytes)
-    (folder / "adapter_model.safetensors").write_bytes(head + data)
-    config = {
-        "peft_type": "LORA",
-        "r": r,
-        "lora_alpha": 32,
-        "target_modules": ["q_proj"],
-        "task_type": "CAUSAL_LM",
-    }
-    (folder / "adapter_config.json").write_text(json.dumps(config))
-    return head, data
+    r, n = 16, n_for_mib(size_mib)
+    data = random.Random(seed).randbytes(data_bytes(r, n))
+    write_lora(folder, r=r, n=n, data=data, lora_alpha=32)
+    return lora_head(r, n), data
 
 
 def upload(server: ServerThread, hf_home: Path, repo: str, folder: Path, token: str | None = None) -> str:

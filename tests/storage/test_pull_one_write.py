@@ -4,14 +4,13 @@ the local cache taking the verified file by hard link; an interrupted pull leave
 from __future__ import annotations
 
 import errno
-import json
 import os
-import struct
 from pathlib import Path
 
 import pytest
 from minio import Minio
 
+from bench.lora_file import write_lora
 from registry.client.local import LocalClient
 from registry.client.transfer import fetch_missing, pull, push_folder
 from registry.errors import DigestMismatch, RegistryError
@@ -29,29 +28,7 @@ WEIGHTS = "adapter_model.safetensors"
 def write_adapter(folder: Path, n: int = 24 * 1024) -> Path:
     """A LoRA adapter of one q_proj pair, A [4, n] and B [n, 4] in F32 (n = 24 Ki: 768 KiB)."""
     folder.mkdir(parents=True)
-    r, a_bytes = 4, 4 * n * 4
-    prefix = "base_model.model.model.layers.0.self_attn.q_proj"
-    header = json.dumps(
-        {
-            f"{prefix}.lora_A.weight": {"dtype": "F32", "shape": [r, n], "data_offsets": [0, a_bytes]},
-            f"{prefix}.lora_B.weight": {
-                "dtype": "F32",
-                "shape": [n, r],
-                "data_offsets": [a_bytes, 2 * a_bytes],
-            },
-        }
-    ).encode()
-    header += b" " * (-len(header) % 8)
-    (folder / WEIGHTS).write_bytes(struct.pack("<Q", len(header)) + header + os.urandom(2 * a_bytes))
-    config = {
-        "peft_type": "LORA",
-        "r": r,
-        "lora_alpha": 8,
-        "target_modules": ["q_proj"],
-        "task_type": "CAUSAL_LM",
-    }
-    (folder / "adapter_config.json").write_text(json.dumps(config))
-    return folder
+    return write_lora(folder, r=4, n=n)
 
 
 @pytest.fixture
