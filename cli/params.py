@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import click
 
+from registry.dtypes import SPELLINGS, Form, canonical
 from registry.errors import BadRequest, RegistryError
 
 if TYPE_CHECKING:
@@ -138,6 +139,24 @@ SIZE = Parsed("SIZE", _size)
 RANK = Parsed("R|auto", _rank)
 DURATION = Parsed("DURATION", _duration)
 """30d, 12h, 90m, 3600s (or 2w; a bare number is seconds) as a timedelta."""
+
+
+class Dtype(click.Choice):  # type: ignore[type-arg]
+    """A float dtype in either spelling, any case (bf16 or bfloat16, BF16), returned in the spelling
+    `form` that the command's parameters keep (registry.dtypes says which): help lists them all."""
+
+    def __init__(self, form: Form) -> None:
+        super().__init__(SPELLINGS, case_sensitive=False)
+        self.form: Form = form
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return canonical(str(super().convert(value, param, ctx)), self.form)
+
+
+DTYPE = Dtype("short")
+"""`plan`, `export`, `generate`: bf16 | fp16 | fp32."""
+TORCH_DTYPE = Dtype("torch")
+"""`check-4bit --compute-dtype`: bfloat16 | float16 | float32."""
 
 
 # ---- lifecycle: gc --grace, audit --since

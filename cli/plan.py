@@ -8,7 +8,7 @@ import click
 
 from cli.app import with_client
 from cli.output import emit, json_option
-from cli.params import SIZE
+from cli.params import DTYPE, SIZE
 
 if TYPE_CHECKING:
     from registry.client import RegistryClient
@@ -46,7 +46,7 @@ def _targets(text: str | None) -> str | list[str] | None:
     show_default=True,
 )
 @click.option("--gpu-memory", type=SIZE, help="The GPU's memory: 24GB, 80GB, 48GiB.")
-@click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp32"]), default="bf16", show_default=True)
+@click.option("--dtype", type=DTYPE, default="bf16", show_default=True)
 @click.option("--no-double-quant", is_flag=True, help="QLoRA without double quantization.")
 @click.option(
     "--attention",

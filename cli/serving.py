@@ -8,7 +8,7 @@ import click
 
 from cli.app import current_app, with_client
 from cli.output import RichProgress, emit, err_console, json_option
-from cli.params import REF
+from cli.params import DTYPE, REF
 
 if TYPE_CHECKING:
     from registry.client import RegistryClient
@@ -26,9 +26,7 @@ if TYPE_CHECKING:
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda:0.")
 @click.option(
     "--dtype",
-    # The names `plan` and `export` take, and torch's; registry.tensors.multi_lora.DTYPES maps them
-    # (not imported here: it would import torch when the CLI starts).
-    type=click.Choice(["bf16", "fp16", "fp32", "bfloat16", "float16", "float32"]),
+    type=DTYPE,
     help="Load the base in this dtype (default: as its folder says).",
 )
 @click.option(

@@ -10,7 +10,7 @@ import click
 from cli import render
 from cli.app import App, pass_app
 from cli.output import RichProgress, emit, json_option
-from cli.params import ALIAS, MERGE_INPUT, RANK, REF, REPO, SIZE
+from cli.params import ALIAS, DTYPE, MERGE_INPUT, RANK, REF, REPO, SIZE, TORCH_DTYPE
 
 if TYPE_CHECKING:
     from registry.client import RegistryClient
@@ -149,9 +149,7 @@ def merge(
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Also write the merged model here.")
 @click.option("--force", is_flag=True, help="Replace a non-empty --output folder.")
 @click.option("--into", help="Name to register the merged model under (default <repo>-v<N>-merged).")
-@click.option(
-    "--dtype", type=click.Choice(["bf16", "fp16", "fp32"]), help="Output dtype (default: the base's)."
-)
+@click.option("--dtype", type=DTYPE, help="Output dtype (default: the base's).")
 @click.option(
     "--max-shard-size",
     type=SIZE,
@@ -215,7 +213,7 @@ def export(
 @click.option("--no-double-quant", is_flag=True, help="Without double quantization of the block scales.")
 @click.option(
     "--compute-dtype",
-    type=click.Choice(["float32", "bfloat16", "float16"]),
+    type=TORCH_DTYPE,
     default="float32",
     show_default=True,
     help="The dtype bitsandbytes computes the 4-bit matmuls in.",

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Generic, TypeVar
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from registry import bounds
+from registry.dtypes import DTYPES
 
 T = TypeVar("T")
 
@@ -90,7 +91,7 @@ class BaseModelRef(BaseModel):
 
 
 QLORA_QUANT_TYPES = ("nf4", "fp4")
-QLORA_COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+QLORA_COMPUTE_DTYPES = tuple(DTYPES.values())  # torch's names, as variant labels spell them
 QLORA_VARIANT_PATTERN = r"^(nf4|fp4)(-nodq)?(-(float32|bfloat16|float16))?$"
 """A 4-bit variant's name: quant type, `-nodq` without double quantization, then the compute dtype
 (`nf4`, `nf4-nodq`, `fp4-bfloat16`); left out, the parts are the defaults (double quantization;

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
+from registry import dtypes
 from registry.planning.activations import activation_bytes
 from registry.planning.layout import Layout
 from registry.planning.optimizer import optimizer_bytes
@@ -17,7 +18,6 @@ from registry.planning.weights import base_weight_bytes, dtype_bytes
 
 Method = Literal["lora", "qlora", "dora", "ia3", "prefix", "prompt", "full"]
 Optimizer = Literal["adamw", "adamw-8bit", "paged-adamw-8bit"]
-Dtype = Literal["bf16", "fp16", "fp32"]
 TRAINABLE_BYTES = 4
 """Trainable weights, their gradients and Adam's states are fp32: PEFT upcasts adapter weights to
 fp32 (`autocast_adapter_dtype`), and full fine-tuning keeps fp32 master weights (mixed precision,
@@ -34,7 +34,7 @@ class PlanOptions(BaseModel):
     gradient_checkpointing: bool = False
     optimizer: Optimizer = "adamw"
     gpu_memory: Annotated[int, Field(gt=0)] | None = None
-    dtype: Dtype = "bf16"
+    dtype: Annotated[dtypes.Short, BeforeValidator(dtypes.lenient("short"))] = "bf16"
     """The base's dtype (its compute dtype under QLoRA) and the activations'."""
     double_quant: bool = True
     """QLoRA: quantize the quantization constants too (Dettmers et al. 2023)."""

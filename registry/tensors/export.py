@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
+from registry import dtypes
 from registry.errors import ExportRefused
 from registry.formats.model_folder import (
     BASE_EXTRA_FILES,
@@ -44,7 +45,7 @@ from registry.tensors.safetensors_stream import (
     tensor_bytes,
 )
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DTYPES = {short: getattr(torch, name) for short, name in dtypes.DTYPES.items()}
 EXPORTABLE = ("LORA", "IA3")
 
 

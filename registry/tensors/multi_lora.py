@@ -14,21 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from registry import dtypes
 from registry.errors import BadRequest
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedTokenizerBase
 
-DTYPES = {
-    "bf16": "bfloat16",
-    "fp16": "float16",
-    "fp32": "float32",
-    "bfloat16": "bfloat16",
-    "float16": "float16",
-    "float32": "float32",
-}
-"""The dtype names a base may be loaded in: the short names `plan` and `export` take, and torch's."""
+DTYPES = {name: dtypes.DTYPES.get(name, name) for name in dtypes.SPELLINGS}
+"""The dtype names a base may be loaded in (registry.dtypes: the short names and torch's) -> torch's."""
 
 BASE_ROW = "__base__"
 """PEFT's name for a row that runs the base alone."""
@@ -230,6 +224,7 @@ def _torch_dtype(name: str | None) -> Any:
 
     if name is None or name == "auto":
         return name
-    if name not in DTYPES:
+    torch_name = dtypes.canonical(name, "torch")
+    if torch_name is None:
         raise BadRequest(f"dtype {name!r} is not one of {', '.join(DTYPES)} (or auto)", field="dtype")
-    return getattr(torch, DTYPES[name])
+    return getattr(torch, torch_name)
