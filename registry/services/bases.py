@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import func, select
@@ -16,7 +16,7 @@ from registry.access.checks import (
     blobs_unusable,
     require_on_base_name,
 )
-from registry.access.policy import global_admin, may
+from registry.access.policy import BaseNameRes, global_admin, may
 from registry.access.principal import Principal
 from registry.db import models as m
 from registry.db.engine import unit_of_work
@@ -37,7 +37,8 @@ from registry.errors import (
     Unauthenticated,
     UnsafePath,
 )
-from registry.formats.compatibility import BaseModule, BaseView
+from registry.formats.compatibility import BaseView
+from registry.formats.model_folder import modules_by_name
 from registry.formats.paths import normalize_path
 from registry.services import audit
 from registry.services.blob_guard import guard_blobs
@@ -203,16 +204,7 @@ def _insert(session: Session, data: BaseRegistration) -> m.BaseModel:
     )
     session.add(row)
     session.flush()
-    session.add_all(
-        m.BaseModule(
-            base_model_id=row.id,
-            name=mod.name,
-            kind=mod.kind,
-            in_features=mod.in_features,
-            out_features=mod.out_features,
-        )
-        for mod in data.modules
-    )
+    session.add_all(m.BaseModule(base_model_id=row.id, **mod.model_dump()) for mod in data.modules)
     return row
 
 
@@ -260,10 +252,25 @@ def resolve_base(session: Session, text: str, reader: Principal | None) -> m.Bas
 
 
 def readable_base_names(session: Session, reader: Principal, names: Iterable[str]) -> list[str]:
-    """The base names `reader` may read (a name in a namespace it may not read is not shown)."""
+    """The base names `reader` may read (a name in a namespace it may not read is not shown).
+    One query for the public namespaces among theirs, whatever their number (asking
+    `base_name_res` name by name cost one each: the identity map does not keep a row nobody
+    holds)."""
+    names = list(names)
     if reader.is_operator:
-        return list(names)
-    return [n for n in names if may(reader, "read", base_name_res(session, n))]
+        return names
+    spaces = {n.partition("/")[0] for n in names if "/" in n}
+    public = (
+        set(session.scalars(select(m.Namespace.name).where(m.Namespace.name.in_(spaces), m.Namespace.public)))
+        if spaces
+        else set()
+    )
+
+    def res(name: str) -> BaseNameRes:
+        ns, sep, _ = name.partition("/")
+        return BaseNameRes(name, bool(sep) and ns in public)
+
+    return [n for n in names if may(reader, "read", res(n))]
 
 
 def base_view(session: Session, row: m.BaseModel, *, reader: Principal) -> BaseView:
@@ -276,7 +283,7 @@ def base_view(session: Session, row: m.BaseModel, *, reader: Principal) -> BaseV
     return BaseView(
         label=shown[0] if shown else (row.fingerprint or f"#{row.id}")[:19],
         arch=BaseArchitecture.of(row),
-        modules={x.name: BaseModule(x.name, x.kind, x.in_features, x.out_features) for x in modules},
+        modules=modules_by_name(modules),
     )
 
 
@@ -294,12 +301,15 @@ def base_info(
         select(m.BaseName).where(m.BaseName.base_model_id == row.id).order_by(m.BaseName.name)
     ).all()
     shown = set(readable_base_names(session, reader, [n.name for n in rows]))
-    names = [n for n in rows if n.name in shown]
     count = module_count
     if count is None:
         count = session.scalar(
             select(func.count()).select_from(m.BaseModule).where(m.BaseModule.base_model_id == row.id)
         )
+    return _info(row, [n for n in rows if n.name in shown], count or 0, with_files)
+
+
+def _info(row: m.BaseModel, names: Sequence[m.BaseName], module_count: int, with_files: bool) -> BaseInfo:
     files = [FileInfo(**f) for f in row.manifest["files"]] if row.manifest and with_files else None
     return BaseInfo(
         id=row.id,
@@ -308,7 +318,7 @@ def base_info(
         structure_signature=row.structure_signature,
         **BaseArchitecture.of(row).model_dump(),
         uploaded=row.manifest is not None,
-        module_count=count or 0,
+        module_count=module_count,
         created_at=row.created_at,
         files=files,
         lineage=row.lineage,
@@ -323,12 +333,32 @@ def get_base(reg: Registry, text: str, *, principal: Principal) -> BaseInfo:
 
 
 def list_bases(reg: Registry, *, principal: Principal) -> list[BaseInfo]:
-    """The bases `principal` may read (bases are few: filtered here, not in SQL)."""
+    """The bases `principal` may read, oldest first (bases are few: every one is read, and
+    filtered here, not in SQL)."""
     with unit_of_work(reg.sessions) as session:
-        rows = session.scalars(select(m.BaseModel).order_by(m.BaseModel.id)).all()
-        return [
-            base_info(session, r, reader=principal) for r in rows if base_readable(session, principal, r.id)
-        ]
+        return readable_bases(session, principal)
+
+
+def readable_bases(session: Session, reader: Principal) -> list[BaseInfo]:
+    """Every base `reader` may read (base_readable), oldest first, with the names it may read
+    (base_info): four queries whatever their number (the bases, their names, the public
+    namespaces among the names', the module counts), where one base at a time cost five each."""
+    rows = session.scalars(select(m.BaseModel).order_by(m.BaseModel.id)).all()
+    names: dict[int, list[m.BaseName]] = {}
+    for n in session.scalars(select(m.BaseName).order_by(m.BaseName.name)):
+        names.setdefault(n.base_model_id, []).append(n)
+    counts: dict[int, int] = dict(
+        session.execute(  # type: ignore[arg-type]
+            select(m.BaseModule.base_model_id, func.count()).group_by(m.BaseModule.base_model_id)
+        ).all()
+    )
+    readable = set(readable_base_names(session, reader, [n.name for ns in names.values() for n in ns]))
+    out = []
+    for row in rows:
+        shown = [n for n in names.get(row.id, []) if n.name in readable]
+        if shown or global_admin(reader, "read"):  # base_readable's rule
+            out.append(_info(row, shown, counts.get(row.id, 0), False))
+    return out
 
 
 def get_base_layout(reg: Registry, text: str, *, principal: Principal) -> BaseLayout:
@@ -341,8 +371,5 @@ def get_base_layout(reg: Registry, text: str, *, principal: Principal) -> BaseLa
         return BaseLayout(
             base=base_info(session, row, module_count=len(rows), reader=principal),
             config=row.config,
-            modules=[
-                ModuleInfo(name=x.name, kind=x.kind, in_features=x.in_features, out_features=x.out_features)
-                for x in rows
-            ],
+            modules=[ModuleInfo.model_validate(x, from_attributes=True) for x in rows],
         )

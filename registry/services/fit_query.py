@@ -27,16 +27,23 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from registry.access.checks import readable
 from registry.access.policy import readable_namespaces
 from registry.access.principal import Principal
 from registry.db import models as m
 from registry.db.engine import read_only
-from registry.entities import FitItem, FitQuery, FitRejection, FitResult
+from registry.entities import BaseInfo, FitItem, FitQuery, FitRejection, FitResult
+from registry.refs import RepoName
 from registry.services.base_link import base_shape_keys
-from registry.services.bases import base_info, base_view, readable_base_names, resolve_base
+from registry.services.bases import (
+    base_info,
+    base_view,
+    readable_base_names,
+    readable_bases,
+    resolve_base,
+)
 from registry.services.context import Registry
 from registry.services.qlora import QLORA_OK_VERDICTS, parse_variant
 
@@ -312,11 +319,12 @@ def _base_labels(session: Session, reader: Principal, base_ids: set[int]) -> dic
         .order_by(m.BaseName.name)
     ):
         by_base.setdefault(base_id, []).append(name)
+    shown = set(readable_base_names(session, reader, [n for names in by_base.values() for n in names]))
     out = {}
     for base_id, names in by_base.items():
-        shown = readable_base_names(session, reader, names)
-        if shown:
-            out[base_id] = shown[0]
+        first = next((n for n in names if n in shown), None)
+        if first is not None:
+            out[base_id] = first
     return out
 
 
@@ -408,3 +416,72 @@ def fitting_params(
     if names is not None:
         params["readable_ns"] = sorted(names)
     return names is not None, params
+
+
+def _shape_keys_of(reg: Registry, session: Session, base_ids: Sequence[int]) -> dict[int, set[str]]:
+    """`_shape_keys` of many bases: those not cached yet read in one query, not one each."""
+    missing = [b for b in base_ids if ("shape_keys", b) not in reg.cache]
+    if missing:
+        found: dict[int, list[tuple[str, int, int]]] = {b: [] for b in missing}
+        for base_id, name, fan_in, fan_out in session.execute(
+            select(
+                m.BaseModule.base_model_id,
+                m.BaseModule.name,
+                m.BaseModule.in_features,
+                m.BaseModule.out_features,
+            ).where(m.BaseModule.base_model_id.in_(missing))
+        ):
+            found[base_id].append((name, fan_in, fan_out))
+        for base_id, rows in found.items():
+            keys = [k for r in rows for k in base_shape_keys(*r)]
+            reg.cache[("shape_keys", base_id)] = (keys, len(rows))
+    return {b: set(reg.cache[("shape_keys", b)][0]) for b in base_ids}
+
+
+def bases_fitting(
+    reg: Registry, repo: RepoName, number: int, *, principal: Principal
+) -> list[tuple[BaseInfo, str]]:
+    """The bases `principal` may read that version `number` of `repo` fits, each with its tier,
+    oldest base first: the fit query's rule (`_parts`) asked the other way round, for one version
+    against every base at once. The version page asked `fit` once per base (about twenty
+    statements each); this is six or seven whatever the number of bases. Nothing for a version
+    forced past the fit check, or one `principal` may not read.
+
+    Same weights (the version's base, or one of its fingerprint): exact. A linked version on
+    another base of the same structure: compatible. An unlinked version: compatible with every
+    base that has each module it records, with matching shapes."""
+    with read_only(reg.sessions) as session:
+        own = aliased(m.BaseModel)
+        found = session.execute(
+            select(m.Version.id, m.Version.fit_override, own.id, own.fingerprint, own.structure_signature)
+            .join(m.Repository, m.Repository.id == m.Version.repository_id)
+            .outerjoin(own, own.id == m.Version.base_model_id)
+            .where(
+                m.Repository.namespace == repo.namespace,
+                m.Repository.name == repo.name,
+                m.Version.number == number,
+                readable(principal, m.Repository.namespace),
+            )
+        ).one_or_none()
+        if found is None or found.fit_override is not None:
+            return []
+        version_id, _, base_id, fingerprint, structure = found
+        candidates = readable_bases(session, principal)
+        out: list[tuple[BaseInfo, str]] = []
+        if base_id is not None:
+            for b in candidates:
+                if b.id == base_id or (b.fingerprint is not None and b.fingerprint == fingerprint):
+                    out.append((b, "exact"))
+                elif structure is not None and b.structure_signature == structure:
+                    out.append((b, "compatible"))
+            return out
+        modules = session.execute(
+            select(m.VersionModule.shape_key, m.VersionModule.module_count).where(
+                m.VersionModule.version_id == version_id, m.VersionModule.unlinked
+            )
+        ).all()
+        if not modules:
+            return []
+        need = max(c for _, c in modules)
+        keys = _shape_keys_of(reg, session, [b.id for b in candidates])
+        return [(b, "compatible") for b in candidates if sum(k in keys[b.id] for k, _ in modules) == need]

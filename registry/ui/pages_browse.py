@@ -11,12 +11,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from registry.access.principal import Principal
 from registry.bounds import INT32_MAX
-from registry.entities import FitQuery, VersionFilter, VersionInfo, VersionSummary
-from registry.errors import NotFound, RegistryError
+from registry.entities import VersionFilter, VersionInfo, VersionSummary
+from registry.errors import NotFound
 from registry.refs import Ref, parse_repo
 from registry.services import bases, evaluations, lineage, model_card, queries, versions
 from registry.services.context import Registry
-from registry.services.fit_query import fit
+from registry.services.fit_query import bases_fitting
 from registry.ui import card, svg, usage
 from registry.ui.render import PageRoute, RegistryDep, UiPrincipal, image_hosts, page, repo_url
 
@@ -25,8 +25,6 @@ router = APIRouter(prefix="/ui", route_class=PageRoute, include_in_schema=False)
 SCAN_PAGES = 4
 """Search reads at most this many pages of latest versions (500 each): repository search by
 substring is not an indexed service query, so the page caps what it scans and says so."""
-MAX_BASES_CHECKED = 20
-"""The version page asks the fit query of at most this many bases (one query each)."""
 Text = Annotated[str | None, Query(max_length=256)]
 CARD_BYTES = 256 * 1024
 """The most of a README the version page renders (a card is a few KiB; the rest is cut, and said)."""
@@ -93,21 +91,13 @@ def repository(namespace: str, name: str, reg: RegistryDep, principal: UiPrincip
     return RedirectResponse(repo_url(info.repo, info.version), status_code=303)
 
 
-def _fits(reg: Registry, info: VersionInfo, principal: Principal) -> tuple[list[dict[str, str]], bool]:
-    """The bases this version fits, with the tier: the fit query of each readable base (capped)."""
+def _fits(reg: Registry, info: VersionInfo, principal: Principal) -> list[dict[str, str]]:
+    """The bases this version fits, with the tier (one ask of the fit rule for every readable base)."""
     out = []
-    readable = bases.list_bases(reg, principal=principal)
-    for b in readable[:MAX_BASES_CHECKED]:
+    for b, tier in bases_fitting(reg, parse_repo(info.repo), info.version, principal=principal):
         label = b.names[0].name if b.names else (b.fingerprint or f"base {b.id}")
-        query = FitQuery(base=b.fingerprint or label, peft_type=info.peft_type, task=info.task, limit=500)
-        try:
-            found = fit(reg, query, principal=principal)
-        except RegistryError:  # a base that vanished between the two reads
-            continue
-        tier = next((i.tier for i in found.items if i.digest == info.digest and i.repo == info.repo), None)
-        if tier is not None:
-            out.append({"base": label, "ref": b.fingerprint or label, "tier": tier})
-    return out, len(readable) > MAX_BASES_CHECKED
+        out.append({"base": label, "ref": b.fingerprint or label, "tier": tier})
+    return out
 
 
 @router.get("/r/{namespace}/{name}/{number}", response_class=HTMLResponse)
@@ -124,7 +114,7 @@ def version_page(
     history = evaluations.history(reg, ref, principal=principal)
     graph = lineage.graph(reg, str(ref), principal=principal)
     siblings = queries.list_versions(reg, VersionFilter(repo=info.repo), 50, principal=principal).items
-    fits, fits_capped = _fits(reg, info, principal)
+    fits = _fits(reg, info, principal)
     base = None
     if info.base_fingerprint:
         try:
@@ -149,6 +139,5 @@ def version_page(
         graph=graph,
         siblings=siblings,
         fits=fits,
-        fits_capped=fits_capped,
         base=base,
     )
