@@ -186,55 +186,18 @@ def pull_cmd(
         }
         emit(verified_doc, as_json, render.pulled)
         return
-    doc = _quick_pull(app, ref, output, force, progress)
-    if doc is None:
-        from registry.client.transfer import pull
+    from registry.client.reads import pull_ref
 
-        info, out = pull(app.client, ref, output, force=force, progress=progress)
-        doc = {
-            "repo": info.repo,
-            "version": info.version,
-            "digest": info.digest,
-            "path": str(out),
-            "files": jsonable(info.files),
-        }
-    emit(doc, as_json, render.pulled)
-
-
-def _quick_pull(
-    app: App, ref: str, output: Path | None, force: bool, progress: RichProgress
-) -> dict[str, Any] | None:
-    """A pull from the embedded registry read through registry.services.quick (no ORM, no
-    entities: start-up was most of a pull, bench/push_pull.py) and written by the same
-    `write_files`; None where the full path must answer (see `_quick_list`, and a blob neither
-    the cache nor the store holds)."""
-    db = _embedded_sqlite(app)
-    if db is None:
-        return None
-    from registry.services import quick
-
-    found = quick.resolve_files(db, ref)
-    if found is None:
-        return None
-    from registry.client.transfer import StoreBlobs, StoredFile, write_files
-    from storage import open_store
-    from storage.local import local_cache
-
-    settings = app.settings
-    store = open_store(settings.effective_blob_url, settings.s3_options())
-    source = StoreBlobs(store, local_cache(store, settings.effective_cache_dir))
-    files = [StoredFile(**f) for f in found["files"]]
-    if not all(source.holds(f) for f in files):
-        return None
-    out = output or Path.cwd() / found["repo"].split("/")[1]
-    written = write_files(source, files, out, force=force, progress=progress)
-    return {
-        "repo": found["repo"],
-        "version": found["version"],
-        "digest": found["digest"],
-        "path": str(written),
-        "files": found["files"],
+    found, out = pull_ref(app.reads, ref, output, force=force, progress=progress)
+    files = found.doc()["files"]  # what was written: an attached model.sig too
+    doc = {
+        "repo": found.repo,
+        "version": found.version,
+        "digest": found.digest,
+        "path": str(out),
+        "files": files,
     }
+    emit(doc, as_json, render.pulled)
 
 
 @click.command(name="list")
@@ -267,11 +230,7 @@ def list_cmd(
     query: dict[str, Any] = dict(
         repo=repo, task=task, peft_type=peft_type, base=base, latest_only=latest_only
     )
-    doc = _quick_list(app, query, limit, cursor)
-    if doc is None:
-        from registry.entities import VersionFilter
-
-        doc = jsonable(app.client.list_versions(VersionFilter(**query), limit, cursor))
+    doc = app.reads.list_versions(query, limit, cursor)
     if app.settings.url and not app.settings.api_token():
         # On stderr, so that --json's document stays the listing alone.
         err_console.print(
@@ -280,24 +239,6 @@ def list_cmd(
             highlight=False,
         )
     emit(doc, as_json, render.version_table)
-
-
-def _quick_list(app: App, query: dict[str, Any], limit: int, cursor: str | None) -> dict[str, Any] | None:
-    """The listing straight from the embedded SQLite file (registry.services.quick), or None where
-    the full path must answer: a server, PostgreSQL, no database yet, a migration to run, input
-    it would refuse."""
-    db = _embedded_sqlite(app)
-    if db is None:
-        return None
-    from registry.services import quick
-
-    return quick.list_versions(db, **query, limit=limit, cursor=cursor)
-
-
-def _embedded_sqlite(app: App) -> Path | None:
-    """The embedded registry's SQLite file, if that is what this command reads (no ADAPTERS_URL)."""
-    settings = app.settings
-    return None if settings.url else settings.sqlite_file
 
 
 @click.command(name="verify")

@@ -14,6 +14,7 @@ from cli.output import handle_errors
 
 if TYPE_CHECKING:
     from registry.client import RegistryClient
+    from registry.client.reads import VersionReads
     from registry.config import Settings
 
 P = ParamSpec("P")
@@ -30,6 +31,7 @@ class App:
         """False under `adapters --no-worker`: jobs wait for a separate `adapters worker`."""
         self._settings: Settings | None = None
         self._client: RegistryClient | None = None
+        self._reads: VersionReads | None = None
 
     @property
     def settings(self) -> Settings:
@@ -47,6 +49,17 @@ class App:
 
             self._client = open_client(self.settings)
         return self._client
+
+    @property
+    def reads(self) -> VersionReads:
+        """What `list` and `pull` read, as documents (registry.client.reads): on the embedded
+        registry a bare sqlite3 connection when it can (no SQLAlchemy, no entities), else the
+        client."""
+        if self._reads is None:
+            from registry.client.reads import open_reads
+
+            self._reads = open_reads(self.settings, lambda: self.client)
+        return self._reads
 
     def close(self) -> None:
         client, self._client = self._client, None

@@ -15,6 +15,8 @@ import httpx
 
 from registry.access.entities import GrantInfo, NamespaceInfo, TokenInfo, UserInfo, WhoAmI
 from registry.client.interface import TransferProgress
+from registry.client.ref_cache import RefCache, Resolved
+from registry.client.transfer import StoredFile, served_files
 from registry.entities import (
     AliasInfo,
     AuditEventInfo,
@@ -140,6 +142,9 @@ class HttpClient:
         )
         self._local = LocalBlobStore(cache_dir)
         self.cache: BlobStore = self._local
+        self.refs = RefCache(cache_dir, self.base_url)
+        """Immutable references resolved before (registry.client.ref_cache): a pull of one asks
+        the server nothing until it needs a blob the cache lacks."""
 
     def _request(self, method: str, url: str, **kw: Any) -> httpx.Response:
         try:
@@ -291,6 +296,16 @@ class HttpClient:
         resp = self._request("GET", "/v1/resolve", params={"ref": ref})
         return VersionInfo.model_validate(resp.json())
 
+    def resolve_files(self, ref: str, use_cache: bool = True) -> Resolved:
+        parsed = parse_ref(ref)
+
+        def fetch() -> Resolved:
+            info = self.resolve(ref)
+            files = tuple(StoredFile(f.path, f.size, f.sha256) for f in served_files(info))
+            return Resolved(info.repo, info.version, info.digest, files)
+
+        return self.refs.resolve(parsed, fetch, use_cache)
+
     def list_versions(
         self, flt: VersionFilter, limit: int = 50, cursor: str | None = None
     ) -> Page[VersionSummary]:
@@ -407,6 +422,7 @@ class HttpClient:
     def sign_version(self, ref: str, request: SignRequest) -> SignatureInfo:
         info = self.resolve(ref)  # any reference, then the number it names
         r = parse_repo(info.repo)
+        self.refs.forget(r)  # a pull now writes the attached model.sig
         resp = self._request(
             "POST",
             f"/v1/repos/{r.namespace}/{r.name}/versions/{info.version}/signatures",
@@ -430,6 +446,7 @@ class HttpClient:
         parsed = parse_ref(ref)
         number = parsed.version if parsed.version is not None else self.resolve(ref).version
         r = parsed.repo
+        self.refs.forget(r)
         resp = self._request(
             "DELETE",
             f"/v1/repos/{r.namespace}/{r.name}/versions/{number}",
@@ -439,6 +456,7 @@ class HttpClient:
 
     def delete_repository(self, repo: str) -> DeleteResult:
         r = parse_repo(repo)
+        self.refs.forget(r)
         return DeleteResult.model_validate(
             self._request("DELETE", f"/v1/repos/{r.namespace}/{r.name}").json()
         )

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Protocol
 
 from registry.access.entities import GrantInfo, NamespaceInfo, TokenInfo, UserInfo, WhoAmI
+from registry.client.ref_cache import Resolved
 from registry.entities import (
     AliasInfo,
     AuditEventInfo,
@@ -83,6 +84,12 @@ class RegistryClient(Protocol):
         ...
 
     def resolve(self, ref: str) -> VersionInfo: ...
+
+    def resolve_files(self, ref: str, use_cache: bool = True) -> Resolved:
+        """What a pull of `ref` writes (the version's files and an attached model.sig), from the
+        client's RefCache for a number or a digest resolved before (`use_cache` False: asked
+        again); registry.client.ref_cache says when an entry is dropped."""
+        ...
 
     def list_versions(
         self, flt: VersionFilter, limit: int = 50, cursor: str | None = None

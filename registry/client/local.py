@@ -9,6 +9,8 @@ from registry.access import authentication
 from registry.access.entities import GrantInfo, NamespaceInfo, TokenInfo, UserInfo, WhoAmI
 from registry.access.principal import Principal
 from registry.client.interface import TransferProgress
+from registry.client.reads import embedded_address
+from registry.client.ref_cache import RefCache, Resolved
 from registry.client.transfer import StoreBlobs
 from registry.config import Settings
 from registry.db.engine import upgrade_if_needed
@@ -48,7 +50,7 @@ from registry.entities import (
 )
 from registry.errors import BadRequest
 from registry.jobspec import JobInfo, JobRequest
-from registry.refs import parse_ref, parse_repo
+from registry.refs import RepoName, parse_ref, parse_repo
 from registry.services import (
     accounts,
     aliases,
@@ -72,9 +74,16 @@ class LocalClient:
     in_process = True
 
     def __init__(
-        self, registry: Registry, user: str, cache: BlobStore, principal: Principal | None = None
+        self,
+        registry: Registry,
+        user: str,
+        cache: BlobStore,
+        principal: Principal | None = None,
+        refs: RefCache | None = None,
     ) -> None:
         self.registry = registry
+        self.refs = refs
+        """Immutable references resolved before (registry.client.ref_cache); None: none kept."""
         self.user = user
         self.cache = cache
         self.principal = principal or Principal.operator(user)
@@ -89,8 +98,10 @@ class LocalClient:
     def from_settings(cls, settings: Settings) -> LocalClient:
         reg = Registry.from_settings(settings)
         upgrade_if_needed(reg.engine)  # the embedded default migrates itself
+        address = embedded_address(settings)
+        refs = RefCache(settings.effective_cache_dir, address) if address is not None else None
         # A local blob directory is its own cache: pulls copy straight from it.
-        return cls(reg, settings.user, local_cache(reg.store, settings.effective_cache_dir))
+        return cls(reg, settings.user, local_cache(reg.store, settings.effective_cache_dir), refs=refs)
 
     def missing_blobs(self, digests: list[str]) -> list[str]:
         return blobs.missing_for(self.registry, self.principal, digests)
@@ -114,6 +125,14 @@ class LocalClient:
 
     def resolve(self, ref: str) -> VersionInfo:
         return versions.resolve(self.registry, parse_ref(ref), principal=self.principal)
+
+    def resolve_files(self, ref: str, use_cache: bool = True) -> Resolved:
+        parsed = parse_ref(ref)
+
+        def fetch() -> Resolved:
+            return Resolved.from_doc(queries.resolve_files(self.registry, parsed, principal=self.principal))
+
+        return self.refs.resolve(parsed, fetch, use_cache) if self.refs is not None else fetch()
 
     def list_versions(
         self, flt: VersionFilter, limit: int = 50, cursor: str | None = None
@@ -202,7 +221,15 @@ class LocalClient:
         return accounts.set_namespace_visibility(self.registry, namespace, public, principal=self.principal)
 
     def sign_version(self, ref: str, request: SignRequest) -> SignatureInfo:
-        return signatures.sign_version(self.registry, parse_ref(ref), request, principal=self.principal)
+        parsed = parse_ref(ref)
+        try:
+            return signatures.sign_version(self.registry, parsed, request, principal=self.principal)
+        finally:  # a pull now writes the attached model.sig
+            self._forget(parsed.repo)
+
+    def _forget(self, repo: RepoName) -> None:
+        if self.refs is not None:
+            self.refs.forget(repo)
 
     def get_namespace_policy(self, namespace: str) -> NamespacePolicy:
         return signatures.get_policy(self.registry, namespace, principal=self.principal)
@@ -219,12 +246,20 @@ class LocalClient:
     def delete_version(self, ref: str, force: bool = False) -> DeleteResult:
         from registry.services import lifecycle
 
-        return lifecycle.delete_version(self.registry, parse_ref(ref), force, principal=self.principal)
+        parsed = parse_ref(ref)
+        try:
+            return lifecycle.delete_version(self.registry, parsed, force, principal=self.principal)
+        finally:
+            self._forget(parsed.repo)
 
     def delete_repository(self, repo: str) -> DeleteResult:
         from registry.services import lifecycle
 
-        return lifecycle.delete_repository(self.registry, parse_repo(repo), principal=self.principal)
+        name = parse_repo(repo)
+        try:
+            return lifecycle.delete_repository(self.registry, name, principal=self.principal)
+        finally:
+            self._forget(name)
 
     def collect_garbage(self, dry_run: bool = False, grace_s: float | None = None) -> GcReport:
         from registry.services import gc

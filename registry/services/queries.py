@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import or_, select
 
 from registry import reads
-from registry.access.checks import readable
+from registry.access.checks import readable, require_reader_of
 from registry.access.policy import readable_namespaces
 from registry.access.principal import Principal
 from registry.bounds import PAGE_MAX
@@ -16,6 +16,7 @@ from registry.db.engine import unit_of_work
 from registry.entities import EvalScoreIn, Page, RepoInfo, VersionFilter, VersionSummary
 from registry.reads import Listing, check_limit, parse_cursor
 from registry.reads.session import SessionDriver
+from registry.refs import Ref
 from registry.services.context import Registry
 
 MAX_LIMIT = PAGE_MAX
@@ -51,6 +52,15 @@ def summary_entity(doc: dict[str, Any]) -> VersionSummary:
     than EvalScoreIn's name rules must still be listed."""
     evals = [EvalScoreIn.model_construct(**e) for e in doc["evals"]]
     return VersionSummary.model_validate({**doc, "evals": []}).model_copy(update={"evals": evals})
+
+
+def resolve_files(reg: Registry, ref: Ref, *, principal: Principal) -> dict[str, Any]:
+    """What a pull of `ref` writes: {repo, version, digest, ref, files} (registry.reads.resolve_files:
+    the version's files and an attached model.sig). Raises NotFound when the version does not exist
+    or `principal` may not read it, as `versions.resolve` does."""
+    with unit_of_work(reg.sessions) as session:
+        require_reader_of(session, principal, ref.repo, str(ref))
+        return reads.resolve_files(SessionDriver(session), ref)
 
 
 def list_repos(

@@ -1,8 +1,8 @@
-"""`adapters list` and `adapters pull` on the embedded SQLite file and blob directory through
-sqlite3 (registry.services.quick) give the very JSON and files the full path (the services through
-the ORM) gives, and step aside wherever that path must answer: a server, PostgreSQL, S3, no
-database yet, a migration to run, a value Settings or the filters would refuse, a ref or blob that
-does not exist."""
+"""One read model for versions (registry.reads), two drivers: `adapters list` and `adapters pull`
+on the embedded SQLite file read through a bare sqlite3 connection give the very JSON and files
+the services give through the server's SQLAlchemy session (on SQLite and on PostgreSQL), answer
+bad input with the same errors, and leave to the full client what only it can do: a server, no
+database yet, a migration to run."""
 
 from __future__ import annotations
 
@@ -16,16 +16,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from registry import reads
 from registry.access.principal import OPERATOR
 from registry.client.bases import add_base_folder, resolve_push_base
 from registry.client.local import LocalClient
-from registry.client.transfer import parse_eval, pull, push_folder
+from registry.client.reads import EmbeddedReads
+from registry.client.transfer import parse_eval, pull, push_folder, served_files
 from registry.config import Settings
+from registry.db import models as m
+from registry.db.engine import unit_of_work
 from registry.entities import VersionFilter
+from registry.errors import RegistryError
 from registry.refs import parse_ref
-from registry.services import queries, quick, versions
+from registry.services import queries, versions
 from registry.services.context import Registry
+from registry.services.versions import version_summary
 from storage.local import LocalBlobStore
 
 pytestmark = pytest.mark.server
@@ -33,18 +40,11 @@ pytestmark = pytest.mark.server
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def populated(
-    tmp_path_factory: pytest.TempPathFactory, adapters_dir: Path
-) -> Iterator[tuple[Path, Registry]]:
-    """An embedded registry with every kind of row a summary shows, written by the real services:
-    several repositories and versions, tasks, evals with a history (only current ones listed),
-    aliases (one moved), a base linked by name and one by fingerprint, a pushed lineage (derived), a
-    version pushed with no lineage, and a deleted version."""
-    home = tmp_path_factory.mktemp("quick") / "home"
-    settings = Settings(home=home, user="tester")  # type: ignore[call-arg]
-    reg = Registry.from_settings(settings, migrate=True)
-    client = LocalClient(reg, "tester", reg.store)
+def populate(client: LocalClient, adapters_dir: Path) -> None:
+    """Every kind of row a summary shows, written by the real services: several repositories and
+    versions, tasks, evals with a history (only current ones listed), aliases (one moved), a base
+    linked by name and one by fingerprint, a pushed lineage (derived), a version pushed with no
+    lineage, a deleted version, and a public namespace."""
     add_base_folder(client, adapters_dir / "base", ["org/tiny-llama"])
     a, b, dora = adapters_dir / "lora_a", adapters_dir / "lora_b", adapters_dir / "lora_dora"
     push_folder(
@@ -69,36 +69,59 @@ def populated(
     client.add_evals("acme/legal:1", [parse_eval("acc=0.6@lexglue:test")], note="rerun")  # history
     client.add_evals("acme/legal:3", [parse_eval("f1=0.9@cuad"), parse_eval("acc=0.7@lexglue:test")])
     client.set_alias("acme/legal:3", "prod")  # moved from 1
+    client.set_namespace_visibility("other", public=True)
+
+
+@pytest.fixture(scope="module")
+def populated(
+    tmp_path_factory: pytest.TempPathFactory, adapters_dir: Path
+) -> Iterator[tuple[Path, Registry]]:
+    """An embedded registry (SQLite file, local blobs) holding `populate`'s rows."""
+    home = tmp_path_factory.mktemp("reads") / "home"
+    settings = Settings(home=home, user="tester")  # type: ignore[call-arg]
+    reg = Registry.from_settings(settings, migrate=True)
+    populate(LocalClient(reg, "tester", reg.store), adapters_dir)
     yield home / "registry.db", reg
     reg.close()
 
 
 def full(reg: Registry, limit: int = 50, cursor: str | None = None, **flt: Any) -> str:
+    """The services' listing (the session driver, validated into the entities) as /v1 writes it."""
     page = queries.list_versions(reg, VersionFilter(**flt), limit, cursor, principal=OPERATOR)
     return json.dumps(page.model_dump(mode="json"), indent=2)
 
 
+def embedded_reads(db: Path) -> EmbeddedReads:
+    """The embedded CLI's reads of the registry whose file is `db`; a test fails if they reach for
+    the full client (they must answer on the bare connection)."""
+
+    def no_full_client() -> Any:
+        raise AssertionError("the embedded reads went to the full client")
+
+    settings = Settings(home=db.parent, database_url=None, blob_url=None, url=None)  # type: ignore[call-arg]
+    return EmbeddedReads(settings, no_full_client)
+
+
 def fast(db: Path, limit: int = 50, cursor: str | None = None, **flt: Any) -> str:
-    doc = quick.list_versions(db, **flt, limit=limit, cursor=cursor)
-    assert doc is not None, "the quick path stepped aside where it should answer"
-    return json.dumps(doc, indent=2)
+    query = {"repo": None, "task": None, "peft_type": None, "base": None, "latest_only": False, **flt}
+    return json.dumps(embedded_reads(db).list_versions(query, limit, cursor), indent=2)
 
 
-@pytest.mark.parametrize(
-    "flt",
-    [
-        {},
-        {"latest_only": True},
-        {"repo": "acme/legal"},
-        {"repo": "acme/nothing"},
-        {"task": "legal"},
-        {"task": "legal", "latest_only": True},
-        {"peft_type": "lora"},
-        {"peft_type": "IA3"},
-        {"base": "org/tiny-llama"},
-        {"repo": "acme/legal", "task": "legal-qa"},
-    ],
-)
+FILTERS = [
+    {},
+    {"latest_only": True},
+    {"repo": "acme/legal"},
+    {"repo": "acme/nothing"},
+    {"task": "legal"},
+    {"task": "legal", "latest_only": True},
+    {"peft_type": "lora"},
+    {"peft_type": "IA3"},
+    {"base": "org/tiny-llama"},
+    {"repo": "acme/legal", "task": "legal-qa"},
+]
+
+
+@pytest.mark.parametrize("flt", FILTERS)
 def test_same_json_as_the_full_path(populated: tuple[Path, Registry], flt: dict[str, Any]) -> None:
     db, reg = populated
     assert fast(db, **flt) == full(reg, **flt)
@@ -121,6 +144,19 @@ def test_the_page_shows_every_field_the_summary_has(populated: tuple[Path, Regis
     assert items["acme/med:1"]["base_fingerprint"] == legal2["base_fingerprint"]
 
 
+def orm_summaries(reg: Registry) -> list[dict[str, Any]]:
+    """Every version's summary written field by field from the ORM's rows (services.versions'
+    version_summary), newest first: a reference that shares no SQL with registry.reads."""
+    with unit_of_work(reg.sessions) as session:
+        rows = session.scalars(select(m.Version).order_by(m.Version.id.desc())).all()
+        return [version_summary(session, v).model_dump(mode="json") for v in rows]
+
+
+def test_the_mapper_writes_what_the_orm_reads(populated: tuple[Path, Registry]) -> None:
+    db, reg = populated
+    assert json.loads(fast(db, 500))["items"] == orm_summaries(reg)
+
+
 def test_every_page_of_every_size_matches(populated: tuple[Path, Registry]) -> None:
     db, reg = populated
     total = len(json.loads(full(reg, 500))["items"])
@@ -138,6 +174,18 @@ def test_every_page_of_every_size_matches(populated: tuple[Path, Registry]) -> N
         assert pages == -(-total // limit)
 
 
+def outcome(call: Any) -> tuple[str, str]:
+    """What a call raised (its type and message; a pydantic ValidationError by its message), or
+    that it answered."""
+    try:
+        call()
+    except RegistryError as err:
+        return type(err).__name__, str(err)
+    except ValueError as err:  # pydantic's ValidationError
+        return type(err).__name__, str(err).split("\n")[0]
+    return "answered", ""
+
+
 @pytest.mark.parametrize(
     ("limit", "cursor", "flt"),
     [
@@ -150,22 +198,26 @@ def test_every_page_of_every_size_matches(populated: tuple[Path, Registry]) -> N
         (50, None, {"task": ""}),
         (50, None, {"task": "x" * 129}),
         (50, None, {"task": "legal\n"}),
+        (50, None, {"task": "légal"}),
         (50, None, {"base": "org/tiny llama"}),
         (50, None, {"peft_type": "x" * 33}),
     ],
 )
-def test_steps_aside_for_what_the_full_path_refuses_or_decides(
+def test_bad_input_is_answered_as_the_full_path_answers_it(
     populated: tuple[Path, Registry], limit: int, cursor: str | None, flt: dict[str, Any]
 ) -> None:
-    db, _ = populated
-    assert quick.list_versions(db, **flt, limit=limit, cursor=cursor) is None
+    db, reg = populated
+    bare = outcome(lambda: fast(db, limit, cursor, **flt))
+    assert bare == outcome(lambda: full(reg, limit, cursor, **flt))
+    if bare[0] == "answered":  # a value the filter accepts: the same page
+        assert fast(db, limit, cursor, **flt) == full(reg, limit, cursor, **flt)
 
 
-def test_steps_aside_when_there_is_no_database_or_a_migration_to_run(
+def test_the_bare_connection_opens_only_a_database_at_head(
     populated: tuple[Path, Registry], tmp_path: Path
 ) -> None:
     db, _ = populated
-    assert quick.list_versions(tmp_path / "none.db") is None
+    assert reads.open_at_head(tmp_path / "none.db") is None
     assert not (tmp_path / "none.db").exists()  # nothing created
     for revision in ("0007", "0099"):  # behind (the full path migrates) and ahead (it refuses)
         copy = tmp_path / f"at-{revision}.db"
@@ -173,8 +225,33 @@ def test_steps_aside_when_there_is_no_database_or_a_migration_to_run(
             src.backup(dst)
         with sqlite3.connect(copy) as conn:
             conn.execute("UPDATE alembic_version SET version_num = ?", (revision,))
-        assert quick.list_versions(copy) is None
-    assert quick.list_versions(db, limit=queries.MAX_LIMIT) is not None  # the same largest page
+        assert reads.open_at_head(copy) is None
+    conn = reads.open_at_head(db)
+    assert conn is not None
+    conn.close()
+    assert fast(db, limit=queries.MAX_LIMIT) == full(reg=populated[1], limit=queries.MAX_LIMIT)
+
+
+def test_a_stored_time_with_a_zone_is_written_in_utc_by_both_drivers(
+    populated: tuple[Path, Registry], tmp_path: Path
+) -> None:
+    """The ORM never stores a zone on SQLite; a row that has one (made by hand) is read as the
+    moment it names, in UTC with a `Z`, whichever driver reads it."""
+    db, _ = populated
+    home = tmp_path / "zoned"
+    home.mkdir()
+    copy = home / "registry.db"
+    with sqlite3.connect(db) as src, sqlite3.connect(copy) as dst:
+        src.backup(dst)
+    with sqlite3.connect(copy) as conn:
+        conn.execute("UPDATE versions SET created_at = '2026-01-01 02:00:00.000000+02:00' WHERE number = 1")
+    reg = Registry.from_settings(Settings(home=home, user="tester"))  # type: ignore[call-arg]
+    try:
+        got = fast(copy, limit=500)
+        assert got == full(reg, limit=500)
+        assert json.loads(got)["items"][-1]["created_at"] == "2026-01-01T00:00:00Z"
+    finally:
+        reg.close()
 
 
 def test_the_sqlite_file_of_a_database_url() -> None:
@@ -209,10 +286,12 @@ def test_settings_read_the_environment_as_pydantic_settings_did(monkeypatch: pyt
 
 
 def run_cli(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """`adapters ARGS` in a fresh process; it prints whether SQLAlchemy was imported on stderr."""
+    """`adapters ARGS` in a fresh process; on stderr its last line says which of SQLAlchemy and
+    the entities it imported (the bare path imports neither; pydantic itself is loaded by
+    registry.config's Settings, which every command builds)."""
     probe = (
         "import sys\nfrom cli.main import cli\ntry:\n    cli()\nfinally:\n"
-        "    print('sqlalchemy' in sys.modules, file=sys.stderr)"
+        "    print('sqlalchemy' in sys.modules or 'registry.entities' in sys.modules, file=sys.stderr)"
     )
     clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("ADAPTERS_")}
     return subprocess.run(
@@ -225,15 +304,46 @@ def run_cli(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[s
     )
 
 
-def test_cli_list_takes_the_quick_path_and_prints_the_same(populated: tuple[Path, Registry]) -> None:
+def test_cli_list_reads_the_bare_connection_and_prints_the_same(populated: tuple[Path, Registry]) -> None:
     db, reg = populated
     got = run_cli(db.parent, "list", "--json", "--all-versions")
     assert got.returncode == 0, got.stderr
     assert got.stdout.strip() == full(reg)
-    assert got.stderr.strip().splitlines()[-1] == "False"  # answered without SQLAlchemy
+    assert got.stderr.strip().splitlines()[-1] == "False"  # answered without SQLAlchemy or entities
     table = run_cli(db.parent, "list", "--task", "legal")
     assert table.returncode == 0 and "acme/legal:2" in table.stdout and "canary,staging" in table.stdout
     assert table.stderr.strip().splitlines()[-1] == "False"
+
+
+def test_the_bare_path_imports_neither_sqlalchemy_nor_the_entities(populated: tuple[Path, Registry]) -> None:
+    """A behaviour, not a timing: `list` and `pull` on the embedded registry at head do their work
+    without SQLAlchemy, the ORM's models or the entities (which cost most of a command's start-up,
+    bench/cli_startup.py)."""
+    db, _ = populated
+    code = (
+        "import sys, json, tempfile\n"
+        "from registry.config import Settings\n"
+        "from registry.client.reads import open_reads, pull_ref\n"
+        "def refuse():\n    raise AssertionError('full client')\n"
+        "r = open_reads(Settings(), refuse)\n"
+        "doc = r.list_versions({'repo': None, 'task': 'legal', 'peft_type': None, 'base': None, "
+        "'latest_only': False}, 50, None)\n"
+        "found, out = pull_ref(r, 'acme/legal@prod', __import__('pathlib').Path(tempfile.mkdtemp()) / 'x')\n"
+        "heavy = sorted(k for k in sys.modules if k.split('.')[0] == 'sqlalchemy' "
+        "or k in ('registry.entities', 'registry.db.models', 'registry.client.interface'))\n"
+        "print(json.dumps([len(doc['items']), found.version, heavy]))"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("ADAPTERS_")}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**clean, "ADAPTERS_HOME": str(db.parent)},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [4, 3, []]
 
 
 def test_cli_list_goes_the_full_way_where_it_must(populated: tuple[Path, Registry], tmp_path: Path) -> None:
@@ -241,11 +351,11 @@ def test_cli_list_goes_the_full_way_where_it_must(populated: tuple[Path, Registr
     # A setting Settings refuses is still refused, in one line.
     bad = run_cli(db.parent, "list", "--json", ADAPTERS_UPLOAD_CONCURRENCY="many")
     assert bad.returncode == 1 and "validation_error" in bad.stderr and "upload_concurrency" in bad.stderr
-    # A bad cursor: the full path's error.
+    # A bad cursor: the same error, said by the read model on the bare connection.
     cur = run_cli(db.parent, "list", "--json", "--cursor", "nope")
     assert cur.returncode == 1 and json.loads(cur.stdout)["error"]["code"] == "bad_request"
-    assert cur.stderr.strip().splitlines()[-1] == "True"
-    # No database yet: created and migrated, an empty page.
+    assert cur.stderr.strip().splitlines()[-1] == "False"
+    # No database yet: created and migrated by the full client, an empty page.
     fresh = run_cli(tmp_path / "fresh", "list", "--json")
     assert fresh.returncode == 0 and json.loads(fresh.stdout) == {"items": [], "next_cursor": None}
     assert (tmp_path / "fresh" / "registry.db").is_file() and fresh.stderr.strip().splitlines()[-1] == "True"
@@ -253,39 +363,41 @@ def test_cli_list_goes_the_full_way_where_it_must(populated: tuple[Path, Registr
 
 # ---------------------------------------------------------------- pull
 def full_resolve(reg: Registry, ref: str) -> dict[str, Any]:
+    """What the services' whole version (VersionInfo, through the ORM) says a pull writes."""
     info = versions.resolve(reg, parse_ref(ref), principal=OPERATOR)
-    files = [f.model_dump(mode="json") for f in info.files]
-    return {
-        "repo": info.repo,
-        "version": info.version,
-        "digest": info.digest,
-        "ref": info.ref,
-        "files": files,
-    }
+    files = [f.model_dump(mode="json") for f in served_files(info)]
+    return {"repo": info.repo, "version": info.version, "digest": info.digest, "files": files}
+
+
+REFS = [
+    "acme/legal",
+    "acme/legal@latest",
+    "acme/legal:1",
+    "acme/legal:2",
+    "acme/legal@prod",  # moved to 3
+    "acme/legal@canary",
+    "acme/gone",
+    "acme/merged:1",
+]
 
 
 def test_every_reference_form_resolves_as_the_full_path_does(populated: tuple[Path, Registry]) -> None:
     db, reg = populated
     legal3 = full_resolve(reg, "acme/legal:3")
     legal1 = full_resolve(reg, "acme/legal:1")
-    refs = [
-        "acme/legal",
-        "acme/legal@latest",
-        "acme/legal:1",
-        "acme/legal:2",
-        "acme/legal@prod",  # moved to 3
-        "acme/legal@canary",
-        f"acme/legal@{legal1['digest']}",
-        f"acme/legal@{legal3['digest']}",
-        "acme/gone",
-        "acme/merged:1",
-    ]
+    refs = [*REFS, f"acme/legal@{legal1['digest']}", f"acme/legal@{legal3['digest']}"]
     for ref in refs:
-        assert quick.resolve_files(db, ref) == full_resolve(reg, ref), ref
-    assert quick.resolve_files(db, "acme/legal@prod")["version"] == 3  # type: ignore[index]
+        bare = embedded_reads(db).resolve_files(ref, use_cache=False)
+        assert bare.doc() == full_resolve(reg, ref), ref
+        assert pulled_doc(queries.resolve_files(reg, parse_ref(ref), principal=OPERATOR)) == bare.doc()
+    assert embedded_reads(db).resolve_files("acme/legal@prod", use_cache=False).version == 3
     assert len(legal3["files"]) >= 2 and [f["path"] for f in legal3["files"]] == sorted(
         f["path"] for f in legal3["files"]
     )
+
+
+def pulled_doc(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: doc[k] for k in ("repo", "version", "digest", "files")}
 
 
 @pytest.mark.parametrize(
@@ -299,16 +411,20 @@ def test_every_reference_form_resolves_as_the_full_path_does(populated: tuple[Pa
         "Bad",
     ],
 )
-def test_resolve_steps_aside_for_what_does_not_exist(populated: tuple[Path, Registry], ref: str) -> None:
-    db, _ = populated
-    assert quick.resolve_files(db, ref) is None
+def test_what_does_not_exist_is_answered_as_the_full_path_answers_it(
+    populated: tuple[Path, Registry], ref: str
+) -> None:
+    db, reg = populated
+    bare = outcome(lambda: embedded_reads(db).resolve_files(ref, use_cache=False))
+    assert bare[0] in {"NotFound", "InvalidReference"}
+    assert bare == outcome(lambda: versions.resolve(reg, parse_ref(ref), principal=OPERATOR))
 
 
 def tree(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_cli_pull_takes_the_quick_path_and_writes_what_the_full_path_writes(
+def test_cli_pull_reads_the_bare_connection_and_writes_what_the_full_path_writes(
     populated: tuple[Path, Registry], tmp_path: Path
 ) -> None:
     db, reg = populated
@@ -333,12 +449,14 @@ def test_cli_pull_takes_the_quick_path_and_writes_what_the_full_path_writes(
     assert forced.returncode == 0 and "pulled acme/legal:1" in forced.stdout
     missing = run_cli(db.parent, "pull", "acme/legal:9", "--json", "-o", str(tmp_path / "x"))
     assert json.loads(missing.stdout)["error"]["code"] == "not_found" and not (tmp_path / "x").exists()
-    assert missing.stderr.strip().splitlines()[-1] == "True"  # said by the full path
+    assert (
+        missing.stderr.strip().splitlines()[-1] == "False"
+    )  # said by the read model, as the services say it
 
 
-def test_cli_quick_pull_of_a_corrupt_or_missing_blob(adapters_dir: Path, tmp_path: Path) -> None:
+def test_cli_pull_of_a_corrupt_or_missing_blob(adapters_dir: Path, tmp_path: Path) -> None:
     """A blob that hashes wrong is the registry's corruption (nothing is written, nothing deleted);
-    a blob the store lacks sends the pull down the full path, which says so."""
+    a blob the store lacks is not found, as the full client says it."""
     home = tmp_path / "home"
     settings = Settings(home=home, user="tester")  # type: ignore[call-arg]
     reg = Registry.from_settings(settings, migrate=True)
@@ -360,12 +478,12 @@ def test_cli_quick_pull_of_a_corrupt_or_missing_blob(adapters_dir: Path, tmp_pat
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []  # no staging left
     blob_path.unlink()
     gone = run_cli(home, "pull", "acme/a", "-o", str(tmp_path / "out"), "--json")
-    assert gone.returncode == 1 and gone.stderr.strip().splitlines()[-1] == "True"  # the full path
+    assert gone.returncode == 1
     assert json.loads(gone.stdout)["error"]["code"] in {"blob_not_found", "not_found", "blob_missing"}
     assert not (tmp_path / "out").exists() and pushed.created
 
 
-def test_cli_quick_pull_from_s3_downloads_once_into_the_folder_and_the_cache(
+def test_cli_pull_from_s3_downloads_once_into_the_folder_and_the_cache(
     adapters_dir: Path, tmp_path: Path, s3_endpoint: str, s3_bucket: str
 ) -> None:
     """The embedded registry on S3: the pull reads through sqlite3, downloads each blob straight
@@ -396,18 +514,3 @@ def test_cli_quick_pull_from_s3_downloads_once_into_the_folder_and_the_cache(
         (tmp_path / "two" / f["path"]).samefile(tmp_path / "one" / f["path"])
         for f in json.loads(second.stdout)["files"]
     )
-
-
-def test_list_steps_aside_for_a_stored_time_with_a_zone(
-    populated: tuple[Path, Registry], tmp_path: Path
-) -> None:
-    """The ORM never stores a zone on SQLite; a row that has one (made by hand) reads back aware,
-    which the full path writes with a `Z`: it answers for that page."""
-    db, _ = populated
-    copy = tmp_path / "zoned.db"
-    with sqlite3.connect(db) as src, sqlite3.connect(copy) as dst:
-        src.backup(dst)
-    with sqlite3.connect(copy) as conn:
-        conn.execute("UPDATE versions SET created_at = '2026-01-01 00:00:00.000000+00:00' WHERE number = 1")
-    assert quick.list_versions(copy, limit=500) is None
-    assert quick.list_versions(db, limit=500) is not None
