@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import pytest
 from sqlalchemy import select
 
 from registry import reads
-from registry.access.principal import OPERATOR
+from registry.access.principal import ANONYMOUS, OPERATOR, Principal
 from registry.client.bases import add_base_folder, resolve_push_base
 from registry.client.local import LocalClient
 from registry.client.reads import EmbeddedReads
@@ -514,3 +515,76 @@ def test_cli_pull_from_s3_downloads_once_into_the_folder_and_the_cache(
         (tmp_path / "two" / f["path"]).samefile(tmp_path / "one" / f["path"])
         for f in json.loads(second.stdout)["files"]
     )
+
+
+# ---------------------------------------------------------------- the server's path, access
+ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z")
+
+
+def without_times(text: str) -> dict[str, Any]:
+    """A page's document, each created_at checked for pydantic's UTC form and set aside (two
+    registries filled one after the other differ only there)."""
+    doc = json.loads(text)
+    for item in doc["items"]:
+        assert ISO_UTC.fullmatch(item.pop("created_at")), item
+    return dict(doc)
+
+
+def readable_refs(reg: Registry, principal: Principal) -> list[str]:
+    page = queries.list_versions(reg, VersionFilter(), 500, None, principal=principal)
+    return [v.ref for v in page.items]
+
+
+def check_access_filter(reg: Registry) -> None:
+    """The listing keeps what the caller may read (its namespaces and public ones), in the SQL."""
+    everything = [v["ref"] for v in orm_summaries(reg)]
+    carol = Principal(kind="user", name="carol", user_id=99, grants={"acme": "read"})
+    assert readable_refs(reg, OPERATOR) == everything
+    assert readable_refs(reg, ANONYMOUS) == ["other/chat:1"]  # public
+    assert readable_refs(reg, carol) == everything  # acme, and other is public
+    narrowed = Principal(
+        kind="user", name="carol", user_id=99, grants={"acme": "read"}, namespaces=frozenset()
+    )
+    assert readable_refs(reg, narrowed) == ["other/chat:1"]
+    outsider = Principal(kind="user", name="dave", user_id=98, grants={"elsewhere": "admin"})
+    assert readable_refs(reg, outsider) == ["other/chat:1"]
+
+
+def test_the_access_filter_on_sqlite(populated: tuple[Path, Registry]) -> None:
+    check_access_filter(populated[1])
+
+
+@pytest.mark.postgres
+def test_the_server_path_on_postgresql_writes_what_sqlite_writes(
+    populated: tuple[Path, Registry], adapters_dir: Path, pg_url: str, tmp_path: Path
+) -> None:
+    """The same SQL and mapper through the session on PostgreSQL (aware datetimes, real booleans,
+    JSON columns) give the documents they give on SQLite, for every filter, page and reference."""
+    _, lite = populated
+    settings = Settings(home=tmp_path / "pg", database_url=pg_url, user="tester")  # type: ignore[call-arg]
+    reg = Registry.from_settings(settings, migrate=True)
+    try:
+        populate(LocalClient(reg, "tester", reg.store), adapters_dir)
+        assert json.loads(full(reg, 500))["items"] == orm_summaries(reg)  # created_at included
+        for flt in FILTERS:
+            assert without_times(full(reg, **flt)) == without_times(full(lite, **flt)), flt
+        for limit in (1, 3):
+            cursor: str | None = None
+            while True:
+                got = full(reg, limit, cursor)
+                assert without_times(got) == without_times(full(lite, limit, cursor))
+                cursor = json.loads(got)["next_cursor"]
+                if cursor is None:
+                    break
+        digest = json.loads(full(reg, repo="acme/legal"))["items"][-1]["digest"]
+        for ref in [*REFS, f"acme/legal@{digest}"]:
+            on_pg = queries.resolve_files(reg, parse_ref(ref), principal=OPERATOR)
+            assert on_pg == queries.resolve_files(lite, parse_ref(ref), principal=OPERATOR), ref
+            assert pulled_doc(on_pg) == full_resolve(reg, ref)
+        for ref in ("acme/legal:9", "acme/gone:2", "acme/nothing", "acme/legal@nope"):
+            on_pg_error = outcome(lambda: queries.resolve_files(reg, parse_ref(ref), principal=OPERATOR))  # noqa: B023
+            assert on_pg_error[0] == "NotFound"
+            assert on_pg_error == outcome(lambda: versions.resolve(lite, parse_ref(ref), principal=OPERATOR))  # noqa: B023
+        check_access_filter(reg)
+    finally:
+        reg.close()
