@@ -34,10 +34,7 @@ def registration(facts: ModelFacts, names: list[str], revision: str | None) -> B
         fingerprint=facts.fingerprint,
         structure_signature=facts.structure_signature,
         config=facts.config,
-        modules=[
-            ModuleInfo(name=x.name, kind=x.kind, in_features=x.in_features, out_features=x.out_features)
-            for x in facts.modules
-        ],
+        modules=[ModuleInfo.model_validate(x, from_attributes=True) for x in facts.modules],
     )
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from registry.entities import BaseArchitecture
 from registry.errors import ERRORS_BY_CODE, FitRefused, RegistryError
+from registry.formats.model_folder import ModuleShape
 from registry.formats.peft_config import PeftConfigFacts
 from registry.formats.safetensors_header import TensorInfo
 from registry.formats.targets import is_feedforward, locate_module
@@ -25,20 +26,12 @@ PROMPT_TYPES = {"PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING", "MULTITASK_PROMPT_
 
 
 @dataclass(frozen=True)
-class BaseModule:
-    name: str
-    kind: str
-    in_features: int
-    out_features: int
-
-
-@dataclass(frozen=True)
 class BaseView:
     """What the fit check needs to know about a base (all of it stored in the database)."""
 
     label: str
     arch: BaseArchitecture
-    modules: dict[str, BaseModule]
+    modules: dict[str, ModuleShape]
 
 
 @dataclass(frozen=True)
@@ -58,7 +51,7 @@ class AdapterModule:
     rank: int | None
 
 
-def find_module(base: BaseView, name: str) -> BaseModule | None:
+def find_module(base: BaseView, name: str) -> ModuleShape | None:
     """The base module an adapter module names (`targets.locate_module`)."""
     hit = locate_module(name, base.modules)
     return None if hit is None else base.modules[hit]

@@ -14,11 +14,11 @@ import hashlib
 import json
 import mmap
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -70,6 +70,25 @@ class ModuleShape:
     kind: str  # linear | conv1d | embedding | norm
     in_features: int
     out_features: int
+
+
+class HasModuleShape(Protocol):
+    """Anything with a module's four fields: a database row, a ModuleInfo, a ModuleShape."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def in_features(self) -> int: ...
+    @property
+    def out_features(self) -> int: ...
+
+
+def modules_by_name(modules: Iterable[HasModuleShape]) -> dict[str, ModuleShape]:
+    """The module table by module name (what the fit check looks modules up in), from stored rows
+    or from a folder's headers alike."""
+    return {x.name: ModuleShape(x.name, x.kind, x.in_features, x.out_features) for x in modules}
 
 
 @dataclass

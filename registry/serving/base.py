@@ -10,8 +10,8 @@ from registry.client.bases import fingerprint_folder
 from registry.client.interface import RegistryClient, TransferProgress
 from registry.client.transfer import write_files
 from registry.errors import BaseNotUploaded
-from registry.formats.compatibility import BaseModule, BaseView
-from registry.formats.model_folder import ModelFacts, inspect_model
+from registry.formats.compatibility import BaseView
+from registry.formats.model_folder import ModelFacts, inspect_model, modules_by_name
 
 
 @dataclass(frozen=True)
@@ -68,5 +68,5 @@ def _view(facts: ModelFacts, label: str) -> BaseView:
     return BaseView(
         label=label,
         arch=facts.arch,
-        modules={m.name: BaseModule(m.name, m.kind, m.in_features, m.out_features) for m in facts.modules},
+        modules=modules_by_name(facts.modules),
     )
