@@ -90,6 +90,26 @@ def parse_ref(text: str) -> Ref:
     return Ref(repo)
 
 
+def ref_or_none(text: object) -> Ref | None:
+    """`text` as a reference, or None where it is none (not text, or malformed): for readers of
+    recorded values (a lineage parent written under an older rule, a page's link, a name a
+    serving engine passes) that fall back instead of refusing."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return parse_ref(text)
+    except InvalidReference:
+        return None
+
+
+def repo_or_none(text: str) -> RepoName | None:
+    """`text` as a repository name, or None where it is none (the Hub's ids also name bases)."""
+    try:
+        return parse_repo(text)
+    except InvalidReference:
+        return None
+
+
 def check_ref(text: str) -> str:
     """`text` if it is a well-formed reference (a validator for parameters kept as text)."""
     parse_ref(text)
