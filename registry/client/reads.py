@@ -21,6 +21,7 @@ longer gives the blobs of a cached version.
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -108,9 +109,13 @@ class EmbeddedReads:
             self._full = ClientReads(self._client())
         return self._full
 
-    def list_versions(self, query: dict[str, Any], limit: int, cursor: str | None) -> dict[str, Any]:
+    def _open(self) -> sqlite3.Connection | None:
+        """The database file at head on a bare connection, or None: the full client answers."""
         db = self.settings.sqlite_file
-        conn = None if db is None or self._full is not None else reads.open_at_head(db)
+        return None if db is None or self._full is not None else reads.open_at_head(db)
+
+    def list_versions(self, query: dict[str, Any], limit: int, cursor: str | None) -> dict[str, Any]:
+        conn = self._open()
         if conn is None:
             return self.full().list_versions(query, limit, cursor)
         try:
@@ -123,19 +128,19 @@ class EmbeddedReads:
     def resolve_files(self, ref: str, use_cache: bool = True) -> Resolved:
         parsed = parse_ref(ref)
         address = embedded_address(self.settings)
-        if address is not None and use_cache and (hit := RefCache(self._cache_dir(), address).get(parsed)):
-            return hit
-        db = self.settings.sqlite_file
-        conn = None if db is None or self._full is not None else reads.open_at_head(db)
-        if conn is None:
-            return self.full().resolve_files(ref, use_cache)
-        try:
-            found = Resolved.from_doc(reads.resolve_files(reads.SqliteDriver(conn), parsed))
-        finally:
-            conn.close()
-        if address is not None:
-            RefCache(self._cache_dir(), address).put(parsed, found)
-        return found
+
+        def fetch() -> Resolved:
+            conn = self._open()
+            if conn is None:
+                return self.full().resolve_files(ref, use_cache=False)
+            try:
+                return Resolved.from_doc(reads.resolve_files(reads.SqliteDriver(conn), parsed))
+            finally:
+                conn.close()
+
+        if address is None:  # no database yet: nothing to remember it by (the client creates it)
+            return fetch()
+        return RefCache(self.settings.effective_cache_dir, address).resolve(parsed, fetch, use_cache)
 
     def blobs(self) -> BlobSource:
         if self._full is not None:
@@ -144,9 +149,6 @@ class EmbeddedReads:
             self._bare_blobs = self._store_blobs()
         return self._bare_blobs
 
-    def _cache_dir(self) -> Path:
-        return self.settings.effective_cache_dir
-
     def _store_blobs(self) -> StoreBlobs:
         """The registry's store and this machine's cache, read as the operator (who may read every
         blob), as LocalClient.fetch_blob does after its check."""
@@ -154,7 +156,7 @@ class EmbeddedReads:
         from storage.local import local_cache
 
         store = open_store(self.settings.effective_blob_url, self.settings.s3_options())
-        return StoreBlobs(store, local_cache(store, self._cache_dir()))
+        return StoreBlobs(store, local_cache(store, self.settings.effective_cache_dir))
 
 
 def _listing(query: dict[str, Any]) -> reads.Listing:

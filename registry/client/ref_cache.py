@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from registry.client.transfer import StoredFile
+from registry.errors import NotFound
 from registry.refs import Ref, RepoName
 from storage.atomic import write_atomic
 
@@ -120,9 +121,27 @@ class RefCache:
         """The cached resolution of `ref` (unless `use_cache` is False), else `fetch()`'s, remembered."""
         if use_cache and (hit := self.get(ref)) is not None:
             return hit
-        found = fetch()
+        try:
+            found = fetch()
+        except NotFound:  # the registry says it names nothing (any more): so does the cache
+            self.drop(ref)
+            raise
         self.put(ref, found)
         return found
+
+    def drop(self, ref: Ref) -> None:
+        """Forget what `ref` (a number or a digest) resolved to."""
+        folder = self._repo_dir(ref.repo)
+        names = []
+        if ref.digest is not None:
+            pointer = folder / _digest_name(ref.digest)
+            with contextlib.suppress(OSError, ValueError):
+                names.append(f"{int(pointer.read_text())}.json")
+            names.append(pointer.name)
+        if ref.version is not None:
+            names.append(f"{ref.version}.json")
+        for name in names:
+            (folder / name).unlink(missing_ok=True)
 
     def forget(self, repo: RepoName) -> None:
         """Drop every entry of `repo` (after this client deleted or signed one of its versions)."""
