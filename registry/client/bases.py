@@ -20,7 +20,6 @@ from registry.formats.model_folder import (
     arch_facts,
     extra_files,
     inspect_model,
-    is_causal_lm,
     module_table,
     structure_signature,
     with_tied_head,
@@ -86,7 +85,9 @@ def add_base_config(
         cfg: dict[str, Any] = json.loads(config_path.read_text("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise BadRequest(f"cannot read {config_path}: {err}") from err
-    shapes = _meta_shapes(cfg)
+    from registry.tensors.meta_shapes import meta_shapes  # torch and transformers, for this command only
+
+    shapes = meta_shapes(cfg)
     arch = arch_facts(cfg)
     modules: list[ModuleShape] = with_tied_head(module_table(shapes, arch.model_type), cfg)
     facts = ModelFacts(
@@ -97,22 +98,6 @@ def add_base_config(
         param_count=sum(math.prod(s) for _, s in shapes.values()),
     )
     return client.register_base(registration(facts, names, revision))
-
-
-def _meta_shapes(cfg: dict[str, Any]) -> dict[str, tuple[str, tuple[int, ...]]]:
-    import torch
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
-
-    config = AutoConfig.for_model(**cfg)
-    auto = AutoModelForCausalLM if is_causal_lm(cfg) else AutoModel
-    with torch.device("meta"):
-        model = auto.from_config(config)
-    state = model.state_dict()
-    kept = {name for name, _ in model.named_parameters()}  # remove_duplicate: tied weights once
-    kept |= {name for name, _ in model.named_buffers() if name in state}
-    from registry.tensors.safetensors_stream import TORCH_TO_ST
-
-    return {n: (TORCH_TO_ST.get(t.dtype, "F32"), tuple(t.shape)) for n, t in state.items() if n in kept}
 
 
 def resolve_push_base(

@@ -7,17 +7,17 @@ import json
 import math
 import warnings
 
-from registry.client.bases import _meta_shapes
 from registry.entities import ModuleInfo
 from registry.formats.model_folder import arch_facts, module_table, with_tied_head
 from registry.planning import Layout, PlanOptions, make_plan
 from registry.planning.units import human
+from registry.tensors.meta_shapes import meta_shapes
 from tests.planning.models import CONFIGS, FIXTURES
 
 
 def layout_of(cfg: dict[str, object]) -> Layout:
     """What `adapters base add --config` records, without a database."""
-    shapes = _meta_shapes(cfg)
+    shapes = meta_shapes(cfg)
     arch = arch_facts(cfg)
     modules = with_tied_head(module_table(shapes, arch.model_type), cfg)
     arch = arch.model_copy(update={"param_count": sum(math.prod(s) for _, s in shapes.values())})
