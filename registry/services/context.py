@@ -12,6 +12,7 @@ from registry.config import Settings
 from registry.db.engine import make_engine, session_factory, upgrade_if_needed
 from registry.formats.inspect import Limits
 from registry.services.downloads import DownloadCounter
+from registry.services.lru import Lru
 from storage import BlobStore, open_store
 
 
@@ -27,6 +28,10 @@ class Registry:
     """Facts that never change once written (a base's module keys), kept per process."""
     downloads: DownloadCounter = field(default_factory=DownloadCounter)
     """Hub downloads counted by this process and not yet written (services/downloads.py)."""
+    hub_revisions: Lru[tuple[str, str], dict[str, Any]] = field(default_factory=lambda: Lru(4096))
+    """Immutable Hub revisions (a number, a commit id) -> the version they name (services/hub_files.py)."""
+    hub_files: Lru[tuple[int, str], Any] = field(default_factory=lambda: Lru(1024))
+    """(version id, digest) -> the version's file table, for Hub file requests (services/hub_files.py)."""
 
     @classmethod
     def from_settings(cls, settings: Settings, migrate: bool = False) -> Registry:

@@ -2,8 +2,9 @@
 repository or an uploaded base, git-like revisions and commit ids, and file trees.
 
 Every Hub read goes through `resolve_revision` (or `list_refs`), both of which open the repository
-through `_open`, whose `_may_read` asks registry.access.policy. A repository the reader
-may not read is answered exactly like one that does not exist (RepoNotFound). Every Hub write
+through `_open`, whose `_may_read` asks registry.access.policy; a HEAD or GET of one file goes
+through `hub_files.resolve_file_revision`, which asks the same policy on every request. A
+repository the reader may not read is answered exactly like one that does not exist (RepoNotFound). Every Hub write
 (`services.hub_write`, `services.hub_lfs`) passes through `check_write`: write on the repository's
 namespace (anonymous: 401; may read but not write: 403; may not read: RepoNotFound).
 
@@ -20,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer, selectinload
 
 from registry.access.checks import base_readable, is_public, require_writer_of
 from registry.access.policy import NamespaceRes, may
@@ -29,14 +30,13 @@ from registry.db import models as m
 from registry.db.engine import unit_of_work
 from registry.errors import EntryNotFound, NotFound, RepoNotFound, RevisionNotFound
 from registry.formats.manifest import entries_from_json, manifest_digest
-from registry.refs import NAME_PART, Ref, RepoName, parse_repo
+from registry.refs import NAME_PART, RepoName, parse_repo
 from registry.services import signatures
 from registry.services.context import Registry
 from registry.services.downloads import DownloadKey
-from registry.services.lookup import resolve_row
 
 COMMIT_RE = re.compile(r"[0-9a-f]{40}")
-_NUMBER_RE = re.compile(r"[1-9][0-9]{0,8}")
+NUMBER_RE = re.compile(r"[1-9][0-9]{0,8}")
 _REPO_RE = re.compile(rf"({NAME_PART})/({NAME_PART})")
 MAIN = "main"
 EMPTY_DIGEST = manifest_digest([])
@@ -153,14 +153,16 @@ class TreeEntry:
 class _Target:
     repository: m.Repository | None = None
     base: m.BaseModel | None = None
+    public: bool = False
+    """Whether the adapter repository's namespace is public (read once, for the reader and for
+    `private`)."""
 
 
 def _may_read(session: Session, reader: Principal, target: _Target) -> bool:
     """Whether `reader` may read the repository: an adapter repository is its namespace's, an
     uploaded base is readable when one of its names is (registry.access.policy)."""
     if target.repository is not None:
-        namespace = target.repository.namespace
-        return may(reader, "read", NamespaceRes(namespace, is_public(session, namespace)))
+        return may(reader, "read", NamespaceRes(target.repository.namespace, target.public))
     assert target.base is not None
     return base_readable(session, reader, target.base.id)
 
@@ -210,8 +212,9 @@ def _open(session: Session, repo_id: str, reader: Principal) -> _Target:
         row = session.scalars(
             select(m.Repository).where(m.Repository.namespace == match[1], m.Repository.name == match[2])
         ).one_or_none()
+        public = row is not None and is_public(session, row.namespace)
         if row is not None and row.latest_version > 0:
-            target = _Target(repository=row)
+            target = _Target(repository=row, public=public)
     if target.repository is None and len(repo_id) <= 256:
         base = session.scalars(
             select(m.BaseModel)
@@ -226,7 +229,7 @@ def _open(session: Session, repo_id: str, reader: Principal) -> _Target:
         and row is not None
         and row.version_counter == 0  # never had a version: not one whose versions were deleted
     ):
-        target = _Target(repository=row)  # created by the Hub's create_repo, no version yet
+        target = _Target(repository=row, public=public)  # made by the Hub's create_repo, no version yet
     if (target.repository is None and target.base is None) or not _may_read(session, reader, target):
         raise RepoNotFound(f"repository {repo_id!r} not found", repo=repo_id)
     return target
@@ -283,39 +286,32 @@ def list_refs(reg: Registry, repo_id: str, reader: Principal) -> HubRefs:
         return HubRefs(branches=branches, tags=tags)
 
 
-def _not_found(repo_id: str, revision: str) -> RevisionNotFound:
+def revision_not_found(repo_id: str, revision: str) -> RevisionNotFound:
     return RevisionNotFound(f"{repo_id} has no revision {revision!r}", repo=repo_id, revision=revision)
 
 
 def _adapter_revision(session: Session, repo_id: str, repository: m.Repository, revision: str) -> HubRevision:
-    repo = RepoName(repository.namespace, repository.name)
     if repository.latest_version == 0:
         return _empty_revision(repo_id, repository, revision)
+    q = select(m.Version).where(m.Version.repository_id == repository.id)
     if revision in (MAIN, f"refs/heads/{MAIN}"):
-        ref = Ref(repo)
+        q = q.where(m.Version.number == repository.latest_version)
     elif COMMIT_RE.fullmatch(revision):
-        number = session.scalars(
-            select(m.Version.number)
-            .where(
-                m.Version.repository_id == repository.id, m.Version.digest.startswith(f"sha256:{revision}")
-            )
-            .order_by(m.Version.number.desc())
-            .limit(1)
-        ).first()
-        if number is None:
-            raise _not_found(repo_id, revision)
-        ref = Ref(repo, version=number)
-    elif _NUMBER_RE.fullmatch(revision):
-        ref = Ref(repo, version=int(revision))
+        q = q.where(m.Version.digest.startswith(f"sha256:{revision}")).order_by(m.Version.number.desc())
+    elif NUMBER_RE.fullmatch(revision):
+        q = q.where(m.Version.number == int(revision))
     else:
         alias = revision.removeprefix("refs/heads/")
         if len(alias) > 64:
-            raise _not_found(repo_id, revision)
-        ref = Ref(repo, alias=alias)
-    try:
-        v = resolve_row(session, ref)
-    except NotFound as err:
-        raise _not_found(repo_id, revision) from err
+            raise revision_not_found(repo_id, revision)
+        q = q.join(m.Alias, m.Alias.version_id == m.Version.id).where(
+            m.Alias.repository_id == repository.id, m.Alias.name == alias
+        )
+    # The repository is loaded already (resolve_row selected it again), and evals are not shown.
+    opts = (selectinload(m.Version.files), defer(m.Version.config), defer(m.Version.manifest))
+    v = session.scalars(q.options(*opts).limit(1)).first()
+    if v is None:
+        raise revision_not_found(repo_id, revision)
     base = v.base_model_name
     tags, card, pipeline = adapter_metadata(v.peft_type, v.task_type, v.task, base)
     return HubRevision(
@@ -374,7 +370,7 @@ EMPTY_TAGS = ["peft"]
 def _empty_revision(repo_id: str, repository: m.Repository, revision: str) -> HubRevision:
     """A repository `create_repo` made that has no version yet: `main` has no files."""
     if revision not in (MAIN, f"refs/heads/{MAIN}", EMPTY_COMMIT):
-        raise _not_found(repo_id, revision)
+        raise revision_not_found(repo_id, revision)
     return HubRevision(
         repo_id=repo_id,
         kind="adapter",
@@ -417,7 +413,7 @@ def _model_revision(session: Session, repo_id: str, base: m.BaseModel, revision:
     if name is not None and name.revision:
         accepted.add(name.revision)
     if revision not in accepted:
-        raise _not_found(repo_id, revision)
+        raise revision_not_found(repo_id, revision)
     tags, card, pipeline = model_metadata(base)
     return HubRevision(
         repo_id=repo_id,

@@ -34,6 +34,7 @@ from registry.errors import BadRequest
 from registry.services import downloads, hub, model_card
 from registry.services.context import Registry
 from registry.services.hub import EMPTY_COMMIT, EMPTY_TAGS, HubFile, HubRevision, TreeEntry
+from registry.services.hub_files import FileRevision
 
 LIST_PAGE = 1000
 LIST_PAGE_FILES = 20_000
@@ -403,7 +404,7 @@ def with_discovery(reg: Registry, rev: HubRevision) -> tuple[HubRevision, int]:
     return rev, count + reg.downloads.pending(key)
 
 
-def count_download(reg: Registry, rev: HubRevision, path: str, method: str) -> None:
+def count_download(reg: Registry, rev: HubRevision | FileRevision, path: str, method: str) -> None:
     """Count a download when a GET asks for the revision's query file (services/downloads.py)."""
     key = rev.download_key
     if method == "GET" and key is not None and path == downloads.COUNTED_FILES.get(rev.kind):

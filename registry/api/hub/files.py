@@ -13,7 +13,7 @@ from registry.api.blob_response import blob_response
 from registry.api.deps import PrincipalDep, RegistryDep, SettingsDep
 from registry.api.hub.common import RepoIdDep, hub_route, revision_and_path
 from registry.api.hub.errors import HubRoute
-from registry.services import hub, hub_discovery
+from registry.services import hub_discovery, hub_files
 
 router = APIRouter(route_class=HubRoute)
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -33,7 +33,7 @@ def resolve_file(
     from the redirect and does not follow it on HEAD). The revision is one segment of the raw
     path: huggingface_hub sends `refs/heads/main` as `refs%2Fheads%2Fmain`."""
     revision, path = revision_and_path(request, "resolve")
-    rev = hub.resolve_revision(reg, repo, revision, principal)
+    rev = hub_files.resolve_file_revision(reg, repo, revision, principal)  # one statement, warm
     f = rev.file(path)
     hub_discovery.count_download(reg, rev, path, request.method)  # a dict increment, no I/O
     headers = {
