@@ -171,19 +171,7 @@ def version(v: VersionInfo) -> None:
             how += "; KEY REVOKED: satisfies no policy"
         label = "provenance" if sig.purpose == "provenance" else "signed"
         lines.append((label, escape(f"{who}  [{sig.path}; {how}]")))
-    if v.lineage:
-        lin = v.lineage
-        lines.append(("derived", f"{lin.get('kind')} by {lin.get('method')} {lin.get('parameters', {})}"))
-        for p in lin.get("parents", []):
-            lines.append(("parent", f"{p['ref']} x {p['weight']:g}  {p['digest']}"))
-        err = lin.get("error", {})
-        if err:
-            lines.append(
-                (
-                    "merge error",
-                    f"max {err['max']:.3g}, mean {err['mean']:.3g} (relative Frobenius, per module)",
-                )
-            )
+    lines += _merge_lineage(v.lineage)
     for c in v.qlora_checks:
         why = f" ({'; '.join(c.reasons)})" if c.reasons else ""
         lines.append(
@@ -218,10 +206,7 @@ def base(b: BaseInfo) -> None:
         ("modules", str(b.module_count)),
         ("uploaded", "yes" if b.uploaded else "no"),
     ]
-    if b.lineage:
-        lin = b.lineage
-        lines.append(("derived", f"{lin.get('kind')} of {lin.get('adapter')} ({lin.get('adapter_digest')})"))
-        lines.append(("from base", str(lin.get("base_fingerprint"))))
+    lines += _export_lineage(b.lineage)
     rows(lines, 13)
 
 
@@ -377,11 +362,58 @@ def job_cancelled(j: JobInfo) -> None:
 
 # ---------------------------------------------------------------- tensor jobs
 def merged(info: VersionInfo, job_id: int) -> None:
-    err = (info.lineage or {}).get("error", {})
+    from registry.jobspec.lineage import MergeLineage, read_lineage
+
+    lin = read_lineage(info.lineage)
+    err = lin.error if isinstance(lin, MergeLineage) else None
     say(
         f"[green]merged[/green] {info.ref} {info.digest}  (job {job_id}; "
-        f"max relative error {err.get('max', 0):.3g}, mean {err.get('mean', 0):.3g})"
+        f"max relative error {_g(err.max if err else None)}, mean {_g(err.mean if err else None)})"
     )
+
+
+def _g(x: float | None) -> str:
+    """A merge error as `merge` always printed it (0 where none was recorded)."""
+    return f"{x or 0:.3g}"
+
+
+def _merge_lineage(doc: dict[str, Any] | None) -> list[tuple[str, Any]]:
+    """`show`'s lines for a derived version: how, from which parents, with what error."""
+    from registry.jobspec.lineage import MergeLineage, read_lineage
+
+    lin = read_lineage(doc)
+    if not doc or lin is None:
+        return []
+    merge = lin if isinstance(lin, MergeLineage) else None
+    how = f"{merge.method} {merge.parameters}" if merge else "None {}"
+    lines: list[tuple[str, Any]] = [("derived", f"{lin.kind} by {how}")]
+    for p in merge.parents if merge else []:
+        weight = f" x {p.weight:g}" if p.weight is not None else ""
+        lines.append(("parent", f"{p.ref}{weight}  {p.digest}"))
+    err = merge.error if merge else None
+    if err is not None and (err.max is not None or err.mean is not None):
+        lines.append(
+            ("merge error", f"max {_g3(err.max)}, mean {_g3(err.mean)} (relative Frobenius, per module)")
+        )
+    return lines
+
+
+def _export_lineage(doc: dict[str, Any] | None) -> list[tuple[str, Any]]:
+    """`base show`'s lines for an exported model: the adapter and the base it was made from."""
+    from registry.jobspec.lineage import ExportLineage, read_lineage
+
+    lin = read_lineage(doc)
+    if not doc or lin is None:
+        return []
+    ex = lin if isinstance(lin, ExportLineage) else None
+    return [
+        ("derived", f"{lin.kind} of {ex and ex.adapter} ({ex and ex.adapter_digest})"),
+        ("from base", str(ex and ex.base_fingerprint)),
+    ]
+
+
+def _g3(x: float | None) -> str:
+    return "?" if x is None else f"{x:.3g}"
 
 
 def exported(ref: str, result: ExportResult, job_id: int, output: Path | None) -> None:

@@ -9,6 +9,7 @@ import click
 
 from cli import render
 from cli.app import App, pass_app
+from cli.job_options import field_option, job_command
 from cli.output import RichProgress, emit, json_option
 from cli.params import ALIAS, DTYPE, MERGE_INPUT, RANK, REF, REPO, SIZE, TORCH_DTYPE
 
@@ -47,49 +48,32 @@ def base_params(client: RegistryClient, base: str, progress: RichProgress) -> di
     return job_base_params(client, base, progress)
 
 
-@click.command()
+@job_command("merge")
 @click.argument("inputs", type=MERGE_INPUT, nargs=-1, required=True, metavar="REF=WEIGHT...")
-@click.option(
+@field_option(
     "--into", type=REPO, required=True, help="Repository (ns/name) that receives the merged version."
 )
-@click.option(
-    "--method",
-    type=click.Choice(["svd", "cat", "linear", "ties", "dare_linear", "dare_ties", "magnitude_prune"]),
-    default="svd",
-    show_default=True,
-)
-@click.option(
+@field_option("--method", show_default=True)
+@field_option(
     "--rank",
     type=RANK,
     metavar="R|auto",
     help="Output rank for svd: an integer, or 'auto' (see --energy). Default: the largest input rank.",
 )
-@click.option(
+@field_option(
     "--energy",
-    type=float,
-    default=0.99,
     show_default=True,
     help="With --rank auto: keep this fraction of the squared singular values per module.",
 )
-@click.option(
-    "--density",
-    type=float,
-    default=1.0,
-    show_default=True,
-    help="ties / dare_* / magnitude_prune: fraction of entries kept.",
+@field_option(
+    "--density", show_default=True, help="ties / dare_* / magnitude_prune: fraction of entries kept."
 )
-@click.option(
-    "--majority-sign", type=click.Choice(["total", "frequency"]), default="total", show_default=True
-)
-@click.option(
-    "--seed", type=int, default=0, show_default=True, help="Seed of DARE's random drops (recorded)."
-)
-@click.option(
-    "--allow-base-mismatch", is_flag=True, help="Merge adapters of different bases if shapes agree."
-)
-@click.option("--task")
-@click.option("--alias", "aliases", type=ALIAS, multiple=True)
-@click.option("-m", "--message")
+@field_option("--majority-sign", "majority_sign_method", show_default=True)
+@field_option("--seed", show_default=True, help="Seed of DARE's random drops (recorded).")
+@field_option("--allow-base-mismatch", help="Merge adapters of different bases if shapes agree.")
+@field_option("--task")
+@field_option("--alias", "aliases", type=ALIAS, multiple=True, default=())
+@field_option("-m", "--message")
 @no_wait_option
 @json_option
 @pass_app
@@ -101,7 +85,7 @@ def merge(
     rank: int | str | None,
     energy: float,
     density: float,
-    majority_sign: str,
+    majority_sign_method: str,
     seed: int,
     allow_base_mismatch: bool,
     task: str | None,
@@ -123,7 +107,7 @@ def merge(
         "rank": rank,
         "energy": energy,
         "density": density,
-        "majority_sign_method": majority_sign,
+        "majority_sign_method": majority_sign_method,
         "seed": seed,
         "allow_base_mismatch": allow_base_mismatch,
         "task": task,
@@ -139,7 +123,7 @@ def merge(
     emit(doc, as_json, lambda _: render.merged(info, job.id))
 
 
-@click.command()
+@job_command("export")
 @click.argument("ref", type=REF)
 @click.option(
     "--base",
@@ -148,9 +132,9 @@ def merge(
 )
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Also write the merged model here.")
 @click.option("--force", is_flag=True, help="Replace a non-empty --output folder.")
-@click.option("--into", help="Name to register the merged model under (default <repo>-v<N>-merged).")
-@click.option("--dtype", type=DTYPE, help="Output dtype (default: the base's).")
-@click.option(
+@field_option("--into", help="Name to register the merged model under (default <repo>-v<N>-merged).")
+@field_option("--dtype", type=DTYPE, help="Output dtype (default: the base's).")
+@field_option(
     "--max-shard-size",
     type=SIZE,
     default="5GB",
@@ -199,22 +183,27 @@ def export(
     emit(doc, as_json, lambda _: render.exported(ref, result, job.id, output))
 
 
-@click.command(name="check-4bit")
+@job_command("check-4bit", name="check-4bit")
 @click.argument("ref", type=REF)
 @click.option(
     "--base",
     required=True,
     help="The base: a registered name or fingerprint with uploaded files, or a model folder.",
 )
-@click.option("--probe", default=8, show_default=True, help="Number of probe sequences.")
-@click.option("--probe-length", default=32, show_default=True, help="Tokens per probe sequence.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the random probe tokens.")
-@click.option("--quant", type=click.Choice(["nf4", "fp4"]), default="nf4", show_default=True)
-@click.option("--no-double-quant", is_flag=True, help="Without double quantization of the block scales.")
-@click.option(
+@field_option("--probe", show_default=True, help="Number of probe sequences.")
+@field_option("--probe-length", show_default=True, help="Tokens per probe sequence.")
+@field_option("--seed", show_default=True, help="Seed of the random probe tokens.")
+@field_option("--quant", show_default=True)
+@field_option(
+    "--no-double-quant",
+    "double_quant",
+    is_flag=True,
+    flag_value=False,
+    help="Without double quantization of the block scales.",
+)
+@field_option(
     "--compute-dtype",
     type=TORCH_DTYPE,
-    default="float32",
     show_default=True,
     help="The dtype bitsandbytes computes the 4-bit matmuls in.",
 )
@@ -229,7 +218,7 @@ def check_4bit(
     probe_length: int,
     seed: int,
     quant: str,
-    no_double_quant: bool,
+    double_quant: bool,
     compute_dtype: str,
     no_wait: bool,
     as_json: bool,
@@ -245,7 +234,7 @@ def check_4bit(
         "probe_length": probe_length,
         "seed": seed,
         "quant": quant,
-        "double_quant": not no_double_quant,
+        "double_quant": double_quant,
         "compute_dtype": compute_dtype,
     }
     job = run_job(app, "check-4bit", params, no_wait, as_json)

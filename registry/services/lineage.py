@@ -21,8 +21,9 @@ from registry.access.principal import Principal
 from registry.db import models as m
 from registry.db.engine import read_only
 from registry.entities import LineageEdge, LineageGraph, LineageNode
-from registry.errors import NotFound, RegistryError
-from registry.refs import parse_ref
+from registry.errors import NotFound
+from registry.jobspec.lineage import ExportLineage, MergeLineage, read_lineage
+from registry.refs import ref_or_none
 from registry.services.bases import find_base, readable_base_names
 from registry.services.context import Registry
 from registry.services.lookup import resolve_row
@@ -126,11 +127,7 @@ Item = tuple[str, m.Version | m.BaseModel]
 
 
 def _root(g: _Graph, target: str) -> Item:
-    ref = None
-    try:
-        ref = parse_ref(target)
-    except RegistryError:
-        ref = None
+    ref = ref_or_none(target)
     if ref is not None and g.may_read_ns(ref.repo.namespace):
         # A repository the caller may not read is looked for no further than one that does not
         # exist: both end in the one NotFound below (or name a base the caller may read).
@@ -172,8 +169,8 @@ def _walk(g: _Graph, root: Item, depth: int, *, up: bool) -> None:
 def _has_more(g: _Graph, row: m.Version | m.BaseModel, up: bool) -> bool:
     """Whether the walk stopped at `row` with more beyond it (without adding any of it)."""
     if up:
-        lineage = row.lineage if isinstance(row.lineage, dict) else {}
-        return bool(lineage.get("parents") or lineage.get("kind") == "export")
+        lin = read_lineage(row.lineage)
+        return isinstance(lin, ExportLineage) or (isinstance(lin, MergeLineage) and bool(lin.parents))
     key = row.digest if isinstance(row, m.Version) else row.fingerprint
     e = m.LineageEdge
     return key is not None and g.session.scalar(select(e.id).where(e.parent_key == key).limit(1)) is not None
@@ -187,7 +184,7 @@ def _neighbours(g: _Graph, node_id: str, row: m.Version | m.BaseModel, up: bool)
 
 def _parents(g: _Graph, node_id: str, row: m.Version | m.BaseModel) -> list[Item]:
     out: list[Item] = []
-    lineage = row.lineage if isinstance(row.lineage, dict) else None
+    lin = read_lineage(row.lineage)
     if isinstance(row, m.Version):
         if row.base_model_id is not None:
             base = g.session.get(m.BaseModel, row.base_model_id)
@@ -196,45 +193,36 @@ def _parents(g: _Graph, node_id: str, row: m.Version | m.BaseModel) -> list[Item
                 # are not this version's lineage.
                 b = g.base(base)
                 g.edge(b or f"hidden:{g.hidden}", node_id, "trained_on")
-        if lineage and isinstance(lineage.get("parents"), list):
-            error = lineage.get("error")
-            max_error = error.get("max") if isinstance(error, dict) else None
-            method = lineage.get("method") if isinstance(lineage.get("method"), str) else None
-            for p in lineage["parents"]:
-                if not isinstance(p, dict) or not isinstance(p.get("digest"), str):
-                    continue
-                found = _version_parent(g, p["digest"], p.get("ref"))
-                weight = p.get("weight") if isinstance(p.get("weight"), int | float) else None
-                extra = dict(
-                    weight=weight,
-                    method=method,
-                    error=max_error if isinstance(max_error, int | float) else None,
-                    unverified=p.get("unverified") is True,
-                )
+        if isinstance(lin, MergeLineage):
+            for p in lin.parents:
+                found = _version_parent(g, p.digest, p.ref)
                 if found is None:
                     continue
                 src, parent_row = found
-                g.edge(src, node_id, "merge", **extra)
+                g.edge(
+                    src,
+                    node_id,
+                    "merge",
+                    weight=p.weight,
+                    method=lin.method,
+                    error=lin.max_error,
+                    unverified=p.unverified,
+                )
                 if parent_row is not None:
                     out.append((src, parent_row))
-    elif lineage and lineage.get("kind") == "export":
-        adapter = lineage.get("adapter_digest")
-        if isinstance(adapter, str):
-            found = _version_parent(g, adapter, lineage.get("adapter"))
+    elif isinstance(lin, ExportLineage):
+        if lin.adapter_digest is not None:
+            found = _version_parent(g, lin.adapter_digest, lin.adapter)
             if found is not None:
                 g.edge(found[0], node_id, "export")
                 if found[1] is not None:
                     out.append((found[0], found[1]))
-        fp = lineage.get("base_fingerprint")
-        if isinstance(fp, str):
+        fp = lin.base_fingerprint
+        if fp is not None:
             # A base of these weights the reader may read, else one it is shown as hidden.
             base = find_base(g.session, fp, g.reader) or find_base(g.session, fp, None)
             if base is None:
-                g.edge(
-                    g.deleted(fp, lineage.get("base") if isinstance(lineage.get("base"), str) else None),
-                    node_id,
-                    "export",
-                )
+                g.edge(g.deleted(fp, lin.base), node_id, "export")
             else:
                 b = g.base(base)
                 g.edge(b or f"hidden:{g.hidden}", node_id, "export")
@@ -243,14 +231,11 @@ def _parents(g: _Graph, node_id: str, row: m.Version | m.BaseModel) -> list[Item
     return out
 
 
-def _version_parent(g: _Graph, digest: str, ref_text: Any) -> tuple[str, m.Version | None] | None:
+def _version_parent(g: _Graph, digest: str, ref_text: str | None) -> tuple[str, m.Version | None] | None:
     """The node of a recorded parent version: itself, hidden, or deleted (with no row to follow)."""
     ref = None
-    if isinstance(ref_text, str):
-        try:
-            ref = parse_ref(ref_text)
-        except RegistryError:
-            ref = None
+    if ref_text is not None:
+        ref = ref_or_none(ref_text)
     if ref is not None:
         if not g.may_read_ns(ref.repo.namespace):
             g.opaque()
@@ -312,12 +297,9 @@ def _children(g: _Graph, node_id: str, row: m.Version | m.BaseModel) -> list[Ite
         if child is None:
             continue
         extra: dict[str, Any] = {"weight": weight}
-        if kind == "merge" and isinstance(child, m.Version) and isinstance(child.lineage, dict):
-            method = child.lineage.get("method")
-            error = child.lineage.get("error")
-            extra["method"] = method if isinstance(method, str) else None
-            mx = error.get("max") if isinstance(error, dict) else None
-            extra["error"] = mx if isinstance(mx, int | float) else None
+        lin = read_lineage(child.lineage) if kind == "merge" and isinstance(child, m.Version) else None
+        if isinstance(lin, MergeLineage):
+            extra |= {"method": lin.method, "error": lin.max_error}
         g.edge(node_id, target or f"hidden:{g.hidden}", kind, **extra)
         if target is not None:
             out.append((target, child))

@@ -19,94 +19,69 @@ from registry.access.checks import base_readable, namespace_res, readable
 from registry.access.policy import may
 from registry.access.principal import Principal
 from registry.db import models as m
-from registry.errors import RegistryError
-from registry.refs import parse_ref
+from registry.jobspec.lineage import ExportLineage, MergeLineage, read_lineage, with_unverified
+from registry.refs import ref_or_none
+
+KEY_LEN = 71
+"""lineage_edges.parent_key: a digest or a fingerprint (sha256:<64 hex>)."""
+REF_LEN = 256
+"""lineage_edges.parent_ref."""
 
 
 def recorded_edges(lineage: dict[str, Any] | None) -> list[dict[str, Any]]:
     """(parent_key, parent_ref, kind, weight) of each parent `lineage` names: a merge's parents by
-    digest; an export's adapter by digest and base by fingerprint. Malformed entries are skipped
-    (lineage is a free JSON document; what it cannot say is simply not an edge)."""
-    if not isinstance(lineage, dict):
-        return []
+    digest; an export's adapter by digest and base by fingerprint. What the typed lineage cannot
+    read (registry/jobspec/lineage.py), or a key or reference longer than the index holds, is
+    simply not an edge."""
+    lin = read_lineage(lineage)
     out: list[dict[str, Any]] = []
-    kind = lineage.get("kind")
-    if isinstance(lineage.get("parents"), list):
-        for p in lineage["parents"]:
-            if isinstance(p, dict) and isinstance(p.get("digest"), str) and len(p["digest"]) <= 71:
-                weight = p.get("weight")
-                out.append(
-                    dict(
-                        parent_key=p["digest"],
-                        parent_ref=_text(p.get("ref")),
-                        kind="merge",
-                        weight=float(weight) if isinstance(weight, int | float) else None,
-                    )
-                )
-    if kind == "export":
-        digest = lineage.get("adapter_digest")
-        if isinstance(digest, str) and len(digest) <= 71:
-            out.append(
-                dict(parent_key=digest, parent_ref=_text(lineage.get("adapter")), kind="export", weight=None)
-            )
-        fingerprint = lineage.get("base_fingerprint")
-        if isinstance(fingerprint, str) and len(fingerprint) <= 71:
-            out.append(
-                dict(
-                    parent_key=fingerprint, parent_ref=_text(lineage.get("base")), kind="export", weight=None
-                )
-            )
+    if isinstance(lin, MergeLineage):
+        out += [
+            dict(parent_key=p.digest, parent_ref=_short(p.ref), kind="merge", weight=p.weight)
+            for p in lin.parents
+            if len(p.digest) <= KEY_LEN
+        ]
+    elif isinstance(lin, ExportLineage):
+        for key, ref in ((lin.adapter_digest, lin.adapter), (lin.base_fingerprint, lin.base)):
+            if key is not None and len(key) <= KEY_LEN:
+                out.append(dict(parent_key=key, parent_ref=_short(ref), kind="export", weight=None))
     return out
 
 
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and len(value) <= 256 else None
+def _short(ref: str | None) -> str | None:
+    return ref if ref is not None and len(ref) <= REF_LEN else None
 
 
 def checked_lineage(
     session: Session, lineage: dict[str, Any] | None, pusher: Principal
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """(the document to store, the edges to index) for a pushed lineage: an edge whose parent does
-    not exist or `pusher` may not read is left out of the index, and the document says so: the
-    parent entry gets `"unverified": true` and its key is listed in the top-level `unverified`.
-    Marks the pusher wrote are replaced (a claim cannot make itself look verified)."""
-    edges = recorded_edges(lineage)
+    not exist or `pusher` may not read is left out of the index, and the document says so
+    (jobspec.lineage.with_unverified: the parent entry gets `"unverified": true` and its key is
+    listed in the top-level `unverified`)."""
     if lineage is None:
         return None, []
-    good = [e for e in edges if _claim_holds(session, lineage, e, pusher)]
+    edges = recorded_edges(lineage)
+    lin = read_lineage(lineage)
+    fingerprint = lin.base_fingerprint if isinstance(lin, ExportLineage) else None
+    good = [e for e in edges if _claim_holds(session, fingerprint, e, pusher)]
     doubtful = sorted({e["parent_key"] for e in edges} - {e["parent_key"] for e in good})
-    doc = {k: v for k, v in lineage.items() if k != "unverified"}
-    if doubtful:
-        doc["unverified"] = doubtful
-    if isinstance(doc.get("parents"), list):
-        doc["parents"] = [_marked(p, doubtful) for p in doc["parents"]]
-    return doc, good
+    return with_unverified(lineage, doubtful), good
 
 
-def _marked(parent: Any, doubtful: list[str]) -> Any:
-    if not isinstance(parent, dict):
-        return parent
-    out = {k: v for k, v in parent.items() if k != "unverified"}
-    if out.get("digest") in doubtful:
-        out["unverified"] = True
-    return out
-
-
-def _claim_holds(session: Session, lineage: dict[str, Any], edge: dict[str, Any], pusher: Principal) -> bool:
-    """Whether the parent an edge names exists and `pusher` may read it."""
+def _claim_holds(
+    session: Session, base_fingerprint: str | None, edge: dict[str, Any], pusher: Principal
+) -> bool:
+    """Whether the parent an edge names exists and `pusher` may read it (an export's base: by
+    `base_fingerprint`)."""
     key = edge["parent_key"]
-    if edge["kind"] == "export" and key == lineage.get("base_fingerprint"):
+    if edge["kind"] == "export" and key == base_fingerprint:
         # Several bases may share the fingerprint (one per namespace that registered the weights).
         same = session.scalars(select(m.BaseModel.id).where(m.BaseModel.fingerprint == key))
         return any(base_readable(session, pusher, base_id) for base_id in same)
     v, r = m.Version, m.Repository
     q = select(v.id).join(r, r.id == v.repository_id).where(v.digest == key)
-    ref = None
-    if edge["parent_ref"] is not None:
-        try:
-            ref = parse_ref(edge["parent_ref"])
-        except RegistryError:
-            ref = None
+    ref = ref_or_none(edge["parent_ref"])
     if ref is None:  # any version with the digest, among those the pusher may read
         q = q.where(readable(pusher, r.namespace))
     else:

@@ -31,13 +31,14 @@ from registry.entities import (
     VersionInfo,
     VersionSummary,
 )
-from registry.errors import BlobMissing, InvalidSignature, RegistryError
+from registry.errors import BlobMissing, InvalidSignature
 from registry.formats.inspect import AdapterFacts, inspect_files
 from registry.formats.manifest import FileEntry, manifest_digest
 from registry.formats.peft_config import canonical_config
 from registry.formats.signing import SIGNATURE_MAX_BYTES, SIGNATURE_NAME, Verified, check_pushed
 from registry.formats.training import TrainingRecord, read_training
-from registry.refs import Ref, RepoName, check_alias, parse_ref, parse_repo
+from registry.jobspec.lineage import MergeLineage, Parent, read_lineage, with_deleted
+from registry.refs import Ref, RepoName, check_alias, parse_repo, ref_or_none
 from registry.services import audit, signatures
 from registry.services.aliases import point_alias
 from registry.services.base_link import BaseLink, link_and_check, shape_key
@@ -427,40 +428,25 @@ def lineage_view(
     Parents are looked up only in repositories `reader` may read: a parent elsewhere (or one
     recorded without a ref and found in no readable repository) is left as recorded, neither
     deleted nor present, so lineage is no oracle for versions the reader may not see."""
-    if not lineage or not isinstance(lineage.get("parents"), list):
+    lin = read_lineage(lineage)
+    if lineage is None or not isinstance(lin, MergeLineage):
         return lineage
-    parents = []
-    for parent in lineage["parents"]:
-        if isinstance(parent, dict) and isinstance(parent.get("digest"), str):
-            exists = _parent_exists(session, parent, reader)
-            if exists is not None:
-                parent = {**parent}
-                if exists:
-                    parent.pop("deleted", None)
-                else:
-                    parent["deleted"] = True
-        parents.append(parent)
-    return {**lineage, "parents": parents}
+    found = {p.position: _parent_exists(session, p, reader) for p in lin.parents}
+    return with_deleted(lineage, {i: not exists for i, exists in found.items() if exists is not None})
 
 
-def _parent_exists(session: Session, parent: dict[str, Any], reader: Principal) -> bool | None:
+def _parent_exists(session: Session, parent: Parent, reader: Principal) -> bool | None:
     """Whether the version the parent names (its ref's repository and number) still holds its
     digest; a parent recorded without a usable ref: whether some version with its digest exists.
     Only in repositories `reader` may read: None when that cannot tell (the ref's repository is
     not readable; no readable version has the digest of a parent without a ref)."""
-    digest = parent["digest"]
+    digest = parent.digest
     q = (
         select(m.Version.id)
         .join(m.Repository, m.Repository.id == m.Version.repository_id)
         .where(m.Version.digest == digest, readable(reader, m.Repository.namespace))
     )
-    ref_text = parent.get("ref")
-    ref = None
-    if isinstance(ref_text, str):
-        try:
-            ref = parse_ref(ref_text)
-        except RegistryError:
-            ref = None
+    ref = ref_or_none(parent.ref)
     if ref is None:
         if session.scalars(q.limit(1)).first() is not None:
             return True

@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse
 
 from registry.entities import BaseInfo, FitItem, FitQuery, LeaderboardQuery, ParetoQuery
 from registry.errors import RegistryError
+from registry.jobspec.lineage import ExportLineage, read_lineage
 from registry.refs import parse_ref
 from registry.services import bases, rankings, versions
 from registry.services.fit_query import fit
@@ -39,19 +40,14 @@ def _tiers(items: list[FitItem], own: str | None) -> dict[str, list[FitItem]]:
 def exported_from(base: BaseInfo) -> dict[str, str | None] | None:
     """What an exported model was made from (its lineage): the adapter's reference and digest,
     and the base's name and fingerprint; None for a base that was not exported."""
-    lin = base.lineage or {}
-    if lin.get("kind") != "export":
+    lin = read_lineage(base.lineage)
+    if not isinstance(lin, ExportLineage):
         return None
-
-    def text(key: str) -> str | None:
-        value = lin.get(key)
-        return value if isinstance(value, str) else None
-
     return {
-        "adapter": text("adapter"),
-        "adapter_digest": text("adapter_digest"),
-        "base": text("base"),
-        "base_fingerprint": text("base_fingerprint"),
+        "adapter": lin.adapter,
+        "adapter_digest": lin.adapter_digest,
+        "base": lin.base,
+        "base_fingerprint": lin.base_fingerprint,
     }
 
 

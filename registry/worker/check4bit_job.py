@@ -3,24 +3,21 @@ the variant checked."""
 
 from __future__ import annotations
 
-from registry.client.transfer import pull
-from registry.jobspec import Check4bitParams, Check4bitResult, params_as
+from registry.jobspec import Check4bitParams, Check4bitResult
 from registry.refs import parse_ref
 from registry.services.qlora import record_verdict
-from registry.worker.context import JobContext
-from registry.worker.export_job import local_base
-from registry.worker.publish import OnCommit, Published, publish
+from registry.worker.io import JobIO
+from registry.worker.publish import OnCommit, Published
 
 
-def run_check4bit(ctx: JobContext) -> Published[Check4bitResult]:
+def run_check4bit(io: JobIO, p: Check4bitParams) -> Published[Check4bitResult]:
     from registry.tensors.qlora import Variant, check_4bit
 
-    p = params_as(Check4bitParams, ctx.claim.params)
-    client = ctx.client()
-    adapter = client.resolve(p.ref)
+    ctx = io.ctx
+    adapter = io.version(p.ref)
     scratch = ctx.scratch()
-    folder, base = local_base(ctx, client, p.base, p.base_path, scratch / "base")
-    _, adapter_dir = pull(client, adapter.ref, scratch / "adapter")
+    folder, base = io.base(p.base, p.base_path, scratch / "base")
+    adapter_dir = io.pull(adapter, scratch / "adapter")
     report = check_4bit(
         folder,
         adapter_dir,
@@ -38,13 +35,13 @@ def run_check4bit(ctx: JobContext) -> Published[Check4bitResult]:
     def record(on_commit: OnCommit[None]) -> None:
         # The verdict on (version, base) and the job's success: one transaction.
         record_verdict(
-            ctx.reg,
+            io.reg,
             parse_ref(adapter.ref),
             base.id,
             report,
             ctx.claim.job_id,
             on_commit,
-            principal=ctx.principal(),
+            principal=io.principal,
         )
 
-    return publish(ctx, record, lambda _: result)
+    return io.publish(record, lambda _: result)

@@ -1,4 +1,5 @@
-"""What a running job sees: its claim, progress reporting, cancellation checks, its scratch space."""
+"""What a running job sees: its claim, progress reporting, cancellation checks, its scratch space
+(what it reads and writes through: worker/io.py)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,6 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from registry.access.authentication import job_principal
-from registry.access.principal import Principal
-from registry.client.local import LocalClient
-from registry.db.engine import unit_of_work
 from registry.errors import JobCancelled, LeaseLost
 from registry.services import jobs
 from registry.services.context import Registry
@@ -43,22 +40,6 @@ class JobContext:
             raise LeaseLost(f"job {self.claim.job_id}: another worker holds it now")
         if self.cancelled.is_set():
             raise JobCancelled(f"job {self.claim.job_id} was cancelled")
-
-    def client(self) -> LocalClient:
-        """The registry as the job reads it: the embedded client's services, acting as the job's
-        submitter, pulling into the worker's cache. Outputs are published with worker.publish."""
-        return LocalClient(self.reg, self.claim.created_by, self.cache, principal=self.principal())
-
-    def principal(self) -> Principal:
-        """The submitter, with their rights as they are now (a grant removed since the job was
-        submitted stops its reads and its publication)."""
-        with unit_of_work(self.reg.sessions) as session:
-            c = self.claim
-            return job_principal(session, c.user_id, c.token_id, c.created_by)
-
-    @property
-    def user(self) -> str:
-        return self.claim.created_by
 
     @property
     def scratch_path(self) -> Path:

@@ -18,7 +18,7 @@ from registry.observability import events
 from registry.services import jobs
 from registry.services.context import Registry
 from registry.worker.context import JobContext
-from registry.worker.handlers import HANDLERS
+from registry.worker.kinds import BODIES
 from registry.worker.settings import WorkerSettings
 from storage import StorageError
 from storage.local import local_cache
@@ -88,7 +88,7 @@ class Worker:
         beat.start()
         try:
             try:
-                HANDLERS[claim.type](ctx)  # publishes its output with the job's success, fenced
+                BODIES[claim.type](ctx)  # publishes its output with the job's success, fenced
             finally:  # before a failure is recorded: whoever sees it ended sees it cleaned up
                 beat.stop()
                 shutil.rmtree(ctx.scratch_path, ignore_errors=True)

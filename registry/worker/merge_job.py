@@ -1,20 +1,20 @@
 """The merge job: pull the inputs, merge them with registry.tensors, push the result as a new
-version of `into` with its lineage."""
+version of `into` with its lineage (a jobspec.lineage.MergeLineage)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
 
-from registry.client.transfer import pull
 from registry.entities import PushRequest, PushResult, VersionInfo
 from registry.errors import BaseMismatch, MergeRefused
 from registry.formats.folder import list_folder
-from registry.jobspec import MergeInputSpec, MergeParams, MergeResult, params_as
+from registry.jobspec import MergeInputSpec, MergeParams, MergeResult
+from registry.jobspec.lineage import MergeError, MergeLineage, ModuleError, Parent
 from registry.services import versions
 from registry.worker import provenance
-from registry.worker.context import JobContext, StageProgress
-from registry.worker.publish import Published, publish, store_outputs
+from registry.worker.context import StageProgress
+from registry.worker.io import JobIO
+from registry.worker.publish import Published
 
 
 def check_mergeable(infos: list[VersionInfo], allow_base_mismatch: bool) -> None:
@@ -45,15 +45,14 @@ def check_mergeable(infos: list[VersionInfo], allow_base_mismatch: bool) -> None
         )
 
 
-def run_merge(ctx: JobContext) -> Published[MergeResult]:
+def run_merge(io: JobIO, p: MergeParams) -> Published[MergeResult]:
     import torch
 
     from registry.tensors.lora import load_lora, save_lora
     from registry.tensors.merge import MergeOptions, merge_loras
 
-    p = params_as(MergeParams, ctx.claim.params)
-    client = ctx.client()
-    infos = [client.resolve(i.ref) for i in p.inputs]
+    ctx = io.ctx
+    infos = [io.version(i.ref) for i in p.inputs]
     check_mergeable(infos, p.allow_base_mismatch)
     opts = MergeOptions(
         method=p.method,
@@ -66,10 +65,9 @@ def run_merge(ctx: JobContext) -> Published[MergeResult]:
     scratch = ctx.scratch()
     downloading = StageProgress(ctx, {"downloading": (0.0, 0.3)})
     device = ctx.torch_device()
-    loaded = []
-    for n, info in enumerate(infos):
-        _, folder = pull(client, info.ref, scratch / f"in{n}", progress=downloading)  # the version resolved
-        loaded.append(load_lora(folder, device))
+    loaded = [
+        load_lora(io.pull(info, scratch / f"in{n}", downloading), device) for n, info in enumerate(infos)
+    ]
     extras = [ad.extra for ad in loaded]
     if any(set(e) != set(extras[0]) or any(not e[k].equal(extras[0][k]) for k in e) for e in extras):
         raise MergeRefused("inputs carry different non-LoRA tensors (modules_to_save); they cannot be merged")
@@ -85,35 +83,34 @@ def run_merge(ctx: JobContext) -> Published[MergeResult]:
     save_lora(
         out, loaded[0].config, result.modules, dtypes.pop() if len(dtypes) == 1 else torch.float32, extras[0]
     )
-    lineage: dict[str, Any] = {
-        "kind": "merge",
-        "method": p.method,
-        "parameters": {k: v for k, v in asdict(opts).items() if k != "method"},
-        "parents": [
-            {"ref": info.ref, "digest": info.digest, "weight": i.weight}
+    lineage = MergeLineage(
+        kind="merge",
+        method=p.method,
+        parameters={k: v for k, v in asdict(opts).items() if k != "method"},
+        parents=[
+            Parent(ref=info.ref, digest=info.digest, weight=i.weight)
             for info, i in zip(infos, p.inputs, strict=True)
         ],
-        "error": {
-            "max": result.max_error,
-            "mean": result.mean_error,
-            "modules": {k: {"rank": r.rank, "rel_error": r.rel_error} for k, r in result.report.items()},
-        },
-    }
+        error=MergeError(
+            max=result.max_error,
+            mean=result.mean_error,
+            modules={k: ModuleError(rank=r.rank, rel_error=r.rel_error) for k, r in result.report.items()},
+        ),
+    )
     (out / "README.md").write_text(_model_card(infos, p.inputs, p.method, result.max_error), "utf-8")
     bases = {i.base_model.name for i in infos if i.base_model.name}
     request = PushRequest(
-        files=store_outputs(ctx, list_folder(out)),
+        files=io.store(list_folder(out)),
         base=bases.pop() if len(bases) == 1 else None,
         task=p.task,
         aliases=p.aliases,
         message=p.message or f"{p.method} merge of {len(p.inputs)} adapters",
-        lineage=lineage,
+        lineage=lineage.document(),
     )
     # The same commit as a push: the service re-validates the stored files and numbers the version.
-    return publish(
-        ctx,
+    return io.publish(
         lambda on_commit: versions.commit_version(
-            ctx.reg, p.into, request, ctx.user, on_commit=on_commit, principal=ctx.principal()
+            io.reg, p.into, request, io.user, on_commit=on_commit, principal=io.principal
         ),
         merge_result,
         provenance.Inputs(

@@ -12,15 +12,16 @@ from typing import Generic, TypeVar
 
 from sqlalchemy.orm import Session
 
+from registry.access.principal import Principal
 from registry.entities import FileInfo
-from registry.jobspec import Check4bitResult, ExportResult, MergeResult
+from registry.jobspec import ExportResult, JobResult, MergeResult
 from registry.services import blobs, jobs
 from registry.worker import provenance
 from registry.worker.context import JobContext, StageProgress
 from storage.base import sha256_file
 
 T = TypeVar("T")
-R = TypeVar("R", MergeResult, ExportResult, Check4bitResult)
+R = TypeVar("R", bound=JobResult)
 OnCommit = Callable[[Session, T], None]
 """The hook a service runs inside its transaction, after writing and before committing."""
 
@@ -68,17 +69,19 @@ def publish(
 
 
 def store_outputs(
-    ctx: JobContext, files: list[tuple[str, Path]], uploading: tuple[float, float] = (0.9, 1.0)
+    ctx: JobContext,
+    principal: Principal,
+    files: list[tuple[str, Path]],
+    uploading: tuple[float, float] = (0.9, 1.0),
 ) -> list[FileInfo]:
     """Hash the job's output files (in parallel) and store each as a blob: the local store links
-    it (scratch and blobs share a disk), others upload it, and record the submitter's proof of
-    holding it (blobs.record_upload). Returns the manifest entries."""
+    it (scratch and blobs share a disk), others upload it, and record the submitter's
+    (`principal`'s) proof of holding it (blobs.record_upload). Returns the manifest entries."""
     ctx.report(ctx.progress, "hashing the outputs")
     with ThreadPoolExecutor() as pool:
         infos = list(pool.map(lambda f: sha256_file(str(f[1])), files))
     progress = StageProgress(ctx, {"uploading": uploading})
     progress.start("uploading", sum(i.size for i in infos))
-    principal = ctx.principal()
     for (_, path), info in zip(files, infos, strict=True):
         ctx.reg.store.adopt(path, info.digest, info.size, progress.advance)
         # The job produced these bytes for its submitter: record the proof, as for a blob they
