@@ -12,7 +12,7 @@ from registry.access.policy import readable_namespaces
 from registry.access.principal import Principal
 from registry.bounds import PAGE_MAX
 from registry.db import models as m
-from registry.db.engine import unit_of_work
+from registry.db.engine import read_only, unit_of_work
 from registry.entities import EvalScoreIn, Page, RepoInfo, VersionFilter, VersionSummary
 from registry.reads import Listing, check_limit, parse_cursor
 from registry.reads.session import SessionDriver
@@ -101,3 +101,22 @@ def list_repos(
         ]
         nxt = str(rows[limit - 1].id) if len(rows) > limit else None
     return Page[RepoInfo](items=items, next_cursor=nxt)
+
+
+def latest_facets(reg: Registry, *, principal: Principal) -> dict[str, list[str]]:
+    """The tasks, base names and PEFT types among the latest versions `principal` may read (the
+    repositories page's filter choices): one query, where the page read them from a second scan
+    of up to 2,000 summaries."""
+    q = (
+        select(m.Version.task, m.Version.base_model_name, m.Version.peft_type)
+        .distinct()
+        .join(m.Repository, m.Repository.id == m.Version.repository_id)
+        .where(m.Version.number == m.Repository.latest_version, readable(principal, m.Repository.namespace))
+    )
+    with read_only(reg.sessions) as session:
+        rows = session.execute(q).all()
+    return {
+        "task": sorted({task for task, _, _ in rows if task}),
+        "base": sorted({base for _, base, _ in rows if base}),
+        "peft_type": sorted({peft for _, _, peft in rows}),
+    }

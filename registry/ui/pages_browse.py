@@ -66,20 +66,11 @@ def repositories(
     searched by a substring of the name."""
     flt = VersionFilter(task=task or None, base=base or None, peft_type=peft_type or None, latest_only=True)
     rows, capped = _scan(reg, flt, principal)
-    everything, _ = (
-        _scan(reg, VersionFilter(latest_only=True), principal)
-        if (task or base or peft_type)
-        else (rows, capped)
-    )
     needle = (q or "").strip().lower()
     if needle:
         rows = [r for r in rows if needle in r.repo.lower() or needle in (r.task or "").lower()]
     rows.sort(key=lambda r: r.repo)
-    choices = {
-        "task": sorted({r.task for r in everything if r.task}),
-        "base": sorted({r.base_model.name for r in everything if r.base_model.name}),
-        "peft_type": sorted({r.peft_type for r in everything}),
-    }
+    choices = queries.latest_facets(reg, principal=principal)
     chosen = {"q": q or "", "task": task or "", "base": base or "", "peft_type": peft_type or ""}
     return page(request, "repos.html", rows=rows, capped=capped, choices=choices, chosen=chosen)
 
