@@ -30,6 +30,7 @@ from registry.db import models as m
 from registry.db.engine import unit_of_work
 from registry.errors import EntryNotFound, NotFound, RepoNotFound, RevisionNotFound
 from registry.formats.manifest import entries_from_json, manifest_digest
+from registry.jobspec.lineage import ExportLineage, OtherLineage, read_lineage
 from registry.refs import NAME_PART, RepoName, parse_repo
 from registry.services import signatures
 from registry.services.context import Registry
@@ -437,8 +438,9 @@ def model_metadata(base: m.BaseModel) -> tuple[list[str], dict[str, Any], str | 
     if base.model_type:
         tags.append(base.model_type)
     card: dict[str, Any] = {"library_name": "transformers"}
-    parent = (base.lineage or {}).get("base")
-    if isinstance(parent, str) and parent:
+    lin = read_lineage(base.lineage)
+    parent = lin.base if isinstance(lin, ExportLineage | OtherLineage) else None
+    if parent:
         card["base_model"] = parent
         tags.append(f"base_model:merge:{parent}")
     card["tags"] = list(tags)
