@@ -116,6 +116,13 @@ PAGES: dict[str, Callable[[httpx.Client, str], httpx.Response]] = {
     "hub GET number": lambda h, c: h.get(f"/acme/r0/resolve/1/{ADAPTER}"),
     "hub HEAD commit": lambda h, c: h.head(f"/acme/r0/resolve/{c}/{ADAPTER}"),
     "hub GET commit": lambda h, c: h.get(f"/acme/r0/resolve/{c}/{ADAPTER}"),
+    "hub list models": lambda h, c: h.get("/api/models", params={"author": "acme", "full": "true"}),
+    "hub list models searched": lambda h, c: h.get("/api/models", params={"search": "r"}),
+    "hub refs": lambda h, c: h.get("/api/models/acme/r0/refs"),
+    "hub commits": lambda h, c: h.get("/api/models/acme/r0/commits/main"),
+    "hub paths-info expanded": lambda h, c: h.post(
+        "/api/models/acme/r0/paths-info/main", data={"paths": [ADAPTER], "expand": "true"}
+    ),
     "hub HEAD base": lambda h, c: h.head("/acme/base-0/resolve/main/config.json"),
 }
 """Every page asked for: the same URLs at both sizes (`c`: the commit id of acme/r0:1)."""
