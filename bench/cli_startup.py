@@ -3,17 +3,25 @@
     python bench/cli_startup.py [--runs 10]
 
 Each command runs as a fresh process, the runs of all commands interleaved (so a busy machine
-slows them alike); medians of `--runs`, and each median as a ratio to the baseline's. Commands:
-`adapters --help`; `adapters list --json` on an empty embedded registry, on its first run (which
-creates and migrates it through the ORM) and on later runs (the quick read: sqlite3, no ORM);
-and the floors: of any command that goes through the ORM (push, and every other command), the
-imports it cannot do without (SQLAlchemy's ORM, the registry's tables, its pydantic entities and
-settings); SQLAlchemy's ORM alone; and the settings alone, which the quick reads import.
+slows them alike); medians of `--runs`, and each median as a ratio to the baseline's. Commands, on
+the embedded registry (SQLite file, local blobs):
+- `adapters --help`;
+- `adapters list --json` on its first run (no database yet: the full client creates and migrates
+  it through the ORM), and on a registry holding a version (the read model, registry.reads, on a
+  bare sqlite3 connection: no SQLAlchemy, no entities; registry.client.reads);
+- `adapters pull` of a number (`ns/name:1`: resolved once, then from the client's RefCache,
+  registry.client.ref_cache: no query), and of an alias (resolved on the bare connection every
+  time), each into a new folder;
+- `adapters show --json` (the whole version through the services and the ORM);
+- the floors: of any command that goes through the ORM (push, show, and every other command), the
+  imports it cannot do without (SQLAlchemy's ORM, the registry's tables, its pydantic entities and
+  settings); SQLAlchemy's ORM alone; and the settings alone, which every command imports.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import shutil
 import statistics
@@ -23,10 +31,16 @@ import tempfile
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as `python bench/cli_startup.py`
+    sys.path.insert(0, str(ROOT))
+
+from bench.lora_file import write_lora  # noqa: E402
+
 
 def timed(cmd: list[str], env: dict[str, str]) -> float:
     t = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, cwd=ROOT)
     return time.perf_counter() - t
 
 
@@ -37,13 +51,28 @@ def main() -> None:
     py = sys.executable
     adapters = [py, "-m", "cli.main"]
     work = Path(tempfile.mkdtemp(prefix="bench-cli-startup-"))
-    home = work / "home"
+    empty, home = work / "empty", work / "home"
     env = dict(os.environ, ADAPTERS_HOME=str(home))
-    env.pop("ADAPTERS_URL", None)
-    steps: dict[str, list[str]] = {
+    for key in ("ADAPTERS_URL", "ADAPTERS_DATABASE_URL", "ADAPTERS_BLOB_URL", "ADAPTERS_CACHE_DIR"):
+        env.pop(key, None)
+    fresh = itertools.count()
+
+    def out() -> str:  # a new folder for each pull
+        return str(work / f"out-{next(fresh)}")
+
+    steps: dict[str, list[str] | object] = {
         'python -c "import click, rich"': [py, "-c", "import click, rich"],
         "adapters --help": [*adapters, "--help"],
-        "adapters list --json (empty)": [*adapters, "list", "--json"],
+        "adapters list --json (bare sqlite3)": [*adapters, "list", "--json"],
+        "adapters pull ns/name:1 (RefCache)": lambda: [*adapters, "pull", "acme/bench:1", "-o", out()],
+        "adapters pull ns/name@prod (bare sqlite3)": lambda: [
+            *adapters,
+            "pull",
+            "acme/bench@prod",
+            "-o",
+            out(),
+        ],
+        "adapters show --json (ORM)": [*adapters, "show", "acme/bench", "--json"],
         "floor: import sqlalchemy.orm": [py, "-c", "import sqlalchemy.orm"],
         "floor: import registry.config": [py, "-c", "import registry.config"],
         "floor: import ORM+models+entities": [
@@ -52,23 +81,30 @@ def main() -> None:
             "import sqlalchemy.orm, registry.db.models, registry.entities, registry.config",
         ],
     }
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    times["adapters list --json (first run)"] = []
+    first_run = "adapters list --json (first run, ORM)"
+    times: dict[str, list[float]] = {first_run: [], **{name: [] for name in steps}}
     try:
-        for cmd in steps.values():  # warm the page cache and the .pyc files
-            timed(cmd, env)
+        folder = write_lora(work / "adapter", r=8, n=256)
+        subprocess.run([*adapters, "push", str(folder), "acme/bench", "--alias", "prod"], check=True,
+                       env=env, stdout=subprocess.DEVNULL, cwd=ROOT)  # fmt: skip
+
+        def command(step: list[str] | object) -> list[str]:
+            return step() if callable(step) else step  # type: ignore[return-value]
+
+        for step in steps.values():  # warm the page cache and the .pyc files (and the RefCache)
+            timed(command(step), env)
         for _ in range(args.runs):
-            shutil.rmtree(home, ignore_errors=True)
-            times["adapters list --json (first run)"].append(timed([*adapters, "list", "--json"], env))
-            for name, cmd in steps.items():
-                times[name].append(timed(cmd, env))
+            shutil.rmtree(empty, ignore_errors=True)
+            times[first_run].append(timed([*adapters, "list", "--json"], dict(env, ADAPTERS_HOME=str(empty))))
+            for name, step in steps.items():
+                times[name].append(timed(command(step), env))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     base = statistics.median(times['python -c "import click, rich"'])
-    print(f"{'command':<40}{'median s':>10}{'x baseline':>12}")
+    print(f"{'command':<45}{'median s':>10}{'x baseline':>12}")
     for name, samples in times.items():
         med = statistics.median(samples)
-        print(f"{name:<40}{med:>10.3f}{med / base:>12.1f}")
+        print(f"{name:<45}{med:>10.3f}{med / base:>12.1f}")
     print(f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
 
 

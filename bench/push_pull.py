@@ -198,7 +198,7 @@ def main() -> None:
                     [*cli, "push", str(tiny), "bench/tiny"], check=True, env=env, stdout=subprocess.DEVNULL
                 )
                 t_start = median_of_3([*cli, "show", "bench/tiny", "--json"], env)
-                # A pull of the embedded registry reads through sqlite3 (registry.services.quick):
+                # A pull of the embedded registry reads on a bare sqlite3 connection (registry.client.reads):
                 # its start-up is that of `adapters list --json`, which reads the same way.
                 t_quick = median_of_3([*cli, "list", "--json"], env)
                 t_push, rss_push = peak_rss([*cli, "push", str(work / "adapter"), "bench/big"], env)

@@ -218,7 +218,7 @@ class Settings(BaseModel):
     @property
     def sqlite_file(self) -> Path | None:
         """The database's file when it is a plain SQLite file (sqlite:///relative or
-        sqlite:////absolute): what the quick embedded reads (registry.services.quick) open. None
+        sqlite:////absolute): what the embedded reads open on a bare sqlite3 connection (registry.client.reads). None
         for anything else, and for a URL SQLAlchemy would decode or read options from (%, ?, #)."""
         rest = self.effective_database_url.removeprefix("sqlite:///")
         if (

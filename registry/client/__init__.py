@@ -1,7 +1,7 @@
 """One RegistryClient interface: LocalClient (embedded, in-process) and HttpClient (a server).
 
 The names below are loaded on first use (PEP 562): importing a light submodule, such as
-registry.client.transfer for the quick embedded pull, must not import the interface's entities and
+registry.client.reads and transfer for the embedded list and pull, must not import the interface's entities and
 the access entities behind them (about 0.15 s, bench/cli_startup.py)."""
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from storage import BlobStore
 
 # The entities (pydantic) and the push-side format checks are imported where push needs them:
-# a pull out of the embedded file store (cli/adapters.py, registry.services.quick) writes its
+# a pull of the embedded registry on a bare sqlite3 connection (registry.client.reads) writes its
 # files through `write_files` without them.
 
 
@@ -54,7 +54,7 @@ class ManifestFile(Protocol):
 
 @dataclass(frozen=True)
 class StoredFile:
-    """A ManifestFile read straight from the database (registry.services.quick)."""
+    """A ManifestFile read straight from the database (registry.reads, registry.client.ref_cache)."""
 
     path: str
     size: int
@@ -77,8 +77,9 @@ class BlobSource(Protocol):
 
 class StoreBlobs:
     """A BlobSource over the registry's blob store and a local cache, with no permission check of
-    its own: `adapters pull`'s quick embedded path (cli/adapters.py), which reads as the operator,
-    who may read every blob; and LocalClient's fetch_blob once it has checked its principal's."""
+    its own: `adapters pull` on the embedded registry's bare path (registry.client.reads), which
+    reads as the operator, who may read every blob; and LocalClient's fetch_blob once it has
+    checked its principal's."""
 
     def __init__(self, store: BlobStore, cache: BlobStore) -> None:
         self.store = store
@@ -87,17 +88,6 @@ class StoreBlobs:
     @property
     def cache_is_store(self) -> bool:
         return self.cache is self.store
-
-    def holds(self, f: ManifestFile) -> bool:
-        """Whether the cache or the store has `f` whole (by size). False also when the store
-        cannot say (unreachable, refusing): the full path then answers, with its error."""
-        try:
-            held = self.cache.stat(f.sha256)
-            if held is None and not self.cache_is_store:
-                held = self.store.stat(f.sha256)
-        except store_errors():
-            return False
-        return held is not None and held.size == f.size
 
     def fetch_blob(
         self, digest: str, size: int, progress: TransferProgress | None, into: Path | None = None

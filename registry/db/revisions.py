@@ -1,6 +1,6 @@
 """The schema revisions this code knows, read from the migrations' file names: no SQLAlchemy, no
-Alembic, so a command that only needs to know whether a database is at head (the embedded quick
-reads, registry.services.quick) does not pay for importing either."""
+Alembic, so a command that only needs to know whether a database is at head (the embedded reads
+on a bare sqlite3 connection, registry.reads.open_at_head) does not pay for importing either."""
 
 from __future__ import annotations
 
