@@ -8,7 +8,8 @@ Layout, beside the blob cache (`Settings.effective_cache_dir`, storage.local.loc
     <cache>/refs/<registry>/<namespace>/<name>/sha256-<hex>     "7": the version that digest named
 
 `<registry>` is a hash of the registry's address (a server's URL; the embedded database's URL
-and file), so two registries never share entries. As huggingface_hub's `refs/main` names a
+and file), so two registries never share entries. Whoever shares the cache folder shares its
+entries, as they share its blobs: an entry holds names and digests, never bytes or rights. As huggingface_hub's `refs/main` names a
 commit and `snapshots/<commit>/` holds its files, a digest's file names a number and the number's
 file holds what a pull writes.
 
