@@ -110,13 +110,7 @@ class HubRevision:
 
     @property
     def download_key(self) -> DownloadKey | None:
-        """Where a download of this revision is counted: its adapter repository, or the base's
-        name (an empty repository has nothing to download)."""
-        if self.kind == "model":
-            return ("base", self.repo_id)
-        if self.repository_id is not None and self.version is not None:
-            return ("repo", self.repository_id)
-        return None
+        return download_key(self.kind, self.repo_id, self.repository_id, self.version)
 
     def file(self, path: str) -> HubFile:
         """Raises EntryNotFound (carrying the commit id) when the revision has no such file."""
@@ -126,6 +120,31 @@ class HubRevision:
         raise EntryNotFound(
             f"{self.repo_id}@{self.commit} has no file {path!r}", path=path, commit=self.commit
         )
+
+
+def download_key(
+    kind: str, repo_id: str, repository_id: int | None, version: int | None
+) -> DownloadKey | None:
+    """Where a download of a revision is counted: its adapter repository, or the base's name (an
+    empty repository has nothing to download)."""
+    if kind == "model":
+        return ("base", repo_id)
+    if repository_id is not None and version is not None:
+        return ("repo", repository_id)
+    return None
+
+
+def revision_form(revision: str) -> tuple[str, Any]:
+    """How a Hub revision names an adapter version, checked in this order: ("latest", None) for
+    `main`, ("commit", the digest prefix) for a commit id (the newest version whose digest starts
+    with it), ("number", n), else ("alias", its name)."""
+    if revision in (MAIN, f"refs/heads/{MAIN}"):
+        return "latest", None
+    if COMMIT_RE.fullmatch(revision):
+        return "commit", f"sha256:{revision}"
+    if NUMBER_RE.fullmatch(revision):
+        return "number", int(revision)
+    return "alias", revision.removeprefix("refs/heads/")
 
 
 @dataclass(frozen=True)
@@ -295,18 +314,18 @@ def _adapter_revision(session: Session, repo_id: str, repository: m.Repository, 
     if repository.latest_version == 0:
         return _empty_revision(repo_id, repository, revision)
     q = select(m.Version).where(m.Version.repository_id == repository.id)
-    if revision in (MAIN, f"refs/heads/{MAIN}"):
+    how, value = revision_form(revision)
+    if how == "latest":
         q = q.where(m.Version.number == repository.latest_version)
-    elif COMMIT_RE.fullmatch(revision):
-        q = q.where(m.Version.digest.startswith(f"sha256:{revision}")).order_by(m.Version.number.desc())
-    elif NUMBER_RE.fullmatch(revision):
-        q = q.where(m.Version.number == int(revision))
+    elif how == "commit":
+        q = q.where(m.Version.digest.startswith(value)).order_by(m.Version.number.desc())
+    elif how == "number":
+        q = q.where(m.Version.number == value)
+    elif len(value) > 64:
+        raise revision_not_found(repo_id, revision)
     else:
-        alias = revision.removeprefix("refs/heads/")
-        if len(alias) > 64:
-            raise revision_not_found(repo_id, revision)
         q = q.join(m.Alias, m.Alias.version_id == m.Version.id).where(
-            m.Alias.repository_id == repository.id, m.Alias.name == alias
+            m.Alias.repository_id == repository.id, m.Alias.name == value
         )
     # The repository is loaded already (resolve_row selected it again), and evals are not shown.
     opts = (selectinload(m.Version.files), defer(m.Version.config), defer(m.Version.manifest))

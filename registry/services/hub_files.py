@@ -67,12 +67,7 @@ class FileRevision:
 
     @property
     def download_key(self) -> DownloadKey | None:
-        """As HubRevision.download_key."""
-        if self.kind == "model":
-            return ("base", self.repo_id)
-        if self.repository_id is not None and self.version is not None:
-            return ("repo", self.repository_id)
-        return None
+        return hub.download_key(self.kind, self.repo_id, self.repository_id, self.version)
 
     def file(self, path: str) -> hub.HubFile:
         """Raises EntryNotFound (carrying the commit id) when the revision has no such file."""
@@ -92,9 +87,9 @@ def resolve_file_revision(reg: Registry, repo_id: str, revision: str, reader: Pr
         RevisionNotFound: the repository exists but has no such revision.
     """
     name = repo_or_none(repo_id)
-    how, params = _form(revision)
-    if name is None or how is None:
+    if name is None:
         return _whole(reg, repo_id, revision, reader)
+    how, params = _form(revision)
     params.update(namespace=name.namespace, name=name.name)
     with read_only(reg.sessions) as session:
         found = _resolve(reg, session, (repo_id, revision), how, params, reader)
@@ -139,18 +134,11 @@ IMMUTABLE = frozenset({"number", "commit"})
 """Revision forms that name the same version as long as it exists."""
 
 
-def _form(revision: str) -> tuple[str | None, dict[str, Any]]:
-    """How the statement finds the version `revision` names (hub._adapter_revision's order), and
-    its parameters; None for a revision this path does not serve (the empty repository's)."""
-    if revision in (hub.MAIN, f"refs/heads/{hub.MAIN}"):
-        return "latest", {}
-    if revision == hub.EMPTY_COMMIT:
-        return None, {}
-    if hub.COMMIT_RE.fullmatch(revision):
-        return "commit", {"prefix": f"sha256:{revision}"}
-    if hub.NUMBER_RE.fullmatch(revision):
-        return "number", {"number": int(revision)}
-    return "alias", {"alias": revision.removeprefix("refs/heads/")}
+def _form(revision: str) -> tuple[str, dict[str, Any]]:
+    """How the statement finds the version `revision` names (hub.revision_form), and its parameters."""
+    how, value = hub.revision_form(revision)
+    key = {"commit": "prefix", "number": "number", "alias": "alias"}.get(how)
+    return how, {} if key is None else {key: value}
 
 
 def _whole(reg: Registry, repo_id: str, revision: str, reader: Principal) -> FileRevision:
