@@ -11,12 +11,12 @@ from typing import Any, Generic, Literal, TypeVar, get_args
 from pydantic import BaseModel, ValidationError
 
 from registry.errors import BadRequest
-from registry.jobspec.params import Check4bitParams, ExportParams, MergeParams
+from registry.jobspec.params import Check4bitParams, ExportParams, JobParams, MergeParams
 from registry.jobspec.results import Check4bitResult, ExportResult, JobResult, MergeResult
 
 JobType = Literal["merge", "export", "check-4bit"]
 """The kinds declared below (checked there), as the API's enum (a Literal, for the schema and mypy)."""
-P = TypeVar("P", bound=BaseModel)
+P = TypeVar("P", bound=JobParams)
 R = TypeVar("R", bound=BaseModel)
 
 
@@ -48,7 +48,7 @@ CHECK_4BIT = JobKind("check-4bit", Check4bitParams, Check4bitResult)
 KINDS: dict[str, JobKind[Any, Any]] = {k.name: k for k in (MERGE, EXPORT, CHECK_4BIT)}
 if set(KINDS) != set(get_args(JobType)):  # JobType is the API's enum: it names every kind
     raise RuntimeError(f"job kinds {sorted(KINDS)} differ from JobType {get_args(JobType)}")
-PARAMS_BY_TYPE: dict[str, type[BaseModel]] = {name: k.params for name, k in KINDS.items()}
+PARAMS_BY_TYPE: dict[str, type[JobParams]] = {name: k.params for name, k in KINDS.items()}
 RESULTS_BY_TYPE: dict[str, type[JobResult]] = {name: k.result for name, k in KINDS.items()}
 
 
@@ -60,7 +60,7 @@ def kind_of(job_type: str) -> JobKind[Any, Any]:
     return kind
 
 
-def parse_params(job_type: str, params: dict[str, Any]) -> BaseModel:
+def parse_params(job_type: str, params: dict[str, Any]) -> JobParams:
     """The typed parameters of a job, or BadRequest naming the first problem."""
-    parsed: BaseModel = kind_of(job_type).parse(params)
+    parsed: JobParams = kind_of(job_type).parse(params)
     return parsed

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, field_validator
 
 from registry import bounds, dtypes
 from registry.errors import BadRequest
-from registry.refs import check_alias, check_ref, check_repo
+from registry.refs import check_alias, check_ref, check_repo, parse_ref
 
 MAX_MERGE_WEIGHT = 1e3
 """|weight| of a merge input: deltas are scaled in float32, where 1e308 overflowed to inf and burned
@@ -29,6 +30,30 @@ BaseText = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_
 """A registered base (name or sha256:fingerprint), or in embedded mode a local model folder."""
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 
+
+@dataclass(frozen=True)
+class JobAccess:
+    """What a job reads and writes, named as its parameters name them: the access policy checks
+    these at submission and scopes the job by them (services/jobs.py), whatever its kind."""
+
+    reads: tuple[str, ...]
+    """Version references it reads."""
+    base: str | None = None
+    """The base it reads (a name, a fingerprint or, embedded, a folder)."""
+    writes_repo: str | None = None
+    """The repository it writes: a version (merge), a verdict on a version (check-4bit), or
+    the default name of an exported model (under the adapter's namespace)."""
+    writes_base_name: str | None = None
+    """The base name it registers (export --into)."""
+
+
+class JobParams(BaseModel):
+    """A kind's parameters: each model says what its job reads and writes."""
+
+    def access(self) -> JobAccess:
+        raise NotImplementedError
+
+
 SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B)?\s*$", re.IGNORECASE)
 SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
 SIZE_UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
@@ -46,7 +71,7 @@ class MergeInputSpec(BaseModel):
         return v
 
 
-class MergeParams(BaseModel):
+class MergeParams(JobParams):
     inputs: list[MergeInputSpec] = Field(min_length=1, max_length=64)
     into: RepoText
     method: Literal["svd", "cat", "linear", "ties", "dare_linear", "dare_ties", "magnitude_prune"] = "svd"
@@ -67,8 +92,11 @@ class MergeParams(BaseModel):
             raise ValueError("rank must be a positive integer or 'auto'")
         return v
 
+    def access(self) -> JobAccess:
+        return JobAccess(reads=tuple(i.ref for i in self.inputs), writes_repo=self.into)
 
-class ExportParams(BaseModel):
+
+class ExportParams(JobParams):
     ref: RefText
     base: BaseText
     """A registered base (name or sha256:fingerprint) whose files were uploaded, or, in embedded
@@ -82,8 +110,13 @@ class ExportParams(BaseModel):
     """Embedded mode only: the caller's model folder, read in place by the in-process worker (the
     API refuses this parameter: a server's workers never read a path a client names)."""
 
+    def access(self) -> JobAccess:
+        if self.into is not None:
+            return JobAccess(reads=(self.ref,), base=self.base, writes_base_name=self.into)
+        return JobAccess(reads=(self.ref,), base=self.base, writes_repo=_repo_of(self.ref))
 
-class Check4bitParams(BaseModel):
+
+class Check4bitParams(JobParams):
     ref: RefText
     base: BaseText
     base_path: BaseText | None = None
@@ -96,6 +129,13 @@ class Check4bitParams(BaseModel):
     """The 4-bit variant checked: bitsandbytes quant type, double quantization, compute dtype."""
     double_quant: bool = True
     compute_dtype: Annotated[dtypes.Torch, BeforeValidator(dtypes.lenient("torch"))] = "float32"
+
+    def access(self) -> JobAccess:
+        return JobAccess(reads=(self.ref,), base=self.base, writes_repo=_repo_of(self.ref))
+
+
+def _repo_of(ref: str) -> str:
+    return str(parse_ref(ref).repo)
 
 
 def parse_size(text: str) -> int:

@@ -38,15 +38,7 @@ from registry.errors import (
     Unauthenticated,
     WorkerLost,
 )
-from registry.jobspec import (
-    TERMINAL,
-    Check4bitParams,
-    ExportParams,
-    JobInfo,
-    JobRequest,
-    MergeParams,
-    parse_params,
-)
+from registry.jobspec import TERMINAL, JobInfo, JobParams, JobRequest, parse_params
 from registry.refs import parse_ref, parse_repo
 from registry.services import audit
 from registry.services.bases import find_base
@@ -120,35 +112,29 @@ def _stored_job_namespace(job: m.Job) -> str | None:
         return None
 
 
-def _job_namespace(params: object) -> str | None:
+def _job_namespace(params: JobParams) -> str | None:
     """Where a job's output lands (its namespace's admins read the event)."""
-    if isinstance(params, MergeParams):
-        return parse_repo(params.into).namespace
-    if isinstance(params, ExportParams) and params.into is not None:
-        ns, sep, _ = params.into.partition("/")
+    a = params.access()
+    if a.writes_base_name is not None:
+        ns, sep, _ = a.writes_base_name.partition("/")
         return ns if sep else None
-    if isinstance(params, ExportParams | Check4bitParams):
-        return parse_ref(params.ref).repo.namespace
-    return None
+    return parse_repo(a.writes_repo).namespace if a.writes_repo is not None else None
 
 
-def job_namespaces(params: object) -> frozenset[str] | None:
+def job_namespaces(params: JobParams) -> frozenset[str] | None:
     """Every namespace a job reads or writes: its inputs' and its output's, and a base named in a
     namespace. None when it writes a name outside every namespace (an un-namespaced base, a global
     admin's right), so that no token narrowed to namespaces reaches it."""
-    if isinstance(params, MergeParams):
-        refs = [parse_ref(i.ref).repo for i in params.inputs] + [parse_repo(params.into)]
-        return frozenset(r.namespace for r in refs)
-    if isinstance(params, ExportParams | Check4bitParams):
-        names = {parse_ref(params.ref).repo.namespace}
-        bases = [params.base]
-        if isinstance(params, ExportParams) and params.into is not None:
-            if BaseNameRes(params.into).namespace is None:
-                return None
-            bases.append(params.into)
-        names |= {ns for b in bases if (ns := BaseNameRes(b).namespace) is not None}
-        return frozenset(names)
-    return None
+    a = params.access()
+    names = {parse_ref(r).repo.namespace for r in a.reads}
+    if a.writes_repo is not None:
+        names.add(parse_repo(a.writes_repo).namespace)
+    bases = [a.base] if a.base is not None else []
+    if a.writes_base_name is not None:
+        if BaseNameRes(a.writes_base_name).namespace is None:
+            return None
+        bases.append(a.writes_base_name)
+    return frozenset(names | {ns for b in bases if (ns := BaseNameRes(b).namespace) is not None})
 
 
 def _job_res(job: m.Job) -> JobRes:
@@ -159,37 +145,29 @@ def _job_res(job: m.Job) -> JobRes:
         return JobRes(job.user_id, None)
 
 
-def check_job_access(session: Session, principal: Principal, params: object) -> None:
-    """Inputs readable, output writable: a merge writes its `into` repository; an export registers
-    a base (named `into`, by default under the adapter's namespace); a 4-bit check records its
-    verdict on the adapter's version (a write there)."""
+def check_job_access(session: Session, principal: Principal, params: JobParams) -> None:
+    """Inputs readable, output writable, as the kind's parameters declare them (JobParams.access):
+    a merge writes its `into` repository; an export registers a base (named `into`, by default
+    under the adapter's namespace); a 4-bit check records its verdict on the adapter's version (a
+    write there)."""
     if principal.is_operator:
         return
     if principal.is_anonymous:
         raise Unauthenticated("submitting a job needs a token")
     if principal.read_only:
         raise Forbidden("a read-only token may not submit jobs", action="write")
-    if isinstance(params, MergeParams):
-        for i in params.inputs:
-            ref = parse_ref(i.ref)
-            require_reader_of(session, principal, ref.repo, i.ref)
-        require_writer_of(session, principal, parse_repo(params.into))
-    elif isinstance(params, ExportParams | Check4bitParams):
-        ref = parse_ref(params.ref)
-        require_reader_of(session, principal, ref.repo, params.ref)
+    a = params.access()
+    for text in a.reads:
+        require_reader_of(session, principal, parse_ref(text).repo, text)
+    if a.base is not None:
         # Known (to anyone) but to none the submitter may read: unknown to it. Several bases may
         # share a fingerprint; one it may read is the one the job gets.
-        if (
-            find_base(session, params.base, None) is not None
-            and find_base(session, params.base, principal) is None
-        ):
-            raise base_not_found(params.base)
-        if isinstance(params, Check4bitParams):
-            require_writer_of(session, principal, ref.repo)
-        elif params.into is not None:
-            require_on_base_name(session, principal, "write", params.into)
-        else:
-            require_writer_of(session, principal, ref.repo)
+        if find_base(session, a.base, None) is not None and find_base(session, a.base, principal) is None:
+            raise base_not_found(a.base)
+    if a.writes_base_name is not None:
+        require_on_base_name(session, principal, "write", a.writes_base_name)
+    if a.writes_repo is not None:
+        require_writer_of(session, principal, parse_repo(a.writes_repo))
 
 
 def _job_not_found(job_id: int) -> NotFound:

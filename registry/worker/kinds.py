@@ -7,9 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel
-
-from registry.jobspec import CHECK_4BIT, EXPORT, KINDS, MERGE, JobKind, JobResult
+from registry.jobspec import CHECK_4BIT, EXPORT, KINDS, MERGE, JobKind, JobParams, JobResult
 from registry.worker.check4bit_job import run_check4bit
 from registry.worker.context import JobContext
 from registry.worker.export_job import run_export
@@ -17,7 +15,7 @@ from registry.worker.io import JobIO
 from registry.worker.merge_job import run_merge
 from registry.worker.publish import Published
 
-P = TypeVar("P", bound=BaseModel)
+P = TypeVar("P", bound=JobParams)
 R = TypeVar("R", bound=JobResult)
 
 

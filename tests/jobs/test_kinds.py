@@ -13,7 +13,7 @@ import pytest
 
 from cli.job_options import JobCommand
 from cli.tensor_jobs import COMMANDS
-from registry.jobspec import KINDS, PARAMS_BY_TYPE, RESULTS_BY_TYPE, JobRequest, JobType, kind_of
+from registry.jobspec import KINDS, PARAMS_BY_TYPE, RESULTS_BY_TYPE, JobAccess, JobRequest, JobType, kind_of
 from registry.worker.kinds import BODIES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,3 +63,35 @@ def test_the_client_imports_no_torch() -> None:
             if isinstance(node, ast.ImportFrom):
                 names = [node.module or ""]
             assert not any(n.split(".")[0] in ("torch", "transformers") for n in names), path
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "access"),
+    [
+        (
+            "merge",
+            {"inputs": [{"ref": "a/x", "weight": 1}, {"ref": "b/y:2", "weight": -1}], "into": "c/z"},
+            JobAccess(reads=("a/x", "b/y:2"), writes_repo="c/z"),
+        ),
+        (
+            "export",
+            {"ref": "a/x@prod", "base": "llama"},
+            JobAccess(reads=("a/x@prod",), base="llama", writes_repo="a/x"),
+        ),
+        (
+            "export",
+            {"ref": "a/x", "base": "llama", "into": "team/merged"},
+            JobAccess(reads=("a/x",), base="llama", writes_base_name="team/merged"),
+        ),
+        (
+            "check-4bit",
+            {"ref": "a/x:3", "base": "llama"},
+            JobAccess(reads=("a/x:3",), base="llama", writes_repo="a/x"),
+        ),
+    ],
+)
+def test_each_kind_says_what_it_reads_and_writes(
+    kind: str, params: dict[str, object], access: JobAccess
+) -> None:
+    """What services/jobs.py checks at submission and scopes a narrowed token by, for every kind."""
+    assert kind_of(kind).parse(params).access() == access
