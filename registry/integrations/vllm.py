@@ -31,7 +31,7 @@ from registry.client.interface import RegistryClient
 from registry.entities import BaseInfo, VersionInfo
 from registry.errors import BadRequest, BaseMismatch, InvalidReference, InvalidSignature, NotFound
 from registry.integrations.sync import materialize
-from registry.refs import parse_ref
+from registry.refs import ref_or_none
 
 if TYPE_CHECKING:
     from registry.config import Settings
@@ -114,9 +114,7 @@ def resolve_adapter(
     when its signature does not check against them (before a byte of it is fetched); else the
     version, materialised once per digest under `root` (from the client's verified cache, renamed
     into place whole)."""
-    try:
-        parse_ref(lora_name)
-    except InvalidReference:
+    if ref_or_none(lora_name) is None:
         return None
     try:
         info = client.resolve(lora_name)

@@ -31,14 +31,13 @@ from registry.db.engine import unit_of_work
 from registry.errors import EntryNotFound, NotFound, RepoNotFound, RevisionNotFound
 from registry.formats.manifest import entries_from_json, manifest_digest
 from registry.jobspec.lineage import ExportLineage, OtherLineage, read_lineage
-from registry.refs import NAME_PART, RepoName, parse_repo
+from registry.refs import RepoName, parse_repo, repo_or_none
 from registry.services import signatures
 from registry.services.context import Registry
 from registry.services.downloads import DownloadKey
 
 COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 NUMBER_RE = re.compile(r"[1-9][0-9]{0,8}")
-_REPO_RE = re.compile(rf"({NAME_PART})/({NAME_PART})")
 MAIN = "main"
 EMPTY_DIGEST = manifest_digest([])
 EMPTY_COMMIT = EMPTY_DIGEST.removeprefix("sha256:")[:40]
@@ -227,10 +226,12 @@ def _open(session: Session, repo_id: str, reader: Principal) -> _Target:
     """
     target = _Target()
     row: m.Repository | None = None
-    match = _REPO_RE.fullmatch(repo_id)
-    if match is not None:
+    name = repo_or_none(repo_id)
+    if name is not None:
         row = session.scalars(
-            select(m.Repository).where(m.Repository.namespace == match[1], m.Repository.name == match[2])
+            select(m.Repository).where(
+                m.Repository.namespace == name.namespace, m.Repository.name == name.name
+            )
         ).one_or_none()
         public = row is not None and is_public(session, row.namespace)
         if row is not None and row.latest_version > 0:

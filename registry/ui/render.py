@@ -21,7 +21,7 @@ from starlette.types import Scope
 from registry.access.principal import Principal
 from registry.entities import BaseInfo
 from registry.errors import NotFound, RegistryError, Unauthenticated
-from registry.refs import parse_ref
+from registry.refs import ref_or_none
 from registry.services.context import Registry
 from registry.ui import session
 
@@ -49,9 +49,8 @@ def repo_url(repo: str, number: int | None = None) -> str:
 
 def ref_url(ref: str) -> str:
     """The page of the version a reference names (ns/name:N), or of its repository."""
-    try:
-        parsed = parse_ref(ref)
-    except RegistryError:
+    parsed = ref_or_none(ref)
+    if parsed is None:
         return "/ui"
     return repo_url(str(parsed.repo), parsed.version)
 
