@@ -8,7 +8,6 @@ page twice and compares the cold and the warm counts separately."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,10 +29,10 @@ from registry.services import accounts
 from registry.services.context import Registry
 from storage.local import LocalBlobStore
 from tests.adapter_files import llama_base, lora_folder
-from tests.conftest import PG_ADMIN_URL, resource_params
+from tests.ui.conftest import database  # noqa: F401 (the fixture: one database per module and kind)
 
 SMALL = {"bases": 1, "repos": 2, "versions": 3}
-LARGE = {"bases": 5, "repos": 9, "versions": 25}
+LARGE = {"bases": 3, "repos": 5, "versions": 12}
 
 
 class Counter:
@@ -149,45 +148,26 @@ def _measure(settings: Settings) -> dict[str, tuple[int, int]]:
     return out
 
 
-@pytest.fixture(scope="module", params=resource_params("sqlite", "postgresql"))
+@pytest.fixture(scope="module")
 def measured(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    database: str,  # noqa: F811 (the fixture imported above)
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, tuple[tuple[int, int], tuple[int, int]]]:
     """page -> ((cold, warm) on the small registry, (cold, warm) once grown); one database per
-    module and kind (as tests/ui/conftest.py's `database`)."""
+    module and kind (tests/ui/conftest.py's `database`)."""
     tmp = tmp_path_factory.mktemp("query-counts")
-    with _database(request, tmp) as url:
-        settings = Settings(home=tmp / "home", database_url=url, user="tester")
-        reg = Registry.from_settings(settings, migrate=True)
-        try:
-            client = LocalClient(reg, "tester", LocalBlobStore(tmp / "cache"))
-            have = {"bases": 0, "repos": 0, "versions": 0}
-            _populate(client, tmp / "folders", SMALL, have)
-            small = _measure(settings)
-            _populate(client, tmp / "folders", LARGE, have)
-            large = _measure(settings)
-        finally:
-            reg.close()
-    return {page: (small[page], large[page]) for page in small}
-
-
-@contextmanager
-def _database(request: pytest.FixtureRequest, tmp: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp / 'registry.db'}"
-        return
-    from sqlalchemy import text
-
-    admin = request.getfixturevalue("pg_admin")
-    template = request.getfixturevalue("pg_template")
-    name = f"adapters_counts_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    settings = Settings(home=tmp / "home", database_url=database, user="tester")
+    reg = Registry.from_settings(settings, migrate=True)
     try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+        client = LocalClient(reg, "tester", LocalBlobStore(tmp / "cache"))
+        have = {"bases": 0, "repos": 0, "versions": 0}
+        _populate(client, tmp / "folders", SMALL, have)
+        small = _measure(settings)
+        _populate(client, tmp / "folders", LARGE, have)
+        large = _measure(settings)
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        reg.close()
+    return {page: (small[page], large[page]) for page in small}
 
 
 @pytest.mark.parametrize("page", PAGES)
