@@ -2,9 +2,9 @@
 
 The caller (the submitter, with their rights as they stand when the claim begins: a grant removed
 since the job was submitted stops its reads and its publication) is loaded once; each input
-version is resolved once and pulled by the manifest resolved (before, `pull` looked the
-reference up again: two lookups per input, and an alias moved in between could hand the body
-other files than the ones it checked and recorded); the base is found, or registered from an
+version is resolved once and pulled by the manifest resolved (before, `pull` looked it up again
+by its number, and the caller was loaded three times: a merge of two inputs made 4 lookups and
+94 statements, now 2 and 72, bench/job_lookups.py); the base is found, or registered from an
 embedded caller's folder, once; the output is published through worker.publish, the one fenced
 function.
 """
