@@ -6,7 +6,7 @@ from datetime import datetime
 from functools import partial
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from registry import bounds
 from registry.dtypes import DTYPES
@@ -42,6 +42,8 @@ JsonDoc = Annotated[dict[str, Any], AfterValidator(_checked_json)]
 
 
 class FileInfo(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # built from manifest entries: model_validate(entry)
+
     path: Annotated[str, Field(min_length=1, max_length=1024)]
     """Checked by formats.paths.normalize_path where it is stored (refused as unsafe_path)."""
     size: Count64
@@ -177,6 +179,8 @@ class SignatureInfo(BaseModel):
 
 
 class TrustedKeyInfo(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # built from database rows: model_validate(row)
+
     fingerprint: str
     public_key: str
     added_by: str
@@ -497,6 +501,8 @@ class FsckReport(BaseModel):
 
 
 class AuditEventInfo(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # built from database rows: model_validate(row)
+
     id: int
     at: datetime
     actor: str
@@ -532,6 +538,8 @@ class EvalAdd(BaseModel):
 
 class EvalRecord(BaseModel):
     """One recorded score: append-only, never changed; a later one for the same key supersedes it."""
+
+    model_config = ConfigDict(from_attributes=True)  # built from database rows: model_validate(row)
 
     metric: str
     value: float

@@ -70,7 +70,7 @@ def _upload(
     files = [(p.relative_to(root).as_posix(), p) for p in sorted(set(paths))]
     entries = hash_folder(files)
     upload_missing(client, entries, dict(files), progress)
-    return [FileInfo(path=e.path, size=e.size, sha256=e.sha256) for e in entries]
+    return [FileInfo.model_validate(e) for e in entries]
 
 
 def add_base_config(

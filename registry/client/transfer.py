@@ -182,7 +182,7 @@ def push_folder(
     inspect_files(entries, local_reader(files), CLIENT_LIMITS)
     _check_signature_locally(entries, dict(files), signer_key)
     request = PushRequest(  # built (and so validated) before a byte is uploaded
-        files=[FileInfo(path=e.path, size=e.size, sha256=e.sha256) for e in entries],
+        files=[FileInfo.model_validate(e) for e in entries],
         base=base,
         task=task,
         evals=evals or [],

@@ -6,7 +6,7 @@ import builtins
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from registry import bounds
 from registry.errors import BadRequest
@@ -25,6 +25,8 @@ class JobRequest(BaseModel):
 
 
 class JobInfo(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # built from database rows: model_validate(row)
+
     id: int
     type: str
     status: JobStatus

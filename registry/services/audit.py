@@ -103,16 +103,4 @@ def list_events(
 
 
 def _info(row: m.AuditEvent) -> AuditEventInfo:
-    return AuditEventInfo(
-        id=row.id,
-        at=row.at,
-        actor=row.actor,
-        user_id=row.user_id,
-        token_id=row.token_id,
-        address=row.address,
-        action=row.action,
-        target=row.target,
-        namespace=row.namespace,
-        repo=row.repo,
-        details=row.details,
-    )
+    return AuditEventInfo.model_validate(row)

@@ -148,15 +148,7 @@ def _history(session: Session, version: m.Version, ref: str, limit: int = HISTOR
 
 
 def _record(r: m.EvalScore) -> EvalRecord:
-    return EvalRecord(
-        metric=r.metric,
-        value=r.value,
-        dataset=r.dataset,
-        split=r.split,
-        recorded_by=r.recorded_by,
-        created_at=r.created_at,
-        note=r.note,
-    )
+    return EvalRecord.model_validate(r)
 
 
 def current_scores(session: Session, version_ids: list[int]) -> dict[int, dict[EvalKey, float]]:

@@ -336,7 +336,7 @@ def _read(
 def _push_request(entries: list[FileEntry], message: str) -> PushRequest:
     try:
         return PushRequest(
-            files=[FileInfo(path=f.path, size=f.size, sha256=f.sha256) for f in entries],
+            files=[FileInfo.model_validate(f) for f in entries],
             message=message or None,
         )
     except pydantic.ValidationError as err:

@@ -378,23 +378,4 @@ def _job(session: Session, job_id: int, lock: bool = False) -> m.Job:
 
 
 def job_info(job: m.Job) -> JobInfo:
-    return JobInfo(
-        id=job.id,
-        type=job.type,
-        status=job.status,  # type: ignore[arg-type]
-        params=job.params,
-        progress=job.progress,
-        stage=job.stage,
-        attempts=job.attempts,
-        max_attempts=job.max_attempts,
-        lease_owner=job.lease_owner,
-        lease_expires_at=job.lease_expires_at,
-        fence=job.fence,
-        cancel_requested=job.cancel_requested,
-        result=job.result,
-        error=job.error,
-        created_by=job.created_by,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-    )
+    return JobInfo.model_validate(job)

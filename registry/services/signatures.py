@@ -313,16 +313,7 @@ def _policy(session: Session, namespace: str) -> NamespacePolicy:
         namespace=namespace,
         require_signature=bool(row and row.require_signature),
         signed_aliases=list((row.signed_aliases if row else None) or []),
-        trusted_keys=[
-            TrustedKeyInfo(
-                fingerprint=k.fingerprint,
-                public_key=k.public_key,
-                added_by=k.added_by,
-                added_at=k.added_at,
-                revoked_at=k.revoked_at,
-            )
-            for k in keys
-        ],
+        trusted_keys=[TrustedKeyInfo.model_validate(k) for k in keys],
     )
 
 
