@@ -24,8 +24,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, TypeAdapter
 
 SCHEMA = 1
-"""The shape above. A document without `schema` is of this shape; a job writing a new shape
-writes `"schema": 2` and `read_lineage` reads each by its number."""
+"""The shape above. A document without `schema` is of this shape (every row stored so far); a job
+that writes a new shape writes `"schema": 2`, and readers tell the two apart by `schema_`."""
 
 
 def _text(value: Any) -> str | None:
@@ -33,7 +33,12 @@ def _text(value: Any) -> str | None:
 
 
 def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) else None
+    if not isinstance(value, int | float):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond a float's range (JSON allows one)
+        return None
 
 
 def _count(value: Any) -> int | None:

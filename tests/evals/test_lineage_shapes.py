@@ -77,6 +77,7 @@ SHAPES: dict[str, tuple[dict[str, Any] | None, type | None]] = {
     "export claim": ({"kind": "export", "adapter_digest": A, "adapter_ref": "secret/x:1"}, ExportLineage),
     "another kind": ({"kind": "note"}, OtherLineage),
     "wrong types": ({"kind": 3, "parents": "x", "method": ["svd"], "error": 1}, OtherLineage),
+    "a number beyond a float": ({"parents": [{"digest": A, "weight": 10**400}], "schema": "1"}, MergeLineage),
     "none": (None, None),
 }
 
@@ -172,6 +173,7 @@ EDGES = {
     "merge marked at push": {("version:acme/a:1", 1.0, "svd")},
     "pushed partial merge": {("version:acme/a:1", 1.0, "linear")},
     "parents without a kind": {("version:acme/a:1", None, None)},  # by digest alone
+    "a number beyond a float": {("version:acme/a:1", None, None)},
 }
 
 
