@@ -19,6 +19,7 @@ from registry.reads.versions import (
     find_version,
     list_versions,
     resolve_files,
+    summaries,
     version_files,
 )
 
@@ -32,5 +33,6 @@ __all__ = [
     "open_at_head",
     "parse_cursor",
     "resolve_files",
+    "summaries",
     "version_files",
 ]

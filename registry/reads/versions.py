@@ -84,17 +84,34 @@ def list_versions(
         params["after"] = after
     params["limit"] = limit + 1
     sql = (
-        f"SELECT {SUMMARY_COLUMNS} FROM versions v "
-        "JOIN repositories r ON r.id = v.repository_id "
-        "LEFT JOIN base_models b ON b.id = v.base_model_id"
+        f"SELECT {_SUMMARY_FROM}"
         + (" WHERE " + " AND ".join(where) if where else "")
         + " ORDER BY v.id DESC LIMIT :limit"
     )
     rows = db.rows(sql, params)
     page = rows[:limit]
-    evals, aliases = _evals_and_aliases(db, [row[0] for row in page])
-    items = [summary_doc(row, evals.get(row[0], []), aliases.get(row[0], [])) for row in page]
-    return {"items": items, "next_cursor": str(page[-1][0]) if len(rows) > limit else None}
+    return {"items": _documents(db, page), "next_cursor": str(page[-1][0]) if len(rows) > limit else None}
+
+
+def summaries(db: Driver, ids: list[int]) -> list[dict[str, Any]]:
+    """VersionSummary's JSON documents of the versions `ids` (those that exist, in that order):
+    three queries, as a listing page."""
+    if not ids:
+        return []
+    marks, params = _id_params(ids)
+    rows = {row[0]: row for row in db.rows(f"SELECT {_SUMMARY_FROM} WHERE v.id IN ({marks})", params)}
+    return _documents(db, [rows[i] for i in ids if i in rows])
+
+
+_SUMMARY_FROM = (
+    f"{SUMMARY_COLUMNS} FROM versions v JOIN repositories r ON r.id = v.repository_id "
+    "LEFT JOIN base_models b ON b.id = v.base_model_id"
+)
+
+
+def _documents(db: Driver, rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    evals, aliases = _evals_and_aliases(db, [row[0] for row in rows])
+    return [summary_doc(row, evals.get(row[0], []), aliases.get(row[0], [])) for row in rows]
 
 
 def _id_params(ids: list[int]) -> tuple[str, dict[str, Any]]:

@@ -13,11 +13,12 @@ from registry.access.principal import Principal
 from registry.bounds import PAGE_MAX
 from registry.db import models as m
 from registry.db.engine import read_only, unit_of_work
-from registry.entities import EvalScoreIn, Page, RepoInfo, VersionFilter, VersionSummary
+from registry.entities import Page, RepoInfo, VersionFilter, VersionSummary
 from registry.reads import Listing, check_limit, parse_cursor
 from registry.reads.session import SessionDriver
 from registry.refs import Ref
 from registry.services.context import Registry
+from registry.services.summaries import summary_entity
 
 MAX_LIMIT = PAGE_MAX
 
@@ -45,13 +46,6 @@ def list_versions(
     return Page[VersionSummary](
         items=[summary_entity(d) for d in doc["items"]], next_cursor=doc["next_cursor"]
     )
-
-
-def summary_entity(doc: dict[str, Any]) -> VersionSummary:
-    """registry.reads' summary document as the entity. Its evals are taken as stored: a row older
-    than EvalScoreIn's name rules must still be listed."""
-    evals = [EvalScoreIn.model_construct(**e) for e in doc["evals"]]
-    return VersionSummary.model_validate({**doc, "evals": []}).model_copy(update={"evals": evals})
 
 
 def resolve_files(reg: Registry, ref: Ref, *, principal: Principal) -> dict[str, Any]:

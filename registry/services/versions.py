@@ -22,7 +22,6 @@ from registry.access.principal import Principal
 from registry.db import models as m
 from registry.db.engine import insert_ignoring_duplicates, unit_of_work
 from registry.entities import (
-    BaseModelRef,
     EvalScoreIn,
     FileInfo,
     PushRequest,
@@ -39,7 +38,7 @@ from registry.formats.signing import SIGNATURE_MAX_BYTES, SIGNATURE_NAME, Verifi
 from registry.formats.training import TrainingRecord, read_training
 from registry.jobspec.lineage import MergeLineage, Parent, read_lineage, with_deleted
 from registry.refs import Ref, RepoName, check_alias, parse_repo, ref_or_none
-from registry.services import audit, signatures
+from registry.services import audit, signatures, summaries
 from registry.services.aliases import point_alias
 from registry.services.base_link import BaseLink, link_and_check, shape_key
 from registry.services.blob_guard import guard_blobs, share_gc_lock
@@ -390,13 +389,13 @@ def resolve(reg: Registry, ref: Ref, *, principal: Principal) -> VersionInfo:
 
 
 def version_summary(session: Session, v: m.Version) -> VersionSummary:
-    """What a listing shows of a version (no config, files or lineage)."""
-    return VersionSummary(**_summary_fields(session, v))
+    """What a listing shows of a version (no config, files or lineage): registry.reads' mapper."""
+    return summaries.version_summary(session, v.id)
 
 
 def version_info(session: Session, v: m.Version, *, reader: Principal) -> VersionInfo:
     return VersionInfo(
-        **_summary_fields(session, v),
+        **dict(version_summary(session, v)),
         message=v.message,
         files=[FileInfo(path=f.path, size=f.size, sha256=f.digest) for f in v.files],
         config=v.config,
@@ -457,44 +456,3 @@ def _parent_exists(session: Session, parent: Parent, reader: Principal) -> bool 
     if ref.version is not None:
         q = q.where(m.Version.number == ref.version)
     return session.scalars(q.limit(1)).first() is not None
-
-
-def _summary_fields(session: Session, v: m.Version) -> dict[str, Any]:
-    repository = session.get(m.Repository, v.repository_id)
-    assert repository is not None
-    repo = f"{repository.namespace}/{repository.name}"
-    base = session.get(m.BaseModel, v.base_model_id) if v.base_model_id else None
-    aliases = session.scalars(
-        select(m.Alias.name).where(m.Alias.version_id == v.id).order_by(m.Alias.name)
-    ).all()
-    return dict(
-        repo=repo,
-        version=v.number,
-        digest=v.digest,
-        ref=f"{repo}:{v.number}",
-        created_at=v.created_at,
-        pushed_by=v.pushed_by,
-        task=v.task,
-        peft_type=v.peft_type,
-        task_type=v.task_type,
-        r=v.r,
-        lora_alpha=v.lora_alpha,
-        target_modules=v.target_modules,
-        lora_dropout=v.lora_dropout,
-        use_rslora=v.use_rslora,
-        use_dora=v.use_dora,
-        trainable_params=v.trainable_params,
-        adapter_bytes=v.adapter_bytes,
-        total_bytes=v.total_bytes,
-        base_model=BaseModelRef(name=v.base_model_name, revision=v.base_model_revision),
-        evals=[
-            # As stored: a row older than EvalScoreIn's name rules must still be shown.
-            EvalScoreIn.model_construct(metric=e.metric, value=e.value, dataset=e.dataset, split=e.split)
-            for e in v.evals
-            if e.current  # the history is `adapters evals`'
-        ],
-        aliases=list(aliases),
-        base_fingerprint=base.fingerprint if base else None,
-        base_linked=base is not None,
-        derived=v.lineage is not None,
-    )

@@ -28,12 +28,11 @@ from registry.client.transfer import parse_eval, pull, push_folder, served_files
 from registry.config import Settings
 from registry.db import models as m
 from registry.db.engine import unit_of_work
-from registry.entities import VersionFilter
+from registry.entities import BaseModelRef, EvalScoreIn, VersionFilter, VersionSummary
 from registry.errors import RegistryError
 from registry.refs import parse_ref
 from registry.services import queries, versions
 from registry.services.context import Registry
-from registry.services.versions import version_summary
 from storage.local import LocalBlobStore
 
 pytestmark = pytest.mark.server
@@ -146,11 +145,58 @@ def test_the_page_shows_every_field_the_summary_has(populated: tuple[Path, Regis
 
 
 def orm_summaries(reg: Registry) -> list[dict[str, Any]]:
-    """Every version's summary written field by field from the ORM's rows (services.versions'
-    version_summary), newest first: a reference that shares no SQL with registry.reads."""
+    """Every version's summary written field by field from the ORM's rows and relationships (what
+    services.versions did before registry.reads), newest first: a reference that shares no SQL and
+    no mapper with registry.reads."""
     with unit_of_work(reg.sessions) as session:
-        rows = session.scalars(select(m.Version).order_by(m.Version.id.desc())).all()
-        return [version_summary(session, v).model_dump(mode="json") for v in rows]
+        out = []
+        for v in session.scalars(select(m.Version).order_by(m.Version.id.desc())).all():
+            repo = f"{v.repository.namespace}/{v.repository.name}"
+            base = session.get(m.BaseModel, v.base_model_id) if v.base_model_id else None
+            aliases = session.scalars(
+                select(m.Alias.name).where(m.Alias.version_id == v.id).order_by(m.Alias.name)
+            ).all()
+            summary = VersionSummary(
+                repo=repo,
+                version=v.number,
+                digest=v.digest,
+                ref=f"{repo}:{v.number}",
+                created_at=v.created_at,
+                pushed_by=v.pushed_by,
+                task=v.task,
+                peft_type=v.peft_type,
+                task_type=v.task_type,
+                r=v.r,
+                lora_alpha=v.lora_alpha,
+                target_modules=v.target_modules,
+                lora_dropout=v.lora_dropout,
+                use_rslora=v.use_rslora,
+                use_dora=v.use_dora,
+                trainable_params=v.trainable_params,
+                adapter_bytes=v.adapter_bytes,
+                total_bytes=v.total_bytes,
+                base_model=BaseModelRef(name=v.base_model_name, revision=v.base_model_revision),
+                evals=[
+                    EvalScoreIn(metric=e.metric, value=e.value, dataset=e.dataset, split=e.split)
+                    for e in v.evals
+                    if e.current
+                ],
+                aliases=list(aliases),
+                base_fingerprint=base.fingerprint if base else None,
+                base_linked=base is not None,
+                derived=v.lineage is not None,
+            )
+            out.append(summary.model_dump(mode="json"))
+        return out
+
+
+def test_every_summary_of_a_version_is_the_mappers(populated: tuple[Path, Registry]) -> None:
+    """`show` (VersionInfo) and a push's result begin with the listing's summary."""
+    db, reg = populated
+    listed = json.loads(fast(db, 500))["items"]
+    for item in listed:
+        info = versions.resolve(reg, parse_ref(item["ref"]), principal=OPERATOR).model_dump(mode="json")
+        assert {k: info[k] for k in item} == item
 
 
 def test_the_mapper_writes_what_the_orm_reads(populated: tuple[Path, Registry]) -> None:
