@@ -34,6 +34,8 @@ class Registry:
     """(version id, digest) -> the version's file table, for Hub file requests (services/hub_files.py).
     Bounded by files, not versions (a version may list 10,000): 100,000 files took 37 MB
     (tracemalloc, 45-character paths)."""
+    hub_bases: Lru[str, Any] = field(default_factory=lambda: Lru(10_000, weight=lambda b: len(b.files)))
+    """Uploaded bases' Hub commit, files and revisions by name (services/hub_files.py), by files too."""
 
     @classmethod
     def from_settings(cls, settings: Settings, migrate: bool = False) -> Registry:

@@ -25,8 +25,12 @@ time-to-live or an invalidation message between replicas would serve a deleted f
 or need a channel the replicas do not have. A version id SQLite reuses after a delete holds
 another digest, or the same digest and so the same files.
 
-Anything else (an uploaded base, a repository create_repo made with no version yet, a bare
-name) goes through `hub.resolve_revision`, as model_info does.
+An uploaded base (or exported model) is as immutable once its files are recorded (the manifest
+is set once; a base name is never removed nor pointed elsewhere, services/bases.py): its commit,
+file table and accepted revisions are kept by name, and whether the reader may read it is asked
+every time (`base_readable`: a name added later can make it readable). A repository create_repo
+made with no version yet, and a name that is neither, go through `hub.resolve_revision`, as
+model_info does.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from typing import Any
 from sqlalchemy import Select, and_, bindparam, func, select
 from sqlalchemy.orm import Session, aliased
 
+from registry.access.checks import base_readable
 from registry.access.policy import NamespaceRes, may
 from registry.access.principal import Principal
 from registry.db import models as m
@@ -87,13 +92,15 @@ def resolve_file_revision(reg: Registry, repo_id: str, revision: str, reader: Pr
         RevisionNotFound: the repository exists but has no such revision.
     """
     name = repo_or_none(repo_id)
-    if name is None:
-        return _whole(reg, repo_id, revision, reader)
-    how, params = _form(revision)
-    params.update(namespace=name.namespace, name=name.name)
     with read_only(reg.sessions) as session:
-        found = _resolve(reg, session, (repo_id, revision), how, params, reader)
-    if found is None:  # a base, or a repository with no version: outside the session above
+        found = None
+        if name is not None:
+            how, params = _form(revision)
+            params.update(namespace=name.namespace, name=name.name)
+            found = _resolve(reg, session, (repo_id, revision), how, params, reader)
+        if found is None:  # no adapter repository with a version: a base of that name wins (hub._open)
+            found = _resolve_base(reg, session, repo_id, revision, reader)
+    if found is None:  # an empty repository, or nothing: outside the session above
         return _whole(reg, repo_id, revision, reader)
     return found
 
@@ -139,6 +146,46 @@ def _form(revision: str) -> tuple[str, dict[str, Any]]:
     how, value = hub.revision_form(revision)
     key = {"commit": "prefix", "number": "number", "alias": "alias"}.get(how)
     return how, {} if key is None else {key: value}
+
+
+@dataclass(frozen=True)
+class _Base:
+    base_id: int
+    commit: str
+    files: Files
+    revisions: frozenset[str]
+
+
+def _resolve_base(
+    reg: Registry, session: Session, repo_id: str, revision: str, reader: Principal
+) -> FileRevision | None:
+    """The uploaded base named `repo_id` (hub._model_revision), its facts read once per process."""
+    if len(repo_id) > 256:
+        return None
+    known = reg.hub_bases.get(repo_id)
+    if known is None:
+        base = session.scalars(
+            select(m.BaseModel)
+            .join(m.BaseName, m.BaseName.base_model_id == m.BaseModel.id)
+            .where(m.BaseName.name == repo_id)
+        ).one_or_none()
+        if base is None or base.manifest is None:
+            return None
+        commit = hub.commit_id(hub.base_digest(base))
+        named = session.get(m.BaseName, repo_id)
+        extra = {named.revision} if named is not None and named.revision else set()
+        known = _Base(
+            base.id,
+            commit,
+            {f.path: f for f in hub.base_files(base)},
+            frozenset({hub.MAIN, f"refs/heads/{hub.MAIN}", commit, *extra}),
+        )
+        reg.hub_bases.put(repo_id, known)
+    if not base_readable(session, reader, known.base_id):
+        raise RepoNotFound(f"repository {repo_id!r} not found", repo=repo_id)
+    if revision not in known.revisions:
+        raise hub.revision_not_found(repo_id, revision)
+    return FileRevision(repo_id, "model", known.commit, known.files)
 
 
 def _whole(reg: Registry, repo_id: str, revision: str, reader: Principal) -> FileRevision:

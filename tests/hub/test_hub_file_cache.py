@@ -2,7 +2,8 @@
 (services/hub_files.py), and yet: a version deleted afterwards, by this server or by another
 replica on the same database, answers 404 to huggingface_hub and to raw HTTP; access is decided
 on every request (a namespace made private again is refused at once); a signature attached after
-the revision was remembered is served."""
+the revision was remembered is served. An uploaded base is remembered by name, and asked who
+may read it every time."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from registry.access.principal import OPERATOR
+from registry.client.bases import add_base_folder
 from registry.client.local import LocalClient
 from registry.client.transfer import push_folder
 from registry.config import Settings
@@ -24,6 +26,7 @@ from registry.refs import parse_ref
 from registry.services import accounts, lifecycle, signatures
 from registry.services.context import Registry
 from storage.local import LocalBlobStore
+from tests.adapter_files import llama_base
 from tests.conftest import ServerThread
 from tests.hub.clients import run_client
 
@@ -32,7 +35,9 @@ pytestmark = pytest.mark.server
 FILE = "adapter_config.json"
 
 
-def _download(server: ServerThread, home: Path, revision: str) -> str:
+def _download(
+    server: ServerThread, home: Path, revision: str, repo: str = "acme/legal", path: str = FILE
+) -> str:
     """What huggingface_hub's hf_hub_download (anonymous, an empty cache) makes of `revision`:
     the file's text, or the name of the error it raised."""
     return str(
@@ -41,7 +46,7 @@ def _download(server: ServerThread, home: Path, revision: str) -> str:
             home,
             f"""
             try:
-                out(open(hf.hf_hub_download("acme/legal", "{FILE}", revision="{revision}")).read())
+                out(open(hf.hf_hub_download("{repo}", "{path}", revision="{revision}")).read())
             except Exception as err:
                 out(type(err).__name__)
             """,
@@ -100,3 +105,30 @@ def test_a_remembered_revision_is_not_served_once_deleted(
     lifecycle.delete_repository(registry, parse_ref("acme/legal").repo, principal=OPERATOR)
     gone = http.get(f"/acme/legal/resolve/2/{FILE}")
     assert gone.status_code == 404 and gone.headers["X-Error-Code"] == "RepoNotFound"
+
+
+def test_a_remembered_base_is_still_asked_who_may_read_it(
+    server: ServerThread, registry: Registry, tmp_path: Path
+) -> None:
+    client = LocalClient(registry, "tester", LocalBlobStore(tmp_path / "cache"))
+    folder = llama_base(tmp_path / "base", seed=1)
+    add_base_folder(client, folder, ["acme/base"], revision="v1.0", upload=True)
+    accounts.set_namespace_visibility(registry, "acme", True, principal=OPERATOR)
+    http = httpx.Client(base_url=server.url, timeout=30)  # anonymous
+    commit = http.get("/api/models/acme/base").json()["sha"]
+    for revision in ("main", commit, "v1.0"):
+        got = http.get(f"/acme/base/resolve/{revision}/config.json")
+        assert got.status_code == 200 and got.content == (folder / "config.json").read_bytes()
+        assert got.headers["X-Repo-Commit"] == commit
+    assert server.app.state.registry.hub_bases.get("acme/base") is not None  # type: ignore[attr-defined]
+    missing = http.head("/acme/base/resolve/v2.0/config.json")
+    assert missing.status_code == 404 and missing.headers["X-Error-Code"] == "RevisionNotFound"
+    entry = http.head("/acme/base/resolve/main/nothing.json")
+    assert entry.status_code == 404 and entry.headers["X-Error-Code"] == "EntryNotFound"
+    accounts.set_namespace_visibility(registry, "acme", False, principal=OPERATOR)
+    refused = http.get("/acme/base/resolve/main/config.json")
+    assert refused.status_code == 404 and refused.headers["X-Error-Code"] == "RepoNotFound"
+    assert (
+        _download(server, tmp_path / "hf-base", "main", "acme/base", "config.json")
+        == "RepositoryNotFoundError"
+    )
