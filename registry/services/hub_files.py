@@ -12,8 +12,10 @@ the privacy flag: eight statements), and huggingface_hub's snapshot_download of 
 - A revision that names an immutable thing (a version number or a commit id: numbers are never
   given again, `version_counter`; a commit id is a prefix of the manifest digest) resolves once
   per process: the LRU keeps (repository, revision) -> (version id, digest), and the statement
-  then only checks that this version still exists with that digest. A mutable revision (`main`,
-  an alias) is resolved by the statement itself, every time.
+  then only checks that this version still exists with that digest. (A commit id resolves to
+  the newest version with that digest; one pushed later with the same digest holds the same
+  files, so the remembered one serves the same bytes.) A mutable revision (`main`, an alias) is
+  resolved by the statement itself, every time.
 - A version's file table is the same forever (its digest is the digest of the table), so it is
   kept by (version id, digest) and read once per process.
 
