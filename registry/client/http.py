@@ -15,8 +15,9 @@ import httpx
 
 from registry.access.entities import GrantInfo, NamespaceInfo, TokenInfo, UserInfo, WhoAmI
 from registry.client.interface import TransferProgress
-from registry.client.ref_cache import RefCache, Resolved
-from registry.client.transfer import StoredFile, served_files
+from registry.client.ref_cache import RefCache
+from registry.client.resolved import Resolved, StoredFile
+from registry.client.transfer import served_files
 from registry.entities import (
     AliasInfo,
     AuditEventInfo,

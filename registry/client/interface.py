@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Protocol
 
 from registry.access.entities import GrantInfo, NamespaceInfo, TokenInfo, UserInfo, WhoAmI
-from registry.client.ref_cache import Resolved
+from registry.client.resolved import Resolved
 from registry.entities import (
     AliasInfo,
     AuditEventInfo,

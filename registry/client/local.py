@@ -10,7 +10,8 @@ from registry.access.entities import GrantInfo, NamespaceInfo, TokenInfo, UserIn
 from registry.access.principal import Principal
 from registry.client.interface import TransferProgress
 from registry.client.reads import embedded_address
-from registry.client.ref_cache import RefCache, Resolved
+from registry.client.ref_cache import RefCache
+from registry.client.resolved import Resolved
 from registry.client.transfer import StoreBlobs
 from registry.config import Settings
 from registry.db.engine import upgrade_if_needed

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from registry import reads
-from registry.client.ref_cache import RefCache, Resolved
+from registry.client.ref_cache import RefCache
+from registry.client.resolved import Resolved
 from registry.client.transfer import BlobSource, StoreBlobs, write_files
 from registry.errors import Forbidden, NotFound
 from registry.refs import parse_ref

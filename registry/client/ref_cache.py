@@ -44,40 +44,12 @@ import hashlib
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from registry.client.transfer import StoredFile
+from registry.client.resolved import Resolved
 from registry.errors import NotFound
 from registry.refs import Ref, RepoName
 from storage.atomic import write_atomic
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """What a pull needs of the version a reference names: the files it writes (the version's,
-    and an attached model.sig: registry.reads.version_files)."""
-
-    repo: str
-    version: int
-    digest: str
-    files: tuple[StoredFile, ...]
-    cached: bool = field(default=False, compare=False)
-    """Read from the RefCache, not from the registry just now."""
-
-    @property
-    def ref(self) -> str:
-        return f"{self.repo}:{self.version}"
-
-    @classmethod
-    def from_doc(cls, doc: dict[str, Any], cached: bool = False) -> Resolved:
-        files = tuple(StoredFile(path=f["path"], size=f["size"], sha256=f["sha256"]) for f in doc["files"])
-        return cls(doc["repo"], doc["version"], doc["digest"], files, cached)
-
-    def doc(self) -> dict[str, Any]:
-        files = [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in self.files]
-        return {"repo": self.repo, "version": self.version, "digest": self.digest, "files": files}
 
 
 class RefCache:

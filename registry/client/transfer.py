@@ -7,7 +7,6 @@ import hashlib
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -50,15 +49,6 @@ class ManifestFile(Protocol):
     def size(self) -> int: ...
     @property
     def sha256(self) -> str: ...
-
-
-@dataclass(frozen=True)
-class StoredFile:
-    """A ManifestFile read straight from the database (registry.reads, registry.client.ref_cache)."""
-
-    path: str
-    size: int
-    sha256: str
 
 
 class BlobSource(Protocol):
