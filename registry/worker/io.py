@@ -1,7 +1,9 @@
 """What a job body reads and writes through: one JobIO per claim.
 
-The caller (the submitter, with their rights as they stand when the claim begins: a grant removed
-since the job was submitted stops its reads and its publication) is loaded once; each input
+The caller (the submitter, with their rights as they stand: a grant or token removed since the job
+was submitted stops its reads, and one removed while it runs stops its storing and its
+publication) is loaded when the claim begins and again before the outputs are stored and before
+they are published (one query each; a run takes seconds to hours); each input
 version is resolved once and pulled by the manifest resolved (before, `pull` looked it up again
 by its number, and the caller was loaded three times: a merge of two inputs made 4 lookups and
 94 statements, now 2 and 72, bench/job_lookups.py); the base is found, or registered from an
@@ -41,11 +43,15 @@ class JobIO:
 
     def __init__(self, ctx: JobContext) -> None:
         self.ctx = ctx
-        c = ctx.claim
-        with unit_of_work(ctx.reg.sessions) as session:
-            self.principal: Principal = job_principal(session, c.user_id, c.token_id, c.created_by)
-        self.client = LocalClient(ctx.reg, c.created_by, ctx.cache, principal=self.principal)
+        self._load_caller()
         self._versions: dict[str, VersionInfo] = {}
+
+    def _load_caller(self) -> None:
+        """The submitter's rights as they stand now (the service calls that follow check them)."""
+        c = self.ctx.claim
+        with unit_of_work(self.ctx.reg.sessions) as session:
+            self.principal: Principal = job_principal(session, c.user_id, c.token_id, c.created_by)
+        self.client = LocalClient(self.ctx.reg, c.created_by, self.ctx.cache, principal=self.principal)
 
     @property
     def reg(self) -> Registry:
@@ -106,6 +112,7 @@ class JobIO:
         self, files: list[tuple[str, Path]], uploading: tuple[float, float] = (0.9, 1.0)
     ) -> list[FileInfo]:
         """The output files stored as blobs, held by the caller (worker.publish.store_outputs)."""
+        self._load_caller()
         return store_outputs(self.ctx, self.principal, files, uploading)
 
     def publish(
@@ -114,5 +121,7 @@ class JobIO:
         result: Callable[[T], R],
         inputs: provenance.Inputs | None = None,
     ) -> Published[R]:
-        """The output recorded by `write` and the job's success, in one fenced transaction."""
+        """The output recorded by `write` (reading `self.principal` when it runs) and the job's
+        success, in one fenced transaction."""
+        self._load_caller()
         return publish(self.ctx, write, result, inputs)
