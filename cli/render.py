@@ -115,7 +115,7 @@ def verified(doc: dict[str, Any]) -> None:
 
 
 def version_table(page: dict[str, Any]) -> None:
-    """A page of VersionSummary as its JSON document (what the quick embedded read returns)."""
+    """A page of VersionSummary as its JSON document (registry.client.reads returns it in every mode)."""
     table = Table("ref", "peft", "r", "task", "base", "params", "aliases", "created")
     for v in page["items"]:
         table.add_row(
