@@ -5,6 +5,7 @@ namespaces the caller may read besides public ones; None: every namespace, the o
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,9 @@ class Listing:
     peft_type: str | None = None
     base: str | None = None
     latest_only: bool = False
+    search: str | None = None
+    """A case-insensitive substring of "namespace/name" or of the task (the UI's repositories
+    search; blank: no condition)."""
 
 
 def readable_clause(readable: Collection[str] | None, column: str, params: dict[str, Any]) -> str | None:
@@ -78,6 +82,15 @@ def list_versions(
         params["base"] = flt.base
     if flt.latest_only:
         where.append("v.number = r.latest_version")
+    needle = (flt.search or "").strip().lower()
+    if needle:
+        # '!' escapes LIKE's wildcards: a backslash would mean different things to SQLAlchemy's
+        # text(), to PostgreSQL's string literals and to SQLite.
+        params["search"] = "%" + re.sub(r"([!%_])", r"!\1", needle) + "%"
+        where.append(
+            "(LOWER(r.namespace || '/' || r.name) LIKE :search ESCAPE '!'"
+            " OR LOWER(COALESCE(v.task, '')) LIKE :search ESCAPE '!')"
+        )
     after = parse_cursor(cursor)
     if after is not None:
         where.append("v.id < :after")

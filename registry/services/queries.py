@@ -34,11 +34,13 @@ def list_versions(
     cursor: str | None = None,
     *,
     principal: Principal,
+    search: str | None = None,
 ) -> Page[VersionSummary]:
     """Newest first, as summaries (`resolve` gives a version whole). Filters: repository, task,
-    peft_type, base model name; latest_only per repo. Only namespaces `principal` may read.
+    peft_type, base model name; latest_only per repo; `search`, a case-insensitive substring of
+    "namespace/name" or of the task (the UI's). Only namespaces `principal` may read.
     Three queries a page (registry.reads.list_versions), whatever its size."""
-    listing = Listing(**flt.model_dump())
+    listing = Listing(**flt.model_dump(), search=search)
     with unit_of_work(reg.sessions) as session:
         doc = reads.list_versions(
             SessionDriver(session), listing, limit, cursor, readable=readable_namespaces(principal)

@@ -27,9 +27,10 @@ from registry.client.reads import EmbeddedReads
 from registry.client.transfer import parse_eval, pull, push_folder, served_files
 from registry.config import Settings
 from registry.db import models as m
-from registry.db.engine import unit_of_work
+from registry.db.engine import read_only, unit_of_work
 from registry.entities import BaseModelRef, EvalScoreIn, VersionFilter, VersionSummary
 from registry.errors import RegistryError
+from registry.reads.session import SessionDriver
 from registry.refs import parse_ref
 from registry.services import queries, versions
 from registry.services.context import Registry
@@ -125,6 +126,41 @@ FILTERS = [
 def test_same_json_as_the_full_path(populated: tuple[Path, Registry], flt: dict[str, Any]) -> None:
     db, reg = populated
     assert fast(db, **flt) == full(reg, **flt)
+
+
+SEARCHES = ["leg", "ACME/L", "medical", "-", " med ", "", "%", "_", "!", "acme/legal", "nothing"]
+
+
+def searched(driver: reads.Driver, search: str) -> list[str]:
+    """The repositories whose latest version `search` finds, as registry.reads reads them on `driver`."""
+    got = reads.list_versions(driver, reads.Listing(latest_only=True, search=search), 500, readable=None)
+    return [d["repo"] for d in got["items"]]
+
+
+def pages_search(reg: Registry) -> dict[str, list[str]]:
+    """What the repositories page found for each of SEARCHES when it searched in Python (a
+    substring of the name or of the task)."""
+    every = queries.list_versions(reg, VersionFilter(latest_only=True), 500, principal=OPERATOR).items
+    return {
+        search: [s.repo for s in every if search.strip().lower() in f"{s.repo}\n{s.task or ''}".lower()]
+        for search in SEARCHES
+    }
+
+
+def test_the_search_is_the_pages_substring_match_on_both_drivers(populated: tuple[Path, Registry]) -> None:
+    """`Listing.search` in SQL finds what the repositories page found in Python, wildcards taken
+    as letters, on the bare connection and through the session."""
+    db, reg = populated
+    want = pages_search(reg)
+    assert want["_"] == [] and want["-"] == ["acme/merge-src", "acme/legal"]
+    conn = reads.open_at_head(db)
+    assert conn is not None
+    try:
+        assert {search: searched(reads.SqliteDriver(conn), search) for search in SEARCHES} == want
+    finally:
+        conn.close()
+    with read_only(reg.sessions) as session:
+        assert {search: searched(SessionDriver(session), search) for search in SEARCHES} == want
 
 
 def test_the_page_shows_every_field_the_summary_has(populated: tuple[Path, Registry]) -> None:
@@ -632,5 +668,8 @@ def test_the_server_path_on_postgresql_writes_what_sqlite_writes(
             assert on_pg_error[0] == "NotFound"
             assert on_pg_error == outcome(lambda: versions.resolve(lite, parse_ref(ref), principal=OPERATOR))  # noqa: B023
         check_access_filter(reg)
+        want = pages_search(reg)
+        with read_only(reg.sessions) as session:
+            assert {search: searched(SessionDriver(session), search) for search in SEARCHES} == want
     finally:
         reg.close()
