@@ -143,7 +143,10 @@ class HttpClient:
         )
         self._local = LocalBlobStore(cache_dir)
         self.cache: BlobStore = self._local
-        self.refs = RefCache(cache_dir, self.base_url)
+        # Keyed by the token too: an entry unlocks the shared blob cache without asking the server,
+        # so one made under a token is not seen under another or anonymously (the server decides
+        # those callers' access when they first resolve the reference). The address is hashed.
+        self.refs = RefCache(cache_dir, f"{self.base_url}\n{token or ''}")
         """Immutable references resolved before (registry.client.ref_cache): a pull of one asks
         the server nothing until it needs a blob the cache lacks."""
 

@@ -7,9 +7,11 @@ Layout, beside the blob cache (`Settings.effective_cache_dir`, storage.local.loc
     <cache>/refs/<registry>/<namespace>/<name>/7.json          the version: repo, version, digest, files
     <cache>/refs/<registry>/<namespace>/<name>/sha256-<hex>     "7": the version that digest named
 
-`<registry>` is a hash of the registry's address (a server's URL; the embedded database's URL
-and file), so two registries never share entries. Whoever shares the cache folder shares its
-entries, as they share its blobs: an entry holds names and digests, never bytes or rights. As huggingface_hub's `refs/main` names a
+`<registry>` is a hash of the registry's address (a server's URL with the caller's token; the
+embedded database's URL and file), so two registries never share entries, and neither do two
+tokens of one server: an entry lets a pull start from the blob cache without asking the server,
+so a caller (another token, or none) that has not resolved the reference itself is asked about
+by the server, which decides its access. An entry holds names and digests, never bytes or secrets. As huggingface_hub's `refs/main` names a
 commit and `snapshots/<commit>/` holds its files, a digest's file names a number and the number's
 file holds what a pull writes.
 

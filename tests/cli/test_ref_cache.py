@@ -182,3 +182,33 @@ def test_http_pulls_of_cached_references_ask_the_server_nothing(
     finally:
         bob.close()
         carol.close()
+
+
+def test_an_entry_made_under_one_token_is_not_seen_under_another(
+    served: tuple[ServerThread, Registry], adapters_dir: Path, tmp_path: Path
+) -> None:
+    """One cache folder, two callers: what bob (who may read acme) resolved does not let an
+    anonymous caller, or a token without access to acme, pull without the server's say."""
+    srv, reg = served
+    accounts.add_user(reg, "dave", principal=OPERATOR)
+    dave_token, _ = accounts.create_token(reg, "dave", name="tests", principal=OPERATOR)
+    shared = tmp_path / "shared-cache"
+    bob = HttpClient(srv.url, "bob", shared, token=srv.token)
+    others = [
+        HttpClient(srv.url, "anon", shared, token=""),
+        HttpClient(srv.url, "dave", shared, token=dave_token),
+    ]
+    try:
+        push_folder(bob, adapters_dir / "lora_a", "acme/x")
+        found, _ = pull_ref(ClientReads(bob), "acme/x:1", tmp_path / "bob")
+        found, _ = pull_ref(ClientReads(bob), "acme/x:1", tmp_path / "bob-again")
+        assert found.cached  # bob's entry, and the blobs are in the shared cache
+        for n, other in enumerate(others):
+            sent = Requests(other)
+            with pytest.raises(NotFound):
+                pull_ref(ClientReads(other), "acme/x:1", tmp_path / f"other{n}")
+            assert sent.take() == ["GET /v1/resolve"]
+    finally:
+        bob.close()
+        for other in others:
+            other.close()
