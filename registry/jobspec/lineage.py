@@ -112,7 +112,16 @@ def _modules(value: Any) -> dict[str, Any]:
     return {k: v for k, v in _object(value).items() if isinstance(v, dict | ModuleError)}
 
 
-class MergeLineage(_Read):
+class _Lineage(_Read):
+    """What every shape may name, whatever its `kind`: the parents a document lists (a merge's;
+    a pushed claim may list them beside another kind, and they are edges all the same), and a
+    base (an export's; a pushed claim's)."""
+
+    parents: Annotated[list[Parent], BeforeValidator(_parents)] = Field(default_factory=list)
+    base: Text = None
+
+
+class MergeLineage(_Lineage):
     """A merge's lineage (or any pushed document naming `parents`)."""
 
     kind: Text = None
@@ -120,7 +129,6 @@ class MergeLineage(_Read):
     schema_: Schema = Field(default=SCHEMA, alias="schema")
     method: Text = None
     parameters: Object = Field(default_factory=dict)
-    parents: Annotated[list[Parent], BeforeValidator(_parents)] = Field(default_factory=list)
     error: Annotated[
         MergeError | None, BeforeValidator(lambda v: v if isinstance(v, dict | MergeError) else None)
     ] = None
@@ -146,7 +154,7 @@ class MergeLineage(_Read):
         }
 
 
-class ExportLineage(_Read):
+class ExportLineage(_Lineage):
     """An export's lineage: the adapter merged into a base, and what came of it."""
 
     kind: Literal["export"] = "export"
@@ -178,12 +186,10 @@ class ExportLineage(_Read):
         }
 
 
-class OtherLineage(_Read):
+class OtherLineage(_Lineage):
     """A pushed document of no shape we write (`{"kind": "note"}`): kept and served as given."""
 
     kind: Text = None
-    base: Text = None
-    """A base it names (the Hub's card shows it as `base_model`)."""
 
 
 def _tag(doc: Any) -> str:

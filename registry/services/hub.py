@@ -30,7 +30,7 @@ from registry.db import models as m
 from registry.db.engine import unit_of_work
 from registry.errors import EntryNotFound, NotFound, RepoNotFound, RevisionNotFound
 from registry.formats.manifest import entries_from_json, manifest_digest
-from registry.jobspec.lineage import ExportLineage, OtherLineage, read_lineage
+from registry.jobspec.lineage import read_lineage
 from registry.refs import RepoName, parse_repo, repo_or_none
 from registry.services import signatures
 from registry.services.context import Registry
@@ -459,7 +459,7 @@ def model_metadata(base: m.BaseModel) -> tuple[list[str], dict[str, Any], str | 
         tags.append(base.model_type)
     card: dict[str, Any] = {"library_name": "transformers"}
     lin = read_lineage(base.lineage)
-    parent = lin.base if isinstance(lin, ExportLineage | OtherLineage) else None
+    parent = lin.base if lin is not None else None
     if parent:
         card["base_model"] = parent
         tags.append(f"base_model:merge:{parent}")

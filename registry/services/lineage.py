@@ -170,7 +170,7 @@ def _has_more(g: _Graph, row: m.Version | m.BaseModel, up: bool) -> bool:
     """Whether the walk stopped at `row` with more beyond it (without adding any of it)."""
     if up:
         lin = read_lineage(row.lineage)
-        return isinstance(lin, ExportLineage) or (isinstance(lin, MergeLineage) and bool(lin.parents))
+        return isinstance(lin, ExportLineage) or (lin is not None and bool(lin.parents))
     key = row.digest if isinstance(row, m.Version) else row.fingerprint
     e = m.LineageEdge
     return key is not None and g.session.scalar(select(e.id).where(e.parent_key == key).limit(1)) is not None
@@ -193,7 +193,8 @@ def _parents(g: _Graph, node_id: str, row: m.Version | m.BaseModel) -> list[Item
                 # are not this version's lineage.
                 b = g.base(base)
                 g.edge(b or f"hidden:{g.hidden}", node_id, "trained_on")
-        if isinstance(lin, MergeLineage):
+        if lin is not None:
+            merge = lin if isinstance(lin, MergeLineage) else None
             for p in lin.parents:
                 found = _version_parent(g, p.digest, p.ref)
                 if found is None:
@@ -204,8 +205,8 @@ def _parents(g: _Graph, node_id: str, row: m.Version | m.BaseModel) -> list[Item
                     node_id,
                     "merge",
                     weight=p.weight,
-                    method=lin.method,
-                    error=lin.max_error,
+                    method=merge.method if merge else None,
+                    error=merge.max_error if merge else None,
                     unverified=p.unverified,
                 )
                 if parent_row is not None:

@@ -19,7 +19,7 @@ from registry.access.checks import base_readable, namespace_res, readable
 from registry.access.policy import may
 from registry.access.principal import Principal
 from registry.db import models as m
-from registry.jobspec.lineage import ExportLineage, MergeLineage, read_lineage, with_unverified
+from registry.jobspec.lineage import ExportLineage, read_lineage, with_unverified
 from registry.refs import ref_or_none
 
 KEY_LEN = 71
@@ -35,13 +35,14 @@ def recorded_edges(lineage: dict[str, Any] | None) -> list[dict[str, Any]]:
     simply not an edge."""
     lin = read_lineage(lineage)
     out: list[dict[str, Any]] = []
-    if isinstance(lin, MergeLineage):
-        out += [
-            dict(parent_key=p.digest, parent_ref=_short(p.ref), kind="merge", weight=p.weight)
-            for p in lin.parents
-            if len(p.digest) <= KEY_LEN
-        ]
-    elif isinstance(lin, ExportLineage):
+    if lin is None:
+        return out
+    out += [  # the parents any document lists, whatever its kind (a pushed claim may say "export")
+        dict(parent_key=p.digest, parent_ref=_short(p.ref), kind="merge", weight=p.weight)
+        for p in lin.parents
+        if len(p.digest) <= KEY_LEN
+    ]
+    if isinstance(lin, ExportLineage):
         for key, ref in ((lin.adapter_digest, lin.adapter), (lin.base_fingerprint, lin.base)):
             if key is not None and len(key) <= KEY_LEN:
                 out.append(dict(parent_key=key, parent_ref=_short(ref), kind="export", weight=None))

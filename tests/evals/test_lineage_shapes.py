@@ -123,6 +123,20 @@ def test_fields_of_another_type_read_as_absent() -> None:
     assert read_lineage("null") is None and read_lineage([1]) is None
 
 
+def test_parents_and_a_base_count_whatever_the_kind() -> None:
+    """A pushed claim may list parents beside another kind, or name a base in a merge's shape:
+    both are read (the edge index and the served marks read every document's parents, as they
+    did before lineage was typed; the Hub's card reads any document's base)."""
+    from registry.services.lineage_edges import recorded_edges
+
+    claim = {"kind": "export", "adapter_digest": A, "parents": [{"ref": "acme/b:1", "digest": B}]}
+    assert {(e["parent_key"], e["kind"]) for e in recorded_edges(claim)} == {(B, "merge"), (A, "export")}
+    note = read_lineage({"kind": "note", "base": "wide-llama"})
+    assert isinstance(note, OtherLineage) and note.parents == [] and note.base == "wide-llama"
+    merge_with_base = read_lineage({**MERGE_AS_WRITTEN, "base": "wide-llama"})
+    assert isinstance(merge_with_base, MergeLineage) and merge_with_base.base == "wide-llama"
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
