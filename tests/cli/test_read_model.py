@@ -511,8 +511,8 @@ def test_cli_pull_reads_the_bare_connection_and_writes_what_the_full_path_writes
     populated: tuple[Path, Registry], tmp_path: Path
 ) -> None:
     db, reg = populated
-    quick_out, full_out = tmp_path / "quick", tmp_path / "full"
-    fast_run = run_cli(db.parent, "pull", "acme/legal@prod", "-o", str(quick_out), "--json")
+    bare_out, full_out = tmp_path / "bare", tmp_path / "full"
+    fast_run = run_cli(db.parent, "pull", "acme/legal@prod", "-o", str(bare_out), "--json")
     assert fast_run.returncode == 0, fast_run.stderr
     assert fast_run.stderr.strip().splitlines()[-1] == "False"  # no SQLAlchemy
     info, _ = pull(LocalClient(reg, "tester", reg.store), "acme/legal@prod", full_out)
@@ -521,14 +521,14 @@ def test_cli_pull_reads_the_bare_connection_and_writes_what_the_full_path_writes
         "repo": info.repo,
         "version": info.version,
         "digest": info.digest,
-        "path": str(quick_out),
+        "path": str(bare_out),
         "files": [f.model_dump(mode="json") for f in info.files],
     }
-    assert tree(quick_out) == tree(full_out) and len(tree(quick_out)) == len(doc["files"]) >= 2
+    assert tree(bare_out) == tree(full_out) and len(tree(bare_out)) == len(doc["files"]) >= 2
     # The same refusal as the full path: a non-empty folder needs --force.
-    again = run_cli(db.parent, "pull", "acme/legal@prod", "-o", str(quick_out), "--json")
+    again = run_cli(db.parent, "pull", "acme/legal@prod", "-o", str(bare_out), "--json")
     assert again.returncode == 1 and json.loads(again.stdout)["error"]["code"] == "output_exists"
-    forced = run_cli(db.parent, "pull", "acme/legal:1", "-o", str(quick_out), "--force")
+    forced = run_cli(db.parent, "pull", "acme/legal:1", "-o", str(bare_out), "--force")
     assert forced.returncode == 0 and "pulled acme/legal:1" in forced.stdout
     missing = run_cli(db.parent, "pull", "acme/legal:9", "--json", "-o", str(tmp_path / "x"))
     assert json.loads(missing.stdout)["error"]["code"] == "not_found" and not (tmp_path / "x").exists()

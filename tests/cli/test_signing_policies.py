@@ -56,7 +56,7 @@ def test_sign_after_push_keeps_digest_and_passes_model_signing(
         [sig] = shown["signatures"]
         assert sig["attached"] and sig["fingerprint"] == fingerprint(public)
         assert fingerprint(public) in adapters("show", "acme/plain").stdout
-        # pulled (quick path and --verify path): model.sig beside the files, accepted by model-signing
+        # pulled (the bare embedded read and the --verify path): model.sig beside the files, accepted by model-signing
         out = tmp_path / "out"
         adapters("pull", "acme/plain", "-o", str(out))
         ms_verify(out, public)
