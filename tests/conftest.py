@@ -20,6 +20,13 @@ from registry.client.local import LocalClient
 from registry.config import Settings
 from registry.services.context import Registry
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Under xdist (make pytest: two workers on two cores) each worker and the processes it starts
+    # (workers, `adapters serve`, the Hub clients) compute on one thread: two workers at two
+    # threads each oversubscribe the cores. Set before torch is first imported (it reads it then).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 # ---------------------------------------------------------------- marks
 # Markers by resource (pyproject.toml lists them), declared in three ways: a module's or a
 # test's own mark (`pytestmark = pytest.mark.server` where a module starts servers itself); a
