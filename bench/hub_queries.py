@@ -64,7 +64,7 @@ def main() -> None:
     import uvicorn
     from sqlalchemy import event
 
-    from registry.access.principal import OPERATOR
+    from registry.access.principal import OPERATOR, Principal
     from registry.api import create_app
     from registry.client.local import LocalClient
     from registry.client.transfer import push_folder
@@ -83,7 +83,11 @@ def main() -> None:
     while len(list(folder.iterdir())) < args.files:
         (folder / f"notes-{i:03d}.json").write_text(json.dumps({"file": i}))
         i += 1
-    pushed = push_folder(LocalClient(reg, "tester", LocalBlobStore(tmp / "cache")), folder, "acme/bench")
+    pushed = push_folder(
+        LocalClient(reg, "tester", LocalBlobStore(tmp / "cache"), principal=Principal.operator("tester")),
+        folder,
+        "acme/bench",
+    )
     accounts.set_namespace_visibility(reg, "acme", True, principal=OPERATOR)
     commit = pushed.digest.removeprefix("sha256:")[:40]
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import event
 
+from registry.access.principal import Principal
 from registry.client.local import LocalClient
 from registry.client.transfer import push_folder
 from registry.config import Settings
@@ -39,7 +40,7 @@ def one_run() -> dict[str, int]:
     files = adapter_set(tmp / "files")
     settings = Settings(home=tmp / "home", user="op")
     reg = Registry.from_settings(settings, migrate=True)
-    client = LocalClient(reg, "op", reg.store)
+    client = LocalClient(reg, "op", reg.store, principal=Principal.operator("op"))
     push_folder(client, files / "lora_a", "acme/a")
     push_folder(client, files / "lora_b", "acme/b")
     client.submit_job(JobRequest(type="merge", params=MERGE))

@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 
-from registry.access.principal import OPERATOR
+from registry.access.principal import OPERATOR, Principal
 from registry.api import create_app
 from registry.client.bases import add_base_folder
 from registry.client.local import LocalClient
@@ -159,7 +159,9 @@ def measured(
     settings = Settings(home=tmp / "home", database_url=database, user="tester")
     reg = Registry.from_settings(settings, migrate=True)
     try:
-        client = LocalClient(reg, "tester", LocalBlobStore(tmp / "cache"))
+        client = LocalClient(
+            reg, "tester", LocalBlobStore(tmp / "cache"), principal=Principal.operator("tester")
+        )
         have = {"bases": 0, "repos": 0, "versions": 0}
         _populate(client, tmp / "folders", SMALL, have)
         small = _measure(settings)

@@ -23,6 +23,7 @@ from peft import (
     PromptTuningConfig,
 )
 
+from registry.access.principal import Principal
 from registry.client.bases import add_base_config, add_base_folder
 from registry.client.local import LocalClient
 from registry.client.transfer import parse_eval, push_folder
@@ -69,7 +70,7 @@ def file_lora(folder: Path, seed: int = 1, model: Llama = TINY) -> Path:
 @pytest.fixture
 def client(tmp_path: Path, db_url: str, request: pytest.FixtureRequest) -> Iterator[LocalClient]:
     reg = Registry.from_settings(make_settings(tmp_path, db_url, "file", request), migrate=True)
-    yield LocalClient(reg, "tester", reg.store)
+    yield LocalClient(reg, "tester", reg.store, principal=Principal.operator("tester"))
     reg.close()
 
 

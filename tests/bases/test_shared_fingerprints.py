@@ -18,7 +18,7 @@ from peft import LoraConfig
 from sqlalchemy import text
 
 from registry.access import authentication
-from registry.access.principal import OPERATOR
+from registry.access.principal import OPERATOR, Principal
 from registry.api import create_app
 from registry.client.bases import add_base_folder
 from registry.client.http import HttpClient
@@ -221,7 +221,7 @@ def test_0009_keeps_every_reference_to_a_base_and_goes_back_to_one_base_per_fing
         writer = authentication.authenticate(reg, accounts.create_token(reg, user, principal=OPERATOR)[0])
         body = BaseRegistration.model_validate(base_body([f"{user}/base"], shared))
         bases.register_base(reg, body, principal=writer)
-    client = LocalClient(reg, "tester", reg.store)
+    client = LocalClient(reg, "tester", reg.store, principal=Principal.operator("tester"))
     pushed = push_folder(client, tiny_adapter(tmp_path / "adapter", 1), "b/x", base="b/base")
     assert pushed.info.base_linked
     reg.close()

@@ -81,7 +81,7 @@ def populated(
     home = tmp_path_factory.mktemp("reads") / "home"
     settings = Settings(home=home, user="tester")  # type: ignore[call-arg]
     reg = Registry.from_settings(settings, migrate=True)
-    populate(LocalClient(reg, "tester", reg.store), adapters_dir)
+    populate(LocalClient(reg, "tester", reg.store, principal=Principal.operator("tester")), adapters_dir)
     yield home / "registry.db", reg
     reg.close()
 
@@ -515,7 +515,11 @@ def test_cli_pull_reads_the_bare_connection_and_writes_what_the_full_path_writes
     fast_run = run_cli(db.parent, "pull", "acme/legal@prod", "-o", str(bare_out), "--json")
     assert fast_run.returncode == 0, fast_run.stderr
     assert fast_run.stderr.strip().splitlines()[-1] == "False"  # no SQLAlchemy
-    info, _ = pull(LocalClient(reg, "tester", reg.store), "acme/legal@prod", full_out)
+    info, _ = pull(
+        LocalClient(reg, "tester", reg.store, principal=Principal.operator("tester")),
+        "acme/legal@prod",
+        full_out,
+    )
     doc = json.loads(fast_run.stdout)
     assert doc == {
         "repo": info.repo,
@@ -544,7 +548,11 @@ def test_cli_pull_of_a_corrupt_or_missing_blob(adapters_dir: Path, tmp_path: Pat
     settings = Settings(home=home, user="tester")  # type: ignore[call-arg]
     reg = Registry.from_settings(settings, migrate=True)
     try:
-        pushed = push_folder(LocalClient(reg, "tester", reg.store), adapters_dir / "lora_a", "acme/a")
+        pushed = push_folder(
+            LocalClient(reg, "tester", reg.store, principal=Principal.operator("tester")),
+            adapters_dir / "lora_a",
+            "acme/a",
+        )
         files = versions.resolve(reg, parse_ref("acme/a"), principal=OPERATOR).files
     finally:
         reg.close()
@@ -646,7 +654,7 @@ def test_the_server_path_on_postgresql_writes_what_sqlite_writes(
     settings = Settings(home=tmp_path / "pg", database_url=pg_url, user="tester")  # type: ignore[call-arg]
     reg = Registry.from_settings(settings, migrate=True)
     try:
-        populate(LocalClient(reg, "tester", reg.store), adapters_dir)
+        populate(LocalClient(reg, "tester", reg.store, principal=Principal.operator("tester")), adapters_dir)
         assert json.loads(full(reg, 500))["items"] == orm_summaries(reg)  # created_at included
         for flt in FILTERS:
             assert without_times(full(reg, **flt)) == without_times(full(lite, **flt)), flt

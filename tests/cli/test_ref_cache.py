@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from registry.access.principal import OPERATOR
+from registry.access.principal import OPERATOR, Principal
 from registry.api import create_app
 from registry.client.http import HttpClient
 from registry.client.local import LocalClient
@@ -90,7 +90,9 @@ def test_embedded_rm_drops_the_entries_and_a_swept_version_is_not_served(
             pull_ref(reads, "acme/mine:1", tmp_path / "mine-again")
         # Deleted by someone else (a client keeping no entries): the blobs are still here, so the
         # cached version is pulled from them, as huggingface_hub serves a pinned commit offline...
-        LocalClient(client.registry, "other", client.cache).delete_version("acme/theirs:1", force=True)
+        LocalClient(
+            client.registry, "other", client.cache, principal=Principal.operator("other")
+        ).delete_version("acme/theirs:1", force=True)
         found, _ = pull_ref(reads, "acme/theirs:1", tmp_path / "theirs-offline")
         assert found.cached
         # ...until they are swept: the entry is dropped and the registry's answer is the pull's.

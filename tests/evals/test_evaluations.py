@@ -10,7 +10,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from registry.access.principal import OPERATOR
+from registry.access.principal import OPERATOR, Principal
 from registry.client.local import LocalClient
 from registry.client.transfer import parse_eval, push_folder
 from registry.config import Settings
@@ -28,7 +28,9 @@ pytestmark = pytest.mark.server
 
 @pytest.fixture
 def client(reg: Registry, tmp_path: Path) -> LocalClient:
-    return LocalClient(reg, "pusher", LocalBlobStore(tmp_path / "cache"))
+    return LocalClient(
+        reg, "pusher", LocalBlobStore(tmp_path / "cache"), principal=Principal.operator("pusher")
+    )
 
 
 def test_history_is_append_only_with_who_and_when(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from registry.access.principal import OPERATOR
+from registry.access.principal import OPERATOR, Principal
 from registry.client.local import LocalClient
 from registry.client.transfer import push_folder
 from registry.errors import NotFound
@@ -43,7 +43,7 @@ def test_export_lineage_both_ways(embedded: Cli, qlora_dir: Path, tmp_path: Path
 
 
 def test_unreadable_parents_are_opaque(reg: Registry, tmp_path: Path, adapters_dir: Path) -> None:
-    client = LocalClient(reg, "op", LocalBlobStore(tmp_path / "cache"))
+    client = LocalClient(reg, "op", LocalBlobStore(tmp_path / "cache"), principal=Principal.operator("op"))
     secret = push_folder(client, adapters_dir / "lora_a", "secret/x")
     shown = push_folder(client, adapters_dir / "lora_dora", "acme/y")
     doc = {
@@ -78,7 +78,7 @@ def test_unreadable_parents_are_opaque(reg: Registry, tmp_path: Path, adapters_d
 
 
 def test_depth_cuts_and_says_so(reg: Registry, tmp_path: Path, adapters_dir: Path) -> None:
-    client = LocalClient(reg, "op", LocalBlobStore(tmp_path / "cache"))
+    client = LocalClient(reg, "op", LocalBlobStore(tmp_path / "cache"), principal=Principal.operator("op"))
     a = push_folder(client, adapters_dir / "lora_a", "acme/a")
     b = push_folder(
         client,

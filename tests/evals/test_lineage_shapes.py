@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from registry.access.principal import OPERATOR
+from registry.access.principal import OPERATOR, Principal
 from registry.client.local import LocalClient
 from registry.client.transfer import push_folder
 from registry.db import models as m
@@ -164,7 +164,7 @@ def _store(reg: Registry, table: str, row_id: int, raw: str | None) -> None:
 def test_stored_rows_of_each_shape_read(
     name: str, reg: Registry, adapter_files: Path, tmp_path: Path
 ) -> None:
-    client = LocalClient(reg, "op", LocalBlobStore(tmp_path / "cache"))
+    client = LocalClient(reg, "op", LocalBlobStore(tmp_path / "cache"), principal=Principal.operator("op"))
     a = push_folder(client, adapter_files / "lora_a", "acme/a")
     b = push_folder(client, adapter_files / "lora_dora", "acme/b")
     mix = push_folder(client, adapter_files / "lora_b", "acme/mix")
@@ -195,7 +195,7 @@ EDGES = {
     "raw", [json.dumps(EXPORT_AS_WRITTEN), json.dumps({"kind": "note", "base": "x"}), "null", None]
 )
 def test_stored_base_rows_read(raw: str | None, reg: Registry, adapter_files: Path, tmp_path: Path) -> None:
-    client = LocalClient(reg, "op", LocalBlobStore(tmp_path / "cache"))
+    client = LocalClient(reg, "op", LocalBlobStore(tmp_path / "cache"), principal=Principal.operator("op"))
     from registry.client.bases import add_base_folder
 
     made = add_base_folder(client, adapter_files / "base", ["tiny"])

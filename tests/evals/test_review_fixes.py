@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from cli.plan import evidence
-from registry.access.principal import OPERATOR
+from registry.access.principal import OPERATOR, Principal
 from registry.client.bases import add_base_folder
 from registry.client.local import LocalClient
 from registry.client.transfer import parse_eval, push_folder
@@ -35,7 +35,9 @@ MIGRATION = Path(__file__).resolve().parents[2] / "migrations" / "versions" / "0
 
 @pytest.fixture
 def client(reg: Registry, tmp_path: Path) -> LocalClient:
-    return LocalClient(reg, "pusher", LocalBlobStore(tmp_path / "cache"))
+    return LocalClient(
+        reg, "pusher", LocalBlobStore(tmp_path / "cache"), principal=Principal.operator("pusher")
+    )
 
 
 # ---------------------------------------------------------------- 1. a bounded history
@@ -115,7 +117,9 @@ def test_dataset_and_split_names(
     from registry.api import create_app
 
     with ServerThread(create_app(ev_settings, reg)) as srv:
-        client = LocalClient(reg, "pusher", LocalBlobStore(tmp_path / "cache"))
+        client = LocalClient(
+            reg, "pusher", LocalBlobStore(tmp_path / "cache"), principal=Principal.operator("pusher")
+        )
         push_folder(client, adapters_dir / "lora_a", "acme/legal")
         auth = {"Authorization": f"Bearer {srv.token}"}
         for score in ({"dataset": ""}, {"dataset": "a:b"}, {"dataset": "d", "split": "s@t"}):
@@ -297,7 +301,7 @@ def test_metrics_over_http_equal_local(
 
 # ---------------------------------------------------------------- 7. lineage claims
 def test_pushed_lineage_claims_are_checked(reg: Registry, tmp_path: Path, adapters_dir: Path) -> None:
-    op = LocalClient(reg, "op", LocalBlobStore(tmp_path / "op-cache"))
+    op = LocalClient(reg, "op", LocalBlobStore(tmp_path / "op-cache"), principal=Principal.operator("op"))
     victim = push_folder(op, adapters_dir / "lora_a", "secret/x")
     public = push_folder(op, adapters_dir / "lora_dora", "evil/ok")
     mallory = user(reg, "mallory", {"evil": "write"})
@@ -337,7 +341,7 @@ def test_pushed_lineage_claims_are_checked(reg: Registry, tmp_path: Path, adapte
 
 
 def test_export_claims_on_a_version_are_checked(reg: Registry, tmp_path: Path, adapters_dir: Path) -> None:
-    op = LocalClient(reg, "op", LocalBlobStore(tmp_path / "op-cache"))
+    op = LocalClient(reg, "op", LocalBlobStore(tmp_path / "op-cache"), principal=Principal.operator("op"))
     add_base_folder(op, adapters_dir / "base", ["secret/base"])
     victim = push_folder(op, adapters_dir / "lora_a", "secret/x")
     fingerprint = op.get_base("secret/base").fingerprint
@@ -362,7 +366,9 @@ def test_ui_version_page_shows_the_newest_with_the_total(
     from registry.api import create_app
     from registry.ui.session import TOKEN_COOKIE
 
-    client = LocalClient(reg, "pusher", LocalBlobStore(tmp_path / "cache"))
+    client = LocalClient(
+        reg, "pusher", LocalBlobStore(tmp_path / "cache"), principal=Principal.operator("pusher")
+    )
     push_folder(client, adapters_dir / "lora_a", "acme/legal")
     scores = [parse_eval(f"m{i:03d}=0.5") for i in range(evaluations.HISTORY_LIMIT + 1)]
     evaluations.add_scores(reg, parse_ref("acme/legal"), scores, principal=OPERATOR)
@@ -381,7 +387,7 @@ def test_a_registered_base_claims_lineage_only_of_what_it_may_read(
     made from a version its registrant may not read puts nothing under that version."""
     from registry.client.bases import fingerprint_folder, registration
 
-    op = LocalClient(reg, "op", LocalBlobStore(tmp_path / "op-cache"))
+    op = LocalClient(reg, "op", LocalBlobStore(tmp_path / "op-cache"), principal=Principal.operator("op"))
     victim = push_folder(op, adapters_dir / "lora_a", "secret/x")
     mallory = user(reg, "mallory", {"evil": "write"})
     evil = LocalClient(reg, "mallory", LocalBlobStore(tmp_path / "m-cache"), principal=mallory)

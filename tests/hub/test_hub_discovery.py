@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import delete, select
 
-from registry.access.principal import OPERATOR
+from registry.access.principal import OPERATOR, Principal
 from registry.api import create_app
 from registry.client.bases import add_base_folder
 from registry.client.http import HttpClient
@@ -346,7 +346,7 @@ def test_download_counts_add_up_across_flushes(settings_db: Settings, tmp_path: 
     skipped, not an error that would keep every other count pending."""
     reg = Registry.from_settings(settings_db, migrate=True)
     try:
-        client = LocalClient(reg, "tester", reg.store)
+        client = LocalClient(reg, "tester", reg.store, principal=Principal.operator("tester"))
         push_folder(client, tiny_adapter(tmp_path / "a", 1), "acme/a")
         push_folder(client, tiny_adapter(tmp_path / "b", 2), "acme/b")
         with unit_of_work(reg.sessions) as session:

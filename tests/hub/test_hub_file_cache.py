@@ -13,7 +13,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from registry.access.principal import OPERATOR
+from registry.access.principal import OPERATOR, Principal
 from registry.client.bases import add_base_folder
 from registry.client.local import LocalClient
 from registry.client.transfer import push_folder
@@ -57,7 +57,9 @@ def _download(
 def test_a_remembered_revision_is_not_served_once_deleted(
     server: ServerThread, settings: Settings, registry: Registry, lora_a: Path, tmp_path: Path
 ) -> None:
-    client = LocalClient(registry, "tester", LocalBlobStore(tmp_path / "cache"))
+    client = LocalClient(
+        registry, "tester", LocalBlobStore(tmp_path / "cache"), principal=Principal.operator("tester")
+    )
     first = push_folder(client, lora_a, "acme/legal")
     (lora_a / "README.md").write_text("# two\n")
     push_folder(client, lora_a, "acme/legal")
@@ -110,7 +112,9 @@ def test_a_remembered_revision_is_not_served_once_deleted(
 def test_a_remembered_base_is_still_asked_who_may_read_it(
     server: ServerThread, registry: Registry, tmp_path: Path
 ) -> None:
-    client = LocalClient(registry, "tester", LocalBlobStore(tmp_path / "cache"))
+    client = LocalClient(
+        registry, "tester", LocalBlobStore(tmp_path / "cache"), principal=Principal.operator("tester")
+    )
     folder = llama_base(tmp_path / "base", seed=1)
     add_base_folder(client, folder, ["acme/base"], revision="v1.0", upload=True)
     accounts.set_namespace_visibility(registry, "acme", True, principal=OPERATOR)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from registry.access.principal import OPERATOR
+from registry.access.principal import OPERATOR, Principal
 from registry.api import create_app
 from registry.client.bases import add_base_folder
 from registry.client.http import HttpClient
@@ -118,7 +118,12 @@ def test_adapter_repositories_and_bases_never_share_a_name(
     from storage.local import LocalBlobStore
 
     bases.register_base(registry, _structure_only("acme/base"), principal=OPERATOR)
-    client = LocalClient(registry, user="alice", cache=LocalBlobStore(tmp_path / "cache"))
+    client = LocalClient(
+        registry,
+        user="alice",
+        cache=LocalBlobStore(tmp_path / "cache"),
+        principal=Principal.operator("alice"),
+    )
     with pytest.raises(NameTaken) as refused:
         push_folder(client, lora_a, "acme/base")
     assert refused.value.code == "name_taken" and refused.value.status == 409

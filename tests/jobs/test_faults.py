@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from registry.access.principal import OPERATOR
+from registry.access.principal import OPERATOR, Principal
 from registry.client.local import LocalClient
 from registry.client.transfer import push_folder
 from registry.config import Settings
@@ -74,7 +74,7 @@ def reg(settings: Settings) -> Iterator[Registry]:
 @pytest.fixture
 def client(reg: Registry, settings: Settings) -> LocalClient:
     assert isinstance(reg.store, LocalBlobStore)
-    return LocalClient(reg, "tester", reg.store)
+    return LocalClient(reg, "tester", reg.store, principal=Principal.operator("tester"))
 
 
 class WorkerProcess:

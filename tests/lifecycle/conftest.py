@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from registry.access.principal import Principal
 from registry.client.local import LocalClient
 from registry.client.transfer import push_folder
 from registry.entities import PushResult
@@ -18,7 +19,9 @@ from tests.access.test_matrix import tiny_adapter
 @pytest.fixture
 def client(registry: Registry, tmp_path: Path) -> Iterator[LocalClient]:
     """The operator's embedded client on the parametrized registry ({SQLite, PostgreSQL} x {file, S3})."""
-    yield LocalClient(registry, "tester", LocalBlobStore(tmp_path / "cache"))
+    yield LocalClient(
+        registry, "tester", LocalBlobStore(tmp_path / "cache"), principal=Principal.operator("tester")
+    )
 
 
 def push(client: LocalClient, tmp_path: Path, repo: str, seed: int, **kw: object) -> PushResult:

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import cli
-from registry.access.principal import OPERATOR
+from registry.access.principal import OPERATOR, Principal
 from registry.client.local import LocalClient
 from registry.entities import BaseRegistration, FileInfo
 from registry.services import accounts, fsck
@@ -114,7 +114,9 @@ def test_fsck_over_http_is_for_global_admins(
     accounts.add_user(registry, "wendy", principal=OPERATOR)
     accounts.grant(registry, "wendy", "acme", "admin", principal=OPERATOR)
     wendy, _ = accounts.create_token(registry, "wendy", principal=OPERATOR)
-    local = LocalClient(registry, "tester", LocalBlobStore(tmp_path / "cache"))
+    local = LocalClient(
+        registry, "tester", LocalBlobStore(tmp_path / "cache"), principal=Principal.operator("tester")
+    )
     x = push(local, tmp_path, "acme/x", 1)
     with httpx.Client(base_url=server.url, timeout=30) as http:
         assert http.get("/v1/fsck").status_code == 401

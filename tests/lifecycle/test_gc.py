@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from registry.access.principal import OPERATOR
+from registry.access.principal import OPERATOR, Principal
 from registry.client.local import LocalClient
 from registry.client.transfer import pull
 from registry.db import models as m
@@ -145,7 +145,9 @@ def test_pushes_racing_gc_never_commit_a_deleted_blob(
     errors: list[BaseException] = []
 
     def pusher(k: int) -> None:
-        client = LocalClient(reg, f"p{k}", LocalBlobStore(tmp_path / f"cache{k}"))
+        client = LocalClient(
+            reg, f"p{k}", LocalBlobStore(tmp_path / f"cache{k}"), principal=Principal.operator(f"p{k}")
+        )
         seed = k * 100_000
         while time.monotonic() < stop:
             seed += 1
@@ -181,7 +183,9 @@ def test_pushes_racing_gc_never_commit_a_deleted_blob(
             t.join(60)
         assert not errors, errors
         assert committed and reclaimed[0] > 0, (len(committed), refused[0], reclaimed[0])
-        check = LocalClient(reg, "check", LocalBlobStore(tmp_path / "check-cache"))
+        check = LocalClient(
+            reg, "check", LocalBlobStore(tmp_path / "check-cache"), principal=Principal.operator("check")
+        )
         for ref in committed:
             info = check.resolve(ref)
             for f in info.files:

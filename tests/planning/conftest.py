@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from registry.access.principal import Principal
 from registry.client.bases import add_base_config
 from registry.client.local import LocalClient
 from registry.planning import Layout
@@ -22,7 +23,7 @@ def layouts(
     root = tmp_path_factory.mktemp("planning")
     db = f"sqlite:///{root / 'registry.db'}"
     reg = Registry.from_settings(make_settings(root, db, "file", request), migrate=True)
-    client = LocalClient(reg, "tester", reg.store)
+    client = LocalClient(reg, "tester", reg.store, principal=Principal.operator("tester"))
     out = {}
     for name in CONFIGS:
         add_base_config(client, write_config(name, root), [f"tiny/{name}"])
@@ -40,7 +41,7 @@ def big_layouts(
     reg = Registry.from_settings(
         make_settings(root, f"sqlite:///{root / 'r.db'}", "file", request), migrate=True
     )
-    client = LocalClient(reg, "tester", reg.store)
+    client = LocalClient(reg, "tester", reg.store, principal=Principal.operator("tester"))
     out = {}
     for name in ("llama-2-70b", "llama-65b"):
         add_base_config(client, FIXTURES / f"{name}.json", [f"meta/{name}"])

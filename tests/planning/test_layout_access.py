@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from registry.access.principal import Principal
 from registry.api import create_app
 from registry.client.bases import add_base_config
 from registry.client.local import LocalClient
@@ -22,7 +23,7 @@ def test_layout_route_checks_read_access(tmp_path: Path, db_url: str, request: p
     settings = make_settings(tmp_path, db_url, "file", request)
     reg = Registry.from_settings(settings, migrate=True)
     try:
-        local = LocalClient(reg, "tester", reg.store)
+        local = LocalClient(reg, "tester", reg.store, principal=Principal.operator("tester"))
         info = add_base_config(local, write_config("gpt2", tmp_path), ["acme/gpt2"])
         with ServerThread(create_app(settings, reg)) as srv:
             with httpx.Client(base_url=srv.url) as anonymous:

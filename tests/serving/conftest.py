@@ -11,6 +11,7 @@ import pytest
 import torch
 from peft import LoraConfig
 
+from registry.access.principal import Principal
 from registry.client.bases import add_base_folder
 from registry.client.interface import RegistryClient
 from registry.client.local import LocalClient
@@ -98,6 +99,6 @@ def _embedded(tmp_path: Path, db: str, request: pytest.FixtureRequest, models: P
         make_settings(tmp_path, db_url_for(db, tmp_path, request), "file", request), migrate=True
     )
     try:
-        yield publish(LocalClient(reg, "tester", reg.store), models)
+        yield publish(LocalClient(reg, "tester", reg.store, principal=Principal.operator("tester")), models)
     finally:
         reg.close()

@@ -11,6 +11,7 @@ import pytest
 from minio import Minio
 
 from bench.lora_file import write_lora
+from registry.access.principal import Principal
 from registry.client.local import LocalClient
 from registry.client.transfer import fetch_missing, pull, push_folder
 from registry.errors import DigestMismatch, RegistryError
@@ -47,7 +48,7 @@ def test_a_pull_from_s3_writes_once_and_the_cache_entry_verifies(
     s3_registry: Registry, tmp_path: Path
 ) -> None:
     cache = LocalBlobStore(tmp_path / "cache")
-    client = LocalClient(s3_registry, "tester", cache)
+    client = LocalClient(s3_registry, "tester", cache, principal=Principal.operator("tester"))
     src = write_adapter(tmp_path / "adapter")
     push_folder(client, src, "acme/one")
     info, out = pull(client, "acme/one", tmp_path / "out")
@@ -81,7 +82,13 @@ def test_a_pull_interrupted_mid_file_leaves_no_cache_entry_and_no_folder(
     s3_registry: Registry, tmp_path: Path, s3_endpoint: str
 ) -> None:
     src = write_adapter(tmp_path / "adapter", n=256 * 1024)  # 8 MiB of weights
-    push_folder(LocalClient(s3_registry, "tester", LocalBlobStore(tmp_path / "c0")), src, "acme/cut")
+    push_folder(
+        LocalClient(
+            s3_registry, "tester", LocalBlobStore(tmp_path / "c0"), principal=Principal.operator("tester")
+        ),
+        src,
+        "acme/cut",
+    )
     # The same registry read through a proxy that cuts every response after 1 MB: the small
     # config passes, the 8 MiB weights are cut mid-file.
     proxy = CuttingProxy(int(s3_endpoint.rsplit(":", 1)[1]), dict.fromkeys(range(10), 1_000_000))
@@ -92,7 +99,11 @@ def test_a_pull_interrupted_mid_file_leaves_no_cache_entry_and_no_folder(
     cache = LocalBlobStore(tmp_path / "cache")
     try:
         with pytest.raises(RegistryError):
-            pull(LocalClient(cut, "tester", cache), "acme/cut", tmp_path / "pulled" / "out")
+            pull(
+                LocalClient(cut, "tester", cache, principal=Principal.operator("tester")),
+                "acme/cut",
+                tmp_path / "pulled" / "out",
+            )
     finally:
         proxy.close()
     assert proxy.requests  # the pull did reach the store, and was cut
@@ -112,7 +123,7 @@ def test_the_file_backend_copies_out_of_its_store(tmp_path: Path, request: pytes
     reg = Registry.from_settings(settings, migrate=True)
     try:
         assert isinstance(reg.store, LocalBlobStore)
-        client = LocalClient(reg, "tester", reg.store)
+        client = LocalClient(reg, "tester", reg.store, principal=Principal.operator("tester"))
         src = write_adapter(tmp_path / "adapter")
         push_folder(client, src, "acme/file")
         info, out = pull(client, "acme/file", tmp_path / "out")
@@ -213,7 +224,7 @@ def test_a_worker_refetches_a_cache_entry_a_pull_left_wrong(s3_registry: Registr
     (a pull's output is not fsynced). fetch_missing, which hands entries to a worker as they are,
     hashes each and downloads again what is wrong; a right entry is kept as it is."""
     cache = LocalBlobStore(tmp_path / "cache")
-    client = LocalClient(s3_registry, "tester", cache)
+    client = LocalClient(s3_registry, "tester", cache, principal=Principal.operator("tester"))
     src = write_adapter(tmp_path / "adapter")
     push_folder(client, src, "acme/w")
     info, out = pull(client, "acme/w", tmp_path / "out")
