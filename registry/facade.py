@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from registry.client import open_client
 from registry.client.bases import add_base_folder, job_base_params, push_base, resolve_push_base
 from registry.client.jobs import submit_and_follow
-from registry.client.transfer import parse_eval, pull, push_checkpoints, push_folder
+from registry.client.reads import ClientReads, pull_ref
+from registry.client.transfer import parse_eval, push_checkpoints, push_folder
 from registry.config import Settings
 from registry.entities import (
     AliasInfo,
@@ -147,7 +148,10 @@ class AdapterRegistry:
         Example:
             >>> PeftModel.from_pretrained(model, reg.pull("acme/legal@production"))
         """
-        return pull(self.client, ref, Path(output) if output is not None else None, force=force)[1]
+        # The CLI's pull: an immutable reference resolved before starts from the RefCache.
+        return pull_ref(
+            ClientReads(self.client), ref, Path(output) if output is not None else None, force=force
+        )[1]
 
     def resolve(self, ref: str) -> VersionInfo:
         """`adapters show`: one version whole (config, files, evals, aliases, training facts)."""
