@@ -12,8 +12,9 @@ the embedded registry (SQLite file, local blobs):
 - `adapters pull` of a number (`ns/name:1`: resolved once, then from the client's RefCache,
   registry.client.ref_cache: no query), and of an alias (resolved on the bare connection every
   time), each into a new folder;
-- `adapters show --json` (the whole version through the services and the ORM);
-- the floors: of any command that goes through the ORM (push, show, and every other command), the
+- `adapters show --json` (the whole version: the read model's registry.reads.version on the bare
+  connection);
+- the floors: of any command that goes through the ORM (push, and every other command), the
   imports it cannot do without (SQLAlchemy's ORM, the registry's tables, its pydantic entities and
   settings); SQLAlchemy's ORM alone; and the settings alone, which every command imports.
 """
@@ -64,7 +65,7 @@ def tree_steps(tree: Path, work: Path, env: dict[str, str]) -> dict[str, Step]:
         "adapters list --json (bare sqlite3)": [*adapters, "list", "--json"],
         "adapters pull ns/name:1 (RefCache)": lambda: [*adapters, "pull", "acme/bench:1", *out()],
         "adapters pull ns/name@prod (bare sqlite3)": lambda: [*adapters, "pull", "acme/bench@prod", *out()],
-        "adapters show --json (ORM)": [*adapters, "show", "acme/bench", "--json"],
+        "adapters show --json (bare sqlite3)": [*adapters, "show", "acme/bench", "--json"],
     }
 
 

@@ -9,7 +9,7 @@ import click
 
 from cli import render
 from cli.app import App, pass_app, with_client
-from cli.output import RichProgress, emit, err_console, json_option, jsonable
+from cli.output import RichProgress, emit, emit_json, err_console, json_option, jsonable
 from cli.params import ALIAS, EVAL, REF, REPO, trust_key_option
 
 if TYPE_CHECKING:
@@ -318,10 +318,17 @@ def sign_cmd(client: RegistryClient, ref: str, key: Path, certificate: Path | No
 @click.command()
 @click.argument("ref", type=REF)
 @json_option
-@with_client
-def show(client: RegistryClient, ref: str, as_json: bool) -> None:
+@pass_app
+def show(app: App, ref: str, as_json: bool) -> None:
     """Show one version: config, files, evals, aliases."""
-    emit(client.resolve(ref), as_json, render.version)
+    doc = app.reads.show(ref)
+    if as_json:
+        emit_json(doc)
+        return
+    from registry.entities import VersionInfo
+    from registry.reads.entity import as_entity
+
+    render.version(as_entity(VersionInfo, doc))
 
 
 COMMANDS = [push, pull_cmd, list_cmd, show, verify_cmd, sign_cmd]

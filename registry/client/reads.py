@@ -1,4 +1,4 @@
-"""What `adapters list` and `adapters pull` read, as plain documents, behind the client.
+"""What `adapters list`, `pull` and `show` read, as plain documents, behind the client.
 
 `open_reads` gives the CLI a VersionReads for its mode:
 - a server (ADAPTERS_URL): ClientReads over HttpClient (`/v1/versions`, `/v1/resolve`);
@@ -31,6 +31,7 @@ from registry.client.ref_cache import RefCache
 from registry.client.resolved import Resolved
 from registry.client.transfer import BlobSource, StoreBlobs, write_files
 from registry.errors import Forbidden, NotFound
+from registry.reads.version import version_doc
 from registry.refs import parse_ref
 
 if TYPE_CHECKING:
@@ -49,6 +50,11 @@ class VersionReads(Protocol):
         ...
 
     def resolve_files(self, ref: str, use_cache: bool = True) -> Resolved: ...
+
+    def show(self, ref: str) -> dict[str, Any]:
+        """VersionInfo's JSON document of the version `ref` names (never cached: its evals,
+        aliases, checks and signatures change)."""
+        ...
 
     def blobs(self) -> BlobSource:
         """Where a pull's blobs come from (the local cache first)."""
@@ -76,6 +82,9 @@ class ClientReads:
 
     def resolve_files(self, ref: str, use_cache: bool = True) -> Resolved:
         return self.client.resolve_files(ref, use_cache)
+
+    def show(self, ref: str) -> dict[str, Any]:
+        return self.client.resolve(ref).model_dump(mode="json")
 
     def blobs(self) -> BlobSource:
         return self.client
@@ -142,6 +151,18 @@ class EmbeddedReads:
         if address is None:  # no database yet: nothing to remember it by (the client creates it)
             return fetch()
         return RefCache(self.settings.effective_cache_dir, address).resolve(parsed, fetch, use_cache)
+
+    def show(self, ref: str) -> dict[str, Any]:
+        parsed = parse_ref(ref)
+        conn = self._open()
+        if conn is None:
+            return self.full().show(ref)
+        try:
+            driver = reads.SqliteDriver(conn)
+            vid, _, _ = reads.find_version(driver, parsed)
+            return version_doc(driver, vid, readable=None)
+        finally:
+            conn.close()
 
     def blobs(self) -> BlobSource:
         if self._full is not None:

@@ -7,7 +7,7 @@ highest number left (0: the repository reads as absent, its row kept as the coun
 A repository that never had a version (the Hub's `create_repo` makes one) has nothing to keep:
 deleting it removes its row, and the name is free again.
 Lineage that names a deleted version keeps its digest; reads mark it `deleted`
-(versions.lineage_view).
+(registry.reads.version.lineage_view).
 """
 
 from __future__ import annotations

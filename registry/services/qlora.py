@@ -6,14 +6,13 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from registry.access.checks import require_writer_of
 from registry.access.principal import Principal
 from registry.db import models as m
 from registry.db.engine import unit_of_work
-from registry.entities import QLORA_VARIANT_PATTERN, QloraCheckSummary, qlora_variant_label
+from registry.entities import QLORA_VARIANT_PATTERN
 from registry.errors import BadRequest
 from registry.refs import Ref
 from registry.services.context import Registry
@@ -85,31 +84,3 @@ def record_check(
     row.job_id = job_id
     row.created_at = now()
     session.flush()
-
-
-def qlora_summaries(session: Session, version_id: int) -> list[QloraCheckSummary]:
-    rows = session.execute(
-        select(m.QloraCheck, m.BaseModel.fingerprint)
-        .join(m.BaseModel, m.BaseModel.id == m.QloraCheck.base_model_id)
-        .where(m.QloraCheck.version_id == version_id)
-        .order_by(m.QloraCheck.created_at.desc())
-    ).all()
-    out = []
-    for check, fingerprint in rows:
-        name = session.scalars(
-            select(m.BaseName.name)
-            .where(m.BaseName.base_model_id == check.base_model_id)
-            .order_by(m.BaseName.name)
-        ).first()
-        out.append(
-            QloraCheckSummary(
-                base=name or (fingerprint or f"#{check.base_model_id}")[:19],
-                base_fingerprint=fingerprint,
-                variant=qlora_variant_label(check.quant_type, check.double_quant, check.compute_dtype),
-                verdict=check.verdict,
-                checked_at=check.created_at,
-                job=check.job_id,
-                reasons=list(check.report.get("reasons", [])),
-            )
-        )
-    return out

@@ -182,17 +182,6 @@ def signature_info(row: m.VersionSignature, *, revoked: bool) -> SignatureInfo:
     )
 
 
-def revoked_keys(session: Session, namespace: str) -> set[str]:
-    """Fingerprints the namespace's policy has revoked."""
-    return set(
-        session.scalars(
-            select(m.TrustedKey.fingerprint).where(
-                m.TrustedKey.namespace == namespace, m.TrustedKey.revoked_at.is_not(None)
-            )
-        )
-    )
-
-
 def served_signature(session: Session, version: m.Version) -> FileEntry | None:
     """The model.sig served beside a version's files that has none of its own: its newest
     attached signature (None when it has its own or none)."""

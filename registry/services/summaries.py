@@ -8,15 +8,14 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from registry import reads
-from registry.entities import EvalScoreIn, VersionSummary
+from registry.entities import VersionSummary
+from registry.reads.entity import as_entity
 from registry.reads.session import SessionDriver
 
 
 def summary_entity(doc: dict[str, Any]) -> VersionSummary:
-    """registry.reads' summary document as the entity. Its evals are taken as stored: a row older
-    than EvalScoreIn's name rules must still be shown."""
-    evals = [EvalScoreIn.model_construct(**e) for e in doc["evals"]]
-    return VersionSummary.model_validate({**doc, "evals": []}).model_copy(update={"evals": evals})
+    """registry.reads' summary document as the entity (evals as stored: registry.reads.entity)."""
+    return as_entity(VersionSummary, doc)
 
 
 def version_summary(session: Session, version_id: int) -> VersionSummary:

@@ -12,21 +12,17 @@ from sqlalchemy.orm import Session
 
 from registry.access.checks import (
     blobs_unusable,
-    namespace_res,
-    readable,
     require_reader_of,
     require_writer_of,
 )
-from registry.access.policy import may, readable_namespaces
+from registry.access.policy import readable_namespaces
 from registry.access.principal import Principal
 from registry.db import models as m
 from registry.db.engine import insert_ignoring_duplicates, unit_of_work
 from registry.entities import (
     EvalScoreIn,
-    FileInfo,
     PushRequest,
     PushResult,
-    SignatureInfo,
     VersionInfo,
     VersionSummary,
 )
@@ -36,8 +32,11 @@ from registry.formats.manifest import FileEntry, manifest_digest
 from registry.formats.peft_config import canonical_config
 from registry.formats.signing import SIGNATURE_MAX_BYTES, SIGNATURE_NAME, Verified, check_pushed
 from registry.formats.training import TrainingRecord, read_training
-from registry.jobspec.lineage import MergeLineage, Parent, read_lineage, with_deleted
-from registry.refs import Ref, RepoName, check_alias, parse_repo, ref_or_none
+from registry.reads import find_version
+from registry.reads.entity import as_entity
+from registry.reads.session import SessionDriver
+from registry.reads.version import version_doc
+from registry.refs import Ref, RepoName, check_alias, parse_repo
 from registry.services import audit, signatures, summaries
 from registry.services.aliases import point_alias
 from registry.services.base_link import BaseLink, link_and_check, shape_key
@@ -46,9 +45,7 @@ from registry.services.blobs import read_listed
 from registry.services.context import Registry
 from registry.services.evaluations import record_scores
 from registry.services.lineage_edges import checked_lineage, record_edges
-from registry.services.lookup import resolve_row
 from registry.services.names import refuse_base_name
-from registry.services.qlora import qlora_summaries
 from registry.services.timeutil import now
 
 OnCommit = Callable[[Session, PushResult], None]
@@ -385,7 +382,8 @@ def resolve(reg: Registry, ref: Ref, *, principal: Principal) -> VersionInfo:
     """The version `ref` names. Raises NotFound when it does not exist or `principal` may not read it."""
     with unit_of_work(reg.sessions) as session:
         require_reader_of(session, principal, ref.repo, str(ref))
-        return version_info(session, resolve_row(session, ref), reader=principal)
+        vid, _, _ = find_version(SessionDriver(session), ref)
+        return _info(session, vid, principal)
 
 
 def version_summary(session: Session, v: m.Version) -> VersionSummary:
@@ -394,65 +392,11 @@ def version_summary(session: Session, v: m.Version) -> VersionSummary:
 
 
 def version_info(session: Session, v: m.Version, *, reader: Principal) -> VersionInfo:
-    return VersionInfo(
-        **dict(version_summary(session, v)),
-        message=v.message,
-        files=[FileInfo(path=f.path, size=f.size, sha256=f.digest) for f in v.files],
-        config=v.config,
-        lineage=lineage_view(session, v.lineage, reader),
-        fit_override=v.fit_override,
-        qlora_checks=qlora_summaries(session, v.id),
-        training=(v.manifest or {}).get("training"),
-        signatures=_signatures(session, v),
-    )
+    return _info(session, v.id, reader)
 
 
-def _signatures(session: Session, v: m.Version) -> list[SignatureInfo]:
-    """Its own model.sig (recorded at push) and the bundles attached since (signatures.py), each
-    marked revoked when the namespace's policy revoked its key."""
-    revoked = signatures.revoked_keys(session, v.repository.namespace)
-    own = [SignatureInfo(**doc) for doc in (v.manifest or {}).get("signatures", [])]
-    for sig in own:
-        sig.revoked = sig.fingerprint in revoked
-    rows = signatures.attached(session, [v.id]).get(v.id, [])
-    return own + [signatures.signature_info(r, revoked=r.fingerprint in revoked) for r in rows]
-
-
-def lineage_view(
-    session: Session, lineage: dict[str, Any] | None, reader: Principal
-) -> dict[str, Any] | None:
-    """The recorded lineage, each parent that no longer exists (deleted since) marked
-    `"deleted": true`; its digest stays as recorded. Computed when read: lineage is immutable.
-
-    Parents are looked up only in repositories `reader` may read: a parent elsewhere (or one
-    recorded without a ref and found in no readable repository) is left as recorded, neither
-    deleted nor present, so lineage is no oracle for versions the reader may not see."""
-    lin = read_lineage(lineage)
-    if lineage is None or not isinstance(lin, MergeLineage):
-        return lineage
-    found = {p.position: _parent_exists(session, p, reader) for p in lin.parents}
-    return with_deleted(lineage, {i: not exists for i, exists in found.items() if exists is not None})
-
-
-def _parent_exists(session: Session, parent: Parent, reader: Principal) -> bool | None:
-    """Whether the version the parent names (its ref's repository and number) still holds its
-    digest; a parent recorded without a usable ref: whether some version with its digest exists.
-    Only in repositories `reader` may read: None when that cannot tell (the ref's repository is
-    not readable; no readable version has the digest of a parent without a ref)."""
-    digest = parent.digest
-    q = (
-        select(m.Version.id)
-        .join(m.Repository, m.Repository.id == m.Version.repository_id)
-        .where(m.Version.digest == digest, readable(reader, m.Repository.namespace))
-    )
-    ref = ref_or_none(parent.ref)
-    if ref is None:
-        if session.scalars(q.limit(1)).first() is not None:
-            return True
-        return False if readable_namespaces(reader) is None else None
-    if not reader.is_operator and not may(reader, "read", namespace_res(session, ref.repo.namespace)):
-        return None
-    q = q.where(m.Repository.namespace == ref.repo.namespace, m.Repository.name == ref.repo.name)
-    if ref.version is not None:
-        q = q.where(m.Version.number == ref.version)
-    return session.scalars(q.limit(1)).first() is not None
+def _info(session: Session, version_id: int, reader: Principal) -> VersionInfo:
+    """registry.reads.version_doc (the SQL and mapper `adapters show` runs on the embedded file),
+    read in `session` (its own writes included), as the entity."""
+    doc = version_doc(SessionDriver(session), version_id, readable=readable_namespaces(reader))
+    return as_entity(VersionInfo, doc)
