@@ -62,10 +62,10 @@ def lineage_view(db: Driver, lineage: Any, readable: Collection[str] | None) -> 
     deleted nor present, so lineage is no oracle for versions the reader may not see."""
     if not isinstance(lineage, dict):
         return lineage
-    from registry.jobspec.lineage import MergeLineage, read_lineage, with_deleted
+    from registry.jobspec.lineage import read_lineage, with_deleted
 
     lin = read_lineage(lineage)
-    if not isinstance(lin, MergeLineage):
+    if lin is None or not lin.parents:  # the parents any document lists, whatever its kind
         return lineage
     found = {p.position: _parent_exists(db, p.digest, p.ref, readable) for p in lin.parents}
     return with_deleted(lineage, {i: not exists for i, exists in found.items() if exists is not None})
