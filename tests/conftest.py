@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from registry.access.principal import OPERATOR
+from registry.access.principal import OPERATOR, Principal
 from registry.client.local import LocalClient
 from registry.config import Settings
 from registry.services.context import Registry
@@ -353,7 +353,7 @@ def client(registry: Registry, tmp_path: Path) -> LocalClient:
     cache = (
         registry.store if isinstance(registry.store, LocalBlobStore) else LocalBlobStore(tmp_path / "cache")
     )
-    return LocalClient(registry, "tester", cache)
+    return LocalClient(registry, "tester", cache, principal=Principal.operator("tester"))
 
 
 # ---------------------------------------------------------------- a real server

@@ -79,7 +79,8 @@ class LocalClient:
         registry: Registry,
         user: str,
         cache: BlobStore,
-        principal: Principal | None = None,
+        *,
+        principal: Principal,
         refs: RefCache | None = None,
     ) -> None:
         self.registry = registry
@@ -87,9 +88,11 @@ class LocalClient:
         """Immutable references resolved before (registry.client.ref_cache); None: none kept."""
         self.user = user
         self.cache = cache
-        self.principal = principal or Principal.operator(user)
-        """Who the calls act as: the operator (whoever holds the database; `user` is only the name
-        recorded as who pushed), or a job's submitter when a worker reads and publishes for them."""
+        self.principal = principal
+        """Who the calls act as, always said by the caller (a forgotten one would have been the
+        operator): the operator for the embedded CLI (whoever holds the database;
+        `Principal.operator(user)`), or a job's submitter when a worker reads and publishes for
+        them."""
 
     @property
     def cache_is_store(self) -> bool:
@@ -102,7 +105,9 @@ class LocalClient:
         address = embedded_address(settings)
         refs = RefCache(settings.effective_cache_dir, address) if address is not None else None
         # A local blob directory is its own cache: pulls copy straight from it.
-        return cls(reg, settings.user, local_cache(reg.store, settings.effective_cache_dir), refs=refs)
+        cache = local_cache(reg.store, settings.effective_cache_dir)
+        # The embedded registry: whoever holds its database is its operator.
+        return cls(reg, settings.user, cache, principal=Principal.operator(settings.user), refs=refs)
 
     def missing_blobs(self, digests: list[str]) -> list[str]:
         return blobs.missing_for(self.registry, self.principal, digests)

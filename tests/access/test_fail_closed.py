@@ -80,6 +80,15 @@ def _floor(module: str) -> str | None:
     return parts[1] if parts[0] == "registry" and len(parts) > 1 else None
 
 
+def test_the_in_process_client_is_told_whom_it_acts_as() -> None:
+    """LocalClient calls the services with its principal: it has no default either (it was the
+    operator), so a worker or a test that forgets it fails at once instead of acting as the operator."""
+    from registry.client.local import LocalClient
+
+    param = inspect.signature(LocalClient).parameters["principal"]
+    assert param.default is inspect.Parameter.empty and param.kind is inspect.Parameter.KEYWORD_ONLY
+
+
 def test_access_imports_nothing_above_it() -> None:
     upward = sorted(
         f"{path.relative_to(ROOT.parent)} imports {name}"

@@ -122,7 +122,9 @@ def populated(
     work = tmp_path_factory.mktemp("show")
     settings = Settings(home=work / "home", user="tester")  # type: ignore[call-arg]
     reg = Registry.from_settings(settings, migrate=True)
-    populate(LocalClient(reg, "tester", reg.store), reg, adapters_dir, work)
+    populate(
+        LocalClient(reg, "tester", reg.store, principal=Principal.operator("tester")), reg, adapters_dir, work
+    )
     yield work / "home" / "registry.db", reg
     reg.close()
 
@@ -195,7 +197,12 @@ def test_the_server_path_on_postgresql_writes_what_sqlite_writes(
     settings = Settings(home=tmp_path / "pg", database_url=pg_url, user="tester")  # type: ignore[call-arg]
     reg = Registry.from_settings(settings, migrate=True)
     try:
-        populate(LocalClient(reg, "tester", reg.store), reg, adapters_dir, tmp_path / "work")
+        populate(
+            LocalClient(reg, "tester", reg.store, principal=Principal.operator("tester")),
+            reg,
+            adapters_dir,
+            tmp_path / "work",
+        )
         for ref in REFS:
             assert without_times(served(reg, ref)) == without_times(served(lite, ref)), ref
     finally:
