@@ -41,3 +41,9 @@ def lenient(form: Form) -> Callable[[object], object]:
         return (canonical(value, form) or value) if isinstance(value, str) else value
 
     return convert
+
+
+def qlora_variant_label(quant_type: str, double_quant: bool, compute_dtype: str) -> str:
+    """The name of the variant a check ran on (`nf4-float32`, `fp4-nodq-bfloat16`): here, beside
+    the compute dtypes it names, so that `show` names it without importing the entities."""
+    return f"{quant_type}{'' if double_quant else '-nodq'}-{compute_dtype}"

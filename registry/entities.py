@@ -100,18 +100,13 @@ QLORA_VARIANT_PATTERN = r"^(nf4|fp4)(-nodq)?(-(float32|bfloat16|float16))?$"
 any compute dtype when matching, float32 when naming a check)."""
 
 
-def qlora_variant_label(quant_type: str, double_quant: bool, compute_dtype: str) -> str:
-    """The name of the variant a check ran on (`nf4-float32`, `fp4-nodq-bfloat16`)."""
-    return f"{quant_type}{'' if double_quant else '-nodq'}-{compute_dtype}"
-
-
 class QloraCheckSummary(BaseModel):
     """The latest `check-4bit` answer for a version on one base and 4-bit variant."""
 
     base: str
     base_fingerprint: str | None
     variant: str = "nf4-float32"
-    """qlora_variant_label of the variant checked."""
+    """registry.dtypes.qlora_variant_label of the variant checked."""
     verdict: str
     checked_at: datetime
     job: int | None = None

@@ -5,8 +5,8 @@ it no longer exists), checks and signatures.
 
 The embedded `show` prints this document as it is; the services validate it into VersionInfo
 (registry.reads.entity). What only the entities or the lineage reader know is imported when a
-version has it (an own signature, a 4-bit check, a lineage), not at start-up: a plain version's
-`show --json` then imports neither pydantic nor SQLAlchemy (bench/cli_startup.py)."""
+version has it (a signature of its own, a lineage), not at start-up: a plain version's
+`show --json` then imports neither the entities nor SQLAlchemy (bench/cli_startup.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import json
 from collections.abc import Collection
 from typing import Any
 
+from registry.dtypes import qlora_variant_label
 from registry.formats.paths import SIGNATURE_NAME
 from registry.reads.documents import iso_utc
 from registry.reads.driver import Driver
@@ -112,10 +113,6 @@ def _qlora_checks(db: Driver, version_id: int) -> list[dict[str, Any]]:
         "WHERE q.version_id = :id ORDER BY q.created_at DESC",
         {"id": version_id},
     )
-    if not rows:
-        return []
-    from registry.entities import qlora_variant_label
-
     return [
         {
             "base": name or (fingerprint or f"#{base_id}")[:19],

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from registry.entities import qlora_variant_label
+from registry.dtypes import qlora_variant_label
 
 BLOCKSIZE = 64
 # The verdict's thresholds (README: "4-bit check").
