@@ -23,10 +23,6 @@ from registry.services.summaries import summary_entity
 MAX_LIMIT = PAGE_MAX
 
 
-_cursor = parse_cursor
-_check_limit = check_limit
-
-
 def list_versions(
     reg: Registry,
     flt: VersionFilter,
@@ -62,14 +58,14 @@ def resolve_files(reg: Registry, ref: Ref, *, principal: Principal) -> dict[str,
 def list_repos(
     reg: Registry, limit: int = 50, cursor: str | None = None, *, principal: Principal
 ) -> Page[RepoInfo]:
-    limit = _check_limit(limit)
+    limit = check_limit(limit)
     # Listed: a repository with a version, or one that never had any (the Hub's create_repo made
     # it, latest_version 0); one whose versions were all deleted is a tombstone, not listed.
     q = select(m.Repository).where(
         or_(m.Repository.latest_version > 0, m.Repository.version_counter == 0),
         readable(principal, m.Repository.namespace),
     )
-    after = _cursor(cursor)
+    after = parse_cursor(cursor)
     if after is not None:
         q = q.where(m.Repository.id > after)
     q = q.order_by(m.Repository.id).limit(limit + 1)

@@ -24,7 +24,6 @@ from registry.entities import (
     PushRequest,
     PushResult,
     VersionInfo,
-    VersionSummary,
 )
 from registry.errors import BlobMissing, InvalidSignature
 from registry.formats.inspect import AdapterFacts, inspect_files
@@ -37,7 +36,7 @@ from registry.reads.entity import as_entity
 from registry.reads.session import SessionDriver
 from registry.reads.version import version_doc
 from registry.refs import Ref, RepoName, check_alias, parse_repo
-from registry.services import audit, signatures, summaries
+from registry.services import audit, signatures
 from registry.services.aliases import point_alias
 from registry.services.base_link import BaseLink, link_and_check, shape_key
 from registry.services.blob_guard import guard_blobs, share_gc_lock
@@ -384,11 +383,6 @@ def resolve(reg: Registry, ref: Ref, *, principal: Principal) -> VersionInfo:
         require_reader_of(session, principal, ref.repo, str(ref))
         vid, _, _ = find_version(SessionDriver(session), ref)
         return _info(session, vid, principal)
-
-
-def version_summary(session: Session, v: m.Version) -> VersionSummary:
-    """What a listing shows of a version (no config, files or lineage): registry.reads' mapper."""
-    return summaries.version_summary(session, v.id)
 
 
 def version_info(session: Session, v: m.Version, *, reader: Principal) -> VersionInfo:
