@@ -21,8 +21,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, defer, selectinload
+from sqlalchemy.orm import Session, defer
 
+from registry import reads
 from registry.access.checks import base_readable, is_public, require_writer_of
 from registry.access.policy import NamespaceRes, may
 from registry.access.principal import Principal
@@ -31,8 +32,8 @@ from registry.db.engine import unit_of_work
 from registry.errors import EntryNotFound, NotFound, RepoNotFound, RevisionNotFound
 from registry.formats.manifest import entries_from_json, manifest_digest
 from registry.jobspec.lineage import read_lineage
+from registry.reads.session import SessionDriver
 from registry.refs import RepoName, parse_repo, repo_or_none
-from registry.services import signatures
 from registry.services.context import Registry
 from registry.services.downloads import DownloadKey
 
@@ -329,7 +330,7 @@ def _adapter_revision(session: Session, repo_id: str, repository: m.Repository, 
             m.Alias.repository_id == repository.id, m.Alias.name == value
         )
     # The repository is loaded already (resolve_row selected it again), and evals are not shown.
-    opts = (selectinload(m.Version.files), defer(m.Version.config), defer(m.Version.manifest))
+    opts = (defer(m.Version.config), defer(m.Version.manifest))
     v = session.scalars(q.options(*opts).limit(1)).first()
     if v is None:
         raise revision_not_found(repo_id, revision)
@@ -342,8 +343,13 @@ def _adapter_revision(session: Session, repo_id: str, repository: m.Repository, 
         digest=v.digest,
         created_at=repository.created_at,
         last_modified=v.created_at,
-        files=[HubFile(f.path, f.size, f.digest.removeprefix("sha256:")) for f in v.files]
-        + _served(session, v),
+        # What a pull writes (registry.reads): the files, and an attached signature as model.sig
+        # when the version has none of its own, so a snapshot_download passes `model_signing
+        # verify`; the commit id stays the version's digest.
+        files=[
+            HubFile(f["path"], f["size"], f["sha256"].removeprefix("sha256:"))
+            for f in reads.version_files(SessionDriver(session), v.id)
+        ],
         library_name="peft",
         tags=tags,
         card_data=card,
@@ -352,13 +358,6 @@ def _adapter_revision(session: Session, repo_id: str, repository: m.Repository, 
         version=v.number,
         repository_id=repository.id,
     )
-
-
-def _served(session: Session, v: m.Version) -> list[HubFile]:
-    """An attached signature appears as model.sig beside the files (services/signatures.py), so a
-    snapshot_download passes `model_signing verify`; the commit id stays the version's digest."""
-    sig = signatures.served_signature(session, v)
-    return [] if sig is None else [HubFile(sig.path, sig.size, sig.sha256.removeprefix("sha256:"))]
 
 
 def adapter_metadata(

@@ -182,20 +182,6 @@ def signature_info(row: m.VersionSignature, *, revoked: bool) -> SignatureInfo:
     )
 
 
-def served_signature(session: Session, version: m.Version) -> FileEntry | None:
-    """The model.sig served beside a version's files that has none of its own: its newest
-    attached signature (None when it has its own or none)."""
-    if any(f.path == SIGNATURE_NAME for f in version.files):
-        return None
-    row = session.scalars(
-        select(m.VersionSignature)
-        .where(m.VersionSignature.version_id == version.id, m.VersionSignature.purpose == SIGNATURE)
-        .order_by(m.VersionSignature.id.desc())
-        .limit(1)
-    ).first()
-    return None if row is None else FileEntry(SIGNATURE_NAME, row.size, row.digest)
-
-
 # ---------------------------------------------------------------- policies
 def get_policy(reg: Registry, namespace: str, *, principal: Principal) -> NamespacePolicy:
     """The namespace's signing policy (readers of the namespace)."""
