@@ -133,7 +133,7 @@ def _resolve(
     if how in IMMUTABLE and known is None:
         reg.hub_revisions.put(key, {"version_id": row.version_id, "digest": row.digest})
     files = _files(reg, session, row.version_id, row.digest)
-    if SIGNATURE_NAME not in files and row.sig_digest is not None:  # hub._served's rule
+    if SIGNATURE_NAME not in files and row.sig_digest is not None:  # reads.version_files' rule
         sig = hub.HubFile(SIGNATURE_NAME, row.sig_size, row.sig_digest.removeprefix("sha256:"))
         files = {**files, SIGNATURE_NAME: sig}
     return FileRevision(repo_id, "adapter", hub.commit_id(row.digest), files, row.repository_id, row.number)
