@@ -19,7 +19,6 @@ figure is CPU-bound: see LIMITS, printed with the figures.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -49,18 +48,6 @@ LIMITS = {
 def _fresh(path: Path) -> Path:
     path.mkdir(parents=True)
     return path
-
-
-def cli(cluster: Cluster, home: Path, *args: str) -> dict:
-    proc = subprocess.run(
-        [cluster.replicas[0].argv[0], *args, "--json"],
-        env=cluster.client_env(home),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    return json.loads(proc.stdout)  # type: ignore[no-any-return]
 
 
 def faults(work: Path) -> None:
@@ -93,11 +80,10 @@ def jobs_per_minute(work: Path, workers: int, count: int) -> float:
         home = work / f"jobs-home-{workers}"
         for name, seed in (("bench/m1", 1), ("bench/m2", 2)):
             write_adapter(work / f"m{seed}-{workers}", seed)
-            cli(c, home, "push", str(work / f"m{seed}-{workers}"), name)
+            c.cli(home, "push", str(work / f"m{seed}-{workers}"), name, timeout=300)
         started = time.monotonic()
         submitted = [
-            cli(
-                c,
+            c.cli(
                 home,
                 "merge",
                 "bench/m1=0.5",
@@ -107,6 +93,7 @@ def jobs_per_minute(work: Path, workers: int, count: int) -> float:
                 "--method",
                 "linear",
                 "--no-wait",
+                timeout=300,
             )
             for i in range(count)
         ]
@@ -128,7 +115,13 @@ def jobs_per_minute(work: Path, workers: int, count: int) -> float:
 def fleet(work: Path, replicas: int, clients: int) -> float:
     with Cluster(replicas=replicas, workers=0, workdir=_fresh(work / f"fleet-{replicas}")) as c:
         write_adapter(work / f"small-{replicas}", 7)
-        cli(c, work / f"fleet-home-{replicas}", "push", str(work / f"small-{replicas}"), "bench/small")
+        c.cli(
+            work / f"fleet-home-{replicas}",
+            "push",
+            str(work / f"small-{replicas}"),
+            "bench/small",
+            timeout=300,
+        )
         go = work / f"go-{replicas}"
         procs = [
             subprocess.Popen(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import json
 import os
 import secrets
 import shutil
@@ -196,6 +197,21 @@ class Cluster:
         env.update(ADAPTERS_URL=self.url, ADAPTERS_TOKEN=self.token, ADAPTERS_HOME=str(home))
         env["ADAPTERS_CONFIG_DIR"] = str(home / "config")
         return env
+
+    def cli(self, home: Path, *args: str, timeout: float = 120) -> Any:
+        """`adapters ARGS --json` as a user of the cluster (client_env), its JSON document; a
+        failure raises with the command's output."""
+        proc = subprocess.run(
+            [*self._adapters(), *args, "--json"],
+            env=self.client_env(home),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise AssertionError(f"adapters {' '.join(args)}: {proc.stdout}\n{proc.stderr}")
+        return json.loads(proc.stdout)
 
     def _adapters(self) -> list[str]:
         return [str(Path(sys.executable).parent / "adapters")]

@@ -9,8 +9,6 @@ PostgreSQL is shared with other tests, so it is not restarted: the replicas and 
 
 from __future__ import annotations
 
-import json
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,29 +66,15 @@ def test_kill_a_replica(faulty: Cluster, tmp_path: Path) -> None:
     _assert_nothing_lost(faulty, load)
 
 
-def _cli(cluster: Cluster, home: Path, *args: str) -> dict:
-    proc = subprocess.run(
-        [cluster.replicas[0].argv[0], *args, "--json"],
-        env=cluster.client_env(home),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, f"adapters {' '.join(args)}: {proc.stdout}\n{proc.stderr}"
-    return json.loads(proc.stdout)  # type: ignore[no-any-return]
-
-
 def test_kill_a_worker_mid_job(faulty: Cluster, tmp_path: Path) -> None:
     """The other worker takes the job over once its lease lapses; one output is published."""
     home = tmp_path / "home"
     for name, seed in (("jobs/m1", 101), ("jobs/m2", 102)):
         folder = tmp_path / name.split("/")[1]
         write_adapter(folder, seed)
-        _cli(faulty, home, "push", str(folder), name)
+        faulty.cli(home, "push", str(folder), name)
     with Load(faulty, tmp_path / "load") as load:
-        job = _cli(
-            faulty,
+        job = faulty.cli(
             home,
             "merge",
             "jobs/m1=0.5",
